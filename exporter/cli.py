@@ -1,0 +1,145 @@
+"""Command line: argument parsing, logging set-up, wiring, signal handling; the only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
+from exporter.service import Exporter
+from exporter.simulator import Scheduler, Simulator
+from exporter.web import WebServer, make_app
+
+log = logging.getLogger("exporter")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sugon-exporter",
+        description="Prometheus exporter for the Sugon / SCNet HPC OpenAPI v2 real-time job list.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    p.add_argument("--web.listen-address", dest="listen_address", metavar="ADDR", help="host:port to serve on (overrides listen_address)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], type=str.lower)
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit 0 (valid) or 1")
+    p.add_argument("--once", action="store_true", help="poll every cluster once, print the exposition, exit 1 if any failed")
+    p.add_argument("--demo", action="store_true", help="serve metrics from the built-in simulator; needs no config")
+    p.add_argument("--version", action="version", version=f"sugon-exporter {__version__}")
+    return p
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if level != "debug":
+        # httpx logs every request at INFO; that is debug detail for an exporter.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
+    """Start two evolving simulators on 127.0.0.1 and a config that polls them."""
+    east = Simulator(
+        token="demo-token-kunshan",
+        schedulers=[Scheduler("1638523853", "Cluster"), Scheduler("1638523854", "Cluster_gpu", {"gpu": 512, "a100": 256})],
+        jobs=400,
+        max_page=100,
+        arrival_rate=0.4,
+        seed=7,
+    )
+    west = Simulator(token="demo-token-wuxi", jobs=150, max_page=50, arrival_rate=0.15, seed=11)
+    for sim in (east, west):
+        sim.serve()
+        sim.start_evolving(5.0)
+    data: dict[str, Any] = {
+        "interval": "10s",
+        "timeout": "5s",
+        "page_size": 500,
+        "clusters": [
+            {"name": "demo-kunshan", "api_url": east.url + "/hpc", "cluster_ids": [1638523853, 1638523854], "token": east.token},
+            # no cluster_ids: discovered through GET /hpc/openapi/v2/cluster
+            {"name": "demo-wuxi", "api_url": west.url, "token": west.token},
+        ],
+    }
+    if listen_address:
+        data["listen_address"] = listen_address
+    return build_config(data, environ={}), [east, west]
+
+
+def _serve(config: Config, listen_address: str) -> int:
+    host, port = parse_listen_address(listen_address)
+    exporter = Exporter(config)
+    try:
+        server = WebServer(make_app(exporter.registry, exporter.store), host, port)
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", listen_address, exc.strerror or exc)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    exporter.start()
+    server.start()
+    names = ", ".join(c.name for c in config.clusters)
+    log.info("sugon-exporter %s serving http://%s/metrics for %s", __version__, listen_address, names)
+    while not stop.wait(0.5):
+        pass
+    server.stop()
+    exporter.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the exporter; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    sims: list[Simulator] = []
+    try:
+        if args.demo:
+            if args.config:
+                print("sugon-exporter: --demo needs no --config; give one or the other", file=sys.stderr)
+                return 2
+            config, sims = start_demo(args.listen_address)
+        elif not args.config:
+            print("sugon-exporter: --config FILE is required (or try --demo)", file=sys.stderr)
+            return 2
+        else:
+            config = load_config(args.config)
+        listen = args.listen_address or config.listen_address
+        try:
+            parse_listen_address(listen)
+        except ValueError as exc:
+            raise ConfigError([f"--web.listen-address: {exc}"]) from None
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"config error: {line}", file=sys.stderr)
+        return 1
+    try:
+        if args.check_config:
+            names = ", ".join(c.name for c in config.clusters)
+            print(f"{args.config}: OK, {len(config.clusters)} cluster(s): {names}")
+            return 0
+        if args.once:
+            exporter = Exporter(config)
+            ok = asyncio.run(exporter.poll_all_once())
+            sys.stdout.write(generate_latest(exporter.registry).decode("utf-8"))
+            return 0 if ok else 1
+        return _serve(config, listen)
+    finally:
+        for sim in sims:
+            sim.stop()

@@ -1,0 +1,359 @@
+"""YAML → frozen dataclasses, validated once; every problem is reported with its dotted path."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+# Keys whose values are never echoed back in an error message.
+SECRET_KEYS = frozenset({"token"})
+NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]+$")
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_ENV_RE = re.compile(r"\$\$|\$\{([^}]*)\}")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """One or more configuration problems, each a line starting with the dotted path of the key."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """One Sugon cluster (HPC host + scheduler ids) with its poll settings resolved."""
+
+    name: str
+    api_url: str
+    cluster_ids: tuple[str, ...]
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    verify_tls: bool = True
+    ca_file: str | None = None
+    interval: float = 60.0
+    timeout: float = 30.0
+    page_size: int = 500
+    concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole exporter configuration. The defaults here are the only ones."""
+
+    listen_address: str = "0.0.0.0:10863"
+    interval: float = 60.0
+    timeout: float = 30.0
+    page_size: int = 500
+    concurrency: int = 4
+    max_staleness: float = 300.0
+    per_user: bool = True
+    clusters: tuple[ClusterConfig, ...] = ()
+
+
+_DEFAULTS = {f.name: f.default for f in fields(Config)}
+TOP_KEYS = tuple(_DEFAULTS)
+# Keys a cluster may override; their defaults come from the top level.
+OVERRIDABLE = ("interval", "timeout", "page_size", "concurrency")
+CLUSTER_KEYS = ("name", "api_url", "cluster_ids", "token", "token_file", "verify_tls", "ca_file", *OVERRIDABLE)
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds for ``30s`` / ``5m`` / ``1h30m`` / a plain number; None when it is not a positive duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            match = _DURATION_RE.match(text)
+            if not text or match is None:
+                return None
+            h, m, s = (float(g) if g else 0.0 for g in match.groups())
+            seconds = h * 3600 + m * 60 + s
+    else:
+        return None
+    return seconds if seconds > 0 and seconds == seconds and seconds != float("inf") else None
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6; empty host = all interfaces) → (host, port); ValueError if not."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f'expected host:port like 0.0.0.0:10863, got "{value}"')
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range 1-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f'IPv6 addresses need brackets, like [::]:10863, got "{value}"')
+    return host or "0.0.0.0", port
+
+
+def normalise_api_url(url: str) -> str:
+    """Strip trailing slashes and one trailing ``/hpc``: deployments hand the HPC URL out both ways."""
+    url = url.rstrip("/")
+    if url.endswith("/hpc"):
+        url = url[: -len("/hpc")].rstrip("/")
+    return url
+
+
+def _show(value: Any) -> str:
+    """A short, YAML-flavoured rendering of a bad value for an error message."""
+    if isinstance(value, str):
+        return '"' + (value if len(value) <= 60 else value[:57] + "...") + '"'
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {_show(key)}", key_node.start_mark
+            )
+        seen.add(key)
+    return dict(loader.construct_mapping(node, deep=deep))
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Checker:
+    """Collects every problem instead of stopping at the first, so one run shows them all."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.errors: list[str] = []
+        self.environ = environ
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def expand(self, value: Any, path: str) -> Any:
+        """Replace ``${VAR}`` in every string (``$$`` is a literal ``$``)."""
+        if isinstance(value, str):
+
+            def repl(match: re.Match[str]) -> str:
+                if match.group(0) == "$$":
+                    return "$"
+                name = match.group(1)
+                if not _ENV_NAME_RE.match(name):
+                    self.error(path, f'"${{{name}}}" is not a valid environment variable reference')
+                    return ""
+                if name not in self.environ:
+                    self.error(path, f"environment variable {name} is not set")
+                    return ""
+                return self.environ[name]
+
+            return _ENV_RE.sub(repl, value)
+        if isinstance(value, list):
+            return [self.expand(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, dict):
+            return {k: self.expand(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return value
+
+    def known_keys(self, data: Mapping[Any, Any], allowed: tuple[str, ...], path: str) -> None:
+        for key in data:
+            where = f"{path}.{key}" if path else str(key)
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                self.error(where, f"unknown key{hint}")
+
+    def value(self, path: str, raw: Any, kind: str, ok: Callable[[Any], Any | None]) -> Any:
+        """``ok(raw)`` or None, recording ``expected {kind}, got ...`` (never the value of a secret key)."""
+        result = ok(raw)
+        if result is None:
+            shown = "a value that is not shown" if path.rsplit(".", 1)[-1] in SECRET_KEYS else _show(raw)
+            self.error(path, f"expected {kind}, got {shown}")
+        return result
+
+
+def _int_in(low: int, high: int) -> Callable[[Any], int | None]:
+    def check(v: Any) -> int | None:
+        return v if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high else None
+
+    return check
+
+
+def _bool(v: Any) -> bool | None:
+    return v if isinstance(v, bool) else None
+
+
+def _nonempty_str(v: Any) -> str | None:
+    return v.strip() if isinstance(v, str) and v.strip() else None
+
+
+_CHECKS: dict[str, tuple[str, Callable[[Any], Any | None]]] = {
+    "interval": ("a duration like 30s", parse_duration),
+    "timeout": ("a duration like 30s", parse_duration),
+    "max_staleness": ("a duration like 5m", parse_duration),
+    "page_size": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
+    "concurrency": ("a whole number from 1 to 64", _int_in(1, 64)),
+    "per_user": ("true or false", _bool),
+    "verify_tls": ("true or false", _bool),
+}
+
+
+def _file(c: _Checker, path: str, raw: Any) -> str | None:
+    name = c.value(path, raw, "a file path", _nonempty_str)
+    if name is None:
+        return None
+    if not os.path.isfile(name):
+        c.error(path, "no such file" if not os.path.exists(name) else "not a regular file")
+        return None
+    if not os.access(name, os.R_OK):
+        c.error(path, "file is not readable")
+        return None
+    return str(name)
+
+
+def _scheduler_ids(c: _Checker, path: str, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        c.error(path, f"expected a non-empty list of scheduler ids (omit the key to discover them), got {_show(raw)}")
+        return ()
+    ids: list[str] = []
+    for i, item in enumerate(raw):
+        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
+        if isinstance(text, str) and text.strip().isdigit():
+            ids.append(text.strip())
+        else:
+            c.error(f"{path}[{i}]", f"expected a numeric scheduler id, got {_show(item)}")
+    return tuple(dict.fromkeys(ids))
+
+
+def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterConfig | None:
+    if not isinstance(raw, dict):
+        c.error(path, f"expected a mapping, got {_show(raw)}")
+        return None
+    c.known_keys(raw, CLUSTER_KEYS, path)
+    before = len(c.errors)
+    name = raw.get("name")
+    if name is None:
+        c.error(path, "missing name")
+    elif not isinstance(name, str) or not NAME_RE.match(name):
+        c.error(f"{path}.name", f"expected letters, digits, _ . or -, got {_show(name)}")
+    api_url = raw.get("api_url")
+    if api_url is None:
+        c.error(path, "missing api_url")
+    elif not isinstance(api_url, str) or not re.match(r"^https?://[^/\s]+", api_url.strip()):
+        c.error(f"{path}.api_url", f"expected an http:// or https:// URL, got {_show(api_url)}")
+    ids = _scheduler_ids(c, f"{path}.cluster_ids", raw["cluster_ids"]) if "cluster_ids" in raw else ()
+    token = token_file = None
+    if "token" in raw and "token_file" in raw:
+        c.error(path, "token and token_file are both set; set exactly one")
+    elif "token" in raw:
+        token = c.value(f"{path}.token", raw["token"], "a non-empty string", _nonempty_str)
+    elif "token_file" in raw:
+        token_file = _file(c, f"{path}.token_file", raw["token_file"])
+    else:
+        c.error(path, "missing token; set token or token_file")
+    settings: dict[str, Any] = {}
+    for key in ("verify_tls", *OVERRIDABLE):
+        if key in raw:
+            settings[key] = c.value(f"{path}.{key}", raw[key], *_CHECKS[key])
+    ca_file = _file(c, f"{path}.ca_file", raw["ca_file"]) if "ca_file" in raw else None
+    if ca_file is not None and settings.get("verify_tls") is False:
+        c.error(f"{path}.ca_file", "set, but verify_tls is false; remove one of them")
+    if len(c.errors) > before:
+        return None
+    return ClusterConfig(
+        name=name,
+        api_url=normalise_api_url(api_url.strip()),
+        cluster_ids=ids,
+        token=token,
+        token_file=token_file,
+        verify_tls=settings.get("verify_tls", True),
+        ca_file=ca_file,
+        **{key: settings.get(key, top[key]) for key in OVERRIDABLE},
+    )
+
+
+def build_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
+    """Validate parsed YAML into a Config, or raise ConfigError listing every problem."""
+    c = _Checker(os.environ if environ is None else environ)
+    if not isinstance(data, dict):
+        raise ConfigError([f"(top level): expected a mapping of settings, got {_show(data)}"])
+    data = c.expand(data, "")
+    c.known_keys(data, TOP_KEYS, "")
+    top = dict(_DEFAULTS)
+    for key in TOP_KEYS:
+        if key in data and key in _CHECKS:
+            value = c.value(key, data[key], *_CHECKS[key])
+            if value is not None:
+                top[key] = value
+    if "listen_address" in data:
+        raw = data["listen_address"]
+        try:
+            if not isinstance(raw, str):
+                raise ValueError(f"expected host:port like 0.0.0.0:10863, got {_show(raw)}")
+            parse_listen_address(raw)
+            top["listen_address"] = raw
+        except ValueError as exc:
+            c.error("listen_address", str(exc))
+    clusters: list[ClusterConfig] = []
+    raw_clusters = data.get("clusters")
+    if not isinstance(raw_clusters, list) or not raw_clusters:
+        c.error("clusters", f"expected a non-empty list of clusters, got {_show(raw_clusters)}")
+    else:
+        first_seen: dict[str, int] = {}
+        for i, raw in enumerate(raw_clusters):
+            cluster = _cluster(c, f"clusters[{i}]", raw, top)
+            if cluster is not None:
+                clusters.append(cluster)
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if not isinstance(name, str):
+                continue
+            if name in first_seen:
+                c.error(f"clusters[{i}].name", f'duplicate cluster name "{name}" (also clusters[{first_seen[name]}])')
+            else:
+                first_seen[name] = i
+    if c.errors:
+        raise ConfigError(c.errors)
+    top["clusters"] = tuple(clusters)
+    return Config(**top)
+
+
+def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML config file; every failure is a ConfigError naming the file or key."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        # Only the problem and its position: the YAML error's own text quotes the line, which may hold a secret.
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError([f"{path}: invalid YAML at {where}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML: {type(exc).__name__}"]) from None
+    return build_config(data, environ)

@@ -1,0 +1,102 @@
+"""The Job record and the status map: one raw row of the job list in, one Job (or None) out. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# The eight statuses documented for the real-time list. The zero-filled families always carry these.
+DOCUMENTED_STATUSES: dict[str, str] = {
+    "statR": "running",
+    "statQ": "queued",
+    "statH": "held",
+    "statS": "suspended",
+    "statE": "exiting",
+    "statC": "completed",
+    "statW": "waiting",
+    "statX": "other",
+}
+# Seen elsewhere in the API family; emitted only when non-zero.
+EXTRA_STATUSES: dict[str, str] = {
+    "statDE": "cancelled",
+    "statD": "failed",
+    "statT": "timeout",
+    "statN": "node_fail",
+    "statRQ": "requeued",
+}
+STATUS_MAP: dict[str, str] = {**DOCUMENTED_STATUSES, **EXTRA_STATUSES}
+ZERO_FILL_STATUSES: tuple[str, ...] = tuple(DOCUMENTED_STATUSES.values())
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What the exporter keeps of one row: enough to count it, nothing more."""
+
+    key: str
+    queue: str
+    user: str
+    status: str
+    raw_status: str
+    cpus: int
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string form of a scalar id or name, or None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None
+
+
+def job_key(row: Any, scheduler_id: str) -> str | None:
+    """The dedupe key ``jobmanagerId NUL jobId`` of a raw row, or None when the row has no usable jobId.
+
+    One string rather than a tuple: the poller keeps a key per job for a whole poll, and a
+    single str costs about half the memory of a 2-tuple of strs.
+    """
+    if not isinstance(row, dict):
+        return None
+    job_id = _text(row.get("jobId"))
+    if job_id is None:
+        return None
+    manager = _text(row.get("jobmanagerId")) or scheduler_id
+    return f"{manager}\x00{job_id}"
+
+
+def map_status(raw: str) -> str:
+    """The ``status`` label value for a raw ``jobStatus`` (``statR`` → ``running``; anything else → ``unknown``)."""
+    return STATUS_MAP.get(raw, UNKNOWN)
+
+
+def _cpus(value: Any) -> int:
+    """``procNumUsed`` as a non-negative int; missing or invalid counts as 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(value, 0)
+    if isinstance(value, float) and value.is_integer():
+        return max(int(value), 0)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return 0
+
+
+def parse_job(row: Any, scheduler_id: str) -> Job | None:
+    """A Job from one raw row, or None when the row is unusable (not an object, or no jobId)."""
+    key = job_key(row, scheduler_id)
+    if key is None:
+        return None
+    raw_status = _text(row.get("jobStatus")) or ""
+    return Job(
+        key=key,
+        queue=_text(row.get("queue")) or UNKNOWN,
+        user=_text(row.get("user")) or UNKNOWN,
+        status=map_status(raw_status),
+        raw_status=raw_status,
+        cpus=_cpus(row.get("procNumUsed")),
+    )

@@ -1,0 +1,124 @@
+"""Wiring: one Config in, the registry, state store and a poller per cluster out; runs them on an asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+from prometheus_client import CollectorRegistry, Info
+
+from exporter import __version__
+from exporter.api import SugonClient
+from exporter.auth import token_source
+from exporter.collector import JobCollector
+from exporter.config import ClusterConfig, Config
+from exporter.poller import ClusterPoller, PollMetrics
+from exporter.state import StateStore
+
+
+def _verify(cluster: ClusterConfig) -> ssl.SSLContext | bool:
+    if cluster.ca_file is not None:
+        return ssl.create_default_context(cafile=cluster.ca_file)
+    return cluster.verify_tls
+
+
+class Exporter:
+    """Everything between a validated Config and the /metrics registry."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time, retry_backoff: float = 0.5) -> None:
+        self.config = config
+        self.registry = CollectorRegistry()
+        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=self.registry).info(
+            {"version": __version__}
+        )
+        self.metrics = PollMetrics(self.registry)
+        self.store = StateStore([c.name for c in config.clusters])
+        self.registry.register(JobCollector(self.store, config.per_user, clock))
+        self._http: list[httpx.AsyncClient] = []
+        self.pollers = [self._poller(c, clock, retry_backoff) for c in config.clusters]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def _poller(self, cluster: ClusterConfig, clock: Callable[[], float], retry_backoff: float) -> ClusterPoller:
+        http = httpx.AsyncClient(
+            verify=_verify(cluster),
+            timeout=httpx.Timeout(cluster.timeout),
+            limits=httpx.Limits(max_connections=cluster.concurrency, max_keepalive_connections=cluster.concurrency),
+            headers={"User-Agent": f"sugon-exporter/{__version__}"},
+        )
+        self._http.append(http)
+        client = SugonClient(
+            cluster.api_url,
+            token_source(cluster),
+            http,
+            cluster.timeout,
+            observer=self.metrics.observer(cluster.name),
+            retry_backoff=retry_backoff,
+        )
+        return ClusterPoller(
+            cluster.name,
+            client,
+            self.store,
+            self.metrics,
+            scheduler_ids=cluster.cluster_ids,
+            interval=cluster.interval,
+            page_size=cluster.page_size,
+            concurrency=cluster.concurrency,
+            max_staleness=self.config.max_staleness,
+            per_user=self.config.per_user,
+            clock=clock,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pools."""
+        await asyncio.gather(*(h.aclose() for h in self._http), return_exceptions=True)
+
+    async def poll_all_once(self) -> bool:
+        """Poll every cluster once, concurrently; True if all succeeded."""
+        try:
+            results = await asyncio.gather(*(p.poll_once() for p in self.pollers))
+        finally:
+            await self.aclose()
+        return all(results)
+
+    async def run(self) -> None:
+        """Run every cluster's poll loop until cancelled; the loops are independent of each other."""
+        try:
+            await asyncio.gather(*(p.run() for p in self.pollers))
+        finally:
+            await self.aclose()
+
+    def start(self) -> None:
+        """Run the poll loops on their own event loop in a background thread."""
+        ready = threading.Event()
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._task = loop.create_task(self.run())
+            ready.set()
+            try:
+                loop.run_until_complete(self._task)
+            except asyncio.CancelledError:
+                pass
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name="pollers", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Cancel the poll loops (a poll in flight is abandoned) and wait for the thread to end."""
+        if self._loop is not None and self._task is not None and not self._loop.is_closed():
+            try:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+            except RuntimeError:
+                pass  # the loop closed in between
+        if self._thread is not None:
+            self._thread.join(timeout)

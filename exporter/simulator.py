@@ -1,0 +1,329 @@
+"""A stand-in Sugon HPC API on 127.0.0.1 for --demo, tests and benchmarks: the job list, as documented, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+CHINA = timezone(timedelta(hours=8))  # jobStartTime is local time on the platform (UTC+8, a guess)
+LINGER_SECONDS = 300  # finished jobs stay in the real-time list for 5 minutes (doc)
+DEFAULT_QUEUES = {"debug": 256, "normal": 2048, "largemem": 512, "gpu": 384}
+DEFAULT_USERS = ("alice", "bob", "chen", "dong", "fang", "guo", "huang", "li", "liu", "wang", "zhang", "zhou")
+APPS = ("BASE", "fluent", "vasp", "gromacs", "lammps", "matlab")
+REASONS = ("Resources", "Priority", "QOSMaxCpuPerUserLimit", "ReqNodeNotAvail, UnavailableNodes:h04r3n[07-09]")
+
+
+def _envelope(code: str, msg: str, data: Any) -> dict[str, Any]:
+    return {"code": code, "msg": msg, "data": data}
+
+
+def _run_time(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    days, rest = divmod(seconds, 86400)
+    hms = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    return f"{days}-{hms}" if days else hms
+
+
+@dataclass
+class SimJob:
+    """One job of the simulated scheduler, with the times that drive its transitions."""
+
+    job_id: int
+    scheduler_id: str
+    queue: str
+    user: str
+    app: str
+    cpus: int
+    submitted: float
+    status: str = "statQ"
+    reason: str | None = "Priority"
+    started: float | None = None
+    runtime: float = 600.0
+    release_at: float | None = None
+    ended: float | None = None
+
+
+@dataclass
+class Scheduler:
+    """A scheduler (``strClusterIDList`` id) of the simulated HPC host."""
+
+    id: str
+    name: str
+    queues: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
+
+
+class Simulator:
+    """The job population and the API logic; ``serve()`` puts it on 127.0.0.1 over HTTP.
+
+    The population changes only in ``step()``, so tests can read the list, poll, and compare; the demo
+    calls ``start_evolving()`` to step it on a timer. Every public method is thread-safe.
+    """
+
+    def __init__(
+        self,
+        token: str = "sim-token",
+        schedulers: list[Scheduler] | None = None,
+        users: tuple[str, ...] = DEFAULT_USERS,
+        jobs: int = 200,
+        max_page: int = 100,
+        arrival_rate: float = 0.5,
+        latency: float = 0.0,
+        seed: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.token = token
+        self.schedulers = schedulers or [Scheduler("1638523853", "Cluster")]
+        self.users = users
+        self.max_page = max_page
+        self.arrival_rate = arrival_rate
+        self.latency = latency
+        self.clock = clock
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._jobs: dict[tuple[str, int], SimJob] = {}
+        self._next_id = 1000
+        self._last_step = clock()
+        self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._evolver: threading.Thread | None = None
+        self._stop_evolving = threading.Event()
+        self._seed_population(jobs)
+
+    # ---- population -------------------------------------------------------------------------------
+
+    def _new_job(self, now: float) -> SimJob:
+        sched = self._rng.choice(self.schedulers)
+        queue = self._rng.choice(list(sched.queues))
+        self._next_id += 1
+        job = SimJob(
+            job_id=self._next_id,
+            scheduler_id=sched.id,
+            queue=queue,
+            user=self._rng.choice(self.users),
+            app=self._rng.choice(APPS),
+            cpus=self._rng.choice((1, 2, 4, 8, 16, 32, 64)),
+            submitted=now,
+            runtime=self._rng.choice((60, 300, 900, 3600, 4 * 3600, 30 * 3600)) * self._rng.uniform(0.5, 1.5),
+            reason=self._rng.choice(REASONS),
+        )
+        if self._rng.random() < 0.05:
+            job.status, job.reason, job.release_at = "statH", "JobHeldUser", now + self._rng.uniform(60, 1800)
+        return job
+
+    def _seed_population(self, count: int) -> None:
+        now = self.clock()
+        for _ in range(count):
+            job = self._new_job(now - self._rng.uniform(0, 7200))
+            self._jobs[(job.scheduler_id, job.job_id)] = job
+        self._start_what_fits(now)
+        # Let some of the started jobs have run for a while already.
+        for job in self._jobs.values():
+            if job.status == "statR" and job.started is not None:
+                job.started = now - self._rng.uniform(0, job.runtime)
+
+    def _start_what_fits(self, now: float) -> None:
+        used: dict[tuple[str, str], int] = {}
+        for job in self._jobs.values():
+            if job.status in ("statR", "statE"):
+                used[(job.scheduler_id, job.queue)] = used.get((job.scheduler_id, job.queue), 0) + job.cpus
+        caps = {(s.id, q): cap for s in self.schedulers for q, cap in s.queues.items()}
+        for job in sorted(self._jobs.values(), key=lambda j: j.submitted):
+            if job.status != "statQ":
+                continue
+            key = (job.scheduler_id, job.queue)
+            if used.get(key, 0) + job.cpus <= caps.get(key, 0):
+                used[key] = used.get(key, 0) + job.cpus
+                job.status, job.reason, job.started = "statR", None, now
+
+    def step(self, now: float | None = None) -> None:
+        """Move the population on to ``now``: arrivals, releases, finishes, starts, and the 5-minute linger."""
+        with self._lock:
+            now = self.clock() if now is None else now
+            dt = max(now - self._last_step, 0.0)
+            self._last_step = now
+            arrivals = int(self.arrival_rate * dt + self._rng.random())
+            for _ in range(arrivals):
+                job = self._new_job(now)
+                self._jobs[(job.scheduler_id, job.job_id)] = job
+            for key, job in list(self._jobs.items()):
+                if job.status == "statH" and job.release_at is not None and now >= job.release_at:
+                    job.status, job.reason = "statQ", "Priority"
+                elif job.status == "statQ" and self._rng.random() < 0.0001 * dt:
+                    job.status, job.ended = "statDE", now  # cancelled while waiting
+                elif job.status == "statR" and job.started is not None and now - job.started >= job.runtime:
+                    job.status, job.ended = "statE", now
+                elif job.status == "statE" and job.ended is not None and now - job.ended >= 15:
+                    job.status = "statD" if self._rng.random() < 0.05 else "statC"
+                elif job.status in ("statC", "statD", "statDE") and job.ended is not None and now - job.ended >= LINGER_SECONDS:
+                    del self._jobs[key]
+            self._start_what_fits(now)
+
+    def start_evolving(self, every: float = 5.0) -> None:
+        """Step the population on a timer (for --demo)."""
+
+        def loop() -> None:
+            while not self._stop_evolving.wait(every):
+                self.step()
+
+        self._evolver = threading.Thread(target=loop, name="simulator-evolve", daemon=True)
+        self._evolver.start()
+
+    def set_status(self, scheduler_id: str, job_id: int, status: str) -> None:
+        """Force one job's status (tests)."""
+        with self._lock:
+            self._jobs[(scheduler_id, job_id)].status = status
+
+    def add_jobs(self, count: int, queue: str | None = None, status: str = "statQ", cpus: int | None = None) -> None:
+        """Add jobs now, e.g. to build a backlog (tests, demo)."""
+        with self._lock:
+            now = self.clock()
+            for _ in range(count):
+                job = self._new_job(now)
+                job.status = status
+                job.queue = queue or job.queue
+                job.cpus = cpus if cpus is not None else job.cpus
+                if status == "statR":
+                    job.started, job.reason = now, None
+                self._jobs[(job.scheduler_id, job.job_id)] = job
+
+    def rows(self, scheduler_id: str | None = None) -> list[dict[str, Any]]:
+        """The job list as the API would render it, in the scheduler's order."""
+        with self._lock:
+            now = self.clock()
+            return [self._row(j, now) for j in self._jobs.values() if scheduler_id in (None, j.scheduler_id)]
+
+    def _row(self, job: SimJob, now: float) -> dict[str, Any]:
+        sched = next(s for s in self.schedulers if s.id == job.scheduler_id)
+        started = job.started is not None and job.status != "statQ"
+        stamp = datetime.fromtimestamp(job.submitted, CHINA).strftime("%m%d_%H%M%S")
+        work = f"/public/home/{job.user}/{job.app.upper()}/{job.app.upper()}_{stamp}"
+        end = job.ended if job.ended is not None else now
+        return {
+            "jobId": str(job.job_id),
+            "jobName": f"{job.app}_{stamp}",
+            "jobStatus": job.status,
+            "queue": job.queue,
+            "user": job.user,
+            "nodeUsed": f"h04r{job.job_id % 8}n{job.job_id % 32:02d}" if started else "",
+            "procNumUsed": job.cpus,
+            "jobStartTime": (
+                datetime.fromtimestamp(job.started, CHINA).strftime("%Y-%m-%d %H:%M:%S")
+                if started and job.started is not None
+                else ""
+            ),
+            "jobRunTime": _run_time(end - job.started) if started and job.started is not None else "00:00:00",
+            "jobVncSessionInfo": None,
+            "jobmanagerId": sched.id,
+            "jobmanagerName": sched.name,
+            "jobmanagerType": "SLURM",
+            "errorPath": f"{work}/std.err.{job.job_id}",
+            "outputPath": f"{work}/std.out.{job.job_id}",
+            "workDir": work,
+            "reason": job.reason if job.status in ("statQ", "statH") else None,
+            "appType": job.app,
+        }
+
+    # ---- API --------------------------------------------------------------------------------------
+
+    def handle(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        """Answer one GET: (HTTP status, JSON body)."""
+        path = path.rstrip("/")
+        if path not in ("/hpc/openapi/v2/jobs", "/hpc/openapi/v2/cluster"):
+            return 404, _envelope("404", "not found", None)
+        if headers.get("token") != self.token:
+            return 200, {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
+        if path.endswith("/cluster"):
+            data = [
+                {"id": int(s.id), "text": s.name, "JobManagerType": "SLURM", "JobManagerAddr": "10.0.35.248", "JobManagerPort": "6817"}
+                for s in self.schedulers
+            ]
+            return 200, _envelope("0", "success", data)
+        sid = query.get("strClusterIDList", "").strip()
+        if not sid:
+            return 200, _envelope("10003", "参数不全: strClusterIDList", None)
+        try:
+            start = int(query.get("start", "0"))
+            limit = int(query.get("limit", "25"))
+            if start < 0 or limit < 1 or not sid.isdigit():
+                raise ValueError
+        except ValueError:
+            return 200, _envelope("10004", "参数无效", None)
+        filters = {
+            "user": query.get("strJobOwner"),
+            "jobName": query.get("strJobName"),
+            "jobId": query.get("strJobId"),
+            "queue": query.get("strQueueName"),
+            "jobStatus": query.get("strJobStat"),
+        }
+        rows = [
+            r
+            for r in self.rows(sid)
+            if all(v is None or v == "" or str(r[k]) == v for k, v in filters.items())
+        ]
+        page = rows[start : start + min(limit, self.max_page)]
+        return 200, _envelope("0", "success", {"total": len(rows), "list": page})
+
+    def serve(self, port: int = 0) -> str:
+        """Start serving on 127.0.0.1 (an ephemeral port by default); returns the base URL."""
+        sim = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                with sim._lock:
+                    sim.requests += 1
+                    sim.in_flight += 1
+                    sim.max_in_flight = max(sim.max_in_flight, sim.in_flight)
+                try:
+                    if sim.latency:
+                        time.sleep(sim.latency)
+                    url = urlsplit(self.path)
+                    query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+                    status, body = sim.handle(url.path, query, {k.lower(): v for k, v in self.headers.items()})
+                    payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json;charset=UTF-8")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                finally:
+                    with sim._lock:
+                        sim.in_flight -= 1
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="simulator", daemon=True)
+        self._thread.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not serving")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Stop serving (connections are then refused) and stop evolving."""
+        self._stop_evolving.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._evolver is not None:
+            self._evolver.join(timeout=5)

@@ -1,0 +1,40 @@
+"""What the pollers publish and the collector and web pages read: one immutable ClusterState per cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from exporter.snapshot import ClusterSnapshot
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """The outcome of a cluster's polls so far. ``up`` is None until the first poll ends."""
+
+    name: str
+    up: bool | None = None
+    last_success: float | None = None
+    poll_duration: float | None = None
+    last_error: str | None = None
+    snapshot: ClusterSnapshot | None = None
+
+
+class StateStore:
+    """Holds the latest ClusterState of every cluster; publishing swaps one reference, so readers never lock."""
+
+    def __init__(self, names: list[str]) -> None:
+        self._states: Mapping[str, ClusterState] = MappingProxyType({n: ClusterState(n) for n in names})
+
+    def publish(self, state: ClusterState) -> None:
+        """Replace one cluster's state (each cluster has a single writer, its poller)."""
+        self._states = MappingProxyType({**self._states, state.name: state})
+
+    def get(self, name: str) -> ClusterState:
+        """One cluster's current state."""
+        return self._states[name]
+
+    def states(self) -> Mapping[str, ClusterState]:
+        """A consistent view of every cluster's state at this instant."""
+        return self._states

@@ -1,0 +1,93 @@
+"""The WSGI app (/metrics, /, /healthz) and a threaded HTTP server, so concurrent scrapes run in parallel."""
+
+from __future__ import annotations
+
+import html
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from exporter import __version__
+from exporter.state import StateStore
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+
+
+def _index(store: StateStore) -> bytes:
+    rows = []
+    for name, state in store.states().items():
+        up = "starting" if state.up is None else ("up" if state.up else f"down ({state.last_error})")
+        last = (
+            time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(state.last_success))
+            if state.last_success is not None
+            else "never"
+        )
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(up)}</td><td>{html.escape(last)}</td></tr>")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>sugon-exporter</title></head><body>"
+        f"<h1>sugon-exporter {html.escape(__version__)}</h1>"
+        "<p>Prometheus exporter for the Sugon HPC OpenAPI job list. <a href=\"metrics\">Metrics</a></p>"
+        "<table border=\"1\" cellpadding=\"4\"><tr><th>cluster</th><th>state</th><th>last success</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
+    return page.encode("utf-8")
+
+
+def make_app(registry: CollectorRegistry, store: StateStore) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+    """The exporter's WSGI application."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/metrics":
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            body, ctype, status = b"ok\n", "text/plain; charset=utf-8", "200 OK"
+        elif path == "/":
+            body, ctype, status = _index(store), "text/html; charset=utf-8", "200 OK"
+        else:
+            body, ctype, status = b"not found\n", "text/plain; charset=utf-8", "404 Not Found"
+        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class WebServer:
+    """Serves the app on ``host:port`` in a background thread."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]], host: str, port: int) -> None:
+        server_class = type("_Server", (_ThreadingServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+        self._server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        self.port: int = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+
+    def start(self) -> None:
+        """Start answering requests."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop answering and close the socket."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
