@@ -146,9 +146,10 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 class _Checker:
     """Collects every problem instead of stopping at the first, so one run shows them all."""
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[str, str], base_dir: str) -> None:
         self.errors: list[str] = []
         self.environ = environ
+        self.base_dir = base_dir
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
@@ -161,12 +162,13 @@ class _Checker:
                 if match.group(0) == "$$":
                     return "$"
                 name = match.group(1)
+                # On error the reference is left as it is, so that it is reported once, not again as an empty value.
                 if not _ENV_NAME_RE.match(name):
                     self.error(path, f'"${{{name}}}" is not a valid environment variable reference')
-                    return ""
+                    return match.group(0)
                 if name not in self.environ:
                     self.error(path, f"environment variable {name} is not set")
-                    return ""
+                    return match.group(0)
                 return self.environ[name]
 
             return _ENV_RE.sub(repl, value)
@@ -223,6 +225,7 @@ def _file(c: _Checker, path: str, raw: Any) -> str | None:
     name = c.value(path, raw, "a file path", _nonempty_str)
     if name is None:
         return None
+    name = os.path.join(c.base_dir, name)  # relative paths are relative to the config file
     if not os.path.isfile(name):
         c.error(path, "no such file" if not os.path.exists(name) else "not a regular file")
         return None
@@ -293,9 +296,13 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
     )
 
 
-def build_config(data: Any, environ: Mapping[str, str] | None = None) -> Config:
-    """Validate parsed YAML into a Config, or raise ConfigError listing every problem."""
-    c = _Checker(os.environ if environ is None else environ)
+def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
+    """Validate parsed YAML into a Config, or raise ConfigError listing every problem.
+
+    ``environ`` supplies ``${VAR}`` (default: the process environment); relative file paths are taken
+    from ``base_dir``.
+    """
+    c = _Checker(os.environ if environ is None else environ, base_dir)
     if not isinstance(data, dict):
         raise ConfigError([f"(top level): expected a mapping of settings, got {_show(data)}"])
     data = c.expand(data, "")
@@ -356,4 +363,4 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
         raise ConfigError([f"{path}: invalid YAML at {where}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: invalid YAML: {type(exc).__name__}"]) from None
-    return build_config(data, environ)
+    return build_config(data, environ, os.path.dirname(os.path.abspath(path)))

@@ -1,0 +1,130 @@
+"""Config loading: one YAML per failure mode, each naming the exact dotted path; defaults; env; secrets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, build_config, load_config, normalise_api_url, parse_duration
+
+CONFIGS = Path(__file__).parent / "configs"
+ROOT = Path(__file__).parent.parent
+FAILURES = sorted(CONFIGS.glob("*.yaml"))
+
+
+def expected_errors(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.split("# expect: ", 1)[1].replace("{file}", str(path)) for line in lines if line.startswith("# expect: ")]
+
+
+@pytest.mark.parametrize("path", FAILURES, ids=[p.stem for p in FAILURES])
+def test_each_bad_config_gives_exactly_its_errors(path: Path) -> None:
+    expected = expected_errors(path)
+    assert expected, f"{path.name} declares no '# expect:' line"
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path), environ={})
+    assert err.value.errors == expected
+
+
+def test_secrets_in_a_bad_config_never_reach_the_error_text() -> None:
+    for path in FAILURES:
+        with pytest.raises(ConfigError) as err:
+            load_config(str(path), environ={})
+        assert "s3cr3t" not in str(err.value), path.name
+
+
+def test_the_example_config_is_valid_and_documents_every_default() -> None:
+    config = load_config(str(ROOT / "config.example.yaml"), environ={"SUGON_TOKEN": "tok"})
+    assert config.listen_address == "0.0.0.0:10863"
+    assert (config.interval, config.timeout, config.max_staleness) == (60.0, 30.0, 300.0)
+    assert (config.page_size, config.concurrency, config.per_user) == (500, 4, True)
+    kunshan = config.clusters[0]
+    assert kunshan.name == "kunshan"
+    assert kunshan.api_url == "https://api01.hpccube.com:65106"
+    assert kunshan.cluster_ids == ("1638523853",)
+    assert kunshan.token == "tok"
+
+
+def test_defaults_apply_and_clusters_override_the_four_poll_settings(tmp_path: Path) -> None:
+    config = build_config(
+        {
+            "interval": "2m",
+            "page_size": 100,
+            "clusters": [
+                {"name": "a", "api_url": "https://h:1/hpc/", "token": "t"},
+                {"name": "b", "api_url": "https://h:2", "token": "t", "interval": 90, "timeout": "1m",
+                 "page_size": 25, "concurrency": 8, "cluster_ids": ["7", 7, 8]},
+            ],
+        },
+        environ={},
+    )
+    a, b = config.clusters
+    assert (a.interval, a.timeout, a.page_size, a.concurrency, a.cluster_ids) == (120.0, 30.0, 100, 4, ())
+    assert (b.interval, b.timeout, b.page_size, b.concurrency, b.cluster_ids) == (90.0, 60.0, 25, 8, ("7", "8"))
+    assert a.api_url == "https://h:1"
+
+
+def test_environment_variables_are_substituted_in_any_string_and_dollar_dollar_is_literal() -> None:
+    config = build_config(
+        {"listen_address": "${HOST}:10863",
+         "clusters": [{"name": "a", "api_url": "https://${HOST}:1", "token": "p$$w${T}"}]},
+        environ={"HOST": "127.0.0.1", "T": "xyz"},
+    )
+    assert config.listen_address == "127.0.0.1:10863"
+    assert config.clusters[0].api_url == "https://127.0.0.1:1"
+    assert config.clusters[0].token == "p$wxyz"
+
+
+def test_relative_token_file_is_found_next_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "tok").write_text("abc\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("clusters:\n  - {name: a, api_url: 'https://h:1', token_file: tok}\n")
+    assert load_config(str(cfg), environ={}).clusters[0].token_file == str(tmp_path / "tok")
+
+
+def test_missing_config_file_is_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("/nonexistent/sugon.yaml")
+    assert err.value.errors == ["/nonexistent/sugon.yaml: no such file"]
+
+
+def test_repr_of_a_config_does_not_show_the_token() -> None:
+    config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "s3cr3t"}]}, environ={})
+    assert "s3cr3t" not in repr(config)
+    assert "s3cr3t" not in repr(config.clusters[0])
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30s", 30), ("5m", 300), ("1h", 3600), ("1h30m", 5400), ("2m30s", 150), (45, 45), ("45", 45), (0.5, 0.5)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["fast", "", "0", 0, -1, "5 m", "1d", True, None, "m", "nan"])
+def test_not_durations(text: object) -> None:
+    assert parse_duration(text) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("https://api01.hpccube.com:65106", "https://api01.hpccube.com:65106"),
+        ("https://api01.hpccube.com:65106/", "https://api01.hpccube.com:65106"),
+        ("https://api01.hpccube.com:65106/hpc", "https://api01.hpccube.com:65106"),
+        ("https://api01.hpccube.com:65106/hpc/", "https://api01.hpccube.com:65106"),
+        ("https://gw.example.com/sugon/hpc", "https://gw.example.com/sugon"),
+    ],
+)
+def test_api_url_normalisation(url: str, base: str) -> None:
+    assert normalise_api_url(url) == base
+
+
+def test_process_environment_is_the_default_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUGON_TEST_TOKEN", "from-env")
+    config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "${SUGON_TEST_TOKEN}"}]})
+    assert config.clusters[0].token == "from-env"
+    assert os.environ["SUGON_TEST_TOKEN"] == "from-env"

@@ -1,0 +1,57 @@
+"""Parsing one row: the status map, defaults for missing fields, and what makes a row unusable."""
+
+from __future__ import annotations
+
+import pytest
+
+from exporter.jobs import parse_job
+from tests.helpers import SCHEDULER, fixture, row
+
+# The mapping as written in the issue and sugon-api.md, typed out by hand.
+DOCUMENTED = [
+    ("statR", "running"), ("statQ", "queued"), ("statH", "held"), ("statS", "suspended"),
+    ("statE", "exiting"), ("statC", "completed"), ("statW", "waiting"), ("statX", "other"),
+    ("statDE", "cancelled"), ("statD", "failed"), ("statT", "timeout"), ("statN", "node_fail"),
+    ("statRQ", "requeued"),
+]
+
+
+@pytest.mark.parametrize(("raw", "label"), DOCUMENTED)
+def test_every_known_status_code_maps_to_its_label(raw: str, label: str) -> None:
+    job = parse_job(row(1, status=raw), SCHEDULER)
+    assert job is not None and job.status == label
+
+
+@pytest.mark.parametrize("raw", ["statZZ", "", "STATR", "running"])
+def test_any_other_status_is_unknown(raw: str) -> None:
+    job = parse_job(row(1, status=raw), SCHEDULER)
+    assert job is not None and job.status == "unknown" and job.raw_status == raw
+
+
+def test_the_seed_example_parses_into_one_completed_and_one_running_job() -> None:
+    rows = fixture("seed_jobs.json")["data"]["list"]
+    jobs = [parse_job(r, SCHEDULER) for r in rows]
+    assert [(j.key, j.queue, j.user, j.status, j.cpus) for j in jobs if j] == [
+        ("1638523853\x0027", "debug", "test", "completed", 1),
+        ("1638523853\x0023", "debug", "test", "running", 1),
+    ]
+
+
+def test_odd_rows_are_unusable_or_get_safe_defaults() -> None:
+    rows = fixture("odd_rows.json")["data"]["list"]
+    jobs = [parse_job(r, "999") for r in rows]
+    assert jobs[:4] == [None, None, None, None]  # not an object, null, no jobId, empty jobId
+    got = [(j.key, j.queue, j.user, j.status, j.cpus) for j in jobs[4:] if j]
+    assert got == [
+        ("1638523853\x00101", "debug", "test", "running", 8),   # int id, CPUs as a digit string
+        ("1638523853\x00102", "unknown", "unknown", "queued", 0),  # null queue, empty user, null CPUs
+        ("1638523853\x00103", "debug", "test", "unknown", 0),   # unknown status, negative CPUs
+        ("1638523853\x00104", "debug", "test", "running", 0),   # CPUs not a number
+        ("999\x00105", "7", "unknown", "unknown", 0),           # no jobmanagerId: the scheduler asked
+    ]
+
+
+def test_the_same_job_id_under_two_schedulers_gives_two_keys() -> None:
+    a = parse_job(row(5, scheduler="1"), "1")
+    b = parse_job(row(5, scheduler="2"), "2")
+    assert a is not None and b is not None and a.key != b.key
