@@ -1,0 +1,360 @@
+"""The API client against respx: envelope, every error reason, retries, and paging under caps and drift."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from exporter.api import (
+    ApiAuthError,
+    ApiCodeError,
+    ApiConnectionError,
+    ApiError,
+    ApiHttpError,
+    ApiInvalidResponse,
+    ApiTimeout,
+    SugonClient,
+)
+from exporter.auth import FileToken, StaticToken
+from tests.helpers import FIXTURES, SCHEDULER, envelope, fixture, row
+
+BASE = "https://hpc.example.com:65106"
+JOBS = BASE + "/hpc/openapi/v2/jobs"
+
+
+class Observer:
+    """Records what the client reports for self-metrics."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.failed: list[str] = []
+
+    def request_sent(self) -> None:
+        self.sent += 1
+
+    def request_failed(self, reason: str) -> None:
+        self.failed.append(reason)
+
+
+class PagedList:
+    """A job list served page by page the way the API does: offset paging, a row cap, and hooks to change it."""
+
+    def __init__(self, rows: list[dict[str, Any]], cap: int = 100, delay: float = 0.0) -> None:
+        self.rows = rows
+        self.cap = cap
+        self.delay = delay
+        self.calls: list[tuple[int, int]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.before_answer: Callable[[int], None] | None = None
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        start, limit = int(request.url.params["start"]), int(request.url.params["limit"])
+        self.calls.append((start, limit))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.before_answer:
+                self.before_answer(start)
+            page = self.rows[start : start + min(limit, self.cap)]
+            return httpx.Response(200, json=envelope({"total": len(self.rows), "list": page}))
+        finally:
+            self.in_flight -= 1
+
+
+def client(observer: Observer | None = None, token: str = "tok", timeout: float = 5.0) -> tuple[SugonClient, httpx.AsyncClient]:
+    http = httpx.AsyncClient()
+    return SugonClient(BASE, StaticToken(token), http, timeout, observer=observer, retry_backoff=0), http
+
+
+def fetch(page_size: int = 500, concurrency: int = 4, observer: Observer | None = None) -> tuple[int, list[Any]]:
+    """Run fetch_jobs for the default scheduler; returns (reported total, every row delivered, in order)."""
+    delivered: list[Any] = []
+
+    async def go() -> int:
+        c, http = client(observer)
+        async with http:
+            return await c.fetch_jobs(SCHEDULER, page_size, concurrency, delivered.extend)
+
+    return asyncio.run(go()), delivered
+
+
+def ids(rows: list[Any]) -> list[str]:
+    return [r["jobId"] for r in rows]
+
+
+@respx.mock
+def test_the_seed_answer_is_read_and_the_token_and_parameters_are_sent() -> None:
+    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture("seed_jobs.json")))
+    total, rows = fetch(page_size=25)
+    assert total == 2 and ids(rows) == ["27", "23"]
+    request = route.calls.last.request
+    assert request.headers["token"] == "tok"
+    assert dict(request.url.params) == {"strClusterIDList": SCHEDULER, "start": "0", "limit": "25"}
+
+
+@respx.mock
+def test_a_capped_server_is_paged_by_the_rows_it_returns_not_by_the_limit_sent() -> None:
+    server = PagedList([row(i) for i in range(1234)], cap=100)
+    respx.get(JOBS).mock(side_effect=server)
+    total, rows = fetch(page_size=500)
+    assert total == 1234
+    assert sorted(ids(rows), key=int) == [str(i) for i in range(1234)]  # every row once
+    assert sorted(s for s, _ in server.calls) == list(range(0, 1234, 100))  # 13 requests, stepping by 100
+    assert {limit for _, limit in server.calls} == {500}
+
+
+@respx.mock
+def test_never_more_than_concurrency_requests_are_in_flight() -> None:
+    server = PagedList([row(i) for i in range(2000)], cap=50, delay=0.005)
+    respx.get(JOBS).mock(side_effect=server)
+    fetch(page_size=50, concurrency=3)
+    assert len(server.calls) == 40
+    assert server.max_in_flight == 3
+
+
+@respx.mock
+def test_a_single_page_list_needs_one_request() -> None:
+    server = PagedList([row(i) for i in range(30)], cap=100)
+    respx.get(JOBS).mock(side_effect=server)
+    total, rows = fetch(page_size=500)
+    assert (total, len(rows), server.calls) == (30, 30, [(0, 500)])
+
+
+@respx.mock
+def test_an_empty_list_is_one_request_and_no_rows() -> None:
+    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture("empty_list.json")))
+    assert fetch() == (0, [])
+    assert route.call_count == 1
+
+
+@respx.mock
+def test_a_job_inserted_at_the_front_while_paging_shows_up_twice_and_nothing_is_lost() -> None:
+    server = PagedList([row(i) for i in range(300)], cap=100)
+
+    def insert_once(start: int) -> None:
+        if start == 100 and len(server.rows) == 300:
+            server.rows.insert(0, row(9999))  # a new job arrives; everything shifts down one place
+
+    server.before_answer = insert_once
+    respx.get(JOBS).mock(side_effect=server)
+    _, rows = fetch(page_size=100, concurrency=1)
+    got = ids(rows)
+    assert set(got) >= {str(i) for i in range(300)}  # no original job skipped
+    assert got.count("99") == 2  # row 99 was pushed onto page 2: the caller must deduplicate
+
+
+@respx.mock
+def test_a_list_that_grows_during_the_poll_is_read_to_its_new_end() -> None:
+    server = PagedList([row(i) for i in range(250)], cap=100)
+
+    def grow(start: int) -> None:
+        if start == 100 and len(server.rows) == 250:
+            server.rows.extend(row(i) for i in range(250, 420))
+
+    server.before_answer = grow
+    respx.get(JOBS).mock(side_effect=server)
+    total, rows = fetch(page_size=100, concurrency=1)
+    assert total == 250  # the first page's figure is what was reported
+    assert set(ids(rows)) == {str(i) for i in range(420)}
+
+
+@respx.mock
+def test_a_list_that_shrinks_during_the_poll_stops_at_the_first_empty_page() -> None:
+    server = PagedList([row(i) for i in range(500)], cap=100)
+
+    def shrink(start: int) -> None:
+        if start >= 100:
+            del server.rows[150:]
+
+    server.before_answer = shrink
+    respx.get(JOBS).mock(side_effect=server)
+    _, rows = fetch(page_size=100, concurrency=1)
+    assert ids(rows) == [str(i) for i in range(150)]
+    assert [s for s, _ in server.calls] == [0, 100, 200]  # 200 came back empty: no 300, no 400
+
+
+@respx.mock
+def test_a_short_page_in_the_middle_is_refilled_from_where_it_stopped() -> None:
+    server = PagedList([row(i) for i in range(300)], cap=100)
+    original = server.__call__
+
+    async def short_second_page(request: httpx.Request) -> httpx.Response:
+        if request.url.params["start"] == "100" and server.cap == 100:
+            server.cap = 60  # this one answer is cut at 60 rows
+            try:
+                return await original(request)
+            finally:
+                server.cap = 100
+        return await original(request)
+
+    respx.get(JOBS).mock(side_effect=short_second_page)
+    _, rows = fetch(page_size=100, concurrency=1)
+    assert set(ids(rows)) == {str(i) for i in range(300)}
+    assert 160 in [s for s, _ in server.calls]
+
+
+@respx.mock
+def test_a_server_that_ignores_the_offset_fails_the_poll_instead_of_looping() -> None:
+    rows = [row(i) for i in range(100)]
+    route = respx.get(JOBS).mock(
+        side_effect=lambda request: httpx.Response(200, json=envelope({"total": 1000, "list": rows}))
+    )
+    with pytest.raises(ApiInvalidResponse, match="ignores the offset"):
+        fetch(page_size=100, concurrency=2)
+    assert route.call_count <= 3
+
+
+@respx.mock
+def test_a_failing_page_fails_the_whole_fetch_and_cancels_the_rest() -> None:
+    server = PagedList([row(i) for i in range(1000)], cap=100, delay=0.01)
+
+    async def fail_page_3(request: httpx.Request) -> httpx.Response:
+        if request.url.params["start"] == "300":
+            return httpx.Response(200, json=fixture("missing_parameter.json"))
+        return await server(request)
+
+    respx.get(JOBS).mock(side_effect=fail_page_3)
+    with pytest.raises(ApiCodeError):
+        fetch(page_size=100, concurrency=4)
+    assert len(server.calls) < 9  # it stopped instead of reading the remaining pages
+
+
+# ---- errors and retries ------------------------------------------------------------------------
+
+def call_jobs(observer: Observer, timeout: float = 5.0) -> Any:
+    async def go() -> Any:
+        c, http = client(observer, timeout=timeout)
+        async with http:
+            return await c.call("/hpc/openapi/v2/jobs", {"strClusterIDList": SCHEDULER})
+
+    return asyncio.run(go())
+
+
+ERRORS: list[tuple[str, Any, type[ApiError], str, int]] = [
+    # (case, side effect, exception, reason, attempts)
+    ("read timeout", httpx.ReadTimeout("slow"), ApiTimeout, "timeout", 2),
+    ("connect timeout", httpx.ConnectTimeout("slow"), ApiTimeout, "timeout", 2),
+    ("connection refused", httpx.ConnectError("refused"), ApiConnectionError, "connection", 2),
+    ("reset mid-body", httpx.RemoteProtocolError("peer closed connection"), ApiConnectionError, "connection", 2),
+    ("HTTP 500", httpx.Response(500), ApiHttpError, "http_status", 2),
+    ("HTTP 502 HTML page", httpx.Response(502, content=(FIXTURES / "bad_gateway.html").read_bytes(),
+                                          headers={"content-type": "text/html"}), ApiHttpError, "http_status", 2),
+    ("HTTP 404", httpx.Response(404), ApiHttpError, "http_status", 1),
+    ("HTTP 401", httpx.Response(401), ApiAuthError, "auth", 1),
+    ("HTTP 403", httpx.Response(403), ApiAuthError, "auth", 1),
+    ("code 10008", httpx.Response(200, json=fixture("auth_fail.json")), ApiAuthError, "auth", 1),
+    ("code 10003", httpx.Response(200, json=fixture("missing_parameter.json")), ApiCodeError, "api_code", 1),
+    ("code 10013 (server timed out)", httpx.Response(200, json=fixture("server_timeout.json")), ApiCodeError, "api_code", 2),
+    ("HTML with 200", httpx.Response(200, content=(FIXTURES / "bad_gateway.html").read_bytes(),
+                                     headers={"content-type": "text/html"}), ApiInvalidResponse, "invalid_response", 1),
+    ("truncated JSON", httpx.Response(200, content=json.dumps(fixture("seed_jobs.json")).encode()[:120]),
+     ApiInvalidResponse, "invalid_response", 1),
+    ("no envelope", httpx.Response(200, json={"total": 2, "list": []}), ApiInvalidResponse, "invalid_response", 1),
+    ("code not a string", httpx.Response(200, json={"code": None, "data": {}}), ApiInvalidResponse, "invalid_response", 1),
+]
+
+
+@pytest.mark.parametrize(("case", "effect", "exc", "reason", "attempts"), ERRORS, ids=[e[0] for e in ERRORS])
+@respx.mock
+def test_each_failure_becomes_its_typed_error_and_only_transient_ones_are_retried(
+    case: str, effect: Any, exc: type[ApiError], reason: str, attempts: int
+) -> None:
+    route = respx.get(JOBS).mock(side_effect=effect)
+    observer = Observer()
+    with pytest.raises(exc) as err:
+        call_jobs(observer)
+    assert err.value.reason == reason
+    assert route.call_count == attempts
+    assert observer.sent == attempts and observer.failed == [reason] * attempts
+
+
+@respx.mock
+def test_one_transient_failure_then_success_is_a_success() -> None:
+    route = respx.get(JOBS).mock(side_effect=[httpx.Response(503), httpx.Response(200, json=fixture("seed_jobs.json"))])
+    observer = Observer()
+    data = call_jobs(observer)
+    assert data["total"] == 2
+    assert route.call_count == 2 and observer.failed == ["http_status"]
+
+
+@respx.mock
+def test_a_request_that_hangs_past_the_timeout_is_a_timeout() -> None:
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json=fixture("seed_jobs.json"))
+
+    respx.get(JOBS).mock(side_effect=hang)
+    observer = Observer()
+    with pytest.raises(ApiTimeout):
+        call_jobs(observer, timeout=0.05)
+    assert observer.failed == ["timeout", "timeout"]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("data_null.json", "job list data is NoneType"), ("list_not_list.json", "'list' is dict"),
+     ("total_missing.json", "total is missing")],
+)
+@respx.mock
+def test_a_malformed_job_page_is_an_invalid_response(name: str, reason: str) -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture(name)))
+    with pytest.raises(ApiInvalidResponse, match=reason):
+        fetch()
+
+
+@respx.mock
+def test_total_as_a_digit_string_and_code_as_a_number_are_accepted() -> None:
+    body = {"code": 0, "msg": "success", "data": {"total": "1", "list": [row(1)]}}
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=body))
+    total, rows = fetch()
+    assert total == 1 and ids(rows) == ["1"]
+
+
+@respx.mock
+def test_schedulers_are_read_from_the_cluster_answer_with_ids_as_numbers_or_strings() -> None:
+    respx.get(BASE + "/hpc/openapi/v2/cluster").mock(return_value=httpx.Response(200, json=fixture("schedulers.json")))
+
+    async def go() -> list[str]:
+        c, http = client()
+        async with http:
+            return await c.schedulers()
+
+    assert asyncio.run(go()) == ["1638523853", "1638523854"]
+
+
+@respx.mock
+def test_an_unreadable_token_file_is_an_auth_error_and_sends_nothing(tmp_path: Any) -> None:
+    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture("seed_jobs.json")))
+    observer = Observer()
+
+    async def go() -> Any:
+        async with httpx.AsyncClient() as http:
+            c = SugonClient(BASE, FileToken(str(tmp_path / "gone")), http, 5.0, observer=observer, retry_backoff=0)
+            return await c.call("/hpc/openapi/v2/jobs", {})
+
+    with pytest.raises(ApiAuthError, match="gone"):
+        asyncio.run(go())
+    assert route.call_count == 0 and observer.failed == ["auth"]
+
+
+def test_error_messages_never_contain_the_token() -> None:
+    secret = "eyJzZWNyZXQiOiJ5ZXMifQ.s3cr3t"
+    with respx.mock:
+        respx.get(JOBS).mock(side_effect=httpx.ConnectError("refused"))
+
+        async def go() -> None:
+            c, http = client(token=secret)
+            async with http:
+                await c.fetch_jobs(SCHEDULER, 10, 1, lambda rows: None)
+
+        with pytest.raises(ApiError) as err:
+            asyncio.run(go())
+    assert secret not in str(err.value) and secret not in repr(err.value)
