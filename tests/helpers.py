@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCHEDULER = "1638523853"
@@ -41,3 +45,30 @@ def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("promtool")
     assert exe, "promtool is not installed: apt-get install prometheus (see .ci/run)"
     return subprocess.run([exe, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+
+
+class PagedList:
+    """A job list served page by page the way the API does: offset paging, a row cap, and hooks to change it."""
+
+    def __init__(self, rows: list[dict[str, Any]], cap: int = 100, delay: float = 0.0) -> None:
+        self.rows = rows
+        self.cap = cap
+        self.delay = delay
+        self.calls: list[tuple[int, int]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.before_answer: Callable[[int], None] | None = None
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        start, limit = int(request.url.params["start"]), int(request.url.params["limit"])
+        self.calls.append((start, limit))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            if self.before_answer:
+                self.before_answer(start)
+            page = self.rows[start : start + min(limit, self.cap)]
+            return httpx.Response(200, json=envelope({"total": len(self.rows), "list": page}))
+        finally:
+            self.in_flight -= 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ from exporter.api import (
     SugonClient,
 )
 from exporter.auth import FileToken, StaticToken
-from tests.helpers import FIXTURES, SCHEDULER, envelope, fixture, row
+from tests.helpers import FIXTURES, SCHEDULER, PagedList, envelope, fixture, row
 
 BASE = "https://hpc.example.com:65106"
 JOBS = BASE + "/hpc/openapi/v2/jobs"
@@ -40,33 +39,6 @@ class Observer:
 
     def request_failed(self, reason: str) -> None:
         self.failed.append(reason)
-
-
-class PagedList:
-    """A job list served page by page the way the API does: offset paging, a row cap, and hooks to change it."""
-
-    def __init__(self, rows: list[dict[str, Any]], cap: int = 100, delay: float = 0.0) -> None:
-        self.rows = rows
-        self.cap = cap
-        self.delay = delay
-        self.calls: list[tuple[int, int]] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.before_answer: Callable[[int], None] | None = None
-
-    async def __call__(self, request: httpx.Request) -> httpx.Response:
-        start, limit = int(request.url.params["start"]), int(request.url.params["limit"])
-        self.calls.append((start, limit))
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(self.delay)
-            if self.before_answer:
-                self.before_answer(start)
-            page = self.rows[start : start + min(limit, self.cap)]
-            return httpx.Response(200, json=envelope({"total": len(self.rows), "list": page}))
-        finally:
-            self.in_flight -= 1
 
 
 def client(observer: Observer | None = None, token: str = "tok", timeout: float = 5.0) -> tuple[SugonClient, httpx.AsyncClient]:

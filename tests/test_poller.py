@@ -1,0 +1,284 @@
+"""The poll loop: all-or-nothing publishing, dedupe, odd rows, token files, zero-fill memory, scheduling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from prometheus_client import CollectorRegistry
+
+from exporter.api import SugonClient
+from exporter.auth import FileToken, StaticToken, TokenSource
+from exporter.collector import JobCollector
+from exporter.poller import ClusterPoller, PollMetrics
+from exporter.snapshot import Counts
+from exporter.state import StateStore
+from tests.helpers import SCHEDULER, PagedList, envelope, fixture, row
+
+BASE = "https://hpc.example.com:65106"
+JOBS = BASE + "/hpc/openapi/v2/jobs"
+
+
+class Clock:
+    """A hand-driven wall clock."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Rig:
+    """One poller wired like the real thing, with its registry, store and a hand clock."""
+
+    def __init__(self, ids: tuple[str, ...] = (SCHEDULER,), tokens: TokenSource | None = None,
+                 max_staleness: float = 300.0, per_user: bool = True, page_size: int = 100) -> None:
+        self.clock = Clock()
+        self.registry = CollectorRegistry()
+        self.metrics = PollMetrics(self.registry)
+        self.store = StateStore(["kunshan"])
+        self.registry.register(JobCollector(self.store, per_user, self.clock))
+        self.http = httpx.AsyncClient()
+        self.client = SugonClient(BASE, tokens or StaticToken("tok"), self.http, 5.0,
+                                  observer=self.metrics.observer("kunshan"), retry_backoff=0)
+        self.poller = ClusterPoller(
+            "kunshan", self.client, self.store, self.metrics, scheduler_ids=ids, interval=60, page_size=page_size,
+            concurrency=2, max_staleness=max_staleness, per_user=per_user, clock=self.clock,
+        )
+
+    def poll(self) -> bool:
+        return asyncio.run(self.poller.poll_once())
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, {"hpc_cluster": "kunshan", **labels})
+
+
+def serve(rows: list[dict[str, Any]], cap: int = 100) -> PagedList:
+    server = PagedList(rows, cap=cap)
+    respx.get(JOBS).mock(side_effect=server)
+    return server
+
+
+@respx.mock
+def test_a_successful_poll_publishes_counts_and_cpu_sums() -> None:
+    rows = [row(1, "statR", "debug", "a", 4), row(2, "statR", "debug", "b", 8), row(3, "statQ", "debug", "a", 16),
+            row(4, "statQ", "gpu", "a", 2), row(5, "statC", "gpu", "b", 1)]
+    serve(rows, cap=2)
+    rig = Rig()
+    assert rig.poll() is True
+    assert rig.value("sugon_jobs", queue="debug", status="running") == 2
+    assert rig.value("sugon_job_cpus", queue="debug", status="running") == 12
+    assert rig.value("sugon_jobs", queue="debug", status="queued") == 1
+    assert rig.value("sugon_job_cpus", queue="debug", status="queued") == 16
+    assert rig.value("sugon_jobs", queue="gpu", status="completed") == 1
+    assert rig.value("sugon_jobs", queue="gpu", status="running") == 0  # zero-filled
+    assert rig.value("sugon_user_job_cpus", queue="debug", user="a", status="queued") == 16
+    assert rig.value("sugon_user_jobs", queue="gpu", user="a", status="running") is None  # per-user: non-zero only
+    assert rig.value("sugon_up") == 1
+    assert rig.value("sugon_api_reported_jobs") == 5
+    assert rig.value("sugon_last_success_timestamp_seconds") == rig.clock.now
+    assert rig.value("sugon_polls_total", result="success") == 1
+    assert rig.value("sugon_api_requests_total") == 3  # 5 rows, 2 per page
+
+
+@respx.mock
+def test_a_job_seen_twice_because_the_list_moved_is_counted_once() -> None:
+    server = serve([row(i, cpus=2) for i in range(300)])
+    server.before_answer = lambda start: server.rows.insert(0, row(1000 + start, cpus=2)) if start == 100 else None
+    rig = Rig()
+    rig.poller._concurrency = 1
+    assert rig.poll()
+    # The newcomer landed on the page already read (the next poll sees it); every original job was
+    # read, row 99 twice (pages 1 and 2) and row 299 on a fourth page, since total grew to 301.
+    assert [s for s, _ in server.calls] == [0, 100, 200, 300]
+    assert rig.value("sugon_jobs", queue="debug", status="running") == 300
+    assert rig.value("sugon_job_cpus", queue="debug", status="running") == 600
+
+
+@respx.mock
+def test_a_job_listed_under_two_scheduler_ids_is_counted_once() -> None:
+    both = row(7, scheduler="1")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sid = request.url.params["strClusterIDList"]
+        rows = [both, row(100 + int(sid), scheduler=sid)]
+        return httpx.Response(200, json=envelope({"total": 2, "list": rows}))
+
+    respx.get(JOBS).mock(side_effect=answer)
+    rig = Rig(ids=("1", "2"))
+    assert rig.poll()
+    assert rig.value("sugon_jobs", queue="debug", status="running") == 3  # 7, 101, 102
+    assert rig.value("sugon_api_reported_jobs") == 4  # the API's own totals, summed
+
+
+@respx.mock
+def test_a_poll_that_fails_on_a_late_page_publishes_nothing() -> None:
+    server = PagedList([row(i) for i in range(500)])
+
+    async def fail_at_300(request: httpx.Request) -> httpx.Response:
+        if request.url.params["start"] == "300":
+            return httpx.Response(500)
+        return await server(request)
+
+    respx.get(JOBS).mock(side_effect=fail_at_300)
+    rig = Rig()
+    assert rig.poll() is False
+    assert rig.store.get("kunshan").snapshot is None
+    assert rig.value("sugon_jobs", queue="debug", status="running") is None
+    assert rig.value("sugon_up") == 0
+    assert rig.value("sugon_polls_total", result="failure") == 1
+    assert rig.value("sugon_api_errors_total", reason="http_status") == 2  # the request and its one retry
+
+
+@respx.mock
+def test_after_a_failure_the_last_good_data_is_served_until_max_staleness_then_dropped() -> None:
+    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]})))
+    rig = Rig(max_staleness=300)
+    assert rig.poll()
+    good = rig.store.get("kunshan").snapshot
+    route.mock(side_effect=httpx.ConnectError("refused"))
+    rig.clock.now += 60
+    assert rig.poll() is False
+    assert rig.store.get("kunshan").snapshot is good
+    assert rig.value("sugon_up") == 0
+    assert rig.value("sugon_jobs", queue="debug", status="queued") == 1  # kept, not a false 0
+    rig.clock.now += 239
+    assert rig.value("sugon_jobs", queue="debug", status="queued") == 1
+    rig.clock.now += 1  # 300 s after the last success
+    assert rig.value("sugon_jobs", queue="debug", status="queued") is None  # gone, not zero
+    assert rig.value("sugon_job_cpus", queue="debug", status="queued") is None
+    assert rig.value("sugon_up") == 0
+    assert rig.value("sugon_last_success_timestamp_seconds") == good.taken_at
+
+
+@respx.mock
+def test_odd_rows_are_skipped_and_counted_and_the_rest_is_published() -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture("odd_rows.json")))
+    rig = Rig()
+    assert rig.poll()
+    assert rig.value("sugon_invalid_records_total") == 4
+    assert rig.value("sugon_jobs", queue="debug", status="running") == 2  # 101 and 104
+    assert rig.value("sugon_job_cpus", queue="debug", status="running") == 8
+    assert rig.value("sugon_jobs", queue="unknown", status="queued") == 1
+    assert rig.value("sugon_jobs", queue="debug", status="unknown") == 1
+
+
+@respx.mock
+def test_an_unknown_status_is_logged_once_per_raw_value(caplog: pytest.LogCaptureFixture) -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 2, "list": [
+        row(1, "statZZ"), row(2, "statZZ")]})))
+    rig = Rig()
+    with caplog.at_level(logging.WARNING):
+        rig.poll()
+        rig.poll()
+    assert [r.getMessage() for r in caplog.records if "statZZ" in r.getMessage()] == [
+        "cluster kunshan: unknown jobStatus 'statZZ' counted as unknown"
+    ]
+
+
+@respx.mock
+def test_a_rejected_token_tells_the_operator_to_renew_it_once_and_recovery_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture("auth_fail.json")))
+    rig = Rig(tokens=StaticToken("s3cr3t-token-value"))
+    with caplog.at_level(logging.DEBUG):
+        assert not rig.poll()
+        assert not rig.poll()
+        route.mock(return_value=httpx.Response(200, json=fixture("seed_jobs.json")))
+        assert rig.poll()
+    messages = [r.getMessage() for r in caplog.records if r.name == "exporter.poller"]
+    assert sum("renew the token" in m for m in messages) == 1
+    assert "cluster kunshan: recovered after 2 failed poll(s)" in messages
+    assert rig.value("sugon_api_errors_total", reason="auth") == 2
+    assert all("s3cr3t" not in r.getMessage() for r in caplog.records)
+
+
+@respx.mock
+def test_a_changed_token_file_is_used_without_a_restart(tmp_path: Path) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["token"] != "new-token":
+            return httpx.Response(200, json=fixture("auth_fail.json"))
+        return httpx.Response(200, json=fixture("seed_jobs.json"))
+
+    respx.get(JOBS).mock(side_effect=answer)
+    path = tmp_path / "token"
+    path.write_text("old-token\n")
+    rig = Rig(tokens=FileToken(str(path)))
+    assert rig.poll() is False
+    path.write_text("new-token\n")
+    assert rig.poll() is True
+
+
+@respx.mock
+def test_a_queue_stays_zero_filled_for_24_hours_after_it_was_last_seen() -> None:
+    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, queue="short")]})))
+    rig = Rig()
+    assert rig.poll()
+    route.mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(2, queue="long")]})))
+    rig.clock.now += 23 * 3600
+    assert rig.poll()
+    snap = rig.store.get("kunshan").snapshot
+    assert snap is not None and snap.by_queue[("short", "running")] == Counts(0, 0)
+    rig.clock.now += 2 * 3600
+    assert rig.poll()
+    snap = rig.store.get("kunshan").snapshot
+    assert snap is not None and {q for q, _ in snap.by_queue} == {"long"}
+
+
+@respx.mock
+def test_scheduler_ids_are_discovered_once_and_again_after_a_failure() -> None:
+    cluster = respx.get(BASE + "/hpc/openapi/v2/cluster").mock(
+        return_value=httpx.Response(200, json=fixture("schedulers.json")))
+    jobs = respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 0, "list": []})))
+    rig = Rig(ids=())
+    assert rig.poll() and rig.poll()
+    assert cluster.call_count == 1
+    assert sorted(c.request.url.params["strClusterIDList"] for c in jobs.calls) == [
+        "1638523853", "1638523853", "1638523854", "1638523854"]
+    jobs.mock(return_value=httpx.Response(503))
+    assert not rig.poll()
+    jobs.mock(return_value=httpx.Response(200, json=envelope({"total": 0, "list": []})))
+    assert rig.poll()
+    assert cluster.call_count == 2
+
+
+def test_polls_never_overlap_and_a_long_poll_delays_the_next_one() -> None:
+    """run() sleeps only for what is left of the interval; a poll longer than it is followed at once."""
+    durations = iter([10.0, 75.0, 30.0])
+    mono = [0.0]
+    sleeps: list[float] = []
+    active = [0, 0]  # in progress, most at once
+
+    class Stub:
+        async def fetch_jobs(self, *args: Any) -> int:
+            active[0] += 1
+            active[1] = max(active)
+            mono[0] += next(durations)
+            await asyncio.sleep(0)
+            active[0] -= 1
+            return 0
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        mono[0] += seconds
+        if len(sleeps) == 2:
+            raise asyncio.CancelledError
+
+    registry = CollectorRegistry()
+    poller = ClusterPoller(
+        "kunshan", Stub(), StateStore(["kunshan"]), PollMetrics(registry),  # type: ignore[arg-type]
+        scheduler_ids=("1",), interval=60, page_size=10, concurrency=1, max_staleness=300, per_user=False,
+        monotonic=lambda: mono[0], sleep=sleep,
+    )
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(poller.run())
+    # poll 1 took 10 s → sleep 50; poll 2 took 75 s → no sleep; poll 3 took 30 s → sleep 30
+    assert sleeps == [50.0, 30.0]
+    assert active[1] == 1
