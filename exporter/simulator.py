@@ -282,6 +282,10 @@ class Simulator:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                if sim._server is None:
+                    # Stopped: a kept-alive connection must not outlive the server, or an outage is no outage.
+                    self.close_connection = True
+                    return
                 with sim._lock:
                     sim.requests += 1
                     sim.in_flight += 1
@@ -307,7 +311,7 @@ class Simulator:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="simulator", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True)
         self._thread.start()
         return self.url
 

@@ -80,7 +80,7 @@ class WebServer:
         server_class = type("_Server", (_ThreadingServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
         self._server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
         self.port: int = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, name="web", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="web", daemon=True)
 
     def start(self) -> None:
         """Start answering requests."""

@@ -1,0 +1,99 @@
+"""The simulator speaks the job-list API as documented, and its population moves realistically."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from exporter.simulator import LINGER_SECONDS, Scheduler, Simulator
+
+SID = "1638523853"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    s = Simulator(token="good", jobs=120, max_page=25, seed=3)
+    s.serve()
+    yield s
+    s.stop()
+
+
+def get(sim: Simulator, token: str = "good", **params: object) -> dict:
+    r = httpx.get(sim.url + "/hpc/openapi/v2/jobs", params=params, headers={"token": token})
+    assert r.status_code == 200
+    return r.json()
+
+
+def test_a_bad_token_is_refused_with_10008(sim: Simulator) -> None:
+    assert get(sim, token="bad", strClusterIDList=SID) == {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
+
+
+def test_strclusteridlist_is_required_and_must_be_valid(sim: Simulator) -> None:
+    assert get(sim)["code"] == "10003"
+    assert get(sim, strClusterIDList=SID, start=-1)["code"] == "10004"
+    assert get(sim, strClusterIDList="abc")["code"] == "10004"
+
+
+def test_pages_are_capped_and_offsets_cover_the_list_once(sim: Simulator) -> None:
+    first = get(sim, strClusterIDList=SID, start=0, limit=500)
+    assert first["code"] == "0" and first["data"]["total"] == 120
+    assert len(first["data"]["list"]) == 25  # the cap, not the limit
+    seen = []
+    for start in range(0, 120, 25):
+        seen += [r["jobId"] for r in get(sim, strClusterIDList=SID, start=start, limit=25)["data"]["list"]]
+    assert sorted(seen) == sorted(r["jobId"] for r in sim.rows())
+    assert len(set(seen)) == 120
+
+
+def test_filters_narrow_the_list(sim: Simulator) -> None:
+    rows = sim.rows()
+    user, queue = rows[0]["user"], rows[0]["queue"]
+    data = get(sim, strClusterIDList=SID, strJobOwner=user, strQueueName=queue, strJobStat="statR", limit=1000)["data"]
+    expected = [r for r in rows if r["user"] == user and r["queue"] == queue and r["jobStatus"] == "statR"]
+    assert data["total"] == len(expected)
+    one = get(sim, strClusterIDList=SID, strJobId=rows[5]["jobId"])["data"]
+    assert one["total"] == 1 and one["list"][0]["jobId"] == rows[5]["jobId"]
+
+
+def test_rows_have_the_seed_shape(sim: Simulator) -> None:
+    seed_keys = {"jobId", "jobName", "jobStatus", "queue", "user", "nodeUsed", "procNumUsed", "jobStartTime",
+                 "jobRunTime", "jobVncSessionInfo", "jobmanagerId", "jobmanagerName", "jobmanagerType", "errorPath",
+                 "outputPath", "workDir", "reason", "appType"}
+    for r in get(sim, strClusterIDList=SID)["data"]["list"]:
+        assert set(r) == seed_keys
+        assert isinstance(r["jobId"], str) and isinstance(r["procNumUsed"], int)
+        assert r["jobmanagerId"] == SID
+
+
+def test_the_cluster_endpoint_lists_the_schedulers() -> None:
+    s = Simulator(token="t", schedulers=[Scheduler("1", "A"), Scheduler("2", "B")], jobs=5)
+    status, body = s.handle("/hpc/openapi/v2/cluster", {}, {"token": "t"})
+    assert status == 200 and [d["id"] for d in body["data"]] == [1, 2]
+
+
+def test_finished_jobs_linger_five_minutes_and_queued_jobs_start_when_cpus_free() -> None:
+    t0 = 1_700_000_000.0
+    s = Simulator(token="t", schedulers=[Scheduler(SID, "C", {"q": 8})], jobs=0, arrival_rate=0, clock=lambda: t0)
+    s.add_jobs(1, queue="q", status="statR", cpus=8)
+    s.add_jobs(1, queue="q", status="statQ", cpus=8)
+    (run_id,), (wait_id,) = ([int(r["jobId"]) for r in s.rows() if r["jobStatus"] == st] for st in ("statR", "statQ"))
+    s._jobs[(SID, run_id)].runtime = 100  # noqa: SLF001 - set the test's own job's length
+    s.step(t0 + 100)  # ends → exiting
+    s.step(t0 + 116)  # → completed (or failed); the queued job gets the CPUs
+    status = {int(r["jobId"]): r["jobStatus"] for r in s.rows()}
+    assert status[run_id] in ("statC", "statD") and status[wait_id] == "statR"
+    s.step(t0 + 100 + LINGER_SECONDS - 1)
+    assert run_id in {int(r["jobId"]) for r in s.rows()}
+    s.step(t0 + 100 + LINGER_SECONDS + 1)
+    assert run_id not in {int(r["jobId"]) for r in s.rows()}
+
+
+def test_the_population_evolves_with_arrivals() -> None:
+    t0 = 1_700_000_000.0
+    s = Simulator(token="t", jobs=50, arrival_rate=1.0, clock=lambda: t0)
+    before = {r["jobId"] for r in s.rows()}
+    s.step(t0 + 120)
+    after = {r["jobId"] for r in s.rows()}
+    assert len(after - before) >= 60  # about 120 arrivals at 1/s
