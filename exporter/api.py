@@ -89,8 +89,8 @@ class _NullObserver:
         pass
 
 
-def _clip(text: Any, limit: int = 200) -> str:
-    text = str(text)
+def _clip(value: Any, limit: int = 200) -> str:
+    text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -293,5 +293,7 @@ class SugonClient:
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         if sent >= budget and (refills or next_offset < target):
-            log.warning("%s scheduler %s: job list kept growing; stopped after %d requests", self.base_url, scheduler_id, sent)
+            log.warning(
+                "%s scheduler %s: job list kept growing; stopped after %d requests", self.base_url, scheduler_id, sent
+            )
         return total

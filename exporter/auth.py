@@ -55,7 +55,9 @@ class FileToken:
                 with open(self.path, encoding="utf-8") as handle:
                     value = handle.read().strip()
             except (OSError, UnicodeDecodeError) as exc:
-                raise TokenUnavailable(f"token_file {self.path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+                raise TokenUnavailable(
+                    f"token_file {self.path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}"
+                ) from None
             if not value:
                 raise TokenUnavailable(f"token_file {self.path}: file is empty")
             if self._stamp is not None:

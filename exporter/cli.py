@@ -27,10 +27,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for the Sugon / SCNet HPC OpenAPI v2 real-time job list.",
     )
     p.add_argument("--config", metavar="FILE", help="YAML configuration file")
-    p.add_argument("--web.listen-address", dest="listen_address", metavar="ADDR", help="host:port to serve on (overrides listen_address)")
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        metavar="ADDR",
+        help="host:port to serve on (overrides listen_address)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], type=str.lower)
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit 0 (valid) or 1")
-    p.add_argument("--once", action="store_true", help="poll every cluster once, print the exposition, exit 1 if any failed")
+    p.add_argument(
+        "--once", action="store_true", help="poll every cluster once, print the exposition, exit 1 if any failed"
+    )
     p.add_argument("--demo", action="store_true", help="serve metrics from the built-in simulator; needs no config")
     p.add_argument("--version", action="version", version=f"sugon-exporter {__version__}")
     return p
@@ -52,7 +59,10 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
     """Start two evolving simulators on 127.0.0.1 and a config that polls them."""
     east = Simulator(
         token="demo-token-kunshan",
-        schedulers=[Scheduler("1638523853", "Cluster"), Scheduler("1638523854", "Cluster_gpu", {"gpu": 512, "a100": 256})],
+        schedulers=[
+            Scheduler("1638523853", "Cluster"),
+            Scheduler("1638523854", "Cluster_gpu", {"gpu": 512, "a100": 256}),
+        ],
         jobs=400,
         max_page=100,
         arrival_rate=0.4,
@@ -67,7 +77,12 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
         "timeout": "5s",
         "page_size": 500,
         "clusters": [
-            {"name": "demo-kunshan", "api_url": east.url + "/hpc", "cluster_ids": [1638523853, 1638523854], "token": east.token},
+            {
+                "name": "demo-kunshan",
+                "api_url": east.url + "/hpc",
+                "cluster_ids": [1638523853, 1638523854],
+                "token": east.token,
+            },
             # no cluster_ids: discovered through GET /hpc/openapi/v2/cluster
             {"name": "demo-wuxi", "api_url": west.url, "token": west.token},
         ],

@@ -17,7 +17,9 @@ def _families(per_user: bool) -> dict[str, GaugeMetricFamily]:
     job = ["hpc_cluster", "queue", "status"]
     user = ["hpc_cluster", "queue", "user", "status"]
     fams = [
-        GaugeMetricFamily("sugon_up", "1 if the most recent poll of the cluster succeeded, else 0.", labels=["hpc_cluster"]),
+        GaugeMetricFamily(
+            "sugon_up", "1 if the most recent poll of the cluster succeeded, else 0.", labels=["hpc_cluster"]
+        ),
         GaugeMetricFamily(
             "sugon_last_success_timestamp_seconds", "Unix time of the last successful poll.", labels=["hpc_cluster"]
         ),
@@ -25,20 +27,26 @@ def _families(per_user: bool) -> dict[str, GaugeMetricFamily]:
             "sugon_poll_duration_seconds", "Wall time of the most recent poll, in seconds.", labels=["hpc_cluster"]
         ),
         GaugeMetricFamily(
-            "sugon_api_reported_jobs", "data.total reported by the API in the last successful poll.", labels=["hpc_cluster"]
+            "sugon_api_reported_jobs",
+            "data.total reported by the API in the last successful poll.",
+            labels=["hpc_cluster"],
         ),
         GaugeMetricFamily("sugon_jobs", "Jobs in the real-time job list by queue and status." + _CACHED, labels=job),
         GaugeMetricFamily(
             "sugon_job_cpus",
-            "Sum of procNumUsed by queue and status; CPUs in use is status=\"running\"." + _CACHED,
+            'Sum of procNumUsed by queue and status; CPUs in use is status="running".' + _CACHED,
             labels=job,
         ),
     ]
     if per_user:
         fams += [
-            GaugeMetricFamily("sugon_user_jobs", "Jobs by queue, user and status (non-zero only)." + _CACHED, labels=user),
             GaugeMetricFamily(
-                "sugon_user_job_cpus", "Sum of procNumUsed by queue, user and status (non-zero only)." + _CACHED, labels=user
+                "sugon_user_jobs", "Jobs by queue, user and status (non-zero only)." + _CACHED, labels=user
+            ),
+            GaugeMetricFamily(
+                "sugon_user_job_cpus",
+                "Sum of procNumUsed by queue, user and status (non-zero only)." + _CACHED,
+                labels=user,
             ),
         ]
     return {f.name: f for f in fams}

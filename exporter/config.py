@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -83,7 +84,7 @@ def parse_duration(value: Any) -> float | None:
             seconds = h * 3600 + m * 60 + s
     else:
         return None
-    return seconds if seconds > 0 and seconds == seconds and seconds != float("inf") else None
+    return seconds if seconds > 0 and math.isfinite(seconds) else None
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -133,9 +134,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {_show(key)}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {_show(key)}", key_node.start_mark)
         seen.add(key)
     return dict(loader.construct_mapping(node, deep=deep))
 
@@ -282,7 +281,7 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
     ca_file = _file(c, f"{path}.ca_file", raw["ca_file"]) if "ca_file" in raw else None
     if ca_file is not None and settings.get("verify_tls") is False:
         c.error(f"{path}.ca_file", "set, but verify_tls is false; remove one of them")
-    if len(c.errors) > before:
+    if len(c.errors) > before or not isinstance(name, str) or not isinstance(api_url, str):
         return None
     return ClusterConfig(
         name=name,
@@ -307,7 +306,7 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
         raise ConfigError([f"(top level): expected a mapping of settings, got {_show(data)}"])
     data = c.expand(data, "")
     c.known_keys(data, TOP_KEYS, "")
-    top = dict(_DEFAULTS)
+    top: dict[str, Any] = dict(_DEFAULTS)
     for key in TOP_KEYS:
         if key in data and key in _CHECKS:
             value = c.value(key, data[key], *_CHECKS[key])
@@ -315,13 +314,14 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
                 top[key] = value
     if "listen_address" in data:
         raw = data["listen_address"]
-        try:
-            if not isinstance(raw, str):
-                raise ValueError(f"expected host:port like 0.0.0.0:10863, got {_show(raw)}")
-            parse_listen_address(raw)
-            top["listen_address"] = raw
-        except ValueError as exc:
-            c.error("listen_address", str(exc))
+        if not isinstance(raw, str):
+            c.error("listen_address", f"expected host:port like 0.0.0.0:10863, got {_show(raw)}")
+        else:
+            try:
+                parse_listen_address(raw)
+                top["listen_address"] = raw
+            except ValueError as exc:
+                c.error("listen_address", str(exc))
     clusters: list[ClusterConfig] = []
     raw_clusters = data.get("clusters")
     if not isinstance(raw_clusters, list) or not raw_clusters:
@@ -355,7 +355,7 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         # Only the problem and its position: the YAML error's own text quotes the line, which may hold a secret.
         mark = exc.problem_mark

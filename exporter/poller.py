@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -145,7 +146,7 @@ class ClusterPoller:
         try:
             for sid in await self._scheduler_ids():
                 reported += await self.client.fetch_jobs(
-                    sid, self._page_size, self._concurrency, lambda rows, sid=sid: take(rows, sid)
+                    sid, self._page_size, self._concurrency, functools.partial(take, scheduler_id=sid)
                 )
         except ApiError as exc:
             self._failed(exc.reason, str(exc), self._monotonic() - started)

@@ -165,7 +165,11 @@ class Simulator:
                     job.status, job.ended = "statE", now
                 elif job.status == "statE" and job.ended is not None and now - job.ended >= 15:
                     job.status = "statD" if self._rng.random() < 0.05 else "statC"
-                elif job.status in ("statC", "statD", "statDE") and job.ended is not None and now - job.ended >= LINGER_SECONDS:
+                elif (
+                    job.status in ("statC", "statD", "statDE")
+                    and job.ended is not None
+                    and now - job.ended >= LINGER_SECONDS
+                ):
                     del self._jobs[key]
             self._start_what_fits(now)
 
@@ -245,7 +249,13 @@ class Simulator:
             return 200, {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
         if path.endswith("/cluster"):
             data = [
-                {"id": int(s.id), "text": s.name, "JobManagerType": "SLURM", "JobManagerAddr": "10.0.35.248", "JobManagerPort": "6817"}
+                {
+                    "id": int(s.id),
+                    "text": s.name,
+                    "JobManagerType": "SLURM",
+                    "JobManagerAddr": "10.0.35.248",
+                    "JobManagerPort": "6817",
+                }
                 for s in self.schedulers
             ]
             return 200, _envelope("0", "success", data)
@@ -266,11 +276,7 @@ class Simulator:
             "queue": query.get("strQueueName"),
             "jobStatus": query.get("strJobStat"),
         }
-        rows = [
-            r
-            for r in self.rows(sid)
-            if all(v is None or v == "" or str(r[k]) == v for k, v in filters.items())
-        ]
+        rows = [r for r in self.rows(sid) if all(v is None or v == "" or str(r[k]) == v for k, v in filters.items())]
         page = rows[start : start + min(limit, self.max_page)]
         return 200, _envelope("0", "success", {"total": len(rows), "list": page})
 
@@ -281,7 +287,7 @@ class Simulator:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:  # the stdlib's name
                 if sim._server is None:
                     # Stopped: a kept-alive connection must not outlive the server, or an outage is no outage.
                     self.close_connection = True
@@ -306,7 +312,7 @@ class Simulator:
                     with sim._lock:
                         sim.in_flight -= 1
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)

@@ -33,17 +33,19 @@ def _index(store: StateStore) -> bytes:
         )
         rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(up)}</td><td>{html.escape(last)}</td></tr>")
     page = (
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>sugon-exporter</title></head><body>"
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>sugon-exporter</title></head><body>'
         f"<h1>sugon-exporter {html.escape(__version__)}</h1>"
-        "<p>Prometheus exporter for the Sugon HPC OpenAPI job list. <a href=\"metrics\">Metrics</a></p>"
-        "<table border=\"1\" cellpadding=\"4\"><tr><th>cluster</th><th>state</th><th>last success</th></tr>"
+        '<p>Prometheus exporter for the Sugon HPC OpenAPI job list. <a href="metrics">Metrics</a></p>'
+        '<table border="1" cellpadding="4"><tr><th>cluster</th><th>state</th><th>last success</th></tr>'
         + "".join(rows)
         + "</table></body></html>"
     )
     return page.encode("utf-8")
 
 
-def make_app(registry: CollectorRegistry, store: StateStore) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+def make_app(
+    registry: CollectorRegistry, store: StateStore
+) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     """The exporter's WSGI application."""
     metrics_app = make_wsgi_app(registry)
 
@@ -69,7 +71,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         log.debug("%s %s", self.address_string(), format % args)
 
 
@@ -77,8 +79,10 @@ class WebServer:
     """Serves the app on ``host:port`` in a background thread."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], host: str, port: int) -> None:
-        server_class = type("_Server", (_ThreadingServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
-        self._server = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+        server_class = type(
+            "_Server", (_ThreadingServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET}
+        )
+        self._server: WSGIServer = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
         self.port: int = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="web", daemon=True)
 

@@ -27,8 +27,14 @@ def seed_row() -> dict[str, Any]:
     return copy.deepcopy(fixture("seed_jobs.json")["data"]["list"][1])
 
 
-def row(job_id: int | str, status: str = "statR", queue: str = "debug", user: str = "test", cpus: Any = 1,
-        scheduler: str = SCHEDULER) -> dict[str, Any]:
+def row(
+    job_id: int | str,
+    status: str = "statR",
+    queue: str = "debug",
+    user: str = "test",
+    cpus: Any = 1,
+    scheduler: str = SCHEDULER,
+) -> dict[str, Any]:
     """A seed-shaped row with the fields that matter set."""
     r = seed_row()
     r.update(jobId=str(job_id), jobStatus=status, queue=queue, user=user, procNumUsed=cpus, jobmanagerId=scheduler)
@@ -44,7 +50,9 @@ def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
     """Run the real ``promtool check metrics`` on an exposition (CI installs Debian's prometheus package)."""
     exe = shutil.which("promtool")
     assert exe, "promtool is not installed: apt-get install prometheus (see .ci/run)"
-    return subprocess.run([exe, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [exe, "check", "metrics"], check=False, input=text, capture_output=True, text=True, timeout=60
+    )
 
 
 class PagedList:

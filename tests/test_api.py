@@ -41,7 +41,9 @@ class Observer:
         self.failed.append(reason)
 
 
-def client(observer: Observer | None = None, token: str = "tok", timeout: float = 5.0) -> tuple[SugonClient, httpx.AsyncClient]:
+def client(
+    observer: Observer | None = None, token: str = "tok", timeout: float = 5.0
+) -> tuple[SugonClient, httpx.AsyncClient]:
     http = httpx.AsyncClient()
     return SugonClient(BASE, StaticToken(token), http, timeout, observer=observer, retry_backoff=0), http
 
@@ -201,6 +203,7 @@ def test_a_failing_page_fails_the_whole_fetch_and_cancels_the_rest() -> None:
 
 # ---- errors and retries ------------------------------------------------------------------------
 
+
 def call_jobs(observer: Observer, timeout: float = 5.0) -> Any:
     async def go() -> Any:
         c, http = client(observer, timeout=timeout)
@@ -217,20 +220,51 @@ ERRORS: list[tuple[str, Any, type[ApiError], str, int]] = [
     ("connection refused", httpx.ConnectError("refused"), ApiConnectionError, "connection", 2),
     ("reset mid-body", httpx.RemoteProtocolError("peer closed connection"), ApiConnectionError, "connection", 2),
     ("HTTP 500", httpx.Response(500), ApiHttpError, "http_status", 2),
-    ("HTTP 502 HTML page", httpx.Response(502, content=(FIXTURES / "bad_gateway.html").read_bytes(),
-                                          headers={"content-type": "text/html"}), ApiHttpError, "http_status", 2),
+    (
+        "HTTP 502 HTML page",
+        httpx.Response(
+            502, content=(FIXTURES / "bad_gateway.html").read_bytes(), headers={"content-type": "text/html"}
+        ),
+        ApiHttpError,
+        "http_status",
+        2,
+    ),
     ("HTTP 404", httpx.Response(404), ApiHttpError, "http_status", 1),
     ("HTTP 401", httpx.Response(401), ApiAuthError, "auth", 1),
     ("HTTP 403", httpx.Response(403), ApiAuthError, "auth", 1),
     ("code 10008", httpx.Response(200, json=fixture("auth_fail.json")), ApiAuthError, "auth", 1),
     ("code 10003", httpx.Response(200, json=fixture("missing_parameter.json")), ApiCodeError, "api_code", 1),
-    ("code 10013 (server timed out)", httpx.Response(200, json=fixture("server_timeout.json")), ApiCodeError, "api_code", 2),
-    ("HTML with 200", httpx.Response(200, content=(FIXTURES / "bad_gateway.html").read_bytes(),
-                                     headers={"content-type": "text/html"}), ApiInvalidResponse, "invalid_response", 1),
-    ("truncated JSON", httpx.Response(200, content=json.dumps(fixture("seed_jobs.json")).encode()[:120]),
-     ApiInvalidResponse, "invalid_response", 1),
+    (
+        "code 10013 (server timed out)",
+        httpx.Response(200, json=fixture("server_timeout.json")),
+        ApiCodeError,
+        "api_code",
+        2,
+    ),
+    (
+        "HTML with 200",
+        httpx.Response(
+            200, content=(FIXTURES / "bad_gateway.html").read_bytes(), headers={"content-type": "text/html"}
+        ),
+        ApiInvalidResponse,
+        "invalid_response",
+        1,
+    ),
+    (
+        "truncated JSON",
+        httpx.Response(200, content=json.dumps(fixture("seed_jobs.json")).encode()[:120]),
+        ApiInvalidResponse,
+        "invalid_response",
+        1,
+    ),
     ("no envelope", httpx.Response(200, json={"total": 2, "list": []}), ApiInvalidResponse, "invalid_response", 1),
-    ("code not a string", httpx.Response(200, json={"code": None, "data": {}}), ApiInvalidResponse, "invalid_response", 1),
+    (
+        "code not a string",
+        httpx.Response(200, json={"code": None, "data": {}}),
+        ApiInvalidResponse,
+        "invalid_response",
+        1,
+    ),
 ]
 
 
@@ -272,8 +306,11 @@ def test_a_request_that_hangs_past_the_timeout_is_a_timeout() -> None:
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("data_null.json", "job list data is NoneType"), ("list_not_list.json", "'list' is dict"),
-     ("total_missing.json", "total is missing")],
+    [
+        ("data_null.json", "job list data is NoneType"),
+        ("list_not_list.json", "'list' is dict"),
+        ("total_missing.json", "total is missing"),
+    ],
 )
 @respx.mock
 def test_a_malformed_job_page_is_an_invalid_response(name: str, reason: str) -> None:

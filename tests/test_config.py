@@ -16,7 +16,9 @@ FAILURES = sorted(CONFIGS.glob("*.yaml"))
 
 def expected_errors(path: Path) -> list[str]:
     lines = path.read_text(encoding="utf-8").splitlines()
-    return [line.split("# expect: ", 1)[1].replace("{file}", str(path)) for line in lines if line.startswith("# expect: ")]
+    return [
+        line.split("# expect: ", 1)[1].replace("{file}", str(path)) for line in lines if line.startswith("# expect: ")
+    ]
 
 
 @pytest.mark.parametrize("path", FAILURES, ids=[p.stem for p in FAILURES])
@@ -54,8 +56,16 @@ def test_defaults_apply_and_clusters_override_the_four_poll_settings(tmp_path: P
             "page_size": 100,
             "clusters": [
                 {"name": "a", "api_url": "https://h:1/hpc/", "token": "t"},
-                {"name": "b", "api_url": "https://h:2", "token": "t", "interval": 90, "timeout": "1m",
-                 "page_size": 25, "concurrency": 8, "cluster_ids": ["7", 7, 8]},
+                {
+                    "name": "b",
+                    "api_url": "https://h:2",
+                    "token": "t",
+                    "interval": 90,
+                    "timeout": "1m",
+                    "page_size": 25,
+                    "concurrency": 8,
+                    "cluster_ids": ["7", 7, 8],
+                },
             ],
         },
         environ={},
@@ -68,8 +78,10 @@ def test_defaults_apply_and_clusters_override_the_four_poll_settings(tmp_path: P
 
 def test_environment_variables_are_substituted_in_any_string_and_dollar_dollar_is_literal() -> None:
     config = build_config(
-        {"listen_address": "${HOST}:10863",
-         "clusters": [{"name": "a", "api_url": "https://${HOST}:1", "token": "p$$w${T}"}]},
+        {
+            "listen_address": "${HOST}:10863",
+            "clusters": [{"name": "a", "api_url": "https://${HOST}:1", "token": "p$$w${T}"}],
+        },
         environ={"HOST": "127.0.0.1", "T": "xyz"},
     )
     assert config.listen_address == "127.0.0.1:10863"

@@ -18,9 +18,21 @@ from exporter.web import WebServer, make_app
 from tests.helpers import promtool_check_metrics
 
 # Written out by hand from the API documentation, independently of exporter.jobs.
-STATUS = {"statR": "running", "statQ": "queued", "statH": "held", "statS": "suspended", "statE": "exiting",
-          "statC": "completed", "statW": "waiting", "statX": "other", "statDE": "cancelled", "statD": "failed",
-          "statT": "timeout", "statN": "node_fail", "statRQ": "requeued"}
+STATUS = {
+    "statR": "running",
+    "statQ": "queued",
+    "statH": "held",
+    "statS": "suspended",
+    "statE": "exiting",
+    "statC": "completed",
+    "statW": "waiting",
+    "statX": "other",
+    "statDE": "cancelled",
+    "statD": "failed",
+    "statT": "timeout",
+    "statN": "node_fail",
+    "statRQ": "requeued",
+}
 
 
 class Clock:
@@ -31,7 +43,9 @@ class Clock:
         return self.now
 
 
-def expected(sim: Simulator) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]], Counter[tuple[str, str, str]]]:
+def expected(
+    sim: Simulator,
+) -> tuple[Counter[tuple[str, str]], Counter[tuple[str, str]], Counter[tuple[str, str, str]]]:
     """Jobs and CPUs per (queue, status), and jobs per (queue, user, status), counted straight from the simulator."""
     jobs: Counter[tuple[str, str]] = Counter()
     cpus: Counter[tuple[str, str]] = Counter()
@@ -62,17 +76,27 @@ def nonzero(d: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], float]:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    s = Simulator(token="int-token", schedulers=[Scheduler("11", "A"), Scheduler("12", "B")], jobs=700,
-                  max_page=40, seed=5)
+    s = Simulator(
+        token="int-token", schedulers=[Scheduler("11", "A"), Scheduler("12", "B")], jobs=700, max_page=40, seed=5
+    )
     s.serve()
     yield s
     s.stop()
 
 
-def test_metrics_equal_the_simulators_job_list_before_and_after_it_changes_and_through_an_outage(sim: Simulator) -> None:
+def test_metrics_equal_the_simulators_job_list_before_and_after_it_changes_and_through_an_outage(
+    sim: Simulator,
+) -> None:
     clock = Clock()
-    config = build_config({"page_size": 100, "concurrency": 3, "max_staleness": "5m",
-                           "clusters": [{"name": "sim", "api_url": sim.url + "/hpc/", "token": "int-token"}]}, environ={})
+    config = build_config(
+        {
+            "page_size": 100,
+            "concurrency": 3,
+            "max_staleness": "5m",
+            "clusters": [{"name": "sim", "api_url": sim.url + "/hpc/", "token": "int-token"}],
+        },
+        environ={},
+    )
     exporter = Exporter(config, clock=clock, retry_backoff=0)
     server = WebServer(make_app(exporter.registry, exporter.store), "127.0.0.1", 0)
     server.start()
@@ -123,10 +147,16 @@ def test_a_slow_cluster_does_not_delay_another_clusters_data_or_the_metrics_answ
     slow = Simulator(token="t", jobs=20, latency=5.0)
     fast = Simulator(token="t", jobs=20)
     slow.serve(), fast.serve()
-    config = build_config({"timeout": "20s", "clusters": [
-        {"name": "slow", "api_url": slow.url, "token": "t", "cluster_ids": [1638523853]},
-        {"name": "fast", "api_url": fast.url, "token": "t", "cluster_ids": [1638523853]},
-    ]}, environ={})
+    config = build_config(
+        {
+            "timeout": "20s",
+            "clusters": [
+                {"name": "slow", "api_url": slow.url, "token": "t", "cluster_ids": [1638523853]},
+                {"name": "fast", "api_url": fast.url, "token": "t", "cluster_ids": [1638523853]},
+            ],
+        },
+        environ={},
+    )
     exporter = Exporter(config)
     server = WebServer(make_app(exporter.registry, exporter.store), "127.0.0.1", 0)
     server.start()

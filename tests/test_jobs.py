@@ -9,9 +9,18 @@ from tests.helpers import SCHEDULER, fixture, row
 
 # The mapping as written in the issue and sugon-api.md, typed out by hand.
 DOCUMENTED = [
-    ("statR", "running"), ("statQ", "queued"), ("statH", "held"), ("statS", "suspended"),
-    ("statE", "exiting"), ("statC", "completed"), ("statW", "waiting"), ("statX", "other"),
-    ("statDE", "cancelled"), ("statD", "failed"), ("statT", "timeout"), ("statN", "node_fail"),
+    ("statR", "running"),
+    ("statQ", "queued"),
+    ("statH", "held"),
+    ("statS", "suspended"),
+    ("statE", "exiting"),
+    ("statC", "completed"),
+    ("statW", "waiting"),
+    ("statX", "other"),
+    ("statDE", "cancelled"),
+    ("statD", "failed"),
+    ("statT", "timeout"),
+    ("statN", "node_fail"),
     ("statRQ", "requeued"),
 ]
 
@@ -43,11 +52,11 @@ def test_odd_rows_are_unusable_or_get_safe_defaults() -> None:
     assert jobs[:4] == [None, None, None, None]  # not an object, null, no jobId, empty jobId
     got = [(j.key, j.queue, j.user, j.status, j.cpus) for j in jobs[4:] if j]
     assert got == [
-        ("1638523853\x00101", "debug", "test", "running", 8),   # int id, CPUs as a digit string
+        ("1638523853\x00101", "debug", "test", "running", 8),  # int id, CPUs as a digit string
         ("1638523853\x00102", "unknown", "unknown", "queued", 0),  # null queue, empty user, null CPUs
-        ("1638523853\x00103", "debug", "test", "unknown", 0),   # unknown status, negative CPUs
-        ("1638523853\x00104", "debug", "test", "running", 0),   # CPUs not a number
-        ("999\x00105", "7", "unknown", "unknown", 0),           # no jobmanagerId: the scheduler asked
+        ("1638523853\x00103", "debug", "test", "unknown", 0),  # unknown status, negative CPUs
+        ("1638523853\x00104", "debug", "test", "running", 0),  # CPUs not a number
+        ("999\x00105", "7", "unknown", "unknown", 0),  # no jobmanagerId: the scheduler asked
     ]
 
 

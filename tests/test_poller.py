@@ -37,19 +37,40 @@ class Clock:
 class Rig:
     """One poller wired like the real thing, with its registry, store and a hand clock."""
 
-    def __init__(self, ids: tuple[str, ...] = (SCHEDULER,), tokens: TokenSource | None = None,
-                 max_staleness: float = 300.0, per_user: bool = True, page_size: int = 100) -> None:
+    def __init__(
+        self,
+        ids: tuple[str, ...] = (SCHEDULER,),
+        tokens: TokenSource | None = None,
+        max_staleness: float = 300.0,
+        per_user: bool = True,
+        page_size: int = 100,
+    ) -> None:
         self.clock = Clock()
         self.registry = CollectorRegistry()
         self.metrics = PollMetrics(self.registry)
         self.store = StateStore(["kunshan"])
         self.registry.register(JobCollector(self.store, per_user, self.clock))
         self.http = httpx.AsyncClient()
-        self.client = SugonClient(BASE, tokens or StaticToken("tok"), self.http, 5.0,
-                                  observer=self.metrics.observer("kunshan"), retry_backoff=0)
+        self.client = SugonClient(
+            BASE,
+            tokens or StaticToken("tok"),
+            self.http,
+            5.0,
+            observer=self.metrics.observer("kunshan"),
+            retry_backoff=0,
+        )
         self.poller = ClusterPoller(
-            "kunshan", self.client, self.store, self.metrics, scheduler_ids=ids, interval=60, page_size=page_size,
-            concurrency=2, max_staleness=max_staleness, per_user=per_user, clock=self.clock,
+            "kunshan",
+            self.client,
+            self.store,
+            self.metrics,
+            scheduler_ids=ids,
+            interval=60,
+            page_size=page_size,
+            concurrency=2,
+            max_staleness=max_staleness,
+            per_user=per_user,
+            clock=self.clock,
         )
 
     def poll(self) -> bool:
@@ -67,8 +88,13 @@ def serve(rows: list[dict[str, Any]], cap: int = 100) -> PagedList:
 
 @respx.mock
 def test_a_successful_poll_publishes_counts_and_cpu_sums() -> None:
-    rows = [row(1, "statR", "debug", "a", 4), row(2, "statR", "debug", "b", 8), row(3, "statQ", "debug", "a", 16),
-            row(4, "statQ", "gpu", "a", 2), row(5, "statC", "gpu", "b", 1)]
+    rows = [
+        row(1, "statR", "debug", "a", 4),
+        row(2, "statR", "debug", "b", 8),
+        row(3, "statQ", "debug", "a", 16),
+        row(4, "statQ", "gpu", "a", 2),
+        row(5, "statC", "gpu", "b", 1),
+    ]
     serve(rows, cap=2)
     rig = Rig()
     assert rig.poll() is True
@@ -138,7 +164,9 @@ def test_a_poll_that_fails_on_a_late_page_publishes_nothing() -> None:
 
 @respx.mock
 def test_after_a_failure_the_last_good_data_is_served_until_max_staleness_then_dropped() -> None:
-    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]})))
+    route = respx.get(JOBS).mock(
+        return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]}))
+    )
     rig = Rig(max_staleness=300)
     assert rig.poll()
     good = rig.store.get("kunshan").snapshot
@@ -171,8 +199,9 @@ def test_odd_rows_are_skipped_and_counted_and_the_rest_is_published() -> None:
 
 @respx.mock
 def test_an_unknown_status_is_logged_once_per_raw_value(caplog: pytest.LogCaptureFixture) -> None:
-    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 2, "list": [
-        row(1, "statZZ"), row(2, "statZZ")]})))
+    respx.get(JOBS).mock(
+        return_value=httpx.Response(200, json=envelope({"total": 2, "list": [row(1, "statZZ"), row(2, "statZZ")]}))
+    )
     rig = Rig()
     with caplog.at_level(logging.WARNING):
         rig.poll()
@@ -218,7 +247,9 @@ def test_a_changed_token_file_is_used_without_a_restart(tmp_path: Path) -> None:
 
 @respx.mock
 def test_a_queue_stays_zero_filled_for_24_hours_after_it_was_last_seen() -> None:
-    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, queue="short")]})))
+    route = respx.get(JOBS).mock(
+        return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, queue="short")]}))
+    )
     rig = Rig()
     assert rig.poll()
     route.mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(2, queue="long")]})))
@@ -235,13 +266,18 @@ def test_a_queue_stays_zero_filled_for_24_hours_after_it_was_last_seen() -> None
 @respx.mock
 def test_scheduler_ids_are_discovered_once_and_again_after_a_failure() -> None:
     cluster = respx.get(BASE + "/hpc/openapi/v2/cluster").mock(
-        return_value=httpx.Response(200, json=fixture("schedulers.json")))
+        return_value=httpx.Response(200, json=fixture("schedulers.json"))
+    )
     jobs = respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 0, "list": []})))
     rig = Rig(ids=())
     assert rig.poll() and rig.poll()
     assert cluster.call_count == 1
     assert sorted(c.request.url.params["strClusterIDList"] for c in jobs.calls) == [
-        "1638523853", "1638523853", "1638523854", "1638523854"]
+        "1638523853",
+        "1638523853",
+        "1638523854",
+        "1638523854",
+    ]
     jobs.mock(return_value=httpx.Response(503))
     assert not rig.poll()
     jobs.mock(return_value=httpx.Response(200, json=envelope({"total": 0, "list": []})))
@@ -273,9 +309,18 @@ def test_polls_never_overlap_and_a_long_poll_delays_the_next_one() -> None:
 
     registry = CollectorRegistry()
     poller = ClusterPoller(
-        "kunshan", Stub(), StateStore(["kunshan"]), PollMetrics(registry),  # type: ignore[arg-type]
-        scheduler_ids=("1",), interval=60, page_size=10, concurrency=1, max_staleness=300, per_user=False,
-        monotonic=lambda: mono[0], sleep=sleep,
+        "kunshan",
+        Stub(),
+        StateStore(["kunshan"]),
+        PollMetrics(registry),  # type: ignore[arg-type]
+        scheduler_ids=("1",),
+        interval=60,
+        page_size=10,
+        concurrency=1,
+        max_staleness=300,
+        per_user=False,
+        monotonic=lambda: mono[0],
+        sleep=sleep,
     )
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(poller.run())

@@ -27,7 +27,11 @@ def get(sim: Simulator, token: str = "good", **params: object) -> dict:
 
 
 def test_a_bad_token_is_refused_with_10008(sim: Simulator) -> None:
-    assert get(sim, token="bad", strClusterIDList=SID) == {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
+    assert get(sim, token="bad", strClusterIDList=SID) == {
+        "msg": "auth_fail",
+        "code": "10008",
+        "data": "token is invalid",
+    }
 
 
 def test_strclusteridlist_is_required_and_must_be_valid(sim: Simulator) -> None:
@@ -58,9 +62,26 @@ def test_filters_narrow_the_list(sim: Simulator) -> None:
 
 
 def test_rows_have_the_seed_shape(sim: Simulator) -> None:
-    seed_keys = {"jobId", "jobName", "jobStatus", "queue", "user", "nodeUsed", "procNumUsed", "jobStartTime",
-                 "jobRunTime", "jobVncSessionInfo", "jobmanagerId", "jobmanagerName", "jobmanagerType", "errorPath",
-                 "outputPath", "workDir", "reason", "appType"}
+    seed_keys = {
+        "jobId",
+        "jobName",
+        "jobStatus",
+        "queue",
+        "user",
+        "nodeUsed",
+        "procNumUsed",
+        "jobStartTime",
+        "jobRunTime",
+        "jobVncSessionInfo",
+        "jobmanagerId",
+        "jobmanagerName",
+        "jobmanagerType",
+        "errorPath",
+        "outputPath",
+        "workDir",
+        "reason",
+        "appType",
+    }
     for r in get(sim, strClusterIDList=SID)["data"]["list"]:
         assert set(r) == seed_keys
         assert isinstance(r["jobId"], str) and isinstance(r["procNumUsed"], int)
@@ -79,7 +100,7 @@ def test_finished_jobs_linger_five_minutes_and_queued_jobs_start_when_cpus_free(
     s.add_jobs(1, queue="q", status="statR", cpus=8)
     s.add_jobs(1, queue="q", status="statQ", cpus=8)
     (run_id,), (wait_id,) = ([int(r["jobId"]) for r in s.rows() if r["jobStatus"] == st] for st in ("statR", "statQ"))
-    s._jobs[(SID, run_id)].runtime = 100  # noqa: SLF001 - set the test's own job's length
+    s._jobs[(SID, run_id)].runtime = 100  # the test's own job's length
     s.step(t0 + 100)  # ends → exiting
     s.step(t0 + 116)  # → completed (or failed); the queued job gets the CPUs
     status = {int(r["jobId"]): r["jobStatus"] for r in s.rows()}

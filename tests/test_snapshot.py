@@ -12,8 +12,12 @@ def job(n: int, queue: str, user: str, status: str, cpus: int) -> Job:
 
 def test_counts_and_cpu_sums_by_queue_status_and_user() -> None:
     b = SnapshotBuilder(per_user=True)
-    for j in [job(1, "debug", "a", "running", 4), job(2, "debug", "a", "running", 8),
-              job(3, "debug", "b", "queued", 16), job(4, "gpu", "a", "running", 2)]:
+    for j in [
+        job(1, "debug", "a", "running", 4),
+        job(2, "debug", "a", "running", 8),
+        job(3, "debug", "b", "queued", 16),
+        job(4, "gpu", "a", "running", 2),
+    ]:
         b.add(j)
     snap = b.build("c", taken_at=100.0, expires_at=400.0, reported_total=4)
     assert dict(snap.by_queue) == {
