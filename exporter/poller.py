@@ -110,7 +110,7 @@ class ClusterPoller:
         self._queue_seen: dict[str, float] = {}
         self._unknown_statuses: set[str] = set()
         self._failures = 0
-        metrics.observer(name)
+        self._stale_logged = False
 
     async def _scheduler_ids(self) -> list[str]:
         if self._configured_ids:
@@ -170,6 +170,7 @@ class ClusterPoller:
         if self._failures:
             log.info("cluster %s: recovered after %d failed poll(s)", self.name, self._failures)
         self._failures = 0
+        self._stale_logged = False
         self._store.publish(ClusterState(self.name, True, now, duration, None, snapshot))
         self._metrics.polls.labels(self.name, "success").inc()
         if invalid:
@@ -184,6 +185,14 @@ class ClusterPoller:
         self._discovered = None  # the URL may have moved on; look the schedulers up again
         self._metrics.polls.labels(self.name, "failure").inc()
         self._store.publish(replace(previous, up=False, poll_duration=duration, last_error=reason))
+        snapshot = previous.snapshot
+        if snapshot is not None and not self._stale_logged and self._clock() >= snapshot.expires_at:
+            self._stale_logged = True
+            log.warning(
+                "cluster %s: last good job data is older than max_staleness (%gs); no longer served",
+                self.name,
+                self._max_staleness,
+            )
         if previous.up is False and previous.last_error == reason:
             log.debug("cluster %s: poll failed again (%s): %s", self.name, reason, message)
             return
@@ -195,11 +204,11 @@ class ClusterPoller:
             )
         else:
             log.warning("cluster %s: poll failed (%s): %s", self.name, reason, message)
-        if previous.snapshot is not None:
+        if snapshot is not None and not self._stale_logged:
             log.warning(
                 "cluster %s: serving job data of %s until it is %gs old",
                 self.name,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(previous.snapshot.taken_at)),
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at)),
                 self._max_staleness,
             )
 

@@ -110,6 +110,14 @@ def test_once_prints_a_valid_exposition_of_the_simulators_jobs(tmp_path: Path, s
     assert SECRET not in r.stdout + r.stderr
 
 
+def test_debug_logging_never_prints_the_token(tmp_path: Path, sim: Simulator) -> None:
+    path = write_config(tmp_path, sim.url)
+    r = run("--config", str(path), "--once", "--log-level", "debug", env={"SIM_TOKEN": SECRET})
+    assert r.returncode == 0
+    assert "HTTP Request: GET" in r.stderr  # debug really was on, httpx included
+    assert SECRET not in r.stderr + r.stdout
+
+
 def test_once_exits_non_zero_when_a_cluster_fails(tmp_path: Path, sim: Simulator) -> None:
     path = write_config(tmp_path, sim.url)
     r = run("--config", str(path), "--once", env={"SIM_TOKEN": "wrong-token"})

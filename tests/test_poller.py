@@ -163,7 +163,9 @@ def test_a_poll_that_fails_on_a_late_page_publishes_nothing() -> None:
 
 
 @respx.mock
-def test_after_a_failure_the_last_good_data_is_served_until_max_staleness_then_dropped() -> None:
+def test_after_a_failure_the_last_good_data_is_served_until_max_staleness_then_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     route = respx.get(JOBS).mock(
         return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]}))
     )
@@ -183,6 +185,11 @@ def test_after_a_failure_the_last_good_data_is_served_until_max_staleness_then_d
     assert rig.value("sugon_job_cpus", queue="debug", status="queued") is None
     assert rig.value("sugon_up") == 0
     assert rig.value("sugon_last_success_timestamp_seconds") == good.taken_at
+    with caplog.at_level(logging.WARNING):
+        assert not rig.poll()
+        assert not rig.poll()
+    dropped = [r.getMessage() for r in caplog.records if "no longer served" in r.getMessage()]
+    assert dropped == ["cluster kunshan: last good job data is older than max_staleness (300s); no longer served"]
 
 
 @respx.mock
