@@ -163,6 +163,22 @@ def parse_schedulers(data: Any) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def _job_ids(rows: list[Any]) -> set[Any]:
+    return {r.get("jobId") for r in rows if isinstance(r, dict)} - {None, ""}
+
+
+def _mostly_repeats(rows: list[Any], first_ids: set[Any]) -> bool:
+    """True when most of a later page is page 0 again: the offset was ignored while the list moved.
+
+    Drift alone repeats only as many rows as arrived at the front between two reads; half a page of
+    them in that time does not happen. Pages under 4 rows are too small to tell the two apart.
+    """
+    if len(first_ids) < 4:
+        return False
+    ids = _job_ids(rows)
+    return len(ids) >= 4 and len(ids & first_ids) * 2 >= len(ids)
+
+
 class SugonClient:
     """Talks to one HPC host with one token source; every failure comes out as an ApiError."""
 
@@ -245,9 +261,12 @@ class SugonClient:
         total, rows = await self._page(scheduler_id, 0, page_size)
         on_rows(rows)
         step = len(rows)
-        if step == 0 or step >= total:
+        if step == 0 and total > 0:
+            # Publishing this would be a false "no jobs"; a real list does not empty between count and read.
+            raise ApiInvalidResponse(f"start=0 answered no rows although total is {total}")
+        if step >= total:
             return total
-        first_rows = rows
+        first_rows, first_ids = rows, _job_ids(rows)
         target = total  # where the list ends, as far as we know
         shrunk = False
         next_offset = step
@@ -276,7 +295,7 @@ class SugonClient:
                     if not page_rows:
                         shrunk, target = True, min(target, offset)
                         continue
-                    if page_rows == first_rows:
+                    if page_rows == first_rows or _mostly_repeats(page_rows, first_ids):
                         raise ApiInvalidResponse(
                             f"start={offset} answered the rows of start=0: the server ignores the offset; "
                             f"set page_size above the job count ({total}) for this cluster"

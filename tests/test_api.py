@@ -187,6 +187,30 @@ def test_a_server_that_ignores_the_offset_fails_the_poll_instead_of_looping() ->
 
 
 @respx.mock
+def test_an_ignored_offset_is_caught_even_while_the_list_changes() -> None:
+    """Each answer is page 0 of a list that moved a little: never identical, always mostly the same jobs."""
+    calls = [0]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls[0] += 1
+        first = calls[0]
+        rows = [row(i) for i in range(first, first + 100)]
+        return httpx.Response(200, json=envelope({"total": 1000, "list": rows}))
+
+    route = respx.get(JOBS).mock(side_effect=answer)
+    with pytest.raises(ApiInvalidResponse, match="ignores the offset"):
+        fetch(page_size=100, concurrency=1)
+    assert route.call_count == 2
+
+
+@respx.mock
+def test_an_empty_first_page_with_a_positive_total_is_not_taken_for_no_jobs() -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 40, "list": []})))
+    with pytest.raises(ApiInvalidResponse, match="no rows although total is 40"):
+        fetch()
+
+
+@respx.mock
 def test_a_failing_page_fails_the_whole_fetch_and_cancels_the_rest() -> None:
     server = PagedList([row(i) for i in range(1000)], cap=100, delay=0.01)
 
