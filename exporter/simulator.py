@@ -89,6 +89,8 @@ class Simulator:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, int], SimJob] = {}
+        # Rendered rows per scheduler, kept until the population changes: rendering per request made paging quadratic.
+        self._rendered: dict[str | None, list[dict[str, Any]]] = {}
         self._next_id = 1000
         self._last_step = clock()
         self.requests = 0
@@ -149,6 +151,7 @@ class Simulator:
     def step(self, now: float | None = None) -> None:
         """Move the population on to ``now``: arrivals, releases, finishes, starts, and the 5-minute linger."""
         with self._lock:
+            self._rendered.clear()
             now = self.clock() if now is None else now
             dt = max(now - self._last_step, 0.0)
             self._last_step = now
@@ -186,11 +189,13 @@ class Simulator:
     def set_status(self, scheduler_id: str, job_id: int, status: str) -> None:
         """Force one job's status (tests)."""
         with self._lock:
+            self._rendered.clear()
             self._jobs[(scheduler_id, job_id)].status = status
 
     def add_jobs(self, count: int, queue: str | None = None, status: str = "statQ", cpus: int | None = None) -> None:
         """Add jobs now, e.g. to build a backlog (tests, demo)."""
         with self._lock:
+            self._rendered.clear()
             now = self.clock()
             for _ in range(count):
                 job = self._new_job(now)
@@ -202,13 +207,24 @@ class Simulator:
                 self._jobs[(job.scheduler_id, job.job_id)] = job
 
     def rows(self, scheduler_id: str | None = None) -> list[dict[str, Any]]:
-        """The job list as the API would render it, in the scheduler's order."""
-        with self._lock:
-            now = self.clock()
-            return [self._row(j, now) for j in self._jobs.values() if scheduler_id in (None, j.scheduler_id)]
+        """The job list as the API would render it, in the scheduler's order (shared: do not modify it).
 
-    def _row(self, job: SimJob, now: float) -> dict[str, Any]:
-        sched = next(s for s in self.schedulers if s.id == job.scheduler_id)
+        Rendered once per change of the population, so ``jobRunTime`` is as of the last change.
+        """
+        with self._lock:
+            cached = self._rendered.get(scheduler_id)
+            if cached is None:
+                now = self.clock()
+                names = {s.id: s.name for s in self.schedulers}
+                cached = [
+                    self._row(j, now, names[j.scheduler_id])
+                    for j in self._jobs.values()
+                    if scheduler_id in (None, j.scheduler_id)
+                ]
+                self._rendered[scheduler_id] = cached
+            return cached
+
+    def _row(self, job: SimJob, now: float, scheduler_name: str) -> dict[str, Any]:
         started = job.started is not None and job.status != "statQ"
         stamp = datetime.fromtimestamp(job.submitted, CHINA).strftime("%m%d_%H%M%S")
         work = f"/public/home/{job.user}/{job.app.upper()}/{job.app.upper()}_{stamp}"
@@ -228,8 +244,8 @@ class Simulator:
             ),
             "jobRunTime": _run_time(end - job.started) if started and job.started is not None else "00:00:00",
             "jobVncSessionInfo": None,
-            "jobmanagerId": sched.id,
-            "jobmanagerName": sched.name,
+            "jobmanagerId": job.scheduler_id,
+            "jobmanagerName": scheduler_name,
             "jobmanagerType": "SLURM",
             "errorPath": f"{work}/std.err.{job.job_id}",
             "outputPath": f"{work}/std.out.{job.job_id}",
@@ -276,7 +292,10 @@ class Simulator:
             "queue": query.get("strQueueName"),
             "jobStatus": query.get("strJobStat"),
         }
-        rows = [r for r in self.rows(sid) if all(v is None or v == "" or str(r[k]) == v for k, v in filters.items())]
+        rows = self.rows(sid)
+        wanted = {k: v for k, v in filters.items() if v}
+        if wanted:
+            rows = [r for r in rows if all(str(r[k]) == v for k, v in wanted.items())]
         page = rows[start : start + min(limit, self.max_page)]
         return 200, _envelope("0", "success", {"total": len(rows), "list": page})
 
