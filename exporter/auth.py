@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Protocol
 
-from exporter.config import ClusterConfig
+from exporter.config import ClusterConfig, token_problem
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ class FileToken:
                 raise TokenUnavailable(
                     f"token_file {self.path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}"
                 ) from None
-            if not value:
-                raise TokenUnavailable(f"token_file {self.path}: file is empty")
+            problem = token_problem(value)
+            if problem:
+                raise TokenUnavailable(f"token_file {self.path}: the token {problem}")
             if self._stamp is not None:
                 log.info("token_file %s changed; using the new token", self.path)
             self._stamp, self._value = stamp, value

@@ -66,6 +66,15 @@ OVERRIDABLE = ("interval", "timeout", "page_size", "concurrency")
 CLUSTER_KEYS = ("name", "api_url", "cluster_ids", "token", "token_file", "verify_tls", "ca_file", *OVERRIDABLE)
 
 
+def token_problem(token: str) -> str | None:
+    """Why a token cannot be sent in a ``token:`` header (whitespace, control or non-ASCII characters), or None."""
+    if not token:
+        return "is empty"
+    if not token.isascii() or any(ch.isspace() or not ch.isprintable() for ch in token):
+        return "contains whitespace, control or non-ASCII characters"
+    return None
+
+
 def parse_duration(value: Any) -> float | None:
     """Seconds for ``30s`` / ``5m`` / ``1h30m`` / a plain number; None when it is not a positive duration."""
     if isinstance(value, bool):
@@ -270,6 +279,9 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
         c.error(path, "token and token_file are both set; set exactly one")
     elif "token" in raw:
         token = c.value(f"{path}.token", raw["token"], "a non-empty string", _nonempty_str)
+        problem = token_problem(token) if token is not None else None
+        if problem:
+            c.error(f"{path}.token", problem)
     elif "token_file" in raw:
         token_file = _file(c, f"{path}.token_file", raw["token_file"])
     else:

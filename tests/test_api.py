@@ -378,6 +378,23 @@ def test_an_unreadable_token_file_is_an_auth_error_and_sends_nothing(tmp_path: A
     assert route.call_count == 0 and observer.failed == ["auth"]
 
 
+@pytest.mark.parametrize(("content", "problem"), [("", "is empty"), ("s3cr3t\nline\n", "whitespace"), ("s3cr3tö", "non-ASCII")])
+@respx.mock
+def test_a_token_file_that_cannot_be_a_header_is_an_auth_error(tmp_path: Any, content: str, problem: str) -> None:
+    route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture("seed_jobs.json")))
+    path = tmp_path / "token"
+    path.write_text(content, encoding="utf-8")
+
+    async def go() -> Any:
+        async with httpx.AsyncClient() as http:
+            c = SugonClient(BASE, FileToken(str(path)), http, 5.0, retry_backoff=0)
+            return await c.call("/hpc/openapi/v2/jobs", {})
+
+    with pytest.raises(ApiAuthError, match=problem) as err:
+        asyncio.run(go())
+    assert route.call_count == 0 and "s3cr3t" not in str(err.value)
+
+
 def test_error_messages_never_contain_the_token() -> None:
     secret = "eyJzZWNyZXQiOiJ5ZXMifQ.s3cr3t"
     with respx.mock:
