@@ -378,7 +378,9 @@ def test_an_unreadable_token_file_is_an_auth_error_and_sends_nothing(tmp_path: A
     assert route.call_count == 0 and observer.failed == ["auth"]
 
 
-@pytest.mark.parametrize(("content", "problem"), [("", "is empty"), ("s3cr3t\nline\n", "whitespace"), ("s3cr3tö", "non-ASCII")])
+@pytest.mark.parametrize(
+    ("content", "problem"), [("", "is empty"), ("s3cr3t\nline\n", "whitespace"), ("s3cr3tö", "non-ASCII")]
+)
 @respx.mock
 def test_a_token_file_that_cannot_be_a_header_is_an_auth_error(tmp_path: Any, content: str, problem: str) -> None:
     route = respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture("seed_jobs.json")))
