@@ -1,97 +1,20 @@
-"""The HTTP conversation with one Sugon HPC host: envelope, errors as types, retries, concurrent paging."""
+"""The HPC host's job APIs: scheduler discovery and the full job list, paged concurrently."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+from collections.abc import Callable
+from typing import Any
 
-import httpx
-
-from exporter.auth import TokenSource, TokenUnavailable
+from exporter.auth import TokenProvider
+from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller, clip
 
 log = logging.getLogger(__name__)
 
 JOBS_PATH = "/hpc/openapi/v2/jobs"
 SCHEDULERS_PATH = "/hpc/openapi/v2/cluster"
-REASONS = ("timeout", "connection", "http_status", "invalid_response", "auth", "api_code")
-# 10012 "connection interrupted" and 10013 "timed out" are the server's own transient failures.
-TRANSIENT_CODES = frozenset({"10012", "10013"})
-AUTH_CODES = frozenset({"10008"})
-
-
-class ApiError(Exception):
-    """Any failed API call; ``reason`` is the ``sugon_api_errors_total`` label, ``transient`` earns a retry."""
-
-    reason: ClassVar[str] = "invalid_response"
-
-    def __init__(self, message: str, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-class ApiTimeout(ApiError):
-    """The request took longer than ``timeout``."""
-
-    reason = "timeout"
-
-
-class ApiConnectionError(ApiError):
-    """Connecting, sending or reading the body failed."""
-
-    reason = "connection"
-
-
-class ApiHttpError(ApiError):
-    """A non-2xx HTTP status that is not an auth rejection."""
-
-    reason = "http_status"
-
-
-class ApiInvalidResponse(ApiError):
-    """The body is not the JSON envelope, or ``data`` is not shaped as documented."""
-
-    reason = "invalid_response"
-
-
-class ApiAuthError(ApiError):
-    """The token was rejected (code 10008, HTTP 401/403) or none could be had."""
-
-    reason = "auth"
-
-
-class ApiCodeError(ApiError):
-    """The envelope carried a non-zero ``code`` other than an auth rejection."""
-
-    reason = "api_code"
-
-    def __init__(self, code: str, msg: str) -> None:
-        super().__init__(f"API code {code}: {msg}", transient=code in TRANSIENT_CODES)
-        self.code = code
-
-
-class RequestObserver(Protocol):
-    """Told of every request sent and every failed attempt (for self-metrics)."""
-
-    def request_sent(self) -> None: ...
-
-    def request_failed(self, reason: str) -> None: ...
-
-
-class _NullObserver:
-    def request_sent(self) -> None:
-        pass
-
-    def request_failed(self, reason: str) -> None:
-        pass
-
-
-def _clip(value: Any, limit: int = 200) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _count(value: Any) -> int | None:
@@ -105,40 +28,13 @@ def _count(value: Any) -> int | None:
     return None
 
 
-def parse_envelope(response: httpx.Response) -> Any:
-    """``data`` of a successful answer; otherwise the ApiError that the answer amounts to."""
-    status = response.status_code
-    if status in (401, 403):
-        raise ApiAuthError(f"HTTP {status}")
-    if status >= 300:
-        transient = status >= 500 or status == 429
-        raise ApiHttpError(f"HTTP {status}", transient=transient)
-    try:
-        body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        kind = response.headers.get("content-type", "no content-type")
-        raise ApiInvalidResponse(f"body is not JSON ({_clip(kind, 60)}, {len(response.content)} bytes)") from None
-    if not isinstance(body, dict) or "code" not in body:
-        raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
-    code = body["code"]
-    code = str(code).strip() if isinstance(code, (str, int)) and not isinstance(code, bool) else None
-    if code is None:
-        raise ApiInvalidResponse("envelope code is not a string")
-    if code == "0":
-        return body.get("data")
-    msg = _clip(body.get("msg"))
-    if code in AUTH_CODES:
-        raise ApiAuthError(f"API code {code}: {msg}")
-    raise ApiCodeError(code, msg)
-
-
 def parse_job_page(data: Any) -> tuple[int, list[Any]]:
     """``(data.total, data.list)`` of a job-list answer, checked for shape; rows are left raw."""
     if not isinstance(data, dict):
         raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
     total = _count(data.get("total"))
     if total is None:
-        raise ApiInvalidResponse(f"job list total is missing or not a count ({_clip(repr(data.get('total')), 40)})")
+        raise ApiInvalidResponse(f"job list total is missing or not a count ({clip(repr(data.get('total')), 40)})")
     rows = data.get("list")
     if rows is None and total == 0:
         return 0, []
@@ -180,61 +76,22 @@ def _mostly_repeats(rows: list[Any], first_ids: set[Any]) -> bool:
 
 
 class SugonClient:
-    """Talks to one HPC host with one token source; every failure comes out as an ApiError."""
+    """Talks to one HPC host with one token provider; every failure comes out as an ApiError."""
 
-    def __init__(
-        self,
-        base_url: str,
-        tokens: TokenSource,
-        http: httpx.AsyncClient,
-        timeout: float,
-        observer: RequestObserver | None = None,
-        retry_backoff: float = 0.5,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, base_url: str, tokens: TokenProvider, caller: Caller) -> None:
         self.base_url = base_url
-        self._tokens = tokens
-        self._http = http
-        self._timeout = timeout
-        self._observer = observer or _NullObserver()
-        self._retry_backoff = retry_backoff
-        self._sleep = sleep
-
-    async def _attempt(self, path: str, params: dict[str, Any]) -> Any:
-        try:
-            token = self._tokens.token()
-        except TokenUnavailable as exc:
-            raise ApiAuthError(str(exc)) from None
-        self._observer.request_sent()
-        try:
-            # wait_for bounds the whole exchange; httpx's own timeout is per read and a trickling body could outlast it.
-            response = await asyncio.wait_for(
-                self._http.get(self.base_url + path, params=params, headers={"token": token}),
-                timeout=self._timeout,
-            )
-        except (asyncio.TimeoutError, httpx.TimeoutException):
-            raise ApiTimeout(f"no answer within {self._timeout:g}s", transient=True) from None
-        except httpx.TransportError as exc:
-            raise ApiConnectionError(f"{type(exc).__name__}: {_clip(exc)}", transient=True) from None
-        except httpx.HTTPError as exc:
-            raise ApiConnectionError(f"{type(exc).__name__}: {_clip(exc)}") from None
-        return parse_envelope(response)
+        self.tokens = tokens
+        self._caller = caller
 
     async def call(self, path: str, params: dict[str, Any]) -> Any:
-        """GET ``path`` and return ``data``; a transient failure is retried once after a short backoff."""
+        """GET ``path`` and return ``data``; a rejected token is replaced once and the request sent again."""
+        token = await self.tokens.get()
         try:
-            return await self._attempt(path, params)
-        except ApiError as exc:
-            self._observer.request_failed(exc.reason)
-            if not exc.transient:
+            return await self._caller.call("GET", self.base_url + path, params, {"token": token})
+        except ApiAuthError:
+            if not await self.tokens.rejected(token):
                 raise
-            log.debug("%s %s failed (%s), retrying once", self.base_url, path, exc)
-        await self._sleep(self._retry_backoff)
-        try:
-            return await self._attempt(path, params)
-        except ApiError as exc:
-            self._observer.request_failed(exc.reason)
-            raise
+        return await self._caller.call("GET", self.base_url + path, params, {"token": await self.tokens.get()})
 
     async def schedulers(self) -> list[str]:
         """The scheduler ids this host serves (``GET /hpc/openapi/v2/cluster``)."""

@@ -1,35 +1,141 @@
-"""Where a cluster's token comes from: a static value, or a file that is re-read whenever it changes."""
+"""Where a cluster's token comes from and when it is renewed: a static value, a file, or a login that renews itself."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import json
 import logging
 import os
-from typing import Protocol
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from exporter.config import ClusterConfig, token_problem
+from exporter.config import AuthConfig, ClusterConfig, token_problem
+from exporter.platform import PlatformClient, choose_region
+from exporter.wire import ApiAuthError, ApiError
 
 log = logging.getLogger(__name__)
 
+RENEW_SHARE = 0.1  # renew when less than this share of the lifetime is left...
+RENEW_FLOOR = 300.0  # ...or less than this many seconds, whichever comes first...
+RENEW_CAP_SHARE = 0.5  # ...but never earlier than half-way, so a short-lived token is not renewed at once
+RENEWABLE_AFTER_EXPIRY = 24 * 3600  # tokens/next refuses tokens expired for longer than this
+LOGIN_BACKOFF_MAX = 3600.0
+STATIC_WARNING_HORIZON = 24 * 3600
 
-class TokenUnavailable(Exception):
-    """No token can be had right now (the token file vanished, is unreadable or empty)."""
+
+class TokenObserver(Protocol):
+    """Told of the token in use and of every refresh (for self-metrics)."""
+
+    def token_expiry(self, timestamp: float | None) -> None: ...
+
+    def token_refresh(self, method: str, result: str) -> None: ...
 
 
-class TokenSource(Protocol):
-    """Hands out the token to send; may change between calls."""
+class _NullTokenObserver:
+    def token_expiry(self, timestamp: float | None) -> None:
+        pass
 
-    def token(self) -> str: ...
+    def token_refresh(self, method: str, result: str) -> None:
+        pass
+
+
+class TokenProvider(Protocol):
+    """Hands out the token to send, and gets a new one when the API rejects it."""
+
+    hint: str
+
+    async def get(self) -> str:
+        """A token to send now (may renew or log in first). Raises ApiError when none can be had."""
+        ...
+
+    async def rejected(self, token: str) -> bool:
+        """The API refused ``token``: True if a different token is now available to retry with."""
+        ...
+
+
+def jwt_expiry(token: str) -> float | None:
+    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature check."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+    if not isinstance(payload, dict):
+        return None
+    for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value) / scale
+    return None
+
+
+def _read_secret(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ApiAuthError(f"{what} {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+    if not value:
+        raise ApiAuthError(f"{what} {path}: file is empty")
+    return value
+
+
+class _StaticExpiry:
+    """Publishes a configured token's expiry and warns once per token when it is near."""
+
+    def __init__(self, cluster: str, observer: TokenObserver, clock: Callable[[], float]) -> None:
+        self._cluster = cluster
+        self._observer = observer
+        self._clock = clock
+        self._warned: set[str] = set()
+
+    def note(self, token: str) -> None:
+        expiry = jwt_expiry(token)
+        self._observer.token_expiry(expiry)
+        if expiry is None or token in self._warned:
+            return
+        left = expiry - self._clock()
+        if left < STATIC_WARNING_HORIZON:
+            self._warned.add(token)
+            when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(expiry))
+            state = "expired" if left <= 0 else "expires"
+            log.warning(
+                "cluster %s: the configured token %s at %s; configure auth (password or aksk) to have it renewed",
+                self._cluster,
+                state,
+                when,
+            )
 
 
 class StaticToken:
     """A token given in the config (``token:``)."""
 
-    def __init__(self, value: str) -> None:
-        self._value = value
+    hint = "renew the token: replace it in the configuration and restart, or configure auth to have it renewed"
 
-    def token(self) -> str:
+    def __init__(
+        self,
+        value: str,
+        cluster: str = "",
+        observer: TokenObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._value = value
+        _StaticExpiry(cluster, observer or _NullTokenObserver(), clock).note(value)
+
+    async def get(self) -> str:
         """The configured token."""
         return self._value
+
+    async def rejected(self, token: str) -> bool:
+        """Nothing to fall back on."""
+        return False
 
     def __repr__(self) -> str:
         return "StaticToken(<redacted>)"
@@ -38,42 +144,222 @@ class StaticToken:
 class FileToken:
     """A token kept in a file (``token_file:``); re-read when its inode, size or mtime changes."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self,
+        path: str,
+        cluster: str = "",
+        observer: TokenObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = path
+        self.hint = f"renew the token: write a new one to {path} (re-read when it changes)"
         self._stamp: tuple[int, int, int] | None = None
         self._value: str | None = None
+        self._expiry = _StaticExpiry(cluster, observer or _NullTokenObserver(), clock)
 
-    def token(self) -> str:
+    async def get(self) -> str:
         """The file's current content, stripped; the file is only read again after it changed."""
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            raise TokenUnavailable(f"token_file {self.path}: {exc.strerror}") from None
+            raise ApiAuthError(f"token_file {self.path}: {exc.strerror}") from None
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp != self._stamp or self._value is None:
-            try:
-                with open(self.path, encoding="utf-8") as handle:
-                    value = handle.read().strip()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise TokenUnavailable(
-                    f"token_file {self.path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}"
-                ) from None
+            value = _read_secret(self.path, "token_file")
             problem = token_problem(value)
             if problem:
-                raise TokenUnavailable(f"token_file {self.path}: the token {problem}")
+                raise ApiAuthError(f"token_file {self.path}: the token {problem}")
             if self._stamp is not None:
                 log.info("token_file %s changed; using the new token", self.path)
             self._stamp, self._value = stamp, value
+            self._expiry.note(value)
         return self._value
+
+    async def rejected(self, token: str) -> bool:
+        """True if the file now holds another token."""
+        return await self.get() != token
 
     def __repr__(self) -> str:
         return f"FileToken({self.path!r})"
 
 
-def token_source(cluster: ClusterConfig) -> TokenSource:
-    """The TokenSource a cluster's config asks for."""
+class LoginToken:
+    """Tokens from a password or AK/SK login, renewed before they expire and when the API rejects them.
+
+    Every refresh runs under one lock (single-flight): requests that fail together cause one renewal.
+    A renewal tries ``tokens/next`` and falls back to logging in; logins are at most one per
+    ``min_login_gap`` seconds, backing off further after each failure, so a wrong password never hammers
+    the platform. While the current token is still valid, a failed proactive renewal keeps using it.
+    """
+
+    def __init__(
+        self,
+        cluster: str,
+        auth: AuthConfig,
+        platform: PlatformClient,
+        *,
+        min_login_gap: float,
+        observer: TokenObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._cluster = cluster
+        self._auth = auth
+        self._platform = platform
+        self._min_gap = min_login_gap
+        self._observer = observer or _NullTokenObserver()
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._region_id: str | None = None
+        self._expires: float | None = None
+        self._renew_at: float | None = None
+        self._login_failures = 0
+        self._next_login = 0.0
+        self._login_error = ""
+        self.hint = f"the exporter keeps logging in; check the {auth.kind} credentials of user {auth.user} at {auth.url}"
+
+    def __repr__(self) -> str:
+        return f"LoginToken(kind={self._auth.kind!r}, user={self._auth.user!r}, url={self._auth.url!r})"
+
+    @property
+    def region_id(self) -> str | None:
+        """The clusterId of the region whose token is in use."""
+        return self._region_id
+
+    def _valid(self, now: float) -> bool:
+        return self._token is not None and (self._expires is None or now < self._expires)
+
+    async def get(self) -> str:
+        """The current token, renewed first when it is due."""
+        token, now = self._token, self._clock()
+        if token is not None and (self._renew_at is None or now < self._renew_at):
+            return token
+        async with self._lock:
+            now = self._clock()
+            if self._token is not None and (self._renew_at is None or now < self._renew_at):
+                return self._token
+            try:
+                await self._refresh()
+            except ApiError as exc:
+                if not self._valid(now):
+                    raise
+                log.warning(
+                    "cluster %s: early token renewal failed (%s); the current token is still valid", self._cluster, exc
+                )
+                # Try again later, not on every request, and never past the expiry.
+                self._renew_at = min(now + self._min_gap, self._expires or now + self._min_gap)
+            assert self._token is not None
+            return self._token
+
+    async def rejected(self, token: str) -> bool:
+        """Replace a rejected token once, however many requests report it."""
+        async with self._lock:
+            if self._token != token:
+                return True  # another request has already replaced (or dropped) it
+            log.info("cluster %s: the API rejected the token; renewing it", self._cluster)
+            try:
+                await self._refresh()
+            except ApiError:
+                # The token is no good and none replaced it: the next get() logs in, paced by the backoff.
+                self._token = None
+                raise
+            return True
+
+    async def _refresh(self) -> None:
+        now = self._clock()
+        if (
+            self._token is not None
+            and self._region_id is not None
+            and (self._expires is None or now < self._expires + RENEWABLE_AFTER_EXPIRY)
+        ):
+            try:
+                new = await self._platform.renew(self._token, self._region_id)
+            except ApiError as exc:
+                self._observer.token_refresh("renew", "failure")
+                log.info("cluster %s: token renewal failed (%s); logging in again", self._cluster, exc)
+            else:
+                self._observer.token_refresh("renew", "success")
+                self._adopt(new, self._region_id)
+                log.debug("cluster %s: token renewed", self._cluster)
+                return
+        await self._login()
+
+    async def _login(self) -> None:
+        now = self._clock()
+        if now < self._next_login:
+            raise ApiAuthError(f"login failed ({self._login_error}); next attempt in {self._next_login - now:.0f}s")
+        try:
+            regions = await self._call_login(now)
+            region = choose_region(regions, self._auth.region)
+        except ApiError as exc:
+            self._login_failures += 1
+            gap = min(self._min_gap * 2 ** (self._login_failures - 1), max(self._min_gap, LOGIN_BACKOFF_MAX))
+            self._next_login = now + gap
+            self._login_error = str(exc)
+            self._observer.token_refresh("login", "failure")
+            log.error(
+                "cluster %s: %s login of user %s at %s failed: %s; next attempt in %.0fs",
+                self._cluster,
+                self._auth.kind,
+                self._auth.user,
+                self._auth.url,
+                exc,
+                gap,
+            )
+            raise
+        if self._login_failures:
+            log.info("cluster %s: login succeeded after %d failure(s)", self._cluster, self._login_failures)
+        self._login_failures = 0
+        self._next_login = 0.0
+        self._observer.token_refresh("login", "success")
+        log.debug("cluster %s: logged in to region %s", self._cluster, region.name)
+        assert region.token is not None
+        self._adopt(region.token, region.cluster_id)
+
+    async def _call_login(self, now: float) -> list[Any]:
+        auth = self._auth
+        if auth.kind == "password":
+            password = (
+                auth.password if auth.password is not None else _read_secret(str(auth.password_file), "password_file")
+            )
+            return await self._platform.login_password(auth.user, password, str(auth.org_id))
+        secret = (
+            auth.secret_key
+            if auth.secret_key is not None
+            else _read_secret(str(auth.secret_key_file), "secret_key_file")
+        )
+        return await self._platform.login_aksk(auth.user, str(auth.access_key), secret, int(now))
+
+    def _adopt(self, token: str, region_id: str) -> None:
+        problem = token_problem(token)
+        if problem:
+            raise ApiAuthError(f"the platform handed out a token that {problem}")
+        now = self._clock()
+        self._token, self._region_id = token, region_id
+        self._expires = jwt_expiry(token)
+        self._renew_at = None
+        if self._expires is not None and self._expires > now:
+            lifetime = self._expires - now
+            margin = min(max(RENEW_SHARE * lifetime, RENEW_FLOOR), RENEW_CAP_SHARE * lifetime)
+            self._renew_at = self._expires - margin
+        self._observer.token_expiry(self._expires)
+
+
+def token_provider(
+    cluster: ClusterConfig,
+    platform: PlatformClient | None = None,
+    observer: TokenObserver | None = None,
+    clock: Callable[[], float] = time.time,
+) -> TokenProvider:
+    """The TokenProvider a cluster's config asks for (``platform`` is needed with ``auth``)."""
+    if cluster.auth is not None:
+        if platform is None:
+            raise ValueError("a login needs a PlatformClient")
+        return LoginToken(
+            cluster.name, cluster.auth, platform, min_login_gap=cluster.interval, observer=observer, clock=clock
+        )
     if cluster.token_file is not None:
-        return FileToken(cluster.token_file)
+        return FileToken(cluster.token_file, cluster.name, observer, clock)
     if cluster.token is not None:
-        return StaticToken(cluster.token)
+        return StaticToken(cluster.token, cluster.name, observer, clock)
     raise ValueError(f"cluster {cluster.name} has no token source")  # config validation prevents this

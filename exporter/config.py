@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 # Keys whose values are never echoed back in an error message.
-SECRET_KEYS = frozenset({"token"})
+SECRET_KEYS = frozenset({"token", "password", "access_key", "secret_key", "org_id"})
 NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]+$")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 _ENV_RE = re.compile(r"\$\$|\$\{([^}]*)\}")
@@ -29,14 +29,31 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """A login that yields tokens: ``password`` (user, password, orgId) or ``aksk`` (user, access/secret key)."""
+
+    kind: str
+    url: str
+    user: str
+    password: str | None = field(default=None, repr=False)
+    password_file: str | None = None
+    org_id: str | None = field(default=None, repr=False)
+    region: str | None = None
+    access_key: str | None = field(default=None, repr=False)
+    secret_key: str | None = field(default=None, repr=False)
+    secret_key_file: str | None = None
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """One Sugon cluster (HPC host + scheduler ids) with its poll settings resolved."""
 
     name: str
-    api_url: str
+    api_url: str | None  # None: discovered through the AC host's /center (only with auth)
     cluster_ids: tuple[str, ...]
     token: str | None = field(default=None, repr=False)
     token_file: str | None = None
+    auth: AuthConfig | None = None
     verify_tls: bool = True
     ca_file: str | None = None
     interval: float = 60.0
@@ -63,7 +80,11 @@ _DEFAULTS = {f.name: f.default for f in fields(Config)}
 TOP_KEYS = tuple(_DEFAULTS)
 # Keys a cluster may override; their defaults come from the top level.
 OVERRIDABLE = ("interval", "timeout", "page_size", "concurrency")
-CLUSTER_KEYS = ("name", "api_url", "cluster_ids", "token", "token_file", "verify_tls", "ca_file", *OVERRIDABLE)
+CLUSTER_KEYS = ("name", "api_url", "cluster_ids", "token", "token_file", "auth", "verify_tls", "ca_file", *OVERRIDABLE)
+AUTH_KEYS: dict[str, tuple[str, ...]] = {
+    "password": ("kind", "url", "user", "password", "password_file", "org_id", "region"),
+    "aksk": ("kind", "url", "user", "access_key", "secret_key", "secret_key_file", "region"),
+}
 
 
 def token_problem(token: str) -> str | None:
@@ -218,6 +239,13 @@ def _nonempty_str(v: Any) -> str | None:
     return v.strip() if isinstance(v, str) and v.strip() else None
 
 
+def _id_text(v: Any) -> str | None:
+    """A string or a number (YAML reads 11250 as an int) as a non-empty string."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return _nonempty_str(v)
+
+
 _CHECKS: dict[str, tuple[str, Callable[[Any], Any | None]]] = {
     "interval": ("a duration like 30s", parse_duration),
     "timeout": ("a duration like 30s", parse_duration),
@@ -257,6 +285,76 @@ def _scheduler_ids(c: _Checker, path: str, raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
+def _url(c: _Checker, path: str, raw: Any) -> str | None:
+    if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+", raw.strip()):
+        c.error(path, f"expected an http:// or https:// URL, got {_show(raw)}")
+        return None
+    return normalise_api_url(raw.strip())
+
+
+def _secret(
+    c: _Checker, path: str, raw: Mapping[str, Any], key: str, required: bool = True
+) -> tuple[str | None, str | None]:
+    """``key`` or ``key_file`` (exactly one when required): (value, file path)."""
+    if key in raw and f"{key}_file" in raw:
+        c.error(path, f"{key} and {key}_file are both set; set exactly one")
+    elif key in raw:
+        return c.value(f"{path}.{key}", raw[key], "a non-empty string", _nonempty_str), None
+    elif f"{key}_file" in raw:
+        return None, _file(c, f"{path}.{key}_file", raw[f"{key}_file"])
+    elif required:
+        c.error(path, f"missing {key}; set {key} or {key}_file")
+    return None, None
+
+
+def _auth(c: _Checker, path: str, raw: Any) -> AuthConfig | None:
+    if not isinstance(raw, dict):
+        c.error(path, f"expected a mapping, got {_show(raw)}")
+        return None
+    before = len(c.errors)
+    kind = raw.get("kind")
+    if kind not in AUTH_KEYS:
+        c.error(f"{path}.kind" if "kind" in raw else path, f"expected kind password or aksk, got {_show(kind)}")
+        return None
+    c.known_keys(raw, AUTH_KEYS[kind], path)
+    url = _url(c, f"{path}.url", raw["url"]) if "url" in raw else None
+    if "url" not in raw:
+        c.error(path, "missing url (the AC host)")
+    user = c.value(f"{path}.user", raw["user"], "a non-empty string", _nonempty_str) if "user" in raw else None
+    if "user" not in raw:
+        c.error(path, "missing user")
+    region = raw.get("region")
+    if region is not None:
+        region = c.value(f"{path}.region", region, "a clusterId or clusterName", _id_text)
+    password = password_file = org_id = access_key = secret_key = secret_key_file = None
+    if kind == "password":
+        password, password_file = _secret(c, path, raw, "password")
+        if "org_id" in raw:
+            org_id = c.value(f"{path}.org_id", raw["org_id"], "a non-empty string", _id_text)
+        else:
+            c.error(path, "missing org_id")
+    else:
+        if "access_key" in raw:
+            access_key = c.value(f"{path}.access_key", raw["access_key"], "a non-empty string", _nonempty_str)
+        else:
+            c.error(path, "missing access_key")
+        secret_key, secret_key_file = _secret(c, path, raw, "secret_key")
+    if len(c.errors) > before or url is None or user is None:
+        return None
+    return AuthConfig(
+        kind=kind,
+        url=url,
+        user=user,
+        password=password,
+        password_file=password_file,
+        org_id=org_id,
+        region=region,
+        access_key=access_key,
+        secret_key=secret_key,
+        secret_key_file=secret_key_file,
+    )
+
+
 def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterConfig | None:
     if not isinstance(raw, dict):
         c.error(path, f"expected a mapping, got {_show(raw)}")
@@ -270,13 +368,15 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
         c.error(f"{path}.name", f"expected letters, digits, _ . or -, got {_show(name)}")
     api_url = raw.get("api_url")
     if api_url is None:
-        c.error(path, "missing api_url")
-    elif not isinstance(api_url, str) or not re.match(r"^https?://[^/\s]+", api_url.strip()):
-        c.error(f"{path}.api_url", f"expected an http:// or https:// URL, got {_show(api_url)}")
+        if "auth" not in raw:
+            c.error(path, "missing api_url (it can only be discovered with auth)")
+    else:
+        api_url = _url(c, f"{path}.api_url", api_url)
     ids = _scheduler_ids(c, f"{path}.cluster_ids", raw["cluster_ids"]) if "cluster_ids" in raw else ()
-    token = token_file = None
-    if "token" in raw and "token_file" in raw:
-        c.error(path, "token and token_file are both set; set exactly one")
+    token = token_file = auth = None
+    given = [key for key in ("token", "token_file", "auth") if key in raw]
+    if len(given) > 1:
+        c.error(path, f"{' and '.join(given)} are set; set exactly one of token, token_file, auth")
     elif "token" in raw:
         token = c.value(f"{path}.token", raw["token"], "a non-empty string", _nonempty_str)
         problem = token_problem(token) if token is not None else None
@@ -284,8 +384,10 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
             c.error(f"{path}.token", problem)
     elif "token_file" in raw:
         token_file = _file(c, f"{path}.token_file", raw["token_file"])
+    elif "auth" in raw:
+        auth = _auth(c, f"{path}.auth", raw["auth"])
     else:
-        c.error(path, "missing token; set token or token_file")
+        c.error(path, "missing token; set token, token_file or auth")
     settings: dict[str, Any] = {}
     for key in ("verify_tls", *OVERRIDABLE):
         if key in raw:
@@ -293,14 +395,15 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
     ca_file = _file(c, f"{path}.ca_file", raw["ca_file"]) if "ca_file" in raw else None
     if ca_file is not None and settings.get("verify_tls") is False:
         c.error(f"{path}.ca_file", "set, but verify_tls is false; remove one of them")
-    if len(c.errors) > before or not isinstance(name, str) or not isinstance(api_url, str):
+    if len(c.errors) > before or not isinstance(name, str):
         return None
     return ClusterConfig(
         name=name,
-        api_url=normalise_api_url(api_url.strip()),
+        api_url=api_url,
         cluster_ids=ids,
         token=token,
         token_file=token_file,
+        auth=auth,
         verify_tls=settings.get("verify_tls", True),
         ca_file=ca_file,
         **{key: settings.get(key, top[key]) for key in OVERRIDABLE},

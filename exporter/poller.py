@@ -10,17 +10,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from exporter.api import REASONS, ApiError, SugonClient
+from exporter.api import SugonClient
 from exporter.jobs import UNKNOWN, parse_job
 from exporter.snapshot import SnapshotBuilder
 from exporter.state import ClusterState, StateStore
+from exporter.wire import REASONS, ApiError
 
 log = logging.getLogger(__name__)
 
 QUEUE_MEMORY_SECONDS = 24 * 3600  # a queue seen within this long keeps its zero-filled series
-DISCOVERY_MAX_AGE = 3600  # scheduler ids found via /cluster are looked up again after this long
+DISCOVERY_MAX_AGE = 3600  # a discovered HPC URL or scheduler id list is looked up again after this long
+# Failures after which a discovered HPC URL is looked up again: the region may have moved.
+URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
 
 
 class PollMetrics:
@@ -45,11 +48,26 @@ class PollMetrics:
             ["hpc_cluster"],
             registry=registry,
         )
+        self.token_expiry = Gauge(
+            "sugon_token_expiry_timestamp_seconds",
+            "Expiry (expireTime) of the token in use, in Unix seconds, when the token shows it.",
+            ["hpc_cluster"],
+            registry=registry,
+        )
+        self.token_refreshes = Counter(
+            "sugon_token_refreshes",
+            "Token refreshes by method (renew = tokens/next, login) and result (success, failure).",
+            ["hpc_cluster", "method", "result"],
+            registry=registry,
+        )
 
-    def observer(self, cluster: str) -> ClusterObserver:
-        """A per-cluster RequestObserver; creates every label set so each series starts at 0."""
+    def observer(self, cluster: str, logs_in: bool = False) -> ClusterObserver:
+        """A per-cluster observer of requests and tokens; creates every label set so each series starts at 0."""
         for result in ("success", "failure"):
             self.polls.labels(cluster, result)
+            if logs_in:
+                for method in ("renew", "login"):
+                    self.token_refreshes.labels(cluster, method, result)
         for reason in REASONS:
             self.errors.labels(cluster, reason)
         self.invalid_records.labels(cluster)
@@ -63,6 +81,7 @@ class ClusterObserver:
         self._requests = metrics.requests.labels(cluster)
         self._metrics = metrics
         self._cluster = cluster
+        self._has_expiry = False
 
     def request_sent(self) -> None:
         """One more HTTP request."""
@@ -71,6 +90,20 @@ class ClusterObserver:
     def request_failed(self, reason: str) -> None:
         """One more failed attempt, by reason."""
         self._metrics.errors.labels(self._cluster, reason).inc()
+
+    def token_expiry(self, timestamp: float | None) -> None:
+        """The token in use expires at ``timestamp`` (None: it does not say)."""
+        if timestamp is None:
+            if self._has_expiry:
+                self._metrics.token_expiry.remove(self._cluster)
+            self._has_expiry = False
+        else:
+            self._metrics.token_expiry.labels(self._cluster).set(timestamp)
+            self._has_expiry = True
+
+    def token_refresh(self, method: str, result: str) -> None:
+        """One more renewal or login, by result."""
+        self._metrics.token_refreshes.labels(self._cluster, method, result).inc()
 
 
 class ClusterPoller:
@@ -84,6 +117,7 @@ class ClusterPoller:
         metrics: PollMetrics,
         *,
         scheduler_ids: tuple[str, ...],
+        url_source: Callable[[], Awaitable[str]] | None = None,
         interval: float,
         page_size: int,
         concurrency: int,
@@ -99,6 +133,9 @@ class ClusterPoller:
         self._metrics = metrics
         self._configured_ids = scheduler_ids
         self._discovered: tuple[list[str], float] | None = None
+        self._url_source = url_source
+        self._url_checked: float | None = None
+        self._url_stale = False
         self.interval = interval
         self._page_size = page_size
         self._concurrency = concurrency
@@ -111,6 +148,19 @@ class ClusterPoller:
         self._unknown_statuses: set[str] = set()
         self._failures = 0
         self._stale_logged = False
+
+    async def _resolve_url(self) -> None:
+        if self._url_source is None:
+            return
+        now = self._monotonic()
+        if self._url_checked is not None and not self._url_stale and now - self._url_checked <= DISCOVERY_MAX_AGE:
+            return
+        url = await self._url_source()
+        if url != self.client.base_url:
+            log.info("cluster %s: HPC URL is %s", self.name, url)
+            self.client.base_url = url
+            self._discovered = None
+        self._url_checked, self._url_stale = now, False
 
     async def _scheduler_ids(self) -> list[str]:
         if self._configured_ids:
@@ -144,6 +194,7 @@ class ClusterPoller:
                     builder.add(job)
 
         try:
+            await self._resolve_url()
             for sid in await self._scheduler_ids():
                 reported += await self.client.fetch_jobs(
                     sid, self._page_size, self._concurrency, functools.partial(take, scheduler_id=sid)
@@ -183,6 +234,7 @@ class ClusterPoller:
         previous = self._store.get(self.name)
         self._failures += 1
         self._discovered = None  # the URL may have moved on; look the schedulers up again
+        self._url_stale = self._url_stale or reason in URL_FAILURES
         self._metrics.polls.labels(self.name, "failure").inc()
         self._store.publish(replace(previous, up=False, poll_duration=duration, last_error=reason))
         snapshot = previous.snapshot
@@ -197,11 +249,7 @@ class ClusterPoller:
             log.debug("cluster %s: poll failed again (%s): %s", self.name, reason, message)
             return
         if reason == "auth":
-            log.error(
-                "cluster %s: the API rejected the token (%s); renew the token (a token_file is re-read when it changes)",
-                self.name,
-                message,
-            )
+            log.error("cluster %s: no accepted token (%s); %s", self.name, message, self.client.tokens.hint)
         else:
             log.warning("cluster %s: poll failed (%s): %s", self.name, reason, message)
         if snapshot is not None and not self._stale_logged:

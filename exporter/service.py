@@ -13,11 +13,13 @@ from prometheus_client import CollectorRegistry, Info
 
 from exporter import __version__
 from exporter.api import SugonClient
-from exporter.auth import token_source
+from exporter.auth import token_provider
 from exporter.collector import JobCollector
 from exporter.config import ClusterConfig, Config
+from exporter.platform import PlatformClient
 from exporter.poller import ClusterPoller, PollMetrics
 from exporter.state import StateStore
+from exporter.wire import ApiAuthError, Caller
 
 
 def _verify(cluster: ClusterConfig) -> ssl.SSLContext | bool:
@@ -52,20 +54,31 @@ class Exporter:
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
         self._http.append(http)
-        client = SugonClient(
-            cluster.api_url,
-            token_source(cluster),
-            http,
-            cluster.timeout,
-            observer=self.metrics.observer(cluster.name),
-            retry_backoff=retry_backoff,
-        )
+        observer = self.metrics.observer(cluster.name, logs_in=cluster.auth is not None)
+        caller = Caller(http, cluster.timeout, observer, retry_backoff)
+        platform = PlatformClient(cluster.auth.url, caller) if cluster.auth is not None else None
+        tokens = token_provider(cluster, platform, observer, clock)
+        url_source = None
+        if cluster.api_url is None and platform is not None:
+            ac = platform
+
+            async def url_source() -> str:
+                token = await tokens.get()
+                try:
+                    return (await ac.center(token)).hpc_url
+                except ApiAuthError:
+                    if not await tokens.rejected(token):
+                        raise
+                return (await ac.center(await tokens.get())).hpc_url
+
+        client = SugonClient(cluster.api_url or "", tokens, caller)
         return ClusterPoller(
             cluster.name,
             client,
             self.store,
             self.metrics,
             scheduler_ids=cluster.cluster_ids,
+            url_source=url_source,
             interval=cluster.interval,
             page_size=cluster.page_size,
             concurrency=cluster.concurrency,

@@ -10,7 +10,8 @@ import httpx
 import pytest
 import respx
 
-from exporter.api import (
+from exporter.api import SugonClient
+from exporter.wire import (
     ApiAuthError,
     ApiCodeError,
     ApiConnectionError,
@@ -18,7 +19,7 @@ from exporter.api import (
     ApiHttpError,
     ApiInvalidResponse,
     ApiTimeout,
-    SugonClient,
+    Caller,
 )
 from exporter.auth import FileToken, StaticToken
 from tests.helpers import FIXTURES, SCHEDULER, PagedList, envelope, fixture, row
@@ -45,7 +46,7 @@ def client(
     observer: Observer | None = None, token: str = "tok", timeout: float = 5.0
 ) -> tuple[SugonClient, httpx.AsyncClient]:
     http = httpx.AsyncClient()
-    return SugonClient(BASE, StaticToken(token), http, timeout, observer=observer, retry_backoff=0), http
+    return SugonClient(BASE, StaticToken(token), Caller(http, timeout, observer, retry_backoff=0)), http
 
 
 def fetch(page_size: int = 500, concurrency: int = 4, observer: Observer | None = None) -> tuple[int, list[Any]]:
@@ -370,12 +371,12 @@ def test_an_unreadable_token_file_is_an_auth_error_and_sends_nothing(tmp_path: A
 
     async def go() -> Any:
         async with httpx.AsyncClient() as http:
-            c = SugonClient(BASE, FileToken(str(tmp_path / "gone")), http, 5.0, observer=observer, retry_backoff=0)
+            c = SugonClient(BASE, FileToken(str(tmp_path / "gone")), Caller(http, 5.0, observer, retry_backoff=0))
             return await c.call("/hpc/openapi/v2/jobs", {})
 
     with pytest.raises(ApiAuthError, match="gone"):
         asyncio.run(go())
-    assert route.call_count == 0 and observer.failed == ["auth"]
+    assert route.call_count == 0 and observer.sent == 0 and observer.failed == []  # no request, no request error
 
 
 @pytest.mark.parametrize(
@@ -389,7 +390,7 @@ def test_a_token_file_that_cannot_be_a_header_is_an_auth_error(tmp_path: Any, co
 
     async def go() -> Any:
         async with httpx.AsyncClient() as http:
-            c = SugonClient(BASE, FileToken(str(path)), http, 5.0, retry_backoff=0)
+            c = SugonClient(BASE, FileToken(str(path)), Caller(http, 5.0, retry_backoff=0))
             return await c.call("/hpc/openapi/v2/jobs", {})
 
     with pytest.raises(ApiAuthError, match=problem) as err:

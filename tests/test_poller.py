@@ -13,7 +13,8 @@ import respx
 from prometheus_client import CollectorRegistry
 
 from exporter.api import SugonClient
-from exporter.auth import FileToken, StaticToken, TokenSource
+from exporter.wire import Caller
+from exporter.auth import FileToken, StaticToken, TokenProvider
 from exporter.collector import JobCollector
 from exporter.poller import ClusterPoller, PollMetrics
 from exporter.snapshot import Counts
@@ -40,7 +41,7 @@ class Rig:
     def __init__(
         self,
         ids: tuple[str, ...] = (SCHEDULER,),
-        tokens: TokenSource | None = None,
+        tokens: TokenProvider | None = None,
         max_staleness: float = 300.0,
         per_user: bool = True,
         page_size: int = 100,
@@ -51,14 +52,8 @@ class Rig:
         self.store = StateStore(["kunshan"])
         self.registry.register(JobCollector(self.store, per_user, self.clock))
         self.http = httpx.AsyncClient()
-        self.client = SugonClient(
-            BASE,
-            tokens or StaticToken("tok"),
-            self.http,
-            5.0,
-            observer=self.metrics.observer("kunshan"),
-            retry_backoff=0,
-        )
+        caller = Caller(self.http, 5.0, self.metrics.observer("kunshan"), retry_backoff=0)
+        self.client = SugonClient(BASE, tokens or StaticToken("tok"), caller)
         self.poller = ClusterPoller(
             "kunshan",
             self.client,

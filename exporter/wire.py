@@ -1,0 +1,178 @@
+"""The wire conversation shared by every Sugon endpoint: the {code, msg, data} envelope, errors as types, one retry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Protocol
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+REASONS = ("timeout", "connection", "http_status", "invalid_response", "auth", "api_code")
+# 10012 "connection interrupted" and 10013 "timed out" are the server's own transient failures.
+TRANSIENT_CODES = frozenset({"10012", "10013"})
+AUTH_CODES = frozenset({"10008"})
+
+
+class ApiError(Exception):
+    """Any failed API call; ``reason`` is the ``sugon_api_errors_total`` label, ``transient`` earns a retry."""
+
+    reason: ClassVar[str] = "invalid_response"
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ApiTimeout(ApiError):
+    """The request took longer than ``timeout``."""
+
+    reason = "timeout"
+
+
+class ApiConnectionError(ApiError):
+    """Connecting, sending or reading the body failed."""
+
+    reason = "connection"
+
+
+class ApiHttpError(ApiError):
+    """A non-2xx HTTP status that is not an auth rejection."""
+
+    reason = "http_status"
+
+
+class ApiInvalidResponse(ApiError):
+    """The body is not the JSON envelope, or ``data`` is not shaped as documented."""
+
+    reason = "invalid_response"
+
+
+class ApiAuthError(ApiError):
+    """The token was rejected (code 10008, HTTP 401/403) or none could be had."""
+
+    reason = "auth"
+
+
+class ApiCodeError(ApiError):
+    """The envelope carried a non-zero ``code`` other than an auth rejection."""
+
+    reason = "api_code"
+
+    def __init__(self, code: str, msg: str) -> None:
+        super().__init__(f"API code {code}: {msg}", transient=code in TRANSIENT_CODES)
+        self.code = code
+
+
+class RequestObserver(Protocol):
+    """Told of every request sent and every failed attempt (for self-metrics)."""
+
+    def request_sent(self) -> None: ...
+
+    def request_failed(self, reason: str) -> None: ...
+
+
+class _NullObserver:
+    def request_sent(self) -> None:
+        pass
+
+    def request_failed(self, reason: str) -> None:
+        pass
+
+
+def clip(value: Any, limit: int = 200) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_envelope(response: httpx.Response, refusal_is_auth: bool = False) -> Any:
+    """``data`` of a successful answer; otherwise the ApiError that the answer amounts to.
+
+    With ``refusal_is_auth`` (logins and renewals) every non-zero code means "credentials not accepted".
+    """
+    status = response.status_code
+    if status in (401, 403):
+        raise ApiAuthError(f"HTTP {status}")
+    if status >= 300:
+        transient = status >= 500 or status == 429
+        raise ApiHttpError(f"HTTP {status}", transient=transient)
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        kind = response.headers.get("content-type", "no content-type")
+        raise ApiInvalidResponse(f"body is not JSON ({clip(kind, 60)}, {len(response.content)} bytes)") from None
+    if not isinstance(body, dict) or "code" not in body:
+        raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
+    code = body["code"]
+    code = str(code).strip() if isinstance(code, (str, int)) and not isinstance(code, bool) else None
+    if code is None:
+        raise ApiInvalidResponse("envelope code is not a string")
+    if code == "0":
+        return body.get("data")
+    msg = clip(body.get("msg"))
+    if code in AUTH_CODES or (refusal_is_auth and code not in TRANSIENT_CODES):
+        raise ApiAuthError(f"API code {code}: {msg}")
+    raise ApiCodeError(code, msg)
+
+
+class Caller:
+    """Sends requests over one pooled HTTP client with a whole-exchange timeout and one retry when transient."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        timeout: float,
+        observer: RequestObserver | None = None,
+        retry_backoff: float = 0.5,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.http = http
+        self.timeout = timeout
+        self.observer = observer or _NullObserver()
+        self._retry_backoff = retry_backoff
+        self._sleep = sleep
+
+    async def _attempt(
+        self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str], refusal_is_auth: bool
+    ) -> Any:
+        self.observer.request_sent()
+        try:
+            # wait_for bounds the whole exchange; httpx's own timeout is per read and a trickling body could outlast it.
+            response = await asyncio.wait_for(
+                self.http.request(method, url, params=params, headers=headers), timeout=self.timeout
+            )
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
+        except httpx.TransportError as exc:
+            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}", transient=True) from None
+        except httpx.HTTPError as exc:
+            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}") from None
+        return parse_envelope(response, refusal_is_auth)
+
+    async def call(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        refusal_is_auth: bool = False,
+    ) -> Any:
+        """``data`` of the answer; every failed attempt is counted, and a transient one is retried once."""
+        headers = headers or {}
+        try:
+            return await self._attempt(method, url, params, headers, refusal_is_auth)
+        except ApiError as exc:
+            self.observer.request_failed(exc.reason)
+            if not exc.transient:
+                raise
+            log.debug("%s %s failed (%s), retrying once", method, url, exc)
+        await self._sleep(self._retry_backoff)
+        try:
+            return await self._attempt(method, url, params, headers, refusal_is_auth)
+        except ApiError as exc:
+            self.observer.request_failed(exc.reason)
+            raise
