@@ -216,7 +216,9 @@ class LoginToken:
         self._login_failures = 0
         self._next_login = 0.0
         self._login_error = ""
-        self.hint = f"the exporter keeps logging in; check the {auth.kind} credentials of user {auth.user} at {auth.url}"
+        self.hint = (
+            f"the exporter keeps logging in; check the {auth.kind} credentials of user {auth.user} at {auth.url}"
+        )
 
     def __repr__(self) -> str:
         return f"LoginToken(kind={self._auth.kind!r}, user={self._auth.user!r}, url={self._auth.url!r})"

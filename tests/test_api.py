@@ -11,6 +11,7 @@ import pytest
 import respx
 
 from exporter.api import SugonClient
+from exporter.auth import FileToken, StaticToken
 from exporter.wire import (
     ApiAuthError,
     ApiCodeError,
@@ -21,7 +22,6 @@ from exporter.wire import (
     ApiTimeout,
     Caller,
 )
-from exporter.auth import FileToken, StaticToken
 from tests.helpers import FIXTURES, SCHEDULER, PagedList, envelope, fixture, row
 
 BASE = "https://hpc.example.com:65106"

@@ -13,12 +13,12 @@ import respx
 from prometheus_client import CollectorRegistry
 
 from exporter.api import SugonClient
-from exporter.wire import Caller
 from exporter.auth import FileToken, StaticToken, TokenProvider
 from exporter.collector import JobCollector
 from exporter.poller import ClusterPoller, PollMetrics
 from exporter.snapshot import Counts
 from exporter.state import StateStore
+from exporter.wire import Caller
 from tests.helpers import SCHEDULER, PagedList, envelope, fixture, row
 
 BASE = "https://hpc.example.com:65106"

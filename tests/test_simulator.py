@@ -90,7 +90,7 @@ def test_rows_have_the_seed_shape(sim: Simulator) -> None:
 
 def test_the_cluster_endpoint_lists_the_schedulers() -> None:
     s = Simulator(token="t", schedulers=[Scheduler("1", "A"), Scheduler("2", "B")], jobs=5)
-    status, body = s.handle("/hpc/openapi/v2/cluster", {}, {"token": "t"})
+    status, body = s.handle("GET", "/hpc/openapi/v2/cluster", {}, {"token": "t"})
     assert status == 200 and [d["id"] for d in body["data"]] == [1, 2]
 
 
@@ -100,7 +100,7 @@ def test_finished_jobs_linger_five_minutes_and_queued_jobs_start_when_cpus_free(
     s.add_jobs(1, queue="q", status="statR", cpus=8)
     s.add_jobs(1, queue="q", status="statQ", cpus=8)
     (run_id,), (wait_id,) = ([int(r["jobId"]) for r in s.rows() if r["jobStatus"] == st] for st in ("statR", "statQ"))
-    s._jobs[(SID, run_id)].runtime = 100  # the test's own job's length
+    s.population.set_runtime(SID, run_id, 100)
     s.step(t0 + 100)  # ends → exiting
     s.step(t0 + 116)  # → completed (or failed); the queued job gets the CPUs
     status = {int(r["jobId"]): r["jobStatus"] for r in s.rows()}

@@ -1,17 +1,14 @@
-"""A stand-in Sugon HPC API on 127.0.0.1 for --demo, tests and benchmarks: the job list, as documented, over real HTTP."""
+"""The simulated scheduler's jobs: arrivals, starts, finishes, the 5-minute linger, rendered as API rows."""
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 CHINA = timezone(timedelta(hours=8))  # jobStartTime is local time on the platform (UTC+8, a guess)
 LINGER_SECONDS = 300  # finished jobs stay in the real-time list for 5 minutes (doc)
@@ -19,10 +16,6 @@ DEFAULT_QUEUES = {"debug": 256, "normal": 2048, "largemem": 512, "gpu": 384}
 DEFAULT_USERS = ("alice", "bob", "chen", "dong", "fang", "guo", "huang", "li", "liu", "wang", "zhang", "zhou")
 APPS = ("BASE", "fluent", "vasp", "gromacs", "lammps", "matlab")
 REASONS = ("Resources", "Priority", "QOSMaxCpuPerUserLimit", "ReqNodeNotAvail, UnavailableNodes:h04r3n[07-09]")
-
-
-def _envelope(code: str, msg: str, data: Any) -> dict[str, Any]:
-    return {"code": code, "msg": msg, "data": data}
 
 
 def _run_time(seconds: float) -> str:
@@ -60,31 +53,21 @@ class Scheduler:
     queues: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_QUEUES))
 
 
-class Simulator:
-    """The job population and the API logic; ``serve()`` puts it on 127.0.0.1 over HTTP.
-
-    The population changes only in ``step()``, so tests can read the list, poll, and compare; the demo
-    calls ``start_evolving()`` to step it on a timer. Every public method is thread-safe.
-    """
+class Population:
+    """The job population of one simulated HPC host. Changes only in ``step()`` and the test helpers; thread-safe."""
 
     def __init__(
         self,
-        token: str = "sim-token",
         schedulers: list[Scheduler] | None = None,
         users: tuple[str, ...] = DEFAULT_USERS,
         jobs: int = 200,
-        max_page: int = 100,
         arrival_rate: float = 0.5,
-        latency: float = 0.0,
         seed: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.token = token
         self.schedulers = schedulers or [Scheduler("1638523853", "Cluster")]
         self.users = users
-        self.max_page = max_page
         self.arrival_rate = arrival_rate
-        self.latency = latency
         self.clock = clock
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -93,16 +76,7 @@ class Simulator:
         self._rendered: dict[str | None, list[dict[str, Any]]] = {}
         self._next_id = 1000
         self._last_step = clock()
-        self.requests = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._evolver: threading.Thread | None = None
-        self._stop_evolving = threading.Event()
         self._seed_population(jobs)
-
-    # ---- population -------------------------------------------------------------------------------
 
     def _new_job(self, now: float) -> SimJob:
         sched = self._rng.choice(self.schedulers)
@@ -176,16 +150,6 @@ class Simulator:
                     del self._jobs[key]
             self._start_what_fits(now)
 
-    def start_evolving(self, every: float = 5.0) -> None:
-        """Step the population on a timer (for --demo)."""
-
-        def loop() -> None:
-            while not self._stop_evolving.wait(every):
-                self.step()
-
-        self._evolver = threading.Thread(target=loop, name="simulator-evolve", daemon=True)
-        self._evolver.start()
-
     def set_status(self, scheduler_id: str, job_id: int, status: str) -> None:
         """Force one job's status (tests)."""
         with self._lock:
@@ -254,105 +218,7 @@ class Simulator:
             "appType": job.app,
         }
 
-    # ---- API --------------------------------------------------------------------------------------
-
-    def handle(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        """Answer one GET: (HTTP status, JSON body)."""
-        path = path.rstrip("/")
-        if path not in ("/hpc/openapi/v2/jobs", "/hpc/openapi/v2/cluster"):
-            return 404, _envelope("404", "not found", None)
-        if headers.get("token") != self.token:
-            return 200, {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
-        if path.endswith("/cluster"):
-            data = [
-                {
-                    "id": int(s.id),
-                    "text": s.name,
-                    "JobManagerType": "SLURM",
-                    "JobManagerAddr": "10.0.35.248",
-                    "JobManagerPort": "6817",
-                }
-                for s in self.schedulers
-            ]
-            return 200, _envelope("0", "success", data)
-        sid = query.get("strClusterIDList", "").strip()
-        if not sid:
-            return 200, _envelope("10003", "参数不全: strClusterIDList", None)
-        try:
-            start = int(query.get("start", "0"))
-            limit = int(query.get("limit", "25"))
-            if start < 0 or limit < 1 or not sid.isdigit():
-                raise ValueError
-        except ValueError:
-            return 200, _envelope("10004", "参数无效", None)
-        filters = {
-            "user": query.get("strJobOwner"),
-            "jobName": query.get("strJobName"),
-            "jobId": query.get("strJobId"),
-            "queue": query.get("strQueueName"),
-            "jobStatus": query.get("strJobStat"),
-        }
-        rows = self.rows(sid)
-        wanted = {k: v for k, v in filters.items() if v}
-        if wanted:
-            rows = [r for r in rows if all(str(r[k]) == v for k, v in wanted.items())]
-        page = rows[start : start + min(limit, self.max_page)]
-        return 200, _envelope("0", "success", {"total": len(rows), "list": page})
-
-    def serve(self, port: int = 0) -> str:
-        """Start serving on 127.0.0.1 (an ephemeral port by default); returns the base URL."""
-        sim = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # the stdlib's name
-                if sim._server is None:
-                    # Stopped: a kept-alive connection must not outlive the server, or an outage is no outage.
-                    self.close_connection = True
-                    return
-                with sim._lock:
-                    sim.requests += 1
-                    sim.in_flight += 1
-                    sim.max_in_flight = max(sim.max_in_flight, sim.in_flight)
-                try:
-                    if sim.latency:
-                        time.sleep(sim.latency)
-                    url = urlsplit(self.path)
-                    query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-                    status, body = sim.handle(url.path, query, {k.lower(): v for k, v in self.headers.items()})
-                    payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json;charset=UTF-8")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                finally:
-                    with sim._lock:
-                        sim.in_flight -= 1
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True)
-        self._thread.start()
-        return self.url
-
-    @property
-    def url(self) -> str:
-        """Base URL of the running server."""
-        if self._server is None:
-            raise RuntimeError("the simulator is not serving")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def stop(self) -> None:
-        """Stop serving (connections are then refused) and stop evolving."""
-        self._stop_evolving.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._evolver is not None:
-            self._evolver.join(timeout=5)
+    def set_runtime(self, scheduler_id: str, job_id: int, seconds: float) -> None:
+        """Set how long one job runs (tests)."""
+        with self._lock:
+            self._jobs[(scheduler_id, job_id)].runtime = seconds

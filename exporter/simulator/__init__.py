@@ -1,0 +1,210 @@
+"""A stand-in Sugon platform on 127.0.0.1 for --demo, tests and benchmarks: the HPC job APIs and the AC host, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from exporter.simulator.platform import SimPlatform
+from exporter.simulator.population import DEFAULT_USERS, LINGER_SECONDS, Population, Scheduler
+
+__all__ = ["LINGER_SECONDS", "Scheduler", "SimPlatform", "Simulator"]
+
+AUTH_FAIL = {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
+
+
+def _envelope(code: str, msg: str, data: Any) -> dict[str, Any]:
+    return {"code": code, "msg": msg, "data": data}
+
+
+class Simulator:
+    """One HPC host (job list, schedulers) and its AC host (logins, tokens, /center) on one port.
+
+    The job APIs accept the static ``token`` (when not None) and any unexpired region token the
+    simulated platform issued. The population changes only in ``step()`` (or on the demo's timer).
+    """
+
+    def __init__(
+        self,
+        token: str | None = "sim-token",
+        schedulers: list[Scheduler] | None = None,
+        users: tuple[str, ...] = DEFAULT_USERS,
+        jobs: int = 200,
+        max_page: int = 100,
+        arrival_rate: float = 0.5,
+        latency: float = 0.0,
+        seed: int = 1,
+        clock: Callable[[], float] = time.time,
+        platform: SimPlatform | None = None,
+    ) -> None:
+        self.token = token
+        self.population = Population(schedulers, users, jobs, arrival_rate, seed, clock)
+        self.platform = platform or SimPlatform(clock=clock)
+        self.max_page = max_page
+        self.latency = latency
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.job_requests_refused = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._evolver: threading.Thread | None = None
+        self._stop_evolving = threading.Event()
+
+    # The population, for tests and the demo.
+    @property
+    def schedulers(self) -> list[Scheduler]:
+        """The simulated schedulers."""
+        return self.population.schedulers
+
+    def step(self, now: float | None = None) -> None:
+        """Move the population on (see Population.step)."""
+        self.population.step(now)
+
+    def add_jobs(self, count: int, queue: str | None = None, status: str = "statQ", cpus: int | None = None) -> None:
+        """Add jobs now (see Population.add_jobs)."""
+        self.population.add_jobs(count, queue, status, cpus)
+
+    def rows(self, scheduler_id: str | None = None) -> list[dict[str, Any]]:
+        """The job list as the API renders it (see Population.rows)."""
+        return self.population.rows(scheduler_id)
+
+    def start_evolving(self, every: float = 5.0) -> None:
+        """Step the population on a timer (for --demo)."""
+
+        def loop() -> None:
+            while not self._stop_evolving.wait(every):
+                self.population.step()
+
+        self._evolver = threading.Thread(target=loop, name="simulator-evolve", daemon=True)
+        self._evolver.start()
+
+    # The API.
+    def _accepts(self, token: str | None) -> bool:
+        return (self.token is not None and token == self.token) or self.platform.region_token_user(token) is not None
+
+    def handle(
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        """Answer one request: (HTTP status, JSON body). Header names are lower-case."""
+        path = path.rstrip("/")
+        answer = self.platform.handle(method, path, headers)
+        if answer is not None:
+            return answer
+        if method == "GET" and path == "/ac/openapi/v2/center":
+            return 200, self.platform.center(headers.get("token"), self.url)
+        if method != "GET" or path not in ("/hpc/openapi/v2/jobs", "/hpc/openapi/v2/cluster"):
+            return 404, _envelope("404", "not found", None)
+        if not self._accepts(headers.get("token")):
+            with self._lock:
+                self.job_requests_refused += 1
+            return 200, dict(AUTH_FAIL)
+        if path.endswith("/cluster"):
+            data = [
+                {
+                    "id": int(s.id),
+                    "text": s.name,
+                    "JobManagerType": "SLURM",
+                    "JobManagerAddr": "10.0.35.248",
+                    "JobManagerPort": "6817",
+                }
+                for s in self.schedulers
+            ]
+            return 200, _envelope("0", "success", data)
+        sid = query.get("strClusterIDList", "").strip()
+        if not sid:
+            return 200, _envelope("10003", "参数不全: strClusterIDList", None)
+        try:
+            start = int(query.get("start", "0"))
+            limit = int(query.get("limit", "25"))
+            if start < 0 or limit < 1 or not sid.isdigit():
+                raise ValueError
+        except ValueError:
+            return 200, _envelope("10004", "参数无效", None)
+        filters = {
+            "user": query.get("strJobOwner"),
+            "jobName": query.get("strJobName"),
+            "jobId": query.get("strJobId"),
+            "queue": query.get("strQueueName"),
+            "jobStatus": query.get("strJobStat"),
+        }
+        rows = self.rows(sid)
+        wanted = {k: v for k, v in filters.items() if v}
+        if wanted:
+            rows = [r for r in rows if all(str(r[k]) == v for k, v in wanted.items())]
+        page = rows[start : start + min(limit, self.max_page)]
+        return 200, _envelope("0", "success", {"total": len(rows), "list": page})
+
+    def serve(self, port: int = 0) -> str:
+        """Start serving on 127.0.0.1 (an ephemeral port by default); returns the base URL."""
+        sim = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self, method: str) -> None:
+                if sim._server is None:
+                    # Stopped: a kept-alive connection must not outlive the server, or an outage is no outage.
+                    self.close_connection = True
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with sim._lock:
+                    sim.requests += 1
+                    sim.in_flight += 1
+                    sim.max_in_flight = max(sim.max_in_flight, sim.in_flight)
+                try:
+                    if sim.latency:
+                        time.sleep(sim.latency)
+                    url = urlsplit(self.path)
+                    query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    status, body = sim.handle(method, url.path, query, headers)
+                    payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json;charset=UTF-8")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                finally:
+                    with sim._lock:
+                        sim.in_flight -= 1
+
+            def do_GET(self) -> None:  # the stdlib's name
+                self._answer("GET")
+
+            def do_POST(self) -> None:  # the stdlib's name
+                self._answer("POST")
+
+            def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True)
+        self._thread.start()
+        return self.url
+
+    @property
+    def url(self) -> str:
+        """Base URL of the running server."""
+        if self._server is None:
+            raise RuntimeError("the simulator is not serving")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Stop serving (connections are then refused) and stop evolving."""
+        self._stop_evolving.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._evolver is not None:
+            self._evolver.join(timeout=5)
