@@ -38,7 +38,8 @@ def test_secrets_in_a_bad_config_never_reach_the_error_text() -> None:
 
 
 def test_the_example_config_is_valid_and_documents_every_default() -> None:
-    config = load_config(str(ROOT / "config.example.yaml"), environ={"SUGON_TOKEN": "tok"})
+    env = {"SUGON_TOKEN": "tok", "SUGON_PASSWORD": "pw", "SUGON_ORG_ID": "org", "SCNET_AK": "ak", "SCNET_SK": "sk"}
+    config = load_config(str(ROOT / "config.example.yaml"), environ=env)
     assert config.listen_address == "0.0.0.0:10863"
     assert (config.interval, config.timeout, config.max_staleness) == (60.0, 30.0, 300.0)
     assert (config.page_size, config.concurrency, config.per_user) == (500, 4, True)
@@ -47,6 +48,20 @@ def test_the_example_config_is_valid_and_documents_every_default() -> None:
     assert kunshan.api_url == "https://api01.hpccube.com:65106"
     assert kunshan.cluster_ids == ("1638523853",)
     assert kunshan.token == "tok"
+    login, aksk = config.clusters[1:]
+    assert login.api_url is None and login.auth is not None
+    assert (login.auth.kind, login.auth.url, login.auth.password, login.auth.org_id, login.auth.region) == (
+        "password",
+        "https://ac.sugon.com",
+        "pw",
+        "org",
+        "11250",
+    )
+    assert aksk.auth is not None and (aksk.auth.kind, aksk.auth.access_key, aksk.auth.secret_key) == (
+        "aksk",
+        "ak",
+        "sk",
+    )
 
 
 def test_defaults_apply_and_clusters_override_the_four_poll_settings(tmp_path: Path) -> None:
@@ -140,3 +155,33 @@ def test_process_environment_is_the_default_source(monkeypatch: pytest.MonkeyPat
     config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "${SUGON_TEST_TOKEN}"}]})
     assert config.clusters[0].token == "from-env"
     assert os.environ["SUGON_TEST_TOKEN"] == "from-env"
+
+
+def test_auth_blocks_are_read_and_api_url_may_then_be_omitted(tmp_path: Path) -> None:
+    (tmp_path / "sk").write_text("secret\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "clusters:\n"
+        "  - name: kunshan\n"
+        "    auth: {kind: password, url: 'https://ac.sugon.com/', user: alice, password: '${PW}', org_id: 42,"
+        " region: 11250}\n"
+        "  - name: scnet\n"
+        "    api_url: https://api01.hpccube.com:65106/hpc\n"
+        "    auth: {kind: aksk, url: 'https://api.scnet.cn', user: bob, access_key: AK, secret_key_file: sk}\n"
+    )
+    kunshan, scnet = load_config(str(cfg), environ={"PW": "pw"}).clusters
+    assert kunshan.api_url is None and kunshan.auth is not None
+    assert (kunshan.auth.kind, kunshan.auth.url, kunshan.auth.user, kunshan.auth.password) == (
+        "password",
+        "https://ac.sugon.com",
+        "alice",
+        "pw",
+    )
+    assert (kunshan.auth.org_id, kunshan.auth.region) == ("42", "11250")  # YAML numbers read as ids
+    assert scnet.api_url == "https://api01.hpccube.com:65106" and scnet.auth is not None
+    assert (scnet.auth.access_key, scnet.auth.secret_key, scnet.auth.secret_key_file) == (
+        "AK",
+        None,
+        str(tmp_path / "sk"),
+    )
+    assert "pw" not in repr(kunshan) and "AK" not in repr(scnet)
