@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from exporter import __version__
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
 from exporter.service import Exporter
-from exporter.simulator import Scheduler, Simulator
+from exporter.simulator import Scheduler, SimPlatform, Simulator
 from exporter.web import WebServer, make_app
 
 log = logging.getLogger("exporter")
@@ -56,9 +56,13 @@ def _setup_logging(level: str) -> None:
 
 
 def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
-    """Start two evolving simulators on 127.0.0.1 and a config that polls them."""
+    """Start two evolving simulators on 127.0.0.1 and a config that polls them.
+
+    demo-kunshan logs in with a password (10-minute tokens, renewed as they age) and discovers its HPC
+    URL through /center; demo-wuxi uses a static token and discovers its scheduler ids.
+    """
     east = Simulator(
-        token="demo-token-kunshan",
+        token=None,
         schedulers=[
             Scheduler("1638523853", "Cluster"),
             Scheduler("1638523854", "Cluster_gpu", {"gpu": 512, "a100": 256}),
@@ -67,6 +71,7 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
         max_page=100,
         arrival_rate=0.4,
         seed=7,
+        platform=SimPlatform(passwords={"demo": "demo-password"}, org_id="demo-org", token_lifetime=600),
     )
     west = Simulator(token="demo-token-wuxi", jobs=150, max_page=50, arrival_rate=0.15, seed=11)
     for sim in (east, west):
@@ -79,12 +84,16 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
         "clusters": [
             {
                 "name": "demo-kunshan",
-                "api_url": east.url + "/hpc",
                 "cluster_ids": [1638523853, 1638523854],
-                "token": east.token,
+                "auth": {
+                    "kind": "password",
+                    "url": east.url,
+                    "user": "demo",
+                    "password": "demo-password",
+                    "org_id": "demo-org",
+                },
             },
-            # no cluster_ids: discovered through GET /hpc/openapi/v2/cluster
-            {"name": "demo-wuxi", "api_url": west.url, "token": west.token},
+            {"name": "demo-wuxi", "api_url": west.url + "/hpc", "token": west.token},
         ],
     }
     if listen_address:

@@ -196,6 +196,9 @@ def test_demo_serves_real_metrics_with_no_config() -> None:
             if line.startswith('sugon_job_cpus{hpc_cluster="demo-wuxi"') and 'status="running"' in line
         ]
         assert sum(running) > 0
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'sugon_token_refreshes_total{hpc_cluster="demo-kunshan",method="login",result="success"} 1.0' in body
+        assert 'sugon_token_expiry_timestamp_seconds{hpc_cluster="demo-kunshan"}' in body
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=10)
         assert proc.returncode == 0

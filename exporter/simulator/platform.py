@@ -95,6 +95,11 @@ class SimPlatform:
             {"clusterId": self._cid(SUSPENDED[0]), "clusterName": SUSPENDED[1], "token": None},
         ]
 
+    def issued_tokens(self) -> list[str]:
+        """Every token issued so far (tests grep output for them)."""
+        with self._lock:
+            return list(self._issued)
+
     def region_token_user(self, token: str | None) -> str | None:
         """The user of a valid, unexpired token for this region (the job APIs accept only those), else None."""
         with self._lock:
