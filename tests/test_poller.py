@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,10 @@ class Rig:
         max_staleness: float = 300.0,
         per_user: bool = True,
         page_size: int = 100,
+        url_source: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self.clock = Clock()
+        self.mono = [0.0]
         self.registry = CollectorRegistry()
         self.metrics = PollMetrics(self.registry)
         self.store = StateStore(["kunshan"])
@@ -60,12 +63,14 @@ class Rig:
             self.store,
             self.metrics,
             scheduler_ids=ids,
+            url_source=url_source,
             interval=60,
             page_size=page_size,
             concurrency=2,
             max_staleness=max_staleness,
             per_user=per_user,
             clock=self.clock,
+            monotonic=lambda: self.mono[0],
         )
 
     def poll(self) -> bool:
@@ -285,6 +290,32 @@ def test_scheduler_ids_are_discovered_once_and_again_after_a_failure() -> None:
     jobs.mock(return_value=httpx.Response(200, json=envelope({"total": 0, "list": []})))
     assert rig.poll()
     assert cluster.call_count == 2
+
+
+@respx.mock
+def test_a_discovered_url_is_kept_and_looked_up_again_only_after_it_stopped_answering_or_an_hour() -> None:
+    other = "https://hpc2.example.com:65106"
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 0, "list": []})))
+    moved = respx.get(other + "/hpc/openapi/v2/jobs").mock(
+        return_value=httpx.Response(200, json=envelope({"total": 0, "list": []}))
+    )
+    urls = [BASE, BASE, other]
+    lookups = []
+
+    async def url_source() -> str:
+        lookups.append(1)
+        return urls[len(lookups) - 1]
+
+    rig = Rig(url_source=url_source)
+    assert rig.poll() and rig.poll()
+    assert len(lookups) == 1  # cached
+    rig.mono[0] = 3601.0
+    assert rig.poll()
+    assert len(lookups) == 2  # an hour later
+    respx.get(JOBS).mock(side_effect=httpx.ConnectError("refused"))
+    assert not rig.poll()
+    assert rig.poll()  # looked up again: the region moved
+    assert len(lookups) == 3 and rig.client.base_url == other and moved.call_count == 1
 
 
 def test_polls_never_overlap_and_a_long_poll_delays_the_next_one() -> None:

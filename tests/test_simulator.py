@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from exporter.simulator import LINGER_SECONDS, Scheduler, Simulator
+from exporter.platform import aksk_signature
+from exporter.simulator import LINGER_SECONDS, Scheduler, SimPlatform, Simulator
 
 SID = "1638523853"
 
@@ -118,3 +119,85 @@ def test_the_population_evolves_with_arrivals() -> None:
     s.step(t0 + 120)
     after = {r["jobId"] for r in s.rows()}
     assert len(after - before) >= 60  # about 120 arrivals at 1/s
+
+
+def platform_sim(**kwargs: object) -> tuple[Simulator, list[float]]:
+    now = [1_700_000_000.0]
+    sim = Simulator(
+        token=None,
+        jobs=10,
+        clock=lambda: now[0],
+        platform=SimPlatform(token_lifetime=60, clock=lambda: now[0], **kwargs),
+    )  # type: ignore[arg-type]
+    return sim, now
+
+
+def login(sim: Simulator, password: str = "alice-password") -> tuple[str, str]:
+    """(platform token, region token) of a password login."""
+    status, body = sim.handle(
+        "POST", "/ac/openapi/v2/tokens", {}, {"user": "alice", "password": password, "orgid": "sim-org"}
+    )
+    assert status == 200 and body["code"] == "0"
+    by_id = {str(e["clusterId"]): e["token"] for e in body["data"]}
+    assert by_id["11251"] is None  # the suspended region
+    return by_id["0"], by_id["11250"]
+
+
+def test_the_platform_logs_in_with_a_password_and_refuses_a_wrong_one() -> None:
+    sim, _ = platform_sim()
+    assert (
+        sim.handle("POST", "/ac/openapi/v2/tokens", {}, {"user": "alice", "password": "x", "orgid": "sim-org"})[1][
+            "code"
+        ]
+        == "10004"
+    )
+    _, region = login(sim)
+    assert sim.handle("GET", "/hpc/openapi/v2/jobs", {"strClusterIDList": SID}, {"token": region})[1]["code"] == "0"
+    assert (sim.platform.logins, sim.platform.failed_logins) == (2, 1)
+
+
+def test_the_aksk_login_checks_the_signature_and_the_timestamp() -> None:
+    sim, now = platform_sim()
+    stamp = str(int(now[0]))
+    headers = {
+        "user": "bob",
+        "accesskey": "sim-ak",
+        "timestamp": stamp,
+        "signature": aksk_signature("sim-ak", "sim-sk", "bob", stamp),
+    }
+    assert sim.handle("POST", "/api/user/v3/tokens", {}, headers)[1]["code"] == "0"
+    assert sim.handle("POST", "/api/user/v3/tokens", {}, {**headers, "signature": "0" * 64})[1]["code"] == "10004"
+    old = str(int(now[0]) - 600)
+    stale = {**headers, "timestamp": old, "signature": aksk_signature("sim-ak", "sim-sk", "bob", old)}
+    assert sim.handle("POST", "/api/user/v3/tokens", {}, stale)[1]["code"] == "10004"
+
+
+def test_tokens_expire_can_be_renewed_for_a_day_and_the_platform_token_is_not_for_jobs() -> None:
+    sim, now = platform_sim(renew_shape="string")
+    platform, region = login(sim)
+    jobs = {"strClusterIDList": SID}
+    assert sim.handle("GET", "/hpc/openapi/v2/jobs", jobs, {"token": platform})[1]["code"] == "10008"
+    assert sim.handle("GET", "/ac/openapi/v2/tokens/state", {}, {"token": region})[1]["data"] == "token is valid"
+    now[0] += 61
+    assert sim.handle("GET", "/hpc/openapi/v2/jobs", jobs, {"token": region})[1]["code"] == "10008"
+    assert sim.handle("GET", "/ac/openapi/v2/tokens/state", {}, {"token": region})[1]["code"] == "10008"
+    renewed = sim.handle("POST", "/ac/openapi/v2/tokens/next", {}, {"token": region})[1]
+    assert renewed["code"] == "0" and isinstance(renewed["data"], str)
+    assert sim.handle("GET", "/hpc/openapi/v2/jobs", jobs, {"token": renewed["data"]})[1]["code"] == "0"
+    now[0] += 25 * 3600
+    assert sim.handle("POST", "/ac/openapi/v2/tokens/next", {}, {"token": region})[1]["code"] == "10008"
+
+
+def test_center_lists_a_disabled_url_first_and_refuses_the_platform_token() -> None:
+    sim, _ = platform_sim()
+    sim.serve()
+    try:
+        platform, region = login(sim)
+        body = sim.handle("GET", "/ac/openapi/v2/center", {}, {"token": region})[1]
+        urls = body["data"]["hpcUrls"]
+        assert [u["enable"] for u in urls] == ["false", "true"]
+        assert urls[1]["url"] == sim.url + "/hpc"
+        assert body["data"]["clusterUserInfo"]["userName"] == "alice"
+        assert sim.handle("GET", "/ac/openapi/v2/center", {}, {"token": platform})[1]["code"] == "10001"
+    finally:
+        sim.stop()
