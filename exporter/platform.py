@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.config import normalise_api_url
+from exporter.config import normalise_api_url, token_problem
 from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller
 
 PASSWORD_LOGIN_PATH = "/ac/openapi/v2/tokens"
@@ -61,6 +61,8 @@ def parse_regions(data: Any) -> list[RegionToken]:
             continue
         name = item.get("clusterName")
         token = item.get("token")
+        if isinstance(token, str) and token.strip() and token_problem(token.strip()):
+            raise ApiInvalidResponse(f"the token for region {cluster_id} {token_problem(token.strip())}")
         regions.append(
             RegionToken(
                 cluster_id,
@@ -93,6 +95,9 @@ def choose_region(regions: list[RegionToken], wanted: str | None) -> RegionToken
 def parse_renewal(data: Any, region_id: str) -> str:
     """The new token from ``tokens/next``: a plain token string, or a login-like list (our region's entry)."""
     if isinstance(data, str) and data.strip():
+        problem = token_problem(data.strip())
+        if problem:
+            raise ApiInvalidResponse(f"tokens/next answered a token that {problem}")
         return data.strip()
     regions = [r for r in parse_regions(data) if r.token and not r.is_platform]
     for region in regions:

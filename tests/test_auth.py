@@ -15,7 +15,7 @@ import respx
 from exporter.api import SugonClient
 from exporter.auth import FileToken, LoginToken, StaticToken, jwt_expiry
 from exporter.config import AuthConfig
-from exporter.platform import PlatformClient, aksk_signature, choose_region, parse_center, parse_regions
+from exporter.platform import PlatformClient, aksk_signature, choose_region, parse_center, parse_regions, parse_renewal
 from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller
 from tests.helpers import envelope, fixture, row
 
@@ -439,3 +439,11 @@ def test_reprs_hide_every_secret() -> None:
         StaticToken("s3cr3t")
     )
     assert "pa55" not in repr(password_auth())
+
+
+@pytest.mark.parametrize("bad", ["with space", "line\nbreak", "tök"])
+def test_a_token_that_cannot_be_sent_as_a_header_is_an_invalid_answer(bad: str) -> None:
+    with pytest.raises(ApiInvalidResponse):
+        parse_regions([{"clusterId": "11250", "clusterName": "x", "token": bad}])
+    with pytest.raises(ApiInvalidResponse):
+        parse_renewal(bad, "11250")
