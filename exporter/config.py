@@ -60,6 +60,13 @@ class ClusterConfig:
     timeout: float = 30.0
     page_size: int = 500
     concurrency: int = 4
+    state_file: str | None = None
+    queue_capacity: bool = False
+    capacity_interval: float = 300.0
+    username: str = ""
+    max_users: int = 200
+    users_exclude: tuple[str, ...] = ()
+    queues_exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,32 @@ class Config:
     concurrency: int = 4
     max_staleness: float = 300.0
     per_user: bool = True
+    state_file: str | None = None
+    queue_capacity: bool = False
+    capacity_interval: float = 300.0
+    username: str = ""
+    max_users: int = 200
+    users_exclude: tuple[str, ...] = ()
+    queues_exclude: tuple[str, ...] = ()
     clusters: tuple[ClusterConfig, ...] = ()
 
 
 _DEFAULTS = {f.name: f.default for f in fields(Config)}
 TOP_KEYS = tuple(_DEFAULTS)
 # Keys a cluster may override; their defaults come from the top level.
-OVERRIDABLE = ("interval", "timeout", "page_size", "concurrency")
+OVERRIDABLE = (
+    "interval",
+    "timeout",
+    "page_size",
+    "concurrency",
+    "state_file",
+    "queue_capacity",
+    "capacity_interval",
+    "username",
+    "max_users",
+    "users_exclude",
+    "queues_exclude",
+)
 CLUSTER_KEYS = ("name", "api_url", "cluster_ids", "token", "token_file", "auth", "verify_tls", "ca_file", *OVERRIDABLE)
 AUTH_KEYS: dict[str, tuple[str, ...]] = {
     "password": ("kind", "url", "user", "password", "password_file", "org_id", "region"),
@@ -254,7 +280,53 @@ _CHECKS: dict[str, tuple[str, Callable[[Any], Any | None]]] = {
     "concurrency": ("a whole number from 1 to 64", _int_in(1, 64)),
     "per_user": ("true or false", _bool),
     "verify_tls": ("true or false", _bool),
+    "queue_capacity": ("true or false", _bool),
+    "capacity_interval": ("a duration like 5m", parse_duration),
+    "username": ("a string", lambda v: v.strip() if isinstance(v, str) else None),
+    "max_users": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
 }
+
+
+def _regexes(c: _Checker, path: str, raw: Any) -> tuple[str, ...] | None:
+    if not isinstance(raw, list):
+        c.error(path, f"expected a list of regular expressions, got {_show(raw)}")
+        return None
+    patterns = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, str):
+            c.error(f"{path}[{i}]", f"expected a regular expression, got {_show(item)}")
+            continue
+        try:
+            re.compile(item)
+        except re.error as exc:
+            c.error(f"{path}[{i}]", f"invalid regular expression: {exc}")
+            continue
+        patterns.append(item)
+    return tuple(patterns)
+
+
+def _state_file(c: _Checker, path: str, raw: Any) -> str | None:
+    name = c.value(path, raw, "a file path", _nonempty_str)
+    if name is None:
+        return None
+    name = os.path.join(c.base_dir, name)
+    folder = os.path.dirname(name) or "."
+    if not os.path.isdir(folder):
+        c.error(path, f"directory {folder} does not exist")
+        return None
+    if os.path.isdir(name):
+        c.error(path, "is a directory")
+        return None
+    return name
+
+
+def _setting(c: _Checker, path: str, key: str, raw: Any) -> Any:
+    """One of the settings that may stand at the top level and in a cluster; None if invalid."""
+    if key == "state_file":
+        return _state_file(c, path, raw)
+    if key in ("users_exclude", "queues_exclude"):
+        return _regexes(c, path, raw)
+    return c.value(path, raw, *_CHECKS[key])
 
 
 def _file(c: _Checker, path: str, raw: Any) -> str | None:
@@ -389,9 +461,11 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
     else:
         c.error(path, "missing token; set token, token_file or auth")
     settings: dict[str, Any] = {}
-    for key in ("verify_tls", *OVERRIDABLE):
+    if "verify_tls" in raw:
+        settings["verify_tls"] = c.value(f"{path}.verify_tls", raw["verify_tls"], *_CHECKS["verify_tls"])
+    for key in OVERRIDABLE:
         if key in raw:
-            settings[key] = c.value(f"{path}.{key}", raw[key], *_CHECKS[key])
+            settings[key] = _setting(c, f"{path}.{key}", key, raw[key])
     ca_file = _file(c, f"{path}.ca_file", raw["ca_file"]) if "ca_file" in raw else None
     if ca_file is not None and settings.get("verify_tls") is False:
         c.error(f"{path}.ca_file", "set, but verify_tls is false; remove one of them")
@@ -423,8 +497,8 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
     c.known_keys(data, TOP_KEYS, "")
     top: dict[str, Any] = dict(_DEFAULTS)
     for key in TOP_KEYS:
-        if key in data and key in _CHECKS:
-            value = c.value(key, data[key], *_CHECKS[key])
+        if key in data and key in (*_CHECKS, *OVERRIDABLE):
+            value = _setting(c, key, key, data[key])
             if value is not None:
                 top[key] = value
     if "listen_address" in data:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,9 @@ EXTRA_STATUSES: dict[str, str] = {
 STATUS_MAP: dict[str, str] = {**DOCUMENTED_STATUSES, **EXTRA_STATUSES}
 ZERO_FILL_STATUSES: tuple[str, ...] = tuple(DOCUMENTED_STATUSES.values())
 UNKNOWN = "unknown"
+NO_REASON = "none"
+REASON_MAX_LENGTH = 64
+_PARENTHESISED = re.compile(r"\([^)]*\)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +43,7 @@ class Job:
     status: str
     raw_status: str
     cpus: int
+    reason: str = NO_REASON
 
 
 def _text(value: Any) -> str | None:
@@ -73,6 +78,17 @@ def map_status(raw: str) -> str:
     return STATUS_MAP.get(raw, UNKNOWN)
 
 
+def normalise_reason(value: Any) -> str:
+    """The scheduler's reason reduced to its kind: detail in parentheses, node lists and anything after a
+    comma or colon dropped (``ReqNodeNotAvail, UnavailableNodes:n[1-3]`` → ``ReqNodeNotAvail``); none → ``none``.
+    """
+    if not isinstance(value, str):
+        return NO_REASON
+    text = _PARENTHESISED.sub("", value)
+    text = text.split(",", 1)[0].split(":", 1)[0].strip()
+    return text[:REASON_MAX_LENGTH] if text else NO_REASON
+
+
 def _cpus(value: Any) -> int:
     """``procNumUsed`` as a non-negative int; missing or invalid counts as 0."""
     if isinstance(value, bool):
@@ -99,4 +115,5 @@ def parse_job(row: Any, scheduler_id: str) -> Job | None:
         status=map_status(raw_status),
         raw_status=raw_status,
         cpus=_cpus(row.get("procNumUsed")),
+        reason=normalise_reason(row.get("reason")),
     )

@@ -1,0 +1,160 @@
+"""Memory of jobs across successful polls, turned into counters, a wait histogram and first-queued times. Pure.
+
+The exporter only ever sees the job list, every interval: a job is "submitted" when first seen, "started"
+when first seen in a status that means it ran, "ended" when first seen terminal (or ``gone`` when it left
+the list without that). Every time is when the exporter saw it, so waits and ages are lower bounds with
+the resolution of the poll interval. The first poll after start only seeds the memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+WAIT_BUCKETS: tuple[float, ...] = (30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
+WAITING = frozenset({"queued", "held", "waiting", "requeued"})
+# Statuses that mean the job has started, even if it was never seen running.
+RAN = frozenset({"running", "suspended", "exiting", "completed", "failed", "timeout", "node_fail"})
+TERMINAL = frozenset({"completed", "cancelled", "failed", "timeout", "node_fail"})
+GONE = "gone"
+
+QueueStatus = tuple[str, str]
+
+
+@dataclass(slots=True)
+class _Memory:
+    queue: str
+    status: str
+    waiting_since: float | None  # first seen waiting, in the current wait
+    started: bool
+    ended: bool
+
+
+@dataclass(frozen=True)
+class WaitHistogram:
+    """Observations of one queue: per-bucket counts (the last is +Inf, not cumulative), their sum and count."""
+
+    counts: tuple[int, ...]
+    total: float
+    count: int
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, cumulative count) pairs, ending with +Inf."""
+        out, running = [], 0
+        for bound, n in zip((*WAIT_BUCKETS, float("inf")), self.counts):
+            running += n
+            out.append((float(bound), running))
+        return out
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What the tracker has counted so far (cumulative; never decreases) and the oldest wait per queue now."""
+
+    submitted: Mapping[str, int] = field(default_factory=dict)
+    started: Mapping[str, int] = field(default_factory=dict)
+    ended: Mapping[QueueStatus, int] = field(default_factory=dict)
+    wait: Mapping[str, WaitHistogram] = field(default_factory=dict)
+    oldest_queued_since: Mapping[str, float] = field(default_factory=dict)
+
+
+def _bucket(seconds: float) -> int:
+    for i, bound in enumerate(WAIT_BUCKETS):
+        if seconds <= bound:
+            return i
+    return len(WAIT_BUCKETS)
+
+
+class JobTracker:
+    """Compares each successful poll's job list with the previous one; holds one small record per listed job."""
+
+    def __init__(self, restored_waits: Mapping[str, float] | None = None) -> None:
+        self._memory: dict[str, _Memory] = {}
+        self._seeded = False
+        self._restored = dict(restored_waits or {})
+        self._submitted: dict[str, int] = {}
+        self._started: dict[str, int] = {}
+        self._ended: dict[QueueStatus, int] = {}
+        self._wait: dict[str, list[float]] = {}  # queue → bucket counts..., then sum
+
+    def _inc(self, table: dict[str, int], queue: str) -> None:
+        table[queue] = table.get(queue, 0) + 1
+
+    def _end(self, queue: str, status: str) -> None:
+        self._ended[(queue, status)] = self._ended.get((queue, status), 0) + 1
+
+    def _start(self, queue: str, waited: float) -> None:
+        self._inc(self._started, queue)
+        cells = self._wait.get(queue)
+        if cells is None:
+            cells = self._wait[queue] = [0.0] * (len(WAIT_BUCKETS) + 2)
+        cells[_bucket(waited)] += 1
+        cells[-1] += waited
+
+    def commit(self, current: Mapping[str, tuple[str, str]], now: float) -> Activity:
+        """Take one successful poll: ``current`` maps every listed job's key to its (queue, status)."""
+        seed = not self._seeded
+        memory: dict[str, _Memory] = {}
+        for key, (queue, status) in current.items():
+            old = self._memory.get(key)
+            if old is None:
+                since = None
+                if status in WAITING:
+                    restored = self._restored.get(key)
+                    since = restored if restored is not None and restored <= now else now
+                m = _Memory(queue, status, since, started=status in RAN, ended=status in TERMINAL)
+                if not seed:
+                    self._inc(self._submitted, queue)
+                    if m.started:
+                        self._start(queue, 0.0)  # started between two polls: it waited less than one interval
+                    if m.ended:
+                        self._end(queue, status)
+            else:
+                m = old
+                m.queue = queue
+                if status in WAITING:
+                    if old.status not in WAITING:  # waiting again (requeued): a new wait and a new start
+                        m.waiting_since, m.started = now, False
+                    elif m.waiting_since is None:
+                        m.waiting_since = now
+                if status in RAN and not m.started:
+                    m.started = True
+                    self._start(queue, now - (m.waiting_since if m.waiting_since is not None else now))
+                if status not in WAITING:
+                    m.waiting_since = None
+                if status in TERMINAL and not m.ended:
+                    m.ended = True
+                    self._end(queue, status)
+                m.status = status
+            memory[key] = m
+        if not seed:
+            for key, m in self._memory.items():
+                if key not in current and not m.ended:
+                    self._end(m.queue, GONE)
+        self._memory, self._seeded = memory, True
+        self._restored.clear()
+        return self.activity()
+
+    def activity(self) -> Activity:
+        """An immutable copy of the counts, and the earliest first-waiting time of the jobs now queued."""
+        oldest: dict[str, float] = {}
+        for m in self._memory.values():
+            since = m.waiting_since
+            if m.status == "queued" and since is not None and since < oldest.get(m.queue, float("inf")):
+                oldest[m.queue] = since
+        wait = {
+            q: WaitHistogram(tuple(int(n) for n in cells[:-1]), cells[-1], int(sum(cells[:-1])))
+            for q, cells in self._wait.items()
+        }
+        return Activity(
+            MappingProxyType(dict(self._submitted)),
+            MappingProxyType(dict(self._started)),
+            MappingProxyType(dict(self._ended)),
+            MappingProxyType(wait),
+            MappingProxyType(oldest),
+        )
+
+    def waiting_since(self) -> dict[str, float]:
+        """First-waiting times of the jobs now waiting (what a state file keeps across a restart)."""
+        return {k: m.waiting_since for k, m in self._memory.items() if m.waiting_since is not None}
