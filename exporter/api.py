@@ -6,7 +6,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from exporter.auth import TokenProvider
 from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller, clip
@@ -15,6 +17,17 @@ log = logging.getLogger(__name__)
 
 JOBS_PATH = "/hpc/openapi/v2/jobs"
 SCHEDULERS_PATH = "/hpc/openapi/v2/cluster"
+CAPACITY_PATH = "/hpc/openapi/v2/queuenames/users/"
+
+
+@dataclass(frozen=True)
+class QueueCapacity:
+    """One queue's size and what is free in it, as far as the answer says (None where it does not)."""
+
+    cpus: int | None
+    free_cpus: int | None
+    nodes: int | None
+    free_nodes: int | None
 
 
 def _count(value: Any) -> int | None:
@@ -59,6 +72,24 @@ def parse_schedulers(data: Any) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def parse_capacity(data: Any) -> dict[str, QueueCapacity]:
+    """Queue name → capacity from a ``queuenames/users`` answer; rows without a queueName are skipped."""
+    if not isinstance(data, list):
+        raise ApiInvalidResponse(f"queue list is {type(data).__name__}, not a list")
+    out: dict[str, QueueCapacity] = {}
+    for item in data:
+        name = item.get("queueName") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            continue
+        out[name.strip()] = QueueCapacity(
+            _count(item.get("queNcpus")),
+            _count(item.get("queFreeNcpus")),
+            _count(item.get("queNodes")),
+            _count(item.get("queFreeNodes")),
+        )
+    return out
+
+
 def _job_ids(rows: list[Any]) -> set[Any]:
     return {r.get("jobId") for r in rows if isinstance(r, dict)} - {None, ""}
 
@@ -92,6 +123,11 @@ class SugonClient:
             if not await self.tokens.rejected(token):
                 raise
         return await self._caller.call("GET", self.base_url + path, params, {"token": await self.tokens.get()})
+
+    async def queue_capacity(self, username: str, scheduler_id: str) -> dict[str, QueueCapacity]:
+        """The queues ``username`` may use on one scheduler, with their CPUs and nodes."""
+        path = CAPACITY_PATH + quote(username, safe="")
+        return parse_capacity(await self.call(path, {"strJobManagerID": scheduler_id}))
 
     async def schedulers(self) -> list[str]:
         """The scheduler ids this host serves (``GET /hpc/openapi/v2/cluster``)."""

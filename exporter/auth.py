@@ -56,17 +56,21 @@ class TokenProvider(Protocol):
         ...
 
 
-def jwt_expiry(token: str) -> float | None:
-    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature check."""
+def jwt_payload(token: str) -> dict[str, Any]:
+    """The decoded payload of a JWT (no signature check), or {} when it is not one."""
     parts = token.split(".")
     if len(parts) != 3:
-        return None
+        return {}
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        return None
-    if not isinstance(payload, dict):
-        return None
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def jwt_expiry(token: str) -> float | None:
+    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature check."""
+    payload = jwt_payload(token)
     for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
         value = payload.get(key)
         if isinstance(value, str) and value.strip().isdigit():

@@ -4,32 +4,45 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.state import StateStore
+from exporter.snapshot import ClusterSnapshot
+from exporter.state import ClusterState, StateStore
+from exporter.tracker import GONE, TERMINAL, WAIT_BUCKETS
 
 _CACHED = " Cached: taken from the cluster's last successful poll, refreshed every poll interval."
+_SEEN = " Counted by comparing successive polls (the first poll after start only seeds)."
+ENDED_STATUSES = (*sorted(TERMINAL), GONE)
 
 
-def _families(per_user: bool) -> dict[str, GaugeMetricFamily]:
+def _le(bound: float) -> str:
+    """A bucket bound as the ``le`` label value (``30.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+_EMPTY_WAIT = [(_le(b), 0) for b in (*WAIT_BUCKETS, float("inf"))]
+
+Families = dict[str, Any]  # name → *MetricFamily
+
+
+def _families(per_user: bool) -> Families:
     job = ["hpc_cluster", "queue", "status"]
     user = ["hpc_cluster", "queue", "user", "status"]
-    fams = [
+    queue = ["hpc_cluster", "queue"]
+    cluster = ["hpc_cluster"]
+    fams: list[Any] = [
+        GaugeMetricFamily("sugon_up", "1 if the most recent poll of the cluster succeeded, else 0.", labels=cluster),
         GaugeMetricFamily(
-            "sugon_up", "1 if the most recent poll of the cluster succeeded, else 0.", labels=["hpc_cluster"]
+            "sugon_last_success_timestamp_seconds", "Unix time of the last successful poll.", labels=cluster
         ),
         GaugeMetricFamily(
-            "sugon_last_success_timestamp_seconds", "Unix time of the last successful poll.", labels=["hpc_cluster"]
+            "sugon_poll_duration_seconds", "Wall time of the most recent poll, in seconds.", labels=cluster
         ),
         GaugeMetricFamily(
-            "sugon_poll_duration_seconds", "Wall time of the most recent poll, in seconds.", labels=["hpc_cluster"]
-        ),
-        GaugeMetricFamily(
-            "sugon_api_reported_jobs",
-            "data.total reported by the API in the last successful poll.",
-            labels=["hpc_cluster"],
+            "sugon_api_reported_jobs", "data.total reported by the API in the last successful poll.", labels=cluster
         ),
         GaugeMetricFamily("sugon_jobs", "Jobs in the real-time job list by queue and status." + _CACHED, labels=job),
         GaugeMetricFamily(
@@ -37,6 +50,33 @@ def _families(per_user: bool) -> dict[str, GaugeMetricFamily]:
             'Sum of procNumUsed by queue and status; CPUs in use is status="running".' + _CACHED,
             labels=job,
         ),
+        GaugeMetricFamily(
+            "sugon_queued_jobs_by_reason",
+            "Queued jobs by the scheduler's reason (detail stripped; at most 20 reasons, the rest other)." + _CACHED,
+            labels=["hpc_cluster", "queue", "reason"],
+        ),
+        GaugeMetricFamily(
+            "sugon_oldest_queued_job_age_seconds",
+            "Age of the oldest queued job, from when the exporter first saw it waiting (a lower bound); 0 if none."
+            + _CACHED,
+            labels=queue,
+        ),
+        CounterMetricFamily("sugon_jobs_submitted", "Jobs seen for the first time." + _SEEN, labels=queue),
+        CounterMetricFamily("sugon_jobs_started", "Jobs seen entering running." + _SEEN, labels=queue),
+        CounterMetricFamily(
+            "sugon_jobs_ended",
+            "Jobs seen entering a terminal status, or gone when a job left the list without one." + _SEEN,
+            labels=job,
+        ),
+        HistogramMetricFamily(
+            "sugon_job_wait_seconds",
+            "Time from first seen waiting to first seen running, observed when a job starts (lower bound)." + _SEEN,
+            labels=queue,
+        ),
+        GaugeMetricFamily("sugon_queue_cpus", "CPUs of the queue (queue capacity poll).", labels=queue),
+        GaugeMetricFamily("sugon_queue_free_cpus", "Free CPUs of the queue (queue capacity poll).", labels=queue),
+        GaugeMetricFamily("sugon_queue_nodes", "Nodes of the queue (queue capacity poll).", labels=queue),
+        GaugeMetricFamily("sugon_queue_free_nodes", "Free nodes of the queue (queue capacity poll).", labels=queue),
     ]
     if per_user:
         fams += [
@@ -48,18 +88,24 @@ def _families(per_user: bool) -> dict[str, GaugeMetricFamily]:
                 "Sum of procNumUsed by queue, user and status (non-zero only)." + _CACHED,
                 labels=user,
             ),
+            GaugeMetricFamily(
+                "sugon_users_folded",
+                'Users merged into user="other" by max_users and users_exclude.' + _CACHED,
+                labels=cluster,
+            ),
         ]
     return {f.name: f for f in fams}
 
 
 class JobCollector(Collector):
-    """The job gauges and per-cluster health gauges, e.g.::
+    """The job gauges, backlog counters and per-cluster health gauges, e.g.::
 
         sugon_jobs{hpc_cluster="kunshan",queue="debug",status="queued"} 12.0
         sugon_job_cpus{hpc_cluster="kunshan",queue="debug",status="running"} 256.0
         sugon_up{hpc_cluster="kunshan"} 1.0
 
-    A cluster whose last success is older than max_staleness loses its job gauges (no zeros).
+    A cluster whose last success is older than max_staleness loses its gauges of job data (no zeros);
+    its counters and the wait histogram stay, since they only ever grow.
     """
 
     def __init__(self, store: StateStore, per_user: bool, clock: Callable[[], float] = time.time) -> None:
@@ -76,23 +122,68 @@ class JobCollector(Collector):
         fams = _families(self._per_user)
         now = self._clock()
         for name, state in self._store.states().items():
-            if state.up is not None:
-                fams["sugon_up"].add_metric([name], 1.0 if state.up else 0.0)
-            if state.poll_duration is not None:
-                fams["sugon_poll_duration_seconds"].add_metric([name], state.poll_duration)
-            if state.last_success is not None:
-                fams["sugon_last_success_timestamp_seconds"].add_metric([name], state.last_success)
+            self._health(fams, name, state)
             snap = state.snapshot
-            if snap is None:
-                continue
-            fams["sugon_api_reported_jobs"].add_metric([name], snap.reported_total)
-            if now >= snap.expires_at:
-                continue
-            for (queue, status), counts in snap.by_queue.items():
-                fams["sugon_jobs"].add_metric([name, queue, status], counts.jobs)
-                fams["sugon_job_cpus"].add_metric([name, queue, status], counts.cpus)
-            if self._per_user:
-                for (queue, user, status), counts in snap.by_user.items():
-                    fams["sugon_user_jobs"].add_metric([name, queue, user, status], counts.jobs)
-                    fams["sugon_user_job_cpus"].add_metric([name, queue, user, status], counts.cpus)
+            if snap is not None:
+                fams["sugon_api_reported_jobs"].add_metric([name], snap.reported_total)
+                self._activity(fams, name, snap)
+                if now < snap.expires_at:
+                    self._jobs(fams, name, snap)
+            cap = state.capacity
+            if cap is not None and now < cap.expires_at:
+                for queue, q in cap.queues.items():
+                    for family, value in (
+                        ("sugon_queue_cpus", q.cpus),
+                        ("sugon_queue_free_cpus", q.free_cpus),
+                        ("sugon_queue_nodes", q.nodes),
+                        ("sugon_queue_free_nodes", q.free_nodes),
+                    ):
+                        if value is not None:
+                            fams[family].add_metric([name, queue], value)
         yield from fams.values()
+
+    @staticmethod
+    def _health(fams: Families, name: str, state: ClusterState) -> None:
+        if state.up is not None:
+            fams["sugon_up"].add_metric([name], 1.0 if state.up else 0.0)
+        if state.poll_duration is not None:
+            fams["sugon_poll_duration_seconds"].add_metric([name], state.poll_duration)
+        if state.last_success is not None:
+            fams["sugon_last_success_timestamp_seconds"].add_metric([name], state.last_success)
+
+    def _jobs(self, fams: Families, name: str, snap: ClusterSnapshot) -> None:
+        for (queue, status), counts in snap.by_queue.items():
+            fams["sugon_jobs"].add_metric([name, queue, status], counts.jobs)
+            fams["sugon_job_cpus"].add_metric([name, queue, status], counts.cpus)
+        for (queue, reason), n in snap.by_reason.items():
+            fams["sugon_queued_jobs_by_reason"].add_metric([name, queue, reason], n)
+        for queue, age in snap.oldest_queued_age.items():
+            fams["sugon_oldest_queued_job_age_seconds"].add_metric([name, queue], age)
+        if self._per_user:
+            for (queue, user, status), counts in snap.by_user.items():
+                fams["sugon_user_jobs"].add_metric([name, queue, user, status], counts.jobs)
+                fams["sugon_user_job_cpus"].add_metric([name, queue, user, status], counts.cpus)
+            fams["sugon_users_folded"].add_metric([name], snap.users_folded)
+
+    @staticmethod
+    def _activity(fams: Families, name: str, snap: ClusterSnapshot) -> None:
+        act = snap.activity
+        # Known queues get 0-valued series, so that rate() sees a counter from its first event.
+        queues = sorted(
+            set(snap.oldest_queued_age)
+            | set(act.submitted)
+            | set(act.started)
+            | set(act.wait)
+            | {q for q, _ in act.ended}
+        )
+        for queue in queues:
+            fams["sugon_jobs_submitted"].add_metric([name, queue], act.submitted.get(queue, 0))
+            fams["sugon_jobs_started"].add_metric([name, queue], act.started.get(queue, 0))
+            for status in ENDED_STATUSES:
+                fams["sugon_jobs_ended"].add_metric([name, queue, status], act.ended.get((queue, status), 0))
+            hist = act.wait.get(queue)
+            if hist is None:
+                fams["sugon_job_wait_seconds"].add_metric([name, queue], buckets=_EMPTY_WAIT, sum_value=0.0)
+            else:
+                buckets = [(_le(bound), n) for bound, n in hist.cumulative()]
+                fams["sugon_job_wait_seconds"].add_metric([name, queue], buckets=buckets, sum_value=hist.total)

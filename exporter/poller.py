@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from exporter.api import SugonClient
+from exporter.api import QueueCapacity, SugonClient
+from exporter.auth import jwt_payload
 from exporter.jobs import UNKNOWN, parse_job
+from exporter.platform import Center
 from exporter.snapshot import SnapshotBuilder
-from exporter.state import ClusterState, StateStore
+from exporter.state import CapacitySnapshot, StateStore
+from exporter.statefile import StateFile
+from exporter.tracker import JobTracker
 from exporter.wire import REASONS, ApiError
 
 log = logging.getLogger(__name__)
@@ -106,6 +111,23 @@ class ClusterObserver:
         self._metrics.token_refreshes.labels(self._cluster, method, result).inc()
 
 
+@dataclass(frozen=True)
+class LabelBudget:
+    """Bounds on label values: the users kept by name, and the queues left out entirely."""
+
+    max_users: int = 200
+    users_exclude: tuple[re.Pattern[str], ...] = ()
+    queues_exclude: tuple[re.Pattern[str], ...] = ()
+
+
+@dataclass(frozen=True)
+class CapacitySettings:
+    """Queue-capacity polling: how often, and as which account (empty: from /center or the token)."""
+
+    interval: float = 300.0
+    username: str = ""
+
+
 class ClusterPoller:
     """Polls one cluster: never two polls at once, and each poll publishes all of its data or none."""
 
@@ -117,12 +139,15 @@ class ClusterPoller:
         metrics: PollMetrics,
         *,
         scheduler_ids: tuple[str, ...],
-        url_source: Callable[[], Awaitable[str]] | None = None,
+        url_source: Callable[[], Awaitable[Center]] | None = None,
         interval: float,
         page_size: int,
         concurrency: int,
         max_staleness: float,
         per_user: bool,
+        budget: LabelBudget = LabelBudget(),
+        capacity: CapacitySettings | None = None,
+        state_file: StateFile | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -144,10 +169,30 @@ class ClusterPoller:
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
-        self._queue_seen: dict[str, float] = {}
+        self._budget = budget
+        self._discovery_lock = asyncio.Lock()
+        self._excluded: dict[str, bool] = {}
+        self._capacity = capacity
+        self._capacity_failing: str | None = None
+        self._center_user: str | None = None
+        self._state_file = state_file
+        self._tracker = JobTracker(state_file.waiting_since(name) if state_file else None)
+        self._queue_seen: dict[str, float] = state_file.queues_seen(name) if state_file else {}
         self._unknown_statuses: set[str] = set()
         self._failures = 0
         self._stale_logged = False
+
+    def _is_excluded(self, queue: str) -> bool:
+        hit = self._excluded.get(queue)
+        if hit is None:
+            hit = self._excluded[queue] = any(p.fullmatch(queue) for p in self._budget.queues_exclude)
+        return hit
+
+    async def _endpoint(self) -> list[str]:
+        """The HPC URL and scheduler ids, discovered where not configured; one discovery at a time."""
+        async with self._discovery_lock:
+            await self._resolve_url()
+            return await self._scheduler_ids()
 
     async def _resolve_url(self) -> None:
         if self._url_source is None:
@@ -155,7 +200,8 @@ class ClusterPoller:
         now = self._monotonic()
         if self._url_checked is not None and not self._url_stale and now - self._url_checked <= DISCOVERY_MAX_AGE:
             return
-        url = await self._url_source()
+        center = await self._url_source()
+        url, self._center_user = center.hpc_url, center.user_name
         if url != self.client.base_url:
             log.info("cluster %s: HPC URL is %s", self.name, url)
             self.client.base_url = url
@@ -175,8 +221,10 @@ class ClusterPoller:
     async def poll_once(self) -> bool:
         """Fetch every page of every scheduler, then publish a new state; True if the poll succeeded."""
         started = self._monotonic()
-        builder = SnapshotBuilder(self._per_user)
-        seen: set[str] = set()
+        builder = SnapshotBuilder(self._per_user, self._budget.max_users, self._budget.users_exclude)
+        # Every listed job's key → (queue, status), for the tracker; one entry per job is all a poll holds.
+        current: dict[str, tuple[str, str]] = {}
+        shared: dict[str, str] = {}  # one str object per distinct queue/status, not one per row
         invalid = 0
         reported = 0
 
@@ -186,16 +234,16 @@ class ClusterPoller:
                 job = parse_job(row, scheduler_id)
                 if job is None:
                     invalid += 1
-                elif job.key not in seen:
-                    seen.add(job.key)
+                elif job.key not in current and not self._is_excluded(job.queue):
+                    queue = shared.setdefault(job.queue, job.queue)
+                    current[job.key] = (queue, shared.setdefault(job.status, job.status))
                     if job.status == UNKNOWN and job.raw_status not in self._unknown_statuses:
                         self._unknown_statuses.add(job.raw_status)
                         log.warning("cluster %s: unknown jobStatus %r counted as unknown", self.name, job.raw_status)
                     builder.add(job)
 
         try:
-            await self._resolve_url()
-            for sid in await self._scheduler_ids():
+            for sid in await self._endpoint():
                 reported += await self.client.fetch_jobs(
                     sid, self._page_size, self._concurrency, functools.partial(take, scheduler_id=sid)
                 )
@@ -209,20 +257,35 @@ class ClusterPoller:
         now = self._clock()
         for queue in builder.queues:
             self._queue_seen[queue] = now
-        self._queue_seen = {q: t for q, t in self._queue_seen.items() if now - t <= QUEUE_MEMORY_SECONDS}
+        self._queue_seen = {
+            q: t for q, t in self._queue_seen.items() if now - t <= QUEUE_MEMORY_SECONDS and not self._is_excluded(q)
+        }
+        activity = self._tracker.commit(current, now)
         snapshot = builder.build(
             cluster=self.name,
             taken_at=now,
             expires_at=now + self._max_staleness,
             reported_total=reported,
             zero_fill_queues=self._queue_seen,
+            activity=activity,
         )
+        if self._state_file is not None:
+            self._state_file.save(self.name, self._tracker.waiting_since(), dict(self._queue_seen))
         duration = self._monotonic() - started
         if self._failures:
             log.info("cluster %s: recovered after %d failed poll(s)", self.name, self._failures)
         self._failures = 0
         self._stale_logged = False
-        self._store.publish(ClusterState(self.name, True, now, duration, None, snapshot))
+        self._store.publish(
+            replace(
+                self._store.get(self.name),
+                up=True,
+                last_success=now,
+                poll_duration=duration,
+                last_error=None,
+                snapshot=snapshot,
+            )
+        )
         self._metrics.polls.labels(self.name, "success").inc()
         if invalid:
             self._metrics.invalid_records.labels(self.name).inc(invalid)
@@ -260,11 +323,82 @@ class ClusterPoller:
                 self._max_staleness,
             )
 
-    async def run(self) -> None:
-        """Poll forever; a poll that outlives the interval delays the next one. Cancel the task to stop."""
+    async def _username(self) -> str | None:
+        if self._capacity is not None and self._capacity.username:
+            return self._capacity.username
+        if self._center_user:
+            return self._center_user
+        claims = jwt_payload(await self.client.tokens.get())
+        for claim in ("computeUser", "user"):
+            value = claims.get(claim)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        return None
+
+    async def poll_capacity_once(self) -> bool:
+        """Fetch the queue capacity of every scheduler and publish it; a failure never touches the job data."""
+        if self._capacity is None:
+            return False
+        try:
+            ids = await self._endpoint()
+            username = await self._username()
+            if username is None:
+                self._capacity_failed("no username", "set username: neither /center nor the token names the account")
+                return False
+            queues: dict[str, QueueCapacity] = {}
+            for sid in ids:
+                for queue, cap in (await self.client.queue_capacity(username, sid)).items():
+                    if not self._is_excluded(queue):
+                        queues[queue] = _add_capacity(queues.get(queue), cap)
+        except ApiError as exc:
+            self._capacity_failed(exc.reason, str(exc))
+            return False
+        except Exception:  # a bug must not kill the loop
+            log.exception("cluster %s: unexpected error during the capacity poll", self.name)
+            return False
+        now = self._clock()
+        if self._capacity_failing:
+            log.info("cluster %s: queue capacity available again", self.name)
+        self._capacity_failing = None
+        capacity = CapacitySnapshot(now, now + self._max_staleness, queues)
+        self._store.publish(replace(self._store.get(self.name), capacity=capacity))
+        return True
+
+    def _capacity_failed(self, reason: str, message: str) -> None:
+        if self._capacity_failing != reason:
+            log.warning("cluster %s: queue capacity poll failed (%s): %s", self.name, reason, message)
+        self._capacity_failing = reason
+
+    async def _every(self, interval: float, poll: Callable[[], Awaitable[bool]]) -> None:
         while True:
             started = self._monotonic()
-            await self.poll_once()
-            delay = self.interval - (self._monotonic() - started)
+            await poll()
+            delay = interval - (self._monotonic() - started)
             if delay > 0:
                 await self._sleep(delay)
+
+    async def run(self) -> None:
+        """Poll forever; a poll that outlives the interval delays the next one. Cancel the task to stop.
+
+        Queue capacity, when enabled, is polled in a loop of its own, so it never delays the job data.
+        """
+        if self._capacity is None:
+            await self._every(self.interval, self.poll_once)
+            return
+        await asyncio.gather(
+            self._every(self.interval, self.poll_once),
+            self._every(self._capacity.interval, self.poll_capacity_once),
+        )
+
+
+def _add_capacity(a: QueueCapacity | None, b: QueueCapacity) -> QueueCapacity:
+    """A queue listed under two schedulers: their sizes add up."""
+    if a is None:
+        return b
+
+    def plus(x: int | None, y: int | None) -> int | None:
+        return None if x is None and y is None else (x or 0) + (y or 0)
+
+    return QueueCapacity(
+        plus(a.cpus, b.cpus), plus(a.free_cpus, b.free_cpus), plus(a.nodes, b.nodes), plus(a.free_nodes, b.free_nodes)
+    )

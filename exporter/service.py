@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import threading
 import time
@@ -16,9 +17,10 @@ from exporter.api import SugonClient
 from exporter.auth import token_provider
 from exporter.collector import JobCollector
 from exporter.config import ClusterConfig, Config
-from exporter.platform import PlatformClient
-from exporter.poller import ClusterPoller, PollMetrics
+from exporter.platform import Center, PlatformClient
+from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget, PollMetrics
 from exporter.state import StateStore
+from exporter.statefile import StateFile
 from exporter.wire import ApiAuthError, Caller
 
 
@@ -41,6 +43,7 @@ class Exporter:
         self.store = StateStore([c.name for c in config.clusters])
         self.registry.register(JobCollector(self.store, config.per_user, clock))
         self._http: list[httpx.AsyncClient] = []
+        self._state_files: dict[str, StateFile] = {}
         self.pollers = [self._poller(c, clock, retry_backoff) for c in config.clusters]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -62,14 +65,14 @@ class Exporter:
         if cluster.api_url is None and platform is not None:
             ac = platform
 
-            async def url_source() -> str:
+            async def url_source() -> Center:
                 token = await tokens.get()
                 try:
-                    return (await ac.center(token)).hpc_url
+                    return await ac.center(token)
                 except ApiAuthError:
                     if not await tokens.rejected(token):
                         raise
-                return (await ac.center(await tokens.get())).hpc_url
+                return await ac.center(await tokens.get())
 
         client = SugonClient(cluster.api_url or "", tokens, caller)
         return ClusterPoller(
@@ -84,8 +87,23 @@ class Exporter:
             concurrency=cluster.concurrency,
             max_staleness=self.config.max_staleness,
             per_user=self.config.per_user,
+            budget=LabelBudget(
+                cluster.max_users,
+                tuple(re.compile(p) for p in cluster.users_exclude),
+                tuple(re.compile(p) for p in cluster.queues_exclude),
+            ),
+            capacity=CapacitySettings(cluster.capacity_interval, cluster.username) if cluster.queue_capacity else None,
+            state_file=self._state_file(cluster.state_file),
             clock=clock,
         )
+
+    def _state_file(self, path: str | None) -> StateFile | None:
+        """One StateFile per path, shared by the clusters that name it."""
+        if path is None:
+            return None
+        if path not in self._state_files:
+            self._state_files[path] = StateFile(path)
+        return self._state_files[path]
 
     async def aclose(self) -> None:
         """Close the HTTP connection pools."""

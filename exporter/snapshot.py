@@ -1,15 +1,20 @@
-"""Pure aggregation: Jobs in, one immutable ClusterSnapshot of counts and CPU sums out."""
+"""Pure aggregation: Jobs in, one immutable ClusterSnapshot of counts and CPU sums out, within a label budget."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from exporter.jobs import ZERO_FILL_STATUSES, Job
+from exporter.tracker import Activity
 
 QueueStatus = tuple[str, str]
 QueueUserStatus = tuple[str, str, str]
+QueueReason = tuple[str, str]
+OTHER = "other"
+MAX_REASONS = 20  # per cluster; the rest are counted as reason="other"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,15 +36,37 @@ class ClusterSnapshot:
     job_count: int
     by_queue: Mapping[QueueStatus, Counts] = field(default_factory=dict)
     by_user: Mapping[QueueUserStatus, Counts] = field(default_factory=dict)
+    by_reason: Mapping[QueueReason, int] = field(default_factory=dict)
+    oldest_queued_age: Mapping[str, float] = field(default_factory=dict)
+    users_folded: int = 0
+    activity: Activity = field(default_factory=Activity)
+
+
+def fold_users(totals: Mapping[str, int], max_users: int, exclude: Iterable[re.Pattern[str]] = ()) -> set[str]:
+    """The users kept by name: the ``max_users`` with most jobs (ties by name), never an excluded one."""
+    patterns = list(exclude)
+    ranked = sorted(
+        (u for u in totals if not any(p.fullmatch(u) for p in patterns)),
+        key=lambda u: (-totals[u], u),
+    )
+    return set(ranked[:max_users])
+
+
+def top_reasons(counts: Mapping[str, int], limit: int = MAX_REASONS) -> set[str]:
+    """The reasons kept by name: the ``limit`` with most queued jobs (ties by name)."""
+    return set(sorted(counts, key=lambda r: (-counts[r], r))[:limit])
 
 
 class SnapshotBuilder:
     """Accumulates Jobs page by page, so a poll never has to hold the whole job list."""
 
-    def __init__(self, per_user: bool) -> None:
+    def __init__(self, per_user: bool, max_users: int = 200, users_exclude: Iterable[re.Pattern[str]] = ()) -> None:
         self._per_user = per_user
+        self._max_users = max_users
+        self._users_exclude = list(users_exclude)
         self._queue: dict[QueueStatus, list[int]] = {}
         self._user: dict[QueueUserStatus, list[int]] = {}
+        self._reason: dict[QueueReason, int] = {}
         self.job_count = 0
         self.queues: set[str] = set()
 
@@ -52,12 +79,37 @@ class SnapshotBuilder:
             cell = self._queue[(job.queue, job.status)] = [0, 0]
         cell[0] += 1
         cell[1] += job.cpus
+        if job.status == "queued":
+            self._reason[(job.queue, job.reason)] = self._reason.get((job.queue, job.reason), 0) + 1
         if self._per_user:
             ucell = self._user.get((job.queue, job.user, job.status))
             if ucell is None:
                 ucell = self._user[(job.queue, job.user, job.status)] = [0, 0]
             ucell[0] += 1
             ucell[1] += job.cpus
+
+    def _users(self) -> tuple[dict[QueueUserStatus, Counts], int]:
+        totals: dict[str, int] = {}
+        for (_, user, _), (jobs, _) in self._user.items():
+            totals[user] = totals.get(user, 0) + jobs
+        kept = fold_users(totals, self._max_users, self._users_exclude)
+        folded: dict[QueueUserStatus, list[int]] = {}
+        for (queue, user, status), (jobs, cpus) in self._user.items():
+            cell = folded.setdefault((queue, user if user in kept else OTHER, status), [0, 0])
+            cell[0] += jobs
+            cell[1] += cpus
+        return {k: Counts(j, c) for k, (j, c) in folded.items()}, len(totals) - len(kept)
+
+    def _reasons(self) -> dict[QueueReason, int]:
+        per_reason: dict[str, int] = {}
+        for (_, reason), n in self._reason.items():
+            per_reason[reason] = per_reason.get(reason, 0) + n
+        kept = top_reasons(per_reason)
+        out: dict[QueueReason, int] = {}
+        for (queue, reason), n in self._reason.items():
+            key = (queue, reason if reason in kept else OTHER)
+            out[key] = out.get(key, 0) + n
+        return out
 
     def build(
         self,
@@ -66,15 +118,22 @@ class SnapshotBuilder:
         expires_at: float,
         reported_total: int,
         zero_fill_queues: Iterable[str] = (),
+        activity: Activity | None = None,
     ) -> ClusterSnapshot:
-        """Freeze the counts; every queue in ``zero_fill_queues`` gets all documented statuses (0 if none)."""
+        """Freeze the counts; every queue in ``zero_fill_queues`` gets all documented statuses (0 if none)
+        and an oldest-queued age (0 when nothing is queued there)."""
+        activity = activity or Activity()
         by_queue: dict[QueueStatus, Counts] = {}
+        oldest: dict[str, float] = {}
         for queue in zero_fill_queues:
+            oldest[queue] = 0.0
             for status in ZERO_FILL_STATUSES:
                 by_queue[(queue, status)] = Counts()
         for key, (jobs, cpus) in self._queue.items():
             by_queue[key] = Counts(jobs, cpus)
-        by_user = {key: Counts(jobs, cpus) for key, (jobs, cpus) in self._user.items()}
+        for queue, since in activity.oldest_queued_since.items():
+            oldest[queue] = max(taken_at - since, 0.0)
+        by_user, folded = self._users() if self._per_user else ({}, 0)
         return ClusterSnapshot(
             cluster=cluster,
             taken_at=taken_at,
@@ -83,4 +142,8 @@ class SnapshotBuilder:
             job_count=self.job_count,
             by_queue=MappingProxyType(by_queue),
             by_user=MappingProxyType(by_user),
+            by_reason=MappingProxyType(self._reasons()),
+            oldest_queued_age=MappingProxyType(oldest),
+            users_folded=folded,
+            activity=activity,
         )

@@ -6,7 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from exporter.api import QueueCapacity
 from exporter.snapshot import ClusterSnapshot
+
+
+@dataclass(frozen=True)
+class CapacitySnapshot:
+    """Queue capacity of one successful capacity poll."""
+
+    taken_at: float
+    expires_at: float
+    queues: Mapping[str, QueueCapacity]
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,7 @@ class ClusterState:
     poll_duration: float | None = None
     last_error: str | None = None
     snapshot: ClusterSnapshot | None = None
+    capacity: CapacitySnapshot | None = None
 
 
 class StateStore:

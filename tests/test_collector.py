@@ -7,19 +7,32 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.collector import JobCollector
 from exporter.jobs import Job
 from exporter.snapshot import SnapshotBuilder
-from exporter.state import ClusterState, StateStore
+from exporter.api import QueueCapacity
+from exporter.state import CapacitySnapshot, ClusterState, StateStore
+from exporter.tracker import Activity, WaitHistogram
 from tests.helpers import FIXTURES, promtool_check_metrics
 
 NOW = 1_700_000_000.0
+
+
+# Waits of 20 s, 45 s and 200,000 s: buckets ≤30 s, ≤60 s and +Inf; the oldest queued job first seen 120 s ago.
+ACTIVITY = Activity(
+    submitted={"debug": 5},
+    started={"debug": 3},
+    ended={("debug", "completed"): 2, ("debug", "gone"): 1},
+    wait={"debug": WaitHistogram((1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1), 200065.0, 3)},
+    oldest_queued_since={"debug": NOW - 120},
+)
 
 
 def store_with(jobs: list[Job], per_user: bool = True) -> StateStore:
     builder = SnapshotBuilder(per_user)
     for j in jobs:
         builder.add(j)
-    snap = builder.build("kunshan", NOW, NOW + 300, reported_total=3, zero_fill_queues=["debug"])
+    snap = builder.build("kunshan", NOW, NOW + 300, reported_total=3, zero_fill_queues=["debug"], activity=ACTIVITY)
     store = StateStore(["kunshan", "wuxi"])
-    store.publish(ClusterState("kunshan", True, NOW, 1.5, None, snap))
+    capacity = CapacitySnapshot(NOW, NOW + 300, {"debug": QueueCapacity(256, 64, 4, 1)})
+    store.publish(ClusterState("kunshan", True, NOW, 1.5, None, snap, capacity))
     store.publish(ClusterState("wuxi", False, None, 30.0, "timeout", None))
     return store
 
@@ -27,7 +40,7 @@ def store_with(jobs: list[Job], per_user: bool = True) -> StateStore:
 JOBS = [
     Job("1", "debug", "alice", "running", "statR", 4),
     Job("2", "debug", "alice", "running", "statR", 8),
-    Job("3", "debug", "bob", "queued", "statQ", 16),
+    Job("3", "debug", "bob", "queued", "statQ", 16, "Resources"),
 ]
 
 

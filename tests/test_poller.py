@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from exporter.api import SugonClient
 from exporter.auth import FileToken, StaticToken, TokenProvider
 from exporter.collector import JobCollector
+from exporter.platform import Center
 from exporter.poller import ClusterPoller, PollMetrics
 from exporter.snapshot import Counts
 from exporter.state import StateStore
@@ -46,7 +47,7 @@ class Rig:
         max_staleness: float = 300.0,
         per_user: bool = True,
         page_size: int = 100,
-        url_source: Callable[[], Awaitable[str]] | None = None,
+        url_source: Callable[[], Awaitable[Center]] | None = None,
     ) -> None:
         self.clock = Clock()
         self.mono = [0.0]
@@ -302,9 +303,9 @@ def test_a_discovered_url_is_kept_and_looked_up_again_only_after_it_stopped_answ
     urls = [BASE, BASE, other]
     lookups = []
 
-    async def url_source() -> str:
+    async def url_source() -> Center:
         lookups.append(1)
-        return urls[len(lookups) - 1]
+        return Center(urls[len(lookups) - 1], None)
 
     rig = Rig(url_source=url_source)
     assert rig.poll() and rig.poll()

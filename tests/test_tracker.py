@@ -32,7 +32,10 @@ def test_a_sequence_of_polls_counts_submissions_starts_ends_and_waits() -> None:
     # poll 4: nothing changes → no count changes (counters never double count)
     again = t.commit({"b": ("q", "completed"), "d": ("q", "cancelled"), "e": ("q", "running")}, T + 460)
     assert (dict(again.submitted), dict(again.started), dict(again.ended)) == (
-        dict(act.submitted), dict(act.started), dict(act.ended))
+        dict(act.submitted),
+        dict(act.started),
+        dict(act.ended),
+    )
 
 
 def test_a_job_seen_queued_then_completed_counts_as_started_and_ended() -> None:
