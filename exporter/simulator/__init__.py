@@ -99,12 +99,18 @@ class Simulator:
             return answer
         if method == "GET" and path == "/ac/openapi/v2/center":
             return 200, self.platform.center(headers.get("token"), self.url)
-        if method != "GET" or path not in ("/hpc/openapi/v2/jobs", "/hpc/openapi/v2/cluster"):
+        capacity = path.startswith("/hpc/openapi/v2/queuenames/users/")
+        if method != "GET" or not (capacity or path in ("/hpc/openapi/v2/jobs", "/hpc/openapi/v2/cluster")):
             return 404, _envelope("404", "not found", None)
         if not self._accepts(headers.get("token")):
             with self._lock:
                 self.job_requests_refused += 1
             return 200, dict(AUTH_FAIL)
+        if capacity:
+            sid = query.get("strJobManagerID", "").strip()
+            if not sid.isdigit():
+                return 200, _envelope("10003", "参数不全: strJobManagerID", None)
+            return 200, _envelope("0", "success", self.population.capacity(sid))
         if path.endswith("/cluster"):
             data = [
                 {

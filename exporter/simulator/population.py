@@ -76,7 +76,9 @@ class Population:
         self._rendered: dict[str | None, list[dict[str, Any]]] = {}
         self._next_id = 1000
         self._last_step = clock()
+        self.starts = 0
         self._seed_population(jobs)
+        self.starts = 0  # queued → running transitions from now on (the seed population's do not count)
 
     def _new_job(self, now: float) -> SimJob:
         sched = self._rng.choice(self.schedulers)
@@ -121,6 +123,7 @@ class Population:
             if used.get(key, 0) + job.cpus <= caps.get(key, 0):
                 used[key] = used.get(key, 0) + job.cpus
                 job.status, job.reason, job.started = "statR", None, now
+                self.starts += 1
 
     def step(self, now: float | None = None) -> None:
         """Move the population on to ``now``: arrivals, releases, finishes, starts, and the 5-minute linger."""
@@ -217,6 +220,33 @@ class Population:
             "reason": job.reason if job.status in ("statQ", "statH") else None,
             "appType": job.app,
         }
+
+    def capacity(self, scheduler_id: str) -> list[dict[str, Any]]:
+        """Each queue of a scheduler with its CPUs and nodes (64 CPUs a node), and what running jobs leave free."""
+        with self._lock:
+            sched = next((s for s in self.schedulers if s.id == scheduler_id), None)
+            if sched is None:
+                return []
+            used: dict[str, int] = {}
+            for job in self._jobs.values():
+                if job.scheduler_id == scheduler_id and job.status in ("statR", "statE"):
+                    used[job.queue] = used.get(job.queue, 0) + job.cpus
+            out = []
+            for queue, cpus in sched.queues.items():
+                free = max(cpus - used.get(queue, 0), 0)
+                out.append(
+                    {
+                        "queueName": queue,
+                        "queNodes": -(-cpus // 64),
+                        "queFreeNodes": free // 64,
+                        "queNcpus": cpus,
+                        "queFreeNcpus": free,
+                        "queMaxNcpus": cpus,
+                        "queMaxWalltime": "168:00:00",
+                        "queMinNcpus": 1,
+                    }
+                )
+            return out
 
     def set_runtime(self, scheduler_id: str, job_id: int, seconds: float) -> None:
         """Set how long one job runs (tests)."""
