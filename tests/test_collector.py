@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter.api import QueueCapacity
 from exporter.collector import JobCollector
 from exporter.jobs import Job
 from exporter.snapshot import SnapshotBuilder
-from exporter.api import QueueCapacity
 from exporter.state import CapacitySnapshot, ClusterState, StateStore
 from exporter.tracker import Activity, WaitHistogram
 from tests.helpers import FIXTURES, promtool_check_metrics

@@ -185,3 +185,47 @@ def test_auth_blocks_are_read_and_api_url_may_then_be_omitted(tmp_path: Path) ->
         str(tmp_path / "sk"),
     )
     assert "pw" not in repr(kunshan) and "AK" not in repr(scnet)
+
+
+def test_backlog_settings_default_and_override_per_cluster(tmp_path: Path) -> None:
+    config = build_config(
+        {
+            "state_file": str(tmp_path / "state.json"),
+            "queue_capacity": True,
+            "max_users": 50,
+            "queues_exclude": ["test.*"],
+            "clusters": [
+                {"name": "a", "api_url": "https://h:1", "token": "t"},
+                {
+                    "name": "b",
+                    "api_url": "https://h:1",
+                    "token": "t",
+                    "queue_capacity": False,
+                    "max_users": 5,
+                    "capacity_interval": "10m",
+                    "username": "ops",
+                    "users_exclude": ["root"],
+                    "state_file": "b.json",
+                },
+            ],
+        },
+        environ={},
+        base_dir=str(tmp_path),
+    )
+    a, b = config.clusters
+    assert (a.state_file, a.queue_capacity, a.capacity_interval, a.username, a.max_users) == (
+        str(tmp_path / "state.json"),
+        True,
+        300.0,
+        "",
+        50,
+    )
+    assert (a.users_exclude, a.queues_exclude) == ((), ("test.*",))
+    assert (b.state_file, b.queue_capacity, b.capacity_interval, b.username, b.max_users, b.users_exclude) == (
+        str(tmp_path / "b.json"),
+        False,
+        600.0,
+        "ops",
+        5,
+        ("root",),
+    )

@@ -64,3 +64,26 @@ def test_the_same_job_id_under_two_schedulers_gives_two_keys() -> None:
     a = parse_job(row(5, scheduler="1"), "1")
     b = parse_job(row(5, scheduler="2"), "2")
     assert a is not None and b is not None and a.key != b.key
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("ReqNodeNotAvail, UnavailableNodes:n[1-3]", "ReqNodeNotAvail"),
+        ("Resources", "Resources"),
+        ("Priority", "Priority"),
+        ("Dependency (job 12 not finished)", "Dependency"),
+        ("AssocGrpCpuLimit:cpu=256", "AssocGrpCpuLimit"),
+        ("  QOSMaxJobsPerUserLimit  ", "QOSMaxJobsPerUserLimit"),
+        ("(null)", "none"),
+        ("", "none"),
+        (None, "none"),
+        (42, "none"),
+        ("x" * 100, "x" * 64),
+    ],
+)
+def test_reasons_are_reduced_to_their_kind(raw: object, reason: str) -> None:
+    r = row(1, status="statQ")
+    r["reason"] = raw
+    job = parse_job(r, SCHEDULER)
+    assert job is not None and job.reason == reason

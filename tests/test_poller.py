@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,15 +13,16 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.api import SugonClient
 from exporter.auth import FileToken, StaticToken, TokenProvider
 from exporter.collector import JobCollector
 from exporter.platform import Center
-from exporter.poller import ClusterPoller, PollMetrics
+from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget, PollMetrics
 from exporter.snapshot import Counts
 from exporter.state import StateStore
+from exporter.statefile import StateFile
 from exporter.wire import Caller
 from tests.helpers import SCHEDULER, PagedList, envelope, fixture, row
 
@@ -48,6 +51,7 @@ class Rig:
         per_user: bool = True,
         page_size: int = 100,
         url_source: Callable[[], Awaitable[Center]] | None = None,
+        **options: Any,
     ) -> None:
         self.clock = Clock()
         self.mono = [0.0]
@@ -72,6 +76,7 @@ class Rig:
             per_user=per_user,
             clock=self.clock,
             monotonic=lambda: self.mono[0],
+            **options,
         )
 
     def poll(self) -> bool:
@@ -361,3 +366,152 @@ def test_polls_never_overlap_and_a_long_poll_delays_the_next_one() -> None:
     # poll 1 took 10 s → sleep 50; poll 2 took 75 s → no sleep; poll 3 took 30 s → sleep 30
     assert sleeps == [50.0, 30.0]
     assert active[1] == 1
+
+
+# ---- backlog: excludes, state file, capacity -------------------------------------------------------
+
+CAPACITY = BASE + "/hpc/openapi/v2/queuenames/users/"
+
+
+@respx.mock
+def test_excluded_queues_are_left_out_of_every_family() -> None:
+    respx.get(JOBS).mock(
+        return_value=httpx.Response(
+            200,
+            json=envelope(
+                {
+                    "total": 3,
+                    "list": [row(1, "statQ", "test-small"), row(2, "statR", "debug"), row(3, "statQ", "test-big")],
+                }
+            ),
+        )
+    )
+    respx.get(CAPACITY + "alice").mock(
+        return_value=httpx.Response(
+            200, json=envelope([{"queueName": "debug", "queNcpus": 8}, {"queueName": "test-small", "queNcpus": 8}])
+        )
+    )
+    budget = LabelBudget(queues_exclude=(re.compile("test-.*"),))
+    rig = Rig(budget=budget, capacity=CapacitySettings(username="alice"))
+    assert rig.poll() and rig.poll()
+    assert asyncio.run(rig.poller.poll_capacity_once())
+    text = generate_latest(rig.registry).decode()
+    assert 'queue="debug"' in text and "test-" not in text
+    assert rig.value("sugon_api_reported_jobs") == 3  # the API's own figure is not filtered
+
+
+@respx.mock
+def test_the_state_file_keeps_first_seen_times_across_a_restart(tmp_path: Path) -> None:
+    route = respx.get(JOBS).mock(
+        return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]}))
+    )
+    path = str(tmp_path / "state.json")
+    first = Rig(state_file=StateFile(path))
+    assert first.poll()
+    saved = json.loads(Path(path).read_text())
+    assert saved["version"] == 1 and list(saved["clusters"]["kunshan"]["waiting_since"].values()) == [first.clock.now]
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary file left behind
+    # a restart 10 minutes later: the queued job's age continues
+    again = Rig(state_file=StateFile(path))
+    again.clock.now = first.clock.now + 600
+    assert again.poll()
+    assert again.value("sugon_oldest_queued_job_age_seconds", queue="debug") == 600
+    route.mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statR")]})))
+    again.clock.now += 60
+    assert again.poll()
+    assert again.value("sugon_job_wait_seconds_sum", queue="debug") == 660
+    # without the state file the wait would have started at the restart
+    fresh = Rig()
+    fresh.clock.now = first.clock.now + 600
+    route.mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]})))
+    assert fresh.poll()
+    assert fresh.value("sugon_oldest_queued_job_age_seconds", queue="debug") == 0
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 99, "clusters": {}}', "[]", "\x00\xff"])
+@respx.mock
+def test_a_corrupt_state_file_warns_and_starts_fresh(
+    tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]})))
+    path = tmp_path / "state.json"
+    path.write_bytes(content.encode("latin-1"))
+    with caplog.at_level(logging.WARNING):
+        rig = Rig(state_file=StateFile(str(path)))
+        assert rig.poll()
+    assert any("state_file" in r.getMessage() and "starting fresh" in r.getMessage() for r in caplog.records)
+    assert json.loads(path.read_text())["version"] == 1  # rewritten whole after the poll
+
+
+@respx.mock
+def test_an_unwritable_state_file_warns_once_and_polling_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]})))
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    state = StateFile(str(folder / "state.json"))
+    folder.rmdir()
+    rig = Rig(state_file=state)
+    with caplog.at_level(logging.WARNING):
+        assert rig.poll() and rig.poll()
+    assert sum("cannot be written" in r.getMessage() for r in caplog.records) == 1
+
+
+@respx.mock
+def test_capacity_failures_are_counted_and_never_touch_the_job_data() -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1)]})))
+    cap = respx.get(CAPACITY + "alice").mock(return_value=httpx.Response(500))
+    rig = Rig(capacity=CapacitySettings(username="alice"))
+    assert rig.poll()
+    assert not asyncio.run(rig.poller.poll_capacity_once())
+    assert rig.value("sugon_api_errors_total", reason="http_status") == 2  # the request and its retry
+    assert rig.value("sugon_up") == 1 and rig.value("sugon_polls_total", result="failure") == 0
+    cap.mock(
+        return_value=httpx.Response(
+            200,
+            json=envelope(
+                [{"queueName": "debug", "queNcpus": "256", "queFreeNcpus": 64, "queNodes": 4, "queFreeNodes": None}]
+            ),
+        )
+    )
+    assert asyncio.run(rig.poller.poll_capacity_once())
+    assert cap.calls.last.request.url.params["strJobManagerID"] == SCHEDULER
+    assert (rig.value("sugon_queue_cpus", queue="debug"), rig.value("sugon_queue_free_cpus", queue="debug")) == (
+        256,
+        64,
+    )
+    assert rig.value("sugon_queue_nodes", queue="debug") == 4
+    assert rig.value("sugon_queue_free_nodes", queue="debug") is None  # not in the answer: not invented
+    respx.get(JOBS).mock(side_effect=httpx.ConnectError("down"))
+    assert not rig.poll()
+    assert rig.value("sugon_queue_cpus", queue="debug") == 256  # a failed job poll leaves capacity alone
+
+
+@pytest.mark.parametrize(
+    ("configured", "center_user", "token", "expected"),
+    [
+        ("ops", "acct_alice", "tok", "ops"),
+        ("", "acct_alice", "tok", "acct_alice"),
+        (
+            "",
+            None,
+            "eyJhbGciOiJIUzI1NiJ9.eyJjb21wdXRlVXNlciI6ImNvbXB1dGVfYWxpY2UiLCJ1c2VyIjoiYWxpY2UifQ.c2ln",
+            "compute_alice",
+        ),
+    ],
+    ids=["configured", "from /center", "from the token"],
+)
+@respx.mock
+def test_the_capacity_account_comes_from_config_then_center_then_the_token(
+    configured: str, center_user: str | None, token: str, expected: str
+) -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 0, "list": []})))
+    cap = respx.get(url__startswith=CAPACITY).mock(return_value=httpx.Response(200, json=envelope([])))
+
+    async def center() -> Center:
+        return Center(BASE, center_user)
+
+    rig = Rig(tokens=StaticToken(token), url_source=center, capacity=CapacitySettings(username=configured))
+    assert asyncio.run(rig.poller.poll_capacity_once())
+    assert cap.calls.last.request.url.path.endswith("/" + expected)

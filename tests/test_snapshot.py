@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from exporter.jobs import Job
-from exporter.snapshot import Counts, SnapshotBuilder
+from exporter.snapshot import Counts, SnapshotBuilder, fold_users, top_reasons
 
 
 def job(n: int, queue: str, user: str, status: str, cpus: int) -> Job:
@@ -50,3 +52,59 @@ def test_per_user_off_keeps_no_user_breakdown() -> None:
     b = SnapshotBuilder(per_user=False)
     b.add(job(1, "debug", "a", "running", 1))
     assert dict(b.build("c", 0.0, 1.0, 1).by_user) == {}
+
+
+def test_users_beyond_max_users_fold_into_other_with_ties_broken_by_name() -> None:
+    b = SnapshotBuilder(per_user=True, max_users=2)
+    n = 0
+    for user, count in (("carol", 3), ("alice", 2), ("bob", 2), ("dave", 1)):
+        for _ in range(count):
+            n += 1
+            b.add(job(n, "q", user, "running", 1))
+    snap = b.build("c", 0.0, 1.0, n)
+    # carol (3) is first; alice and bob tie at 2 and alice wins by name; bob and dave become "other"
+    assert dict(snap.by_user) == {
+        ("q", "carol", "running"): Counts(3, 3),
+        ("q", "alice", "running"): Counts(2, 2),
+        ("q", "other", "running"): Counts(3, 3),
+    }
+    assert snap.users_folded == 2
+
+
+def test_excluded_users_always_fold_even_when_within_the_budget() -> None:
+    b = SnapshotBuilder(per_user=True, max_users=10, users_exclude=[re.compile("svc_.*"), re.compile("root")])
+    for n, user in enumerate(["svc_backup", "svc_sync", "root", "rooted", "alice"]):
+        b.add(job(n, "q", user, "queued", 2))
+    snap = b.build("c", 0.0, 1.0, 5)
+    assert dict(snap.by_user) == {
+        ("q", "other", "queued"): Counts(3, 6),  # svc_backup, svc_sync, root (full match only)
+        ("q", "rooted", "queued"): Counts(1, 2),
+        ("q", "alice", "queued"): Counts(1, 2),
+    }
+    assert snap.users_folded == 3
+
+
+def test_fold_users_is_deterministic_whatever_the_insertion_order() -> None:
+    totals = {"b": 1, "a": 1, "c": 1}
+    assert fold_users(totals, 2) == {"a", "b"}
+    assert fold_users(dict(reversed(list(totals.items()))), 2) == {"a", "b"}
+
+
+def test_reasons_beyond_twenty_per_cluster_become_other() -> None:
+    b = SnapshotBuilder(per_user=False)
+    n = 0
+    for i in range(25):  # reason r00 has 25 jobs, r01 24, ... r24 1
+        for _ in range(25 - i):
+            n += 1
+            b.add(Job(str(n), "q" if i % 2 else "p", "u", "queued", "statQ", 1, f"r{i:02d}"))
+    b.add(Job("run", "q", "u", "running", "statR", 1, "ignored"))  # only queued jobs count
+    snap = b.build("c", 0.0, 1.0, n)
+    reasons = {r for _, r in snap.by_reason}
+    assert reasons == {f"r{i:02d}" for i in range(20)} | {"other"}
+    # r20..r24 have 5+4+3+2+1 jobs: 5, 3, 1 in queue p (even i), 4 and 2 in queue q
+    assert snap.by_reason[("p", "other")] == 9 and snap.by_reason[("q", "other")] == 6
+    assert sum(snap.by_reason.values()) == n
+
+
+def test_top_reasons_break_ties_by_name() -> None:
+    assert top_reasons({"b": 2, "a": 2, "c": 3}, limit=2) == {"c", "a"}
