@@ -59,7 +59,8 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
     """Start two evolving simulators on 127.0.0.1 and a config that polls them.
 
     demo-kunshan logs in with a password (10-minute tokens, renewed as they age) and discovers its HPC
-    URL through /center; demo-wuxi uses a static token and discovers its scheduler ids.
+    URL through /center; demo-wuxi uses a static token and discovers its scheduler ids. Both poll queue
+    capacity and fold users beyond a budget of 10.
     """
     east = Simulator(
         token=None,
@@ -81,6 +82,10 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
         "interval": "10s",
         "timeout": "5s",
         "page_size": 500,
+        "queue_capacity": True,
+        "capacity_interval": "30s",
+        "max_users": 10,  # of 12 simulated users, so that folding shows
+        "users_exclude": ["zhou"],
         "clusters": [
             {
                 "name": "demo-kunshan",
@@ -93,7 +98,8 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
                     "org_id": "demo-org",
                 },
             },
-            {"name": "demo-wuxi", "api_url": west.url + "/hpc", "token": west.token},
+            # a static token names no account, so the capacity endpoint needs one
+            {"name": "demo-wuxi", "api_url": west.url + "/hpc", "token": west.token, "username": "demo"},
         ],
     }
     if listen_address:
