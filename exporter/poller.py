@@ -11,17 +11,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
 from exporter.api import QueueCapacity, SugonClient
 from exporter.auth import jwt_payload
 from exporter.jobs import UNKNOWN, parse_job
 from exporter.platform import Center
+from exporter.selfmetrics import PollMetrics
 from exporter.snapshot import SnapshotBuilder
 from exporter.state import CapacitySnapshot, StateStore
 from exporter.statefile import StateFile
 from exporter.tracker import JobTracker
-from exporter.wire import REASONS, ApiError
+from exporter.wire import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -29,86 +28,6 @@ QUEUE_MEMORY_SECONDS = 24 * 3600  # a queue seen within this long keeps its zero
 DISCOVERY_MAX_AGE = 3600  # a discovered HPC URL or scheduler id list is looked up again after this long
 # Failures after which a discovered HPC URL is looked up again: the region may have moved.
 URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
-
-
-class PollMetrics:
-    """The exporter's own counters (direct instrumentation), registered on an explicit registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.polls = Counter(
-            "sugon_polls", "Polls of the job list by result.", ["hpc_cluster", "result"], registry=registry
-        )
-        self.requests = Counter(
-            "sugon_api_requests", "HTTP requests sent to the Sugon API.", ["hpc_cluster"], registry=registry
-        )
-        self.errors = Counter(
-            "sugon_api_errors",
-            "Failed Sugon API requests by reason (timeout, connection, http_status, invalid_response, auth, api_code).",
-            ["hpc_cluster", "reason"],
-            registry=registry,
-        )
-        self.invalid_records = Counter(
-            "sugon_invalid_records",
-            "Job-list rows skipped as unusable (not an object, or no jobId).",
-            ["hpc_cluster"],
-            registry=registry,
-        )
-        self.token_expiry = Gauge(
-            "sugon_token_expiry_timestamp_seconds",
-            "Expiry (expireTime) of the token in use, in Unix seconds, when the token shows it.",
-            ["hpc_cluster"],
-            registry=registry,
-        )
-        self.token_refreshes = Counter(
-            "sugon_token_refreshes",
-            "Token refreshes by method (renew = tokens/next, login) and result (success, failure).",
-            ["hpc_cluster", "method", "result"],
-            registry=registry,
-        )
-
-    def observer(self, cluster: str, logs_in: bool = False) -> ClusterObserver:
-        """A per-cluster observer of requests and tokens; creates every label set so each series starts at 0."""
-        for result in ("success", "failure"):
-            self.polls.labels(cluster, result)
-            if logs_in:
-                for method in ("renew", "login"):
-                    self.token_refreshes.labels(cluster, method, result)
-        for reason in REASONS:
-            self.errors.labels(cluster, reason)
-        self.invalid_records.labels(cluster)
-        return ClusterObserver(self, cluster)
-
-
-class ClusterObserver:
-    """Counts one cluster's requests and failed attempts."""
-
-    def __init__(self, metrics: PollMetrics, cluster: str) -> None:
-        self._requests = metrics.requests.labels(cluster)
-        self._metrics = metrics
-        self._cluster = cluster
-        self._has_expiry = False
-
-    def request_sent(self) -> None:
-        """One more HTTP request."""
-        self._requests.inc()
-
-    def request_failed(self, reason: str) -> None:
-        """One more failed attempt, by reason."""
-        self._metrics.errors.labels(self._cluster, reason).inc()
-
-    def token_expiry(self, timestamp: float | None) -> None:
-        """The token in use expires at ``timestamp`` (None: it does not say)."""
-        if timestamp is None:
-            if self._has_expiry:
-                self._metrics.token_expiry.remove(self._cluster)
-            self._has_expiry = False
-        else:
-            self._metrics.token_expiry.labels(self._cluster).set(timestamp)
-            self._has_expiry = True
-
-    def token_refresh(self, method: str, result: str) -> None:
-        """One more renewal or login, by result."""
-        self._metrics.token_refreshes.labels(self._cluster, method, result).inc()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from exporter.auth import token_provider
 from exporter.collector import JobCollector
 from exporter.config import ClusterConfig, Config
 from exporter.platform import Center, PlatformClient
-from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget, PollMetrics
+from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
+from exporter.selfmetrics import PollMetrics
 from exporter.state import StateStore
 from exporter.statefile import StateFile
 from exporter.wire import ApiAuthError, Caller

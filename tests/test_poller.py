@@ -19,7 +19,8 @@ from exporter.api import SugonClient
 from exporter.auth import FileToken, StaticToken, TokenProvider
 from exporter.collector import JobCollector
 from exporter.platform import Center
-from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget, PollMetrics
+from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
+from exporter.selfmetrics import PollMetrics
 from exporter.snapshot import Counts
 from exporter.state import StateStore
 from exporter.statefile import StateFile
