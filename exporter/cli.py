@@ -17,6 +17,7 @@ from exporter.config import Config, ConfigError, build_config, load_config, pars
 from exporter.service import Exporter
 from exporter.simulator import Scheduler, SimPlatform, Simulator
 from exporter.web import WebServer, make_app
+from exporter.webconfig import BasicAuth, WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -32,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="listen_address",
         metavar="ADDR",
         help="host:port to serve on (overrides listen_address)",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth for the HTTP server, in the exporter-toolkit format (overrides web_config_file)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], type=str.lower)
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit 0 (valid) or 1")
@@ -107,11 +114,12 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
     return build_config(data, environ={}), [east, west]
 
 
-def _serve(config: Config, listen_address: str) -> int:
+def _serve(config: Config, listen_address: str, web: WebConfig) -> int:
     host, port = parse_listen_address(listen_address)
     exporter = Exporter(config)
+    auth = BasicAuth(web.users) if web.users else None
     try:
-        server = WebServer(make_app(exporter.registry, exporter.store), host, port)
+        server = WebServer(make_app(exporter.registry, exporter.store, auth), host, port, web.tls)
     except OSError as exc:
         log.error("cannot listen on %s: %s", listen_address, exc.strerror or exc)
         return 1
@@ -126,7 +134,9 @@ def _serve(config: Config, listen_address: str) -> int:
     exporter.start()
     server.start()
     names = ", ".join(c.name for c in config.clusters)
-    log.info("sugon-exporter %s serving http://%s/metrics for %s", __version__, listen_address, names)
+    scheme = "https" if web.tls else "http"
+    guarded = " (basic auth)" if auth else ""
+    log.info("sugon-exporter %s serving %s://%s/metrics%s for %s", __version__, scheme, listen_address, guarded, names)
     while not stop.wait(0.5):
         pass
     server.stop()
@@ -140,11 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.log_level)
     sims: list[Simulator] = []
     try:
+        return _run(args, sims)
+    finally:
+        for sim in sims:
+            sim.stop()
+
+
+def _run(args: argparse.Namespace, sims: list[Simulator]) -> int:
+    try:
         if args.demo:
             if args.config:
                 print("sugon-exporter: --demo needs no --config; give one or the other", file=sys.stderr)
                 return 2
-            config, sims = start_demo(args.listen_address)
+            config, started = start_demo(args.listen_address)
+            sims.extend(started)
         elif not args.config:
             print("sugon-exporter: --config FILE is required (or try --demo)", file=sys.stderr)
             return 2
@@ -155,21 +174,19 @@ def main(argv: list[str] | None = None) -> int:
             parse_listen_address(listen)
         except ValueError as exc:
             raise ConfigError([f"--web.listen-address: {exc}"]) from None
+        web_file = args.web_config_file or config.web_config_file
+        web = load_web_config(web_file) if web_file else WebConfig()
     except ConfigError as exc:
         for line in exc.errors:
             print(f"config error: {line}", file=sys.stderr)
         return 1
-    try:
-        if args.check_config:
-            names = ", ".join(c.name for c in config.clusters)
-            print(f"{args.config}: OK, {len(config.clusters)} cluster(s): {names}")
-            return 0
-        if args.once:
-            exporter = Exporter(config)
-            ok = asyncio.run(exporter.poll_all_once())
-            sys.stdout.write(generate_latest(exporter.registry).decode("utf-8"))
-            return 0 if ok else 1
-        return _serve(config, listen)
-    finally:
-        for sim in sims:
-            sim.stop()
+    if args.check_config:
+        names = ", ".join(c.name for c in config.clusters)
+        print(f"{args.config}: OK, {len(config.clusters)} cluster(s): {names}")
+        return 0
+    if args.once:
+        exporter = Exporter(config)
+        ok = asyncio.run(exporter.poll_all_once())
+        sys.stdout.write(generate_latest(exporter.registry).decode("utf-8"))
+        return 0 if ok else 1
+    return _serve(config, listen, web)

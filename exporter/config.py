@@ -74,6 +74,7 @@ class Config:
     """The whole exporter configuration. The defaults here are the only ones."""
 
     listen_address: str = "0.0.0.0:10863"
+    web_config_file: str | None = None
     interval: float = 60.0
     timeout: float = 30.0
     page_size: int = 500
@@ -501,6 +502,8 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
             value = _setting(c, key, key, data[key])
             if value is not None:
                 top[key] = value
+    if "web_config_file" in data:
+        top["web_config_file"] = _file(c, "web_config_file", data["web_config_file"])
     if "listen_address" in data:
         raw = data["listen_address"]
         if not isinstance(raw, str):

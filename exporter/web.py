@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -16,10 +17,12 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from exporter import __version__
 from exporter.state import StateStore
+from exporter.webconfig import REALM, BasicAuth
 
 log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
+HANDSHAKE_TIMEOUT = 10.0
 
 
 def _index(store: StateStore) -> bytes:
@@ -44,13 +47,24 @@ def _index(store: StateStore) -> bytes:
 
 
 def make_app(
-    registry: CollectorRegistry, store: StateStore
+    registry: CollectorRegistry, store: StateStore, auth: BasicAuth | None = None
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    """The exporter's WSGI application."""
+    """The exporter's WSGI application; with ``auth`` every path but /healthz needs credentials."""
     metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
+        if auth is not None and path != "/healthz" and not auth.allows(environ.get("HTTP_AUTHORIZATION")):
+            body = b"401 Unauthorized\n"
+            start_response(
+                "401 Unauthorized",
+                [
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+                ],
+            )
+            return [body]
         if path == "/metrics":
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
         if path == "/healthz":
@@ -68,9 +82,29 @@ def make_app(
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            # The handshake happens in the request's own thread (see _QuietHandler.setup), so that a slow
+            # or hostile client cannot stall the accepting thread.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver calls this from inside its except block, so the exception is at hand.
+        log.debug("request from %s failed", client_address, exc_info=True)  # noqa: LOG014
 
 
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(HANDSHAKE_TIMEOUT)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
+
     def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -78,9 +112,13 @@ class _QuietHandler(WSGIRequestHandler):
 class WebServer:
     """Serves the app on ``host:port`` in a background thread."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], host: str, port: int) -> None:
+    def __init__(
+        self, app: Callable[..., Iterable[bytes]], host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> None:
         server_class = type(
-            "_Server", (_ThreadingServer,), {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET}
+            "_Server",
+            (_ThreadingServer,),
+            {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET, "tls": tls},
         )
         self._server: WSGIServer = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
         self.port: int = self._server.server_port

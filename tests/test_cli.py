@@ -206,3 +206,13 @@ def test_demo_serves_real_metrics_with_no_config() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_bad_web_config_is_a_start_up_error_naming_the_key(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "https://h:1")
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: plain-s3cr3t\n")
+    r = run("--config", str(path), "--web.config.file", str(web), "--check-config", env={"SIM_TOKEN": "x"})
+    assert r.returncode == 1
+    assert f"config error: web_config_file {web}: basic_auth_users.prometheus: expected a bcrypt hash" in r.stderr
+    assert "s3cr3t" not in r.stderr and "Traceback" not in r.stderr

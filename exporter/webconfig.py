@@ -1,0 +1,174 @@
+"""/metrics protection in the Prometheus exporter-toolkit's web config format: TLS (optionally mutual) and
+basic auth with bcrypt hashes. Loaded and checked once at start; every problem names its key."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import re
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import bcrypt
+import yaml
+
+from exporter.config import ConfigError
+
+TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version")
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_BCRYPT = re.compile(r"^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$")
+# A hash of a random password, checked for unknown users so that their answers take as long as known ones'.
+_DUMMY_HASH = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=10))
+REALM = "sugon-exporter"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What protects the HTTP server: an SSL context (None: plain HTTP) and basic-auth users (empty: none)."""
+
+    tls: ssl.SSLContext | None = None
+    users: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+
+def _file(errors: list[str], where: str, value: Any, base: str) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        errors.append(f"{where}: expected a file path")
+        return None
+    path = os.path.join(base, value.strip())
+    if not os.path.isfile(path):
+        errors.append(f"{where}: no such file")
+        return None
+    return path
+
+
+def _tls(errors: list[str], prefix: str, raw: Any, base: str) -> ssl.SSLContext | None:
+    where = f"{prefix}tls_server_config"
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: expected a mapping")
+        return None
+    for key in raw:
+        if key not in TLS_KEYS:
+            errors.append(f"{where}.{key}: not supported (supported: {', '.join(TLS_KEYS)})")
+    before = len(errors)
+    cert = _file(errors, f"{where}.cert_file", raw.get("cert_file"), base)
+    key = _file(errors, f"{where}.key_file", raw.get("key_file"), base)
+    auth = raw.get("client_auth_type", "NoClientCert")
+    if auth not in CLIENT_AUTH:
+        errors.append(f"{where}.client_auth_type: expected one of {', '.join(CLIENT_AUTH)}, got {auth!r}")
+    ca = _file(errors, f"{where}.client_ca_file", raw["client_ca_file"], base) if "client_ca_file" in raw else None
+    if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and "client_ca_file" not in raw:
+        errors.append(f"{where}.client_ca_file: needed for client_auth_type {auth}")
+    versions = {}
+    for name in ("min_version", "max_version"):
+        if name in raw:
+            if raw[name] not in VERSIONS:
+                errors.append(f"{where}.{name}: expected one of {', '.join(VERSIONS)}, got {raw[name]!r}")
+            else:
+                versions[name] = VERSIONS[raw[name]]
+    if len(errors) > before or cert is None or key is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = versions.get("min_version", ssl.TLSVersion.TLSv1_2)
+    if "max_version" in versions:
+        context.maximum_version = versions["max_version"]
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError):
+        errors.append(f"{where}.cert_file: cannot load the certificate and key (PEM files that belong together?)")
+        return None
+    context.verify_mode = CLIENT_AUTH[auth]
+    if ca is not None:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError):
+            errors.append(f"{where}.client_ca_file: cannot load the CA certificates (a PEM file?)")
+            return None
+    return context
+
+
+def _users(errors: list[str], prefix: str, raw: Any) -> dict[str, bytes]:
+    where = f"{prefix}basic_auth_users"
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: expected a mapping of user names to bcrypt hashes")
+        return {}
+    users = {}
+    for user, hashed in raw.items():
+        if not isinstance(user, str) or not user or ":" in user:
+            errors.append(f"{where}: a user name must be a non-empty string without ':'")
+        elif not isinstance(hashed, str) or not _BCRYPT.match(hashed.strip()):
+            errors.append(f"{where}.{user}: expected a bcrypt hash ($2y$..., 60 characters); the value is not shown")
+        else:
+            users[user] = hashed.strip().encode("ascii")
+    return users
+
+
+def load_web_config(path: str) -> WebConfig:
+    """Read a web config file; every problem is a ConfigError line that names the file and the key."""
+    prefix = f"web_config_file {path}: "
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except FileNotFoundError:
+        raise ConfigError([f"web_config_file: {path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        kind = "invalid YAML" if isinstance(exc, yaml.YAMLError) else "cannot read"
+        raise ConfigError([f"web_config_file: {path}: {kind}"]) from None
+    if raw is None:
+        return WebConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{prefix}expected a mapping"])
+    errors: list[str] = []
+    for key in raw:
+        if key not in ("tls_server_config", "basic_auth_users"):
+            errors.append(f"{prefix}{key}: not supported (supported: tls_server_config, basic_auth_users)")
+    base = os.path.dirname(os.path.abspath(path))
+    tls = _tls(errors, prefix, raw["tls_server_config"], base) if raw.get("tls_server_config") is not None else None
+    users = _users(errors, prefix, raw["basic_auth_users"]) if raw.get("basic_auth_users") is not None else {}
+    if errors:
+        raise ConfigError(errors)
+    return WebConfig(tls, users)
+
+
+class BasicAuth:
+    """Checks ``Authorization: Basic`` against bcrypt hashes; successful checks are cached (bcrypt is slow on purpose)."""
+
+    def __init__(self, users: dict[str, bytes]) -> None:
+        self._users = users
+        self._ok: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def allows(self, header: str | None) -> bool:
+        """True when the header carries a known user and the right password."""
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        if not sep:
+            return False
+        hashed = self._users.get(user)
+        fingerprint = hashlib.sha256(b"\0".join((user.encode(), password.encode(), hashed or b""))).digest()
+        with self._lock:
+            if hashed is not None and fingerprint in self._ok:
+                return True
+        ok = bcrypt.checkpw(password.encode("utf-8"), hashed if hashed is not None else _DUMMY_HASH)
+        if ok and hashed is not None:
+            with self._lock:
+                self._ok.add(fingerprint)
+            return True
+        return False

@@ -1,0 +1,115 @@
+"""/metrics protection: the web config file (exporter-toolkit format), basic auth, TLS and mutual TLS."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.config import ConfigError
+from exporter.state import StateStore
+from exporter.web import WebServer, make_app
+from exporter.webconfig import BasicAuth, load_web_config
+
+WEBCONFIGS = Path(__file__).parent / "webconfigs"
+FAILURES = sorted(WEBCONFIGS.glob("*.yaml"))
+PASSWORD = "scrape-s3cr3t"
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+@pytest.mark.parametrize("path", FAILURES, ids=[p.stem for p in FAILURES])
+def test_each_bad_web_config_names_its_key(path: Path) -> None:
+    expected = [
+        line.split("# expect: ", 1)[1].replace("{file}", str(path))
+        for line in path.read_text().splitlines()
+        if line.startswith("# expect: ")
+    ]
+    with pytest.raises(ConfigError) as err:
+        load_web_config(str(path))
+    assert err.value.errors == expected
+    assert "s3cr3t" not in str(err.value)
+
+
+def test_a_missing_web_config_file_is_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_web_config("/nonexistent/web.yml")
+    assert err.value.errors == ["web_config_file: /nonexistent/web.yml: no such file"]
+
+
+def header(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_basic_auth_accepts_only_the_right_password_of_a_known_user() -> None:
+    auth = BasicAuth({"prometheus": HASH.encode()})
+    assert auth.allows(header("prometheus", PASSWORD))
+    assert auth.allows(header("prometheus", PASSWORD))  # cached
+    assert not auth.allows(header("prometheus", "wrong"))
+    assert not auth.allows(header("nobody", PASSWORD))
+    for bad in (None, "", "Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"no-colon").decode()):
+        assert not auth.allows(bad)
+
+
+def write(tmp: Path, text: str) -> str:
+    path = tmp / "web.yml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[object]:
+    servers: list[WebServer] = []
+
+    def start(web_yaml: str) -> str:
+        web = load_web_config(write(tmp_path, web_yaml))
+        store = StateStore(["kunshan"])
+        server = WebServer(
+            make_app(CollectorRegistry(), store, BasicAuth(web.users) if web.users else None), "127.0.0.1", 0, web.tls
+        )
+        server.start()
+        servers.append(server)
+        return f"{'https' if web.tls else 'http'}://127.0.0.1:{server.port}"
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def test_basic_auth_guards_every_path_but_healthz(serve: object) -> None:
+    url = serve(f"basic_auth_users:\n  prometheus: '{HASH}'\n")  # type: ignore[operator]
+    for path in ("/metrics", "/", "/nope"):
+        r = httpx.get(url + path)
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith('Basic realm="sugon-exporter"')
+    assert httpx.get(url + "/metrics", auth=("prometheus", "wrong")).status_code == 401
+    assert httpx.get(url + "/metrics", auth=("prometheus", PASSWORD)).status_code == 200
+    assert httpx.get(url + "/healthz").status_code == 200
+
+
+def test_tls_serves_https_that_verifies_against_the_ca(serve: object, certs: Path) -> None:
+    url = serve(f"tls_server_config:\n  cert_file: {certs}/server.pem\n  key_file: {certs}/server.key\n")  # type: ignore[operator]
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    assert httpx.get(url + "/healthz", verify=ctx).status_code == 200
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url.replace("https", "http") + "/healthz", timeout=3).raise_for_status()
+
+
+def test_mutual_tls_refuses_a_client_without_a_certificate(serve: object, certs: Path) -> None:
+    url = serve(  # type: ignore[operator]
+        f"tls_server_config:\n  cert_file: {certs}/server.pem\n  key_file: {certs}/server.key\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {certs}/ca.pem\n"
+        f"basic_auth_users:\n  prometheus: '{HASH}'\n"
+    )
+    without = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/healthz", verify=without, timeout=5)
+    with_cert = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with_cert.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
+    assert httpx.get(url + "/metrics", verify=with_cert, auth=("prometheus", PASSWORD)).status_code == 200
+    assert httpx.get(url + "/metrics", verify=with_cert).status_code == 401
