@@ -1,0 +1,90 @@
+"""The Grafana dashboard: it loads, has the variables and panels promised, every query is valid PromQL,
+and every metric it names is one the exporter emits."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import promql_parser
+import pytest
+
+from exporter.config import build_config
+from exporter.service import Exporter
+
+DASHBOARD = json.loads((Path(__file__).parent.parent / "deploy" / "grafana" / "sugon-exporter.json").read_text())
+PANELS = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
+QUERIES = [t["expr"] for p in PANELS for t in p["targets"]]
+GRAFANA_VARS = {"$__rate_interval": "5m", "$hpc_cluster": ".*", "$queue": ".*", "$user": ".*"}
+
+
+def concrete(expr: str) -> str:
+    """The query as Grafana sends it, with its variables filled in."""
+    for var, value in GRAFANA_VARS.items():
+        expr = expr.replace(var, value)
+    return expr
+
+
+def emitted_series_names() -> set[str]:
+    config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
+    names = set()
+    for fam in Exporter(config).registry.collect():
+        if fam.type == "counter":
+            names.add(fam.name + "_total")
+        elif fam.type == "histogram":
+            names |= {fam.name + suffix for suffix in ("_bucket", "_sum", "_count")}
+        elif fam.type == "info":
+            names.add(fam.name + "_info")
+        else:
+            names.add(fam.name)
+    return names
+
+
+def test_the_dashboard_has_its_variables_and_a_stable_uid() -> None:
+    assert DASHBOARD["uid"] == "sugon-exporter"
+    variables = {v["name"] for v in DASHBOARD["templating"]["list"]}
+    assert {"datasource", "hpc_cluster", "queue", "user"} <= variables
+
+
+def test_the_dashboard_has_the_promised_panels() -> None:
+    titles = {p["title"] for p in PANELS}
+    assert {
+        "Jobs by status",
+        "Queued backlog per queue",
+        "Oldest queued job per queue",
+        "CPUs in use vs queued per queue",
+        "Top users by running CPUs",
+        "Job starts and ends per hour",
+        "Wait time quantiles (last hour)",
+        "Queue CPUs: total and free",
+        "Queue CPU utilisation",
+        "Cluster up",
+        "Last successful poll",
+        "Poll duration",
+        "API errors by reason",
+        "Token expires in",
+        "Why jobs wait",
+    } <= titles
+
+
+@pytest.mark.parametrize("expr", QUERIES)
+def test_every_query_is_valid_promql(expr: str) -> None:
+    promql_parser.parse(concrete(expr))
+
+
+def test_a_broken_query_would_be_caught() -> None:
+    with pytest.raises(Exception):  # noqa: B017 - the parser's error type is not part of its API
+        promql_parser.parse(concrete('sum by (queue (sugon_jobs{queue=~"$queue"})'))
+
+
+def test_every_metric_the_dashboard_names_is_emitted() -> None:
+    named = {m for expr in QUERIES for m in re.findall(r"\b(sugon_[a-z_]+)\b", expr)}
+    assert named, "the dashboard names no metric"
+    missing = named - emitted_series_names()
+    assert not missing, f"the dashboard queries metrics the exporter does not emit: {sorted(missing)}"
+
+
+def test_every_panel_uses_the_datasource_variable() -> None:
+    for p in PANELS:
+        assert p["datasource"]["uid"] == "${datasource}", p["title"]
