@@ -7,13 +7,14 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from exporter.auth import TokenProvider
 from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller, clip
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JOBS_PATH = "/hpc/openapi/v2/jobs"
 SCHEDULERS_PATH = "/hpc/openapi/v2/cluster"
@@ -124,18 +125,30 @@ class SugonClient:
                 raise
         return await self._caller.call("GET", self.base_url + path, params, {"token": await self.tokens.get()})
 
+    def _shaped(self, parse: Callable[[Any], T], data: Any) -> T:
+        """``parse(data)``; an answer of the wrong shape is counted like any other invalid response."""
+        try:
+            return parse(data)
+        except ApiInvalidResponse as exc:
+            raise self._invalid(str(exc)) from None
+
+    def _invalid(self, message: str) -> ApiInvalidResponse:
+        """An answer that was fine as a request but wrong for paging; counted like any invalid response."""
+        self._caller.observer.request_failed(ApiInvalidResponse.reason)
+        return ApiInvalidResponse(message)
+
     async def queue_capacity(self, username: str, scheduler_id: str) -> dict[str, QueueCapacity]:
         """The queues ``username`` may use on one scheduler, with their CPUs and nodes."""
         path = CAPACITY_PATH + quote(username, safe="")
-        return parse_capacity(await self.call(path, {"strJobManagerID": scheduler_id}))
+        return self._shaped(parse_capacity, await self.call(path, {"strJobManagerID": scheduler_id}))
 
     async def schedulers(self) -> list[str]:
         """The scheduler ids this host serves (``GET /hpc/openapi/v2/cluster``)."""
-        return parse_schedulers(await self.call(SCHEDULERS_PATH, {}))
+        return self._shaped(parse_schedulers, await self.call(SCHEDULERS_PATH, {}))
 
     async def _page(self, scheduler_id: str, start: int, limit: int) -> tuple[int, list[Any]]:
         params = {"strClusterIDList": scheduler_id, "start": start, "limit": limit}
-        return parse_job_page(await self.call(JOBS_PATH, params))
+        return self._shaped(parse_job_page, await self.call(JOBS_PATH, params))
 
     async def fetch_jobs(
         self,
@@ -156,7 +169,7 @@ class SugonClient:
         step = len(rows)
         if step == 0 and total > 0:
             # Publishing this would be a false "no jobs"; a real list does not empty between count and read.
-            raise ApiInvalidResponse(f"start=0 answered no rows although total is {total}")
+            raise self._invalid(f"start=0 answered no rows although total is {total}")
         if step >= total:
             return total
         first_rows, first_ids = rows, _job_ids(rows)
@@ -189,7 +202,7 @@ class SugonClient:
                         shrunk, target = True, min(target, offset)
                         continue
                     if page_rows == first_rows or _mostly_repeats(page_rows, first_ids):
-                        raise ApiInvalidResponse(
+                        raise self._invalid(
                             f"start={offset} answered the rows of start=0: the server ignores the offset; "
                             f"set page_size above the job count ({total}) for this cluster"
                         )

@@ -23,9 +23,10 @@ class ApiError(Exception):
 
     reason: ClassVar[str] = "invalid_response"
 
-    def __init__(self, message: str, transient: bool = False) -> None:
+    def __init__(self, message: str, transient: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.retry_after = retry_after
 
 
 class ApiTimeout(ApiError):
@@ -89,6 +90,15 @@ def clip(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+MAX_RETRY_AFTER = 10.0  # a Retry-After longer than this is not waited for within a poll
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
+    value = response.headers.get("retry-after", "").strip()
+    return float(value) if value.isdigit() else None
+
+
 def parse_envelope(response: httpx.Response, refusal_is_auth: bool = False) -> Any:
     """``data`` of a successful answer; otherwise the ApiError that the answer amounts to.
 
@@ -99,7 +109,7 @@ def parse_envelope(response: httpx.Response, refusal_is_auth: bool = False) -> A
         raise ApiAuthError(f"HTTP {status}")
     if status >= 300:
         transient = status >= 500 or status == 429
-        raise ApiHttpError(f"HTTP {status}", transient=transient)
+        raise ApiHttpError(f"HTTP {status}", transient=transient, retry_after=_retry_after(response))
     try:
         body = json.loads(response.content)
     except (ValueError, UnicodeDecodeError):
@@ -167,10 +177,11 @@ class Caller:
             return await self._attempt(method, url, params, headers, refusal_is_auth)
         except ApiError as exc:
             self.observer.request_failed(exc.reason)
-            if not exc.transient:
+            if not exc.transient or (exc.retry_after or 0) > MAX_RETRY_AFTER:
                 raise
             log.debug("%s %s failed (%s), retrying once", method, url, exc)
-        await self._sleep(self._retry_backoff)
+            delay = max(self._retry_backoff, exc.retry_after or 0)  # a server that says when gets its wish
+        await self._sleep(delay)
         try:
             return await self._attempt(method, url, params, headers, refusal_is_auth)
         except ApiError as exc:

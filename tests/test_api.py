@@ -61,6 +61,10 @@ def fetch(page_size: int = 500, concurrency: int = 4, observer: Observer | None 
     return asyncio.run(go()), delivered
 
 
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
 def ids(rows: list[Any]) -> list[str]:
     return [r["jobId"] for r in rows]
 
@@ -411,3 +415,25 @@ def test_error_messages_never_contain_the_token() -> None:
         with pytest.raises(ApiError) as err:
             asyncio.run(go())
     assert secret not in str(err.value) and secret not in repr(err.value)
+
+
+@pytest.mark.parametrize(("retry_after", "waited", "attempts"), [("3", [3.0], 2), ("60", [], 1), (None, [0.0], 2)])
+@respx.mock
+def test_a_429_is_retried_after_the_delay_it_asks_for_unless_that_is_too_long(
+    retry_after: str | None, waited: list[float], attempts: int
+) -> None:
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    route = respx.get(JOBS).mock(return_value=httpx.Response(429, headers=headers))
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def go() -> None:
+        async with httpx.AsyncClient() as http:
+            caller = Caller(http, 5.0, retry_backoff=0, sleep=sleep)
+            await SugonClient(BASE, StaticToken("tok"), caller).call("/hpc/openapi/v2/jobs", {})
+
+    with pytest.raises(ApiHttpError):
+        run_async(go())
+    assert slept == waited and route.call_count == attempts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from exporter.simulator.faults import HTML_PAGE, WIRE, Faults, spoil, with_duplicates
 from exporter.simulator.platform import SimPlatform
 from exporter.simulator.population import DEFAULT_USERS, LINGER_SECONDS, Population, Scheduler
 
@@ -47,6 +49,8 @@ class Simulator:
         self.platform = platform or SimPlatform(clock=clock)
         self.max_page = max_page
         self.latency = latency
+        self.faults = Faults(seed)
+        self.hang_seconds = 5.0  # how long a "hang" fault keeps the client waiting
         self._lock = threading.Lock()
         self.requests = 0
         self.in_flight = 0
@@ -90,9 +94,12 @@ class Simulator:
         return (self.token is not None and token == self.token) or self.platform.region_token_user(token) is not None
 
     def handle(
-        self, method: str, path: str, query: dict[str, str], headers: dict[str, str]
+        self, method: str, path: str, query: dict[str, str], headers: dict[str, str], duplicates: bool = False
     ) -> tuple[int, dict[str, Any]]:
-        """Answer one request: (HTTP status, JSON body). Header names are lower-case."""
+        """Answer one request: (HTTP status, JSON body). Header names are lower-case.
+
+        With ``duplicates`` the job list holds some jobs twice (see faults.with_duplicates).
+        """
         path = path.rstrip("/")
         answer = self.platform.handle(method, path, headers)
         if answer is not None:
@@ -140,7 +147,7 @@ class Simulator:
             "queue": query.get("strQueueName"),
             "jobStatus": query.get("strJobStat"),
         }
-        rows = self.rows(sid)
+        rows = with_duplicates(self.rows(sid)) if duplicates else self.rows(sid)
         wanted = {k: v for k, v in filters.items() if v}
         if wanted:
             rows = [r for r in rows if all(str(r[k]) == v for k, v in wanted.items())]
@@ -176,16 +183,58 @@ class Simulator:
                     url = urlsplit(self.path)
                     query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
                     headers = {k.lower(): v for k, v in self.headers.items()}
-                    status, body = sim.handle(method, url.path, query, headers)
-                    payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json;charset=UTF-8")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    fault = sim.faults.take() if url.path.rstrip("/") == "/hpc/openapi/v2/jobs" else None
+                    if fault == "hang":
+                        time.sleep(sim.hang_seconds)
+                    elif fault in WIRE:
+                        self._wire_fault(str(fault))
+                        return
+                    elif fault == "ignore_offset":
+                        query["start"] = "0"
+                    elif fault == "total_drift":
+                        sim.add_jobs(7)
+                    status, body = sim.handle(method, url.path, query, headers, duplicates=fault == "duplicates")
+                    if fault is not None:
+                        body = spoil(fault, body)
+                    self._send(status, json.dumps(body, ensure_ascii=False).encode("utf-8"))
                 finally:
                     with sim._lock:
                         sim.in_flight -= 1
+
+            def _send(
+                self,
+                status: int,
+                payload: bytes,
+                ctype: str = "application/json;charset=UTF-8",
+                extra: dict[str, str] | None = None,
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def _wire_fault(self, kind: str) -> None:
+                if kind.startswith("http_"):
+                    code = int(kind[5:])
+                    self._send(code, HTML_PAGE, "text/html", {"Retry-After": "1"} if code == 429 else None)
+                elif kind == "html":
+                    self._send(200, HTML_PAGE, "text/html")
+                elif kind == "truncated":
+                    body = json.dumps({"code": "0", "msg": "success", "data": {"total": 1, "list": []}}).encode()
+                    self._send(200, body[: len(body) // 2])
+                elif kind == "reset":
+                    # Promise a body, send half of it, and drop the connection.
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json;charset=UTF-8")
+                    self.send_header("Content-Length", "4096")
+                    self.end_headers()
+                    self.wfile.write(b'{"code": "0", "msg": "success", "data": {"total": 10, "li')
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
 
             def do_GET(self) -> None:  # the stdlib's name
                 self._answer("GET")
