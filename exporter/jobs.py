@@ -30,6 +30,7 @@ ZERO_FILL_STATUSES: tuple[str, ...] = tuple(DOCUMENTED_STATUSES.values())
 UNKNOWN = "unknown"
 NO_REASON = "none"
 REASON_MAX_LENGTH = 64
+LABEL_MAX_LENGTH = 256  # queue and user label values; longer ones are cut
 _PARENTHESISED = re.compile(r"\([^)]*\)")
 
 
@@ -56,6 +57,17 @@ def _text(value: Any) -> str | None:
         value = value.strip()
         return value or None
     return None
+
+
+def _label(value: Any, limit: int = LABEL_MAX_LENGTH) -> str | None:
+    """A label value: cut to ``limit`` characters, and encodable as UTF-8.
+
+    JSON may carry lone surrogates ("\\ud800"); left in, they would make the whole exposition unencodable.
+    """
+    text = _text(value)
+    if text is None:
+        return None
+    return text[:limit].encode("utf-8", "replace").decode("utf-8")
 
 
 def job_key(row: Any, scheduler_id: str) -> str | None:
@@ -86,7 +98,7 @@ def normalise_reason(value: Any) -> str:
         return NO_REASON
     text = _PARENTHESISED.sub("", value)
     text = text.split(",", 1)[0].split(":", 1)[0].strip()
-    return text[:REASON_MAX_LENGTH] if text else NO_REASON
+    return _label(text, REASON_MAX_LENGTH) or NO_REASON
 
 
 def _cpus(value: Any) -> int:
@@ -110,8 +122,8 @@ def parse_job(row: Any, scheduler_id: str) -> Job | None:
     raw_status = _text(row.get("jobStatus")) or ""
     return Job(
         key=key,
-        queue=_text(row.get("queue")) or UNKNOWN,
-        user=_text(row.get("user")) or UNKNOWN,
+        queue=_label(row.get("queue")) or UNKNOWN,
+        user=_label(row.get("user")) or UNKNOWN,
         status=map_status(raw_status),
         raw_status=raw_status,
         cpus=_cpus(row.get("procNumUsed")),

@@ -23,6 +23,7 @@ from exporter.service import Exporter
 from exporter.simulator import Scheduler, Simulator
 from exporter.web import WebServer, make_app
 from exporter.webconfig import BasicAuth, load_web_config
+from tests.helpers import promtool_check_metrics
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -78,6 +79,7 @@ class Stack:
         )
         self.exporter = Exporter(config, retry_backoff=0.1)
         web = None
+        self.web_config = None
         if secure:
             assert certs is not None
             hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
@@ -85,7 +87,7 @@ class Stack:
                 f"tls_server_config:\n  cert_file: {certs}/server.pem\n  key_file: {certs}/server.key\n"
                 f"basic_auth_users:\n  prometheus: '{hashed}'\n"
             )
-            web = load_web_config(str(tmp / "web.yml"))
+            web = self.web_config = load_web_config(str(tmp / "web.yml"))
         self.web = WebServer(
             make_app(self.exporter.registry, self.exporter.store, BasicAuth(web.users) if web else None),
             "127.0.0.1",
@@ -188,6 +190,22 @@ def test_prometheus_scrapes_records_alerts_and_keeps_the_backlog_alert_through_a
         eventually(lambda record=record: stack.query(record), 20, f"recording rule {record}")
     for expr in dashboard_queries():
         assert stack.query(expr), f"dashboard query returned no data: {expr}"
+
+    # Hostile label values from the API: quotes, backslashes, newlines, wide and odd unicode, a lone surrogate,
+    # a very long name. Prometheus must keep scraping, and the series must arrive with the (sanitised) value.
+    hostile = 'q"ue\\ue\nline 队列 🚀 \u202e \ud800 ' + "x" * 300
+    stack.sim.add_jobs(2, queue=hostile, user='u"s\\er\n队', status="statR", cpus=1)
+    expected = hostile[:256].encode("utf-8", "replace").decode("utf-8")
+
+    def hostile_series() -> bool:
+        return any(r["metric"].get("queue") == expected for r in stack.query('sugon_jobs{status="running"}'))
+
+    eventually(hostile_series, 30, "the series with the hostile queue name")
+    assert target_up()
+    if stack.web_config is None:
+        text = httpx.get(f"http://127.0.0.1:{stack.web.port}/metrics").text
+        result = promtool_check_metrics(text)
+        assert result.returncode == 0, result.stdout + result.stderr
 
     assert "firing" not in stack.alerts("SugonQueueBacklog")
     stack.sim.add_jobs(150, queue="debug", status="statQ", cpus=4)  # over the threshold of 100

@@ -87,3 +87,18 @@ def test_reasons_are_reduced_to_their_kind(raw: object, reason: str) -> None:
     r["reason"] = raw
     job = parse_job(r, SCHEDULER)
     assert job is not None and job.reason == reason
+
+
+def test_hostile_label_values_are_kept_encodable_and_bounded() -> None:
+    r = row(1, queue="q\ud800x", user="u" * 1000)
+    r["reason"] = "Bad\udfffReason"
+    job = parse_job(r, SCHEDULER)
+    assert job is not None
+    assert job.queue == "q?x" and job.user == "u" * 256 and job.reason == "Bad?Reason"
+    job.queue.encode("utf-8")  # would raise for a lone surrogate
+
+
+def test_quotes_backslashes_newlines_and_unicode_pass_through_unchanged() -> None:
+    nasty = 'a"b\\c\nd 队列 🚀 \u202e'
+    job = parse_job(row(1, queue=nasty, user=nasty), SCHEDULER)
+    assert job is not None and job.queue == nasty.strip() and job.user == nasty.strip()

@@ -20,6 +20,14 @@ __all__ = ["LINGER_SECONDS", "Scheduler", "SimPlatform", "Simulator"]
 AUTH_FAIL = {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
 
 
+def _json(body: Any) -> bytes:
+    """UTF-8 JSON as the platform sends it; text that UTF-8 cannot carry (a lone surrogate) goes as \\u escapes."""
+    try:
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body).encode("ascii")
+
+
 def _envelope(code: str, msg: str, data: Any) -> dict[str, Any]:
     return {"code": code, "msg": msg, "data": data}
 
@@ -71,9 +79,16 @@ class Simulator:
         """Move the population on (see Population.step)."""
         self.population.step(now)
 
-    def add_jobs(self, count: int, queue: str | None = None, status: str = "statQ", cpus: int | None = None) -> None:
+    def add_jobs(
+        self,
+        count: int,
+        queue: str | None = None,
+        status: str = "statQ",
+        cpus: int | None = None,
+        user: str | None = None,
+    ) -> None:
         """Add jobs now (see Population.add_jobs)."""
-        self.population.add_jobs(count, queue, status, cpus)
+        self.population.add_jobs(count, queue, status, cpus, user)
 
     def rows(self, scheduler_id: str | None = None) -> list[dict[str, Any]]:
         """The job list as the API renders it (see Population.rows)."""
@@ -196,7 +211,7 @@ class Simulator:
                     status, body = sim.handle(method, url.path, query, headers, duplicates=fault == "duplicates")
                     if fault is not None:
                         body = spoil(fault, body)
-                    self._send(status, json.dumps(body, ensure_ascii=False).encode("utf-8"))
+                    self._send(status, _json(body))
                 finally:
                     with sim._lock:
                         sim.in_flight -= 1

@@ -159,7 +159,14 @@ class Population:
             self._rendered.clear()
             self._jobs[(scheduler_id, job_id)].status = status
 
-    def add_jobs(self, count: int, queue: str | None = None, status: str = "statQ", cpus: int | None = None) -> None:
+    def add_jobs(
+        self,
+        count: int,
+        queue: str | None = None,
+        status: str = "statQ",
+        cpus: int | None = None,
+        user: str | None = None,
+    ) -> None:
         """Add jobs now, e.g. to build a backlog (tests, demo)."""
         with self._lock:
             self._rendered.clear()
@@ -168,6 +175,7 @@ class Population:
                 job = self._new_job(now)
                 job.status = status
                 job.queue = queue or job.queue
+                job.user = user or job.user
                 job.cpus = cpus if cpus is not None else job.cpus
                 if status == "statR":
                     job.started, job.reason = now, None

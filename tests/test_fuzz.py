@@ -1,0 +1,196 @@
+"""Hostile input, generated: whatever the API or the config file says, the answer is a typed error or a
+correct count, never another exception."""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+import tempfile
+from typing import Any
+
+import httpx
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter.api import parse_capacity, parse_job_page, parse_schedulers
+from exporter.config import Config, ConfigError, build_config, load_config
+from exporter.jobs import parse_job
+from exporter.snapshot import SnapshotBuilder
+from exporter.tracker import JobTracker
+from exporter.wire import ApiError, parse_envelope
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=30,
+)
+FIELD = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.lists(st.integers(), max_size=2)
+)
+ROW = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "jobId": FIELD,
+            "jobStatus": st.sampled_from(["statR", "statQ", "statC", "statDE", "x", ""]) | FIELD,
+            "queue": FIELD,
+            "user": FIELD,
+            "procNumUsed": FIELD,
+            "jobmanagerId": FIELD,
+            "reason": FIELD,
+        },
+    )
+    | JSON
+)
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(body=JSON)
+def test_any_json_body_is_data_or_a_typed_api_error(body: Any) -> None:
+    response = httpx.Response(200, content=json.dumps(body).encode())
+    for parse in (parse_job_page, parse_schedulers, parse_capacity):
+        try:
+            parse(parse_envelope(response))
+        except ApiError:
+            pass
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=200), status=st.sampled_from([200, 201, 204, 302, 400, 401, 403, 404, 429, 500, 502]))
+def test_any_bytes_and_status_are_data_or_a_typed_api_error(raw: bytes, status: int) -> None:
+    try:
+        parse_envelope(httpx.Response(status, content=raw))
+    except ApiError:
+        pass
+
+
+@SETTINGS
+@given(rows=st.lists(ROW, max_size=40))
+def test_any_rows_aggregate_into_consistent_counts(rows: list[Any]) -> None:
+    builder = SnapshotBuilder(per_user=True, max_users=3)
+    keys: set[str] = set()
+    cpus = 0
+    for row in rows:
+        job = parse_job(row, "1")
+        if job is None:
+            assert (
+                not isinstance(row, dict)
+                or row.get("jobId") in (None, "", True, False)
+                or not isinstance(row.get("jobId"), (str, int))
+                or (isinstance(row.get("jobId"), str) and not row["jobId"].strip())
+            )
+            continue
+        assert job.cpus >= 0 and job.queue and job.user and job.status
+        if job.key not in keys:
+            keys.add(job.key)
+            cpus += job.cpus
+            builder.add(job)
+    snap = builder.build("c", 0.0, 1.0, len(rows), zero_fill_queues=["z"])
+    assert snap.job_count == len(keys)
+    assert sum(c.jobs for c in snap.by_queue.values()) == len(keys)
+    assert sum(c.cpus for c in snap.by_queue.values()) == cpus
+    assert sum(c.jobs for c in snap.by_user.values()) == len(keys)
+    assert len({u for _, u, _ in snap.by_user}) <= 4  # three users by name, plus "other"
+
+
+@SETTINGS
+@given(
+    polls=st.lists(
+        st.dictionaries(
+            st.sampled_from("abcdefgh"),
+            st.tuples(
+                st.sampled_from(["q1", "q2"]),
+                st.sampled_from(
+                    ["queued", "held", "running", "completed", "cancelled", "failed", "requeued", "exiting"]
+                ),
+            ),
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_tracker_counters_never_go_backwards(polls: list[dict[str, tuple[str, str]]]) -> None:
+    tracker = JobTracker()
+    previous: dict[str, float] = {}
+    for i, current in enumerate(polls):
+        act = tracker.commit(current, 1000.0 + 60 * i)
+        now = {f"s{k}": float(v) for k, v in act.submitted.items()} | {
+            f"t{k}": float(v) for k, v in act.started.items()
+        }
+        now |= {f"e{k}": float(v) for k, v in act.ended.items()}
+        assert all(now.get(k, 0) >= v for k, v in previous.items())
+        assert sum(h.count for h in act.wait.values()) == sum(act.started.values())
+        previous = now
+
+
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(alphabet=string.printable, max_size=15)
+CONFIG_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "name",
+                    "api_url",
+                    "token",
+                    "token_file",
+                    "auth",
+                    "kind",
+                    "url",
+                    "user",
+                    "password",
+                    "interval",
+                    "clusters",
+                    "page_size",
+                    "cluster_ids",
+                    "max_users",
+                    "users_exclude",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=6,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@SETTINGS
+@given(data=CONFIG_VALUES)
+def test_any_yaml_value_is_a_config_or_a_config_error(data: Any) -> None:
+    try:
+        assert isinstance(build_config(data, environ={}), Config)
+    except ConfigError as exc:
+        assert exc.errors and all(isinstance(e, str) and ": " in e for e in exc.errors)
+
+
+@SETTINGS
+@given(text=st.text(max_size=300))
+def test_any_text_as_a_config_file_is_a_config_or_a_config_error(text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False, encoding="utf-8") as handle:
+        handle.write(text)
+    try:
+        load_config(handle.name, environ={})
+    except ConfigError:
+        pass
+    finally:
+        os.unlink(handle.name)
+
+
+def test_a_typical_hostile_config_is_still_just_errors() -> None:
+    data = yaml.safe_load("clusters: [{name: '', api_url: 7, token: {}, interval: -1, cluster_ids: [true, 1.5]}]")
+    try:
+        build_config(data, environ={})
+    except ConfigError as exc:
+        assert len(exc.errors) >= 4
