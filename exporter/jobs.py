@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # The eight statuses documented for the real-time list. The zero-filled families always carry these.
 DOCUMENTED_STATUSES: dict[str, str] = {
@@ -34,9 +33,8 @@ LABEL_MAX_LENGTH = 256  # queue and user label values; longer ones are cut
 _PARENTHESISED = re.compile(r"\([^)]*\)")
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
-    """What the exporter keeps of one row: enough to count it, nothing more."""
+class Job(NamedTuple):
+    """What the exporter keeps of one row: enough to count it, nothing more (a tuple: cheap to make)."""
 
     key: str
     queue: str
@@ -114,18 +112,65 @@ def _cpus(value: Any) -> int:
     return 0
 
 
+class RowParser:
+    """Parses rows into Jobs, remembering the few distinct queue, user, status and reason values it meets.
+
+    A poll parses every row of the list, and a row's labels repeat across thousands of rows: looking the
+    raw value up is far cheaper than cleaning it again. The memory is bounded (hostile input could send
+    endless distinct values) and simply starts over when full.
+    """
+
+    MAX_REMEMBERED = 20_000
+
+    def __init__(self) -> None:
+        self._labels: dict[Any, str] = {}
+        self._statuses: dict[Any, tuple[str, str]] = {}
+        self._reasons: dict[Any, str] = {}
+
+    def _label(self, value: Any) -> str:
+        try:
+            return self._labels[value]
+        except (KeyError, TypeError):  # TypeError: an unhashable value (a list, a dict)
+            label = _label(value) or UNKNOWN
+            if isinstance(value, str):
+                if len(self._labels) >= self.MAX_REMEMBERED:
+                    self._labels.clear()
+                self._labels[value] = label
+            return label
+
+    def parse(self, row: Any, scheduler_id: str) -> Job | None:
+        """A Job from one raw row, or None when the row is unusable (not an object, or no jobId)."""
+        key = job_key(row, scheduler_id)
+        if key is None:
+            return None
+        raw = row.get("jobStatus")
+        try:
+            raw_status, status = self._statuses[raw]
+        except (KeyError, TypeError):
+            raw_status = _text(raw) or ""
+            status = map_status(raw_status)
+            if isinstance(raw, str) and len(self._statuses) < self.MAX_REMEMBERED:
+                self._statuses[raw] = (raw_status, status)
+        reason = NO_REASON
+        if status == "queued":  # only queued jobs are counted by reason
+            raw_reason = row.get("reason")
+            try:
+                reason = self._reasons[raw_reason]
+            except (KeyError, TypeError):
+                reason = normalise_reason(raw_reason)
+                if isinstance(raw_reason, str) and len(self._reasons) < self.MAX_REMEMBERED:
+                    self._reasons[raw_reason] = reason
+        return Job(
+            key,
+            self._label(row.get("queue")),
+            self._label(row.get("user")),
+            status,
+            raw_status,
+            _cpus(row.get("procNumUsed")),
+            reason,
+        )
+
+
 def parse_job(row: Any, scheduler_id: str) -> Job | None:
     """A Job from one raw row, or None when the row is unusable (not an object, or no jobId)."""
-    key = job_key(row, scheduler_id)
-    if key is None:
-        return None
-    raw_status = _text(row.get("jobStatus")) or ""
-    return Job(
-        key=key,
-        queue=_label(row.get("queue")) or UNKNOWN,
-        user=_label(row.get("user")) or UNKNOWN,
-        status=map_status(raw_status),
-        raw_status=raw_status,
-        cpus=_cpus(row.get("procNumUsed")),
-        reason=normalise_reason(row.get("reason")),
-    )
+    return RowParser().parse(row, scheduler_id)

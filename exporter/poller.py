@@ -13,7 +13,7 @@ from typing import Any
 
 from exporter.api import QueueCapacity, SugonClient
 from exporter.auth import jwt_payload
-from exporter.jobs import UNKNOWN, parse_job
+from exporter.jobs import UNKNOWN, RowParser
 from exporter.platform import Center
 from exporter.selfmetrics import PollMetrics
 from exporter.snapshot import SnapshotBuilder
@@ -98,6 +98,7 @@ class ClusterPoller:
         self._tracker = JobTracker(state_file.waiting_since(name) if state_file else None)
         self._queue_seen: dict[str, float] = state_file.queues_seen(name) if state_file else {}
         self._unknown_statuses: set[str] = set()
+        self._parser = RowParser()
         self._failures = 0
         self._stale_logged = False
 
@@ -150,7 +151,7 @@ class ClusterPoller:
         def take(rows: list[Any], scheduler_id: str) -> None:
             nonlocal invalid
             for row in rows:
-                job = parse_job(row, scheduler_id)
+                job = self._parser.parse(row, scheduler_id)
                 if job is None:
                     invalid += 1
                 elif job.key not in current and not self._is_excluded(job.queue):

@@ -90,7 +90,7 @@ def test_reasons_are_reduced_to_their_kind(raw: object, reason: str) -> None:
 
 
 def test_hostile_label_values_are_kept_encodable_and_bounded() -> None:
-    r = row(1, queue="q\ud800x", user="u" * 1000)
+    r = row(1, "statQ", queue="q\ud800x", user="u" * 1000)
     r["reason"] = "Bad\udfffReason"
     job = parse_job(r, SCHEDULER)
     assert job is not None
@@ -102,3 +102,14 @@ def test_quotes_backslashes_newlines_and_unicode_pass_through_unchanged() -> Non
     nasty = 'a"b\\c\nd 队列 🚀 \u202e'
     job = parse_job(row(1, queue=nasty, user=nasty), SCHEDULER)
     assert job is not None and job.queue == nasty.strip() and job.user == nasty.strip()
+
+
+def test_the_row_parser_remembers_labels_within_a_bound() -> None:
+    from exporter.jobs import RowParser
+
+    parser = RowParser()
+    parser.MAX_REMEMBERED = 5  # type: ignore[misc]
+    for i in range(50):
+        job = parser.parse(row(i, queue=f"q{i}", user=["not", "hashable"]), SCHEDULER)  # type: ignore[arg-type]
+        assert job is not None and job.queue == f"q{i}" and job.user == "unknown"
+    assert len(parser._labels) <= 5  # the bound is the point of the test

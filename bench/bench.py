@@ -1,0 +1,315 @@
+"""Benchmarks of sugon-exporter against the simulator on 127.0.0.1 (a separate process, so that only the
+exporter's own work is measured). Every target is a ratio measured in the same run; figures go to
+bench/RESULTS.md. Run from the repository root after `pip install .`:
+
+    python bench/bench.py all          # or: poll, cpu, memory, clusters, scrapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from exporter.config import build_config
+from exporter.jobs import Job
+from exporter.service import Exporter
+from exporter.snapshot import SnapshotBuilder
+from exporter.state import ClusterState
+from exporter.web import WebServer, make_app
+
+HERE = Path(__file__).parent
+SID = "1638523853"
+
+
+@contextmanager
+def simulator(jobs: int, latency: float = 0.0, max_page: int = 100) -> Iterator[str]:
+    """A simserver process; yields its URL."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "simserver.py"),
+            "--jobs",
+            str(jobs),
+            "--max-page",
+            str(max_page),
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    httpx.get(
+        url + "/hpc/openapi/v2/jobs",
+        params={"strClusterIDList": SID, "limit": 1},
+        headers={"token": "bench-token"},
+        timeout=120,
+    )  # the first request renders the whole list
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def exporter_for(urls: list[str], concurrency: int = 8) -> Exporter:
+    clusters = [
+        {"name": f"c{i}", "api_url": u, "token": "bench-token", "cluster_ids": [int(SID)]} for i, u in enumerate(urls)
+    ]
+    return Exporter(
+        build_config(
+            {"page_size": 500, "concurrency": concurrency, "timeout": "60s", "per_user": True, "clusters": clusters},
+            environ={},
+        ),
+        retry_backoff=0,
+    )
+
+
+def timed_poll(url: str) -> tuple[float, float, int]:
+    """(wall seconds, process CPU seconds, jobs) of one full poll in a fresh exporter."""
+    ex = exporter_for([url])
+
+    async def go() -> tuple[float, float]:
+        t, c = time.perf_counter(), time.process_time()
+        assert await ex.pollers[0].poll_once()
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        await ex.aclose()
+        return wall, cpu
+
+    wall, cpu = asyncio.run(go())
+    snap = ex.store.get("c0").snapshot
+    assert snap is not None
+    return wall, cpu, snap.job_count
+
+
+def decode_bound(url: str, jobs: int, page: int = 100) -> float:
+    """Seconds this process takes just to decode the response bodies of one poll (median of 3)."""
+    with httpx.Client(headers={"token": "bench-token"}) as client:
+        bodies = [
+            client.get(url + "/hpc/openapi/v2/jobs", params={"strClusterIDList": SID, "start": s, "limit": 500}).content
+            for s in range(0, jobs, page)
+        ]
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for body in bodies:
+            json.loads(body)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_poll(runs: int) -> list[str]:
+    jobs, latency, conc, page = 200_000, 0.020, 8, 100
+    with simulator(jobs, latency) as url:
+        walls = [timed_poll(url)[0] for _ in range(runs)]
+    with simulator(jobs, 0.0) as url:
+        decode = decode_bound(url, jobs)
+    latency_bound = (jobs / page) / conc * latency
+    bound = max(latency_bound, decode)
+    wall = statistics.median(walls)
+    return [
+        (
+            f"| 1. poll wall time, 200k jobs, 20 ms, concurrency 8 | {wall:.2f} s (median of {runs}) | "
+            f"max(latency bound {latency_bound:.2f} s, decode bound {decode:.2f} s) = {bound:.2f} s | "
+            f"{wall / bound:.2f} × | ≤ 1.25 × | {'met' if wall <= 1.25 * bound else 'NOT met'} |"
+        )
+    ]
+
+
+def bench_cpu(runs: int) -> list[str]:
+    jobs = 200_000
+    with simulator(jobs, 0.0) as url:
+        cpus = [timed_poll(url)[1] for _ in range(runs)]
+        decode = decode_bound(url, jobs)
+    cpu = statistics.median(cpus)
+    return [
+        (
+            f"| 2. CPU per poll, 200k jobs, 0 ms | {cpu:.2f} s CPU (median of {runs}) | decode bound {decode:.2f} s | "
+            f"{cpu / decode:.2f} × | ≤ 2 × | {'met' if cpu <= 2 * decode else 'NOT met'} |"
+        )
+    ]
+
+
+def memory_child(url: str) -> None:
+    """Run in a fresh process: print idle and peak RSS (kB) around one poll."""
+    ex = exporter_for([url])
+    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    async def go() -> None:
+        assert await ex.pollers[0].poll_once()
+        await ex.aclose()
+
+    asyncio.run(go())
+    print(json.dumps({"idle": idle, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+
+
+def bench_memory(runs: int) -> list[str]:
+    rows = []
+    for jobs in (10_000, 100_000, 200_000):
+        with simulator(jobs) as url:
+            out = subprocess.run(
+                [sys.executable, __file__, "_memory_child", url], capture_output=True, text=True, check=True
+            )
+        m = json.loads(out.stdout)
+        grow = (m["peak"] - m["idle"]) / 1024
+        target = "≤ 64 MB" if jobs == 200_000 else "(shape)"
+        verdict = ("met" if grow <= 64 else "NOT met") if jobs == 200_000 else ""
+        rows.append(
+            f"| 3. peak RSS during a poll, {jobs // 1000}k jobs | idle {m['idle'] / 1024:.0f} MB, "
+            f"peak {m['peak'] / 1024:.0f} MB | | +{grow:.0f} MB | {target} | {verdict} |"
+        )
+    return rows
+
+
+def bench_clusters(runs: int) -> list[str]:
+    with simulator(10_000, 0.020) as url:
+        single = statistics.median(timed_poll(url)[0] for _ in range(runs))
+        ex = exporter_for([url] * 20)
+
+        async def go() -> float:
+            t = time.perf_counter()
+            assert all(await asyncio.gather(*(p.poll_once() for p in ex.pollers)))
+            wall = time.perf_counter() - t
+            await ex.aclose()
+            return wall
+
+        total = statistics.median(asyncio.run(go()) for _ in range(runs))
+    return [
+        (
+            f"| 4. 20 clusters × 10k jobs at once, 20 ms | {total:.2f} s (median of {runs}) | "
+            f"one cluster alone {single:.2f} s | {total / single:.2f} × | ≤ 1.5 × | "
+            f"{'met' if total <= 1.5 * single else 'NOT met'} |"
+        )
+    ]
+
+
+def big_store(ex: Exporter, t: float) -> None:
+    """10 clusters × 50 queues × 200 users published as if polled (aggregation is what a poll does last)."""
+    for c in range(10):
+        b = SnapshotBuilder(per_user=True, max_users=200)
+        n = 0
+        for q in range(50):
+            for u in range(200):
+                for status in ("running", "queued"):
+                    n += 1
+                    b.add(Job(str(n), f"queue{q}", f"user{u}", status, "", 4))
+        snap = b.build(f"c{c}", t, t + 300, n, zero_fill_queues=[f"queue{q}" for q in range(50)])
+        ex.store.publish(ClusterState(f"c{c}", True, t, 1.0, None, snap))
+
+
+def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
+    ex = exporter_for([f"http://127.0.0.1:9/{i}" for i in range(10)])
+    big_store(ex, time.time())
+    server = WebServer(make_app(ex.registry, ex.store), "127.0.0.1", 0)
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    size = len(httpx.get(url, timeout=60).content)
+
+    def load(duration: float) -> tuple[list[float], int]:
+        latencies: list[float] = []
+        failures = [0]
+        stop = time.monotonic() + duration
+
+        def scraper() -> None:
+            with httpx.Client(timeout=60) as client:
+                while time.monotonic() < stop:
+                    t = time.perf_counter()
+                    if client.get(url).status_code != 200:
+                        failures[0] += 1
+                    latencies.append(time.perf_counter() - t)
+
+        threads = [threading.Thread(target=scraper) for _ in range(20)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        return latencies, failures[0]
+
+    def p99(xs: list[float]) -> float:
+        return sorted(xs)[int(0.99 * (len(xs) - 1))]
+
+    quiet, fails = load(seconds)
+    polling = threading.Event()
+
+    def repolish() -> None:  # the pollers publishing new snapshots meanwhile
+        while not polling.is_set():
+            big_store(ex, time.time())
+
+    th = threading.Thread(target=repolish)
+    th.start()
+    busy, fails2 = load(seconds)
+    polling.set()
+    th.join()
+    server.stop()
+    return [
+        (
+            f"| 5. /metrics p99, 10 clusters × 50 queues × 200 users, 20 scrapers, {seconds:.0f} s | "
+            f"{p99(quiet) * 1000:.0f} ms ({len(quiet)} scrapes of {size / 1e6:.1f} MB, {fails} errors) | | | "
+            f"≤ 50 ms | {'met' if p99(quiet) <= 0.05 and not fails else 'NOT met'} |"
+        ),
+        (
+            f"| 5. /metrics p99 while snapshots are rebuilt | {p99(busy) * 1000:.0f} ms ({len(busy)} scrapes, "
+            f"{fails2} errors) | between polls {p99(quiet) * 1000:.0f} ms | {p99(busy) / p99(quiet):.2f} × | ≤ 2 × | "
+            f"{'met' if p99(busy) <= 2 * p99(quiet) else 'NOT met'} |"
+        ),
+    ]
+
+
+def bench_politeness(runs: int) -> list[str]:
+    stats = Path(os.environ.get("TMPDIR", "/tmp")) / "sugon-bench-stats.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "simserver.py"), "--jobs", "50000", "--latency", "0.02", "--stats", str(stats)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    timed_poll(url)
+    proc.terminate()
+    proc.wait()
+    most = json.loads(stats.read_text())["max_in_flight"]
+    return [f"| 6. most requests in flight, concurrency 8 | {most} | | | ≤ 8 | {'met' if most <= 8 else 'NOT met'} |"]
+
+
+BENCHES = {
+    "poll": bench_poll,
+    "cpu": bench_cpu,
+    "memory": bench_memory,
+    "clusters": bench_clusters,
+    "scrapes": bench_scrapes,
+    "politeness": bench_politeness,
+}
+
+
+def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "_memory_child":
+        memory_child(sys.argv[2])
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", choices=[*BENCHES, "all"])
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args()
+    print("| benchmark | measured | reference (same run) | ratio | target | |\n|---|---|---|---|---|---|")
+    for name, bench in BENCHES.items():
+        if args.which in (name, "all"):
+            for row in bench(args.runs):
+                print(row, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
