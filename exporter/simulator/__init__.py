@@ -20,6 +20,11 @@ __all__ = ["LINGER_SECONDS", "Scheduler", "SimPlatform", "Simulator"]
 AUTH_FAIL = {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
 
 
+class _Server(ThreadingHTTPServer):
+    # Many pollers at once (20 clusters × 8 requests) overflow the default listen backlog of 5.
+    request_queue_size = 512
+
+
 def _json(body: Any) -> bytes:
     """UTF-8 JSON as the platform sends it; text that UTF-8 cannot carry (a lone surrogate) goes as \\u escapes."""
     try:
@@ -260,7 +265,7 @@ class Simulator:
             def log_message(self, format: str, *args: Any) -> None:  # the stdlib's signature
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True)
         self._thread.start()
