@@ -119,7 +119,7 @@ def _serve(config: Config, listen_address: str, web: WebConfig) -> int:
     exporter = Exporter(config)
     auth = BasicAuth(web.users) if web.users else None
     try:
-        server = WebServer(make_app(exporter.registry, exporter.store, auth), host, port, web.tls)
+        server = WebServer(make_app(exporter.registry, exporter.store, auth, exporter.exposition), host, port, web.tls)
     except OSError as exc:
         log.error("cannot listen on %s: %s", listen_address, exc.strerror or exc)
         return 1

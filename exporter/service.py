@@ -7,22 +7,40 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 from prometheus_client import CollectorRegistry, Info
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.api import SugonClient
 from exporter.auth import token_provider
 from exporter.collector import JobCollector
 from exporter.config import ClusterConfig, Config
+from exporter.exposition import CachedExposition
 from exporter.platform import Center, PlatformClient
 from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
 from exporter.selfmetrics import PollMetrics
 from exporter.state import StateStore
 from exporter.statefile import StateFile
 from exporter.wire import ApiAuthError, Caller
+
+
+class _Both(Collector):
+    """Yields what two registries hold."""
+
+    def __init__(self, *registries: CollectorRegistry) -> None:
+        self._registries = registries
+
+    def collect(self) -> Iterator[Metric]:
+        for registry in self._registries:
+            yield from registry.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        """Every family, so that a registry can filter by name (called at registration, before any data)."""
+        return self.collect()
 
 
 def _verify(cluster: ClusterConfig) -> ssl.SSLContext | bool:
@@ -36,13 +54,19 @@ class Exporter:
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time, retry_backoff: float = 0.5) -> None:
         self.config = config
-        self.registry = CollectorRegistry()
-        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=self.registry).info(
+        self.store = StateStore([c.name for c in config.clusters])
+        # Two parts: the job data, which changes only when a poll publishes (rendered once per change for
+        # /metrics), and the exporter's own counters, which change all the time.
+        self.job_registry = CollectorRegistry()
+        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=self.job_registry).info(
             {"version": __version__}
         )
-        self.metrics = PollMetrics(self.registry)
-        self.store = StateStore([c.name for c in config.clusters])
-        self.registry.register(JobCollector(self.store, config.per_user, clock))
+        self.job_registry.register(JobCollector(self.store, config.per_user, clock))
+        self.live_registry = CollectorRegistry()
+        self.metrics = PollMetrics(self.live_registry)
+        self.registry = CollectorRegistry()  # both, for --once and for reading single values
+        self.registry.register(_Both(self.job_registry, self.live_registry))
+        self.exposition = CachedExposition(self.job_registry, self.live_registry, self.store, clock)
         self._http: list[httpx.AsyncClient] = []
         self._state_files: dict[str, StateFile] = {}
         self.pollers = [self._poller(c, clock, retry_backoff) for c in config.clusters]

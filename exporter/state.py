@@ -37,10 +37,12 @@ class StateStore:
 
     def __init__(self, names: list[str]) -> None:
         self._states: Mapping[str, ClusterState] = MappingProxyType({n: ClusterState(n) for n in names})
+        self.version = 0  # bumped by every publish, so that renderings can tell when they are out of date
 
     def publish(self, state: ClusterState) -> None:
         """Replace one cluster's state (each cluster has a single writer, its poller)."""
         self._states = MappingProxyType({**self._states, state.name: state})
+        self.version += 1
 
     def get(self, name: str) -> ClusterState:
         """One cluster's current state."""

@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
+from exporter.exposition import CachedExposition
 from exporter.state import StateStore
 from exporter.webconfig import REALM, BasicAuth
 
@@ -47,10 +50,29 @@ def _index(store: StateStore) -> bytes:
 
 
 def make_app(
-    registry: CollectorRegistry, store: StateStore, auth: BasicAuth | None = None
+    registry: CollectorRegistry,
+    store: StateStore,
+    auth: BasicAuth | None = None,
+    exposition: CachedExposition | None = None,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    """The exporter's WSGI application; with ``auth`` every path but /healthz needs credentials."""
+    """The exporter's WSGI application; with ``auth`` every path but /healthz needs credentials.
+
+    With ``exposition``, /metrics is served from it (rendered once per change of the job data); a scrape
+    that filters by ``name[]`` is left to prometheus-client's own handler.
+    """
     metrics_app = make_wsgi_app(registry)
+
+    def cached_metrics(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        assert exposition is not None
+        _, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        compressed = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        body = exposition.render(openmetrics, compressed)
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if compressed:
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", headers)
+        return [body]
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
@@ -66,6 +88,8 @@ def make_app(
             )
             return [body]
         if path == "/metrics":
+            if exposition is not None and "name[]" not in parse_qs(environ.get("QUERY_STRING", "")):
+                return cached_metrics(environ, start_response)
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
         if path == "/healthz":
             body, ctype, status = b"ok\n", "text/plain; charset=utf-8", "200 OK"
