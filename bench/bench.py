@@ -222,7 +222,7 @@ def big_store(ex: Exporter, t: float) -> None:
 def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     ex = exporter_for([f"http://127.0.0.1:9/{i}" for i in range(10)])
     big_store(ex, time.time())
-    server = WebServer(make_app(ex.registry, ex.store), "127.0.0.1", 0)
+    server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
     server.start()
     url = f"http://127.0.0.1:{server.port}/metrics"
     size = len(httpx.get(url, timeout=60).content)

@@ -89,7 +89,12 @@ class Stack:
             )
             web = self.web_config = load_web_config(str(tmp / "web.yml"))
         self.web = WebServer(
-            make_app(self.exporter.registry, self.exporter.store, BasicAuth(web.users) if web else None),
+            make_app(
+                self.exporter.registry,
+                self.exporter.store,
+                BasicAuth(web.users) if web else None,
+                self.exporter.exposition,
+            ),
             "127.0.0.1",
             0,
             web.tls if web else None,
