@@ -11,6 +11,8 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -219,67 +221,117 @@ def big_store(ex: Exporter, t: float) -> None:
         ex.store.publish(ClusterState(f"c{c}", True, t, 1.0, None, snap))
 
 
+def scrapers_child(url: str, seconds: float, concurrency: int) -> None:
+    """Run in a separate process: ``concurrency`` scrapers for ``seconds``; print latencies and failures (JSON)."""
+    latencies: list[float] = []
+    failures = [0]
+    stop = time.monotonic() + seconds
+
+    def scraper() -> None:
+        with httpx.Client(timeout=60) as client:  # asks for gzip, as Prometheus does
+            while time.monotonic() < stop:
+                t = time.perf_counter()
+                try:
+                    if client.get(url).status_code != 200:
+                        failures[0] += 1
+                except httpx.HTTPError:
+                    failures[0] += 1  # a scrape that did not finish within 60 s counts as 60 s and an error
+                latencies.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=scraper) for _ in range(concurrency)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    print(json.dumps({"latencies": latencies, "failures": failures[0]}))
+
+
+def _wrk_ms(text: str) -> float:
+    """A wrk latency (``812.33us``, ``12.5ms``, ``1.2s``) in milliseconds."""
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
 def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     ex = exporter_for([f"http://127.0.0.1:9/{i}" for i in range(10)])
     big_store(ex, time.time())
     server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
     server.start()
     url = f"http://127.0.0.1:{server.port}/metrics"
-    size = len(httpx.get(url, timeout=60).content)
+    size = len(httpx.get(url, timeout=60, headers={"Accept-Encoding": "identity"}).content)
+    zipped = len(ex.exposition.render(False, True))
 
-    def load(duration: float) -> tuple[list[float], int]:
-        latencies: list[float] = []
-        failures = [0]
-        stop = time.monotonic() + duration
+    wrk = shutil.which("wrk")
 
-        def scraper() -> None:
-            with httpx.Client(timeout=60) as client:
-                while time.monotonic() < stop:
-                    t = time.perf_counter()
-                    try:
-                        if client.get(url).status_code != 200:
-                            failures[0] += 1
-                    except httpx.HTTPError:
-                        failures[0] += 1  # a scrape that did not finish within 60 s counts as 60 s and an error
-                    latencies.append(time.perf_counter() - t)
-
-        threads = [threading.Thread(target=scraper) for _ in range(20)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        return latencies, failures[0]
+    def load() -> tuple[list[float], int]:
+        if wrk:  # a C load generator that, like a proxy, does not inflate the gzip body: the server is measured
+            out = subprocess.run(
+                [
+                    wrk,
+                    "-t2",
+                    "-c20",
+                    f"-d{seconds:.0f}s",
+                    "--latency",
+                    "--timeout",
+                    "60s",
+                    "-H",
+                    "Accept-Encoding: gzip",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            p99_ms = _wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+            count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+            errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses:|timeout) (\d+)", out))
+            return [p99_ms / 1000] * count, errors
+        out = subprocess.run(
+            [sys.executable, __file__, "_scrapers", url, str(seconds), "20"], capture_output=True, text=True, check=True
+        )
+        data = json.loads(out.stdout)
+        return data["latencies"], data["failures"]
 
     def p99(xs: list[float]) -> float:
-        return sorted(xs)[int(0.99 * (len(xs) - 1))]
+        return sorted(xs)[int(0.99 * (len(xs) - 1))] if xs else float("inf")
 
-    t = time.perf_counter()
-    httpx.get(url, timeout=60)
-    single = time.perf_counter() - t
-    quiet, fails = load(seconds)
+    quiet, fails = load()
     polling = threading.Event()
 
-    def repolish() -> None:  # the pollers publishing new snapshots meanwhile
-        while not polling.is_set():
-            big_store(ex, time.time())
+    def polls() -> None:  # ten clusters on a 10 s interval: one of them publishes a new snapshot every second
+        c = 0
+        while not polling.wait(1.0):
+            b = SnapshotBuilder(per_user=True, max_users=200)
+            n = 0
+            for q in range(50):
+                for u in range(200):
+                    for status in ("running", "queued"):
+                        n += 1
+                        b.add(Job(str(n), f"queue{q}", f"user{u}", status, "", 4))
+            now = time.time()
+            snap = b.build(f"c{c}", now, now + 300, n, zero_fill_queues=[f"queue{q}" for q in range(50)])
+            ex.store.publish(ClusterState(f"c{c}", True, now, 1.0, None, snap))
+            c = (c + 1) % 10
 
-    th = threading.Thread(target=repolish)
+    th = threading.Thread(target=polls)
     th.start()
-    busy, fails2 = load(seconds)
+    busy, fails2 = load()
     polling.set()
     th.join()
     server.stop()
     return [
         (
             f"| 5. /metrics p99, 10 clusters × 50 queues × 200 users, 20 scrapers, {seconds:.0f} s | "
-            f"{p99(quiet) * 1000:.0f} ms ({len(quiet)} scrapes of {size / 1e6:.1f} MB, {fails} errors) | "
-            f"one scrape alone {single * 1000:.0f} ms | | "
-            f"≤ 50 ms | {'met' if p99(quiet) <= 0.05 and not fails else 'NOT met'} |"
+            f"{p99(quiet) * 1000:.0f} ms ({len(quiet)} scrapes, {fails} errors; {size / 1e6:.1f} MB, "
+            f"{zipped / 1e6:.1f} MB gzipped) | renders of the job part: {ex.exposition.renders} | | ≤ 50 ms | "
+            f"{'met' if p99(quiet) <= 0.05 and not fails else 'NOT met'} |"
         ),
         (
-            f"| 5. /metrics p99 while snapshots are rebuilt | {p99(busy) * 1000:.0f} ms ({len(busy)} scrapes, "
-            f"{fails2} errors) | between polls {p99(quiet) * 1000:.0f} ms | {p99(busy) / p99(quiet):.2f} × | ≤ 2 × | "
-            f"{'met' if p99(busy) <= 2 * p99(quiet) else 'NOT met'} |"
+            f"| 5. /metrics p99 while one cluster publishes every second | {p99(busy) * 1000:.0f} ms ({len(busy)} "
+            f"scrapes, {fails2} errors) | between polls {p99(quiet) * 1000:.0f} ms | {p99(busy) / p99(quiet):.2f} × | "
+            f"≤ 2 × | {'met' if p99(busy) <= 2 * p99(quiet) and not fails2 else 'NOT met'} |"
         ),
     ]
 
@@ -313,6 +365,9 @@ BENCHES = {
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "_memory_child":
         memory_child(sys.argv[2])
+        return 0
+    if len(sys.argv) == 5 and sys.argv[1] == "_scrapers":
+        scrapers_child(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", choices=[*BENCHES, "all"])
