@@ -45,7 +45,7 @@ def eventually(check: Callable[[], Any], seconds: float = 30, what: str = "") ->
             last = check()
             if last:
                 return last
-        except (httpx.HTTPError, KeyError, IndexError) as exc:
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:  # ValueError: a non-JSON answer
             last = exc
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}: last saw {last!r}")
@@ -138,14 +138,24 @@ class Stack:
             stderr=subprocess.STDOUT,
         )
 
+    def get(self, path: str, **params: str) -> Any:
+        """A Prometheus API answer; a busy server's odd answer (not JSON, a 503) is asked again."""
+        for attempt in range(5):
+            try:
+                body = httpx.get(f"{self.api}/{path}", params=params, timeout=10).json()
+                if body.get("status") == "success":
+                    return body["data"]
+            except (httpx.HTTPError, ValueError):
+                if attempt == 4:
+                    raise
+            time.sleep(0.5)
+        raise AssertionError(f"Prometheus API {path} kept failing: {body}")
+
     def query(self, expr: str) -> list[dict[str, Any]]:
-        body = httpx.get(f"{self.api}/query", params={"query": expr}, timeout=5).json()
-        assert body["status"] == "success", body
-        return body["data"]["result"]
+        return self.get("query", query=expr)["result"]  # type: ignore[no-any-return]
 
     def alerts(self, name: str) -> set[str]:
-        alerts = httpx.get(f"{self.api}/alerts", timeout=5).json()["data"]["alerts"]
-        return {a["state"] for a in alerts if a["labels"]["alertname"] == name}
+        return {a["state"] for a in self.get("alerts")["alerts"] if a["labels"]["alertname"] == name}
 
     def close(self) -> None:
         self.prometheus.terminate()
@@ -182,7 +192,7 @@ def dashboard_queries() -> list[str]:
 
 def test_prometheus_scrapes_records_alerts_and_keeps_the_backlog_alert_through_an_outage(stack: Stack) -> None:
     def target_up() -> bool:
-        targets = httpx.get(f"{stack.api}/targets", timeout=5).json()["data"]["activeTargets"]
+        targets = stack.get("targets")["activeTargets"]
         return bool(targets) and targets[0]["health"] == "up"
 
     eventually(target_up, 60, "the exporter target to be up")
@@ -206,7 +216,7 @@ def test_prometheus_scrapes_records_alerts_and_keeps_the_backlog_alert_through_a
         return any(r["metric"].get("queue") == expected for r in stack.query('sugon_jobs{status="running"}'))
 
     eventually(hostile_series, 30, "the series with the hostile queue name")
-    assert target_up()
+    eventually(target_up, 30, "the target to stay up after the hostile labels")
     if stack.web_config is None:
         text = httpx.get(f"http://127.0.0.1:{stack.web.port}/metrics").text
         result = promtool_check_metrics(text)
