@@ -207,18 +207,23 @@ def bench_clusters(runs: int) -> list[str]:
     ]
 
 
+def big_snapshot(cluster: int, t: float) -> ClusterState:
+    """One cluster of 50 queues × 200 users, running and queued, as a poll would publish it."""
+    b = SnapshotBuilder(per_user=True, max_users=200)
+    n = 0
+    for q in range(50):
+        for u in range(200):
+            for status in ("running", "queued"):
+                n += 1
+                b.add(Job(str(n), f"queue{q}", f"user{u}", status, "", 4))
+    snap = b.build(f"c{cluster}", t, t + 300, n, zero_fill_queues=[f"queue{q}" for q in range(50)])
+    return ClusterState(f"c{cluster}", True, t, 1.0, None, snap)
+
+
 def big_store(ex: Exporter, t: float) -> None:
-    """10 clusters × 50 queues × 200 users published as if polled (aggregation is what a poll does last)."""
+    """10 clusters × 50 queues × 200 users published as if polled."""
     for c in range(10):
-        b = SnapshotBuilder(per_user=True, max_users=200)
-        n = 0
-        for q in range(50):
-            for u in range(200):
-                for status in ("running", "queued"):
-                    n += 1
-                    b.add(Job(str(n), f"queue{q}", f"user{u}", status, "", 4))
-        snap = b.build(f"c{c}", t, t + 300, n, zero_fill_queues=[f"queue{q}" for q in range(50)])
-        ex.store.publish(ClusterState(f"c{c}", True, t, 1.0, None, snap))
+        ex.store.publish(big_snapshot(c, t))
 
 
 def scrapers_child(url: str, seconds: float, concurrency: int) -> None:
@@ -303,16 +308,7 @@ def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     def polls() -> None:  # ten clusters on a 10 s interval: one of them publishes a new snapshot every second
         c = 0
         while not polling.wait(1.0):
-            b = SnapshotBuilder(per_user=True, max_users=200)
-            n = 0
-            for q in range(50):
-                for u in range(200):
-                    for status in ("running", "queued"):
-                        n += 1
-                        b.add(Job(str(n), f"queue{q}", f"user{u}", status, "", 4))
-            now = time.time()
-            snap = b.build(f"c{c}", now, now + 300, n, zero_fill_queues=[f"queue{q}" for q in range(50)])
-            ex.store.publish(ClusterState(f"c{c}", True, now, 1.0, None, snap))
+            ex.store.publish(big_snapshot(c, time.time()))
             c = (c + 1) % 10
 
     th = threading.Thread(target=polls)

@@ -44,8 +44,25 @@ class AuthConfig:
     secret_key_file: str | None = None
 
 
-@dataclass(frozen=True)
-class ClusterConfig:
+@dataclass(frozen=True, kw_only=True)
+class PollSettings:
+    """The settings a cluster may override; their defaults (the top level's) are given here only."""
+
+    interval: float = 60.0
+    timeout: float = 30.0
+    page_size: int = 500
+    concurrency: int = 4
+    state_file: str | None = None
+    queue_capacity: bool = False
+    capacity_interval: float = 300.0
+    username: str = ""
+    max_users: int = 200
+    users_exclude: tuple[str, ...] = ()
+    queues_exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig(PollSettings):
     """One Sugon cluster (HPC host + scheduler ids) with its poll settings resolved."""
 
     name: str
@@ -56,57 +73,23 @@ class ClusterConfig:
     auth: AuthConfig | None = None
     verify_tls: bool = True
     ca_file: str | None = None
-    interval: float = 60.0
-    timeout: float = 30.0
-    page_size: int = 500
-    concurrency: int = 4
-    state_file: str | None = None
-    queue_capacity: bool = False
-    capacity_interval: float = 300.0
-    username: str = ""
-    max_users: int = 200
-    users_exclude: tuple[str, ...] = ()
-    queues_exclude: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Config:
-    """The whole exporter configuration. The defaults here are the only ones."""
+@dataclass(frozen=True, kw_only=True)
+class Config(PollSettings):
+    """The whole exporter configuration. The defaults here and in PollSettings are the only ones."""
 
     listen_address: str = "0.0.0.0:10863"
     web_config_file: str | None = None
-    interval: float = 60.0
-    timeout: float = 30.0
-    page_size: int = 500
-    concurrency: int = 4
     max_staleness: float = 300.0
     per_user: bool = True
-    state_file: str | None = None
-    queue_capacity: bool = False
-    capacity_interval: float = 300.0
-    username: str = ""
-    max_users: int = 200
-    users_exclude: tuple[str, ...] = ()
-    queues_exclude: tuple[str, ...] = ()
     clusters: tuple[ClusterConfig, ...] = ()
 
 
 _DEFAULTS = {f.name: f.default for f in fields(Config)}
 TOP_KEYS = tuple(_DEFAULTS)
 # Keys a cluster may override; their defaults come from the top level.
-OVERRIDABLE = (
-    "interval",
-    "timeout",
-    "page_size",
-    "concurrency",
-    "state_file",
-    "queue_capacity",
-    "capacity_interval",
-    "username",
-    "max_users",
-    "users_exclude",
-    "queues_exclude",
-)
+OVERRIDABLE = tuple(f.name for f in fields(PollSettings))
 CLUSTER_KEYS = ("name", "api_url", "cluster_ids", "token", "token_file", "auth", "verify_tls", "ca_file", *OVERRIDABLE)
 AUTH_KEYS: dict[str, tuple[str, ...]] = {
     "password": ("kind", "url", "user", "password", "password_file", "org_id", "region"),
