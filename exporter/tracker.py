@@ -95,15 +95,16 @@ class JobTracker:
     def commit(self, current: Mapping[str, tuple[str, str]], now: float) -> Activity:
         """Take one successful poll: ``current`` maps every listed job's key to its (queue, status)."""
         seed = not self._seeded
-        memory: dict[str, _Memory] = {}
+        # Updated in place, not rebuilt: a second dict of every job would be the biggest thing a poll holds.
+        memory = self._memory
         for key, (queue, status) in current.items():
-            old = self._memory.get(key)
+            old = memory.get(key)
             if old is None:
                 since = None
                 if status in WAITING:
                     restored = self._restored.get(key)
                     since = restored if restored is not None and restored <= now else now
-                m = _Memory(queue, status, since, started=status in RAN, ended=status in TERMINAL)
+                m = memory[key] = _Memory(queue, status, since, started=status in RAN, ended=status in TERMINAL)
                 if not seed:
                     self._inc(self._submitted, queue)
                     if m.started:
@@ -127,12 +128,12 @@ class JobTracker:
                     m.ended = True
                     self._end(queue, status)
                 m.status = status
-            memory[key] = m
-        if not seed:
-            for key, m in self._memory.items():
-                if key not in current and not m.ended:
+        if len(memory) > len(current):  # some jobs left the list: forget them (and count those that just vanished)
+            for key in [k for k in memory if k not in current]:
+                m = memory.pop(key)
+                if not seed and not m.ended:
                     self._end(m.queue, GONE)
-        self._memory, self._seeded = memory, True
+        self._seeded = True
         self._restored.clear()
         return self.activity()
 
