@@ -35,25 +35,17 @@ HERE = Path(__file__).parent
 SID = "1638523853"
 
 
-@contextmanager
-def simulator(jobs: int, latency: float = 0.0, max_page: int = 100) -> Iterator[str]:
-    """A simserver process; yields its URL."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "simserver.py"),
-            "--jobs",
-            str(jobs),
-            "--max-page",
-            str(max_page),
-            "--latency",
-            str(latency),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def start_simulator(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """A simserver process with these arguments, and its URL (printed on its first line)."""
+    proc = subprocess.Popen([sys.executable, str(HERE / "simserver.py"), *args], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
+    return proc, proc.stdout.readline().strip()
+
+
+@contextmanager
+def simulator(jobs: int, latency: float = 0.0, max_page: int = 100, *extra: str) -> Iterator[str]:
+    """A simserver process for the duration of the block; yields its URL once the list is rendered."""
+    proc, url = start_simulator("--jobs", str(jobs), "--max-page", str(max_page), "--latency", str(latency), *extra)
     httpx.get(
         url + "/hpc/openapi/v2/jobs",
         params={"strClusterIDList": SID, "limit": 1},
@@ -334,16 +326,8 @@ def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
 
 def bench_politeness(runs: int) -> list[str]:
     stats = Path(os.environ.get("TMPDIR", "/tmp")) / "sugon-bench-stats.json"
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "simserver.py"), "--jobs", "50000", "--latency", "0.02", "--stats", str(stats)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    timed_poll(url)
-    proc.terminate()
-    proc.wait()
+    with simulator(50_000, 0.02, 100, "--stats", str(stats)) as url:
+        timed_poll(url)
     most = json.loads(stats.read_text())["max_in_flight"]
     return [f"| 6. most requests in flight, concurrency 8 | {most} | | | ≤ 8 | {'met' if most <= 8 else 'NOT met'} |"]
 

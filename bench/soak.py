@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import start_simulator  # bench/bench.py; this script runs from bench/
+
 # Every fault here makes exactly one request fail, with this reason.
 FAULTS = {
     "http_500": "http_status",
@@ -69,30 +71,22 @@ def main() -> int:
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sugon-soak-"))
     stats = tmp / "sim.json"
-    sim = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).parent / "simserver.py"),
-            "--jobs",
-            "2000",
-            "--max-page",
-            "100",
-            "--evolve",
-            "1",
-            "--faults",
-            ",".join(FAULTS),
-            "--fault-probability",
-            str(args.fault_probability),
-            "--hang-seconds",
-            "1.5",
-            "--stats",
-            str(stats),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+    sim, sim_url = start_simulator(
+        "--jobs",
+        "2000",
+        "--max-page",
+        "100",
+        "--evolve",
+        "1",
+        "--faults",
+        ",".join(FAULTS),
+        "--fault-probability",
+        str(args.fault_probability),
+        "--hang-seconds",
+        "1.5",
+        "--stats",
+        str(stats),
     )
-    assert sim.stdout is not None
-    sim_url = sim.stdout.readline().strip()
     config = tmp / "config.yaml"
     config.write_text(
         f'listen_address: "127.0.0.1:{args.port}"\ninterval: 1s\ntimeout: 1s\npage_size: 500\nconcurrency: 1\n'

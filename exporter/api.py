@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from exporter.auth import TokenProvider
-from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller, clip
+from exporter.auth import TokenProvider, with_token
+from exporter.wire import ApiInvalidResponse, Caller, clip
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,13 +117,8 @@ class SugonClient:
 
     async def call(self, path: str, params: dict[str, Any]) -> Any:
         """GET ``path`` and return ``data``; a rejected token is replaced once and the request sent again."""
-        token = await self.tokens.get()
-        try:
-            return await self._caller.call("GET", self.base_url + path, params, {"token": token})
-        except ApiAuthError:
-            if not await self.tokens.rejected(token):
-                raise
-        return await self._caller.call("GET", self.base_url + path, params, {"token": await self.tokens.get()})
+        url = self.base_url + path
+        return await with_token(self.tokens, lambda token: self._caller.call("GET", url, params, {"token": token}))
 
     def _shaped(self, parse: Callable[[Any], T], data: Any) -> T:
         """``parse(data)``; an answer of the wrong shape is counted like any other invalid response."""

@@ -9,8 +9,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 from exporter.config import AuthConfig, ClusterConfig, token_problem
 from exporter.platform import PlatformClient, choose_region
@@ -54,6 +54,20 @@ class TokenProvider(Protocol):
     async def rejected(self, token: str) -> bool:
         """The API refused ``token``: True if a different token is now available to retry with."""
         ...
+
+
+T = TypeVar("T")
+
+
+async def with_token(tokens: TokenProvider, send: Callable[[str], Awaitable[T]]) -> T:
+    """``send(token)``; if the API rejects the token, it is replaced once (single-flight) and sent again."""
+    token = await tokens.get()
+    try:
+        return await send(token)
+    except ApiAuthError:
+        if not await tokens.rejected(token):
+            raise
+    return await send(await tokens.get())
 
 
 def jwt_payload(token: str) -> dict[str, Any]:
@@ -226,11 +240,6 @@ class LoginToken:
 
     def __repr__(self) -> str:
         return f"LoginToken(kind={self._auth.kind!r}, user={self._auth.user!r}, url={self._auth.url!r})"
-
-    @property
-    def region_id(self) -> str | None:
-        """The clusterId of the region whose token is in use."""
-        return self._region_id
 
     def _valid(self, now: float) -> bool:
         return self._token is not None and (self._expires is None or now < self._expires)

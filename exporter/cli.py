@@ -182,7 +182,7 @@ def _run(args: argparse.Namespace, sims: list[Simulator]) -> int:
         return 1
     if args.check_config:
         names = ", ".join(c.name for c in config.clusters)
-        print(f"{args.config}: OK, {len(config.clusters)} cluster(s): {names}")
+        print(f"{args.config or 'the demo configuration'}: OK, {len(config.clusters)} cluster(s): {names}")
         return 0
     if args.once:
         exporter = Exporter(config)

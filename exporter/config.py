@@ -182,7 +182,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-class _Checker:
+class Checker:
     """Collects every problem instead of stopping at the first, so one run shows them all."""
 
     def __init__(self, environ: Mapping[str, str], base_dir: str) -> None:
@@ -271,7 +271,7 @@ _CHECKS: dict[str, tuple[str, Callable[[Any], Any | None]]] = {
 }
 
 
-def _regexes(c: _Checker, path: str, raw: Any) -> tuple[str, ...] | None:
+def _regexes(c: Checker, path: str, raw: Any) -> tuple[str, ...] | None:
     if not isinstance(raw, list):
         c.error(path, f"expected a list of regular expressions, got {_show(raw)}")
         return None
@@ -289,7 +289,7 @@ def _regexes(c: _Checker, path: str, raw: Any) -> tuple[str, ...] | None:
     return tuple(patterns)
 
 
-def _state_file(c: _Checker, path: str, raw: Any) -> str | None:
+def _state_file(c: Checker, path: str, raw: Any) -> str | None:
     name = c.value(path, raw, "a file path", _nonempty_str)
     if name is None:
         return None
@@ -304,7 +304,7 @@ def _state_file(c: _Checker, path: str, raw: Any) -> str | None:
     return name
 
 
-def _setting(c: _Checker, path: str, key: str, raw: Any) -> Any:
+def _setting(c: Checker, path: str, key: str, raw: Any) -> Any:
     """One of the settings that may stand at the top level and in a cluster; None if invalid."""
     if key == "state_file":
         return _state_file(c, path, raw)
@@ -313,7 +313,8 @@ def _setting(c: _Checker, path: str, key: str, raw: Any) -> Any:
     return c.value(path, raw, *_CHECKS[key])
 
 
-def _file(c: _Checker, path: str, raw: Any) -> str | None:
+def check_file(c: Checker, path: str, raw: Any) -> str | None:
+    """The path of an existing, readable regular file (relative to the checker's base directory), or None."""
     name = c.value(path, raw, "a file path", _nonempty_str)
     if name is None:
         return None
@@ -327,7 +328,7 @@ def _file(c: _Checker, path: str, raw: Any) -> str | None:
     return str(name)
 
 
-def _scheduler_ids(c: _Checker, path: str, raw: Any) -> tuple[str, ...]:
+def _scheduler_ids(c: Checker, path: str, raw: Any) -> tuple[str, ...]:
     if not isinstance(raw, list) or not raw:
         c.error(path, f"expected a non-empty list of scheduler ids (omit the key to discover them), got {_show(raw)}")
         return ()
@@ -341,7 +342,7 @@ def _scheduler_ids(c: _Checker, path: str, raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def _url(c: _Checker, path: str, raw: Any) -> str | None:
+def _url(c: Checker, path: str, raw: Any) -> str | None:
     if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+", raw.strip()):
         c.error(path, f"expected an http:// or https:// URL, got {_show(raw)}")
         return None
@@ -349,7 +350,7 @@ def _url(c: _Checker, path: str, raw: Any) -> str | None:
 
 
 def _secret(
-    c: _Checker, path: str, raw: Mapping[str, Any], key: str, required: bool = True
+    c: Checker, path: str, raw: Mapping[str, Any], key: str, required: bool = True
 ) -> tuple[str | None, str | None]:
     """``key`` or ``key_file`` (exactly one when required): (value, file path)."""
     if key in raw and f"{key}_file" in raw:
@@ -357,13 +358,13 @@ def _secret(
     elif key in raw:
         return c.value(f"{path}.{key}", raw[key], "a non-empty string", _nonempty_str), None
     elif f"{key}_file" in raw:
-        return None, _file(c, f"{path}.{key}_file", raw[f"{key}_file"])
+        return None, check_file(c, f"{path}.{key}_file", raw[f"{key}_file"])
     elif required:
         c.error(path, f"missing {key}; set {key} or {key}_file")
     return None, None
 
 
-def _auth(c: _Checker, path: str, raw: Any) -> AuthConfig | None:
+def _auth(c: Checker, path: str, raw: Any) -> AuthConfig | None:
     if not isinstance(raw, dict):
         c.error(path, f"expected a mapping, got {_show(raw)}")
         return None
@@ -411,7 +412,7 @@ def _auth(c: _Checker, path: str, raw: Any) -> AuthConfig | None:
     )
 
 
-def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterConfig | None:
+def _cluster(c: Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterConfig | None:
     if not isinstance(raw, dict):
         c.error(path, f"expected a mapping, got {_show(raw)}")
         return None
@@ -439,7 +440,7 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
         if problem:
             c.error(f"{path}.token", problem)
     elif "token_file" in raw:
-        token_file = _file(c, f"{path}.token_file", raw["token_file"])
+        token_file = check_file(c, f"{path}.token_file", raw["token_file"])
     elif "auth" in raw:
         auth = _auth(c, f"{path}.auth", raw["auth"])
     else:
@@ -450,7 +451,7 @@ def _cluster(c: _Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCo
     for key in OVERRIDABLE:
         if key in raw:
             settings[key] = _setting(c, f"{path}.{key}", key, raw[key])
-    ca_file = _file(c, f"{path}.ca_file", raw["ca_file"]) if "ca_file" in raw else None
+    ca_file = check_file(c, f"{path}.ca_file", raw["ca_file"]) if "ca_file" in raw else None
     if ca_file is not None and settings.get("verify_tls") is False:
         c.error(f"{path}.ca_file", "set, but verify_tls is false; remove one of them")
     if len(c.errors) > before or not isinstance(name, str):
@@ -474,7 +475,7 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
     ``environ`` supplies ``${VAR}`` (default: the process environment); relative file paths are taken
     from ``base_dir``.
     """
-    c = _Checker(os.environ if environ is None else environ, base_dir)
+    c = Checker(os.environ if environ is None else environ, base_dir)
     if not isinstance(data, dict):
         raise ConfigError([f"(top level): expected a mapping of settings, got {_show(data)}"])
     data = c.expand(data, "")
@@ -486,7 +487,7 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
             if value is not None:
                 top[key] = value
     if "web_config_file" in data:
-        top["web_config_file"] = _file(c, "web_config_file", data["web_config_file"])
+        top["web_config_file"] = check_file(c, "web_config_file", data["web_config_file"])
     if "listen_address" in data:
         raw = data["listen_address"]
         if not isinstance(raw, str):

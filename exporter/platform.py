@@ -14,7 +14,6 @@ from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller
 PASSWORD_LOGIN_PATH = "/ac/openapi/v2/tokens"
 AKSK_LOGIN_PATH = "/api/user/v3/tokens"
 RENEW_PATH = "/ac/openapi/v2/tokens/next"
-STATE_PATH = "/ac/openapi/v2/tokens/state"
 CENTER_PATH = "/ac/openapi/v2/center"
 
 

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.api import SugonClient
-from exporter.auth import token_provider
+from exporter.auth import token_provider, with_token
 from exporter.collector import JobCollector
 from exporter.config import ClusterConfig, Config
 from exporter.exposition import CachedExposition
@@ -25,7 +25,7 @@ from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
 from exporter.selfmetrics import PollMetrics
 from exporter.state import StateStore
 from exporter.statefile import StateFile
-from exporter.wire import ApiAuthError, Caller
+from exporter.wire import Caller
 
 
 class _Both(Collector):
@@ -91,13 +91,7 @@ class Exporter:
             ac = platform
 
             async def url_source() -> Center:
-                token = await tokens.get()
-                try:
-                    return await ac.center(token)
-                except ApiAuthError:
-                    if not await tokens.rejected(token):
-                        raise
-                return await ac.center(await tokens.get())
+                return await with_token(tokens, ac.center)
 
         client = SugonClient(cluster.api_url or "", tokens, caller)
         return ClusterPoller(

@@ -16,7 +16,7 @@ from typing import Any
 import bcrypt
 import yaml
 
-from exporter.config import ConfigError
+from exporter.config import Checker, ConfigError, check_file
 
 TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version")
 CLIENT_AUTH = {
@@ -44,42 +44,34 @@ class WebConfig:
     users: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
-def _file(errors: list[str], where: str, value: Any, base: str) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        errors.append(f"{where}: expected a file path")
-        return None
-    path = os.path.join(base, value.strip())
-    if not os.path.isfile(path):
-        errors.append(f"{where}: no such file")
-        return None
-    return path
-
-
-def _tls(errors: list[str], prefix: str, raw: Any, base: str) -> ssl.SSLContext | None:
+def _tls(c: Checker, prefix: str, raw: Any) -> ssl.SSLContext | None:
     where = f"{prefix}tls_server_config"
     if not isinstance(raw, dict):
-        errors.append(f"{where}: expected a mapping")
+        c.error(where, "expected a mapping")
         return None
     for key in raw:
         if key not in TLS_KEYS:
-            errors.append(f"{where}.{key}: not supported (supported: {', '.join(TLS_KEYS)})")
-    before = len(errors)
-    cert = _file(errors, f"{where}.cert_file", raw.get("cert_file"), base)
-    key = _file(errors, f"{where}.key_file", raw.get("key_file"), base)
+            c.error(f"{where}.{key}", f"not supported (supported: {', '.join(TLS_KEYS)})")
+    before = len(c.errors)
+    for needed in ("cert_file", "key_file"):
+        if needed not in raw:
+            c.error(where, f"missing {needed}")
+    cert = check_file(c, f"{where}.cert_file", raw["cert_file"]) if "cert_file" in raw else None
+    key = check_file(c, f"{where}.key_file", raw["key_file"]) if "key_file" in raw else None
     auth = raw.get("client_auth_type", "NoClientCert")
     if auth not in CLIENT_AUTH:
-        errors.append(f"{where}.client_auth_type: expected one of {', '.join(CLIENT_AUTH)}, got {auth!r}")
-    ca = _file(errors, f"{where}.client_ca_file", raw["client_ca_file"], base) if "client_ca_file" in raw else None
+        c.error(f"{where}.client_auth_type", f"expected one of {', '.join(CLIENT_AUTH)}, got {auth!r}")
+    ca = check_file(c, f"{where}.client_ca_file", raw["client_ca_file"]) if "client_ca_file" in raw else None
     if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and "client_ca_file" not in raw:
-        errors.append(f"{where}.client_ca_file: needed for client_auth_type {auth}")
+        c.error(f"{where}.client_ca_file", f"needed for client_auth_type {auth}")
     versions = {}
     for name in ("min_version", "max_version"):
         if name in raw:
             if raw[name] not in VERSIONS:
-                errors.append(f"{where}.{name}: expected one of {', '.join(VERSIONS)}, got {raw[name]!r}")
+                c.error(f"{where}.{name}", f"expected one of {', '.join(VERSIONS)}, got {raw[name]!r}")
             else:
                 versions[name] = VERSIONS[raw[name]]
-    if len(errors) > before or cert is None or key is None:
+    if len(c.errors) > before or cert is None or key is None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = versions.get("min_version", ssl.TLSVersion.TLSv1_2)
@@ -88,29 +80,29 @@ def _tls(errors: list[str], prefix: str, raw: Any, base: str) -> ssl.SSLContext 
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError):
-        errors.append(f"{where}.cert_file: cannot load the certificate and key (PEM files that belong together?)")
+        c.error(f"{where}.cert_file", "cannot load the certificate and key (PEM files that belong together?)")
         return None
     context.verify_mode = CLIENT_AUTH[auth]
     if ca is not None:
         try:
             context.load_verify_locations(cafile=ca)
         except (ssl.SSLError, OSError):
-            errors.append(f"{where}.client_ca_file: cannot load the CA certificates (a PEM file?)")
+            c.error(f"{where}.client_ca_file", "cannot load the CA certificates (a PEM file?)")
             return None
     return context
 
 
-def _users(errors: list[str], prefix: str, raw: Any) -> dict[str, bytes]:
+def _users(c: Checker, prefix: str, raw: Any) -> dict[str, bytes]:
     where = f"{prefix}basic_auth_users"
     if not isinstance(raw, dict):
-        errors.append(f"{where}: expected a mapping of user names to bcrypt hashes")
+        c.error(where, "expected a mapping of user names to bcrypt hashes")
         return {}
     users = {}
     for user, hashed in raw.items():
         if not isinstance(user, str) or not user or ":" in user:
-            errors.append(f"{where}: a user name must be a non-empty string without ':'")
+            c.error(where, "a user name must be a non-empty string without ':'")
         elif not isinstance(hashed, str) or not _BCRYPT.match(hashed.strip()):
-            errors.append(f"{where}.{user}: expected a bcrypt hash ($2y$..., 60 characters); the value is not shown")
+            c.error(f"{where}.{user}", "expected a bcrypt hash ($2y$..., 60 characters); the value is not shown")
         else:
             users[user] = hashed.strip().encode("ascii")
     return users
@@ -131,15 +123,15 @@ def load_web_config(path: str) -> WebConfig:
         return WebConfig()
     if not isinstance(raw, dict):
         raise ConfigError([f"{prefix}expected a mapping"])
-    errors: list[str] = []
+    # Relative paths are relative to the web config file, as in the main config.
+    c = Checker({}, os.path.dirname(os.path.abspath(path)))
     for key in raw:
         if key not in ("tls_server_config", "basic_auth_users"):
-            errors.append(f"{prefix}{key}: not supported (supported: tls_server_config, basic_auth_users)")
-    base = os.path.dirname(os.path.abspath(path))
-    tls = _tls(errors, prefix, raw["tls_server_config"], base) if raw.get("tls_server_config") is not None else None
-    users = _users(errors, prefix, raw["basic_auth_users"]) if raw.get("basic_auth_users") is not None else {}
-    if errors:
-        raise ConfigError(errors)
+            c.error(f"{prefix}{key}", "not supported (supported: tls_server_config, basic_auth_users)")
+    tls = _tls(c, prefix, raw["tls_server_config"]) if raw.get("tls_server_config") is not None else None
+    users = _users(c, prefix, raw["basic_auth_users"]) if raw.get("basic_auth_users") is not None else {}
+    if c.errors:
+        raise ConfigError(c.errors)
     return WebConfig(tls, users)
 
 

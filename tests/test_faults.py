@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.api import JOBS_PATH
 from exporter.config import build_config
 from exporter.service import Exporter
 from exporter.simulator import Simulator
@@ -142,4 +141,3 @@ def test_the_fault_matrix_names_every_fault_the_simulator_can_inject() -> None:
     from exporter.simulator.faults import ALL
 
     assert set(MATRIX) == set(ALL)
-    assert JOBS_PATH == "/hpc/openapi/v2/jobs"

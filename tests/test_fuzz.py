@@ -10,6 +10,7 @@ import tempfile
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -190,7 +191,13 @@ def test_any_text_as_a_config_file_is_a_config_or_a_config_error(text: str) -> N
 
 def test_a_typical_hostile_config_is_still_just_errors() -> None:
     data = yaml.safe_load("clusters: [{name: '', api_url: 7, token: {}, interval: -1, cluster_ids: [true, 1.5]}]")
-    try:
+    with pytest.raises(ConfigError) as err:
         build_config(data, environ={})
-    except ConfigError as exc:
-        assert len(exc.errors) >= 4
+    assert err.value.errors == [
+        'clusters[0].name: expected letters, digits, _ . or -, got ""',
+        "clusters[0].api_url: expected an http:// or https:// URL, got 7",
+        "clusters[0].cluster_ids[0]: expected a numeric scheduler id, got true",
+        "clusters[0].cluster_ids[1]: expected a numeric scheduler id, got 1.5",
+        "clusters[0].token: expected a non-empty string, got a value that is not shown",
+        "clusters[0].interval: expected a duration like 30s, got -1",
+    ]

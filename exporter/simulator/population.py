@@ -153,12 +153,6 @@ class Population:
                     del self._jobs[key]
             self._start_what_fits(now)
 
-    def set_status(self, scheduler_id: str, job_id: int, status: str) -> None:
-        """Force one job's status (tests)."""
-        with self._lock:
-            self._rendered.clear()
-            self._jobs[(scheduler_id, job_id)].status = status
-
     def add_jobs(
         self,
         count: int,
