@@ -25,6 +25,7 @@ from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
 from exporter.selfmetrics import PollMetrics
 from exporter.state import StateStore
 from exporter.statefile import StateFile
+from exporter.transport import transport_for
 from exporter.wire import Caller
 
 
@@ -79,6 +80,7 @@ class Exporter:
             verify=_verify(cluster),
             timeout=httpx.Timeout(cluster.timeout),
             limits=httpx.Limits(max_connections=cluster.concurrency, max_keepalive_connections=cluster.concurrency),
+            transport=transport_for(_verify(cluster), cluster.concurrency),
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
         self._http.append(http)

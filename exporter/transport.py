@@ -1,0 +1,278 @@
+"""A lean HTTP/1.1 transport for httpx on asyncio streams: keep-alive connections, no pool bookkeeping.
+
+httpx's default transport (httpcore, anyio, h11) costs about 0.8 ms of CPU per request; a full poll of a
+centre's job list is thousands of small requests, so that overhead was most of a poll's CPU. This
+transport does the same job in a small fraction of that for what the exporter needs: GET and POST,
+``Content-Length``, chunked or close-delimited bodies, TLS through an ``ssl.SSLContext``. httpx still
+builds the request and decodes ``Content-Encoding``; proxies configured in the environment still go
+through httpx's own proxy transports (mounts take precedence over this one).
+
+Failures come out as the httpx exceptions the default transport raises (ConnectError, ReadError,
+RemoteProtocolError, ConnectTimeout, ReadTimeout), so callers cannot tell the two apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+MAX_HEADER_BYTES = 64 * 1024
+MAX_CHUNK_LINE = 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]
+_timeout_cm = getattr(asyncio, "timeout", None)
+
+
+class _Connection:
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _timeout(request: httpx.Request, kind: str) -> float | None:
+    value = request.extensions.get("timeout", {}).get(kind)
+    return float(value) if value is not None else None
+
+
+async def _bounded(awaitable: Awaitable[T], seconds: float | None, error: type[httpx.TimeoutException]) -> T:
+    if seconds is None:
+        return await awaitable
+    try:
+        if _timeout_cm is not None:  # Python 3.11+: no extra task per request
+            async with _timeout_cm(seconds):
+                return await awaitable
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:
+        raise error(f"no answer within {seconds:g}s") from None
+
+
+def _head(request: httpx.Request, body: bytes) -> bytes:
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+    lines.extend(b"%s: %s" % (name, value) for name, value in request.headers.raw)
+    if body and "content-length" not in request.headers and "transfer-encoding" not in request.headers:
+        lines.append(b"Content-Length: %d" % len(body))
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """(status, reason, headers) of a response head; raises RemoteProtocolError when it is not HTTP/1.x."""
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or not parts[1].isdigit() or len(parts[1]) != 3:
+        raise httpx.RemoteProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise httpx.RemoteProtocolError(f"malformed header line: {line[:80]!r}")
+        headers.append((name, value.strip()))
+    return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size_total = 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        if len(line) > MAX_CHUNK_LINE:
+            raise httpx.RemoteProtocolError("chunk size line too long")
+        size_text = line.split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, ignored
+                pass
+            return b"".join(parts)
+        size_total += size
+        if size_total > limit:
+            raise httpx.RemoteProtocolError("response body too large")
+        parts.append(await reader.readexactly(size))
+        if await reader.readexactly(2) != b"\r\n":
+            raise httpx.RemoteProtocolError("chunk not followed by CRLF")
+
+
+class StreamTransport(httpx.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 over asyncio streams, at most ``max_connections`` requests at a time."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int = 8,
+        max_body: int = 256 * 1024 * 1024,
+    ) -> None:
+        self._ssl = ssl_context
+        self._max_connections = max_connections
+        self._slots = asyncio.Semaphore(max_connections)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._max_body = max_body
+        self._closed = False
+
+    async def _connect(self, request: httpx.Request, origin: Origin) -> _Connection:
+        scheme, host, port = origin
+        context: ssl.SSLContext | None = None
+        if scheme == "https":
+            context = self._ssl or ssl.create_default_context()
+        try:
+            reader, writer = await _bounded(
+                asyncio.open_connection(
+                    host, port, ssl=context, server_hostname=host if context else None, limit=MAX_HEADER_BYTES
+                ),
+                _timeout(request, "connect"),
+                httpx.ConnectTimeout,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
+        return _Connection(reader, writer)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise httpx.ConnectError("transport is closed")
+        url = request.url
+        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 80))
+        if url.scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        body = await request.aread()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # used from another event loop: what belonged to the old one is useless
+            self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
+            self._drop_idle()
+        async with self._slots:
+            idle = self._idle.get(origin)
+            while idle:
+                conn = idle.pop()
+                if conn.reader.at_eof() or conn.writer.is_closing():
+                    conn.close()
+                    continue
+                try:
+                    return await self._exchange(conn, request, body, origin)
+                except _StaleConnection:
+                    continue  # the server closed a kept-alive connection before reading our request: try anew
+            conn = await self._connect(request, origin)
+            try:
+                return await self._exchange(conn, request, body, origin)
+            except _StaleConnection:
+                raise httpx.RemoteProtocolError("server closed the connection without an answer") from None
+
+    async def _exchange(self, conn: _Connection, request: httpx.Request, body: bytes, origin: Origin) -> httpx.Response:
+        reusable = False
+        try:
+            conn.writer.write(_head(request, body) + body)
+            status, reason, headers, content, reusable = await _bounded(
+                self._read_response(conn, request.method), _timeout(request, "read"), httpx.ReadTimeout
+            )
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise _StaleConnection() from None
+            raise httpx.RemoteProtocolError("server closed the connection in mid-answer") from None
+        except asyncio.LimitOverrunError:
+            raise httpx.RemoteProtocolError("response head too large") from None
+        except (ConnectionError, OSError) as exc:
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if not reusable:
+                conn.close()
+        idle = self._idle.setdefault(origin, [])
+        if len(idle) < self._max_connections and not self._closed:
+            idle.append(conn)
+        else:
+            conn.close()
+        return httpx.Response(
+            status,
+            headers=headers,
+            content=content,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+        )
+
+    async def _read_response(
+        self, conn: _Connection, method: str
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool]:
+        reader = conn.reader
+        await conn.writer.drain()
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise httpx.RemoteProtocolError("server closed the connection in mid-answer") from None
+                raise
+            status, reason, headers = _parse_head(head)
+            if not 100 <= status < 200:
+                break  # 1xx (100 Continue, 103 Early Hints): another head follows
+        try:
+            connection = (_header(headers, b"connection") or b"").lower()
+            keep = b"close" not in connection and head.startswith(b"HTTP/1.1")
+            if method == "HEAD" or status in _NO_BODY_STATUSES:
+                return status, reason, headers, b"", keep
+            encoding = _header(headers, b"transfer-encoding")
+            if encoding is not None:
+                if encoding.lower().rsplit(b",", 1)[-1].strip() != b"chunked":
+                    raise httpx.RemoteProtocolError(f"unsupported transfer-encoding {encoding[:40]!r}")
+                return status, reason, headers, await _read_chunked(reader, self._max_body), keep
+            length = _header(headers, b"content-length")
+            if length is not None:
+                if not length.strip().isdigit():
+                    raise httpx.RemoteProtocolError(f"bad content-length {length[:40]!r}")
+                size = int(length)
+                if size > self._max_body:
+                    raise httpx.RemoteProtocolError("response body too large")
+                return status, reason, headers, await reader.readexactly(size), keep
+            content = await reader.read(self._max_body + 1)
+            while not reader.at_eof() and len(content) <= self._max_body:
+                content += await reader.read(self._max_body + 1 - len(content))
+            if len(content) > self._max_body:
+                raise httpx.RemoteProtocolError("response body too large")
+            return status, reason, headers, content, False
+        except asyncio.IncompleteReadError:
+            raise httpx.RemoteProtocolError("server closed the connection in mid-answer") from None
+
+    def _drop_idle(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                try:
+                    conn.close()
+                except RuntimeError:  # its event loop is already closed
+                    pass
+        self._idle.clear()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._drop_idle()
+
+
+class _StaleConnection(Exception):
+    """A reused connection that the server had already closed: nothing of an answer arrived."""
+
+
+def transport_for(verify: Any, max_connections: int) -> StreamTransport:
+    """A StreamTransport checking certificates as httpx would for ``verify`` (True, False or an SSLContext)."""
+    if isinstance(verify, ssl.SSLContext):
+        context = verify
+    else:
+        context = ssl.create_default_context()
+        if verify is False:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    return StreamTransport(context, max_connections)

@@ -1,0 +1,295 @@
+"""The lean HTTP/1.1 transport against scripted servers on 127.0.0.1: framing, keep-alive, failures, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.transport import StreamTransport, transport_for
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    """A TCP server on 127.0.0.1 that answers each request with the next scripted reply."""
+
+    def __init__(self, replies: list[bytes | Handler], tls: ssl.SSLContext | None = None) -> None:
+        self.replies = replies
+        self.tls = tls
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.delay = 0.0
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
+
+    async def __aenter__(self) -> Server:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                self.requests.append(head + await reader.readexactly(length))
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                await asyncio.sleep(self.delay)
+                self.in_flight -= 1
+                reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+                if isinstance(reply, bytes):
+                    writer.write(reply)
+                    await writer.drain()
+                else:
+                    await reply(reader, writer)
+                if writer.is_closing():
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+def ok(body: bytes = b'{"a": 1}', extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def close_after(data: bytes) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
+        await writer.drain()
+        writer.close()
+
+    return handler
+
+
+async def get(server: Server, transport: StreamTransport, timeout: float = 5.0) -> httpx.Response:
+    """One GET through ``transport``, left open for the next (closing a client closes its transport)."""
+    return await httpx.AsyncClient(transport=transport, timeout=timeout).get(server.url + "/x")
+
+
+def run(coro: Awaitable[object]) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_a_content_length_answer_and_keep_alive_reuse() -> None:
+    async def go() -> None:
+        async with Server([ok(b'{"n": 1}'), ok(b'{"n": 2}')]) as server:
+            transport = StreamTransport()
+            async with httpx.AsyncClient(transport=transport) as client:
+                first = await client.get(server.url + "/a", params={"start": 100, "q": "x y"}, headers={"token": "t"})
+                second = await client.get(server.url + "/b")
+            assert (first.status_code, first.json(), second.json()) == (200, {"n": 1}, {"n": 2})
+            assert server.connections == 1  # the second request went over the kept-alive connection
+            request = server.requests[0].decode()
+            assert request.startswith("GET /a?start=100&q=x+y HTTP/1.1\r\n")
+            assert "\r\ntoken: t\r\n" in request and f"\r\nHost: {server.url[7:]}\r\n" in request
+
+    run(go())
+
+
+def test_a_chunked_answer_with_extensions_and_trailers() -> None:
+    reply = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n{"a"\r\n5\r\n: 12}\r\n0\r\nX-T: 1\r\n\r\n'
+
+    async def go() -> None:
+        async with Server([reply, ok()]) as server:
+            transport = StreamTransport()
+            assert (await get(server, transport)).json() == {"a": 12}
+            assert (await get(server, transport)).json() == {"a": 1}
+            assert server.connections == 1
+
+    run(go())
+
+
+def test_a_body_ended_by_closing_the_connection() -> None:
+    async def go() -> None:
+        handler = await close_after(b'HTTP/1.1 200 OK\r\n\r\n{"closed": true}')
+        async with Server([handler, ok()]) as server:
+            transport = StreamTransport()
+            assert (await get(server, transport)).json() == {"closed": True}
+            assert (await get(server, transport)).json() == {"a": 1}
+            assert server.connections == 2  # a close-delimited body leaves nothing to reuse
+
+    run(go())
+
+
+def test_connection_close_and_http_1_0_are_not_reused() -> None:
+    async def go() -> None:
+        async with Server(
+            [ok(extra=b"Connection: close\r\n"), b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}", ok()]
+        ) as server:
+            transport = StreamTransport()
+            for _ in range(3):
+                assert (await get(server, transport)).status_code == 200
+            assert server.connections == 3
+
+    run(go())
+
+
+def test_no_body_statuses_and_interim_answers() -> None:
+    async def go() -> None:
+        async with Server(
+            [b"HTTP/1.1 204 No Content\r\n\r\n", b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"[1]")]
+        ) as server:
+            transport = StreamTransport()
+            first = await get(server, transport)
+            second = await get(server, transport)
+            assert (first.status_code, first.content, second.status_code, second.json()) == (204, b"", 200, [1])
+
+    run(go())
+
+
+def test_gzip_bodies_are_decoded_by_httpx() -> None:
+    body = gzip.compress(b'{"zipped": 1}')
+
+    async def go() -> None:
+        async with Server([ok(body, b"Content-Encoding: gzip\r\n")]) as server:
+            assert (await get(server, StreamTransport())).json() == {"zipped": 1}
+
+    run(go())
+
+
+def test_a_post_sends_its_body() -> None:
+    async def go() -> None:
+        async with Server([ok()]) as server:
+            async with httpx.AsyncClient(transport=StreamTransport()) as client:
+                await client.post(server.url + "/login", data={"user": "u", "password": "p w"})
+            head, _, body = server.requests[0].partition(b"\r\n\r\n")
+            assert head.startswith(b"POST /login HTTP/1.1")
+            assert b"Content-Length: 19" in head and body == b"user=u&password=p+w"
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("reply", "error", "text"),
+    [
+        (b"SSH-2.0-OpenSSH\r\n\r\n", httpx.RemoteProtocolError, "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", httpx.RemoteProtocolError, "not an HTTP/1.x status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", httpx.RemoteProtocolError, "malformed header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", httpx.RemoteProtocolError, "bad content-length"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", httpx.RemoteProtocolError, "bad chunk size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", httpx.RemoteProtocolError, "unsupported transfer"),
+    ],
+)
+def test_malformed_answers_are_protocol_errors(reply: bytes, error: type[Exception], text: str) -> None:
+    async def go() -> None:
+        async with Server([reply]) as server:
+            with pytest.raises(error, match=text):
+                await get(server, StreamTransport())
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"cut', b"HTTP/1.1 200 OK\r\nContent-", b""],
+)
+def test_a_connection_closed_in_mid_answer_is_a_transport_error(sent: bytes) -> None:
+    async def go() -> None:
+        async with Server([await close_after(sent)]) as server:
+            with pytest.raises(httpx.RemoteProtocolError, match="closed the connection"):
+                await get(server, StreamTransport())
+
+    run(go())
+
+
+def test_a_kept_alive_connection_the_server_closed_is_replaced() -> None:
+    async def go() -> None:
+        handler = await close_after(ok(extra=b"Connection: keep-alive\r\n"))  # says keep-alive, closes anyway
+        async with Server([handler, ok(b"[2]")]) as server:
+            transport = StreamTransport()
+            assert (await get(server, transport)).json() == {"a": 1}
+            await asyncio.sleep(0.05)
+            assert (await get(server, transport)).json() == [2]
+            assert server.connections == 2
+
+    run(go())
+
+
+def test_refused_connection_and_read_timeout() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    async def go() -> None:
+        async with Server([ok()]) as server:
+            url = server.url
+        with pytest.raises(httpx.ConnectError):
+            async with httpx.AsyncClient(transport=StreamTransport()) as client:
+                await client.get(url)
+        async with Server([slow]) as server:
+            with pytest.raises(httpx.ReadTimeout):
+                await get(server, StreamTransport(), timeout=0.2)
+
+    run(go())
+
+
+def test_a_huge_head_or_body_is_refused() -> None:
+    async def go() -> None:
+        async with Server([b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"]) as server:
+            with pytest.raises(httpx.RemoteProtocolError, match="head too large"):
+                await get(server, StreamTransport())
+        async with Server([ok(b"x" * 2000)]) as server:
+            with pytest.raises(httpx.RemoteProtocolError, match="body too large"):
+                await get(server, StreamTransport(max_body=1000))
+
+    run(go())
+
+
+def test_never_more_requests_in_flight_than_connections() -> None:
+    async def go() -> None:
+        async with Server([ok()]) as server:
+            server.delay = 0.02
+            async with httpx.AsyncClient(transport=StreamTransport(max_connections=3)) as client:
+                answers = await asyncio.gather(*(client.get(server.url) for _ in range(20)))
+            assert [a.status_code for a in answers] == [200] * 20
+            assert server.most_in_flight == 3 and server.connections == 3
+
+    run(go())
+
+
+def test_usable_from_one_event_loop_after_another() -> None:
+    transport = StreamTransport()
+
+    async def go(server_reply: bytes) -> object:
+        async with Server([server_reply]) as server:
+            return (await get(server, transport)).json()
+
+    assert run(go(ok(b"[1]"))) == [1]
+    assert run(go(ok(b"[2]"))) == [2]
+
+
+def test_tls_with_the_right_ca_without_verification_and_with_the_wrong_ca(certs: Path) -> None:
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(certs / "server.pem", certs / "server.key")
+
+    async def go() -> None:
+        async with Server([ok(b'{"tls": 1}')], tls=server_tls) as server:
+            trusted = transport_for(ssl.create_default_context(cafile=str(certs / "ca.pem")), 2)
+            assert (await get(server, trusted)).json() == {"tls": 1}
+            assert (await get(server, transport_for(False, 2))).json() == {"tls": 1}
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await get(server, transport_for(True, 2))
+
+    run(go())
