@@ -45,7 +45,7 @@ class Job(NamedTuple):
     reason: str = NO_REASON
 
 
-def _text(value: Any) -> str | None:
+def scalar_text(value: Any) -> str | None:
     """A non-empty string form of a scalar id or name, or None."""
     if isinstance(value, bool) or value is None:
         return None
@@ -62,7 +62,7 @@ def _label(value: Any, limit: int = LABEL_MAX_LENGTH) -> str | None:
 
     JSON may carry lone surrogates ("\\ud800"); left in, they would make the whole exposition unencodable.
     """
-    text = _text(value)
+    text = scalar_text(value)
     if text is None:
         return None
     return text[:limit].encode("utf-8", "replace").decode("utf-8")
@@ -76,10 +76,10 @@ def job_key(row: Any, scheduler_id: str) -> str | None:
     """
     if not isinstance(row, dict):
         return None
-    job_id = _text(row.get("jobId"))
+    job_id = scalar_text(row.get("jobId"))
     if job_id is None:
         return None
-    manager = _text(row.get("jobmanagerId")) or scheduler_id
+    manager = scalar_text(row.get("jobmanagerId")) or scheduler_id
     return f"{manager}\x00{job_id}"
 
 
@@ -99,7 +99,7 @@ def normalise_reason(value: Any) -> str:
     return _label(text, REASON_MAX_LENGTH) or NO_REASON
 
 
-def _cpus(value: Any) -> int:
+def cpus(value: Any) -> int:
     """``procNumUsed`` as a non-negative int; missing or invalid counts as 0."""
     if isinstance(value, bool):
         return 0
@@ -138,35 +138,45 @@ class RowParser:
                 self._labels[value] = label
             return label
 
+    def status(self, raw: Any) -> tuple[str, str]:
+        """(raw status as text, ``status`` label) of a raw ``jobStatus``."""
+        try:
+            return self._statuses[raw]
+        except (KeyError, TypeError):
+            raw_status = scalar_text(raw) or ""
+            found = (raw_status, map_status(raw_status))
+            if isinstance(raw, str) and len(self._statuses) < self.MAX_REMEMBERED:
+                self._statuses[raw] = found
+            return found
+
+    def reason(self, raw: Any) -> str:
+        """The ``reason`` label of a raw ``reason`` (see normalise_reason)."""
+        try:
+            return self._reasons[raw]
+        except (KeyError, TypeError):
+            reason = normalise_reason(raw)
+            if isinstance(raw, str) and len(self._reasons) < self.MAX_REMEMBERED:
+                self._reasons[raw] = reason
+            return reason
+
+    def label(self, raw: Any) -> str:
+        """A queue or user label of a raw value (``unknown`` when there is none)."""
+        return self._label(raw)
+
     def parse(self, row: Any, scheduler_id: str) -> Job | None:
         """A Job from one raw row, or None when the row is unusable (not an object, or no jobId)."""
         key = job_key(row, scheduler_id)
         if key is None:
             return None
-        raw = row.get("jobStatus")
-        try:
-            raw_status, status = self._statuses[raw]
-        except (KeyError, TypeError):
-            raw_status = _text(raw) or ""
-            status = map_status(raw_status)
-            if isinstance(raw, str) and len(self._statuses) < self.MAX_REMEMBERED:
-                self._statuses[raw] = (raw_status, status)
-        reason = NO_REASON
-        if status == "queued":  # only queued jobs are counted by reason
-            raw_reason = row.get("reason")
-            try:
-                reason = self._reasons[raw_reason]
-            except (KeyError, TypeError):
-                reason = normalise_reason(raw_reason)
-                if isinstance(raw_reason, str) and len(self._reasons) < self.MAX_REMEMBERED:
-                    self._reasons[raw_reason] = reason
+        raw_status, status = self.status(row.get("jobStatus"))
+        reason = self.reason(row.get("reason")) if status == "queued" else NO_REASON  # only queued jobs by reason
         return Job(
             key,
             self._label(row.get("queue")),
             self._label(row.get("user")),
             status,
             raw_status,
-            _cpus(row.get("procNumUsed")),
+            cpus(row.get("procNumUsed")),
             reason,
         )
 

@@ -9,16 +9,16 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from exporter.api import QueueCapacity, SugonClient
 from exporter.auth import jwt_payload
-from exporter.jobs import UNKNOWN, RowParser
+from exporter.jobs import RowParser
 from exporter.platform import Center
 from exporter.selfmetrics import PollMetrics
 from exporter.snapshot import SnapshotBuilder
 from exporter.state import CapacitySnapshot, StateStore
 from exporter.statefile import StateFile
+from exporter.tally import RowTally
 from exporter.tracker import JobTracker
 from exporter.wire import ApiError
 
@@ -108,6 +108,11 @@ class ClusterPoller:
             hit = self._excluded[queue] = any(p.fullmatch(queue) for p in self._budget.queues_exclude)
         return hit
 
+    def _unknown_status(self, raw_status: str) -> None:
+        if raw_status not in self._unknown_statuses:
+            self._unknown_statuses.add(raw_status)
+            log.warning("cluster %s: unknown jobStatus %r counted as unknown", self.name, raw_status)
+
     async def _endpoint(self) -> list[str]:
         """The HPC URL and scheduler ids, discovered where not configured; one discovery at a time."""
         async with self._discovery_lock:
@@ -142,30 +147,14 @@ class ClusterPoller:
         """Fetch every page of every scheduler, then publish a new state; True if the poll succeeded."""
         started = self._monotonic()
         builder = SnapshotBuilder(self._per_user, self._budget.max_users, self._budget.users_exclude)
-        # Every listed job's key → (queue, status), for the tracker; one entry per job is all a poll holds.
-        current: dict[str, tuple[str, str]] = {}
-        shared: dict[str, str] = {}  # one str object per distinct queue/status, not one per row
-        invalid = 0
+        # Every counted job's key → (queue, status), for the tracker; one entry per job is all a poll holds.
+        tally = RowTally(self._parser, builder, self._is_excluded, self._unknown_status)
         reported = 0
-
-        def take(rows: list[Any], scheduler_id: str) -> None:
-            nonlocal invalid
-            for row in rows:
-                job = self._parser.parse(row, scheduler_id)
-                if job is None:
-                    invalid += 1
-                elif job.key not in current and not self._is_excluded(job.queue):
-                    queue = shared.setdefault(job.queue, job.queue)
-                    current[job.key] = (queue, shared.setdefault(job.status, job.status))
-                    if job.status == UNKNOWN and job.raw_status not in self._unknown_statuses:
-                        self._unknown_statuses.add(job.raw_status)
-                        log.warning("cluster %s: unknown jobStatus %r counted as unknown", self.name, job.raw_status)
-                    builder.add(job)
 
         try:
             for sid in await self._endpoint():
                 reported += await self.client.fetch_jobs(
-                    sid, self._page_size, self._concurrency, functools.partial(take, scheduler_id=sid)
+                    sid, self._page_size, self._concurrency, functools.partial(tally.take, scheduler_id=sid)
                 )
         except ApiError as exc:
             self._failed(exc.reason, str(exc), self._monotonic() - started)
@@ -180,7 +169,7 @@ class ClusterPoller:
         self._queue_seen = {
             q: t for q, t in self._queue_seen.items() if now - t <= QUEUE_MEMORY_SECONDS and not self._is_excluded(q)
         }
-        activity = self._tracker.commit(current, now)
+        activity = self._tracker.commit(tally.current, now)
         snapshot = builder.build(
             cluster=self.name,
             taken_at=now,
@@ -207,9 +196,9 @@ class ClusterPoller:
             )
         )
         self._metrics.polls.labels(self.name, "success").inc()
-        if invalid:
-            self._metrics.invalid_records.labels(self.name).inc(invalid)
-            log.debug("cluster %s: skipped %d unusable rows", self.name, invalid)
+        if tally.invalid:
+            self._metrics.invalid_records.labels(self.name).inc(tally.invalid)
+            log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
         log.debug("cluster %s: %d jobs (API total %d) in %.2fs", self.name, builder.job_count, reported, duration)
         return True
 

@@ -67,26 +67,41 @@ class SnapshotBuilder:
         self._queue: dict[QueueStatus, list[int]] = {}
         self._user: dict[QueueUserStatus, list[int]] = {}
         self._reason: dict[QueueReason, int] = {}
-        self.job_count = 0
         self.queues: set[str] = set()
+
+    @property
+    def job_count(self) -> int:
+        return sum(cell[0] for cell in self._queue.values())
+
+    def cells(self, queue: str, user: str, status: str) -> tuple[list[int], list[int] | None]:
+        """The [jobs, cpus] counters a job of this queue, user and status adds to: by queue, and by user
+        (None when per-user series are off). A caller that meets the same three values again may keep
+        them and add to them directly: that is the fast path of a poll."""
+        self.queues.add(queue)
+        cell = self._queue.get((queue, status))
+        if cell is None:
+            cell = self._queue[(queue, status)] = [0, 0]
+        if not self._per_user:
+            return cell, None
+        ucell = self._user.get((queue, user, status))
+        if ucell is None:
+            ucell = self._user[(queue, user, status)] = [0, 0]
+        return cell, ucell
+
+    def count_reason(self, queue: str, reason: str) -> None:
+        """One queued job of ``queue`` waits for ``reason``."""
+        self._reason[(queue, reason)] = self._reason.get((queue, reason), 0) + 1
 
     def add(self, job: Job) -> None:
         """Count one (already deduplicated) job."""
-        self.job_count += 1
-        self.queues.add(job.queue)
-        cell = self._queue.get((job.queue, job.status))
-        if cell is None:
-            cell = self._queue[(job.queue, job.status)] = [0, 0]
+        cell, ucell = self.cells(job.queue, job.user, job.status)
         cell[0] += 1
         cell[1] += job.cpus
-        if job.status == "queued":
-            self._reason[(job.queue, job.reason)] = self._reason.get((job.queue, job.reason), 0) + 1
-        if self._per_user:
-            ucell = self._user.get((job.queue, job.user, job.status))
-            if ucell is None:
-                ucell = self._user[(job.queue, job.user, job.status)] = [0, 0]
+        if ucell is not None:
             ucell[0] += 1
             ucell[1] += job.cpus
+        if job.status == "queued":
+            self.count_reason(job.queue, job.reason)
 
     def _users(self) -> tuple[dict[QueueUserStatus, Counts], int]:
         totals: dict[str, int] = {}

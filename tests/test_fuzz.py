@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from exporter.api import parse_capacity, parse_job_page, parse_schedulers
 from exporter.config import Config, ConfigError, build_config, load_config
-from exporter.jobs import parse_job
+from exporter.jobs import RowParser, parse_job
 from exporter.snapshot import SnapshotBuilder
+from exporter.tally import RowTally
 from exporter.tracker import JobTracker
 from exporter.wire import ApiError, parse_envelope
 
@@ -100,6 +101,56 @@ def test_any_rows_aggregate_into_consistent_counts(rows: list[Any]) -> None:
     assert sum(c.cpus for c in snap.by_queue.values()) == cpus
     assert sum(c.jobs for c in snap.by_user.values()) == len(keys)
     assert len({u for _, u, _ in snap.by_user}) <= 4  # three users by name, plus "other"
+
+
+# Rows that mix value types which compare equal (1, 1.0, True) and keys padded with blanks: the cases a
+# fast path that remembers raw values could get wrong.
+TRICKY = st.sampled_from([1, 1.0, True, "1", " 1 ", "1\t", "", " ", None, 0, False, "statQ", "q", "q "])
+TALLY_ROW = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "jobId": TRICKY | FIELD,
+            "jobStatus": st.sampled_from(["statR", "statQ", "statC", "bogus"]) | TRICKY,
+            "queue": TRICKY | FIELD,
+            "user": TRICKY | FIELD,
+            "procNumUsed": st.sampled_from([-1, 2, 2.0, "3", True]) | FIELD,
+            "jobmanagerId": TRICKY,
+            "reason": st.sampled_from(["Priority", "Resources (x)"]) | FIELD,
+        },
+    )
+    | JSON
+)
+
+
+@SETTINGS
+@given(pages=st.lists(st.lists(TALLY_ROW, max_size=15), max_size=4), per_user=st.booleans())
+def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: list[list[Any]], per_user: bool) -> None:
+    """The poll's fast path against the plain one: RowParser.parse, first key wins, SnapshotBuilder.add."""
+    exclude = {"q"}
+    fast = SnapshotBuilder(per_user=per_user, max_users=1000)
+    unknown: list[str] = []
+    tally = RowTally(RowParser(), fast, exclude.__contains__, unknown.append)
+    slow = SnapshotBuilder(per_user=per_user, max_users=1000)
+    current: dict[str, tuple[str, str]] = {}
+    unknown_slow: set[str] = set()
+    invalid = 0
+    for page in pages:
+        tally.take(page, "7")
+        for row in page:
+            job = parse_job(row, "7")
+            if job is None:
+                invalid += 1
+            elif job.key not in current and job.queue not in exclude:
+                current[job.key] = (job.queue, job.status)
+                slow.add(job)
+                if job.status == "unknown":
+                    unknown_slow.add(job.raw_status)
+    a = fast.build("c", 0.0, 1.0, 0)
+    b = slow.build("c", 0.0, 1.0, 0)
+    assert (tally.current, tally.invalid) == (current, invalid)
+    assert (a.by_queue, a.by_user, a.by_reason, a.job_count) == (b.by_queue, b.by_user, b.by_reason, b.job_count)
+    assert set(unknown) == unknown_slow  # the poller logs each once
 
 
 @SETTINGS
