@@ -35,7 +35,7 @@ class Server:
         port = self._server.sockets[0].getsockname()[1]
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
 
-    async def __aenter__(self) -> Server:
+    async def __aenter__(self) -> Server:  # noqa: PYI034  (typing.Self needs Python 3.11)
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 
