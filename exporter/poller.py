@@ -163,6 +163,7 @@ class ClusterPoller:
             log.exception("cluster %s: unexpected error during poll", self.name)
             self._failed("internal", "unexpected error (see the traceback above)", self._monotonic() - started)
             return False
+        tally.finish()
         now = self._clock()
         for queue in builder.queues:
             self._queue_seen[queue] = now

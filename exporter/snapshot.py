@@ -88,9 +88,9 @@ class SnapshotBuilder:
             ucell = self._user[(queue, user, status)] = [0, 0]
         return cell, ucell
 
-    def count_reason(self, queue: str, reason: str) -> None:
-        """One queued job of ``queue`` waits for ``reason``."""
-        self._reason[(queue, reason)] = self._reason.get((queue, reason), 0) + 1
+    def count_reason(self, queue: str, reason: str, jobs: int = 1) -> None:
+        """``jobs`` queued jobs of ``queue`` wait for ``reason``."""
+        self._reason[(queue, reason)] = self._reason.get((queue, reason), 0) + jobs
 
     def add(self, job: Job) -> None:
         """Count one (already deduplicated) job."""

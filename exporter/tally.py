@@ -17,8 +17,8 @@ from exporter.snapshot import SnapshotBuilder
 
 QueueStatus = tuple[str, str]
 # What the rows with one (queue, user, status) add to: the tracker's (queue, status), the counters by queue
-# and by user, and whether such jobs are counted by reason. None: the queue is excluded.
-_Entry = tuple[QueueStatus, list[int], list[int] | None, bool] | None
+# and by user, and for queued jobs their raw reasons with counts (None otherwise). None: the queue is excluded.
+_Entry = tuple[QueueStatus, list[int], list[int] | None, dict[Any, int] | None] | None
 
 
 class RowTally:
@@ -39,6 +39,7 @@ class RowTally:
         self.invalid = 0
         self._entries: dict[tuple[Any, Any, Any], _Entry] = {}
         self._pairs: dict[QueueStatus, QueueStatus] = {}  # one tuple per distinct (queue, status), not one per job
+        self._reasons: list[tuple[str, dict[Any, int]]] = []  # raw reasons of queued jobs, labelled in finish()
 
     def _entry(self, raw: tuple[Any, Any, Any]) -> _Entry:
         parser = self._parser
@@ -51,7 +52,11 @@ class RowTally:
                 self._on_unknown(raw_status)
             pair = self._pairs.setdefault((queue, status), (queue, status))
             cell, ucell = self._builder.cells(queue, parser.label(raw[1]), status)
-            entry = (pair, cell, ucell, status == "queued")
+            reasons: dict[Any, int] | None = None
+            if status == "queued":  # only queued jobs are counted by reason
+                reasons = {}
+                self._reasons.append((queue, reasons))
+            entry = (pair, cell, ucell, reasons)
         if all(v is None or v.__class__ is str for v in raw):  # 1, 1.0 and True are equal keys: not remembered
             self._entries[raw] = entry
         return entry
@@ -88,7 +93,7 @@ class RowTally:
                 entry = self._entry(raw)
             if entry is None:
                 continue
-            pair, cell, ucell, queued = entry
+            pair, cell, ucell, reasons = entry
             current[key] = pair
             n = get("procNumUsed")
             if n.__class__ is not int or n < 0:
@@ -98,5 +103,22 @@ class RowTally:
             if ucell is not None:
                 ucell[0] += 1
                 ucell[1] += n
-            if queued:
-                self._builder.count_reason(pair[0], self._parser.reason(get("reason")))
+            if reasons is not None:
+                reason = get("reason")
+                try:
+                    reasons[reason] += 1
+                except KeyError:
+                    reasons[reason] = 1
+                except TypeError:  # unhashable: labelled now (as "none", like every reason that is not a string)
+                    self._builder.count_reason(pair[0], self._parser.reason(reason))
+
+    def finish(self) -> None:
+        """Count the queued jobs by reason: each distinct raw reason is labelled once, not once per job.
+
+        Raw reasons are safe as keys: the only equal values of different types (1, 1.0, True) are not
+        strings, and every non-string reason is labelled alike.
+        """
+        for queue, reasons in self._reasons:
+            for raw, n in reasons.items():
+                self._builder.count_reason(queue, self._parser.reason(raw), n)
+        self._reasons.clear()

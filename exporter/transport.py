@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from exporter.wire import within
+
 T = TypeVar("T")
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CHUNK_LINE = 1024
@@ -27,7 +29,6 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
-_timeout_cm = getattr(asyncio, "timeout", None)
 
 
 class _Connection:
@@ -50,10 +51,7 @@ async def _bounded(awaitable: Awaitable[T], seconds: float | None, error: type[h
     if seconds is None:
         return await awaitable
     try:
-        if _timeout_cm is not None:  # Python 3.11+: no extra task per request
-            async with _timeout_cm(seconds):
-                return await awaitable
-        return await asyncio.wait_for(awaitable, seconds)
+        return await within(seconds, awaitable)
     except asyncio.TimeoutError:
         raise error(f"no answer within {seconds:g}s") from None
 

@@ -6,11 +6,12 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 REASONS = ("timeout", "connection", "http_status", "invalid_response", "auth", "api_code")
 # 10012 "connection interrupted" and 10013 "timed out" are the server's own transient failures.
@@ -129,6 +130,20 @@ def parse_envelope(response: httpx.Response, refusal_is_auth: bool = False) -> A
     raise ApiCodeError(code, msg)
 
 
+_timeout_cm = getattr(asyncio, "timeout", None)
+
+
+async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """``await awaitable``, or asyncio.TimeoutError after ``seconds`` (without a task per call on 3.11+)."""
+    if _timeout_cm is None:
+        return await asyncio.wait_for(awaitable, seconds)
+    async with _timeout_cm(seconds):
+        return await awaitable
+
+
+MAX_CACHED_URLS = 4096  # page URLs remembered per cluster (a 400,000-job list at 100 rows a page)
+
+
 class Caller:
     """Sends requests over one pooled HTTP client with a whole-exchange timeout and one retry when transient."""
 
@@ -143,8 +158,24 @@ class Caller:
         self.http = http
         self.timeout = timeout
         self.observer = observer or _NullObserver()
+        self._urls: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
         self._retry_backoff = retry_backoff
         self._sleep = sleep
+
+    def _url(self, url: str, params: dict[str, Any] | None) -> httpx.URL:
+        """``url`` with ``params``, parsed once: a poll asks for the same page URLs every time, and httpx's
+        URL parsing was a tenth of a large poll's CPU."""
+        key = (url, tuple(params.items()) if params else ())
+        try:
+            return self._urls[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable parameter value
+            return httpx.URL(url, params=params)
+        if len(self._urls) >= MAX_CACHED_URLS:
+            self._urls.clear()
+        found = self._urls[key] = httpx.URL(url, params=params)
+        return found
 
     async def _attempt(
         self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str], refusal_is_auth: bool
@@ -152,9 +183,7 @@ class Caller:
         self.observer.request_sent()
         try:
             # wait_for bounds the whole exchange; httpx's own timeout is per read and a trickling body could outlast it.
-            response = await asyncio.wait_for(
-                self.http.request(method, url, params=params, headers=headers), timeout=self.timeout
-            )
+            response = await within(self.timeout, self.http.request(method, self._url(url, params), headers=headers))
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
         except httpx.TransportError as exc:

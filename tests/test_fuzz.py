@@ -146,6 +146,7 @@ def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: lis
                 slow.add(job)
                 if job.status == "unknown":
                     unknown_slow.add(job.raw_status)
+    tally.finish()
     a = fast.build("c", 0.0, 1.0, 0)
     b = slow.build("c", 0.0, 1.0, 0)
     assert (tally.current, tally.invalid) == (current, invalid)
