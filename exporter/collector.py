@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from exporter.snapshot import ClusterSnapshot
-from exporter.state import ClusterState, StateStore
+from exporter.state import CapacitySnapshot, ClusterState, StateStore
 from exporter.tracker import GONE, TERMINAL, WAIT_BUCKETS
 
 _CACHED = " Cached: taken from the cluster's last successful poll, refreshed every poll interval."
@@ -26,6 +26,21 @@ def _le(bound: float) -> str:
 _EMPTY_WAIT = [(_le(b), 0) for b in (*WAIT_BUCKETS, float("inf"))]
 
 Families = dict[str, Any]  # name → *MetricFamily
+# The families of a cluster that go when its job data is older than max_staleness, or its capacity is.
+JOB_DATA_FAMILIES = frozenset(
+    {
+        "sugon_jobs",
+        "sugon_job_cpus",
+        "sugon_queued_jobs_by_reason",
+        "sugon_oldest_queued_job_age_seconds",
+        "sugon_user_jobs",
+        "sugon_user_job_cpus",
+        "sugon_users_folded",
+    }
+)
+CAPACITY_FAMILIES = frozenset(
+    {"sugon_queue_cpus", "sugon_queue_free_cpus", "sugon_queue_nodes", "sugon_queue_free_nodes"}
+)
 
 
 def _families(per_user: bool) -> Families:
@@ -125,22 +140,47 @@ class JobCollector(Collector):
             self._health(fams, name, state)
             snap = state.snapshot
             if snap is not None:
-                fams["sugon_api_reported_jobs"].add_metric([name], snap.reported_total)
-                self._activity(fams, name, snap)
-                if now < snap.expires_at:
-                    self._jobs(fams, name, snap)
+                self._snapshot(fams, name, snap, with_job_data=now < snap.expires_at)
             cap = state.capacity
             if cap is not None and now < cap.expires_at:
-                for queue, q in cap.queues.items():
-                    for family, value in (
-                        ("sugon_queue_cpus", q.cpus),
-                        ("sugon_queue_free_cpus", q.free_cpus),
-                        ("sugon_queue_nodes", q.nodes),
-                        ("sugon_queue_free_nodes", q.free_nodes),
-                    ):
-                        if value is not None:
-                            fams[family].add_metric([name, queue], value)
+                self._capacity(fams, name, cap)
         yield from fams.values()
+
+    def family_names(self) -> list[str]:
+        """The names of the families collect() yields, in its order."""
+        return list(_families(self._per_user))
+
+    def part(self, name: str, state: ClusterState, part: str) -> Families:
+        """One cluster's samples of one part, whatever its staleness: ``health`` (from the state),
+        ``snapshot`` (job data and activity, from state.snapshot) or ``capacity`` (from state.capacity).
+        collect() is, per cluster, these parts less what has gone stale (JOB_DATA_FAMILIES when the snapshot
+        is stale, all of CAPACITY_FAMILIES when the capacity is)."""
+        fams = _families(self._per_user)
+        if part == "health":
+            self._health(fams, name, state)
+        elif part == "snapshot" and state.snapshot is not None:
+            self._snapshot(fams, name, state.snapshot, with_job_data=True)
+        elif part == "capacity" and state.capacity is not None:
+            self._capacity(fams, name, state.capacity)
+        return fams
+
+    def _snapshot(self, fams: Families, name: str, snap: ClusterSnapshot, with_job_data: bool) -> None:
+        fams["sugon_api_reported_jobs"].add_metric([name], snap.reported_total)
+        self._activity(fams, name, snap)
+        if with_job_data:
+            self._jobs(fams, name, snap)
+
+    @staticmethod
+    def _capacity(fams: Families, name: str, cap: CapacitySnapshot) -> None:
+        for queue, q in cap.queues.items():
+            for family, value in (
+                ("sugon_queue_cpus", q.cpus),
+                ("sugon_queue_free_cpus", q.free_cpus),
+                ("sugon_queue_nodes", q.nodes),
+                ("sugon_queue_free_nodes", q.free_nodes),
+            ):
+                if value is not None:
+                    fams[family].add_metric([name, queue], value)
 
     @staticmethod
     def _health(fams: Families, name: str, state: ClusterState) -> None:

@@ -1,93 +1,209 @@
-"""/metrics rendered once per change of the job data, not once per scrape.
+"""/metrics rendered per cluster and per change, not per scrape.
 
-The job families (everything the JobCollector yields) change only when a poller publishes or when a
-cluster's data crosses max_staleness; with per-user families at centre scale they are megabytes that
-take seconds to render. They are rendered once per such change, in each format asked for, plain and
-gzipped, and shared by every scrape. The exporter's own counters change all the time but are small:
-they are rendered on each scrape and appended (the two parts share no metric family).
+The job families change only when a poller publishes (or data crosses max_staleness); with per-user
+families at centre scale they are megabytes that take seconds to render. So each cluster's samples are
+rendered once per published snapshot, capacity or health, as one piece per family, in each format asked
+for, plain and raw-deflated. A scrape assembles the pieces of every family, cluster after cluster, behind
+the family's HELP and TYPE: the bytes are exactly what prometheus-client renders for the whole registry,
+but a publish re-renders only its own cluster. Data that crosses max_staleness only leaves pieces out.
+
+gzip: each piece is deflated on its own up to a sync flush, so deflated pieces join into one deflate
+stream; a scrape appends the live part (the exporter's own counters, small, rendered every time) with the
+final block and the gzip trailer. The result is one ordinary gzip stream.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.state import StateStore
+from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, JobCollector
+from exporter.state import ClusterState, StateStore
 
 EOF_LINE = b"# EOF\n"
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no mtime, unknown OS
+PARTS = ("health", "snapshot", "capacity")
 
 
-def _openmetrics(registry: CollectorRegistry) -> bytes:
-    return generate_openmetrics(registry)  # type: ignore[no-untyped-call, no-any-return]
+class _Families:
+    """A registry stand-in that yields given families (prometheus-client only calls collect())."""
+
+    def __init__(self, families: Iterable[Any]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> list[Any]:
+        return self._families
 
 
-Key = tuple[int, frozenset[str]]
+def _render(source: Any, openmetrics: bool) -> bytes:
+    if openmetrics:
+        text: bytes = generate_openmetrics(source)  # type: ignore[no-untyped-call]
+        return text.removesuffix(EOF_LINE)
+    return generate_latest(source)
+
+
+def _split_header(text: bytes) -> tuple[bytes, bytes]:
+    """(the leading comment lines, the samples) of one family's rendering."""
+    pos = 0
+    while text.startswith(b"#", pos):
+        pos = text.index(b"\n", pos) + 1
+    return text[:pos], text[pos:]
+
+
+class Piece:
+    """Some exposition bytes, and the same deflated up to a sync flush (joinable with other pieces)."""
+
+    __slots__ = ("crc", "deflated", "text")
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self.deflated = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH) if text else b""
+        self.crc = zlib.crc32(text)
+
+
+EMPTY = Piece(b"")
+
+
+class _Assembly:
+    """The job part of one exposition format, as pieces in order."""
+
+    def __init__(self, pieces: list[Piece]) -> None:
+        self.plain = b"".join(p.text for p in pieces)
+        self.deflated = b"".join(p.deflated for p in pieces)
+        crc = 0
+        for p in pieces:
+            crc = zlib.crc32(p.text, crc)
+        self.crc = crc
 
 
 class CachedExposition:
-    """Renders ``jobs`` (cached) followed by ``live`` (every time), as text or OpenMetrics, optionally gzipped."""
+    """Renders the job families (cached per cluster) followed by ``live`` (every time), as text or
+    OpenMetrics, optionally gzipped. ``static`` holds families that never change (build info)."""
 
     def __init__(
         self,
-        jobs: CollectorRegistry,
+        static: CollectorRegistry,
+        collector: JobCollector,
         live: CollectorRegistry,
         store: StateStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._jobs = jobs
+        self._static = static
+        self._collector = collector
         self._live = live
         self._store = store
         self._clock = clock
+        self._names = collector.family_names()
         self._lock = threading.Lock()
-        self._key: Key | None = None
-        self._plain: dict[bool, bytes] = {}
-        # gzip: the job part compressed up to a sync flush, and the compressor as it stood then. Each scrape
-        # continues a copy of it with the live part, which makes one ordinary gzip stream (some clients
-        # stop reading after the first of several gzip members).
-        self._gzip: dict[bool, tuple[bytes, Any]] = {}
-        self.renders = 0  # how often the job part was rendered (tests, benchmarks)
+        # (cluster, part, openmetrics) → (the object it was rendered from, family name → piece)
+        self._pieces: dict[tuple[str, str, bool], tuple[object, dict[str, Piece]]] = {}
+        self._headers: dict[bool, tuple[Piece, dict[str, Piece]]] = {}  # static part, and each family's header
+        self._assembled: dict[bool, tuple[object, _Assembly]] = {}
+        self._formats: set[bool] = set()  # the formats scraped so far (OpenMetrics or not): prepared ahead
+        self.renders = 0  # how often a cluster's snapshot was rendered (tests, benchmarks)
 
-    def _current_key(self) -> Key:
-        now = self._clock()
-        stale = frozenset(
-            name
-            for name, s in self._store.states().items()
-            if (s.snapshot is not None and now >= s.snapshot.expires_at)
-            or (s.capacity is not None and now >= s.capacity.expires_at)
-        )
-        return self._store.version, stale
+    def _heads(self, openmetrics: bool) -> tuple[Piece, dict[str, Piece]]:
+        found = self._headers.get(openmetrics)
+        if found is None:
+            empty = self._collector.part("", ClusterState(""), "none")
+            heads = {
+                name: Piece(_split_header(_render(_Families([fam]), openmetrics))[0]) for name, fam in empty.items()
+            }
+            found = self._headers[openmetrics] = (Piece(_render(self._static, openmetrics)), heads)
+        return found
 
-    def _job_text(self, openmetrics: bool) -> bytes:
-        text = self._plain.get(openmetrics)
-        if text is None:
+    def _source(self, state: ClusterState, part: str) -> object:
+        return (state.up, state.last_success, state.poll_duration) if part == "health" else getattr(state, part)
+
+    def _cached(self, name: str, state: ClusterState, part: str, openmetrics: bool) -> dict[str, Piece] | None:
+        cached = self._pieces.get((name, part, openmetrics))
+        source = self._source(state, part)
+        if cached is not None and (cached[0] is source or (part == "health" and cached[0] == source)):
+            return cached[1]
+        return None
+
+    def _rendered(self, name: str, state: ClusterState, part: str, openmetrics: bool) -> dict[str, Piece]:
+        """The pieces of one part of one cluster, rendered now (touches no shared state but a counter)."""
+        if self._source(state, part) is None:
+            return {}
+        if part == "snapshot":
             self.renders += 1
-            text = _openmetrics(self._jobs) if openmetrics else generate_latest(self._jobs)
-            if openmetrics and text.endswith(EOF_LINE):
-                text = text[: -len(EOF_LINE)]  # the live part ends the whole exposition
-            self._plain[openmetrics] = text
-        return text
+        pieces = {}
+        for family, fam in self._collector.part(name, state, part).items():
+            if fam.samples:
+                pieces[family] = Piece(_split_header(_render(_Families([fam]), openmetrics))[1])
+        return pieces
+
+    def _part(self, name: str, state: ClusterState, part: str, openmetrics: bool) -> dict[str, Piece]:
+        pieces = self._cached(name, state, part, openmetrics)
+        if pieces is None:
+            pieces = self._rendered(name, state, part, openmetrics)
+            self._pieces[(name, part, openmetrics)] = (self._source(state, part), pieces)
+        return pieces
+
+    def prepare(self, state: ClusterState) -> None:
+        """Render a state's changed pieces, in the formats scraped so far, before it is published: scrapes
+        go on with the previous state meanwhile and find the new one ready. Called by the publishing thread."""
+        for openmetrics in tuple(self._formats):
+            for part in PARTS:
+                if self._cached(state.name, state, part, openmetrics) is None:
+                    pieces = self._rendered(state.name, state, part, openmetrics)
+                    with self._lock:
+                        self._pieces[(state.name, part, openmetrics)] = (self._source(state, part), pieces)
+
+    def _job_part(self, openmetrics: bool) -> _Assembly:
+        now = self._clock()
+        states = self._store.states()
+        key = tuple(
+            (
+                state,
+                state.snapshot is not None and now >= state.snapshot.expires_at,
+                state.capacity is not None and now >= state.capacity.expires_at,
+            )
+            for state in states.values()
+        )
+        cached = self._assembled.get(openmetrics)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        static, heads = self._heads(openmetrics)
+        parts = []
+        for (state, job_data_stale, capacity_stale), name in zip(key, states):
+            pieces = {}
+            for part in PARTS:
+                pieces.update(self._part(name, state, part, openmetrics))
+            if job_data_stale:
+                pieces = {f: p for f, p in pieces.items() if f not in JOB_DATA_FAMILIES}
+            if capacity_stale:
+                pieces = {f: p for f, p in pieces.items() if f not in CAPACITY_FAMILIES}
+            parts.append(pieces)
+        ordered = [static]
+        for family in self._names:
+            ordered.append(heads[family])
+            ordered.extend(p[family] for p in parts if family in p)
+        assembly = _Assembly(ordered)
+        self._assembled[openmetrics] = (key, assembly)
+        for stale in [k for k in self._pieces if k[0] not in states]:
+            del self._pieces[stale]
+        return assembly
 
     def render(self, openmetrics: bool, compressed: bool) -> bytes:
         """The whole exposition: the cached job part, then the live part."""
-        live = _openmetrics(self._live) if openmetrics else generate_latest(self._live)
-        key = self._current_key()
+        live = _render(self._live, openmetrics) + (EOF_LINE if openmetrics else b"")  # the live part ends it all
         with self._lock:  # one render per change, however many scrapes arrive at once
-            if key != self._key:
-                self._key, self._plain, self._gzip = key, {}, {}
-            if not compressed:
-                return self._job_text(openmetrics) + live
-            cached = self._gzip.get(openmetrics)
-            if cached is None:
-                compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-                prefix = compressor.compress(self._job_text(openmetrics)) + compressor.flush(zlib.Z_SYNC_FLUSH)
-                cached = self._gzip[openmetrics] = (prefix, compressor)
-            prefix, compressor = cached
-            tail = compressor.copy()
-        return prefix + tail.compress(live) + tail.flush()
+            self._formats.add(openmetrics)
+            job = self._job_part(openmetrics)
+        if not compressed:
+            return job.plain + live
+        tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        size = (len(job.plain) + len(live)) & 0xFFFFFFFF
+        trailer = struct.pack("<II", zlib.crc32(live, job.crc), size)
+        return GZIP_HEADER + job.deflated + tail.compress(live) + tail.flush() + trailer

@@ -58,16 +58,20 @@ class Exporter:
         self.store = StateStore([c.name for c in config.clusters])
         # Two parts: the job data, which changes only when a poll publishes (rendered once per change for
         # /metrics), and the exporter's own counters, which change all the time.
-        self.job_registry = CollectorRegistry()
-        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=self.job_registry).info(
+        static = CollectorRegistry()
+        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=static).info(
             {"version": __version__}
         )
-        self.job_registry.register(JobCollector(self.store, config.per_user, clock))
+        collector = JobCollector(self.store, config.per_user, clock)
+        self.job_registry = CollectorRegistry()
+        self.job_registry.register(_Both(static))
+        self.job_registry.register(collector)
         self.live_registry = CollectorRegistry()
         self.metrics = PollMetrics(self.live_registry)
         self.registry = CollectorRegistry()  # both, for --once and for reading single values
         self.registry.register(_Both(self.job_registry, self.live_registry))
-        self.exposition = CachedExposition(self.job_registry, self.live_registry, self.store, clock)
+        self.exposition = CachedExposition(static, collector, self.live_registry, self.store, clock)
+        self.store.prepare = self.exposition.prepare
         self._http: list[httpx.AsyncClient] = []
         self._state_files: dict[str, StateFile] = {}
         self.pollers = [self._poller(c, clock, retry_backoff) for c in config.clusters]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -38,9 +38,13 @@ class StateStore:
     def __init__(self, names: list[str]) -> None:
         self._states: Mapping[str, ClusterState] = MappingProxyType({n: ClusterState(n) for n in names})
         self.version = 0  # bumped by every publish, so that renderings can tell when they are out of date
+        # Called with each state before it is published (the exposition renders it ahead of scrapes).
+        self.prepare: Callable[[ClusterState], None] | None = None
 
     def publish(self, state: ClusterState) -> None:
         """Replace one cluster's state (each cluster has a single writer, its poller)."""
+        if self.prepare is not None:
+            self.prepare(state)
         self._states = MappingProxyType({**self._states, state.name: state})
         self.version += 1
 

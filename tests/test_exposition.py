@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from dataclasses import replace
 
 import httpx
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from exporter.api import QueueCapacity
 from exporter.config import build_config
 from exporter.jobs import Job
 from exporter.service import Exporter
 from exporter.snapshot import SnapshotBuilder
-from exporter.state import ClusterState
+from exporter.state import CapacitySnapshot, ClusterState
 from exporter.web import WebServer, make_app
 
 NOW = 1_700_000_000.0
+CAPACITY = {"q0": QueueCapacity(64, 8, 2, None), "q1": QueueCapacity(None, None, 4, 1)}
 
 
 def rig() -> tuple[Exporter, list[float]]:
@@ -62,9 +65,10 @@ def test_the_job_part_is_rendered_once_per_change_and_the_counters_stay_live() -
     publish(ex, NOW + 60, jobs=5)  # a poll publishes
     assert b'status="running"} 5.0' in ex.exposition.render(False, False)
     assert ex.exposition.renders == 2
-    clock[0] = NOW + 60 + 300  # the data crosses max_staleness
+    clock[0] = NOW + 60 + 300  # the data crosses max_staleness: its pieces are left out, nothing is re-rendered
     assert b"sugon_jobs{" not in ex.exposition.render(False, False)
-    assert ex.exposition.renders == 3
+    assert ex.exposition.render(False, False) == generate_latest(ex.registry)
+    assert ex.exposition.renders == 2
 
 
 def test_the_server_uses_the_cache_and_a_name_filter_falls_back() -> None:
@@ -85,3 +89,56 @@ def test_the_server_uses_the_cache_and_a_name_filter_falls_back() -> None:
         assert ex.exposition.renders == 2  # text and OpenMetrics, once each
     finally:
         server.stop()
+
+
+def test_a_publish_re_renders_only_its_own_cluster_and_every_assembly_equals_a_fresh_rendering() -> None:
+    clock = [NOW]
+    clusters = [{"name": n, "api_url": "https://h:1", "token": "t"} for n in ("a", "b", "c")]
+    ex = Exporter(build_config({"clusters": clusters, "per_user": True}, environ={}), clock=lambda: clock[0])
+
+    def poll(name: str, t: float, jobs: int, up: bool = True) -> None:
+        b = SnapshotBuilder(per_user=True)
+        for i in range(jobs):
+            b.add(Job(str(i), f"q{i % 2}", f"u{i % 3}", "queued" if i % 2 else "running", "statR", i, "Priority"))
+        snap = b.build(name, t, t + 300, jobs, ["q0", "q1", "idle"])
+        ex.store.publish(ClusterState(name, up, t, 1.5, None, snap, CapacitySnapshot(t, t + 100, CAPACITY)))
+
+    def same() -> None:
+        for om, fresh in ((False, generate_latest), (True, generate_openmetrics)):
+            plain = ex.exposition.render(om, False)
+            assert plain == fresh(ex.registry)
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            assert inflate.decompress(ex.exposition.render(om, True)) == plain and inflate.eof
+            assert inflate.unused_data == b""
+
+    for i, name in enumerate(("a", "b", "c")):
+        poll(name, NOW, 3 + i)
+    same()
+    assert ex.exposition.renders == 6  # three clusters, two formats
+    poll("b", NOW + 30, 7)
+    same()
+    assert ex.exposition.renders == 8  # b again, in two formats; a and c were not touched
+    previous = ex.store.get("c")  # a failed poll: new health, the same snapshot
+    ex.store.publish(replace(previous, up=False, last_error="timeout"))
+    same()
+    assert ex.exposition.renders == 8 and b'sugon_up{hpc_cluster="c"} 0.0' in ex.exposition.render(False, False)
+    clock[0] = NOW + 120  # capacity of a and c is stale, b's is not
+    same()
+    assert b'sugon_queue_cpus{hpc_cluster="b"' in ex.exposition.render(False, False)
+    assert b'sugon_queue_cpus{hpc_cluster="a"' not in ex.exposition.render(False, False)
+    clock[0] = NOW + 310  # the job data of a and c is stale too
+    same()
+    assert b'sugon_jobs{hpc_cluster="a"' not in ex.exposition.render(False, False)
+    assert b'sugon_jobs{hpc_cluster="b"' in ex.exposition.render(False, False)
+    assert ex.exposition.renders == 8
+
+
+def test_a_publish_renders_ahead_in_the_formats_scraped_so_far() -> None:
+    ex, _ = rig()
+    assert ex.exposition.renders == 0  # nothing scraped yet: nothing rendered ahead
+    ex.exposition.render(True, True)  # OpenMetrics has been asked for
+    assert ex.exposition.renders == 1
+    publish(ex, NOW + 60, jobs=4)
+    assert ex.exposition.renders == 2  # rendered by the publishing thread, in OpenMetrics only
+    assert ex.exposition.render(True, False) == generate_openmetrics(ex.registry)  # type: ignore[no-untyped-call]
+    assert ex.exposition.renders == 2  # the scrape found it ready
