@@ -72,14 +72,15 @@ def exporter_for(urls: list[str], concurrency: int = 8) -> Exporter:
     )
 
 
-def timed_poll(url: str) -> tuple[float, float, int]:
-    """(wall seconds, process CPU seconds, jobs) of one full poll in a fresh exporter."""
+def timed_poll(url: str, polls: int = 1) -> tuple[float, float, int]:
+    """(wall seconds, process CPU seconds, jobs) of the last of ``polls`` full polls in a fresh exporter."""
     ex = exporter_for([url])
 
     async def go() -> tuple[float, float]:
-        t, c = time.perf_counter(), time.process_time()
-        assert await ex.pollers[0].poll_once()
-        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        for _ in range(polls):
+            t, c = time.perf_counter(), time.process_time()
+            assert await ex.pollers[0].poll_once()
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
         await ex.aclose()
         return wall, cpu
 
@@ -126,14 +127,15 @@ def bench_poll(runs: int) -> list[str]:
 def bench_cpu(runs: int) -> list[str]:
     jobs = 200_000
     with simulator(jobs, 0.0) as url:
-        cpus = [timed_poll(url)[1] for _ in range(runs)]
+        first = statistics.median(timed_poll(url)[1] for _ in range(runs))
+        later = statistics.median(timed_poll(url, polls=2)[1] for _ in range(runs))  # a running daemon's poll
         decode = decode_bound(url, jobs)
-    cpu = statistics.median(cpus)
     return [
         (
-            f"| 2. CPU per poll, 200k jobs, 0 ms | {cpu:.2f} s CPU (median of {runs}) | decode bound {decode:.2f} s | "
-            f"{cpu / decode:.2f} × | ≤ 2 × | {'met' if cpu <= 2 * decode else 'NOT met'} |"
+            f"| 2. CPU per poll, 200k jobs, 0 ms, {what} | {cpu:.2f} s CPU (median of {runs}) | "
+            f"decode bound {decode:.2f} s | {cpu / decode:.2f} × | ≤ 2 × | {'met' if cpu <= 2 * decode else 'NOT met'} |"
         )
+        for what, cpu in (("first poll after start", first), ("later polls", later))
     ]
 
 

@@ -7,6 +7,7 @@ import re
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -42,6 +43,11 @@ class _Both(Collector):
     def describe(self) -> Iterator[Metric]:
         """Every family, so that a registry can filter by name (called at registration, before any data)."""
         return self.collect()
+
+
+def _env_proxies() -> bool:
+    """True when HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (or their lower-case forms) are set."""
+    return any(scheme != "no" for scheme in urllib.request.getproxies())
 
 
 def _verify(cluster: ClusterConfig) -> ssl.SSLContext | bool:
@@ -84,7 +90,8 @@ class Exporter:
             verify=_verify(cluster),
             timeout=httpx.Timeout(cluster.timeout),
             limits=httpx.Limits(max_connections=cluster.concurrency, max_keepalive_connections=cluster.concurrency),
-            transport=transport_for(_verify(cluster), cluster.concurrency),
+            # The lean transport, unless the environment names a proxy: httpx honours those only with its own.
+            transport=None if _env_proxies() else transport_for(_verify(cluster), cluster.concurrency),
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
         self._http.append(http)

@@ -4,8 +4,9 @@ httpx's default transport (httpcore, anyio, h11) costs about 0.8 ms of CPU per r
 centre's job list is thousands of small requests, so that overhead was most of a poll's CPU. This
 transport does the same job in a small fraction of that for what the exporter needs: GET and POST,
 ``Content-Length``, chunked or close-delimited bodies, TLS through an ``ssl.SSLContext``. httpx still
-builds the request and decodes ``Content-Encoding``; proxies configured in the environment still go
-through httpx's own proxy transports (mounts take precedence over this one).
+builds the request and decodes ``Content-Encoding``. It knows no proxies: httpx ignores the proxy
+environment variables for a client with its own transport, so the exporter uses this one only when
+none is set.
 
 Failures come out as the httpx exceptions the default transport raises (ConnectError, ReadError,
 RemoteProtocolError, ConnectTimeout, ReadTimeout), so callers cannot tell the two apart.

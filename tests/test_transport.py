@@ -293,3 +293,41 @@ def test_tls_with_the_right_ca_without_verification_and_with_the_wrong_ca(certs:
                 await get(server, transport_for(True, 2))
 
     run(go())
+
+
+PROXY_VARIABLES = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+)
+
+
+@pytest.mark.parametrize(
+    ("environment", "lean"),
+    [
+        ({}, True),
+        ({"NO_PROXY": "*"}, True),
+        ({"HTTPS_PROXY": "http://127.0.0.1:3128"}, False),
+        ({"all_proxy": "x"}, False),
+    ],
+)
+def test_the_exporter_uses_the_lean_transport_unless_a_proxy_is_set(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], lean: bool
+) -> None:
+    from exporter.config import build_config
+    from exporter.service import Exporter
+
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    ex = Exporter(build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={}))
+    transport = ex._http[0]._transport  # what httpx sends through
+    assert isinstance(transport, StreamTransport) is lean
+    if not lean:
+        assert ex._http[0]._mounts  # httpx's own proxy transports, from the environment
