@@ -96,8 +96,10 @@ class CachedExposition:
         live: CollectorRegistry,
         store: StateStore,
         clock: Callable[[], float] = time.time,
+        live_version: Callable[[], int] | None = None,
     ) -> None:
         self._static = static
+        self._live_version = live_version
         self._collector = collector
         self._live = live
         self._store = store
@@ -108,6 +110,9 @@ class CachedExposition:
         self._pieces: dict[tuple[str, str, bool], tuple[object, dict[str, Piece]]] = {}
         self._headers: dict[bool, tuple[Piece, dict[str, Piece]]] = {}  # static part, and each family's header
         self._assembled: dict[bool, tuple[object, _Assembly]] = {}
+        # With live_version: the live part as of a version, and whole gzipped answers, per format.
+        self._live_cache: dict[bool, tuple[int, bytes]] = {}
+        self._gzipped: dict[bool, tuple[_Assembly, int, bytes]] = {}
         self._formats: set[bool] = set()  # the formats scraped so far (OpenMetrics or not): prepared ahead
         self.renders = 0  # how often a cluster's snapshot was rendered (tests, benchmarks)
 
@@ -195,15 +200,34 @@ class CachedExposition:
             del self._pieces[stale]
         return assembly
 
-    def render(self, openmetrics: bool, compressed: bool) -> bytes:
-        """The whole exposition: the cached job part, then the live part."""
+    def _live_text(self, openmetrics: bool, version: int | None) -> bytes:
+        if version is not None:
+            cached = self._live_cache.get(openmetrics)
+            if cached is not None and cached[0] == version:
+                return cached[1]
         live = _render(self._live, openmetrics) + (EOF_LINE if openmetrics else b"")  # the live part ends it all
+        if version is not None:
+            self._live_cache[openmetrics] = (version, live)  # as of ``version`` or later: read before rendering
+        return live
+
+    def render(self, openmetrics: bool, compressed: bool) -> bytes:
+        """The whole exposition: the cached job part, then the live part (cached while it does not change)."""
+        version = self._live_version() if self._live_version is not None else None
         with self._lock:  # one render per change, however many scrapes arrive at once
             self._formats.add(openmetrics)
             job = self._job_part(openmetrics)
+            if compressed and version is not None:
+                done = self._gzipped.get(openmetrics)
+                if done is not None and done[0] is job and done[1] == version:
+                    return done[2]
+        live = self._live_text(openmetrics, version)
         if not compressed:
             return job.plain + live
         tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
         size = (len(job.plain) + len(live)) & 0xFFFFFFFF
         trailer = struct.pack("<II", zlib.crc32(live, job.crc), size)
-        return GZIP_HEADER + job.deflated + tail.compress(live) + tail.flush() + trailer
+        body = GZIP_HEADER + job.deflated + tail.compress(live) + tail.flush() + trailer
+        if version is not None:
+            with self._lock:
+                self._gzipped[openmetrics] = (job, version, body)
+        return body

@@ -196,9 +196,9 @@ class ClusterPoller:
                 snapshot=snapshot,
             )
         )
-        self._metrics.polls.labels(self.name, "success").inc()
+        self._metrics.poll_result(self.name, "success")
         if tally.invalid:
-            self._metrics.invalid_records.labels(self.name).inc(tally.invalid)
+            self._metrics.invalid_rows(self.name, tally.invalid)
             log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
         log.debug("cluster %s: %d jobs (API total %d) in %.2fs", self.name, builder.job_count, reported, duration)
         return True
@@ -208,7 +208,7 @@ class ClusterPoller:
         self._failures += 1
         self._discovered = None  # the URL may have moved on; look the schedulers up again
         self._url_stale = self._url_stale or reason in URL_FAILURES
-        self._metrics.polls.labels(self.name, "failure").inc()
+        self._metrics.poll_result(self.name, "failure")
         self._store.publish(replace(previous, up=False, poll_duration=duration, last_error=reason))
         snapshot = previous.snapshot
         if snapshot is not None and not self._stale_logged and self._clock() >= snapshot.expires_at:

@@ -8,9 +8,14 @@ from exporter.wire import REASONS
 
 
 class PollMetrics:
-    """The exporter's own counters (direct instrumentation), registered on an explicit registry."""
+    """The exporter's own counters (direct instrumentation), registered on an explicit registry.
+
+    Change them only through the methods here and of ClusterObserver: each bumps ``version``, which tells
+    /metrics when its rendering of these counters is out of date.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.version = 0
         self.polls = Counter(
             "sugon_polls", "Polls of the job list by result.", ["hpc_cluster", "result"], registry=registry
         )
@@ -42,6 +47,20 @@ class PollMetrics:
             registry=registry,
         )
 
+    def changed(self) -> None:
+        """One of the counters changed (single writer: the event loop's thread)."""
+        self.version += 1
+
+    def poll_result(self, cluster: str, result: str) -> None:
+        """One more poll of ``cluster`` ended, as success or failure."""
+        self.polls.labels(cluster, result).inc()
+        self.changed()
+
+    def invalid_rows(self, cluster: str, rows: int) -> None:
+        """``rows`` more rows of ``cluster``'s list were skipped as unusable."""
+        self.invalid_records.labels(cluster).inc(rows)
+        self.changed()
+
     def observer(self, cluster: str, logs_in: bool = False) -> ClusterObserver:
         """A per-cluster observer of requests and tokens; creates every label set so each series starts at 0."""
         for result in ("success", "failure"):
@@ -52,6 +71,7 @@ class PollMetrics:
         for reason in REASONS:
             self.errors.labels(cluster, reason)
         self.invalid_records.labels(cluster)
+        self.changed()
         return ClusterObserver(self, cluster)
 
 
@@ -67,10 +87,12 @@ class ClusterObserver:
     def request_sent(self) -> None:
         """One more HTTP request."""
         self._requests.inc()
+        self._metrics.changed()
 
     def request_failed(self, reason: str) -> None:
         """One more failed attempt, by reason."""
         self._metrics.errors.labels(self._cluster, reason).inc()
+        self._metrics.changed()
 
     def token_expiry(self, timestamp: float | None) -> None:
         """The token in use expires at ``timestamp`` (None: it does not say)."""
@@ -81,7 +103,9 @@ class ClusterObserver:
         else:
             self._metrics.token_expiry.labels(self._cluster).set(timestamp)
             self._has_expiry = True
+        self._metrics.changed()
 
     def token_refresh(self, method: str, result: str) -> None:
         """One more renewal or login, by result."""
         self._metrics.token_refreshes.labels(self._cluster, method, result).inc()
+        self._metrics.changed()

@@ -76,7 +76,9 @@ class Exporter:
         self.metrics = PollMetrics(self.live_registry)
         self.registry = CollectorRegistry()  # both, for --once and for reading single values
         self.registry.register(_Both(self.job_registry, self.live_registry))
-        self.exposition = CachedExposition(static, collector, self.live_registry, self.store, clock)
+        self.exposition = CachedExposition(
+            static, collector, self.live_registry, self.store, clock, live_version=lambda: self.metrics.version
+        )
         self.store.prepare = self.exposition.prepare
         self._http: list[httpx.AsyncClient] = []
         self._state_files: dict[str, StateFile] = {}

@@ -59,7 +59,9 @@ def test_the_job_part_is_rendered_once_per_change_and_the_counters_stay_live() -
         ex.exposition.render(False, False)
         ex.exposition.render(False, True)
     assert ex.exposition.renders == 1
-    ex.metrics.requests.labels("a").inc(7)  # the exporter's own counters change between polls
+    observer = ex.metrics.observer("a")
+    for _ in range(7):
+        observer.request_sent()  # the exporter's own counters change between polls
     assert b'sugon_api_requests_total{hpc_cluster="a"} 7.0' in ex.exposition.render(False, False)
     assert ex.exposition.renders == 1
     publish(ex, NOW + 60, jobs=5)  # a poll publishes
@@ -142,3 +144,27 @@ def test_a_publish_renders_ahead_in_the_formats_scraped_so_far() -> None:
     assert ex.exposition.renders == 2  # rendered by the publishing thread, in OpenMetrics only
     assert ex.exposition.render(True, False) == generate_openmetrics(ex.registry)  # type: ignore[no-untyped-call]
     assert ex.exposition.renders == 2  # the scrape found it ready
+
+
+def test_every_change_of_the_exporters_own_counters_reaches_the_next_scrape() -> None:
+    ex, _ = rig()
+    observer = ex.metrics.observer("a", logs_in=True)
+    changes = [
+        lambda: observer.request_sent(),
+        lambda: observer.request_failed("timeout"),
+        lambda: observer.token_expiry(NOW + 3600),
+        lambda: observer.token_expiry(None),
+        lambda: observer.token_refresh("login", "success"),
+        lambda: ex.metrics.poll_result("a", "failure"),
+        lambda: ex.metrics.invalid_rows("a", 3),
+    ]
+    for change in changes:
+        for om in (False, True):
+            before = [ex.exposition.render(om, False), gzip.decompress(ex.exposition.render(om, True))]
+            assert before[0] == before[1]
+        change()
+        for om, fresh in ((False, generate_latest), (True, generate_openmetrics)):
+            plain = ex.exposition.render(om, False)
+            assert plain == fresh(ex.registry)  # type: ignore[operator]
+            assert gzip.decompress(ex.exposition.render(om, True)) == plain
+    assert ex.exposition.render(True, True) is ex.exposition.render(True, True)  # unchanged: the same answer
