@@ -8,6 +8,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter.snapshot import ClusterSnapshot
 from exporter.state import CapacitySnapshot, ClusterState, StateStore
@@ -38,6 +39,7 @@ JOB_DATA_FAMILIES = frozenset(
         "sugon_users_folded",
     }
 )
+USER_FAMILIES = ("sugon_user_jobs", "sugon_user_job_cpus")
 CAPACITY_FAMILIES = frozenset(
     {"sugon_queue_cpus", "sugon_queue_free_cpus", "sugon_queue_nodes", "sugon_queue_free_nodes"}
 )
@@ -150,25 +152,28 @@ class JobCollector(Collector):
         """The names of the families collect() yields, in its order."""
         return list(_families(self._per_user))
 
-    def part(self, name: str, state: ClusterState, part: str) -> Families:
+    def part(self, name: str, state: ClusterState, part: str, users: bool = True) -> Families:
         """One cluster's samples of one part, whatever its staleness: ``health`` (from the state),
         ``snapshot`` (job data and activity, from state.snapshot) or ``capacity`` (from state.capacity).
         collect() is, per cluster, these parts less what has gone stale (JOB_DATA_FAMILIES when the snapshot
-        is stale, all of CAPACITY_FAMILIES when the capacity is)."""
+        is stale, all of CAPACITY_FAMILIES when the capacity is). ``users=False`` leaves USER_FAMILIES empty
+        (see user_samples)."""
         fams = _families(self._per_user)
         if part == "health":
             self._health(fams, name, state)
         elif part == "snapshot" and state.snapshot is not None:
-            self._snapshot(fams, name, state.snapshot, with_job_data=True)
+            self._snapshot(fams, name, state.snapshot, with_job_data=True, users=users)
         elif part == "capacity" and state.capacity is not None:
             self._capacity(fams, name, state.capacity)
         return fams
 
-    def _snapshot(self, fams: Families, name: str, snap: ClusterSnapshot, with_job_data: bool) -> None:
+    def _snapshot(
+        self, fams: Families, name: str, snap: ClusterSnapshot, with_job_data: bool, users: bool = True
+    ) -> None:
         fams["sugon_api_reported_jobs"].add_metric([name], snap.reported_total)
         self._activity(fams, name, snap)
         if with_job_data:
-            self._jobs(fams, name, snap)
+            self._jobs(fams, name, snap, users)
 
     @staticmethod
     def _capacity(fams: Families, name: str, cap: CapacitySnapshot) -> None:
@@ -191,7 +196,7 @@ class JobCollector(Collector):
         if state.last_success is not None:
             fams["sugon_last_success_timestamp_seconds"].add_metric([name], state.last_success)
 
-    def _jobs(self, fams: Families, name: str, snap: ClusterSnapshot) -> None:
+    def _jobs(self, fams: Families, name: str, snap: ClusterSnapshot, users: bool = True) -> None:
         for (queue, status), counts in snap.by_queue.items():
             fams["sugon_jobs"].add_metric([name, queue, status], counts.jobs)
             fams["sugon_job_cpus"].add_metric([name, queue, status], counts.cpus)
@@ -200,10 +205,44 @@ class JobCollector(Collector):
         for queue, age in snap.oldest_queued_age.items():
             fams["sugon_oldest_queued_job_age_seconds"].add_metric([name, queue], age)
         if self._per_user:
-            for (queue, user, status), counts in snap.by_user.items():
-                fams["sugon_user_jobs"].add_metric([name, queue, user, status], counts.jobs)
-                fams["sugon_user_job_cpus"].add_metric([name, queue, user, status], counts.cpus)
+            if users:
+                for (queue, user, status), counts in snap.by_user.items():
+                    fams["sugon_user_jobs"].add_metric([name, queue, user, status], counts.jobs)
+                    fams["sugon_user_job_cpus"].add_metric([name, queue, user, status], counts.cpus)
             fams["sugon_users_folded"].add_metric([name], snap.users_folded)
+
+    @staticmethod
+    def user_samples(name: str, snap: ClusterSnapshot) -> tuple[bytes, bytes]:
+        """The samples of sugon_user_jobs and sugon_user_job_cpus of one cluster, written out directly.
+
+        These two families are nearly all of a large exposition, and prometheus-client builds a sample
+        object and a label dict per series before writing it. The bytes are what it writes for them
+        (gauges are written alike in the text format and OpenMetrics: labels sorted by name, values
+        escaped, floatToGoString); tests hold the two equal.
+        """
+        escaped: dict[str, str] = {}
+        numbers: dict[int, str] = {}
+
+        def esc(value: str) -> str:
+            out = escaped.get(value)
+            if out is None:
+                out = escaped[value] = value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+            return out
+
+        def num(value: int) -> str:
+            out = numbers.get(value)
+            if out is None:
+                out = numbers[value] = floatToGoString(value)  # type: ignore[no-untyped-call]
+            return out
+
+        cluster = esc(name)
+        jobs: list[str] = []
+        cpus: list[str] = []
+        for (queue, user, status), counts in snap.by_user.items():
+            labels = f'{{hpc_cluster="{cluster}",queue="{esc(queue)}",status="{esc(status)}",user="{esc(user)}"}} '
+            jobs.append(f"sugon_user_jobs{labels}{num(counts.jobs)}\n")
+            cpus.append(f"sugon_user_job_cpus{labels}{num(counts.cpus)}\n")
+        return "".join(jobs).encode("utf-8"), "".join(cpus).encode("utf-8")
 
     @staticmethod
     def _activity(fams: Families, name: str, snap: ClusterSnapshot) -> None:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, JobCollector
+from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, USER_FAMILIES, JobCollector
 from exporter.state import ClusterState, StateStore
 
 EOF_LINE = b"# EOF\n"
@@ -74,15 +74,25 @@ EMPTY = Piece(b"")
 
 
 class _Assembly:
-    """The job part of one exposition format, as pieces in order."""
+    """The job part of one exposition format, as pieces in order; the plain bytes joined when first asked
+    for (Prometheus asks for gzip, and 36 MB joined under the lock would hold up every scrape)."""
 
     def __init__(self, pieces: list[Piece]) -> None:
-        self.plain = b"".join(p.text for p in pieces)
+        self._pieces = pieces  # references only: the pieces themselves are the cache's
+        self._plain: bytes | None = None
         self.deflated = b"".join(p.deflated for p in pieces)
+        self.size = sum(len(p.text) for p in pieces)
         crc = 0
         for p in pieces:
             crc = zlib.crc32(p.text, crc)
         self.crc = crc
+
+    @property
+    def plain(self) -> bytes:
+        plain = self._plain
+        if plain is None:  # two scrapes may both join: the same bytes, and no harm
+            plain = self._plain = b"".join(p.text for p in self._pieces)
+        return plain
 
 
 class CachedExposition:
@@ -105,6 +115,7 @@ class CachedExposition:
         self._store = store
         self._clock = clock
         self._names = collector.family_names()
+        self._per_user = all(name in self._names for name in USER_FAMILIES)
         self._lock = threading.Lock()
         # (cluster, part, openmetrics) → (the object it was rendered from, family name → piece)
         self._pieces: dict[tuple[str, str, bool], tuple[object, dict[str, Piece]]] = {}
@@ -143,9 +154,13 @@ class CachedExposition:
         if part == "snapshot":
             self.renders += 1
         pieces = {}
-        for family, fam in self._collector.part(name, state, part).items():
+        fast = part == "snapshot" and self._per_user
+        for family, fam in self._collector.part(name, state, part, users=not fast).items():
             if fam.samples:
                 pieces[family] = Piece(_split_header(_render(_Families([fam]), openmetrics))[1])
+        if fast and state.snapshot is not None and state.snapshot.by_user:
+            for family, text in zip(USER_FAMILIES, self._collector.user_samples(name, state.snapshot)):
+                pieces[family] = Piece(text)
         return pieces
 
     def _part(self, name: str, state: ClusterState, part: str, openmetrics: bool) -> dict[str, Piece]:
@@ -224,7 +239,7 @@ class CachedExposition:
         if not compressed:
             return job.plain + live
         tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
-        size = (len(job.plain) + len(live)) & 0xFFFFFFFF
+        size = (job.size + len(live)) & 0xFFFFFFFF
         trailer = struct.pack("<II", zlib.crc32(live, job.crc), size)
         body = GZIP_HEADER + job.deflated + tail.compress(live) + tail.flush() + trailer
         if version is not None:

@@ -168,3 +168,18 @@ def test_every_change_of_the_exporters_own_counters_reaches_the_next_scrape() ->
             assert plain == fresh(ex.registry)  # type: ignore[operator]
             assert gzip.decompress(ex.exposition.render(om, True)) == plain
     assert ex.exposition.render(True, True) is ex.exposition.render(True, True)  # unchanged: the same answer
+
+
+HOSTILE = ['q"1', "back\\slash", "new\nline", "ünï 队列", "\\n", 'end\\"', "x" * 256, "sp ace", "=,{}"]
+
+
+def test_the_per_user_families_written_directly_equal_prometheus_clients_even_with_hostile_labels() -> None:
+    ex, _ = rig()
+    b = SnapshotBuilder(per_user=True)
+    for i, (queue, user) in enumerate((q, u) for q in HOSTILE for u in HOSTILE):
+        b.add(Job(str(i), queue, user, "running" if i % 3 else "queued", "statR", i * 1_000_003 % 10**7))
+    snap = b.build('we"ird\\c', NOW, NOW + 300, 81, ["debug"])
+    ex.store.publish(ClusterState("a", True, NOW, 1.0, None, snap))
+    assert ex.exposition.render(False, False) == generate_latest(ex.registry)
+    assert ex.exposition.render(True, False) == generate_openmetrics(ex.registry)  # type: ignore[no-untyped-call]
+    assert b"e+06" in ex.exposition.render(False, False)  # large values are written as Go writes them
