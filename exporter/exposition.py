@@ -18,7 +18,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -120,12 +120,13 @@ class CachedExposition:
         # (cluster, part, openmetrics) → (the object it was rendered from, family name → piece)
         self._pieces: dict[tuple[str, str, bool], tuple[object, dict[str, Piece]]] = {}
         self._headers: dict[bool, tuple[Piece, dict[str, Piece]]] = {}  # static part, and each family's header
-        self._assembled: dict[bool, tuple[object, _Assembly]] = {}
+        self._assembled: dict[bool, dict[tuple[Any, ...], tuple[Mapping[str, ClusterState], _Assembly]]] = {}
         # With live_version: the live part as of a version, and whole gzipped answers, per format.
         self._live_cache: dict[bool, tuple[int, bytes]] = {}
         self._gzipped: dict[bool, tuple[_Assembly, int, bytes]] = {}
         self._formats: set[bool] = set()  # the formats scraped so far (OpenMetrics or not): prepared ahead
         self.renders = 0  # how often a cluster's snapshot was rendered (tests, benchmarks)
+        self.assemblies = 0  # how often the job part was put together from pieces
 
     def _heads(self, openmetrics: bool) -> tuple[Piece, dict[str, Piece]]:
         found = self._headers.get(openmetrics)
@@ -171,32 +172,38 @@ class CachedExposition:
         return pieces
 
     def prepare(self, state: ClusterState) -> None:
-        """Render a state's changed pieces, in the formats scraped so far, before it is published: scrapes
-        go on with the previous state meanwhile and find the new one ready. Called by the publishing thread."""
+        """Render a state's changed pieces, in the formats scraped so far, and assemble the job part as it
+        will be once the state is published: scrapes go on with the previous state meanwhile and find the
+        new one ready. Called by the publishing thread, just before it publishes ``state``."""
         for openmetrics in tuple(self._formats):
             for part in PARTS:
                 if self._cached(state.name, state, part, openmetrics) is None:
                     pieces = self._rendered(state.name, state, part, openmetrics)
                     with self._lock:
                         self._pieces[(state.name, part, openmetrics)] = (self._source(state, part), pieces)
+            states = {**self._store.states(), state.name: state}
+            key = self._key(states)
+            assembly = self._assemble(states, key, openmetrics)
+            with self._lock:
+                self._remember(openmetrics, key, states, assembly)
 
-    def _job_part(self, openmetrics: bool) -> _Assembly:
+    def _key(self, states: Mapping[str, ClusterState]) -> tuple[tuple[int, bool, bool], ...]:
+        """What the job part depends on: each state (by identity) and whether its data and capacity are stale."""
         now = self._clock()
-        states = self._store.states()
-        key = tuple(
+        return tuple(
             (
-                state,
+                id(state),
                 state.snapshot is not None and now >= state.snapshot.expires_at,
                 state.capacity is not None and now >= state.capacity.expires_at,
             )
             for state in states.values()
         )
-        cached = self._assembled.get(openmetrics)
-        if cached is not None and cached[0] == key:
-            return cached[1]
+
+    def _assemble(self, states: Mapping[str, ClusterState], key: tuple[Any, ...], openmetrics: bool) -> _Assembly:
+        self.assemblies += 1
         static, heads = self._heads(openmetrics)
         parts = []
-        for (state, job_data_stale, capacity_stale), name in zip(key, states):
+        for (_, job_data_stale, capacity_stale), (name, state) in zip(key, states.items()):
             pieces = {}
             for part in PARTS:
                 pieces.update(self._part(name, state, part, openmetrics))
@@ -209,10 +216,27 @@ class CachedExposition:
         for family in self._names:
             ordered.append(heads[family])
             ordered.extend(p[family] for p in parts if family in p)
-        assembly = _Assembly(ordered)
-        self._assembled[openmetrics] = (key, assembly)
-        for stale in [k for k in self._pieces if k[0] not in states]:
-            del self._pieces[stale]
+        return _Assembly(ordered)
+
+    def _remember(
+        self, openmetrics: bool, key: tuple[Any, ...], states: Mapping[str, ClusterState], assembly: _Assembly
+    ) -> None:
+        """Keep an assembly (the newest two per format; the states keep the ids in the key valid)."""
+        kept = self._assembled.setdefault(openmetrics, {})
+        kept[key] = (states, assembly)
+        while len(kept) > 2:
+            del kept[next(iter(kept))]
+        for gone in [k for k in list(self._pieces) if k[0] not in states]:  # list(): one step, safe from prepare
+            self._pieces.pop(gone, None)
+
+    def _job_part(self, openmetrics: bool) -> _Assembly:
+        states = self._store.states()
+        key = self._key(states)
+        found = self._assembled.get(openmetrics, {}).get(key)
+        if found is not None:
+            return found[1]
+        assembly = self._assemble(states, key, openmetrics)
+        self._remember(openmetrics, key, states, assembly)
         return assembly
 
     def _live_text(self, openmetrics: bool, version: int | None) -> bytes:

@@ -140,10 +140,12 @@ def test_a_publish_renders_ahead_in_the_formats_scraped_so_far() -> None:
     assert ex.exposition.renders == 0  # nothing scraped yet: nothing rendered ahead
     ex.exposition.render(True, True)  # OpenMetrics has been asked for
     assert ex.exposition.renders == 1
+    assembled = ex.exposition.assemblies
     publish(ex, NOW + 60, jobs=4)
     assert ex.exposition.renders == 2  # rendered by the publishing thread, in OpenMetrics only
+    assert ex.exposition.assemblies == assembled + 1  # and put together there too
     assert ex.exposition.render(True, False) == generate_openmetrics(ex.registry)  # type: ignore[no-untyped-call]
-    assert ex.exposition.renders == 2  # the scrape found it ready
+    assert (ex.exposition.renders, ex.exposition.assemblies) == (2, assembled + 1)  # the scrape found it ready
 
 
 def test_every_change_of_the_exporters_own_counters_reaches_the_next_scrape() -> None:
