@@ -88,17 +88,18 @@ class Exporter:
         self._thread: threading.Thread | None = None
 
     def _poller(self, cluster: ClusterConfig, clock: Callable[[], float], retry_backoff: float) -> ClusterPoller:
+        # The lean transport, unless the environment names a proxy: httpx honours those only with its own.
+        lean = None if _env_proxies() else transport_for(_verify(cluster), cluster.concurrency)
         http = httpx.AsyncClient(
             verify=_verify(cluster),
             timeout=httpx.Timeout(cluster.timeout),
             limits=httpx.Limits(max_connections=cluster.concurrency, max_keepalive_connections=cluster.concurrency),
-            # The lean transport, unless the environment names a proxy: httpx honours those only with its own.
-            transport=None if _env_proxies() else transport_for(_verify(cluster), cluster.concurrency),
+            transport=lean,
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
         self._http.append(http)
         observer = self.metrics.observer(cluster.name, logs_in=cluster.auth is not None)
-        caller = Caller(http, cluster.timeout, observer, retry_backoff)
+        caller = Caller(http, cluster.timeout, observer, retry_backoff, fast=lean)
         platform = PlatformClient(cluster.auth.url, caller) if cluster.auth is not None else None
         tokens = token_provider(cluster, platform, observer, clock)
         url_source = None

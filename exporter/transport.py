@@ -15,7 +15,9 @@ RemoteProtocolError, ConnectTimeout, ReadTimeout), so callers cannot tell the tw
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
+import zlib
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -57,9 +59,16 @@ async def _bounded(awaitable: Awaitable[T], seconds: float | None, error: type[h
         raise error(f"no answer within {seconds:g}s") from None
 
 
+_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
+
+
 def _head(request: httpx.Request, body: bytes) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
-    lines.extend(b"%s: %s" % (name, value) for name, value in request.headers.raw)
+    for name, value in request.headers.raw:
+        if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):  # no header injection; the value may be secret
+            raise httpx.LocalProtocolError(f"header {name[:40]!r} has a character HTTP does not allow")
+        lines.append(b"%s: %s" % (name, value))
     if body and "content-length" not in request.headers and "transfer-encoding" not in request.headers:
         lines.append(b"Content-Length: %d" % len(body))
     lines.append(b"\r\n")
@@ -129,7 +138,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
         self._max_body = max_body
         self._closed = False
 
-    async def _connect(self, request: httpx.Request, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
         scheme, host, port = origin
         context: ssl.SSLContext | None = None
         if scheme == "https":
@@ -139,7 +148,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
                 asyncio.open_connection(
                     host, port, ssl=context, server_hostname=host if context else None, limit=MAX_HEADER_BYTES
                 ),
-                _timeout(request, "connect"),
+                timeout,
                 httpx.ConnectTimeout,
             )
         except (OSError, ssl.SSLError) as exc:
@@ -147,13 +156,38 @@ class StreamTransport(httpx.AsyncBaseTransport):
         return _Connection(reader, writer)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        body = await request.aread()
+        status, reason, headers, content = await self._send(
+            url, _head(request, body) + body, request.method, _timeout(request, "connect"), _timeout(request, "read")
+        )
+        return httpx.Response(
+            status,
+            headers=headers,
+            content=content,
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+        )
+
+    async def get(self, url: httpx.URL, headers: bytes) -> Answer:
+        """GET ``url`` with ``headers`` (``Name: value\\r\\n`` lines, checked by the caller) without building
+        httpx's request and response objects: the job list's pages go this way. Content-Encoding (gzip,
+        deflate) is undone here; timeouts are the caller's."""
+        head = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (url.raw_path, url.netloc, headers)
+        status, _, raw, content = await self._send(url, head, "GET", None, None)
+        answer = Answer(status, raw, content)
+        encoding = answer.headers.get("content-encoding")
+        if encoding:
+            answer.content = _decoded(content, encoding, self._max_body)
+        return answer
+
+    async def _send(
+        self, url: httpx.URL, data: bytes, method: str, connect_timeout: float | None, read_timeout: float | None
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
         if self._closed:
             raise httpx.ConnectError("transport is closed")
-        url = request.url
-        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 80))
         if url.scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-        body = await request.aread()
+        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # used from another event loop: what belonged to the old one is useless
             self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
@@ -166,21 +200,23 @@ class StreamTransport(httpx.AsyncBaseTransport):
                     conn.close()
                     continue
                 try:
-                    return await self._exchange(conn, request, body, origin)
+                    return await self._exchange(conn, data, method, origin, read_timeout)
                 except _StaleConnection:
                     continue  # the server closed a kept-alive connection before reading our request: try anew
-            conn = await self._connect(request, origin)
+            conn = await self._connect(origin, connect_timeout)
             try:
-                return await self._exchange(conn, request, body, origin)
+                return await self._exchange(conn, data, method, origin, read_timeout)
             except _StaleConnection:
                 raise httpx.RemoteProtocolError("server closed the connection without an answer") from None
 
-    async def _exchange(self, conn: _Connection, request: httpx.Request, body: bytes, origin: Origin) -> httpx.Response:
+    async def _exchange(
+        self, conn: _Connection, data: bytes, method: str, origin: Origin, read_timeout: float | None
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
         reusable = False
         try:
-            conn.writer.write(_head(request, body) + body)
+            conn.writer.write(data)
             status, reason, headers, content, reusable = await _bounded(
-                self._read_response(conn, request.method), _timeout(request, "read"), httpx.ReadTimeout
+                self._read_response(conn, method), read_timeout, httpx.ReadTimeout
             )
         except asyncio.IncompleteReadError as exc:
             if not exc.partial:
@@ -198,12 +234,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
             idle.append(conn)
         else:
             conn.close()
-        return httpx.Response(
-            status,
-            headers=headers,
-            content=content,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
-        )
+        return status, reason, headers, content
 
     async def _read_response(
         self, conn: _Connection, method: str
@@ -259,6 +290,57 @@ class StreamTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         self._closed = True
         self._drop_idle()
+
+
+class AnswerHeaders:
+    """Response headers, looked up by name whatever its case (what parse_envelope asks of httpx.Headers)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = _header(self.raw, name.lower().encode("ascii"))
+        return default if value is None else value.decode("latin-1")
+
+
+class Answer:
+    """What StreamTransport.get returns: the status, headers and (decoded) body of an answer."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
+        self.status_code = status_code
+        self.headers = AnswerHeaders(headers)
+        self.content = content
+
+
+def _decoded(content: bytes, encoding: str, limit: int) -> bytes:
+    """A body with its Content-Encoding undone (gzip, deflate with or without its zlib wrapper)."""
+    out = content
+    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
+        if coding == "identity":
+            continue
+        if coding in ("gzip", "x-gzip"):
+            wbits = [16 + zlib.MAX_WBITS]
+        elif coding == "deflate":
+            wbits = [zlib.MAX_WBITS, -zlib.MAX_WBITS]
+        else:
+            raise httpx.DecodingError(f"unsupported content-encoding {coding[:40]!r}")
+        for i, bits in enumerate(wbits):
+            try:
+                inflate = zlib.decompressobj(bits)
+                decoded = inflate.decompress(out, limit + 1)
+            except zlib.error as exc:
+                if i + 1 < len(wbits):
+                    continue
+                raise httpx.DecodingError(f"bad {coding} body: {exc}") from None
+            if len(decoded) > limit or inflate.unconsumed_tail:
+                raise httpx.DecodingError("response body too large once decompressed")
+            out = decoded
+            break
+    return out
 
 
 class _StaleConnection(Exception):

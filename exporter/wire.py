@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -94,13 +95,26 @@ def clip(value: Any, limit: int = 200) -> str:
 MAX_RETRY_AFTER = 10.0  # a Retry-After longer than this is not waited for within a poll
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+class ResponseLike(Protocol):
+    """What parse_envelope reads of an answer (httpx.Response, or the fast path's Answer)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Any: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+
+def _retry_after(response: ResponseLike) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
     value = response.headers.get("retry-after", "").strip()
     return float(value) if value.isdigit() else None
 
 
-def parse_envelope(response: httpx.Response, refusal_is_auth: bool = False) -> Any:
+def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any:
     """``data`` of a successful answer; otherwise the ApiError that the answer amounts to.
 
     With ``refusal_is_auth`` (logins and renewals) every non-zero code means "credentials not accepted".
@@ -144,6 +158,16 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
 MAX_CACHED_URLS = 4096  # page URLs remembered per cluster (a 400,000-job list at 100 rows a page)
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
+_VALUE = re.compile(r"[\x20-\x7e\t]*")  # a header value we send ourselves
+
+
+class FastGet(Protocol):
+    """A transport that can send a GET without httpx's objects (see transport.StreamTransport.get)."""
+
+    async def get(self, url: httpx.URL, headers: bytes) -> ResponseLike: ...
+
+
 class Caller:
     """Sends requests over one pooled HTTP client with a whole-exchange timeout and one retry when transient."""
 
@@ -154,11 +178,16 @@ class Caller:
         observer: RequestObserver | None = None,
         retry_backoff: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        fast: FastGet | None = None,
     ) -> None:
         self.http = http
         self.timeout = timeout
         self.observer = observer or _NullObserver()
         self._urls: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
+        # GETs go straight to ``fast`` (the client's own transport) when given, past httpx's request and
+        # response objects: a poll is thousands of them. Header blocks are kept per set of call headers.
+        self._fast = fast
+        self._header_blocks: dict[tuple[tuple[str, str], ...], bytes | None] = {}
         self._retry_backoff = retry_backoff
         self._sleep = sleep
 
@@ -177,13 +206,42 @@ class Caller:
         found = self._urls[key] = httpx.URL(url, params=params)
         return found
 
+    def _header_block(self, headers: dict[str, str]) -> bytes | None:
+        """The client's headers and ``headers`` as request lines; None when one is not plain printable ASCII
+        (httpx is then left to refuse it as it does)."""
+        key = tuple(headers.items())
+        try:
+            return self._header_blocks[key]
+        except KeyError:
+            pass
+        client = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.http.headers.raw]
+        merged = {name.lower(): (name, value) for name, value in client}
+        merged["accept-encoding"] = ("Accept-Encoding", "gzip, deflate")  # what the fast path can undo
+        merged.update((name.lower(), (name, value)) for name, value in headers.items())
+        plain = all(_TOKEN.fullmatch(name) and _VALUE.fullmatch(value) for name, value in merged.values())
+        block = "".join(f"{name}: {value}\r\n" for name, value in merged.values()).encode("ascii") if plain else None
+        if len(self._header_blocks) >= 16:  # tokens change rarely; never let them pile up
+            self._header_blocks.clear()
+        self._header_blocks[key] = block
+        return block
+
+    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Any:
+        if self._fast is not None and method == "GET":
+            block = self._header_block(headers)
+            if block is not None:
+                full = self._url(url, params)
+                answer = await self._fast.get(full, block)
+                log.debug('HTTP Request: GET %s "HTTP/1.1 %d"', full, answer.status_code)  # as httpx logs its own
+                return answer
+        return await self.http.request(method, self._url(url, params), headers=headers)
+
     async def _attempt(
         self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str], refusal_is_auth: bool
     ) -> Any:
         self.observer.request_sent()
         try:
             # wait_for bounds the whole exchange; httpx's own timeout is per read and a trickling body could outlast it.
-            response = await within(self.timeout, self.http.request(method, self._url(url, params), headers=headers))
+            response = await within(self.timeout, self._send(method, url, params, headers))
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
         except httpx.TransportError as exc:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import ssl
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from exporter.transport import StreamTransport, transport_for
+from exporter.wire import ApiConnectionError, Caller
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -331,3 +334,88 @@ def test_the_exporter_uses_the_lean_transport_unless_a_proxy_is_set(
     assert isinstance(transport, StreamTransport) is lean
     if not lean:
         assert ex._http[0]._mounts  # httpx's own proxy transports, from the environment
+
+
+# The fast path: Caller sends GETs straight to StreamTransport.get, past httpx's request and response objects.
+
+
+def deflated(data: bytes, wbits: int) -> bytes:
+    c = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return c.compress(data) + c.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        (b"gzip", gzip.compress(b'{"code": "0", "data": 1}')),
+        (b"deflate", deflated(b'{"code": "0", "data": 1}', zlib.MAX_WBITS)),
+        (b"deflate", deflated(b'{"code": "0", "data": 1}', -zlib.MAX_WBITS)),  # raw deflate, as some servers send
+        (b"identity", b'{"code": "0", "data": 1}'),
+    ],
+)
+def test_the_fast_path_undoes_content_encoding(encoding: bytes, body: bytes) -> None:
+    async def go() -> None:
+        async with Server([ok(body, b"Content-Encoding: " + encoding + b"\r\n")]) as server:
+            transport = StreamTransport()
+            caller = Caller(httpx.AsyncClient(transport=transport), 5.0, fast=transport)
+            assert await caller.call("GET", server.url + "/x", {"a": 1}, {"token": "t"}) == 1
+
+    run(go())
+
+
+def test_the_fast_path_refuses_bad_or_huge_encoded_bodies() -> None:
+    async def go() -> None:
+        bomb = gzip.compress(b"0" * 10_000)
+        async with Server(
+            [ok(b"not gzip", b"Content-Encoding: gzip\r\n"), ok(bomb, b"Content-Encoding: gzip\r\n")]
+        ) as s:
+            transport = StreamTransport(max_body=5_000)
+            url = httpx.URL(s.url + "/x")
+            with pytest.raises(httpx.DecodingError, match="bad gzip body"):
+                await transport.get(url, b"")
+            with pytest.raises(httpx.DecodingError, match="too large once decompressed"):
+                await transport.get(url, b"")
+        async with Server([ok(b"x", b"Content-Encoding: br\r\n")]) as s:
+            with pytest.raises(httpx.DecodingError, match="unsupported content-encoding 'br'"):
+                await StreamTransport().get(httpx.URL(s.url), b"")
+
+    run(go())
+
+
+def test_the_fast_path_sends_the_clients_headers_and_reads_status_and_retry_after(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> None:
+        replies = [
+            b"HTTP/1.1 429 Too Many\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n",
+            ok(b'{"code": "0", "data": [7]}'),
+        ]
+        async with Server(replies) as server:
+            transport = StreamTransport()
+            client = httpx.AsyncClient(transport=transport, headers={"User-Agent": "sugon-exporter/test"})
+            caller = Caller(client, 5.0, retry_backoff=0, fast=transport)
+            with caplog.at_level(logging.DEBUG, logger="exporter.wire"):
+                assert await caller.call("GET", server.url + "/jobs", {"start": 100}, {"token": "tok"}) == [7]
+            first = server.requests[0].decode()
+            assert first.startswith("GET /jobs?start=100 HTTP/1.1\r\nHost: 127.0.0.1:")
+            for line in ("User-Agent: sugon-exporter/test", "Accept-Encoding: gzip, deflate", "token: tok"):
+                assert f"\r\n{line}\r\n" in first
+            assert server.requests[1] == server.requests[0] and server.connections == 1  # retried on the same one
+            assert "HTTP Request: GET http://127.0.0.1" in caplog.text and '"HTTP/1.1 429"' in caplog.text
+
+    run(go())
+
+
+def test_a_header_the_fast_path_cannot_send_is_left_to_httpx_to_refuse() -> None:
+    async def go() -> None:
+        async with Server([ok()]) as server:
+            transport = StreamTransport()
+            caller = Caller(httpx.AsyncClient(transport=transport), 5.0, fast=transport)
+            with pytest.raises(ApiConnectionError, match="LocalProtocolError: header b'token'") as caught:
+                await caller.call("GET", server.url, None, {"token": "secret\r\nX-Injected: 1"})
+            assert "secret" not in str(caught.value) and "Injected" not in str(caught.value)
+            with pytest.raises(httpx.LocalProtocolError):  # httpx's own path through the transport refuses too
+                await httpx.AsyncClient(transport=transport).get(server.url, headers={"X-Evil": "a\nb"})
+            assert server.requests == []  # nothing went out
+
+    run(go())
