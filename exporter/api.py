@@ -91,17 +91,28 @@ def parse_capacity(data: Any) -> dict[str, QueueCapacity]:
     return out
 
 
-def _job_ids(rows: list[Any]) -> set[Any]:
-    return {r.get("jobId") for r in rows if isinstance(r, dict)} - {None, ""}
+def _job_id(row: Any) -> str | int | None:
+    """A row's jobId when it is one that can be compared (a string or number), else None."""
+    value = row.get("jobId") if isinstance(row, dict) else None
+    return value if isinstance(value, (str, int)) and value != "" else None
 
 
-def _mostly_repeats(rows: list[Any], first_ids: set[Any]) -> bool:
+def _job_ids(rows: list[Any]) -> set[str | int]:
+    return {i for i in map(_job_id, rows) if i is not None}
+
+
+def _mostly_repeats(rows: list[Any], first_ids: set[str | int]) -> bool:
     """True when most of a later page is page 0 again: the offset was ignored while the list moved.
 
     Drift alone repeats only as many rows as arrived at the front between two reads; half a page of
     them in that time does not happen. Pages under 4 rows are too small to tell the two apart.
     """
     if len(first_ids) < 4:
+        return False
+    # A server that ignores the offset answers a contiguous stretch of the list: if half of it is page 0,
+    # its first, middle or last row is. Most pages are none of that, and are told so without a set.
+    probes = (rows[0], rows[len(rows) // 2], rows[-1])
+    if not any(_job_id(r) in first_ids for r in probes):
         return False
     ids = _job_ids(rows)
     return len(ids) >= 4 and len(ids & first_ids) * 2 >= len(ids)

@@ -111,6 +111,8 @@ class JobTracker:
                         self._start(queue, 0.0)  # started between two polls: it waited less than one interval
                     if m.ended:
                         self._end(queue, status)
+            elif old.status == status and old.queue == queue:
+                continue  # unchanged, as most jobs are from one poll to the next: nothing to update
             else:
                 m = old
                 m.queue = queue
