@@ -3,8 +3,9 @@
 httpx's default transport (httpcore, anyio, h11) costs about 0.8 ms of CPU per request; a full poll of a
 centre's job list is thousands of small requests, so that overhead was most of a poll's CPU. This
 transport does the same job in a small fraction of that for what the exporter needs: GET and POST,
-``Content-Length``, chunked or close-delimited bodies, TLS through an ``ssl.SSLContext``. httpx still
-builds the request and decodes ``Content-Encoding``. It knows no proxies: httpx ignores the proxy
+``Content-Length``, chunked or close-delimited bodies, TLS through an ``ssl.SSLContext``. As an httpx
+transport it leaves building requests and undoing ``Content-Encoding`` to httpx; its ``get`` (the job
+list's pages) does without httpx's objects altogether. It knows no proxies: httpx ignores the proxy
 environment variables for a client with its own transport, so the exporter uses this one only when
 none is set.
 
@@ -68,8 +69,9 @@ def _head(request: httpx.Request, body: bytes) -> bytes:
     for name, value in request.headers.raw:
         if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):  # no header injection; the value may be secret
             raise httpx.LocalProtocolError(f"header {name[:40]!r} has a character HTTP does not allow")
-        lines.append(b"%s: %s" % (name, value))
-    if body and "content-length" not in request.headers and "transfer-encoding" not in request.headers:
+        if name.lower() not in (b"content-length", b"transfer-encoding"):  # the body goes whole, with its length
+            lines.append(b"%s: %s" % (name, value))
+    if body or request.method in ("POST", "PUT", "PATCH"):
         lines.append(b"Content-Length: %d" % len(body))
     lines.append(b"\r\n")
     return b"\r\n".join(lines)

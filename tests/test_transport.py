@@ -419,3 +419,18 @@ def test_a_header_the_fast_path_cannot_send_is_left_to_httpx_to_refuse() -> None
             assert server.requests == []  # nothing went out
 
     run(go())
+
+
+def test_a_streamed_request_body_is_sent_whole_with_its_length() -> None:
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b"ab"
+        yield b"cd"
+
+    async def go() -> None:
+        async with Server([ok()]) as server:
+            async with httpx.AsyncClient(transport=StreamTransport()) as client:
+                await client.post(server.url + "/s", content=chunks())
+            head, _, body = server.requests[0].partition(b"\r\n\r\n")
+            assert b"Content-Length: 4" in head and b"Transfer-Encoding" not in head and body == b"abcd"
+
+    run(go())
