@@ -148,9 +148,9 @@ class JobCollector(Collector):
                 self._capacity(fams, name, cap)
         yield from fams.values()
 
-    def family_names(self) -> list[str]:
-        """The names of the families collect() yields, in its order."""
-        return list(_families(self._per_user))
+    def empty_families(self) -> Families:
+        """The families collect() yields, in its order, with no samples."""
+        return _families(self._per_user)
 
     def part(self, name: str, state: ClusterState, part: str, users: bool = True) -> Families:
         """One cluster's samples of one part, whatever its staleness: ``health`` (from the state),

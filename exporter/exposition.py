@@ -114,7 +114,7 @@ class CachedExposition:
         self._live = live
         self._store = store
         self._clock = clock
-        self._names = collector.family_names()
+        self._names = list(collector.empty_families())
         self._per_user = all(name in self._names for name in USER_FAMILIES)
         self._lock = threading.Lock()
         # (cluster, part, openmetrics) → (the object it was rendered from, family name → piece)
@@ -131,7 +131,7 @@ class CachedExposition:
     def _heads(self, openmetrics: bool) -> tuple[Piece, dict[str, Piece]]:
         found = self._headers.get(openmetrics)
         if found is None:
-            empty = self._collector.part("", ClusterState(""), "none")
+            empty = self._collector.empty_families()
             heads = {
                 name: Piece(_split_header(_render(_Families([fam]), openmetrics))[0]) for name, fam in empty.items()
             }

@@ -127,7 +127,8 @@ class RowParser:
         self._statuses: dict[Any, tuple[str, str]] = {}
         self._reasons: dict[Any, str] = {}
 
-    def _label(self, value: Any) -> str:
+    def label(self, value: Any) -> str:
+        """A queue or user label of a raw value (``unknown`` when there is none)."""
         try:
             return self._labels[value]
         except (KeyError, TypeError):  # TypeError: an unhashable value (a list, a dict)
@@ -159,10 +160,6 @@ class RowParser:
                 self._reasons[raw] = reason
             return reason
 
-    def label(self, raw: Any) -> str:
-        """A queue or user label of a raw value (``unknown`` when there is none)."""
-        return self._label(raw)
-
     def parse(self, row: Any, scheduler_id: str) -> Job | None:
         """A Job from one raw row, or None when the row is unusable (not an object, or no jobId)."""
         key = job_key(row, scheduler_id)
@@ -172,8 +169,8 @@ class RowParser:
         reason = self.reason(row.get("reason")) if status == "queued" else NO_REASON  # only queued jobs by reason
         return Job(
             key,
-            self._label(row.get("queue")),
-            self._label(row.get("user")),
+            self.label(row.get("queue")),
+            self.label(row.get("user")),
             status,
             raw_status,
             cpus(row.get("procNumUsed")),
