@@ -14,6 +14,7 @@ final block and the gzip trailer. The result is one ordinary gzip stream.
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
@@ -28,6 +29,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, USER_FAMILIES, JobCollector
 from exporter.state import ClusterState, StateStore
 
+log = logging.getLogger(__name__)
 EOF_LINE = b"# EOF\n"
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no mtime, unknown OS
 PARTS = ("health", "snapshot", "capacity")
@@ -174,7 +176,14 @@ class CachedExposition:
     def prepare(self, state: ClusterState) -> None:
         """Render a state's changed pieces, in the formats scraped so far, and assemble the job part as it
         will be once the state is published: scrapes go on with the previous state meanwhile and find the
-        new one ready. Called by the publishing thread, just before it publishes ``state``."""
+        new one ready. Called by the publishing thread, just before it publishes ``state``; never raises
+        (a failure here is logged, and the first scrape renders what is missing)."""
+        try:
+            self._prepare(state)
+        except Exception:
+            log.exception("cluster %s: rendering for /metrics ahead of the scrapes failed", state.name)
+
+    def _prepare(self, state: ClusterState) -> None:
         for openmetrics in tuple(self._formats):
             for part in PARTS:
                 if self._cached(state.name, state, part, openmetrics) is None:

@@ -8,6 +8,7 @@ import zlib
 from dataclasses import replace
 
 import httpx
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -185,3 +186,16 @@ def test_the_per_user_families_written_directly_equal_prometheus_clients_even_wi
     assert ex.exposition.render(False, False) == generate_latest(ex.registry)
     assert ex.exposition.render(True, False) == generate_openmetrics(ex.registry)  # type: ignore[no-untyped-call]
     assert b"e+06" in ex.exposition.render(False, False)  # large values are written as Go writes them
+
+
+def test_a_failure_rendering_ahead_never_stops_a_publish(caplog: pytest.LogCaptureFixture) -> None:
+    ex, _ = rig()
+    ex.exposition.render(False, False)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug while rendering")
+
+    ex.exposition._rendered = broken  # type: ignore[assignment,method-assign]
+    publish(ex, NOW + 60, jobs=4)  # the poller's publish goes through
+    assert ex.store.get("a").snapshot is not None and ex.store.get("a").snapshot.job_count == 4  # type: ignore[union-attr]
+    assert "rendering for /metrics ahead of the scrapes failed" in caplog.text
