@@ -83,6 +83,7 @@ class Config(PollSettings):
     web_config_file: str | None = None
     max_staleness: float = 300.0
     per_user: bool = True
+    lean_http: bool = True  # the exporter's own HTTP/1.1 transport; false: httpx's standard one
     clusters: tuple[ClusterConfig, ...] = ()
 
 
@@ -263,6 +264,7 @@ _CHECKS: dict[str, tuple[str, Callable[[Any], Any | None]]] = {
     "page_size": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
     "concurrency": ("a whole number from 1 to 64", _int_in(1, 64)),
     "per_user": ("true or false", _bool),
+    "lean_http": ("true or false", _bool),
     "verify_tls": ("true or false", _bool),
     "queue_capacity": ("true or false", _bool),
     "capacity_interval": ("a duration like 5m", parse_duration),

@@ -88,8 +88,10 @@ class Exporter:
         self._thread: threading.Thread | None = None
 
     def _poller(self, cluster: ClusterConfig, clock: Callable[[], float], retry_backoff: float) -> ClusterPoller:
-        # The lean transport, unless the environment names a proxy: httpx honours those only with its own.
-        lean = None if _env_proxies() else transport_for(_verify(cluster), cluster.concurrency)
+        # The lean transport, unless turned off or the environment names a proxy (httpx honours those only
+        # with its own transport).
+        use_lean = self.config.lean_http and not _env_proxies()
+        lean = transport_for(_verify(cluster), cluster.concurrency) if use_lean else None
         http = httpx.AsyncClient(
             verify=_verify(cluster),
             timeout=httpx.Timeout(cluster.timeout),

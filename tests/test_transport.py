@@ -311,16 +311,17 @@ PROXY_VARIABLES = (
 
 
 @pytest.mark.parametrize(
-    ("environment", "lean"),
+    ("environment", "setting", "lean"),
     [
-        ({}, True),
-        ({"NO_PROXY": "*"}, True),
-        ({"HTTPS_PROXY": "http://127.0.0.1:3128"}, False),
-        ({"all_proxy": "x"}, False),
+        ({}, {}, True),
+        ({}, {"lean_http": False}, False),
+        ({"NO_PROXY": "*"}, {}, True),
+        ({"HTTPS_PROXY": "http://127.0.0.1:3128"}, {}, False),
+        ({"all_proxy": "http://127.0.0.1:3128"}, {"lean_http": True}, False),
     ],
 )
-def test_the_exporter_uses_the_lean_transport_unless_a_proxy_is_set(
-    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], lean: bool
+def test_the_exporter_uses_the_lean_transport_unless_turned_off_or_a_proxy_is_set(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], setting: dict[str, bool], lean: bool
 ) -> None:
     from exporter.config import build_config
     from exporter.service import Exporter
@@ -329,11 +330,12 @@ def test_the_exporter_uses_the_lean_transport_unless_a_proxy_is_set(
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    ex = Exporter(build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={}))
+    clusters = [{"name": "a", "api_url": "https://h:1", "token": "t"}]
+    ex = Exporter(build_config({**setting, "clusters": clusters}, environ={}))
     transport = ex._http[0]._transport  # what httpx sends through
     assert isinstance(transport, StreamTransport) is lean
-    if not lean:
-        assert ex._http[0]._mounts  # httpx's own proxy transports, from the environment
+    proxied = any(k != "NO_PROXY" for k in environment)
+    assert bool(ex._http[0]._mounts) is proxied  # httpx's own proxy transports, from the environment
 
 
 # The fast path: Caller sends GETs straight to StreamTransport.get, past httpx's request and response objects.
