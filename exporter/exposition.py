@@ -3,13 +3,14 @@
 The job families change only when a poller publishes (or data crosses max_staleness); with per-user
 families at centre scale they are megabytes that take seconds to render. So each cluster's samples are
 rendered once per published snapshot, capacity or health, as one piece per family, in each format asked
-for, plain and raw-deflated. A scrape assembles the pieces of every family, cluster after cluster, behind
-the family's HELP and TYPE: the bytes are exactly what prometheus-client renders for the whole registry,
-but a publish re-renders only its own cluster. Data that crosses max_staleness only leaves pieces out.
+for, plain and raw-deflated, by the publishing thread before the state becomes visible (prepare). The
+pieces of every family, cluster after cluster, behind the family's HELP and TYPE, make the job part: the
+bytes are exactly what prometheus-client renders for the whole registry, but a publish re-renders only its
+own cluster. Data that crosses max_staleness only leaves pieces out.
 
 gzip: each piece is deflated on its own up to a sync flush, so deflated pieces join into one deflate
-stream; a scrape appends the live part (the exporter's own counters, small, rendered every time) with the
-final block and the gzip trailer. The result is one ordinary gzip stream.
+stream; a scrape appends the live part (the exporter's own counters: small, re-rendered when they change)
+with the final block and the gzip trailer. The result is one ordinary gzip stream.
 """
 
 from __future__ import annotations
@@ -63,16 +64,12 @@ def _split_header(text: bytes) -> tuple[bytes, bytes]:
 class Piece:
     """Some exposition bytes, and the same deflated up to a sync flush (joinable with other pieces)."""
 
-    __slots__ = ("crc", "deflated", "text")
+    __slots__ = ("deflated", "text")
 
     def __init__(self, text: bytes) -> None:
         self.text = text
         compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
         self.deflated = compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH) if text else b""
-        self.crc = zlib.crc32(text)
-
-
-EMPTY = Piece(b"")
 
 
 class _Assembly:
@@ -98,8 +95,9 @@ class _Assembly:
 
 
 class CachedExposition:
-    """Renders the job families (cached per cluster) followed by ``live`` (every time), as text or
-    OpenMetrics, optionally gzipped. ``static`` holds families that never change (build info)."""
+    """Renders the job families (cached per cluster) followed by ``live`` (cached while ``live_version``
+    stays the same; without it, rendered every time), as text or OpenMetrics, optionally gzipped.
+    ``static`` holds families that never change (build info)."""
 
     def __init__(
         self,

@@ -37,7 +37,6 @@ class StateStore:
 
     def __init__(self, names: list[str]) -> None:
         self._states: Mapping[str, ClusterState] = MappingProxyType({n: ClusterState(n) for n in names})
-        self.version = 0  # bumped by every publish, so that renderings can tell when they are out of date
         # Called with each state before it is published (the exposition renders it ahead of scrapes).
         self.prepare: Callable[[ClusterState], None] | None = None
 
@@ -46,7 +45,6 @@ class StateStore:
         if self.prepare is not None:
             self.prepare(state)
         self._states = MappingProxyType({**self._states, state.name: state})
-        self.version += 1
 
     def get(self, name: str) -> ClusterState:
         """One cluster's current state."""
