@@ -408,7 +408,7 @@ def test_the_fast_path_sends_the_clients_headers_and_reads_status_and_retry_afte
     run(go())
 
 
-def test_a_header_the_fast_path_cannot_send_is_left_to_httpx_to_refuse() -> None:
+def test_a_header_value_with_a_line_break_is_refused_on_both_paths_and_never_sent() -> None:
     async def go() -> None:
         async with Server([ok()]) as server:
             transport = StreamTransport()
