@@ -197,18 +197,18 @@ class JobCollector(Collector):
             fams["sugon_last_success_timestamp_seconds"].add_metric([name], state.last_success)
 
     def _jobs(self, fams: Families, name: str, snap: ClusterSnapshot, users: bool = True) -> None:
-        for (queue, status), counts in snap.by_queue.items():
-            fams["sugon_jobs"].add_metric([name, queue, status], counts.jobs)
-            fams["sugon_job_cpus"].add_metric([name, queue, status], counts.cpus)
+        for (queue, status), (jobs, cpus) in snap.by_queue.items():
+            fams["sugon_jobs"].add_metric([name, queue, status], jobs)
+            fams["sugon_job_cpus"].add_metric([name, queue, status], cpus)
         for (queue, reason), n in snap.by_reason.items():
             fams["sugon_queued_jobs_by_reason"].add_metric([name, queue, reason], n)
         for queue, age in snap.oldest_queued_age.items():
             fams["sugon_oldest_queued_job_age_seconds"].add_metric([name, queue], age)
         if self._per_user:
             if users:
-                for (queue, user, status), counts in snap.by_user.items():
-                    fams["sugon_user_jobs"].add_metric([name, queue, user, status], counts.jobs)
-                    fams["sugon_user_job_cpus"].add_metric([name, queue, user, status], counts.cpus)
+                for (queue, user, status), (jobs, cpus) in snap.by_user.items():
+                    fams["sugon_user_jobs"].add_metric([name, queue, user, status], jobs)
+                    fams["sugon_user_job_cpus"].add_metric([name, queue, user, status], cpus)
             fams["sugon_users_folded"].add_metric([name], snap.users_folded)
 
     @staticmethod
@@ -238,10 +238,10 @@ class JobCollector(Collector):
         cluster = esc(name)
         jobs: list[str] = []
         cpus: list[str] = []
-        for (queue, user, status), counts in snap.by_user.items():
+        for (queue, user, status), (n, used) in snap.by_user.items():
             labels = f'{{hpc_cluster="{cluster}",queue="{esc(queue)}",status="{esc(status)}",user="{esc(user)}"}} '
-            jobs.append(f"sugon_user_jobs{labels}{num(counts.jobs)}\n")
-            cpus.append(f"sugon_user_job_cpus{labels}{num(counts.cpus)}\n")
+            jobs.append(f"sugon_user_jobs{labels}{num(n)}\n")
+            cpus.append(f"sugon_user_job_cpus{labels}{num(used)}\n")
         return "".join(jobs).encode("utf-8"), "".join(cpus).encode("utf-8")
 
     @staticmethod

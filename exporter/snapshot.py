@@ -17,12 +17,11 @@ OTHER = "other"
 MAX_REASONS = 20  # per cluster; the rest are counted as reason="other"
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
-    """Number of jobs and the sum of their ``procNumUsed``."""
-
-    jobs: int = 0
-    cpus: int = 0
+Counts = tuple[int, int]
+"""(number of jobs, sum of their ``procNumUsed``). A plain tuple on purpose: the garbage collector stops
+tracking a tuple of numbers, so the hundreds of thousands of series a centre's snapshots hold add nothing
+to the full collections that pause every thread of the process (scrapes included)."""
+NO_JOBS: Counts = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ class SnapshotBuilder:
             cell = folded.setdefault((queue, user if user in kept else OTHER, status), [0, 0])
             cell[0] += jobs
             cell[1] += cpus
-        return {k: Counts(j, c) for k, (j, c) in folded.items()}, len(totals) - len(kept)
+        return {k: (j, c) for k, (j, c) in folded.items()}, len(totals) - len(kept)
 
     def _reasons(self) -> dict[QueueReason, int]:
         per_reason: dict[str, int] = {}
@@ -143,9 +142,9 @@ class SnapshotBuilder:
         for queue in zero_fill_queues:
             oldest[queue] = 0.0
             for status in ZERO_FILL_STATUSES:
-                by_queue[(queue, status)] = Counts()
+                by_queue[(queue, status)] = NO_JOBS
         for key, (jobs, cpus) in self._queue.items():
-            by_queue[key] = Counts(jobs, cpus)
+            by_queue[key] = (jobs, cpus)
         for queue, since in activity.oldest_queued_since.items():
             oldest[queue] = max(taken_at - since, 0.0)
         by_user, folded = self._users() if self._per_user else ({}, 0)

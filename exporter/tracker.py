@@ -22,13 +22,11 @@ GONE = "gone"
 QueueStatus = tuple[str, str]
 
 
-@dataclass(slots=True)
-class _Memory:
-    queue: str
-    status: str
-    waiting_since: float | None  # first seen waiting, in the current wait
-    started: bool
-    ended: bool
+# What the tracker remembers of one job: (queue, status, first seen waiting in the current wait or None,
+# started, ended). A plain tuple on purpose: the garbage collector stops tracking a tuple of strings, numbers
+# and bools, so a centre's hundreds of thousands of them add nothing to the full collections that pause
+# every thread of the process, scrapes included. A change of a job replaces its tuple.
+_Memory = tuple[str, str, float | None, bool, bool]
 
 
 @dataclass(frozen=True)
@@ -104,37 +102,37 @@ class JobTracker:
                 if status in WAITING:
                     restored = self._restored.get(key)
                     since = restored if restored is not None and restored <= now else now
-                m = memory[key] = _Memory(queue, status, since, started=status in RAN, ended=status in TERMINAL)
+                started, ended = status in RAN, status in TERMINAL
+                memory[key] = (queue, status, since, started, ended)
                 if not seed:
                     self._inc(self._submitted, queue)
-                    if m.started:
+                    if started:
                         self._start(queue, 0.0)  # started between two polls: it waited less than one interval
-                    if m.ended:
+                    if ended:
                         self._end(queue, status)
-            elif old.status == status and old.queue == queue:
+            elif old[1] == status and old[0] == queue:  # (queue, status, ...)
                 continue  # unchanged, as most jobs are from one poll to the next: nothing to update
             else:
-                m = old
-                m.queue = queue
+                _, old_status, since, started, ended = old
                 if status in WAITING:
-                    if old.status not in WAITING:  # waiting again (requeued): a new wait and a new start
-                        m.waiting_since, m.started = now, False
-                    elif m.waiting_since is None:
-                        m.waiting_since = now
-                if status in RAN and not m.started:
-                    m.started = True
-                    self._start(queue, now - (m.waiting_since if m.waiting_since is not None else now))
+                    if old_status not in WAITING:  # waiting again (requeued): a new wait and a new start
+                        since, started = now, False
+                    elif since is None:
+                        since = now
+                if status in RAN and not started:
+                    started = True
+                    self._start(queue, now - (since if since is not None else now))
                 if status not in WAITING:
-                    m.waiting_since = None
-                if status in TERMINAL and not m.ended:
-                    m.ended = True
+                    since = None
+                if status in TERMINAL and not ended:
+                    ended = True
                     self._end(queue, status)
-                m.status = status
+                memory[key] = (queue, status, since, started, ended)
         if len(memory) > len(current):  # some jobs left the list: forget them (and count those that just vanished)
             for key in [k for k in memory if k not in current]:
-                m = memory.pop(key)
-                if not seed and not m.ended:
-                    self._end(m.queue, GONE)
+                gone_queue, _, _, _, ended = memory.pop(key)
+                if not seed and not ended:
+                    self._end(gone_queue, GONE)
         self._seeded = True
         self._restored.clear()
         return self.activity()
@@ -142,10 +140,9 @@ class JobTracker:
     def activity(self) -> Activity:
         """An immutable copy of the counts, and the earliest first-waiting time of the jobs now queued."""
         oldest: dict[str, float] = {}
-        for m in self._memory.values():
-            since = m.waiting_since
-            if m.status == "queued" and since is not None and since < oldest.get(m.queue, float("inf")):
-                oldest[m.queue] = since
+        for queue, status, since, _, _ in self._memory.values():
+            if status == "queued" and since is not None and since < oldest.get(queue, float("inf")):
+                oldest[queue] = since
         wait = {
             q: WaitHistogram(tuple(int(n) for n in cells[:-1]), cells[-1], int(sum(cells[:-1])))
             for q, cells in self._wait.items()
@@ -160,4 +157,4 @@ class JobTracker:
 
     def waiting_since(self) -> dict[str, float]:
         """First-waiting times of the jobs now waiting (what a state file keeps across a restart)."""
-        return {k: m.waiting_since for k, m in self._memory.items() if m.waiting_since is not None}
+        return {k: since for k, (_, _, since, _, _) in self._memory.items() if since is not None}

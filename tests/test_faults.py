@@ -68,7 +68,7 @@ class Rig:
         return Counter({r: int(get("sugon_api_errors_total", {"hpc_cluster": "c", "reason": r}) or 0) for r in REASONS})
 
     def running_jobs(self) -> float:
-        return sum(v.jobs for (q, s), v in self.exporter.store.get("c").snapshot.by_queue.items())  # type: ignore[union-attr]
+        return sum(jobs for jobs, _ in self.exporter.store.get("c").snapshot.by_queue.values())  # type: ignore[union-attr]
 
     def close(self) -> None:
         self.loop.run_until_complete(self.exporter.aclose())
@@ -109,7 +109,7 @@ def test_every_fault_is_survived_reported_and_recovered_from(rig: Rig, fault: st
             rig.exporter.registry.get_sample_value(
                 "sugon_jobs", {"hpc_cluster": "c", "queue": "debug", "status": "running"}
             )
-            == good.by_queue[("debug", "running")].jobs
+            == good.by_queue[("debug", "running")][0]
         )
 
     rig.sim.faults.clear()

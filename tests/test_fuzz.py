@@ -97,9 +97,9 @@ def test_any_rows_aggregate_into_consistent_counts(rows: list[Any]) -> None:
             builder.add(job)
     snap = builder.build("c", 0.0, 1.0, len(rows), zero_fill_queues=["z"])
     assert snap.job_count == len(keys)
-    assert sum(c.jobs for c in snap.by_queue.values()) == len(keys)
-    assert sum(c.cpus for c in snap.by_queue.values()) == cpus
-    assert sum(c.jobs for c in snap.by_user.values()) == len(keys)
+    assert sum(jobs for jobs, _ in snap.by_queue.values()) == len(keys)
+    assert sum(used for _, used in snap.by_queue.values()) == cpus
+    assert sum(jobs for jobs, _ in snap.by_user.values()) == len(keys)
     assert len({u for _, u, _ in snap.by_user}) <= 4  # three users by name, plus "other"
 
 

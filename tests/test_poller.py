@@ -21,7 +21,6 @@ from exporter.collector import JobCollector
 from exporter.platform import Center
 from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
 from exporter.selfmetrics import PollMetrics
-from exporter.snapshot import Counts
 from exporter.state import StateStore
 from exporter.statefile import StateFile
 from exporter.wire import Caller
@@ -270,7 +269,7 @@ def test_a_queue_stays_zero_filled_for_24_hours_after_it_was_last_seen() -> None
     rig.clock.now += 23 * 3600
     assert rig.poll()
     snap = rig.store.get("kunshan").snapshot
-    assert snap is not None and snap.by_queue[("short", "running")] == Counts(0, 0)
+    assert snap is not None and snap.by_queue[("short", "running")] == (0, 0)
     rig.clock.now += 2 * 3600
     assert rig.poll()
     snap = rig.store.get("kunshan").snapshot
