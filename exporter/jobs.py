@@ -107,8 +107,11 @@ def cpus(value: Any) -> int:
         return max(value, 0)
     if isinstance(value, float) and value.is_integer():
         return max(int(value), 0)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().isdecimal():  # not isdigit(): "²" is a digit int() refuses
+        try:
+            return int(value)
+        except ValueError:  # beyond int()'s limit on digits
+            return 0
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.jobs import parse_job
+from exporter.jobs import cpus, parse_job
 from tests.helpers import SCHEDULER, fixture, row
 
 # The mapping as written in the issue and sugon-api.md, typed out by hand.
@@ -113,3 +113,13 @@ def test_the_row_parser_remembers_labels_within_a_bound() -> None:
         job = parser.parse(row(i, queue=f"q{i}", user=["not", "hashable"]), SCHEDULER)  # type: ignore[arg-type]
         assert job is not None and job.queue == f"q{i}" and job.user == "unknown"
     assert len(parser._labels) <= 5  # the bound is the point of the test
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(8, 8), ("16", 16), (" 4 ", 4), (2.0, 2), (-3, 0), (True, 0), (None, 0), ("x", 0), (2.5, 0)]
+    # Strings str.isdigit() calls digits but int() refuses, and more digits than int() takes: 0, not a crash.
+    + [("²", 0), ("①", 0), pytest.param("9" * 5000, 0, id="5000 digits")],
+)
+def test_procnumused_is_a_non_negative_int_and_anything_else_counts_as_zero(raw: object, expected: int) -> None:
+    assert cpus(raw) == expected
