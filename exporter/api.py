@@ -37,8 +37,8 @@ def _count(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not "²", which int() refuses
+        return int(value.strip()) if len(value.strip()) <= 4000 else None  # int() takes at most 4,300 digits
     return None
 
 
@@ -66,7 +66,7 @@ def parse_schedulers(data: Any) -> list[str]:
         raw = item.get("id") if isinstance(item, dict) else None
         if isinstance(raw, int) and not isinstance(raw, bool):
             raw = str(raw)
-        if isinstance(raw, str) and raw.strip().isdigit():
+        if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
             ids.append(raw.strip())
     if not ids:
         raise ApiInvalidResponse("cluster answer lists no scheduler with a numeric id")

@@ -87,8 +87,8 @@ def jwt_expiry(token: str) -> float | None:
     payload = jwt_payload(token)
     for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
         value = payload.get(key)
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value.strip())
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not "²"
+            value = int(value.strip()) if len(value) <= 30 else None
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value) / scale
     return None

@@ -131,7 +131,7 @@ def parse_duration(value: Any) -> float | None:
 def parse_listen_address(value: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:port`` for IPv6; empty host = all interfaces) → (host, port); ValueError if not."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit():
+    if not sep or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f'expected host:port like 0.0.0.0:10863, got "{value}"')
     port = int(port_text)
     if not 0 < port < 65536:
@@ -337,7 +337,7 @@ def _scheduler_ids(c: Checker, path: str, raw: Any) -> tuple[str, ...]:
     ids: list[str] = []
     for i, item in enumerate(raw):
         text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if isinstance(text, str) and text.strip().isdigit():
+        if isinstance(text, str) and text.strip().isascii() and text.strip().isdigit():
             ids.append(text.strip())
         else:
             c.error(f"{path}[{i}]", f"expected a numeric scheduler id, got {_show(item)}")

@@ -111,7 +111,7 @@ class ResponseLike(Protocol):
 def _retry_after(response: ResponseLike) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
     value = response.headers.get("retry-after", "").strip()
-    return float(value) if value.isdigit() else None
+    return float(value) if value.isascii() and value.isdigit() else None  # not "²", which float() refuses
 
 
 def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any:

@@ -12,7 +12,7 @@ import respx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.api import SugonClient, _mostly_repeats
+from exporter.api import SugonClient, _mostly_repeats, parse_job_page, parse_schedulers
 from exporter.auth import FileToken, StaticToken
 from exporter.wire import (
     ApiAuthError,
@@ -419,12 +419,14 @@ def test_error_messages_never_contain_the_token() -> None:
     assert secret not in str(err.value) and secret not in repr(err.value)
 
 
-@pytest.mark.parametrize(("retry_after", "waited", "attempts"), [("3", [3.0], 2), ("60", [], 1), (None, [0.0], 2)])
+@pytest.mark.parametrize(
+    ("retry_after", "waited", "attempts"), [("3", [3.0], 2), ("60", [], 1), (None, [0.0], 2), ("²", [0.0], 2)]
+)  # "²": a digit float() refuses
 @respx.mock
 def test_a_429_is_retried_after_the_delay_it_asks_for_unless_that_is_too_long(
     retry_after: str | None, waited: list[float], attempts: int
 ) -> None:
-    headers = {"Retry-After": retry_after} if retry_after else {}
+    headers = {"Retry-After": retry_after.encode("latin-1")} if retry_after else {}  # as the wire has it
     route = respx.get(JOBS).mock(return_value=httpx.Response(429, headers=headers))
     slept: list[float] = []
 
@@ -464,3 +466,12 @@ def test_the_ignored_offset_probe_agrees_with_counting_the_whole_page(size: int,
     ids = {r["jobId"] for r in page}
     expected = len(first_ids) >= 4 and len(ids) >= 4 and len(ids & first_ids) * 2 >= len(ids)
     assert _mostly_repeats(page, first_ids) == expected
+
+
+def test_digits_that_int_refuses_are_invalid_answers_not_crashes() -> None:
+    # "²" is a digit to str.isdigit(); int() refuses it, as it refuses more than 4,300 digits.
+    for total in ("²", "9" * 5000):
+        with pytest.raises(ApiInvalidResponse):
+            parse_job_page({"total": total, "list": []})
+    with pytest.raises(ApiInvalidResponse, match="numeric id"):
+        parse_schedulers([{"id": "²"}, {"id": "١٢"}])

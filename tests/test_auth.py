@@ -389,6 +389,8 @@ def test_center_uses_the_first_enabled_url_and_normalises_it() -> None:
         ({"exp": 1686036760}, 1686036760.0),
         ({"user": "x"}, None),
         ({"expireTime": "soon"}, None),
+        ({"expireTime": "²"}, None),  # a digit to str.isdigit(), not to int()
+        ({"expireTime": "9" * 5000}, None),  # more digits than int() takes
     ],
 )
 def test_jwt_expiry_reads_expire_time_in_milliseconds(payload: dict[str, Any], expiry: float | None) -> None:
