@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -93,3 +94,108 @@ def test_concurrent_scrapes_are_served_in_parallel(served: tuple[str, CollectorR
     with ThreadPoolExecutor(2) as pool:
         codes = list(pool.map(lambda _: httpx.get(url + "/metrics", timeout=10).status_code, range(2)))
     assert codes == [200, 200]
+
+
+def _answer(sock: socket.socket, buffered: bytearray) -> tuple[bytes, dict[str, str], bytes]:
+    """Read one HTTP answer (status line, headers, Content-Length body) from ``sock``."""
+    while b"\r\n\r\n" not in buffered:
+        data = sock.recv(65536)
+        assert data, f"connection closed before an answer; got {bytes(buffered)!r}"
+        buffered += data
+    head, _, rest = bytes(buffered).partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    size = int(headers["content-length"])
+    while len(rest) < size:
+        data = sock.recv(65536)
+        assert data, "connection closed in mid-body"
+        rest += data
+    buffered[:] = rest[size:]
+    return status.encode("latin-1"), headers, rest[:size]
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(5)
+    return sock.recv(1) == b""
+
+
+@pytest.fixture
+def conn(served: tuple[str, CollectorRegistry]) -> Iterator[socket.socket]:
+    port = int(served[0].rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        yield sock
+
+
+def test_a_scraper_keeps_its_connection_across_scrapes(
+    served: tuple[str, CollectorRegistry], conn: socket.socket
+) -> None:
+    # Prometheus keeps the connection open between scrapes: no new connection, thread or TLS handshake each.
+    served[1].register(Fixed())
+    buffered = bytearray()
+    for _ in range(3):
+        conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = _answer(conn, buffered)
+        assert status == b"HTTP/1.1 200 OK" and headers.get("connection") != "close"
+        assert b"sugon_test_value 42.0" in body
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _answer(conn, buffered)[2] == b"ok\n"
+
+
+def test_a_scraper_that_asks_to_close_and_an_http_1_0_one_are_closed_after_the_answer(
+    served: tuple[str, CollectorRegistry],
+) -> None:
+    port = int(served[0].rsplit(":", 1)[1])
+    for request in (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(request)
+            _, headers, body = _answer(sock, bytearray())
+            assert body == b"ok\n" and headers["connection"] == "close" and _closed(sock)
+
+
+def test_a_request_body_is_never_read_as_the_next_request(conn: socket.socket) -> None:
+    smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    conn.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
+    buffered = bytearray()
+    status, headers, _ = _answer(conn, buffered)
+    assert status == b"HTTP/1.1 200 OK" and headers["connection"] == "close"
+    assert _closed(conn) and not buffered  # no 404 for the body
+
+
+def test_head_gets_the_headers_without_the_body(conn: socket.socket) -> None:
+    conn.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.settimeout(5)
+    answer = conn.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 3\r\n" in answer
+    assert answer.endswith(b"\r\n\r\n")
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection is still in step
+    assert _answer(conn, bytearray())[2] == b"ok\n"
+
+
+def test_a_failing_collector_gets_500_and_the_server_serves_on(
+    served: tuple[str, CollectorRegistry], conn: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, registry = served
+
+    class Broken(Collector):
+        def collect(self) -> Iterator[Metric]:
+            raise RuntimeError("collector bug")
+
+    registry.register(Broken())
+    conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, _ = _answer(conn, bytearray())
+    assert status.startswith(b"HTTP/1.1 500") and headers["connection"] == "close" and _closed(conn)
+    assert "serving /metrics failed" in caplog.text
+    assert httpx.get(url + "/healthz").status_code == 200
+
+
+def test_stopping_the_server_ends_its_kept_alive_connections(store: StateStore) -> None:
+    server = WebServer(make_app(CollectorRegistry(), store), "127.0.0.1", 0)
+    server.start()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _answer(sock, bytearray())[2] == b"ok\n"
+        server.stop()
+        assert _closed(sock)
