@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import re
@@ -238,7 +239,8 @@ def bench_clusters(runs: int) -> list[str]:
     ]
 
 
-def _big_pages() -> list[bytes]:
+@functools.cache
+def big_pages() -> list[bytes]:
     """The job list of one cluster of 50 queues × 200 users, running and queued: 20,000 rows in pages of 100,
     as the API sends them."""
     rows = [
@@ -260,7 +262,6 @@ def _big_pages() -> list[bytes]:
     ]
 
 
-BIG_PAGES = _big_pages()
 TRACKERS: dict[int, JobTracker] = {}
 
 
@@ -269,7 +270,7 @@ def big_snapshot(cluster: int, t: float) -> ClusterState:
     same process (decoding the pages, the row loop, the tracker, the snapshot), without the requests."""
     builder = SnapshotBuilder(per_user=True, max_users=200)
     tally = RowTally(RowParser(), builder, lambda _: False, lambda _: None)
-    for body in BIG_PAGES:
+    for body in big_pages():
         tally.take(json.loads(body)["data"]["list"], SID)
     tally.finish()
     activity = TRACKERS.setdefault(cluster, JobTracker()).commit(tally.current, t)
