@@ -18,7 +18,7 @@ from exporter.snapshot import SnapshotBuilder
 QueueStatus = tuple[str, str]
 # What the rows with one (queue, user, status) add to: the tracker's (queue, status), the counters by queue
 # and by user, and for queued jobs their raw reasons with counts (None otherwise). None: the queue is excluded.
-_Entry = tuple[QueueStatus, list[int], list[int] | None, dict[Any, int] | None] | None
+_Entry = tuple[QueueStatus, int, int, dict[Any, int] | None] | None
 
 
 class RowTally:
@@ -39,7 +39,9 @@ class RowTally:
         self.invalid = 0
         self._entries: dict[tuple[Any, Any, Any], _Entry] = {}
         self._pairs: dict[QueueStatus, QueueStatus] = {}  # one tuple per distinct (queue, status), not one per job
-        self._reasons: list[tuple[str, dict[Any, int]]] = []  # raw reasons of queued jobs, labelled in finish()
+        # Raw reasons of queued jobs by queue label, labelled in finish(): one dict per queue, shared by the
+        # entries of its users (a dict per entry was thousands of dicts to build and free every poll).
+        self._reasons: dict[str, dict[Any, int]] = {}
 
     def _entry(self, raw: tuple[Any, Any, Any]) -> _Entry:
         parser = self._parser
@@ -51,12 +53,11 @@ class RowTally:
             if status == UNKNOWN:
                 self._on_unknown(raw_status)
             pair = self._pairs.setdefault((queue, status), (queue, status))
-            cell, ucell = self._builder.cells(queue, parser.label(raw[1]), status)
+            slot, uslot = self._builder.cells(queue, parser.label(raw[1]), status)
             reasons: dict[Any, int] | None = None
             if status == "queued":  # only queued jobs are counted by reason
-                reasons = {}
-                self._reasons.append((queue, reasons))
-            entry = (pair, cell, ucell, reasons)
+                reasons = self._reasons.setdefault(queue, {})
+            entry = (pair, slot, uslot, reasons)
         if all(v is None or v.__class__ is str for v in raw):  # 1, 1.0 and True are equal keys: not remembered
             self._entries[raw] = entry
         return entry
@@ -65,6 +66,7 @@ class RowTally:
         """Count the rows of one page of ``scheduler_id``'s list; rows already counted this poll are skipped."""
         current = self.current
         entries = self._entries
+        jobs, used = self._builder.jobs, self._builder.cpus  # the counters, by slot
         prefixes: dict[Any, str] = {}  # raw jobmanagerId → "id NUL"; one or two per page
         for row in rows:
             if row.__class__ is not dict:
@@ -93,16 +95,16 @@ class RowTally:
                 entry = self._entry(raw)
             if entry is None:
                 continue
-            pair, cell, ucell, reasons = entry
+            pair, slot, uslot, reasons = entry
             current[key] = pair
             n = get("procNumUsed")
             if n.__class__ is not int or n < 0:
                 n = cpus(n)
-            cell[0] += 1
-            cell[1] += n
-            if ucell is not None:
-                ucell[0] += 1
-                ucell[1] += n
+            jobs[slot] += 1
+            used[slot] += n
+            if uslot >= 0:
+                jobs[uslot] += 1
+                used[uslot] += n
             if reasons is not None:
                 reason = get("reason")
                 try:
@@ -118,7 +120,7 @@ class RowTally:
         Raw reasons are safe as keys: the only equal values of different types (1, 1.0, True) are not
         strings, and every non-string reason is labelled alike.
         """
-        for queue, reasons in self._reasons:
+        for queue, reasons in self._reasons.items():
             for raw, n in reasons.items():
                 self._builder.count_reason(queue, self._parser.reason(raw), n)
         self._reasons.clear()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import re
 
+import pytest
+
 from exporter.jobs import Job
 from exporter.snapshot import SnapshotBuilder, fold_users, top_reasons
 
@@ -124,3 +126,14 @@ def test_a_snapshots_counts_add_nothing_the_garbage_collector_tracks() -> None:
     gc.collect()
     assert len(gc.get_objects()) - before < 100
     assert len(snap.by_user) == 10_000 and sum(jobs for jobs, _ in snap.by_user.values()) == 10_000
+
+
+@pytest.mark.parametrize("other_first", [True, False])
+def test_a_user_called_other_adds_up_with_the_folded_users_whatever_the_order(other_first: bool) -> None:
+    b = SnapshotBuilder(per_user=True, max_users=1)
+    jobs = [Job(f"o{n}", "q", "other", "running", "", 1) for n in range(3)]  # kept: the most jobs
+    folded = [Job("a", "q", "alice", "running", "", 10), Job("b", "q", "bob", "running", "", 100)]
+    for job in jobs + folded if other_first else folded + jobs:
+        b.add(job)
+    snap = b.build("c", 0.0, 300.0, 5)
+    assert dict(snap.by_user) == {("q", "other", "running"): (5, 113)} and snap.users_folded == 2
