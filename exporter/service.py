@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import ssl
 import threading
@@ -43,6 +44,15 @@ class _Both(Collector):
     def describe(self) -> Iterator[Metric]:
         """Every family, so that a registry can filter by name (called at registration, before any data)."""
         return self.collect()
+
+
+def freeze_startup_objects() -> None:
+    """Put everything alive now (modules, classes, functions, the config: 30,000 objects that live as long
+    as the process) out of the garbage collector's sight. A full collection holds the interpreter lock,
+    scrapes included, for about 0.2 µs per tracked object; without these, one during a poll takes a few
+    milliseconds instead of 6 to 25. Call once, after start-up and before the first poll."""
+    gc.collect()
+    gc.freeze()
 
 
 def _env_proxies() -> bool:
