@@ -202,7 +202,7 @@ def test_stopping_the_server_ends_its_kept_alive_connections(store: StateStore) 
         assert _closed(sock)
 
 
-def test_the_server_has_threads_hand_the_interpreter_lock_over_within_a_millisecond(
+def test_a_started_server_makes_threads_hand_the_interpreter_lock_over_within_a_millisecond(
     served: tuple[str, CollectorRegistry],
 ) -> None:
     # Python's default is 5 ms, paid by a scrape each time it takes the lock back while a poll runs.
