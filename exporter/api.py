@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from exporter.auth import TokenProvider, with_token
+from exporter.numbers import decimal
 from exporter.wire import ApiInvalidResponse, Caller, clip
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,7 @@ def _count(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not "²", which int() refuses
-        return int(value.strip()) if len(value.strip()) <= 4000 else None  # int() takes at most 4,300 digits
-    return None
+    return decimal(value)
 
 
 def parse_job_page(data: Any) -> tuple[int, list[Any]]:
@@ -66,7 +65,7 @@ def parse_schedulers(data: Any) -> list[str]:
         raw = item.get("id") if isinstance(item, dict) else None
         if isinstance(raw, int) and not isinstance(raw, bool):
             raw = str(raw)
-        if isinstance(raw, str) and raw.strip().isascii() and raw.strip().isdigit():
+        if isinstance(raw, str) and decimal(raw) is not None:
             ids.append(raw.strip())
     if not ids:
         raise ApiInvalidResponse("cluster answer lists no scheduler with a numeric id")

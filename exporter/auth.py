@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from exporter.config import AuthConfig, ClusterConfig, token_problem
+from exporter.numbers import decimal
 from exporter.platform import PlatformClient, choose_region
 from exporter.wire import ApiAuthError, ApiError
 
@@ -87,8 +88,8 @@ def jwt_expiry(token: str) -> float | None:
     payload = jwt_payload(token)
     for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
         value = payload.get(key)
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not "²"
-            value = int(value.strip()) if len(value) <= 30 else None
+        if isinstance(value, str):
+            value = decimal(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
             return float(value) / scale
     return None

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from exporter.numbers import decimal
+
 # Keys whose values are never echoed back in an error message.
 SECRET_KEYS = frozenset({"token", "password", "access_key", "secret_key", "org_id"})
 NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]+$")
@@ -131,9 +133,9 @@ def parse_duration(value: Any) -> float | None:
 def parse_listen_address(value: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:port`` for IPv6; empty host = all interfaces) → (host, port); ValueError if not."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not (port_text.isascii() and port_text.isdigit()):
+    port = decimal(port_text) if sep else None
+    if port is None:
         raise ValueError(f'expected host:port like 0.0.0.0:10863, got "{value}"')
-    port = int(port_text)
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range 1-65535")
     if host.startswith("[") and host.endswith("]"):
@@ -337,7 +339,7 @@ def _scheduler_ids(c: Checker, path: str, raw: Any) -> tuple[str, ...]:
     ids: list[str] = []
     for i, item in enumerate(raw):
         text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if isinstance(text, str) and text.strip().isascii() and text.strip().isdigit():
+        if isinstance(text, str) and decimal(text) is not None:
             ids.append(text.strip())
         else:
             c.error(f"{path}[{i}]", f"expected a numeric scheduler id, got {_show(item)}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
+from exporter.numbers import decimal
+
 # The eight statuses documented for the real-time list. The zero-filled families always carry these.
 DOCUMENTED_STATUSES: dict[str, str] = {
     "statR": "running",
@@ -107,12 +109,7 @@ def cpus(value: Any) -> int:
         return max(value, 0)
     if isinstance(value, float) and value.is_integer():
         return max(int(value), 0)
-    if isinstance(value, str) and value.strip().isdecimal():  # not isdigit(): "²" is a digit int() refuses
-        try:
-            return int(value)
-        except ValueError:  # beyond int()'s limit on digits
-            return 0
-    return 0
+    return decimal(value) or 0
 
 
 class RowParser:

@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
+from exporter.numbers import decimal
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -111,7 +113,8 @@ class ResponseLike(Protocol):
 def _retry_after(response: ResponseLike) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
     value = response.headers.get("retry-after", "").strip()
-    return float(value) if value.isascii() and value.isdigit() else None  # not "²", which float() refuses
+    seconds = decimal(value)
+    return float(seconds) if seconds is not None else None
 
 
 def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any:
