@@ -28,7 +28,7 @@ import httpx
 from exporter.config import build_config
 from exporter.jobs import RowParser
 from exporter.poller import ClusterPoller
-from exporter.service import Exporter, freeze_startup_objects
+from exporter.service import Exporter, prepare_process
 from exporter.snapshot import SnapshotBuilder
 from exporter.state import ClusterState
 from exporter.tally import RowTally
@@ -329,7 +329,7 @@ def _wrk_ms(text: str) -> float:
 def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     ex = exporter_for([f"http://127.0.0.1:9/{i}" for i in range(10)])
     big_pages()
-    freeze_startup_objects()  # as the daemon does before its first poll
+    prepare_process()  # as the daemon does before its first poll (gc.freeze, switch interval)
     big_store(ex, time.time())
     server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
     server.start()

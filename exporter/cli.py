@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
-from exporter.service import Exporter, freeze_startup_objects
+from exporter.service import Exporter, prepare_process
 from exporter.simulator import Scheduler, SimPlatform, Simulator
 from exporter.web import WebServer, make_app
 from exporter.webconfig import BasicAuth, WebConfig, load_web_config
@@ -131,7 +131,7 @@ def _serve(config: Config, listen_address: str, web: WebConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    freeze_startup_objects()
+    prepare_process()
     exporter.start()
     server.start()
     names = ", ".join(c.name for c in config.clusters)

@@ -6,7 +6,6 @@ import html
 import logging
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -27,10 +26,6 @@ log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 HANDSHAKE_TIMEOUT = 10.0
-# How long a thread may keep the interpreter lock while another waits for it. Python's default, 5 ms, is
-# what a scrape waits each time it takes the lock back (after every receive and send) while a poll's
-# Python code runs in the same process; bench 5 measures the difference.
-SWITCH_INTERVAL = 0.001
 IDLE_TIMEOUT = 300.0  # a kept-alive connection with no request for this long is closed (scrape intervals are shorter)
 
 
@@ -256,8 +251,7 @@ class WebServer:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="web", daemon=True)
 
     def start(self) -> None:
-        """Start answering requests (and hand the interpreter lock over sooner: see SWITCH_INTERVAL)."""
-        sys.setswitchinterval(SWITCH_INTERVAL)
+        """Start answering requests."""
         self._thread.start()
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
-from exporter.service import Exporter, freeze_startup_objects
+from exporter.service import Exporter, prepare_process
 from exporter.simulator import Scheduler, Simulator
 from exporter.web import WebServer, make_app
 from tests.helpers import promtool_check_metrics
@@ -176,13 +177,16 @@ def test_a_slow_cluster_does_not_delay_another_clusters_data_or_the_metrics_answ
         slow.stop(), fast.stop()
 
 
-def test_the_start_up_objects_are_taken_out_of_full_collections() -> None:
-    # The daemon calls this before its first poll: a full collection, which pauses scrapes, then walks only
-    # what polls create, not the ~30,000 modules, classes and functions that live as long as the process.
+def test_preparing_the_process_takes_start_up_objects_out_of_collections_and_shortens_lock_turns() -> None:
+    # The daemon calls this before its first poll. A full collection, which pauses scrapes, then walks only
+    # what polls create, not the ~30,000 modules, classes and functions that live as long as the process;
+    # and a scrape waits at most 1 ms, not Python's 5 ms, each time it takes the interpreter lock back.
+    sys.setswitchinterval(0.005)
     gc.collect()
     before = len(gc.get_objects())
-    freeze_startup_objects()
+    prepare_process()
     try:
         assert len(gc.get_objects()) < before / 10 and gc.get_freeze_count() >= before * 0.9
+        assert sys.getswitchinterval() == pytest.approx(0.001)
     finally:
         gc.unfreeze()

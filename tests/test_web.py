@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -200,10 +199,3 @@ def test_stopping_the_server_ends_its_kept_alive_connections(store: StateStore) 
         assert _answer(sock, bytearray())[2] == b"ok\n"
         server.stop()
         assert _closed(sock)
-
-
-def test_a_started_server_makes_threads_hand_the_interpreter_lock_over_within_a_millisecond(
-    served: tuple[str, CollectorRegistry],
-) -> None:
-    # Python's default is 5 ms, paid by a scrape each time it takes the lock back while a poll runs.
-    assert sys.getswitchinterval() == pytest.approx(0.001)
