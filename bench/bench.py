@@ -31,7 +31,7 @@ from exporter.poller import ClusterPoller
 from exporter.service import Exporter, prepare_process
 from exporter.snapshot import SnapshotBuilder
 from exporter.state import ClusterState
-from exporter.tally import RowTally
+from exporter.tally import RowTally, next_tally
 from exporter.tracker import JobTracker
 from exporter.web import WebServer, make_app
 
@@ -263,17 +263,22 @@ def big_pages() -> list[bytes]:
 
 
 TRACKERS: dict[int, JobTracker] = {}
+TALLIES: dict[int, RowTally] = {}  # kept from poll to poll, as a poller keeps them
 
 
 def big_snapshot(cluster: int, t: float) -> ClusterState:
     """One cluster of 50 queues × 200 users, running and queued, as a poll builds it: the same work in the
     same process (decoding the pages, the row loop, the tracker, the snapshot), without the requests."""
-    builder = SnapshotBuilder(per_user=True, max_users=200)
-    tally = RowTally(RowParser(), builder, lambda _: False, lambda _: None)
+    tally = TALLIES[cluster] = next_tally(
+        TALLIES.get(cluster),
+        lambda: RowTally(RowParser(), SnapshotBuilder(per_user=True, max_users=200), lambda _: False, lambda _: None),
+    )
+    builder = tally.builder
     for body in big_pages():
         tally.take(json.loads(body)["data"]["list"], SID)
     tally.finish()
     activity = TRACKERS.setdefault(cluster, JobTracker()).commit(tally.current, t)
+    tally.current = {}
     snap = builder.build(
         f"c{cluster}",
         t,

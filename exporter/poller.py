@@ -18,7 +18,7 @@ from exporter.selfmetrics import PollMetrics
 from exporter.snapshot import SnapshotBuilder
 from exporter.state import CapacitySnapshot, StateStore
 from exporter.statefile import StateFile
-from exporter.tally import RowTally
+from exporter.tally import RowTally, next_tally
 from exporter.tracker import JobTracker
 from exporter.wire import ApiError
 
@@ -99,6 +99,7 @@ class ClusterPoller:
         self._queue_seen: dict[str, float] = state_file.queues_seen(name) if state_file else {}
         self._unknown_statuses: set[str] = set()
         self._parser = RowParser()
+        self._tally: RowTally | None = None
         self._failures = 0
         self._stale_logged = False
 
@@ -146,9 +147,7 @@ class ClusterPoller:
     async def poll_once(self) -> bool:
         """Fetch every page of every scheduler, then publish a new state; True if the poll succeeded."""
         started = self._monotonic()
-        builder = SnapshotBuilder(self._per_user, self._budget.max_users, self._budget.users_exclude)
-        # Every counted job's key → (queue, status), for the tracker; one entry per job is all a poll holds.
-        tally = RowTally(self._parser, builder, self._is_excluded, self._unknown_status)
+        tally, builder = self._tally_for_poll()
         reported = 0
 
         try:
@@ -157,10 +156,12 @@ class ClusterPoller:
                     sid, self._page_size, self._concurrency, functools.partial(tally.take, scheduler_id=sid)
                 )
         except ApiError as exc:
+            tally.current = {}  # the keys counted so far: not kept until the next poll
             self._failed(exc.reason, str(exc), self._monotonic() - started)
             return False
         except Exception:  # a bug must not kill the loop; the poll counts as failed and the traceback is logged
             log.exception("cluster %s: unexpected error during poll", self.name)
+            self._tally = None  # whatever it holds, the next poll starts afresh
             self._failed("internal", "unexpected error (see the traceback above)", self._monotonic() - started)
             return False
         tally.finish()
@@ -171,6 +172,7 @@ class ClusterPoller:
             q: t for q, t in self._queue_seen.items() if now - t <= QUEUE_MEMORY_SECONDS and not self._is_excluded(q)
         }
         activity = self._tracker.commit(tally.current, now)
+        tally.current = {}  # one key per job: the tracker has what it needs, and the next poll builds its own
         snapshot = builder.build(
             cluster=self.name,
             taken_at=now,
@@ -202,6 +204,20 @@ class ClusterPoller:
             log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
         log.debug("cluster %s: %d jobs (API total %d) in %.2fs", self.name, builder.job_count, reported, duration)
         return True
+
+    def _tally_for_poll(self) -> tuple[RowTally, SnapshotBuilder]:
+        """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
+
+        Each counted job's key → (queue, status) for the tracker (``tally.current``) is the one entry per job
+        that a poll holds; the rest is per distinct (queue, user, status), kept from poll to poll.
+        """
+
+        def new() -> RowTally:
+            builder = SnapshotBuilder(self._per_user, self._budget.max_users, self._budget.users_exclude)
+            return RowTally(self._parser, builder, self._is_excluded, self._unknown_status)
+
+        self._tally = next_tally(self._tally, new)
+        return self._tally, self._tally.builder
 
     def _failed(self, reason: str, message: str, duration: float) -> None:
         previous = self._store.get(self.name)

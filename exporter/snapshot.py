@@ -57,7 +57,12 @@ def top_reasons(counts: Mapping[str, int], limit: int = MAX_REASONS) -> set[str]
 
 
 class SnapshotBuilder:
-    """Accumulates Jobs page by page, so a poll never has to hold the whole job list."""
+    """Accumulates Jobs page by page, so a poll never has to hold the whole job list.
+
+    One builder may serve poll after poll (``reset`` between them): its series keep their slots, so the
+    next poll finds the series it had before instead of building and freeing them all again. A series
+    belongs to a poll's snapshot only if that poll counted a job in it.
+    """
 
     def __init__(self, per_user: bool, max_users: int = 200, users_exclude: Iterable[re.Pattern[str]] = ()) -> None:
         self._per_user = per_user
@@ -72,7 +77,23 @@ class SnapshotBuilder:
         self.jobs: list[int] = []
         self.cpus: list[int] = []
         self._reason: dict[QueueReason, int] = {}
-        self.queues: set[str] = set()
+
+    def reset(self) -> None:
+        """Start the next poll: every counter back to 0; the series and their slots stay."""
+        self.jobs = [0] * len(self.jobs)
+        self.cpus = [0] * len(self.cpus)
+        self._reason = {}
+
+    @property
+    def series(self) -> tuple[int, int]:
+        """(series with a job this poll, series known): how much of what the builder holds is in use."""
+        return len(self.jobs) - self.jobs.count(0), len(self.jobs)
+
+    @property
+    def queues(self) -> set[str]:
+        """The queues with a job counted this poll."""
+        jobs = self.jobs
+        return {queue for (queue, _), slot in self._queue.items() if jobs[slot]}
 
     @property
     def job_count(self) -> int:
@@ -87,8 +108,8 @@ class SnapshotBuilder:
     def cells(self, queue: str, user: str, status: str) -> tuple[int, int]:
         """The slots in ``jobs`` and ``cpus`` that a job of this queue, user and status adds to: by queue,
         and by user (-1 when per-user series are off). A caller that meets the same three values again may
-        keep them and add to ``jobs`` and ``cpus`` directly: that is the fast path of a poll."""
-        self.queues.add(queue)
+        keep them and add to ``jobs`` and ``cpus`` directly, for as long as the builder lives: that is the fast
+        path of a poll."""
         slot = self._queue.get((queue, status))
         if slot is None:
             slot = self._queue[(queue, status)] = self._slot()
@@ -117,12 +138,15 @@ class SnapshotBuilder:
     def _users(self) -> tuple[dict[QueueUserStatus, Counts], int]:
         all_jobs, all_cpus = self.jobs, self.cpus
         totals: dict[str, int] = {}
-        for (_, user, _), slot in self._user.items():
+        live = [(key, slot) for key, slot in self._user.items() if all_jobs[slot]]  # series of this poll
+        for (_, user, _), slot in live:
             totals[user] = totals.get(user, 0) + all_jobs[slot]
         kept = fold_users(totals, self._max_users, self._users_exclude)
         folded: dict[QueueUserStatus, Counts] = {}
-        for (queue, user, status), slot in self._user.items():
-            key = (queue, user if user in kept else OTHER, status)  # a user may be called "other" too
+        for key, slot in live:
+            queue, user, status = key
+            if user not in kept:
+                key = (queue, OTHER, status)  # a user may be called "other" too
             had = folded.get(key)
             jobs, cpus = all_jobs[slot], all_cpus[slot]
             folded[key] = (jobs, cpus) if had is None else (had[0] + jobs, had[1] + cpus)
@@ -157,8 +181,10 @@ class SnapshotBuilder:
             oldest[queue] = 0.0
             for status in ZERO_FILL_STATUSES:
                 by_queue[(queue, status)] = NO_JOBS
+        all_jobs, all_cpus = self.jobs, self.cpus
         for key, slot in self._queue.items():
-            by_queue[key] = (self.jobs[slot], self.cpus[slot])
+            if all_jobs[slot]:  # a series of an earlier poll only: not in this snapshot
+                by_queue[key] = (all_jobs[slot], all_cpus[slot])
         for queue, since in activity.oldest_queued_since.items():
             oldest[queue] = max(taken_at - since, 0.0)
         by_user, folded = self._users() if self._per_user else ({}, 0)

@@ -3,7 +3,7 @@
 A centre's list is hundreds of thousands of rows a poll, and what a row adds depends on only a few of its
 values: its queue, user and status, which repeat across thousands of rows. So a row costs one lookup of
 those three raw values (their labels, whether the queue is excluded, and the counters they add to, found
-once per poll), a key for deduplication, and two additions; nothing else is built per row. The result is
+once and remembered from poll to poll), a key for deduplication, and two additions; nothing else is built per row. The result is
 the same as RowParser.parse then SnapshotBuilder.add for every new key (a test holds the two equal).
 """
 
@@ -17,12 +17,26 @@ from exporter.snapshot import SnapshotBuilder
 
 QueueStatus = tuple[str, str]
 # What the rows with one (queue, user, status) add to: the tracker's (queue, status), the counters by queue
-# and by user, and for queued jobs their raw reasons with counts (None otherwise). None: the queue is excluded.
-_Entry = tuple[QueueStatus, int, int, dict[Any, int] | None] | None
+# and by user, and for queued jobs the index of their queue's raw reasons in ``RowTally._reason_counts``
+# (-1 otherwise). None: the queue is excluded. Only strings and numbers, so that the garbage collector
+# stops tracking an entry: a dict in it (even an empty one) would keep the thousands of entries of a
+# poll in every full collection, which pauses scrapes too.
+_Entry = tuple[QueueStatus, int, int, int] | None
+
+
+# A tally is kept for the next poll while what it remembers is at most this many times what the last poll
+# used, plus SLACK: series and raw values of jobs long gone would otherwise pile up for ever.
+KEEP_FACTOR = 2
+SLACK = 1024
 
 
 class RowTally:
-    """Takes the pages of one poll; ``current`` ends up mapping every counted job's key to (queue, status)."""
+    """Takes the pages of a poll; ``current`` ends up mapping every counted job's key to (queue, status).
+
+    One tally (and its builder) may serve poll after poll: ``begin`` starts the next. The raw values it met
+    keep their labels and slots, so a poll of the same series as the last one builds no entry and no series,
+    and has none to free afterwards (at a centre, tens of thousands of each, every poll).
+    """
 
     def __init__(
         self,
@@ -32,16 +46,30 @@ class RowTally:
         on_unknown_status: Callable[[str], None],
     ) -> None:
         self._parser = parser
-        self._builder = builder
+        self.builder = builder  # where the counts go
         self._is_excluded = is_excluded
         self._on_unknown = on_unknown_status
         self.current: dict[str, QueueStatus] = {}
         self.invalid = 0
         self._entries: dict[tuple[Any, Any, Any], _Entry] = {}
         self._pairs: dict[QueueStatus, QueueStatus] = {}  # one tuple per distinct (queue, status), not one per job
-        # Raw reasons of queued jobs by queue label, labelled in finish(): one dict per queue, shared by the
+        # Raw reasons of queued jobs with counts, labelled in finish(): one dict per queue, shared by the
         # entries of its users (a dict per entry was thousands of dicts to build and free every poll).
-        self._reasons: dict[str, dict[Any, int]] = {}
+        self._reason_queues: dict[str, int] = {}  # queue label → index in _reason_counts
+        self._reason_counts: list[dict[Any, int]] = []
+
+    def begin(self) -> None:
+        """Start the next poll: nothing counted yet; what was learnt about raw values stays."""
+        self.builder.reset()
+        self.current = {}
+        self.invalid = 0
+        self._reason_counts = [{} for _ in self._reason_counts]
+
+    def worth_keeping(self) -> bool:
+        """Whether the last poll used enough of what this tally remembers to keep it for the next one."""
+        used, known = self.builder.series
+        limit = KEEP_FACTOR * used + SLACK
+        return known <= limit and len(self._entries) <= limit
 
     def _entry(self, raw: tuple[Any, Any, Any]) -> _Entry:
         parser = self._parser
@@ -53,11 +81,14 @@ class RowTally:
             if status == UNKNOWN:
                 self._on_unknown(raw_status)
             pair = self._pairs.setdefault((queue, status), (queue, status))
-            slot, uslot = self._builder.cells(queue, parser.label(raw[1]), status)
-            reasons: dict[Any, int] | None = None
+            slot, uslot = self.builder.cells(queue, parser.label(raw[1]), status)
+            rslot = -1
             if status == "queued":  # only queued jobs are counted by reason
-                reasons = self._reasons.setdefault(queue, {})
-            entry = (pair, slot, uslot, reasons)
+                rslot = self._reason_queues.get(queue, -1)
+                if rslot < 0:
+                    rslot = self._reason_queues[queue] = len(self._reason_counts)
+                    self._reason_counts.append({})
+            entry = (pair, slot, uslot, rslot)
         if all(v is None or v.__class__ is str for v in raw):  # 1, 1.0 and True are equal keys: not remembered
             self._entries[raw] = entry
         return entry
@@ -66,7 +97,8 @@ class RowTally:
         """Count the rows of one page of ``scheduler_id``'s list; rows already counted this poll are skipped."""
         current = self.current
         entries = self._entries
-        jobs, used = self._builder.jobs, self._builder.cpus  # the counters, by slot
+        jobs, used = self.builder.jobs, self.builder.cpus  # the counters, by slot
+        reason_counts = self._reason_counts
         prefixes: dict[Any, str] = {}  # raw jobmanagerId → "id NUL"; one or two per page
         for row in rows:
             if row.__class__ is not dict:
@@ -95,7 +127,7 @@ class RowTally:
                 entry = self._entry(raw)
             if entry is None:
                 continue
-            pair, slot, uslot, reasons = entry
+            pair, slot, uslot, rslot = entry
             current[key] = pair
             n = get("procNumUsed")
             if n.__class__ is not int or n < 0:
@@ -105,14 +137,15 @@ class RowTally:
             if uslot >= 0:
                 jobs[uslot] += 1
                 used[uslot] += n
-            if reasons is not None:
+            if rslot >= 0:
+                reasons = reason_counts[rslot]
                 reason = get("reason")
                 try:
                     reasons[reason] += 1
                 except KeyError:
                     reasons[reason] = 1
                 except TypeError:  # unhashable: labelled now (as "none", like every reason that is not a string)
-                    self._builder.count_reason(pair[0], self._parser.reason(reason))
+                    self.builder.count_reason(pair[0], self._parser.reason(reason))
 
     def finish(self) -> None:
         """Count the queued jobs by reason: each distinct raw reason is labelled once, not once per job.
@@ -120,7 +153,14 @@ class RowTally:
         Raw reasons are safe as keys: the only equal values of different types (1, 1.0, True) are not
         strings, and every non-string reason is labelled alike.
         """
-        for queue, reasons in self._reasons.items():
-            for raw, n in reasons.items():
-                self._builder.count_reason(queue, self._parser.reason(raw), n)
-        self._reasons.clear()
+        for queue, rslot in self._reason_queues.items():
+            for raw, n in self._reason_counts[rslot].items():
+                self.builder.count_reason(queue, self._parser.reason(raw), n)
+
+
+def next_tally(previous: RowTally | None, new: Callable[[], RowTally]) -> RowTally:
+    """A tally for the next poll: ``previous``, begun anew, if it is worth keeping; else ``new()``."""
+    if previous is not None and previous.worth_keeping():
+        previous.begin()
+        return previous
+    return new()

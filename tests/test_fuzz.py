@@ -19,7 +19,7 @@ from exporter.api import parse_capacity, parse_job_page, parse_schedulers
 from exporter.config import Config, ConfigError, build_config, load_config
 from exporter.jobs import RowParser, parse_job
 from exporter.snapshot import SnapshotBuilder
-from exporter.tally import RowTally
+from exporter.tally import RowTally, next_tally
 from exporter.tracker import JobTracker
 from exporter.wire import ApiError, parse_envelope
 
@@ -152,6 +152,43 @@ def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: lis
     assert (tally.current, tally.invalid) == (current, invalid)
     assert (a.by_queue, a.by_user, a.by_reason, a.job_count) == (b.by_queue, b.by_user, b.by_reason, b.job_count)
     assert set(unknown) == unknown_slow  # the poller logs each once
+
+
+@SETTINGS
+@given(
+    polls=st.lists(st.lists(st.lists(TALLY_ROW, max_size=10), max_size=3), min_size=2, max_size=4),
+    per_user=st.booleans(),
+)
+def test_a_tally_kept_from_poll_to_poll_counts_each_poll_as_a_new_one_does(
+    polls: list[list[list[Any]]], per_user: bool
+) -> None:
+    """What a tally remembers from earlier polls (raw values, series, slots) never shows in a later poll's
+    counts, folded users or reasons: each poll's snapshot equals that of a tally built for it alone."""
+    exclude = {"q"}
+
+    def new() -> RowTally:
+        return RowTally(RowParser(), SnapshotBuilder(per_user, max_users=2), exclude.__contains__, lambda _: None)
+
+    kept: RowTally | None = None
+    for pages in polls:
+        previous = kept
+        kept = next_tally(kept, new)
+        assert previous is None or kept is previous  # far below the limit: always kept
+        fresh = new()
+        for tally in (kept, fresh):
+            for page in pages:
+                tally.take(page, "7")
+            tally.finish()
+        a = kept.builder.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
+        b = fresh.builder.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
+        assert (kept.current, kept.invalid, kept.builder.queues) == (fresh.current, fresh.invalid, fresh.builder.queues)
+        assert (a.by_queue, a.by_user, a.by_reason, a.job_count, a.users_folded) == (
+            b.by_queue,
+            b.by_user,
+            b.by_reason,
+            b.job_count,
+            b.users_folded,
+        )
 
 
 @SETTINGS

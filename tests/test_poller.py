@@ -199,6 +199,54 @@ def test_after_a_failure_the_last_good_data_is_served_until_max_staleness_then_d
 
 
 @respx.mock
+def test_each_poll_counts_only_its_own_jobs_though_the_poller_keeps_what_it_learnt_about_series() -> None:
+    """The poller keeps its tally from poll to poll (series, labels, slots), never its counts: a series, user
+    or reason gone from the list leaves every family, also after a poll that failed half-way."""
+
+    def queued(job_id: int, user: str, reason: str) -> dict[str, Any]:
+        return {**row(job_id, "statQ", "debug", user, 8), "reason": reason}
+
+    first = [row(1, "statR", "debug", "a", 4), queued(2, "b", "Priority"), row(3, "statD", "gpu", "c", 2)]
+    server = serve(first, cap=1)
+    rig = Rig(budget=LabelBudget(max_users=1))
+    assert rig.poll()
+    assert rig.value("sugon_user_jobs", queue="debug", user="a", status="running") == 1  # a: first by name
+    assert rig.value("sugon_user_jobs", queue="debug", user="other", status="queued") == 1  # b, folded
+    assert rig.value("sugon_users_folded") == 2
+    assert rig.value("sugon_queued_jobs_by_reason", queue="debug", reason="Priority") == 1
+    assert rig.value("sugon_jobs", queue="gpu", status="failed") == 1
+    tally = rig.poller._tally
+
+    server.rows[:] = [row(4, "statR", "debug", "b", 1), queued(5, "b", "Resources"), row(6, "statR", "debug", "d")]
+    original = server.__call__
+
+    async def fail_at_row_3(request: httpx.Request) -> httpx.Response:
+        if request.url.params["start"] == "2":
+            return httpx.Response(500)
+        return await original(request)
+
+    respx.get(JOBS).mock(side_effect=fail_at_row_3)  # jobs 4 and 5 counted, then the poll fails
+    assert not rig.poll()
+    respx.get(JOBS).mock(side_effect=server)
+    server.rows[:] = [row(4, "statR", "debug", "b", 1)]
+    assert rig.poll()
+    assert rig.poller._tally is tally  # kept, not built again
+    assert rig.value("sugon_jobs", queue="debug", status="running") == 1  # not 2 nor 3: nothing carried over
+    assert rig.value("sugon_job_cpus", queue="debug", status="running") == 1
+    assert rig.value("sugon_jobs", queue="debug", status="queued") == 0  # zero-filled
+    assert rig.value("sugon_jobs", queue="gpu", status="running") == 0  # zero-filled, seen within 24 hours
+    assert rig.value("sugon_jobs", queue="gpu", status="failed") is None  # not a documented status: no zero
+    assert rig.value("sugon_user_jobs", queue="debug", user="b", status="running") == 1  # b alone: by name
+    assert rig.value("sugon_user_jobs", queue="debug", user="a", status="running") is None
+    assert rig.value("sugon_user_jobs", queue="debug", user="other", status="queued") is None
+    assert rig.value("sugon_user_jobs", queue="gpu", user="other", status="failed") is None
+    assert rig.value("sugon_users_folded") == 0  # a, c and d are gone: not counted as folded
+    assert rig.value("sugon_queued_jobs_by_reason", queue="debug", reason="Priority") is None
+    assert rig.value("sugon_queued_jobs_by_reason", queue="debug", reason="Resources") is None
+    assert rig.store.get("kunshan").snapshot.job_count == 1  # type: ignore[union-attr]
+
+
+@respx.mock
 def test_odd_rows_are_skipped_and_counted_and_the_rest_is_published() -> None:
     respx.get(JOBS).mock(return_value=httpx.Response(200, json=fixture("odd_rows.json")))
     rig = Rig()

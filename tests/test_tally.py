@@ -1,0 +1,69 @@
+"""The poll's row loop kept from poll to poll: what it may remember, and for how long."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+import exporter.tally
+from exporter.jobs import RowParser
+from exporter.snapshot import SnapshotBuilder
+from exporter.tally import RowTally, next_tally
+from tests.helpers import row
+
+
+def new_tally() -> RowTally:
+    return RowTally(RowParser(), SnapshotBuilder(per_user=True), lambda _: False, lambda _: None)
+
+
+def poll(previous: RowTally | None, users: list[str]) -> RowTally:
+    tally = next_tally(previous, new_tally)
+    tally.take([row(i, user=u) for i, u in enumerate(users)], "1")
+    tally.finish()
+    return tally
+
+
+def test_a_tally_is_kept_while_the_series_it_remembers_are_in_use_and_replaced_once_they_pile_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(exporter.tally, "SLACK", 0)  # KEEP_FACTOR 2: up to twice the series of the last poll
+    first = poll(None, ["a", "b", "c"])  # 1 queue series + 3 user series
+    assert poll(first, ["a", "b", "c"]) is first
+    assert first.builder.series == (4, 4)
+    assert poll(first, ["d", "e", "f"]) is first  # a, b, c no longer listed: 4 of 7 in use, within 2 × 4
+    assert first.builder.series == (4, 7)
+    third = poll(first, ["g", "h", "i"])
+    assert third is first  # decided on the last poll's use (4 of 7): kept; now 4 of 10
+    assert first.builder.series == (4, 10)
+    fresh = poll(first, ["g", "h", "i"])
+    assert fresh is not first  # 10 > 2 × 4: built afresh, remembering only what this poll used
+    assert fresh.builder.series == (4, 4)
+
+
+def test_a_tally_remembers_raw_values_at_most_twice_over_plus_slack() -> None:
+    """Distinct raw spellings of one series (here the queue, padded with blanks) are remembered as well."""
+    slack = exporter.tally.SLACK
+    tally = new_tally()
+    rows = [row(i, queue="debug" + " " * i) for i in range(3 * slack)]  # 3,072 spellings of one queue
+    tally.take(rows, "1")
+    tally.finish()
+    assert tally.builder.series == (2, 2)  # one queue series, one user series: "debug" stripped
+    assert not tally.worth_keeping()
+    assert next_tally(tally, new_tally) is not tally
+
+
+def test_what_a_tally_keeps_per_series_is_out_of_the_garbage_collectors_sight() -> None:
+    """A full collection pauses scrapes too, for as long as it takes to walk every tracked object: the
+    thousands of entries a tally keeps from poll to poll must not be among them."""
+    tally = new_tally()
+    tally.take(
+        [{**row(i, "statQ" if i % 2 else "statR", f"q{i % 7}", f"u{i}"), "reason": "Priority"} for i in range(500)],
+        "1",
+    )
+    tally.finish()
+    gc.collect()
+    gc.collect()  # an entry's (queue, status) pair may be let go only after the entry was looked at
+    entries = list(tally._entries.items())
+    assert len(entries) == 500
+    assert not [e for e in entries if gc.is_tracked(e[0]) or gc.is_tracked(e[1])]
