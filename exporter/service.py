@@ -49,8 +49,11 @@ class _Both(Collector):
 
 # How long a thread may keep the interpreter lock while another waits for it. Python's default, 5 ms, is
 # what a scrape waits each time it takes the lock back (after every receive and send) while a poll's
-# Python code runs in the same process; bench 5 measures the difference.
-SWITCH_INTERVAL = 0.001
+# Python code runs in the same process; bench 5 measures the difference. At 0.2 ms, paced scrapes during
+# polls took 4.7 ms at p99 against 8.3 ms at 1 ms (3.0-3.4 ms between polls), and a poll's CPU under
+# paced scrapes did not change measurably (75 ms either way); under closed-loop scrapes the poll finished
+# sooner (308 against 454 ms) and scrapes lost 5 % of their throughput. An idle lock is never handed over.
+SWITCH_INTERVAL = 0.0002
 
 
 def prepare_process() -> None:
