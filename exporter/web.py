@@ -147,6 +147,10 @@ class _QuietHandler(WSGIRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT  # for the request, on a connection kept alive between requests
+    # TCP_NODELAY, as Go's servers (Prometheus's own) have it: otherwise the last part of a large answer
+    # can wait for the scraper's delayed ACK (40 ms on Linux). In 8-second runs of 20 wrk connections
+    # without it, p99 was 12-71 ms; with it 9-20 ms.
+    disable_nagle_algorithm = True
     server: _ThreadingServer
 
     def setup(self) -> None:

@@ -199,3 +199,18 @@ def test_stopping_the_server_ends_its_kept_alive_connections(store: StateStore) 
         assert _answer(sock, bytearray())[2] == b"ok\n"
         server.stop()
         assert _closed(sock)
+
+
+def test_answers_are_sent_without_waiting_for_acknowledgements(store: StateStore) -> None:
+    """TCP_NODELAY on every scraper's connection: with Nagle's algorithm, the end of a large answer can
+    wait for the scraper's delayed ACK, 40 ms on Linux."""
+    server = WebServer(make_app(CollectorRegistry(), store), "127.0.0.1", 0)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _answer(sock, bytearray())[2] == b"ok\n"
+            (accepted,) = server._server.connections  # type: ignore[attr-defined]
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        server.stop()
