@@ -147,7 +147,8 @@ class ClusterPoller:
     async def poll_once(self) -> bool:
         """Fetch every page of every scheduler, then publish a new state; True if the poll succeeded."""
         started = self._monotonic()
-        tally, builder = self._tally_for_poll()
+        tally = self._tally_for_poll()
+        builder = tally.builder
         reported = 0
 
         try:
@@ -205,7 +206,7 @@ class ClusterPoller:
         log.debug("cluster %s: %d jobs (API total %d) in %.2fs", self.name, builder.job_count, reported, duration)
         return True
 
-    def _tally_for_poll(self) -> tuple[RowTally, SnapshotBuilder]:
+    def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
 
         Each counted job's key → (queue, status) for the tracker (``tally.current``) is the one entry per job
@@ -217,7 +218,7 @@ class ClusterPoller:
             return RowTally(self._parser, builder, self._is_excluded, self._unknown_status)
 
         self._tally = next_tally(self._tally, new)
-        return self._tally, self._tally.builder
+        return self._tally
 
     def _failed(self, reason: str, message: str, duration: float) -> None:
         previous = self._store.get(self.name)

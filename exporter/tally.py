@@ -3,8 +3,9 @@
 A centre's list is hundreds of thousands of rows a poll, and what a row adds depends on only a few of its
 values: its queue, user and status, which repeat across thousands of rows. So a row costs one lookup of
 those three raw values (their labels, whether the queue is excluded, and the counters they add to, found
-once and remembered from poll to poll), a key for deduplication, and two additions; nothing else is built per row. The result is
-the same as RowParser.parse then SnapshotBuilder.add for every new key (a test holds the two equal).
+once and remembered from poll to poll), a key for deduplication, and two additions; nothing else is built
+per row. The result is the same as RowParser.parse then SnapshotBuilder.add for every new key (a test
+holds the two equal).
 """
 
 from __future__ import annotations
