@@ -277,8 +277,7 @@ def big_snapshot(cluster: int, t: float) -> ClusterState:
     for body in big_pages():
         tally.take(json.loads(body)["data"]["list"], SID)
     tally.finish()
-    activity = TRACKERS.setdefault(cluster, JobTracker()).commit(tally.current, t)
-    tally.current = {}
+    activity = TRACKERS.setdefault(cluster, JobTracker()).commit(tally.handover(), t)
     snap = builder.build(
         f"c{cluster}",
         t,

@@ -157,7 +157,7 @@ class ClusterPoller:
                     sid, self._page_size, self._concurrency, functools.partial(tally.take, scheduler_id=sid)
                 )
         except ApiError as exc:
-            tally.current = {}  # the keys counted so far: not kept until the next poll
+            tally.handover()  # the keys counted so far are dropped, not kept until the next poll
             self._failed(exc.reason, str(exc), self._monotonic() - started)
             return False
         except Exception:  # a bug must not kill the loop; the poll counts as failed and the traceback is logged
@@ -172,8 +172,7 @@ class ClusterPoller:
         self._queue_seen = {
             q: t for q, t in self._queue_seen.items() if now - t <= QUEUE_MEMORY_SECONDS and not self._is_excluded(q)
         }
-        activity = self._tracker.commit(tally.current, now)
-        tally.current = {}  # one key per job: the tracker has what it needs, and the next poll builds its own
+        activity = self._tracker.commit(tally.handover(), now)
         snapshot = builder.build(
             cluster=self.name,
             taken_at=now,
@@ -209,8 +208,8 @@ class ClusterPoller:
     def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
 
-        Each counted job's key → (queue, status) for the tracker (``tally.current``) is the one entry per job
-        that a poll holds; the rest is per distinct (queue, user, status), kept from poll to poll.
+        Each counted job's key → (queue, status), for the tracker (``tally.handover``), is the one entry per
+        job that a poll holds; the rest is per distinct (queue, user, status), kept from poll to poll.
         """
 
         def new() -> RowTally:

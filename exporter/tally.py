@@ -66,6 +66,12 @@ class RowTally:
         self.invalid = 0
         self._reason_counts = [{} for _ in self._reason_counts]
 
+    def handover(self) -> dict[str, QueueStatus]:
+        """This poll's job keys → (queue, status), for the tracker, and forgotten here: one entry per job is
+        the biggest thing a poll holds, and the next poll builds its own."""
+        current, self.current = self.current, {}
+        return current
+
     def worth_keeping(self) -> bool:
         """Whether the last poll used enough of what this tally remembers to keep it for the next one."""
         used, known = self.builder.series

@@ -10,7 +10,7 @@ import exporter.tally
 from exporter.jobs import RowParser
 from exporter.snapshot import SnapshotBuilder
 from exporter.tally import RowTally, next_tally
-from tests.helpers import row
+from tests.helpers import SCHEDULER, row
 
 
 def new_tally() -> RowTally:
@@ -67,3 +67,12 @@ def test_what_a_tally_keeps_per_series_is_out_of_the_garbage_collectors_sight() 
     entries = list(tally._entries.items())
     assert len(entries) == 500
     assert not [e for e in entries if gc.is_tracked(e[0]) or gc.is_tracked(e[1])]
+
+
+def test_a_poll_hands_its_job_keys_over_and_keeps_none_of_them() -> None:
+    tally = new_tally()
+    tally.take([row(1, queue="debug"), row(2, "statQ", queue="gpu")], "1")
+    tally.finish()
+    # Keyed by the row's own jobmanagerId (SCHEDULER), not the scheduler id the page was asked for.
+    assert tally.handover() == {f"{SCHEDULER}\x001": ("debug", "running"), f"{SCHEDULER}\x002": ("gpu", "queued")}
+    assert tally.current == {}  # one entry per job: not held until the next poll
