@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.tools import find_tool
+
 
 def _openssl(*args: str, cwd: Path) -> None:
-    exe = shutil.which("openssl")
-    assert exe, "openssl is not installed (apt-get install openssl; see .ci/run)"
+    exe = find_tool("openssl", "apt-get install openssl")
     subprocess.run([exe, *args], cwd=cwd, check=True, capture_output=True)
+
+
+# The extensions Python 3.13's default VERIFY_X509_STRICT asks for, as a real private CA has them: a CA
+# certificate with basicConstraints and keyUsage, leaf certificates with an authority key identifier.
+CA_EXTENSIONS = """[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+"""
+LEAF_EXTENSIONS = {
+    "server": "subjectAltName = IP:127.0.0.1, DNS:localhost\nextendedKeyUsage = serverAuth\n",
+    "client": "extendedKeyUsage = clientAuth\n",
+}
+LEAF_COMMON = (
+    "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
+    "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid, issuer\n"
+)
 
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ca.pem, server.pem/server.key (for 127.0.0.1 and localhost) and client.pem/client.key, signed by the CA."""
     d = tmp_path_factory.mktemp("certs")
+    (d / "ca.ext").write_text(CA_EXTENSIONS)
     _openssl(
         "req",
         "-x509",
@@ -29,14 +47,18 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "2",
         "-subj",
         "/CN=sugon-test-ca",
+        "-config",
+        "ca.ext",
+        "-extensions",
+        "ca",
         "-keyout",
         "ca.key",
         "-out",
         "ca.pem",
         cwd=d,
     )
-    (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, ext in (("server", ["-extfile", "server.ext"]), ("client", [])):
+    for name, extra in LEAF_EXTENSIONS.items():
+        (d / f"{name}.ext").write_text(LEAF_COMMON + extra)
         _openssl(
             "req",
             "-newkey",
@@ -64,7 +86,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "2",
             "-out",
             f"{name}.pem",
-            *ext,
+            "-extfile",
+            f"{name}.ext",
             cwd=d,
         )
     return d

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.tools import find_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SCHEDULER = "1638523853"
@@ -48,8 +49,7 @@ def envelope(data: Any, code: str = "0", msg: str = "success") -> dict[str, Any]
 
 def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
     """Run the real ``promtool check metrics`` on an exposition (CI installs Debian's prometheus package)."""
-    exe = shutil.which("promtool")
-    assert exe, "promtool is not installed: apt-get install prometheus (see .ci/run)"
+    exe = find_tool("promtool", "apt-get install prometheus")
     return subprocess.run(
         [exe, "check", "metrics"], check=False, input=text, capture_output=True, text=True, timeout=60
     )

@@ -4,7 +4,6 @@ manifests carry the fields that matter and agree with each other and with deploy
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,13 @@ import pytest
 import yaml
 
 from exporter.config import build_config
+from tests.tools import find_tool
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
 
 
 def tool(name: str, hint: str) -> str:
-    exe = shutil.which(name)
-    assert exe, f"{name} is not installed: {hint} (see .ci/run)"
-    return exe
+    return find_tool(name, hint)
 
 
 # ---- systemd -------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import yaml
 
 from exporter.config import build_config
 from exporter.service import Exporter
+from tests.tools import find_tool
 
 README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -42,7 +42,6 @@ def test_every_promql_example_in_the_readme_parses(tmp_path: Path) -> None:
     }
     path = tmp_path / "examples.yml"
     path.write_text(yaml.safe_dump(rules, allow_unicode=True))
-    exe = shutil.which("promtool")
-    assert exe, "promtool is not installed: apt-get install prometheus (see .ci/run)"
+    exe = find_tool("promtool", "apt-get install prometheus")
     result = subprocess.run([exe, "check", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -24,6 +23,7 @@ from exporter.simulator import Scheduler, Simulator
 from exporter.web import WebServer, make_app
 from exporter.webconfig import BasicAuth, load_web_config
 from tests.helpers import promtool_check_metrics
+from tests.tools import find_tool
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -104,8 +104,7 @@ class Stack:
         self.prometheus = self._prometheus(tmp, secure, certs)
 
     def _prometheus(self, tmp: Path, secure: bool, certs: Path | None) -> subprocess.Popen[bytes]:
-        exe = shutil.which("prometheus")
-        assert exe, "prometheus is not installed: apt-get install prometheus (see .ci/run)"
+        exe = find_tool("prometheus", "apt-get install prometheus")
         # The shipped files, with their waiting times shortened from minutes to seconds.
         (tmp / "rules.yml").write_text((DEPLOY / "rules.yml").read_text())
         (tmp / "alerts.yml").write_text(re.sub(r"for: \S+", "for: 2s", (DEPLOY / "alerts.yml").read_text()))

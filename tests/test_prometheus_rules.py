@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
+
+from tests.tools import find_tool
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -15,8 +16,7 @@ ALERTS = yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"][0]["rules
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("promtool")
-    assert exe, "promtool is not installed: apt-get install prometheus (see .ci/run)"
+    exe = find_tool("promtool", "apt-get install prometheus")
     return subprocess.run([exe, *args], capture_output=True, text=True, check=False, timeout=120)
 
 
