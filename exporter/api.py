@@ -120,15 +120,19 @@ def _mostly_repeats(rows: list[Any], first_ids: set[str | int]) -> bool:
 class SugonClient:
     """Talks to one HPC host with one token provider; every failure comes out as an ApiError."""
 
-    def __init__(self, base_url: str, tokens: TokenProvider, caller: Caller) -> None:
-        self.base_url = base_url
+    def __init__(self, base_url: str, tokens: TokenProvider, caller: Caller, authorization: str | None = None) -> None:
+        self.base_url = base_url  # without userinfo: that is ``authorization``
+        self.authorization = authorization  # a gateway's Basic credentials, sent with every request
         self.tokens = tokens
         self._caller = caller
 
     async def call(self, path: str, params: dict[str, Any]) -> Any:
         """GET ``path`` and return ``data``; a rejected token is replaced once and the request sent again."""
         url = self.base_url + path
-        return await with_token(self.tokens, lambda token: self._caller.call("GET", url, params, {"token": token}))
+        gateway = {"Authorization": self.authorization} if self.authorization else {}
+        return await with_token(
+            self.tokens, lambda token: self._caller.call("GET", url, params, {**gateway, "token": token})
+        )
 
     def _shaped(self, parse: Callable[[Any], T], data: Any) -> T:
         """``parse(data)``; an answer of the wrong shape is counted like any other invalid response."""

@@ -6,6 +6,7 @@ import difflib
 import math
 import os
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from exporter.numbers import decimal
+from exporter.urls import normalise_api_url, split_credentials, url_problem, without_userinfo
 
 # Keys whose values are never echoed back in an error message.
 SECRET_KEYS = frozenset({"token", "password", "access_key", "secret_key", "org_id"})
@@ -35,7 +37,7 @@ class AuthConfig:
     """A login that yields tokens: ``password`` (user, password, orgId) or ``aksk`` (user, access/secret key)."""
 
     kind: str
-    url: str
+    url: str  # without userinfo: that is in url_authorization
     user: str
     password: str | None = field(default=None, repr=False)
     password_file: str | None = None
@@ -44,6 +46,7 @@ class AuthConfig:
     access_key: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
     secret_key_file: str | None = None
+    url_authorization: str | None = field(default=None, repr=False)  # Basic credentials from url's userinfo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +71,8 @@ class ClusterConfig(PollSettings):
     """One Sugon cluster (HPC host + scheduler ids) with its poll settings resolved."""
 
     name: str
-    api_url: str | None  # None: discovered through the AC host's /center (only with auth)
+    api_url: str | None  # None: discovered through the AC host's /center (only with auth); no userinfo
+    api_authorization: str | None = field(default=None, repr=False)  # Basic credentials from api_url's userinfo
     cluster_ids: tuple[str, ...]
     token: str | None = field(default=None, repr=False)
     token_file: str | None = None
@@ -145,14 +149,6 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", port
 
 
-def normalise_api_url(url: str) -> str:
-    """Strip trailing slashes and one trailing ``/hpc``: deployments hand the HPC URL out both ways."""
-    url = url.rstrip("/")
-    if url.endswith("/hpc"):
-        url = url[: -len("/hpc")].rstrip("/")
-    return url
-
-
 def _show(value: Any) -> str:
     """A short, YAML-flavoured rendering of a bad value for an error message."""
     if isinstance(value, str):
@@ -195,6 +191,10 @@ class Checker:
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
+
+    def has_error(self, path: str) -> bool:
+        """Whether a problem of the key at ``path`` has been recorded already."""
+        return any(e.startswith(f"{path}: ") for e in self.errors)
 
     def expand(self, value: Any, path: str) -> Any:
         """Replace ``${VAR}`` in every string (``$$`` is a literal ``$``)."""
@@ -332,6 +332,15 @@ def check_file(c: Checker, path: str, raw: Any) -> str | None:
     return str(name)
 
 
+def _loads_as_ca(path: str) -> bool:
+    """Whether a file holds CA certificates that TLS can load (PEM)."""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError, ValueError):
+        return False
+    return True
+
+
 def _scheduler_ids(c: Checker, path: str, raw: Any) -> tuple[str, ...]:
     if not isinstance(raw, list) or not raw:
         c.error(path, f"expected a non-empty list of scheduler ids (omit the key to discover them), got {_show(raw)}")
@@ -346,11 +355,17 @@ def _scheduler_ids(c: Checker, path: str, raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(ids))
 
 
-def _url(c: Checker, path: str, raw: Any) -> str | None:
-    if not isinstance(raw, str) or not re.match(r"^https?://[^/\s]+", raw.strip()):
-        c.error(path, f"expected an http:// or https:// URL, got {_show(raw)}")
+def _url(c: Checker, path: str, raw: Any) -> tuple[str, str | None] | None:
+    """(the URL, normalised and without userinfo; the Authorization its userinfo asks for), or None."""
+    if c.has_error(path):  # a bad ${VAR} in it, reported already
         return None
-    return normalise_api_url(raw.strip())
+    problem = url_problem(raw.strip()) if isinstance(raw, str) else "expected an http:// or https:// URL"
+    if problem:
+        shown = _show(without_userinfo(raw.strip())) if isinstance(raw, str) else _show(raw)
+        c.error(path, f"{problem}, got {shown}")
+        return None
+    url, authorization = split_credentials(raw.strip())
+    return normalise_api_url(url), authorization
 
 
 def _secret(
@@ -378,7 +393,7 @@ def _auth(c: Checker, path: str, raw: Any) -> AuthConfig | None:
         c.error(f"{path}.kind" if "kind" in raw else path, f"expected kind password or aksk, got {_show(kind)}")
         return None
     c.known_keys(raw, AUTH_KEYS[kind], path)
-    url = _url(c, f"{path}.url", raw["url"]) if "url" in raw else None
+    checked = _url(c, f"{path}.url", raw["url"]) if "url" in raw else None
     if "url" not in raw:
         c.error(path, "missing url (the AC host)")
     user = c.value(f"{path}.user", raw["user"], "a non-empty string", _nonempty_str) if "user" in raw else None
@@ -400,11 +415,12 @@ def _auth(c: Checker, path: str, raw: Any) -> AuthConfig | None:
         else:
             c.error(path, "missing access_key")
         secret_key, secret_key_file = _secret(c, path, raw, "secret_key")
-    if len(c.errors) > before or url is None or user is None:
+    if len(c.errors) > before or checked is None or user is None:
         return None
     return AuthConfig(
         kind=kind,
-        url=url,
+        url=checked[0],
+        url_authorization=checked[1],
         user=user,
         password=password,
         password_file=password_file,
@@ -427,12 +443,14 @@ def _cluster(c: Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCon
         c.error(path, "missing name")
     elif not isinstance(name, str) or not NAME_RE.match(name):
         c.error(f"{path}.name", f"expected letters, digits, _ . or -, got {_show(name)}")
-    api_url = raw.get("api_url")
-    if api_url is None:
+    api_url = api_authorization = None
+    if raw.get("api_url") is None:
         if "auth" not in raw:
             c.error(path, "missing api_url (it can only be discovered with auth)")
     else:
-        api_url = _url(c, f"{path}.api_url", api_url)
+        checked = _url(c, f"{path}.api_url", raw["api_url"])
+        if checked is not None:
+            api_url, api_authorization = checked
     ids = _scheduler_ids(c, f"{path}.cluster_ids", raw["cluster_ids"]) if "cluster_ids" in raw else ()
     token = token_file = auth = None
     given = [key for key in ("token", "token_file", "auth") if key in raw]
@@ -458,11 +476,14 @@ def _cluster(c: Checker, path: str, raw: Any, top: dict[str, Any]) -> ClusterCon
     ca_file = check_file(c, f"{path}.ca_file", raw["ca_file"]) if "ca_file" in raw else None
     if ca_file is not None and settings.get("verify_tls") is False:
         c.error(f"{path}.ca_file", "set, but verify_tls is false; remove one of them")
+    elif ca_file is not None and not _loads_as_ca(ca_file):
+        c.error(f"{path}.ca_file", "cannot load CA certificates from it (a PEM file?)")
     if len(c.errors) > before or not isinstance(name, str):
         return None
     return ClusterConfig(
         name=name,
         api_url=api_url,
+        api_authorization=api_authorization,
         cluster_ids=ids,
         token=token,
         token_file=token_file,

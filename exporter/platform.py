@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.config import normalise_api_url, token_problem
+from exporter.config import token_problem
+from exporter.urls import normalise_api_url, split_credentials
 from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller
 
 PASSWORD_LOGIN_PATH = "/ac/openapi/v2/tokens"
@@ -35,8 +36,9 @@ class RegionToken:
 class Center:
     """What ``/center`` says about a region: its HPC URL and the account's cluster user name."""
 
-    hpc_url: str
+    hpc_url: str  # without userinfo
     user_name: str | None
+    hpc_authorization: str | None = field(default=None, repr=False)  # Basic credentials from the URL's userinfo
 
 
 def _id(value: Any) -> str | None:
@@ -123,7 +125,8 @@ def parse_center(data: Any) -> Center:
         if on and isinstance(url, str) and url.strip().startswith(("http://", "https://")):
             info = data.get("clusterUserInfo")
             user = info.get("userName") if isinstance(info, dict) else None
-            return Center(normalise_api_url(url.strip()), user if isinstance(user, str) and user else None)
+            hpc_url, authorization = split_credentials(url.strip())
+            return Center(normalise_api_url(hpc_url), user if isinstance(user, str) and user else None, authorization)
     raise ApiInvalidResponse("center lists no enabled hpcUrls entry")
 
 
@@ -138,13 +141,14 @@ def aksk_signature(access_key: str, secret_key: str, user: str, timestamp: str) 
 class PlatformClient:
     """Calls the AC host; a login refused with any non-zero code is an ApiAuthError carrying the server's msg."""
 
-    def __init__(self, url: str, caller: Caller) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, url: str, caller: Caller, authorization: str | None = None) -> None:
+        self.url = url.rstrip("/")  # without userinfo: that is ``authorization``, sent with every request
         self._caller = caller
+        self._gateway = {"Authorization": authorization} if authorization else {}
 
     async def login_password(self, user: str, password: str, org_id: str) -> list[RegionToken]:
         """``POST /ac/openapi/v2/tokens`` with the credentials in headers."""
-        headers = {"user": user, "password": password, "orgId": org_id}
+        headers = {**self._gateway, "user": user, "password": password, "orgId": org_id}
         data = await self._caller.call("POST", self.url + PASSWORD_LOGIN_PATH, headers=headers, refusal_is_auth=True)
         return parse_regions(data)
 
@@ -152,6 +156,7 @@ class PlatformClient:
         """``POST /api/user/v3/tokens`` signed with the secret key (which is never sent)."""
         stamp = str(timestamp)
         headers = {
+            **self._gateway,
             "user": user,
             "accessKey": access_key,
             "timestamp": stamp,
@@ -162,9 +167,11 @@ class PlatformClient:
 
     async def renew(self, token: str, region_id: str) -> str:
         """``POST /ac/openapi/v2/tokens/next``: a new token for the same region."""
-        data = await self._caller.call("POST", self.url + RENEW_PATH, headers={"token": token}, refusal_is_auth=True)
+        headers = {**self._gateway, "token": token}
+        data = await self._caller.call("POST", self.url + RENEW_PATH, headers=headers, refusal_is_auth=True)
         return parse_renewal(data, region_id)
 
     async def center(self, token: str) -> Center:
         """``GET /ac/openapi/v2/center`` with a region token."""
-        return parse_center(await self._caller.call("GET", self.url + CENTER_PATH, headers={"token": token}))
+        headers = {**self._gateway, "token": token}
+        return parse_center(await self._caller.call("GET", self.url + CENTER_PATH, headers=headers))

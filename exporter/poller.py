@@ -128,6 +128,7 @@ class ClusterPoller:
             return
         center = await self._url_source()
         url, self._center_user = center.hpc_url, center.user_name
+        self.client.authorization = center.hpc_authorization
         if url != self.client.base_url:
             log.info("cluster %s: HPC URL is %s", self.name, url)
             self.client.base_url = url

@@ -76,10 +76,18 @@ def _env_proxies() -> bool:
     return any(scheme != "no" for scheme in urllib.request.getproxies())
 
 
-def _verify(cluster: ClusterConfig) -> ssl.SSLContext | bool:
+def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
+    """The one TLS context of a cluster's connections, whichever transport makes them: the system's trust
+    store (OpenSSL's default paths, which SSL_CERT_FILE and SSL_CERT_DIR override) with ``ca_file`` added to
+    it, or no verification at all with ``verify_tls: false``. httpx would otherwise trust certifi's CAs, so
+    that setting a proxy (which selects httpx's transport) would change which CAs are trusted."""
+    context = ssl.create_default_context()
     if cluster.ca_file is not None:
-        return ssl.create_default_context(cafile=cluster.ca_file)
-    return cluster.verify_tls
+        context.load_verify_locations(cafile=cluster.ca_file)  # adds to the system's CAs, for the AC host too
+    if not cluster.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class Exporter:
@@ -117,9 +125,10 @@ class Exporter:
         # The lean transport, unless turned off or the environment names a proxy (httpx honours those only
         # with its own transport).
         use_lean = self.config.lean_http and not _env_proxies()
-        lean = transport_for(_verify(cluster), cluster.concurrency) if use_lean else None
+        context = tls_context(cluster)
+        lean = transport_for(context, cluster.concurrency) if use_lean else None
         http = httpx.AsyncClient(
-            verify=_verify(cluster),
+            verify=context,
             timeout=httpx.Timeout(cluster.timeout),
             limits=httpx.Limits(max_connections=cluster.concurrency, max_keepalive_connections=cluster.concurrency),
             transport=lean,
@@ -128,7 +137,9 @@ class Exporter:
         self._http.append(http)
         observer = self.metrics.observer(cluster.name, logs_in=cluster.auth is not None)
         caller = Caller(http, cluster.timeout, observer, retry_backoff, fast=lean)
-        platform = PlatformClient(cluster.auth.url, caller) if cluster.auth is not None else None
+        platform = None
+        if cluster.auth is not None:
+            platform = PlatformClient(cluster.auth.url, caller, cluster.auth.url_authorization)
         tokens = token_provider(cluster, platform, observer, clock)
         url_source = None
         if cluster.api_url is None and platform is not None:
@@ -137,7 +148,7 @@ class Exporter:
             async def url_source() -> Center:
                 return await with_token(tokens, ac.center)
 
-        client = SugonClient(cluster.api_url or "", tokens, caller)
+        client = SugonClient(cluster.api_url or "", tokens, caller, cluster.api_authorization)
         return ClusterPoller(
             cluster.name,
             client,

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import httpx
 
 from exporter.numbers import decimal
+from exporter.urls import without_userinfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -123,8 +124,20 @@ def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any
     With ``refusal_is_auth`` (logins and renewals) every non-zero code means "credentials not accepted".
     """
     status = response.status_code
+    if status == 401 and response.headers.get("www-authenticate", "").strip().partition(" ")[0].lower() == "basic":
+        # A gateway in front of the API, not the API refusing the token (which never asks for Basic).
+        raise ApiHttpError(
+            "HTTP 401 from a gateway that asks for Basic credentials: give them in the URL as "
+            "https://user:password@host/ (percent-encoded), or check the ones given"
+        )
     if status in (401, 403):
         raise ApiAuthError(f"HTTP {status}")
+    if 300 <= status < 400:
+        location = response.headers.get("location")
+        where = f" to {clip(without_userinfo(location.strip()), 120)}" if location else ""
+        raise ApiHttpError(
+            f"HTTP {status} redirect{where}: redirects are not followed; set api_url (or auth.url) to the new address"
+        )
     if status >= 300:
         transient = status >= 500 or status == 429
         raise ApiHttpError(f"HTTP {status}", transient=transient, retry_after=_retry_after(response))

@@ -35,7 +35,17 @@ LEAF_COMMON = (
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ca.pem, server.pem/server.key (for 127.0.0.1 and localhost) and client.pem/client.key, signed by the CA."""
-    d = tmp_path_factory.mktemp("certs")
+    return make_pki(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def other_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same files as ``certs``, of another, unrelated CA."""
+    return make_pki(tmp_path_factory.mktemp("other-certs"))
+
+
+def make_pki(d: Path) -> Path:
+    """A CA and a server and a client certificate it signed, in ``d``."""
     (d / "ca.ext").write_text(CA_EXTENSIONS)
     _openssl(
         "req",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -56,8 +58,15 @@ class Simulator:
         seed: int = 1,
         clock: Callable[[], float] = time.time,
         platform: SimPlatform | None = None,
+        gateway_credentials: tuple[str, str] | None = None,
     ) -> None:
         self.token = token
+        # A gateway in front that wants Basic auth: every request without these credentials gets 401.
+        self.gateway = None
+        if gateway_credentials is not None:
+            pair = ":".join(gateway_credentials).encode("utf-8")
+            self.gateway = "Basic " + base64.b64encode(pair).decode("ascii")
+        self.gateway_refused = 0
         self.population = Population(schedulers, users, jobs, arrival_rate, seed, clock)
         self.platform = platform or SimPlatform(clock=clock)
         self.max_page = max_page
@@ -70,6 +79,7 @@ class Simulator:
         self.max_in_flight = 0
         self.job_requests_refused = 0
         self._server: ThreadingHTTPServer | None = None
+        self._scheme = "http"
         self._thread: threading.Thread | None = None
         self._evolver: threading.Thread | None = None
         self._stop_evolving = threading.Event()
@@ -174,8 +184,8 @@ class Simulator:
         page = rows[start : start + min(limit, self.max_page)]
         return 200, _envelope("0", "success", {"total": len(rows), "list": page})
 
-    def serve(self, port: int = 0) -> str:
-        """Start serving on 127.0.0.1 (an ephemeral port by default); returns the base URL."""
+    def serve(self, port: int = 0, tls: ssl.SSLContext | None = None) -> str:
+        """Start serving on 127.0.0.1 (an ephemeral port by default), over TLS with ``tls``; returns the base URL."""
         sim = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -193,6 +203,11 @@ class Simulator:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(length)
+                if sim.gateway is not None and self.headers.get("Authorization") != sim.gateway:
+                    with sim._lock:
+                        sim.gateway_refused += 1
+                    self._send(401, HTML_PAGE, "text/html", {"WWW-Authenticate": 'Basic realm="gateway"'})
+                    return
                 with sim._lock:
                     sim.requests += 1
                     sim.in_flight += 1
@@ -267,6 +282,9 @@ class Simulator:
 
         self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
+        if tls is not None:  # handshakes in the accepting thread: a test stand-in, not a production server
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https" if tls is not None else "http"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator", daemon=True)
         self._thread.start()
         return self.url
@@ -276,7 +294,7 @@ class Simulator:
         """Base URL of the running server."""
         if self._server is None:
             raise RuntimeError("the simulator is not serving")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def stop(self) -> None:
         """Stop serving (connections are then refused) and stop evolving."""
