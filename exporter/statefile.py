@@ -6,12 +6,16 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 VERSION = 1
+TEMP_PREFIX = ".sugon-exporter-state."  # a temporary file while writing: .sugon-exporter-state.<name>.<random>
+# Earlier versions named their temporary files without <name>: the prefix and 8 random characters.
+_OLD_TEMP = re.compile(r"^\.sugon-exporter-state\.[a-z0-9_]{8}$")
 
 
 def _times(value: Any) -> dict[str, float]:
@@ -34,7 +38,25 @@ class StateFile:
         self.path = path
         self._clusters: dict[str, dict[str, dict[str, float]]] = {}
         self._failing = False
+        self._folder = os.path.dirname(os.path.abspath(path))
+        self._prefix = f"{TEMP_PREFIX}{os.path.basename(path)}."
+        self._remove_stale_temporaries()
         self._load()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove what a kill during a write left: temporary files of this state file (one process owns it)."""
+        try:
+            names = os.listdir(self._folder)
+        except OSError:
+            return  # reported when the file is read or written
+        for name in names:
+            if name.startswith(self._prefix) or _OLD_TEMP.match(name):
+                try:
+                    os.unlink(os.path.join(self._folder, name))
+                except OSError as exc:
+                    log.warning("state_file: cannot remove the stale temporary file %s (%s)", name, exc.strerror)
+                else:
+                    log.info("state_file: removed %s, left by an interrupted write", name)
 
     def _load(self) -> None:
         try:
@@ -71,9 +93,8 @@ class StateFile:
     def save(self, cluster: str, waiting_since: dict[str, float], queues_seen: dict[str, float]) -> None:
         """Replace a cluster's section and rewrite the file atomically (temporary file, then rename)."""
         self._clusters[cluster] = {"waiting_since": waiting_since, "queues_seen": queues_seen}
-        folder = os.path.dirname(os.path.abspath(self.path))
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".sugon-exporter-state.", dir=folder)
+            fd, tmp = tempfile.mkstemp(prefix=self._prefix, dir=self._folder)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     json.dump({"version": VERSION, "clusters": self._clusters}, handle, separators=(",", ":"))
@@ -83,6 +104,7 @@ class StateFile:
             except BaseException:
                 os.unlink(tmp)
                 raise
+            _sync_folder(self._folder)  # the rename itself survives a crash only once the folder is on disk
         except OSError as exc:
             if not self._failing:
                 log.warning(
@@ -95,3 +117,12 @@ class StateFile:
         if self._failing:
             log.info("state_file %s is writable again", self.path)
         self._failing = False
+
+
+def _sync_folder(folder: str) -> None:
+    """fsync a directory, so that a rename in it is durable."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,77 @@
+"""The state file's writes: what a kill in the middle leaves is removed at start, and renames are made durable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter.statefile import StateFile
+
+# A child that writes the state file and is killed while it writes: os.replace never comes.
+KILLED_WRITER = """
+import os, sys, time
+from exporter.statefile import StateFile
+state = StateFile(sys.argv[1])
+def hang(*args):
+    print("writing", flush=True)
+    time.sleep(60)
+os.replace = hang
+state.save("kunshan", {"k": 1.0}, {"debug": 2.0})
+"""
+
+
+def test_temporary_files_left_by_a_kill_during_a_write_are_removed_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    StateFile(str(path)).save("kunshan", {"k": 1.0}, {})
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "writing\n"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    left = [p.name for p in tmp_path.iterdir() if p.name != "state.json"]
+    assert len(left) == 1 and left[0].startswith(".sugon-exporter-state.state.json.")
+    # Left by an older version (no file name in it), by another state file in the same folder, and not ours.
+    (tmp_path / ".sugon-exporter-state.k3j_9xq2").write_text("{")
+    (tmp_path / ".sugon-exporter-state.other.json.abc123").write_text("{")
+    (tmp_path / "notes.txt").write_text("keep")
+    state = StateFile(str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".sugon-exporter-state.other.json.abc123",
+        "notes.txt",
+        "state.json",
+    ]
+    assert state.waiting_since("kunshan") == {"k": 1.0}  # the last complete write is what counts
+
+
+def test_the_folder_is_synced_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    state = StateFile(str(tmp_path / "state.json"))
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    state.save("kunshan", {}, {"debug": time.time()})
+    assert events == ["fsync file", "rename", "fsync folder"]
+    assert json.loads((tmp_path / "state.json").read_text())["clusters"]["kunshan"]["waiting_since"] == {}
