@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -114,35 +116,98 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
     return build_config(data, environ={}), [east, west]
 
 
-def _serve(config: Config, listen_address: str, web: WebConfig) -> int:
-    host, port = parse_listen_address(listen_address)
-    exporter = Exporter(config)
+def _app(exporter: Exporter, web: WebConfig) -> Callable[..., Iterable[bytes]]:
     auth = BasicAuth(web.users) if web.users else None
+    return make_app(exporter.registry, exporter.store, auth, exporter.exposition)
+
+
+def _load(args: argparse.Namespace) -> tuple[Config, WebConfig]:
+    """The configuration and the web config the command line names; ConfigError lists every problem."""
+    config = load_config(args.config)
+    listen = args.listen_address or config.listen_address
     try:
-        server = WebServer(make_app(exporter.registry, exporter.store, auth, exporter.exposition), host, port, web.tls)
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", listen_address, exc.strerror or exc)
-        return 1
-    stop = threading.Event()
+        parse_listen_address(listen)
+    except ValueError as exc:
+        raise ConfigError([f"--web.listen-address: {exc}"]) from None
+    web_file = args.web_config_file or config.web_config_file
+    return config, load_web_config(web_file) if web_file else WebConfig()
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    prepare_process()
-    exporter.start()
-    server.start()
-    names = ", ".join(c.name for c in config.clusters)
-    scheme = "https" if web.tls else "http"
-    guarded = " (basic auth)" if auth else ""
-    log.info("sugon-exporter %s serving %s://%s/metrics%s for %s", __version__, scheme, listen_address, guarded, names)
-    while not stop.wait(0.5):
-        pass
-    server.stop()
-    exporter.stop()
-    return 0
+class _Daemon:
+    """The serving process: one Exporter and the web server, and the reload that SIGHUP asks for."""
+
+    def __init__(self, args: argparse.Namespace, config: Config, web: WebConfig) -> None:
+        self.args = args
+        self.config = config
+        self.listen = args.listen_address or config.listen_address
+        self.exporter = Exporter(config)
+        self.web = web
+        self.server: WebServer | None = None
+
+    def reload(self) -> None:
+        """Read the configuration again and apply it; an invalid one is logged in full and changes nothing."""
+        if not self.args.config:
+            log.info("received SIGHUP: nothing to reload (--demo has no configuration file)")
+            return
+        try:
+            config, web = _load(self.args)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("reload failed, the running configuration stays: config error: %s", line)
+            self.exporter.metrics.reload_result(False, time.time())
+            return
+        if (self.args.listen_address or config.listen_address) != self.listen:
+            log.warning("listen_address changed: it takes effect at the next start; still serving %s", self.listen)
+        try:
+            if self.exporter.can_reload(config):
+                summary = self.exporter.reload(config)
+            else:  # per_user changed: /metrics has other families now
+                old, self.exporter = self.exporter, Exporter(config)
+                self.exporter.start()
+                old.stop()
+                summary = "per_user changed: every cluster starts afresh"
+        except Exception:  # a bug must not end the daemon; what was applied stays applied
+            log.exception("reload failed")
+            self.exporter.metrics.reload_result(False, time.time())
+            return
+        assert self.server is not None
+        self.server.reconfigure(_app(self.exporter, web), web.tls)
+        self.config, self.web = config, web
+        self.exporter.metrics.reload_result(True, time.time())
+        log.info("configuration reloaded (%s)", summary)
+
+    def serve(self) -> int:
+        host, port = parse_listen_address(self.listen)
+        try:
+            self.server = WebServer(_app(self.exporter, self.web), host, port, self.web.tls)
+        except OSError as exc:
+            log.error("cannot listen on %s: %s", self.listen, exc.strerror or exc)
+            return 1
+        stop, reload = threading.Event(), threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            if signum == signal.SIGHUP:
+                reload.set()
+                return
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, on_signal)
+        prepare_process()
+        self.exporter.start()
+        self.server.start()
+        names = ", ".join(c.name for c in self.config.clusters)
+        scheme = "https" if self.web.tls else "http"
+        guarded = " (basic auth)" if self.web.users else ""
+        log.info("sugon-exporter %s serving %s://%s/metrics%s for %s", __version__, scheme, self.listen, guarded, names)
+        while not stop.wait(0.2):
+            if reload.is_set():
+                reload.clear()
+                self.reload()
+        self.server.stop()
+        self.exporter.stop()
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,18 +230,12 @@ def _run(args: argparse.Namespace, sims: list[Simulator]) -> int:
                 return 2
             config, started = start_demo(args.listen_address)
             sims.extend(started)
+            web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
         elif not args.config:
             print("sugon-exporter: --config FILE is required (or try --demo)", file=sys.stderr)
             return 2
         else:
-            config = load_config(args.config)
-        listen = args.listen_address or config.listen_address
-        try:
-            parse_listen_address(listen)
-        except ValueError as exc:
-            raise ConfigError([f"--web.listen-address: {exc}"]) from None
-        web_file = args.web_config_file or config.web_config_file
-        web = load_web_config(web_file) if web_file else WebConfig()
+            config, web = _load(args)
     except ConfigError as exc:
         for line in exc.errors:
             print(f"config error: {line}", file=sys.stderr)
@@ -190,4 +249,4 @@ def _run(args: argparse.Namespace, sims: list[Simulator]) -> int:
         ok = asyncio.run(exporter.poll_all_once())
         sys.stdout.write(generate_latest(exporter.registry).decode("utf-8"))
         return 0 if ok else 1
-    return _serve(config, listen, web)
+    return _Daemon(args, config, web).serve()

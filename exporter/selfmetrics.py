@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from exporter.wire import REASONS
@@ -14,7 +16,7 @@ class PollMetrics:
     /metrics when its rendering of these counters is out of date.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, started: float = 0.0) -> None:
         self.version = 0
         self.polls = Counter(
             "sugon_polls", "Polls of the job list by result.", ["hpc_cluster", "result"], registry=registry
@@ -46,6 +48,43 @@ class PollMetrics:
             ["hpc_cluster", "method", "result"],
             registry=registry,
         )
+
+        self.reload_ok = Gauge(
+            "sugon_config_last_reload_successful",
+            "1 if the last configuration reload (SIGHUP) succeeded, else 0; 1 from the start.",
+            registry=registry,
+        )
+        self.reload_time = Gauge(
+            "sugon_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload, or of the start.",
+            registry=registry,
+        )
+        self.reload_result(True, started)
+
+    def reload_result(self, ok: bool, now: float) -> None:
+        """A configuration reload (or the start, which loaded the configuration) succeeded or failed."""
+        self.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.reload_time.set(now)
+        self.changed()
+
+    def forget(self, cluster: str) -> None:
+        """Remove a cluster's series: it has left the configuration."""
+        label_sets: list[tuple[Any, tuple[str, ...]]] = [
+            (self.requests, (cluster,)),
+            (self.invalid_records, (cluster,)),
+            (self.token_expiry, (cluster,)),
+        ]
+        for result in ("success", "failure"):
+            label_sets.append((self.polls, (cluster, result)))
+            label_sets += [(self.token_refreshes, (cluster, method, result)) for method in ("renew", "login")]
+        label_sets += [(self.errors, (cluster, reason)) for reason in REASONS]
+        for metric, labels in label_sets:
+            try:
+                metric.remove(*labels)
+            except KeyError:  # never created
+                pass
+        self.changed()
 
     def changed(self) -> None:
         """One of the counters changed (single writer: the event loop's thread)."""

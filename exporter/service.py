@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import re
 import ssl
 import sys
@@ -11,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import httpx
 from prometheus_client import CollectorRegistry, Info
@@ -30,6 +32,8 @@ from exporter.state import StateStore
 from exporter.statefile import StateFile
 from exporter.transport import transport_for
 from exporter.wire import Caller
+
+log = logging.getLogger(__name__)
 
 
 class _Both(Collector):
@@ -90,11 +94,23 @@ def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
     return context
 
 
+@dataclass
+class _Cluster:
+    """A cluster's poller, the HTTP client it alone uses, and its poll loop once running."""
+
+    config: ClusterConfig
+    poller: ClusterPoller
+    http: httpx.AsyncClient
+    task: asyncio.Task[None] | None = None
+
+
 class Exporter:
     """Everything between a validated Config and the /metrics registry."""
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time, retry_backoff: float = 0.5) -> None:
         self.config = config
+        self._clock = clock
+        self._retry_backoff = retry_backoff
         self.store = StateStore([c.name for c in config.clusters])
         # Two parts: the job data, which changes only when a poll publishes (rendered once per change for
         # /metrics), and the exporter's own counters, which change all the time.
@@ -107,21 +123,26 @@ class Exporter:
         self.job_registry.register(_Both(static))
         self.job_registry.register(collector)
         self.live_registry = CollectorRegistry()
-        self.metrics = PollMetrics(self.live_registry)
+        self.metrics = PollMetrics(self.live_registry, started=clock())
         self.registry = CollectorRegistry()  # both, for --once and for reading single values
         self.registry.register(_Both(self.job_registry, self.live_registry))
         self.exposition = CachedExposition(
             static, collector, self.live_registry, self.store, clock, live_version=lambda: self.metrics.version
         )
         self.store.prepare = self.exposition.prepare
-        self._http: list[httpx.AsyncClient] = []
         self._state_files: dict[str, StateFile] = {}
-        self.pollers = [self._poller(c, clock, retry_backoff) for c in config.clusters]
+        self._clusters = {c.name: self._cluster(c) for c in config.clusters}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
 
-    def _poller(self, cluster: ClusterConfig, clock: Callable[[], float], retry_backoff: float) -> ClusterPoller:
+    @property
+    def pollers(self) -> list[ClusterPoller]:
+        """The clusters' pollers, in the config's order."""
+        return [c.poller for c in self._clusters.values()]
+
+    def _cluster(self, cluster: ClusterConfig) -> _Cluster:
+        clock, retry_backoff = self._clock, self._retry_backoff
         # The lean transport, unless turned off or the environment names a proxy (httpx honours those only
         # with its own transport).
         use_lean = self.config.lean_http and not _env_proxies()
@@ -134,7 +155,6 @@ class Exporter:
             transport=lean,
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
-        self._http.append(http)
         observer = self.metrics.observer(cluster.name, logs_in=cluster.auth is not None)
         caller = Caller(http, cluster.timeout, observer, retry_backoff, fast=lean)
         platform = None
@@ -149,7 +169,7 @@ class Exporter:
                 return await with_token(tokens, ac.center)
 
         client = SugonClient(cluster.api_url or "", tokens, caller, cluster.api_authorization)
-        return ClusterPoller(
+        poller = ClusterPoller(
             cluster.name,
             client,
             self.store,
@@ -170,6 +190,7 @@ class Exporter:
             state_file=self._state_file(cluster.state_file),
             clock=clock,
         )
+        return _Cluster(cluster, poller, http)
 
     def _state_file(self, path: str | None) -> StateFile | None:
         """One StateFile per path, shared by the clusters that name it."""
@@ -181,7 +202,7 @@ class Exporter:
 
     async def aclose(self) -> None:
         """Close the HTTP connection pools."""
-        await asyncio.gather(*(h.aclose() for h in self._http), return_exceptions=True)
+        await asyncio.gather(*(c.http.aclose() for c in self._clusters.values()), return_exceptions=True)
 
     async def poll_all_once(self) -> bool:
         """Poll every cluster once, concurrently; True if all succeeded."""
@@ -194,9 +215,71 @@ class Exporter:
     async def run(self) -> None:
         """Run every cluster's poll loop until cancelled; the loops are independent of each other."""
         try:
-            await asyncio.gather(*(p.run() for p in self.pollers))
+            for cluster in self._clusters.values():
+                self._start(cluster)
+            await asyncio.Event().wait()  # until cancelled
         finally:
-            await self.aclose()
+            await self._stop(list(self._clusters.values()))
+
+    def _start(self, cluster: _Cluster) -> None:
+        task = cluster.task = asyncio.ensure_future(cluster.poller.run())
+        task.add_done_callback(self._ended)
+
+    @staticmethod
+    def _ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a poll loop never ends on its own
+            log.error("a poll loop ended unexpectedly", exc_info=task.exception())
+
+    @staticmethod
+    async def _stop(clusters: list[_Cluster]) -> None:
+        """Cancel the poll loops (a poll in flight is abandoned) and close their HTTP clients."""
+        tasks = [c.task for c in clusters if c.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(c.http.aclose() for c in clusters), return_exceptions=True)
+
+    def can_reload(self, config: Config) -> bool:
+        """Whether ``reload`` can apply ``config`` in place. per_user decides which families /metrics has,
+        so a change of it needs a new Exporter."""
+        return config.per_user == self.config.per_user
+
+    def reload(self, config: Config, timeout: float = 30.0) -> str:
+        """Apply a new config to the running poll loops (see ``start``); returns what changed, for the log.
+
+        A cluster whose settings are the same keeps its poller, state and data; a changed one starts afresh
+        (it may be another API now); a removed one stops and leaves /metrics.
+        """
+        if self._loop is None or self._loop.is_closed():
+            raise RuntimeError("the poll loops are not running")
+        return asyncio.run_coroutine_threadsafe(self._apply(config), self._loop).result(timeout)
+
+    async def _apply(self, config: Config) -> str:
+        same = (config.max_staleness, config.lean_http) == (self.config.max_staleness, self.config.lean_http)
+        old = self._clusters
+        kept = {c.name for c in config.clusters if same and c.name in old and old[c.name].config == c}
+        await self._stop([c for name, c in old.items() if name not in kept])
+        self.config = config
+        self.store.set_clusters([c.name for c in config.clusters], kept)
+        for name in old.keys() - {c.name for c in config.clusters}:
+            self.metrics.forget(name)
+        clusters = {c.name: old[c.name] if c.name in kept else self._cluster(c) for c in config.clusters}
+        for name, cluster in clusters.items():
+            if name not in kept:
+                self._start(cluster)
+        self._clusters = clusters
+        added = [n for n in clusters if n not in old]
+        changed = [n for n in clusters if n in old and n not in kept]
+        removed = [n for n in old if n not in clusters]
+        return "; ".join(
+            f"{what}: {', '.join(names) or 'none'}"
+            for what, names in (
+                ("unchanged", sorted(kept)),
+                ("changed", changed),
+                ("added", added),
+                ("removed", removed),
+            )
+        )
 
     def start(self) -> None:
         """Run the poll loops on their own event loop in a background thread."""

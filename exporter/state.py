@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -45,6 +45,12 @@ class StateStore:
         if self.prepare is not None:
             self.prepare(state)
         self._states = MappingProxyType({**self._states, state.name: state})
+
+    def set_clusters(self, names: list[str], keep: Collection[str]) -> None:
+        """Make ``names`` the clusters, in that order: those in ``keep`` keep their state, others start afresh
+        (a configuration reload); clusters not named leave."""
+        states = self._states
+        self._states = MappingProxyType({n: states[n] if n in keep and n in states else ClusterState(n) for n in names})
 
     def get(self, name: str) -> ClusterState:
         """One cluster's current state."""

@@ -254,6 +254,11 @@ class WebServer:
         self.port: int = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="web", daemon=True)
 
+    def reconfigure(self, app: Callable[..., Iterable[bytes]], tls: ssl.SSLContext | None) -> None:
+        """Serve new requests with ``app``, and new connections with ``tls`` (None: plain HTTP)."""
+        self._server.set_app(app)
+        self._server.tls = tls
+
     def start(self) -> None:
         """Start answering requests."""
         self._thread.start()
