@@ -32,13 +32,27 @@ class QueueCapacity:
     free_nodes: int | None
 
 
-def _count(value: Any) -> int | None:
-    """A non-negative int from an int or a digit string (``total`` has been seen as both)."""
+MAX_QUEUE_SIZE = 10**9  # CPUs or nodes of one queue; a bigger figure is not one, and is left out like a missing one
+
+
+def _count(value: Any, limit: int | None = None) -> int | None:
+    """A non-negative int from an int or a digit string (``total`` has been seen as both); None above ``limit``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    return decimal(value)
+    n = (value if value >= 0 else None) if isinstance(value, int) else decimal(value)
+    return None if n is None or (limit is not None and n > limit) else n
+
+
+def _size(value: Any) -> int | None:
+    """A queue's CPUs or nodes: a count up to MAX_QUEUE_SIZE, else None."""
+    return _count(value, MAX_QUEUE_SIZE)
+
+
+def _show(value: Any) -> str:
+    """A short repr of a scalar, the type of anything else (a nested value's repr could be huge or too deep)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return clip(repr(value), 40)
+    return type(value).__name__
 
 
 def parse_job_page(data: Any) -> tuple[int, list[Any]]:
@@ -47,7 +61,7 @@ def parse_job_page(data: Any) -> tuple[int, list[Any]]:
         raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
     total = _count(data.get("total"))
     if total is None:
-        raise ApiInvalidResponse(f"job list total is missing or not a count ({clip(repr(data.get('total')), 40)})")
+        raise ApiInvalidResponse(f"job list total is missing or not a count ({_show(data.get('total'))})")
     rows = data.get("list")
     if rows is None and total == 0:
         return 0, []
@@ -82,10 +96,10 @@ def parse_capacity(data: Any) -> dict[str, QueueCapacity]:
         if not isinstance(name, str) or not name.strip():
             continue
         out[name.strip()] = QueueCapacity(
-            _count(item.get("queNcpus")),
-            _count(item.get("queFreeNcpus")),
-            _count(item.get("queNodes")),
-            _count(item.get("queFreeNodes")),
+            _size(item.get("queNcpus")),
+            _size(item.get("queFreeNcpus")),
+            _size(item.get("queNodes")),
+            _size(item.get("queFreeNodes")),
         )
     return out
 

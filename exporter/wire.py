@@ -114,7 +114,7 @@ def _retry_after(response: ResponseLike) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
     value = response.headers.get("retry-after", "").strip()
     seconds = decimal(value)
-    return float(seconds) if seconds is not None else None
+    return float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None  # a huge one is no float
 
 
 def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from exporter.api import parse_capacity, parse_job_page, parse_schedulers
 from exporter.config import Config, ConfigError, build_config, load_config
-from exporter.jobs import RowParser, parse_job
+from exporter.jobs import RowParser, cpu_count, parse_job
 from exporter.snapshot import SnapshotBuilder
 from exporter.tally import RowTally, next_tally
 from exporter.tracker import JobTracker
@@ -28,6 +28,10 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=30,
 )
+# Numbers no job has, and that no float holds once summed: they must be bounded where they are read.
+HUGE = st.sampled_from(["9" * 400, 10**400, 1e308, float("inf"), -1e308, 10**7 + 1, "10000001", 10**7]) | st.integers(
+    10**6, 10**40
+)
 FIELD = (
     st.none()
     | st.booleans()
@@ -35,6 +39,7 @@ FIELD = (
     | st.floats()
     | st.text(max_size=12)
     | st.lists(st.integers(), max_size=2)
+    | HUGE
 )
 ROW = (
     st.fixed_dictionaries(
@@ -144,6 +149,7 @@ def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: lis
             elif job.key not in current and job.queue not in exclude:
                 current[job.key] = (job.queue, job.status)
                 slow.add(job)
+                invalid += cpu_count(row.get("procNumUsed")) is None  # counted with 0 CPUs, and reported
                 if job.status == "unknown":
                     unknown_slow.add(job.raw_status)
     tally.finish()
