@@ -27,13 +27,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, USER_FAMILIES, JobCollector
+from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, PARTS, USER_FAMILIES, JobCollector
 from exporter.state import ClusterState, StateStore
 
 log = logging.getLogger(__name__)
 EOF_LINE = b"# EOF\n"
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no mtime, unknown OS
-PARTS = ("health", "snapshot", "capacity")
 
 
 class _Families:
@@ -149,19 +148,25 @@ class CachedExposition:
         return None
 
     def _rendered(self, name: str, state: ClusterState, part: str, openmetrics: bool) -> dict[str, Piece]:
-        """The pieces of one part of one cluster, rendered now (touches no shared state but a counter)."""
+        """The pieces of one part of one cluster, rendered now (touches no shared state but a counter);
+        none when the part cannot be rendered (it is left out, and the collector logs it once)."""
         if self._source(state, part) is None:
             return {}
         if part == "snapshot":
             self.renders += 1
         pieces = {}
         fast = part == "snapshot" and self._per_user
-        for family, fam in self._collector.part(name, state, part, users=not fast).items():
-            if fam.samples:
-                pieces[family] = Piece(_split_header(_render(_Families([fam]), openmetrics))[1])
-        if fast and state.snapshot is not None and state.snapshot.by_user:
-            for family, text in zip(USER_FAMILIES, self._collector.user_samples(name, state.snapshot)):
-                pieces[family] = Piece(text)
+        try:
+            for family, fam in self._collector.part(name, state, part, users=not fast).items():
+                if fam.samples:
+                    pieces[family] = Piece(_split_header(_render(_Families([fam]), openmetrics))[1])
+            if fast and state.snapshot is not None and state.snapshot.by_user:
+                for family, text in zip(USER_FAMILIES, self._collector.user_samples(name, state.snapshot)):
+                    pieces[family] = Piece(text)
+        except Exception as exc:  # noqa: BLE001 - logged by render_failed; one cluster must not fail /metrics
+            self._collector.render_failed(name, part, exc)
+            return {}
+        self._collector.rendered(name, part)
         return pieces
 
     def _part(self, name: str, state: ClusterState, part: str, openmetrics: bool) -> dict[str, Piece]:
