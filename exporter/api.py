@@ -110,6 +110,14 @@ def _job_id(row: Any) -> str | int | None:
     return value if isinstance(value, (str, int)) and value != "" else None
 
 
+def _same_rows(a: list[Any], b: list[Any]) -> bool:
+    """``a == b``, and False where comparing would nest too deeply (rows of JSON nested near the limit)."""
+    try:
+        return a == b
+    except RecursionError:
+        return False
+
+
 def _job_ids(rows: list[Any]) -> set[str | int]:
     return {i for i in map(_job_id, rows) if i is not None}
 
@@ -220,7 +228,7 @@ class SugonClient:
                     if not page_rows:
                         shrunk, target = True, min(target, offset)
                         continue
-                    if page_rows == first_rows or _mostly_repeats(page_rows, first_ids):
+                    if _same_rows(page_rows, first_rows) or _mostly_repeats(page_rows, first_ids):
                         raise self._invalid(
                             f"start={offset} answered the rows of start=0: the server ignores the offset; "
                             f"set page_size above the job count ({total}) for this cluster"

@@ -160,9 +160,12 @@ class ClusterPoller:
             tally.handover()  # the keys counted so far are dropped, not kept until the next poll
             self._failed(exc.reason, str(exc), self._monotonic() - started)
             return False
-        except Exception:  # a bug must not kill the loop; the poll counts as failed and the traceback is logged
-            log.exception("cluster %s: unexpected error during poll", self.name)
+        except Exception:  # a bug must not kill the loop; the poll counts as failed
             self._tally = None  # whatever it holds, the next poll starts afresh
+            if self._store.get(self.name).last_error != "internal":  # the traceback once, not every poll
+                log.exception("cluster %s: unexpected error during poll", self.name)
+            else:
+                log.debug("cluster %s: unexpected error during poll, again", self.name, exc_info=True)
             self._failed("internal", "unexpected error (see the traceback above)", self._monotonic() - started)
             return False
         tally.finish()
@@ -279,8 +282,12 @@ class ClusterPoller:
         except ApiError as exc:
             self._capacity_failed(exc.reason, str(exc))
             return False
-        except Exception:  # a bug must not kill the loop
-            log.exception("cluster %s: unexpected error during the capacity poll", self.name)
+        except Exception:  # a bug must not kill the loop; its traceback is logged once, not every poll
+            if self._capacity_failing != "internal":
+                log.exception("cluster %s: unexpected error during the capacity poll", self.name)
+            else:
+                log.debug("cluster %s: unexpected error during the capacity poll, again", self.name, exc_info=True)
+            self._capacity_failing = "internal"
             return False
         now = self._clock()
         if self._capacity_failing:

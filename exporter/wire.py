@@ -133,6 +133,8 @@ def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any
     except (ValueError, UnicodeDecodeError):
         kind = response.headers.get("content-type", "no content-type")
         raise ApiInvalidResponse(f"body is not JSON ({clip(kind, 60)}, {len(response.content)} bytes)") from None
+    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
+        raise ApiInvalidResponse(f"body is JSON nested too deeply ({len(response.content)} bytes)") from None
     if not isinstance(body, dict) or "code" not in body:
         raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
     code = body["code"]
@@ -141,7 +143,10 @@ def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any
         raise ApiInvalidResponse("envelope code is not a string")
     if code == "0":
         return body.get("data")
-    msg = clip(body.get("msg"))
+    try:
+        msg = clip(body.get("msg"))
+    except RecursionError:  # a msg nested nearly as deep as json allows
+        msg = "(nested too deeply to show)"
     if code in AUTH_CODES or (refusal_is_auth and code not in TRANSIENT_CODES):
         raise ApiAuthError(f"API code {code}: {msg}")
     raise ApiCodeError(code, msg)
