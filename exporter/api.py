@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from exporter.auth import TokenProvider, with_token
 from exporter.numbers import decimal
 from exporter.wire import ApiInvalidResponse, Caller, clip
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 JOBS_PATH = "/hpc/openapi/v2/jobs"
@@ -33,6 +31,7 @@ class QueueCapacity:
 
 
 MAX_QUEUE_SIZE = 10**9  # CPUs or nodes of one queue; a bigger figure is not one, and is left out like a missing one
+MAX_JOBS = 5_000_000  # the default of max_jobs
 
 
 def _count(value: Any, limit: int | None = None) -> int | None:
@@ -183,6 +182,7 @@ class SugonClient:
         page_size: int,
         concurrency: int,
         on_rows: Callable[[list[Any]], None],
+        max_jobs: int = MAX_JOBS,
     ) -> int:
         """Page through one scheduler's full job list, handing each page's raw rows to ``on_rows`` as it arrives.
 
@@ -190,8 +190,11 @@ class SugonClient:
         (it may cap ``limit``); up to ``concurrency`` requests are in flight. Rows may repeat across pages
         (the list changes while we read it): deduplication is the caller's. Raises ApiError on any failure,
         after cancelling the requests still in flight, so that a caller never mistakes a part for the whole.
+        A ``total`` above ``max_jobs`` on any page, or more pages than ``2 * max_jobs`` rows' worth at the
+        first page's size, is an invalid response: the list may grow while it is read, not without end.
         """
         total, rows = await self._page(scheduler_id, 0, page_size)
+        self._within(total, max_jobs, 0)
         on_rows(rows)
         step = len(rows)
         if step == 0 and total > 0:
@@ -204,19 +207,24 @@ class SugonClient:
         shrunk = False
         next_offset = step
         refills: list[int] = []
-        # The list may grow while we page; bound the requests so that a list growing as fast as we read ends.
-        budget = 2 * math.ceil(total / step) + 8
+        # The list may grow while we page, and is read to its new end; but never past twice max_jobs rows.
+        most_pages = math.ceil(2 * max_jobs / step)
         sent = 1
         pending: dict[asyncio.Task[tuple[int, list[Any]]], int] = {}
         try:
             while True:
-                while len(pending) < concurrency and sent < budget:
+                while len(pending) < concurrency:
                     if refills:
                         offset = refills.pop()
                     elif next_offset < target:
                         offset, next_offset = next_offset, next_offset + step
                     else:
                         break
+                    if sent >= most_pages:
+                        raise self._invalid(
+                            f"the job list did not end within {sent} pages of {step} rows "
+                            f"(twice max_jobs, {max_jobs}); last total {target}"
+                        )
                     pending[asyncio.ensure_future(self._page(scheduler_id, offset, page_size))] = offset
                     sent += 1
                 if not pending:
@@ -225,6 +233,7 @@ class SugonClient:
                 for task in done:
                     offset = pending.pop(task)
                     page_total, page_rows = task.result()
+                    self._within(page_total, max_jobs, offset)
                     if not page_rows:
                         shrunk, target = True, min(target, offset)
                         continue
@@ -244,8 +253,12 @@ class SugonClient:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        if sent >= budget and (refills or next_offset < target):
-            log.warning(
-                "%s scheduler %s: job list kept growing; stopped after %d requests", self.base_url, scheduler_id, sent
-            )
         return total
+
+    def _within(self, total: int, max_jobs: int, offset: int) -> None:
+        """Refuse a ``data.total`` above max_jobs: a bigger list is not one this exporter should hold."""
+        if total > max_jobs:
+            raise self._invalid(
+                f"start={offset} answered total {clip(total, 40)}, above max_jobs ({max_jobs}); "
+                "raise max_jobs if the list is really that long"
+            )

@@ -10,7 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from exporter.api import QueueCapacity, SugonClient
+from exporter.api import MAX_JOBS, QueueCapacity, SugonClient
 from exporter.auth import jwt_payload
 from exporter.jobs import RowParser
 from exporter.platform import Center
@@ -65,6 +65,7 @@ class ClusterPoller:
         max_staleness: float,
         per_user: bool,
         budget: LabelBudget = LabelBudget(),
+        max_jobs: int = MAX_JOBS,
         capacity: CapacitySettings | None = None,
         state_file: StateFile | None = None,
         clock: Callable[[], float] = time.time,
@@ -89,6 +90,7 @@ class ClusterPoller:
         self._monotonic = monotonic
         self._sleep = sleep
         self._budget = budget
+        self._max_jobs = max_jobs
         self._discovery_lock = asyncio.Lock()
         self._excluded: dict[str, bool] = {}
         self._capacity = capacity
@@ -154,7 +156,11 @@ class ClusterPoller:
         try:
             for sid in await self._endpoint():
                 reported += await self.client.fetch_jobs(
-                    sid, self._page_size, self._concurrency, functools.partial(tally.take, scheduler_id=sid)
+                    sid,
+                    self._page_size,
+                    self._concurrency,
+                    functools.partial(tally.take, scheduler_id=sid),
+                    self._max_jobs,
                 )
         except ApiError as exc:
             tally.handover()  # the keys counted so far are dropped, not kept until the next poll

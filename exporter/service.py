@@ -155,6 +155,7 @@ class Exporter:
                 tuple(re.compile(p) for p in cluster.users_exclude),
                 tuple(re.compile(p) for p in cluster.queues_exclude),
             ),
+            max_jobs=cluster.max_jobs,
             capacity=CapacitySettings(cluster.capacity_interval, cluster.username) if cluster.queue_capacity else None,
             state_file=self._state_file(cluster.state_file),
             clock=clock,

@@ -1,5 +1,5 @@
-"""What an upstream sends, bounded: parse failures are reasons, logged once per change, never tracebacks
-every poll."""
+"""What an upstream sends, bounded: the size of a poll (max_jobs), and parse failures that are reasons,
+logged once per change, never tracebacks every poll."""
 
 from __future__ import annotations
 
@@ -20,6 +20,68 @@ CAPACITY = BASE + "/hpc/openapi/v2/queuenames/users/alice"
 
 def capacity_of(queues: dict[str, int]) -> httpx.Response:
     return httpx.Response(200, json=envelope([{"queueName": q, "queNcpus": n} for q, n in queues.items()]))
+
+
+# ---- the size of a poll -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["first page", "later page"])
+@respx.mock
+def test_a_total_above_max_jobs_fails_the_poll_as_an_invalid_response(
+    late: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        start = int(request.url.params["start"])
+        claimed = 10**12 if late is (start > 0) else 300
+        return httpx.Response(200, json=envelope({"total": claimed, "list": [row(start + i) for i in range(100)]}))
+
+    respx.get(JOBS).mock(side_effect=answer)
+    rig = Rig(max_jobs=1000)
+    for _ in range(3):
+        assert not rig.poll()
+    assert rig.value("sugon_api_errors_total", reason="invalid_response") == 3
+    assert rig.value("sugon_polls_total", result="failure") == 3
+    failed = [r.getMessage() for r in caplog.records if "poll failed" in r.getMessage()]
+    assert len(failed) == 1 and "total 1000000000000, above max_jobs (1000)" in failed[0]
+
+
+@respx.mock
+def test_a_list_that_never_ends_fails_after_twice_max_jobs_rows_of_pages(caplog: pytest.LogCaptureFixture) -> None:
+    """Page 0 has 100 rows, every later page 10: each short page is refilled from where it stopped, and with
+    a total that moves on with every answer the list never ends. It is read no further than 2 × max_jobs
+    rows' worth of pages of the first page's size."""
+    calls: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        start = int(request.url.params["start"])
+        calls.append(start)
+        rows = [row(start + i) for i in range(100 if start == 0 else 10)]
+        return httpx.Response(200, json=envelope({"total": min(start + 1000, 5000), "list": rows}))
+
+    respx.get(JOBS).mock(side_effect=answer)
+    rig = Rig(max_jobs=5000)  # 2 × 5,000 rows at 100 a page: 100 pages
+    assert not rig.poll()
+    assert 95 <= len(calls) <= 100  # the requests still in flight when it stopped may be cancelled unsent
+    assert rig.value("sugon_api_errors_total", reason="invalid_response") == 1
+    assert "did not end within 100 pages of 100 rows (twice max_jobs, 5000)" in caplog.text
+
+
+@respx.mock
+def test_a_list_that_grows_fast_during_a_poll_is_read_to_its_end_not_cut_short() -> None:
+    """The request budget of before (twice the first total's pages, plus 8) stopped here, at 14 requests, and
+    published a partial list; within max_jobs the list is now read to its end."""
+    server = PagedList([row(i) for i in range(250)], cap=100)
+
+    def grow(start: int) -> None:
+        if start == 100 and len(server.rows) == 250:
+            server.rows.extend(row(i) for i in range(250, 2000))
+
+    server.before_answer = grow
+    respx.get(JOBS).mock(side_effect=server)
+    rig = Rig()
+    assert rig.poll()
+    snap = rig.store.get("kunshan").snapshot
+    assert snap is not None and snap.job_count == 2000 and len(server.calls) == 20
 
 
 # ---- failures are reasons ---------------------------------------------------------------------------
