@@ -40,6 +40,7 @@ JOB_DATA_FAMILIES = frozenset(
         "sugon_user_jobs",
         "sugon_user_job_cpus",
         "sugon_users_folded",
+        "sugon_queues_folded",
     }
 )
 USER_FAMILIES = ("sugon_user_jobs", "sugon_user_job_cpus")
@@ -99,6 +100,9 @@ def _families(per_user: bool) -> Families:
         GaugeMetricFamily("sugon_queue_free_cpus", "Free CPUs of the queue (queue capacity poll).", labels=queue),
         GaugeMetricFamily("sugon_queue_nodes", "Nodes of the queue (queue capacity poll).", labels=queue),
         GaugeMetricFamily("sugon_queue_free_nodes", "Free nodes of the queue (queue capacity poll).", labels=queue),
+        GaugeMetricFamily(
+            "sugon_queues_folded", 'Queues merged into queue="other" by max_queues.' + _CACHED, labels=cluster
+        ),
     ]
     if per_user:
         fams += [
@@ -258,6 +262,7 @@ class JobCollector(Collector):
                     fams["sugon_user_jobs"].add_metric([name, queue, user, status], jobs)
                     fams["sugon_user_job_cpus"].add_metric([name, queue, user, status], cpus)
             fams["sugon_users_folded"].add_metric([name], snap.users_folded)
+        fams["sugon_queues_folded"].add_metric([name], snap.queues_folded)
 
     @staticmethod
     def user_samples(name: str, snap: ClusterSnapshot) -> tuple[bytes, bytes]:

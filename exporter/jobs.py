@@ -27,6 +27,7 @@ EXTRA_STATUSES: dict[str, str] = {
 STATUS_MAP: dict[str, str] = {**DOCUMENTED_STATUSES, **EXTRA_STATUSES}
 ZERO_FILL_STATUSES: tuple[str, ...] = tuple(DOCUMENTED_STATUSES.values())
 UNKNOWN = "unknown"
+OTHER = "other"  # what label values beyond a budget (users, queues, reasons) are counted as
 NO_REASON = "none"
 REASON_MAX_LENGTH = 64
 LABEL_MAX_LENGTH = 256  # queue and user label values; longer ones are cut

@@ -154,6 +154,7 @@ class Exporter:
                 cluster.max_users,
                 tuple(re.compile(p) for p in cluster.users_exclude),
                 tuple(re.compile(p) for p in cluster.queues_exclude),
+                cluster.max_queues,
             ),
             max_jobs=cluster.max_jobs,
             capacity=CapacitySettings(cluster.capacity_interval, cluster.username) if cluster.queue_capacity else None,
