@@ -126,6 +126,7 @@ class CachedExposition:
         self._formats: set[bool] = set()  # the formats scraped so far (OpenMetrics or not): prepared ahead
         self.renders = 0  # how often a cluster's snapshot was rendered (tests, benchmarks)
         self.assemblies = 0  # how often the job part was put together from pieces
+        self._prepare_failing: set[str] = set()  # clusters whose last rendering ahead failed (logged once)
 
     def _heads(self, openmetrics: bool) -> tuple[Piece, dict[str, Piece]]:
         found = self._headers.get(openmetrics)
@@ -180,11 +181,18 @@ class CachedExposition:
         """Render a state's changed pieces, in the formats scraped so far, and assemble the job part as it
         will be once the state is published: scrapes go on with the previous state meanwhile and find the
         new one ready. Called by the publishing thread, just before it publishes ``state``; never raises
-        (a failure here is logged, and the first scrape renders what is missing)."""
+        (a failure here is logged, with its traceback the first time only, and the first scrape renders what
+        is missing)."""
         try:
             self._prepare(state)
         except Exception:
-            log.exception("cluster %s: rendering for /metrics ahead of the scrapes failed", state.name)
+            if state.name in self._prepare_failing:
+                log.debug("cluster %s: rendering ahead of the scrapes failed again", state.name, exc_info=True)
+            else:
+                self._prepare_failing.add(state.name)
+                log.exception("cluster %s: rendering for /metrics ahead of the scrapes failed", state.name)
+        else:
+            self._prepare_failing.discard(state.name)
 
     def _prepare(self, state: ClusterState) -> None:
         for openmetrics in tuple(self._formats):

@@ -200,6 +200,8 @@ def test_a_failure_rendering_ahead_never_stops_a_publish(caplog: pytest.LogCaptu
     publish(ex, NOW + 60, jobs=4)  # the poller's publish goes through
     assert ex.store.get("a").snapshot is not None and ex.store.get("a").snapshot.job_count == 4  # type: ignore[union-attr]
     assert "rendering for /metrics ahead of the scrapes failed" in caplog.text
+    publish(ex, NOW + 120, jobs=5)  # and again: no second traceback
+    assert [r.exc_info is not None for r in caplog.records if r.levelno >= logging.WARNING] == [True]
 
 
 def test_a_cluster_that_cannot_be_rendered_is_left_out_and_logged_once_while_every_other_is_served(
