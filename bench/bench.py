@@ -19,18 +19,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
+from prometheus_client import CollectorRegistry
 
+from exporter.api import SugonClient
 from exporter.config import build_config
 from exporter.jobs import RowParser
 from exporter.poller import ClusterPoller
+from exporter.selfmetrics import PollMetrics
 from exporter.service import Exporter, prepare_process
+from exporter.simulator.population import Population
 from exporter.snapshot import SnapshotBuilder
-from exporter.state import ClusterState
+from exporter.state import ClusterState, StateStore
 from exporter.tally import RowTally, next_tally
 from exporter.tracker import JobTracker
 from exporter.web import WebServer, make_app
@@ -167,6 +172,94 @@ def memory_child(url: str) -> None:
 
     asyncio.run(go())
     print(json.dumps({"idle": idle, "peak": _status_kb("VmHWM")}))
+
+
+class _Pages:
+    """Stands in for SugonClient: hands the same decoded pages to the poller, poll after poll."""
+
+    base_url = ""
+
+    def __init__(self, pages: list[list[Any]]) -> None:
+        self.pages = pages
+
+    async def fetch_jobs(
+        self, sid: str, size: int, concurrency: int, on_rows: Callable[[list[Any]], None], *_: int
+    ) -> int:
+        for rows in self.pages:
+            on_rows(rows)
+        return sum(map(len, self.pages))
+
+
+def rows_child() -> None:
+    """Run in a fresh process: CPU seconds of each of 8 polls of 200,000 simulated jobs (4 queues, 12 users),
+    without HTTP or decoding: the poller's own work (row loop, tracker, snapshot), as a list (JSON)."""
+    rows = Population(jobs=200_000).rows()
+    pages = [rows[i : i + 500] for i in range(0, len(rows), 500)]
+    store = StateStore(["c0"])
+    poller = ClusterPoller(
+        "c0",
+        cast(SugonClient, _Pages(pages)),
+        store,
+        PollMetrics(CollectorRegistry()),
+        scheduler_ids=(SID,),
+        interval=60,
+        page_size=500,
+        concurrency=8,
+        max_staleness=300,
+        per_user=True,
+    )
+    seconds = []
+    for _ in range(8):
+        t = time.process_time()
+        assert asyncio.run(poller.poll_once())
+        seconds.append(time.process_time() - t)
+    print(json.dumps(seconds))
+
+
+def bench_rows(runs: int) -> list[str]:
+    cpu = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, __file__, "_rows_child"], capture_output=True, text=True, check=True)
+        cpu += json.loads(out.stdout)[1:]  # later polls: a running daemon's
+    return [
+        (
+            f"| CPU of a poll's own work (no HTTP, no decoding), 200k jobs | {statistics.median(cpu):.3f} s CPU "
+            f"(median of {len(cpu)} polls in {runs} processes) | | | | |"
+        )
+    ]
+
+
+def queues_child(url: str) -> None:
+    """Run in a fresh process: two polls of a list spread over many queues, then /metrics rendered (text and
+    gzip); print idle and peak RSS (kB) and the sizes (bytes)."""
+    ex = exporter_for([url])
+    idle = _status_kb("VmRSS")
+
+    async def go() -> None:
+        for _ in range(2):  # the second is a running daemon's: the tracker counts
+            assert await ex.pollers[0].poll_once()
+        await ex.aclose()
+
+    asyncio.run(go())
+    text, gzipped = ex.exposition.render(False, False), ex.exposition.render(False, True)
+    print(json.dumps({"idle": idle, "peak": _status_kb("VmHWM"), "text": len(text), "gzip": len(gzipped)}))
+
+
+def bench_queues(runs: int) -> list[str]:
+    """Many queue names (100,000 jobs, one queue each): peak RSS and /metrics size (issue 12, max_queues)."""
+    rows = []
+    for queues in (100, 100_000):
+        with simulator(100_000, 0.0, 100, "--queues", str(queues)) as url:
+            out = subprocess.run(
+                [sys.executable, __file__, "_queues_child", url], capture_output=True, text=True, check=True
+            )
+        m = json.loads(out.stdout)
+        rows.append(
+            f"| 8. 100k jobs in {queues:,} queues, two polls and a render | peak RSS {m['peak'] / 1024:.0f} MB "
+            f"(idle {m['idle'] / 1024:.0f} MB) | | /metrics {m['text'] / 1e6:.1f} MB, gzip {m['gzip'] / 1e6:.2f} MB "
+            "| | |"
+        )
+    return rows
 
 
 def bench_memory(runs: int) -> list[str]:
@@ -474,12 +567,20 @@ BENCHES = {
     "clusters": bench_clusters,
     "scrapes": bench_scrapes,
     "politeness": bench_politeness,
+    "queues": bench_queues,
+    "rows": bench_rows,
 }
 
 
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "_memory_child":
         memory_child(sys.argv[2])
+        return 0
+    if len(sys.argv) == 2 and sys.argv[1] == "_rows_child":
+        rows_child()
+        return 0
+    if len(sys.argv) == 3 and sys.argv[1] == "_queues_child":
+        queues_child(sys.argv[2])
         return 0
     if len(sys.argv) == 6 and sys.argv[1] == "_scrapers":
         scrapers_child(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))

@@ -24,13 +24,17 @@ def main() -> int:
     p.add_argument("--hang-seconds", type=float, default=5.0)
     p.add_argument("--stats", help="write {'injected': {...}, 'requests': N, 'max_in_flight': N} here on exit")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--queues", type=int, default=0, help="spread --jobs over this many queues (0: the usual four)")
     args = p.parse_args()
     kinds = tuple(k for k in args.faults.split(",") if k)
     unknown = set(kinds) - set(ALL)
     if unknown:
         print(f"unknown faults: {sorted(unknown)}", file=sys.stderr)
         return 2
-    sim = Simulator(token="bench-token", jobs=args.jobs, max_page=args.max_page, latency=args.latency, seed=args.seed)
+    seeded = 0 if args.queues else args.jobs
+    sim = Simulator(token="bench-token", jobs=seeded, max_page=args.max_page, latency=args.latency, seed=args.seed)
+    for i in range(args.jobs if args.queues else 0):  # one queue name after another, running and queued
+        sim.add_jobs(1, queue=f"q{i % args.queues:06d}", status="statR" if i % 2 else "statQ")
     sim.hang_seconds = args.hang_seconds
     sim.faults.at_random(kinds, args.fault_probability)
     print(sim.serve(), flush=True)

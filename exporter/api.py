@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from exporter.auth import TokenProvider, with_token
 from exporter.numbers import decimal
 from exporter.wire import ApiInvalidResponse, Caller, clip
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 JOBS_PATH = "/hpc/openapi/v2/jobs"
@@ -32,13 +30,28 @@ class QueueCapacity:
     free_nodes: int | None
 
 
-def _count(value: Any) -> int | None:
-    """A non-negative int from an int or a digit string (``total`` has been seen as both)."""
+MAX_QUEUE_SIZE = 10**9  # CPUs or nodes of one queue; a bigger figure is not one, and is left out like a missing one
+MAX_JOBS = 5_000_000  # the default of max_jobs
+
+
+def _count(value: Any, limit: int | None = None) -> int | None:
+    """A non-negative int from an int or a digit string (``total`` has been seen as both); None above ``limit``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    return decimal(value)
+    n = (value if value >= 0 else None) if isinstance(value, int) else decimal(value)
+    return None if n is None or (limit is not None and n > limit) else n
+
+
+def _size(value: Any) -> int | None:
+    """A queue's CPUs or nodes: a count up to MAX_QUEUE_SIZE, else None."""
+    return _count(value, MAX_QUEUE_SIZE)
+
+
+def _show(value: Any) -> str:
+    """A short repr of a scalar, the type of anything else (a nested value's repr could be huge or too deep)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return clip(repr(value), 40)
+    return type(value).__name__
 
 
 def parse_job_page(data: Any) -> tuple[int, list[Any]]:
@@ -47,7 +60,7 @@ def parse_job_page(data: Any) -> tuple[int, list[Any]]:
         raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
     total = _count(data.get("total"))
     if total is None:
-        raise ApiInvalidResponse(f"job list total is missing or not a count ({clip(repr(data.get('total')), 40)})")
+        raise ApiInvalidResponse(f"job list total is missing or not a count ({_show(data.get('total'))})")
     rows = data.get("list")
     if rows is None and total == 0:
         return 0, []
@@ -82,10 +95,10 @@ def parse_capacity(data: Any) -> dict[str, QueueCapacity]:
         if not isinstance(name, str) or not name.strip():
             continue
         out[name.strip()] = QueueCapacity(
-            _count(item.get("queNcpus")),
-            _count(item.get("queFreeNcpus")),
-            _count(item.get("queNodes")),
-            _count(item.get("queFreeNodes")),
+            _size(item.get("queNcpus")),
+            _size(item.get("queFreeNcpus")),
+            _size(item.get("queNodes")),
+            _size(item.get("queFreeNodes")),
         )
     return out
 
@@ -94,6 +107,14 @@ def _job_id(row: Any) -> str | int | None:
     """A row's jobId when it is one that can be compared (a string or number), else None."""
     value = row.get("jobId") if isinstance(row, dict) else None
     return value if isinstance(value, (str, int)) and value != "" else None
+
+
+def _same_rows(a: list[Any], b: list[Any]) -> bool:
+    """``a == b``, and False where comparing would nest too deeply (rows of JSON nested near the limit)."""
+    try:
+        return a == b
+    except RecursionError:
+        return False
 
 
 def _job_ids(rows: list[Any]) -> set[str | int]:
@@ -165,6 +186,7 @@ class SugonClient:
         page_size: int,
         concurrency: int,
         on_rows: Callable[[list[Any]], None],
+        max_jobs: int = MAX_JOBS,
     ) -> int:
         """Page through one scheduler's full job list, handing each page's raw rows to ``on_rows`` as it arrives.
 
@@ -172,8 +194,11 @@ class SugonClient:
         (it may cap ``limit``); up to ``concurrency`` requests are in flight. Rows may repeat across pages
         (the list changes while we read it): deduplication is the caller's. Raises ApiError on any failure,
         after cancelling the requests still in flight, so that a caller never mistakes a part for the whole.
+        A ``total`` above ``max_jobs`` on any page, or more pages than ``2 * max_jobs`` rows' worth at the
+        first page's size, is an invalid response: the list may grow while it is read, not without end.
         """
         total, rows = await self._page(scheduler_id, 0, page_size)
+        self._within(total, max_jobs, 0)
         on_rows(rows)
         step = len(rows)
         if step == 0 and total > 0:
@@ -186,19 +211,24 @@ class SugonClient:
         shrunk = False
         next_offset = step
         refills: list[int] = []
-        # The list may grow while we page; bound the requests so that a list growing as fast as we read ends.
-        budget = 2 * math.ceil(total / step) + 8
+        # The list may grow while we page, and is read to its new end; but never past twice max_jobs rows.
+        most_pages = math.ceil(2 * max_jobs / step)
         sent = 1
         pending: dict[asyncio.Task[tuple[int, list[Any]]], int] = {}
         try:
             while True:
-                while len(pending) < concurrency and sent < budget:
+                while len(pending) < concurrency:
                     if refills:
                         offset = refills.pop()
                     elif next_offset < target:
                         offset, next_offset = next_offset, next_offset + step
                     else:
                         break
+                    if sent >= most_pages:
+                        raise self._invalid(
+                            f"the job list did not end within {sent} pages of {step} rows "
+                            f"(twice max_jobs, {max_jobs}); last total {target}"
+                        )
                     pending[asyncio.ensure_future(self._page(scheduler_id, offset, page_size))] = offset
                     sent += 1
                 if not pending:
@@ -207,10 +237,11 @@ class SugonClient:
                 for task in done:
                     offset = pending.pop(task)
                     page_total, page_rows = task.result()
+                    self._within(page_total, max_jobs, offset)
                     if not page_rows:
                         shrunk, target = True, min(target, offset)
                         continue
-                    if page_rows == first_rows or _mostly_repeats(page_rows, first_ids):
+                    if _same_rows(page_rows, first_rows) or _mostly_repeats(page_rows, first_ids):
                         raise self._invalid(
                             f"start={offset} answered the rows of start=0: the server ignores the offset; "
                             f"set page_size above the job count ({total}) for this cluster"
@@ -226,8 +257,12 @@ class SugonClient:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        if sent >= budget and (refills or next_offset < target):
-            log.warning(
-                "%s scheduler %s: job list kept growing; stopped after %d requests", self.base_url, scheduler_id, sent
-            )
         return total
+
+    def _within(self, total: int, max_jobs: int, offset: int) -> None:
+        """Refuse a ``data.total`` above max_jobs: a bigger list is not one this exporter should hold."""
+        if total > max_jobs:
+            raise self._invalid(
+                f"start={offset} answered total {clip(total, 40)}, above max_jobs ({max_jobs}); "
+                "raise max_jobs if the list is really that long"
+            )

@@ -78,19 +78,24 @@ def jwt_payload(token: str) -> dict[str, Any]:
         return {}
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # Recursion: JSON nested too deep
         return {}
     return payload if isinstance(payload, dict) else {}
 
 
+MAX_EXPIRY = 253402300799.0  # 9999-12-31 23:59:59 UTC: later is no time at all (and overflows float and time)
+
+
 def jwt_expiry(token: str) -> float | None:
-    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature check."""
+    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature
+    check. A value that is not a time from 1970 to 9999 counts as absent."""
     payload = jwt_payload(token)
     for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
         value = payload.get(key)
         if isinstance(value, str):
             value = decimal(value)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        # Compared before dividing: a 4,000-digit int cannot be made a float.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_EXPIRY * scale:
             return float(value) / scale
     return None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,6 +16,7 @@ from exporter.snapshot import ClusterSnapshot
 from exporter.state import CapacitySnapshot, ClusterState, StateStore
 from exporter.tracker import GONE, TERMINAL, WAIT_BUCKETS
 
+log = logging.getLogger(__name__)
 _CACHED = " Cached: taken from the cluster's last successful poll, refreshed every poll interval."
 _SEEN = " Counted by comparing successive polls (the first poll after start only seeds)."
 ENDED_STATUSES = (*sorted(TERMINAL), GONE)
@@ -37,9 +40,12 @@ JOB_DATA_FAMILIES = frozenset(
         "sugon_user_jobs",
         "sugon_user_job_cpus",
         "sugon_users_folded",
+        "sugon_queues_folded",
     }
 )
 USER_FAMILIES = ("sugon_user_jobs", "sugon_user_job_cpus")
+PARTS = ("health", "snapshot", "capacity")  # what a cluster's samples come from (see JobCollector.part)
+_PART_NAMES = {"health": "health gauges", "snapshot": "job data", "capacity": "queue capacity"}
 CAPACITY_FAMILIES = frozenset(
     {"sugon_queue_cpus", "sugon_queue_free_cpus", "sugon_queue_nodes", "sugon_queue_free_nodes"}
 )
@@ -94,6 +100,9 @@ def _families(per_user: bool) -> Families:
         GaugeMetricFamily("sugon_queue_free_cpus", "Free CPUs of the queue (queue capacity poll).", labels=queue),
         GaugeMetricFamily("sugon_queue_nodes", "Nodes of the queue (queue capacity poll).", labels=queue),
         GaugeMetricFamily("sugon_queue_free_nodes", "Free nodes of the queue (queue capacity poll).", labels=queue),
+        GaugeMetricFamily(
+            "sugon_queues_folded", 'Queues merged into queue="other" by max_queues.' + _CACHED, labels=cluster
+        ),
     ]
     if per_user:
         fams += [
@@ -122,31 +131,74 @@ class JobCollector(Collector):
         sugon_up{hpc_cluster="kunshan"} 1.0
 
     A cluster whose last success is older than max_staleness loses its gauges of job data (no zeros);
-    its counters and the wait histogram stay, since they only ever grow.
+    its counters and the wait histogram stay, since they only ever grow. A part of a cluster's samples that
+    cannot be rendered (a value no float holds) is left out, and logged once, rather than failing /metrics.
     """
 
     def __init__(self, store: StateStore, per_user: bool, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._per_user = per_user
         self._clock = clock
+        self._failing: set[tuple[str, str]] = set()  # (cluster, part) that could not be rendered last time
+        self._failing_lock = threading.Lock()
 
     def describe(self) -> Iterator[Metric]:
         """The families this collector yields (so registration needs no scrape)."""
         yield from _families(self._per_user).values()
 
     def collect(self) -> Iterator[Metric]:
-        """Fresh families built from the states as they are at this instant."""
+        """Fresh families built from the states as they are at this instant, each cluster's parts checked."""
         fams = _families(self._per_user)
         now = self._clock()
         for name, state in self._store.states().items():
-            self._health(fams, name, state)
-            snap = state.snapshot
-            if snap is not None:
-                self._snapshot(fams, name, snap, with_job_data=now < snap.expires_at)
-            cap = state.capacity
-            if cap is not None and now < cap.expires_at:
-                self._capacity(fams, name, cap)
+            snap, cap = state.snapshot, state.capacity
+            stale: dict[str, frozenset[str]] = {
+                "snapshot": JOB_DATA_FAMILIES if snap is not None and now >= snap.expires_at else frozenset(),
+                "capacity": CAPACITY_FAMILIES if cap is not None and now >= cap.expires_at else frozenset(),
+            }
+            for part in PARTS:
+                for family, fam in self._checked_part(name, state, part).items():
+                    if fam.samples and family not in stale.get(part, ()):
+                        fams[family].samples.extend(fam.samples)
         yield from fams.values()
+
+    def _checked_part(self, name: str, state: ClusterState, part: str) -> Families:
+        """part(), with every value tried as rendering will (floatToGoString starts with float()); {} if one fails."""
+        try:
+            fams = self.part(name, state, part)
+            for fam in fams.values():
+                for sample in fam.samples:
+                    float(sample.value)
+        except Exception as exc:  # noqa: BLE001 - logged by render_failed; odd data must not fail /metrics
+            self.render_failed(name, part, exc)
+            return {}
+        self.rendered(name, part)
+        return fams
+
+    def render_failed(self, name: str, part: str, exc: Exception) -> None:
+        """One part of a cluster could not be rendered: it is left out; logged once until it renders again."""
+        with self._failing_lock:
+            first = (name, part) not in self._failing
+            self._failing.add((name, part))
+        if first:
+            what = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)  # not the Metric it names
+            log.warning(
+                "cluster %s: its %s cannot be rendered (%s: %.100s) and are left out of /metrics until they can",
+                name,
+                _PART_NAMES.get(part, part),
+                type(exc).__name__,
+                what,
+            )
+            log.debug("cluster %s: rendering its %s failed", name, part, exc_info=exc)
+
+    def rendered(self, name: str, part: str) -> None:
+        """One part of a cluster was rendered (logs when it had failed before)."""
+        if (name, part) in self._failing:
+            with self._failing_lock:
+                again = (name, part) in self._failing
+                self._failing.discard((name, part))
+            if again:
+                log.info("cluster %s: its %s render again", name, _PART_NAMES.get(part, part))
 
     def empty_families(self) -> Families:
         """The families collect() yields, in its order, with no samples."""
@@ -210,6 +262,7 @@ class JobCollector(Collector):
                     fams["sugon_user_jobs"].add_metric([name, queue, user, status], jobs)
                     fams["sugon_user_job_cpus"].add_metric([name, queue, user, status], cpus)
             fams["sugon_users_folded"].add_metric([name], snap.users_folded)
+        fams["sugon_queues_folded"].add_metric([name], snap.queues_folded)
 
     @staticmethod
     def user_samples(name: str, snap: ClusterSnapshot) -> tuple[bytes, bytes]:

@@ -64,6 +64,8 @@ class PollSettings:
     max_users: int = 200
     users_exclude: tuple[str, ...] = ()
     queues_exclude: tuple[str, ...] = ()
+    max_queues: int = 100
+    max_jobs: int = 5_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +274,8 @@ _CHECKS: dict[str, tuple[str, Callable[[Any], Any | None]]] = {
     "capacity_interval": ("a duration like 5m", parse_duration),
     "username": ("a string", lambda v: v.strip() if isinstance(v, str) else None),
     "max_users": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
+    "max_queues": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
+    "max_jobs": ("a whole number from 1 to 1000000000", _int_in(1, 1_000_000_000)),
 }
 
 

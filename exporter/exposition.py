@@ -27,13 +27,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, USER_FAMILIES, JobCollector
+from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, PARTS, USER_FAMILIES, JobCollector
 from exporter.state import ClusterState, StateStore
 
 log = logging.getLogger(__name__)
 EOF_LINE = b"# EOF\n"
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no mtime, unknown OS
-PARTS = ("health", "snapshot", "capacity")
 
 
 class _Families:
@@ -127,6 +126,7 @@ class CachedExposition:
         self._formats: set[bool] = set()  # the formats scraped so far (OpenMetrics or not): prepared ahead
         self.renders = 0  # how often a cluster's snapshot was rendered (tests, benchmarks)
         self.assemblies = 0  # how often the job part was put together from pieces
+        self._prepare_failing: set[str] = set()  # clusters whose last rendering ahead failed (logged once)
 
     def _heads(self, openmetrics: bool) -> tuple[Piece, dict[str, Piece]]:
         found = self._headers.get(openmetrics)
@@ -149,19 +149,25 @@ class CachedExposition:
         return None
 
     def _rendered(self, name: str, state: ClusterState, part: str, openmetrics: bool) -> dict[str, Piece]:
-        """The pieces of one part of one cluster, rendered now (touches no shared state but a counter)."""
+        """The pieces of one part of one cluster, rendered now (touches no shared state but a counter);
+        none when the part cannot be rendered (it is left out, and the collector logs it once)."""
         if self._source(state, part) is None:
             return {}
         if part == "snapshot":
             self.renders += 1
         pieces = {}
         fast = part == "snapshot" and self._per_user
-        for family, fam in self._collector.part(name, state, part, users=not fast).items():
-            if fam.samples:
-                pieces[family] = Piece(_split_header(_render(_Families([fam]), openmetrics))[1])
-        if fast and state.snapshot is not None and state.snapshot.by_user:
-            for family, text in zip(USER_FAMILIES, self._collector.user_samples(name, state.snapshot)):
-                pieces[family] = Piece(text)
+        try:
+            for family, fam in self._collector.part(name, state, part, users=not fast).items():
+                if fam.samples:
+                    pieces[family] = Piece(_split_header(_render(_Families([fam]), openmetrics))[1])
+            if fast and state.snapshot is not None and state.snapshot.by_user:
+                for family, text in zip(USER_FAMILIES, self._collector.user_samples(name, state.snapshot)):
+                    pieces[family] = Piece(text)
+        except Exception as exc:  # noqa: BLE001 - logged by render_failed; one cluster must not fail /metrics
+            self._collector.render_failed(name, part, exc)
+            return {}
+        self._collector.rendered(name, part)
         return pieces
 
     def _part(self, name: str, state: ClusterState, part: str, openmetrics: bool) -> dict[str, Piece]:
@@ -175,11 +181,18 @@ class CachedExposition:
         """Render a state's changed pieces, in the formats scraped so far, and assemble the job part as it
         will be once the state is published: scrapes go on with the previous state meanwhile and find the
         new one ready. Called by the publishing thread, just before it publishes ``state``; never raises
-        (a failure here is logged, and the first scrape renders what is missing)."""
+        (a failure here is logged, with its traceback the first time only, and the first scrape renders what
+        is missing)."""
         try:
             self._prepare(state)
         except Exception:
-            log.exception("cluster %s: rendering for /metrics ahead of the scrapes failed", state.name)
+            if state.name in self._prepare_failing:
+                log.debug("cluster %s: rendering ahead of the scrapes failed again", state.name, exc_info=True)
+            else:
+                self._prepare_failing.add(state.name)
+                log.exception("cluster %s: rendering for /metrics ahead of the scrapes failed", state.name)
+        else:
+            self._prepare_failing.discard(state.name)
 
     def _prepare(self, state: ClusterState) -> None:
         for openmetrics in tuple(self._formats):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-from exporter.numbers import decimal
-
 # The eight statuses documented for the real-time list. The zero-filled families always carry these.
 DOCUMENTED_STATUSES: dict[str, str] = {
     "statR": "running",
@@ -29,6 +27,7 @@ EXTRA_STATUSES: dict[str, str] = {
 STATUS_MAP: dict[str, str] = {**DOCUMENTED_STATUSES, **EXTRA_STATUSES}
 ZERO_FILL_STATUSES: tuple[str, ...] = tuple(DOCUMENTED_STATUSES.values())
 UNKNOWN = "unknown"
+OTHER = "other"  # what label values beyond a budget (users, queues, reasons) are counted as
 NO_REASON = "none"
 REASON_MAX_LENGTH = 64
 LABEL_MAX_LENGTH = 256  # queue and user label values; longer ones are cut
@@ -101,15 +100,36 @@ def normalise_reason(value: Any) -> str:
     return _label(text, REASON_MAX_LENGTH) or NO_REASON
 
 
-def cpus(value: Any) -> int:
-    """``procNumUsed`` as a non-negative int; missing or invalid counts as 0."""
+MAX_CPUS = 10**7  # CPUs of one job; a bigger procNumUsed is not a count (left in, sums would overflow floats)
+_MAX_CPUS_DIGITS = len(str(MAX_CPUS))
+
+
+def cpu_count(value: Any) -> int | None:
+    """``procNumUsed`` as a count from 0 to MAX_CPUS; missing or not a count (negative, a fraction, text)
+    is 0. None: a count above MAX_CPUS (a row to count as invalid; its job counts with 0 CPUs)."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
-        return max(value, 0)
-    if isinstance(value, float) and value.is_integer():
-        return max(int(value), 0)
-    return decimal(value) or 0
+        return None if value > MAX_CPUS else max(value, 0)
+    if isinstance(value, float):
+        if value > MAX_CPUS:  # inf too
+            return None
+        return int(value) if value >= 0 and value.is_integer() else 0
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.isascii() or not text.isdigit():
+            return 0
+        digits = text.lstrip("0")  # "0…0" of any length is 0; more digits than MAX_CPUS has are too many
+        if len(digits) > _MAX_CPUS_DIGITS:
+            return None
+        n = int(digits or "0")
+        return n if n <= MAX_CPUS else None
+    return 0
+
+
+def cpus(value: Any) -> int:
+    """``procNumUsed`` as a non-negative int up to MAX_CPUS; missing, invalid or too big counts as 0."""
+    return cpu_count(value) or 0
 
 
 class RowParser:

@@ -10,15 +10,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from exporter.api import QueueCapacity, SugonClient
+from exporter.api import MAX_JOBS, QueueCapacity, SugonClient
 from exporter.auth import jwt_payload
-from exporter.jobs import RowParser
+from exporter.jobs import OTHER, RowParser
 from exporter.platform import Center
 from exporter.selfmetrics import PollMetrics
-from exporter.snapshot import SnapshotBuilder
+from exporter.snapshot import SnapshotBuilder, name_queues
 from exporter.state import CapacitySnapshot, StateStore
 from exporter.statefile import StateFile
-from exporter.tally import RowTally, next_tally
+from exporter.tally import QueueStatus, RowTally, next_tally
 from exporter.tracker import JobTracker
 from exporter.wire import ApiError
 
@@ -32,11 +32,12 @@ URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
 
 @dataclass(frozen=True)
 class LabelBudget:
-    """Bounds on label values: the users kept by name, and the queues left out entirely."""
+    """Bounds on label values: the users and queues kept by name, and the queues left out entirely."""
 
     max_users: int = 200
     users_exclude: tuple[re.Pattern[str], ...] = ()
     queues_exclude: tuple[re.Pattern[str], ...] = ()
+    max_queues: int = 100
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class ClusterPoller:
         max_staleness: float,
         per_user: bool,
         budget: LabelBudget = LabelBudget(),
+        max_jobs: int = MAX_JOBS,
         capacity: CapacitySettings | None = None,
         state_file: StateFile | None = None,
         clock: Callable[[], float] = time.time,
@@ -89,10 +91,13 @@ class ClusterPoller:
         self._monotonic = monotonic
         self._sleep = sleep
         self._budget = budget
+        self._max_jobs = max_jobs
         self._discovery_lock = asyncio.Lock()
         self._excluded: dict[str, bool] = {}
         self._capacity = capacity
         self._capacity_failing: str | None = None
+        self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before folding
+        self._named: set[str] | None = None  # the queues named at the last job poll (None: none yet)
         self._center_user: str | None = None
         self._state_file = state_file
         self._tracker = JobTracker(state_file.waiting_since(name) if state_file else None)
@@ -155,25 +160,31 @@ class ClusterPoller:
         try:
             for sid in await self._endpoint():
                 reported += await self.client.fetch_jobs(
-                    sid, self._page_size, self._concurrency, functools.partial(tally.take, scheduler_id=sid)
+                    sid,
+                    self._page_size,
+                    self._concurrency,
+                    functools.partial(tally.take, scheduler_id=sid),
+                    self._max_jobs,
                 )
         except ApiError as exc:
             tally.handover()  # the keys counted so far are dropped, not kept until the next poll
             self._failed(exc.reason, str(exc), self._monotonic() - started)
             return False
-        except Exception:  # a bug must not kill the loop; the poll counts as failed and the traceback is logged
-            log.exception("cluster %s: unexpected error during poll", self.name)
+        except Exception:  # a bug must not kill the loop; the poll counts as failed
             self._tally = None  # whatever it holds, the next poll starts afresh
+            if self._store.get(self.name).last_error != "internal":  # the traceback once, not every poll
+                log.exception("cluster %s: unexpected error during poll", self.name)
+            else:
+                log.debug("cluster %s: unexpected error during poll, again", self.name, exc_info=True)
             self._failed("internal", "unexpected error (see the traceback above)", self._monotonic() - started)
             return False
         tally.finish()
         now = self._clock()
-        for queue in builder.queues:
-            self._queue_seen[queue] = now
-        self._queue_seen = {
-            q: t for q, t in self._queue_seen.items() if now - t <= QUEUE_MEMORY_SECONDS and not self._is_excluded(q)
-        }
-        activity = self._tracker.commit(tally.handover(), now)
+        named, folded = self._name_queues(builder.queue_jobs(), now)
+        current = tally.handover()
+        if named is not None:
+            _fold(current, named)
+        activity = self._tracker.commit(current, now, None if named is None else {*named, OTHER})
         snapshot = builder.build(
             cluster=self.name,
             taken_at=now,
@@ -181,6 +192,8 @@ class ClusterPoller:
             reported_total=reported,
             zero_fill_queues=self._queue_seen,
             activity=activity,
+            named=named,
+            queues_folded=folded,
         )
         if self._state_file is not None:
             self._state_file.save(self.name, self._tracker.waiting_since(), dict(self._queue_seen))
@@ -189,14 +202,21 @@ class ClusterPoller:
             log.info("cluster %s: recovered after %d failed poll(s)", self.name, self._failures)
         self._failures = 0
         self._stale_logged = False
+        previous = self._store.get(self.name)
+        capacity = previous.capacity
+        if capacity is not None and self._capacity_raw is not None:
+            queues = self._capacity_view()  # named as the job data now is
+            if queues != capacity.queues:
+                capacity = replace(capacity, queues=queues)
         self._store.publish(
             replace(
-                self._store.get(self.name),
+                previous,
                 up=True,
                 last_success=now,
                 poll_duration=duration,
                 last_error=None,
                 snapshot=snapshot,
+                capacity=capacity,
             )
         )
         self._metrics.poll_result(self.name, "success")
@@ -205,6 +225,42 @@ class ClusterPoller:
             log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
         log.debug("cluster %s: %d jobs (API total %d) in %.2fs", self.name, builder.job_count, reported, duration)
         return True
+
+    def _name_queues(self, jobs: dict[str, int], now: float) -> tuple[set[str] | None, int]:
+        """The queue budget: the queues named this poll (None: every queue, nothing folds) and how many fold.
+
+        Candidates are the queues with jobs now and those with series: zero-filled (seen within a day), with
+        counters, or with capacity. The zero-fill memory is updated here, under the names this poll gives.
+        """
+        seen = {
+            q: t for q, t in self._queue_seen.items() if now - t <= QUEUE_MEMORY_SECONDS and not self._is_excluded(q)
+        }
+        candidates = dict.fromkeys((*seen, *self._tracker.known_queues(), *(self._capacity_raw or ())), 0)
+        candidates.update(jobs)
+        named = name_queues(candidates, self._budget.max_queues)
+        for queue in jobs:
+            seen[queue if named is None or queue in named else OTHER] = now
+        if named is None:
+            self._named = {q for q in candidates if q != OTHER}
+            self._queue_seen = seen
+            return None, 0
+        self._named = named
+        self._queue_seen = {q: t for q, t in seen.items() if q in named or q == OTHER}
+        return named, len(candidates) - (OTHER in candidates) - len(named)
+
+    def _capacity_view(self) -> dict[str, QueueCapacity]:
+        """The last capacity poll's queues, named as the job data is: a queue the job data folds is "other";
+        one it does not know is named while the budget has room (the capacity of an idle queue)."""
+        named = self._named or set()
+        raw = self._capacity_raw or {}
+        room = self._budget.max_queues - len(named)
+        unknown = sorted(q for q in raw if q not in named and q != OTHER)
+        kept = named.union(unknown[: max(room, 0)]) if unknown else named
+        queues: dict[str, QueueCapacity] = {}
+        for queue, cap in raw.items():
+            name = queue if queue in kept else OTHER
+            queues[name] = _add_capacity(queues.get(name), cap)
+        return queues
 
     def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
@@ -280,14 +336,19 @@ class ClusterPoller:
         except ApiError as exc:
             self._capacity_failed(exc.reason, str(exc))
             return False
-        except Exception:  # a bug must not kill the loop
-            log.exception("cluster %s: unexpected error during the capacity poll", self.name)
+        except Exception:  # a bug must not kill the loop; its traceback is logged once, not every poll
+            if self._capacity_failing != "internal":
+                log.exception("cluster %s: unexpected error during the capacity poll", self.name)
+            else:
+                log.debug("cluster %s: unexpected error during the capacity poll, again", self.name, exc_info=True)
+            self._capacity_failing = "internal"
             return False
         now = self._clock()
         if self._capacity_failing:
             log.info("cluster %s: queue capacity available again", self.name)
         self._capacity_failing = None
-        capacity = CapacitySnapshot(now, now + self._max_staleness, queues)
+        self._capacity_raw = queues
+        capacity = CapacitySnapshot(now, now + self._max_staleness, self._capacity_view())
         self._store.publish(replace(self._store.get(self.name), capacity=capacity))
         return True
 
@@ -316,6 +377,17 @@ class ClusterPoller:
             self._every(self.interval, self.poll_once),
             self._every(self._capacity.interval, self.poll_capacity_once),
         )
+
+
+def _fold(current: dict[str, QueueStatus], named: set[str]) -> None:
+    """Name every job of a queue outside ``named`` as queue "other", in place (one (queue, status) per pair)."""
+    folded: dict[QueueStatus, QueueStatus] = {}
+    for key, pair in current.items():
+        if pair[0] not in named:
+            to = folded.get(pair)
+            if to is None:
+                to = folded[pair] = (OTHER, pair[1])
+            current[key] = to  # the same keys: changing values while iterating is allowed
 
 
 def _add_capacity(a: QueueCapacity | None, b: QueueCapacity) -> QueueCapacity:

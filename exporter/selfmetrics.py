@@ -32,7 +32,8 @@ class PollMetrics:
         )
         self.invalid_records = Counter(
             "sugon_invalid_records",
-            "Job-list rows skipped as unusable (not an object, or no jobId).",
+            "Job-list rows skipped as unusable (not an object, or no jobId), or whose job was counted with 0 CPUs "
+            "because procNumUsed was above 10000000.",
             ["hpc_cluster"],
             registry=registry,
         )

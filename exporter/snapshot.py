@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from exporter.jobs import ZERO_FILL_STATUSES, Job
+from exporter.jobs import OTHER, ZERO_FILL_STATUSES, Job
 from exporter.tracker import Activity
 
 QueueStatus = tuple[str, str]
 QueueUserStatus = tuple[str, str, str]
 QueueReason = tuple[str, str]
-OTHER = "other"
 MAX_REASONS = 20  # per cluster; the rest are counted as reason="other"
 
 
@@ -39,6 +38,7 @@ class ClusterSnapshot:
     oldest_queued_age: Mapping[str, float] = field(default_factory=dict)
     users_folded: int = 0
     activity: Activity = field(default_factory=Activity)
+    queues_folded: int = 0
 
 
 def fold_users(totals: Mapping[str, int], max_users: int, exclude: Iterable[re.Pattern[str]] = ()) -> set[str]:
@@ -49,6 +49,14 @@ def fold_users(totals: Mapping[str, int], max_users: int, exclude: Iterable[re.P
         key=lambda u: (-totals[u], u),
     )
     return set(ranked[:max_users])
+
+
+def name_queues(jobs: Mapping[str, int], max_queues: int) -> set[str] | None:
+    """The queues kept by name: the ``max_queues`` with most jobs (ties by name), never one called "other";
+    None when every queue fits (nothing folds, and nothing has to be renamed)."""
+    if len(jobs) - (OTHER in jobs) <= max_queues:
+        return None
+    return set(sorted((q for q in jobs if q != OTHER), key=lambda q: (-jobs[q], q))[:max_queues])
 
 
 def top_reasons(counts: Mapping[str, int], limit: int = MAX_REASONS) -> set[str]:
@@ -95,6 +103,15 @@ class SnapshotBuilder:
         jobs = self.jobs
         return {queue for (queue, _), slot in self._queue.items() if jobs[slot]}
 
+    def queue_jobs(self) -> dict[str, int]:
+        """Jobs counted this poll, by queue (queues without any are left out)."""
+        jobs = self.jobs
+        totals: dict[str, int] = {}
+        for (queue, _), slot in self._queue.items():
+            if jobs[slot]:
+                totals[queue] = totals.get(queue, 0) + jobs[slot]
+        return totals
+
     @property
     def job_count(self) -> int:
         jobs = self.jobs
@@ -135,7 +152,7 @@ class SnapshotBuilder:
         if job.status == "queued":
             self.count_reason(job.queue, job.reason)
 
-    def _users(self) -> tuple[dict[QueueUserStatus, Counts], int]:
+    def _users(self, named: Collection[str] | None) -> tuple[dict[QueueUserStatus, Counts], int]:
         all_jobs, all_cpus = self.jobs, self.cpus
         totals: dict[str, int] = {}
         live = [(key, slot) for key, slot in self._user.items() if all_jobs[slot]]  # series of this poll
@@ -145,21 +162,23 @@ class SnapshotBuilder:
         folded: dict[QueueUserStatus, Counts] = {}
         for key, slot in live:
             queue, user, status = key
+            if named is not None and queue not in named:
+                key = (OTHER, user, status)  # a queue may be called "other" too, and a user
             if user not in kept:
-                key = (queue, OTHER, status)  # a user may be called "other" too
+                key = (key[0], OTHER, status)
             had = folded.get(key)
             jobs, cpus = all_jobs[slot], all_cpus[slot]
             folded[key] = (jobs, cpus) if had is None else (had[0] + jobs, had[1] + cpus)
         return folded, len(totals) - len(kept)
 
-    def _reasons(self) -> dict[QueueReason, int]:
+    def _reasons(self, named: Collection[str] | None) -> dict[QueueReason, int]:
         per_reason: dict[str, int] = {}
         for (_, reason), n in self._reason.items():
             per_reason[reason] = per_reason.get(reason, 0) + n
         kept = top_reasons(per_reason)
         out: dict[QueueReason, int] = {}
         for (queue, reason), n in self._reason.items():
-            key = (queue, reason if reason in kept else OTHER)
+            key = (queue if named is None or queue in named else OTHER, reason if reason in kept else OTHER)
             out[key] = out.get(key, 0) + n
         return out
 
@@ -171,9 +190,13 @@ class SnapshotBuilder:
         reported_total: int,
         zero_fill_queues: Iterable[str] = (),
         activity: Activity | None = None,
+        named: Collection[str] | None = None,
+        queues_folded: int = 0,
     ) -> ClusterSnapshot:
         """Freeze the counts; every queue in ``zero_fill_queues`` gets all documented statuses (0 if none)
-        and an oldest-queued age (0 when nothing is queued there)."""
+        and an oldest-queued age (0 when nothing is queued there). With ``named`` (see name_queues), every
+        other queue is counted as queue="other" (``queues_folded`` of them); ``zero_fill_queues`` and
+        ``activity`` are the caller's, and must name queues the same way."""
         activity = activity or Activity()
         by_queue: dict[QueueStatus, Counts] = {}
         oldest: dict[str, float] = {}
@@ -184,10 +207,16 @@ class SnapshotBuilder:
         all_jobs, all_cpus = self.jobs, self.cpus
         for key, slot in self._queue.items():
             if all_jobs[slot]:  # a series of an earlier poll only: not in this snapshot
-                by_queue[key] = (all_jobs[slot], all_cpus[slot])
+                if named is None:
+                    by_queue[key] = (all_jobs[slot], all_cpus[slot])
+                    continue
+                if key[0] not in named:
+                    key = (OTHER, key[1])
+                had = by_queue.get(key, NO_JOBS)
+                by_queue[key] = (had[0] + all_jobs[slot], had[1] + all_cpus[slot])
         for queue, since in activity.oldest_queued_since.items():
             oldest[queue] = max(taken_at - since, 0.0)
-        by_user, folded = self._users() if self._per_user else ({}, 0)
+        by_user, folded = self._users(named) if self._per_user else ({}, 0)
         return ClusterSnapshot(
             cluster=cluster,
             taken_at=taken_at,
@@ -196,8 +225,9 @@ class SnapshotBuilder:
             job_count=self.job_count,
             by_queue=MappingProxyType(by_queue),
             by_user=MappingProxyType(by_user),
-            by_reason=MappingProxyType(self._reasons()),
+            by_reason=MappingProxyType(self._reasons(named)),
             oldest_queued_age=MappingProxyType(oldest),
             users_folded=folded,
             activity=activity,
+            queues_folded=queues_folded,
         )

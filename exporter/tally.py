@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from exporter.jobs import UNKNOWN, RowParser, cpus, scalar_text
+from exporter.jobs import MAX_CPUS, UNKNOWN, RowParser, cpu_count, scalar_text
 from exporter.snapshot import SnapshotBuilder
 
 QueueStatus = tuple[str, str]
@@ -51,7 +51,7 @@ class RowTally:
         self._is_excluded = is_excluded
         self._on_unknown = on_unknown_status
         self.current: dict[str, QueueStatus] = {}
-        self.invalid = 0
+        self.invalid = 0  # rows skipped as unusable, and counted rows whose procNumUsed was too big
         self._entries: dict[tuple[Any, Any, Any], _Entry] = {}
         self._pairs: dict[QueueStatus, QueueStatus] = {}  # one tuple per distinct (queue, status), not one per job
         # Raw reasons of queued jobs with counts, labelled in finish(): one dict per queue, shared by the
@@ -106,6 +106,7 @@ class RowTally:
         entries = self._entries
         jobs, used = self.builder.jobs, self.builder.cpus  # the counters, by slot
         reason_counts = self._reason_counts
+        max_cpus = MAX_CPUS
         prefixes: dict[Any, str] = {}  # raw jobmanagerId → "id NUL"; one or two per page
         for row in rows:
             if row.__class__ is not dict:
@@ -137,8 +138,11 @@ class RowTally:
             pair, slot, uslot, rslot = entry
             current[key] = pair
             n = get("procNumUsed")
-            if n.__class__ is not int or n < 0:
-                n = cpus(n)
+            if n.__class__ is not int or n < 0 or n > max_cpus:
+                n = cpu_count(n)
+                if n is None:  # a count too big to be true: the job counts, with 0 CPUs, and the row is reported
+                    n = 0
+                    self.invalid += 1
             jobs[slot] += 1
             used[slot] += n
             if uslot >= 0:

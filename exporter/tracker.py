@@ -8,9 +8,11 @@ the resolution of the poll interval. The first poll after start only seeds the m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from exporter.jobs import OTHER
 
 WAIT_BUCKETS: tuple[float, ...] = (30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
 WAITING = frozenset({"queued", "held", "waiting", "requeued"})
@@ -90,8 +92,13 @@ class JobTracker:
         cells[_bucket(waited)] += 1
         cells[-1] += waited
 
-    def commit(self, current: Mapping[str, tuple[str, str]], now: float) -> Activity:
-        """Take one successful poll: ``current`` maps every listed job's key to its (queue, status)."""
+    def commit(
+        self, current: Mapping[str, tuple[str, str]], now: float, queues: Container[str] | None = None
+    ) -> Activity:
+        """Take one successful poll: ``current`` maps every listed job's key to its (queue, status).
+
+        With ``queues`` (the queue budget's names), ``current`` names every other queue "other": a job that
+        left the list from one of them ends as "other" too, and their counts by name are forgotten."""
         seed = not self._seeded
         # Updated in place, not rebuilt: a second dict of every job would be the biggest thing a poll holds.
         memory = self._memory
@@ -132,10 +139,23 @@ class JobTracker:
             for key in [k for k in memory if k not in current]:
                 gone_queue, _, _, _, ended = memory.pop(key)
                 if not seed and not ended:
-                    self._end(gone_queue, GONE)
+                    self._end(gone_queue if queues is None or gone_queue in queues else OTHER, GONE)
         self._seeded = True
         self._restored.clear()
+        if queues is not None:
+            self._forget_queues_but(queues)
         return self.activity()
+
+    def _forget_queues_but(self, queues: Container[str]) -> None:
+        for table in (self._submitted, self._started, self._wait):
+            for queue in [q for q in table if q not in queues]:
+                del table[queue]
+        for key in [k for k in self._ended if k[0] not in queues]:
+            del self._ended[key]
+
+    def known_queues(self) -> set[str]:
+        """The queues with counts (each has series, 0-valued or not, in the activity families)."""
+        return {*self._submitted, *self._started, *self._wait, *(q for q, _ in self._ended)}
 
     def activity(self) -> Activity:
         """An immutable copy of the counts, and the earliest first-waiting time of the jobs now queued."""

@@ -115,7 +115,7 @@ def _retry_after(response: ResponseLike) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
     value = response.headers.get("retry-after", "").strip()
     seconds = decimal(value)
-    return float(seconds) if seconds is not None else None
+    return float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None  # a huge one is no float
 
 
 def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any:
@@ -146,6 +146,8 @@ def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any
     except (ValueError, UnicodeDecodeError):
         kind = response.headers.get("content-type", "no content-type")
         raise ApiInvalidResponse(f"body is not JSON ({clip(kind, 60)}, {len(response.content)} bytes)") from None
+    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
+        raise ApiInvalidResponse(f"body is JSON nested too deeply ({len(response.content)} bytes)") from None
     if not isinstance(body, dict) or "code" not in body:
         raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
     code = body["code"]
@@ -154,7 +156,10 @@ def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any
         raise ApiInvalidResponse("envelope code is not a string")
     if code == "0":
         return body.get("data")
-    msg = clip(body.get("msg"))
+    try:
+        msg = clip(body.get("msg"))
+    except RecursionError:  # a msg nested nearly as deep as json allows
+        msg = "(nested too deeply to show)"
     if code in AUTH_CODES or (refusal_is_auth and code not in TRANSIENT_CODES):
         raise ApiAuthError(f"API code {code}: {msg}")
     raise ApiCodeError(code, msg)

@@ -12,7 +12,15 @@ import respx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.api import SugonClient, _mostly_repeats, parse_job_page, parse_schedulers
+from exporter.api import (
+    QueueCapacity,
+    SugonClient,
+    _mostly_repeats,
+    _same_rows,
+    parse_capacity,
+    parse_job_page,
+    parse_schedulers,
+)
 from exporter.auth import FileToken, StaticToken
 from exporter.wire import (
     ApiAuthError,
@@ -420,8 +428,9 @@ def test_error_messages_never_contain_the_token() -> None:
 
 
 @pytest.mark.parametrize(
-    ("retry_after", "waited", "attempts"), [("3", [3.0], 2), ("60", [], 1), (None, [0.0], 2), ("²", [0.0], 2)]
-)  # "²": a digit float() refuses
+    ("retry_after", "waited", "attempts"),
+    [("3", [3.0], 2), ("60", [], 1), (None, [0.0], 2), ("²", [0.0], 2), ("9" * 400, [], 1)],
+)  # "²": a digit float() refuses; 400 digits: more seconds than a float holds
 @respx.mock
 def test_a_429_is_retried_after_the_delay_it_asks_for_unless_that_is_too_long(
     retry_after: str | None, waited: list[float], attempts: int
@@ -475,3 +484,23 @@ def test_digits_that_int_refuses_are_invalid_answers_not_crashes() -> None:
             parse_job_page({"total": total, "list": []})
     with pytest.raises(ApiInvalidResponse, match="numeric id"):
         parse_schedulers([{"id": "²"}, {"id": "١٢"}])
+
+
+def test_rows_nested_deeper_than_a_comparison_can_go_are_not_the_same_rows() -> None:
+    a: list[Any] = []
+    b: list[Any] = []
+    for _ in range(100_000):  # built here, not decoded: deeper than json would ever hand over
+        a, b = [a], [b]
+    assert _same_rows([{"x": a}], [{"x": b}]) is False
+    assert _same_rows([{"jobId": "1"}], [{"jobId": "1"}]) is True
+
+
+def test_a_queue_size_above_a_billion_is_left_out_like_a_missing_one() -> None:
+    item = {
+        "queueName": "q",
+        "queNcpus": 10**9,
+        "queFreeNcpus": 10**9 + 1,
+        "queNodes": "9" * 400,
+        "queFreeNodes": 1e308,
+    }
+    assert parse_capacity([item])["q"] == QueueCapacity(10**9, None, None, None)

@@ -391,6 +391,13 @@ def test_center_uses_the_first_enabled_url_and_normalises_it() -> None:
         ({"expireTime": "soon"}, None),
         ({"expireTime": "²"}, None),  # a digit to str.isdigit(), not to int()
         ({"expireTime": "9" * 5000}, None),  # more digits than int() takes
+        # Times no float (or the time module) holds: absent, not an OverflowError.
+        ({"expireTime": "9" * 4000}, None),
+        ({"expireTime": 10**400}, None),
+        ({"exp": 1e308}, None),
+        ({"exp": float("inf")}, None),
+        ({"expireTime": "253402300799000"}, 253402300799.0),  # 9999-12-31 23:59:59 UTC: the last one read
+        ({"expireTime": "253402300800000", "exp": 1686036760}, 1686036760.0),
     ],
 )
 def test_jwt_expiry_reads_expire_time_in_milliseconds(payload: dict[str, Any], expiry: float | None) -> None:
@@ -398,7 +405,10 @@ def test_jwt_expiry_reads_expire_time_in_milliseconds(payload: dict[str, Any], e
     assert jwt_expiry(f"eyJhbGciOiJIUzI1NiJ9.{body}.c2ln") == expiry
 
 
-@pytest.mark.parametrize("token", ["not-a-jwt", "a.b.c", "a.!!!.c", "", "a.W10.c"])
+DEEP = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode()  # JSON too deep for the decoder
+
+
+@pytest.mark.parametrize("token", ["not-a-jwt", "a.b.c", "a.!!!.c", "", "a.W10.c", f"a.{DEEP}.c"])
 def test_jwt_expiry_of_garbage_is_none(token: str) -> None:
     assert jwt_expiry(token) is None
 

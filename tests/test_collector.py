@@ -75,3 +75,16 @@ def test_hostile_label_values_are_escaped_and_promtool_accepts_them() -> None:
     assert 'queue="q\\"ue\\\\ue\\nline ' in text
     result = promtool_check_metrics(text)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_collect_leaves_out_a_part_that_cannot_be_rendered_and_renders_every_other_cluster() -> None:
+    """What --once and name[] scrapes render: a capacity no float holds (past the bounds on parsing) costs
+    that cluster its capacity series, not the whole exposition."""
+    store = store_with(JOBS)
+    bad = CapacitySnapshot(NOW, NOW + 300, {"debug": QueueCapacity(10**400, 1, 1, 1)})
+    store.publish(ClusterState("wuxi", True, NOW, 2.0, None, None, bad))
+    text = render(store)
+    assert 'sugon_queue_cpus{hpc_cluster="kunshan",queue="debug"} 256.0' in text
+    assert 'hpc_cluster="wuxi",queue' not in text and 'sugon_up{hpc_cluster="wuxi"} 1.0' in text
+    result = promtool_check_metrics(text)
+    assert result.returncode == 0, result.stdout + result.stderr

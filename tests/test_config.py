@@ -229,3 +229,20 @@ def test_backlog_settings_default_and_override_per_cluster(tmp_path: Path) -> No
         5,
         ("root",),
     )
+
+
+def test_the_queue_and_job_bounds_default_and_override_per_cluster() -> None:
+    config = build_config(
+        {
+            "max_queues": 20,
+            "clusters": [
+                {"name": "a", "api_url": "https://h:1", "token": "t"},
+                {"name": "b", "api_url": "https://h:1", "token": "t", "max_queues": 7, "max_jobs": 1000},
+            ],
+        },
+        environ={},
+    )
+    a, b = config.clusters
+    assert (config.max_queues, config.max_jobs) == (20, 5_000_000)
+    assert (a.max_queues, a.max_jobs) == (20, 5_000_000)
+    assert (b.max_queues, b.max_jobs) == (7, 1000)

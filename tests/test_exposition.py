@@ -4,6 +4,7 @@ when a poll publishes or data goes stale, and the exporter's own counters always
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from dataclasses import replace
 
@@ -199,3 +200,44 @@ def test_a_failure_rendering_ahead_never_stops_a_publish(caplog: pytest.LogCaptu
     publish(ex, NOW + 60, jobs=4)  # the poller's publish goes through
     assert ex.store.get("a").snapshot is not None and ex.store.get("a").snapshot.job_count == 4  # type: ignore[union-attr]
     assert "rendering for /metrics ahead of the scrapes failed" in caplog.text
+    publish(ex, NOW + 120, jobs=5)  # and again: no second traceback
+    assert [r.exc_info is not None for r in caplog.records if r.levelno >= logging.WARNING] == [True]
+
+
+def test_a_cluster_that_cannot_be_rendered_is_left_out_and_logged_once_while_every_other_is_served(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A value no float holds (here a CPU sum that slipped past the bounds on parsing) used to fail /metrics
+    with a 500 for every cluster, on every scrape."""
+    caplog.set_level(logging.INFO, logger="exporter.collector")
+    config = build_config({"clusters": [{"name": n, "api_url": "https://h:1", "token": "t"} for n in "ab"]}, {})
+    ex = Exporter(config, clock=lambda: NOW)
+
+    def poll(name: str, cpus: int, t: float = NOW) -> None:
+        b = SnapshotBuilder(per_user=True)
+        b.add(Job("1", "debug", "alice", "running", "statR", cpus))
+        ex.store.publish(ClusterState(name, True, t, 1.0, None, b.build(name, t, t + 300, 1, ["debug"])))
+
+    poll("a", 10**400)
+    poll("b", 8)
+    server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        for params in ({}, {"name[]": "sugon_job_cpus"}):  # the cached pieces, and collect() behind a name filter
+            for _ in range(3):
+                answer = httpx.get(url, params=params, headers={"Accept-Encoding": "identity"})
+                assert answer.status_code == 200
+                assert 'sugon_job_cpus{hpc_cluster="b",queue="debug",status="running"} 8.0' in answer.text
+                assert 'sugon_job_cpus{hpc_cluster="a"' not in answer.text
+        assert 'sugon_up{hpc_cluster="a"} 1.0' in httpx.get(url).text  # its health is its own part: still there
+        poll("a", 10**400, NOW + 60)  # the next poll is no better: nothing new in the log
+        assert httpx.get(url).status_code == 200
+        assert generate_latest(ex.registry) == ex.exposition.render(False, False)
+        assert caplog.text.count("cannot be rendered") == 1
+        assert "cluster a: its job data cannot be rendered (OverflowError" in caplog.text
+        poll("a", 4, NOW + 120)  # a poll that renders again
+        assert 'sugon_job_cpus{hpc_cluster="a",queue="debug",status="running"} 4.0' in httpx.get(url).text
+        assert "cluster a: its job data render again" in caplog.text
+    finally:
+        server.stop()

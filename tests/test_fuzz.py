@@ -3,6 +3,7 @@ correct count, never another exception."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import string
@@ -11,22 +12,31 @@ from typing import Any
 
 import httpx
 import pytest
+import respx
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
 from exporter.api import parse_capacity, parse_job_page, parse_schedulers
 from exporter.config import Config, ConfigError, build_config, load_config
-from exporter.jobs import RowParser, parse_job
+from exporter.jobs import RowParser, cpu_count, parse_job
+from exporter.service import Exporter
 from exporter.snapshot import SnapshotBuilder
 from exporter.tally import RowTally, next_tally
 from exporter.tracker import JobTracker
 from exporter.wire import ApiError, parse_envelope
+from tests.helpers import promtool_check_metrics
+from tests.helpers import row as seed_shaped_row  # `row` names the loop variable of the tests above
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=30,
+)
+# Numbers no job has, and that no float holds once summed: they must be bounded where they are read.
+HUGE = st.sampled_from(["9" * 400, 10**400, 1e308, float("inf"), -1e308, 10**7 + 1, "10000001", 10**7]) | st.integers(
+    10**6, 10**40
 )
 FIELD = (
     st.none()
@@ -35,6 +45,7 @@ FIELD = (
     | st.floats()
     | st.text(max_size=12)
     | st.lists(st.integers(), max_size=2)
+    | HUGE
 )
 ROW = (
     st.fixed_dictionaries(
@@ -144,6 +155,7 @@ def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: lis
             elif job.key not in current and job.queue not in exclude:
                 current[job.key] = (job.queue, job.status)
                 slow.add(job)
+                invalid += cpu_count(row.get("procNumUsed")) is None  # counted with 0 CPUs, and reported
                 if job.status == "unknown":
                     unknown_slow.add(job.raw_status)
     tally.finish()
@@ -290,3 +302,76 @@ def test_a_typical_hostile_config_is_still_just_errors() -> None:
         "clusters[0].token: expected a non-empty string, got a value that is not shown",
         "clusters[0].interval: expected a duration like 30s, got -1",
     ]
+
+
+BASE = "https://hpc.example.com:65106"
+CAPACITY_FIELDS = ("queNcpus", "queFreeNcpus", "queNodes", "queFreeNodes")
+CAPACITY_FAMILIES = ("sugon_queue_cpus", "sugon_queue_free_cpus", "sugon_queue_nodes", "sugon_queue_free_nodes")
+
+
+def polled(job_pages: list[bytes], capacity: bytes) -> Exporter:
+    """An exporter whose one cluster was polled for jobs and capacity by its real poller, over httpx's
+    transport (respx behind it), after a first scrape (so that publishing renders ahead, as in the daemon)."""
+    cluster = {"name": "kunshan", "api_url": BASE, "token": "t", "cluster_ids": ["1"], "page_size": 100}
+    config = {"clusters": [cluster], "lean_http": False, "queue_capacity": True, "username": "alice"}
+    ex = Exporter(build_config(config, environ={}), retry_backoff=0)
+    ex.exposition.render(False, False)
+    answers = iter(job_pages)
+    with respx.mock:
+        respx.get(BASE + "/hpc/openapi/v2/jobs").mock(side_effect=lambda _: httpx.Response(200, content=next(answers)))
+        respx.get(BASE + "/hpc/openapi/v2/queuenames/users/alice").mock(
+            return_value=httpx.Response(200, content=capacity)
+        )
+
+        async def go() -> None:
+            await ex.pollers[0].poll_once()
+            await ex.pollers[0].poll_capacity_once()
+            await ex.aclose()
+
+        asyncio.run(go())
+    return ex
+
+
+def queue_size(value: Any) -> int | None:
+    """What a capacity figure should read as: a whole number of at most 10**9, written as a number or in
+    ASCII digits; anything else is left out."""
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9:
+        return value
+    return None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cpus=st.lists(HUGE | st.integers(0, 64), min_size=1, max_size=12),
+    total=st.none() | st.sampled_from([10**12, 10**400, "9" * 4000]),
+    sizes=st.lists(HUGE | st.none(), min_size=4, max_size=4),
+)
+def test_huge_numbers_go_through_poll_publish_and_render_and_promtool_accepts_the_result(
+    cpus: list[Any], total: Any, sizes: list[Any]
+) -> None:
+    """A number that does not fit is bounded where it is read, whatever it is: CPUs, data.total, capacity."""
+    rows = [seed_shaped_row(i, "statR" if i % 2 else "statQ", f"q{i % 3}", f"u{i % 2}", c) for i, c in enumerate(cpus)]
+    # json.dumps writes inf as Infinity, which Python's json reads back: a server may send it as well.
+    page = {"code": "0", "msg": "", "data": {"total": len(rows) if total is None else total, "list": rows}}
+    capacity = {"code": "0", "msg": "", "data": [{"queueName": "q0", **dict(zip(CAPACITY_FIELDS, sizes))}]}
+    ex = polled([json.dumps(page).encode()], json.dumps(capacity).encode())
+    text = ex.exposition.render(False, False)
+    assert text == generate_latest(ex.registry)  # and the other render path (--once, name[] scrapes) agrees
+    result = promtool_check_metrics(text.decode())
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def value(name: str, **labels: str) -> float | None:
+        return ex.registry.get_sample_value(name, {"hpc_cluster": "kunshan", **labels})
+
+    if total is None:
+        assert value("sugon_up") == 1
+        assert value("sugon_invalid_records_total") == sum(cpu_count(c) is None for c in cpus)
+        jobs = [s.value for fam in ex.registry.collect() if fam.name == "sugon_jobs" for s in fam.samples]
+        assert sum(jobs) == len(rows)
+    else:  # above max_jobs
+        assert value("sugon_up") == 0
+        assert value("sugon_api_errors_total", reason="invalid_response") == 1
+    for family, size in zip(CAPACITY_FAMILIES, sizes):
+        assert value(family, queue="q0") == queue_size(size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.jobs import cpus, parse_job
+from exporter.jobs import MAX_CPUS, cpu_count, cpus, parse_job
 from tests.helpers import SCHEDULER, fixture, row
 
 # The mapping as written in the issue and sugon-api.md, typed out by hand.
@@ -123,3 +123,19 @@ def test_the_row_parser_remembers_labels_within_a_bound() -> None:
 )
 def test_procnumused_is_a_non_negative_int_and_anything_else_counts_as_zero(raw: object, expected: int) -> None:
     assert cpus(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(10**7, 10**7), ("10000000", 10**7), (" 0010000000 ", 10**7), ("0" * 5000, 0), (1e7, 10**7)]
+    # Present but too big to be one job's CPUs: told apart from a missing or malformed count (0).
+    + [(10**7 + 1, None), ("10000001", None), (10**400, None), (1e308, None), (float("inf"), None)]
+    + [pytest.param("9" * 400, None, id="400 digits"), pytest.param("9" * 5000, None, id="5000 digits")]
+    + [(-1, 0), (-1e308, 0), (float("nan"), 0), ("1e308", 0), (None, 0), (True, 0)],
+)
+def test_a_cpu_count_above_ten_million_is_not_a_count_and_is_told_apart_from_a_missing_one(
+    raw: object, expected: int | None
+) -> None:
+    assert MAX_CPUS == 10_000_000
+    assert cpu_count(raw) == expected
+    assert cpus(raw) == (expected or 0)

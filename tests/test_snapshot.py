@@ -8,7 +8,7 @@ import re
 import pytest
 
 from exporter.jobs import Job
-from exporter.snapshot import SnapshotBuilder, fold_users, top_reasons
+from exporter.snapshot import SnapshotBuilder, fold_users, name_queues, top_reasons
 
 
 def job(n: int, queue: str, user: str, status: str, cpus: int) -> Job:
@@ -137,3 +137,38 @@ def test_a_user_called_other_adds_up_with_the_folded_users_whatever_the_order(ot
         b.add(job)
     snap = b.build("c", 0.0, 300.0, 5)
     assert dict(snap.by_user) == {("q", "other", "running"): (5, 113)} and snap.users_folded == 2
+
+
+def test_name_queues_keeps_the_queues_with_most_jobs_ties_by_name_and_nothing_when_all_fit() -> None:
+    jobs = {"d": 1, "b": 2, "c": 2, "a": 3, "other": 50}
+    assert name_queues(jobs, 2) == {"a", "b"}  # "other" is never a candidate: it is where the rest goes
+    assert name_queues(jobs, 4) is None  # four real queues fit: none is renamed
+    assert name_queues({"x": 0, "y": 0, "z": 0}, 2) == {"x", "y"}  # known queues without jobs: by name
+
+
+def test_a_queue_budget_folds_the_other_queues_in_every_family_of_the_snapshot() -> None:
+    b = SnapshotBuilder(per_user=True, max_users=10)
+    n = 0
+    for queue, user, status, cpus, reason in (
+        ("big", "alice", "running", 4, "none"),
+        ("big", "alice", "queued", 2, "Priority"),
+        ("small", "bob", "queued", 8, "Resources"),
+        ("tiny", "bob", "queued", 16, "Resources"),
+        ("other", "carol", "running", 1, "none"),  # a queue really called "other" adds up with the folded ones
+    ):
+        n += 1
+        b.add(Job(str(n), queue, user, status, "", cpus, reason))
+    assert b.queue_jobs() == {"big": 2, "small": 1, "tiny": 1, "other": 1}
+    snap = b.build("c", 0.0, 1.0, n, zero_fill_queues=["big", "other"], named={"big"}, queues_folded=2)
+    assert snap.by_queue[("big", "queued")] == (1, 2)
+    assert snap.by_queue[("other", "queued")] == (2, 24)  # small and tiny
+    assert snap.by_queue[("other", "running")] == (1, 1)
+    assert {q for q, _ in snap.by_queue} == {"big", "other"}
+    assert dict(snap.by_user) == {
+        ("big", "alice", "running"): (1, 4),
+        ("big", "alice", "queued"): (1, 2),
+        ("other", "bob", "queued"): (2, 24),
+        ("other", "carol", "running"): (1, 1),
+    }
+    assert dict(snap.by_reason) == {("big", "Priority"): 1, ("other", "Resources"): 2}
+    assert snap.queues_folded == 2 and snap.users_folded == 0

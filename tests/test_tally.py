@@ -76,3 +76,16 @@ def test_a_poll_hands_its_job_keys_over_and_keeps_none_of_them() -> None:
     # Keyed by the row's own jobmanagerId (SCHEDULER), not the scheduler id the page was asked for.
     assert tally.handover() == {f"{SCHEDULER}\x001": ("debug", "running"), f"{SCHEDULER}\x002": ("gpu", "queued")}
     assert tally.current == {}  # one entry per job: not held until the next poll
+
+
+def test_a_row_whose_cpu_count_is_too_big_is_counted_with_no_cpus_and_reported_as_invalid() -> None:
+    """One such row used to make /metrics fail for every cluster (a sum no float holds)."""
+    tally = new_tally()
+    rows = [row(1, cpus="9" * 400), row(2, cpus=1e308), row(3, cpus=10**400), row(4, cpus=8), row(5, cpus=10**7)]
+    rows.append(row(4, cpus="9" * 400))  # a duplicate of job 4: skipped as such, not reported
+    tally.take(rows, "1")
+    tally.finish()
+    snap = tally.builder.build("c", 0.0, 1.0, 5)
+    assert snap.by_queue[("debug", "running")] == (5, 8 + 10**7)  # every job counted; 0 CPUs for three of them
+    assert snap.by_user[("debug", "test", "running")] == (5, 8 + 10**7)
+    assert tally.invalid == 3

@@ -128,3 +128,20 @@ def test_a_centres_job_records_add_nothing_the_garbage_collector_tracks() -> Non
     gc.collect()
     assert len(gc.get_objects()) - before < 100
     assert tracker.activity().started == {"q": 10_000}  # the records still do their job
+
+
+def test_with_a_queue_budget_only_the_named_queues_and_other_keep_counts() -> None:
+    t = JobTracker()
+    t.commit({"a": ("q1", "queued"), "b": ("q2", "queued")}, T)
+    act = t.commit({"a": ("q1", "running"), "b": ("q2", "running"), "c": ("q3", "queued")}, T + 60)
+    assert dict(act.started) == {"q1": 1, "q2": 1} and dict(act.submitted) == {"q3": 1}
+    assert t.known_queues() == {"q1", "q2", "q3"}
+    # The next poll names q1 only: q2 and q3 are "other" in what the poller hands over, and their counts go.
+    act = t.commit(
+        {"a": ("q1", "completed"), "b": ("other", "completed"), "d": ("other", "queued")}, T + 120, {"q1", "other"}
+    )
+    assert dict(act.submitted) == {"other": 1}  # d; c's submission was q3's, and q3 is no more
+    assert dict(act.started) == {"q1": 1}
+    assert dict(act.ended) == {("q1", "completed"): 1, ("other", "completed"): 1, ("other", "gone"): 1}  # b; c
+    assert set(act.wait) == {"q1"} and dict(act.oldest_queued_since) == {"other": T + 120}
+    assert t.known_queues() == {"q1", "other"}
