@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.transport import StreamTransport, transport_for
+from exporter.transport import BodyTooLarge, StreamTransport, transport_for
 from exporter.wire import ApiConnectionError, Caller
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -248,13 +248,21 @@ def test_refused_connection_and_read_timeout() -> None:
     run(go())
 
 
-def test_a_huge_head_or_body_is_refused() -> None:
+def test_a_head_of_100_kib_is_read_and_a_head_or_body_over_the_limits_is_refused() -> None:
+    padding = b"X-Padding: " + b"a" * 100 * 1024 + b"\r\n"  # httpx's stack reads heads of up to about 100 KiB
+
     async def go() -> None:
-        async with Server([b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"]) as server:
+        async with Server([ok(extra=padding)]) as server:
+            answer = await get(server, StreamTransport())
+            assert answer.json() == {"a": 1} and len(answer.headers["x-padding"]) == 100 * 1024
+        async with Server([b"HTTP/1.1 200 OK\r\nX: " + b"a" * 300_000 + b"\r\n\r\n"]) as server:
+            with pytest.raises(httpx.RemoteProtocolError, match="head too large"):
+                await get(server, StreamTransport())
+        async with Server([b"\r\n" * 150_000]) as server:  # endless empty lines count towards the head
             with pytest.raises(httpx.RemoteProtocolError, match="head too large"):
                 await get(server, StreamTransport())
         async with Server([ok(b"x" * 2000)]) as server:
-            with pytest.raises(httpx.RemoteProtocolError, match="body too large"):
+            with pytest.raises(BodyTooLarge, match="body too large"):
                 await get(server, StreamTransport(max_body=1000))
 
     run(go())
