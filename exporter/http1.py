@@ -105,20 +105,25 @@ def framing(fields: Fields) -> tuple[Fields, int | None, bool, bool]:
         elif lower == b"transfer-encoding":
             if chunked:
                 raise httpx.RemoteProtocolError("more than one Transfer-Encoding header")
-            if value.lower() != b"chunked":
-                raise httpx.RemoteProtocolError(f"unsupported transfer-encoding {value[:40]!r}")
+            if value != b"chunked":
+                if value.lower() != b"chunked":
+                    raise httpx.RemoteProtocolError(f"unsupported transfer-encoding {value[:40]!r}")
+                rebuild = True  # kept in lower case, as h11 keeps it
             chunked = True
         elif lower == b"connection":
             close = close or b"close" in [v.strip() for v in value.lower().split(b",")]
     size = None if length is None else int(length)
-    if rebuild and length is not None:  # one Content-Length, with the one value, where it first stood
+    if rebuild:  # one Content-Length, with the one value, where it first stood
         kept: Fields = []
         seen = False
         for name, value in fields:
-            if name.lower() == b"content-length":
+            lower = name.lower()
+            if lower == b"content-length":
                 if seen:
                     continue
-                seen, value = True, length
+                seen, value = True, length or value
+            elif lower == b"transfer-encoding":
+                value = b"chunked"
             kept.append((name, value))
         fields = kept
     return fields, size, chunked, close
@@ -132,6 +137,8 @@ def parse_head(head: bytes) -> Head:
     if status is None:
         raise httpx.RemoteProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
     version, code, reason = status.groups()
+    if code < b"100":
+        raise httpx.RemoteProtocolError(f"status code {code.decode()} out of range")
     parsed, length, chunked, close = framing(parse_fields(fields))
     return Head(int(code), version, reason or b"", parsed, length, chunked, version >= b"1.1" and not close)
 
