@@ -30,6 +30,7 @@ from exporter.http1 import (
 HIGH_WATER = 256 * 1024  # bytes held beyond what the reader waits for before reading is paused
 _NO_BODY_STATUSES = frozenset({204, 304})
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError)
+_CR_LF = (10, 13)
 
 
 class NoAnswer(Exception):
@@ -56,16 +57,23 @@ class Response:
         self.keep = keep
 
 
-def _readable(fd: int) -> bool:
+class _Readable:
     """Whether a socket has bytes or its end waiting that the event loop has not taken yet."""
-    if fd < 0:
-        return True
-    poll = getattr(select, "poll", None)
-    if poll is None:  # pragma: no cover (Windows)
-        return bool(select.select([fd], [], [], 0)[0])
-    poller = poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+
+    __slots__ = ("fd", "poller")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.poller = select.poll() if hasattr(select, "poll") else None
+        if self.poller is not None and fd >= 0:
+            self.poller.register(fd, select.POLLIN)
+
+    def __call__(self) -> bool:
+        if self.fd < 0:
+            return True
+        if self.poller is None:  # pragma: no cover (Windows)
+            return bool(select.select([self.fd], [], [], 0)[0])
+        return bool(self.poller.poll(0))
 
 
 class Connection(asyncio.Protocol):
@@ -75,7 +83,19 @@ class Connection(asyncio.Protocol):
     when anything arrives on an idle connection (which is then never reused).
     """
 
-    __slots__ = ("_fd", "_loop", "_paused", "_waiter", "_want", "buffer", "eof", "error", "idle", "stale", "transport")
+    __slots__ = (
+        "_loop",
+        "_paused",
+        "_readable",
+        "_waiter",
+        "_want",
+        "buffer",
+        "eof",
+        "error",
+        "idle",
+        "stale",
+        "transport",
+    )
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -85,7 +105,7 @@ class Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.idle = False
         self.stale = False  # bytes or an end arrived while idle
-        self._fd = -1
+        self._readable = _Readable(-1)
         self._waiter: asyncio.Future[None] | None = None
         self._want = 0
         self._paused = False
@@ -96,8 +116,7 @@ class Connection(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self._fd = sock.fileno()
+        self._readable = _Readable(sock.fileno() if sock is not None else -1)
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
@@ -139,7 +158,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if self.stale or self.eof or self.buffer or transport is None or transport.is_closing():
             return False
-        return not _readable(self._fd)
+        return not self._readable()
 
     def send(self, data: bytes) -> None:
         """Write a request (the transport buffers what the socket does not take at once)."""
@@ -182,33 +201,41 @@ class Connection(asyncio.Protocol):
         buffer = self.buffer
         skipped = searched = 0
         while True:
-            blank = 0
-            while True:  # empty lines before a status line (a stray CRLF after a body) are skipped
-                if buffer.startswith(b"\r\n", blank):
-                    blank += 2
-                elif buffer.startswith(b"\n", blank):
-                    blank += 1
-                else:
-                    break
-            if blank:
-                del buffer[:blank]
-                skipped += blank
-                searched = 0
-            found = HEAD_END.search(buffer, searched)
-            if found is not None:
-                end = found.end()
-                if end + skipped > MAX_HEAD:
-                    break
-                head = bytes(buffer[:end])
-                del buffer[:end]
-                return parse_head(head)
+            if buffer:
+                if buffer[0] in _CR_LF and buffer.startswith((b"\n", b"\r\n")):
+                    skipped += self._skip_empty_lines()
+                    searched = 0
+                # The end of the head is the first LF CR? LF (as h11 finds it), told by two plain searches.
+                end = buffer.find(b"\n\r\n", searched)
+                bare = buffer.find(b"\n\n", searched, len(buffer) if end < 0 else end + 1)
+                end = bare + 2 if bare >= 0 else end + 3 if end >= 0 else -1
+                if end >= 0:
+                    if end + skipped > MAX_HEAD:
+                        break
+                    head = bytes(buffer[:end])
+                    del buffer[:end]
+                    return parse_head(head)
             if len(buffer) + skipped > MAX_HEAD:
                 break
             if self.eof:
                 raise self._gone(started or bool(buffer))
-            searched = max(0, len(buffer) - 2)
+            searched = len(buffer) - 2 if len(buffer) > 2 else 0
             await self._wait(len(buffer) + 1)
         raise httpx.RemoteProtocolError(f"response head too large (over {MAX_HEAD} bytes)")
+
+    def _skip_empty_lines(self) -> int:
+        """Drops the empty lines at the start of the buffer (a stray CRLF after a body, before a status line)."""
+        buffer = self.buffer
+        blank = 0
+        while True:
+            if buffer.startswith(b"\r\n", blank):
+                blank += 2
+            elif buffer.startswith(b"\n", blank):
+                blank += 1
+            else:
+                break
+        del buffer[:blank]
+        return blank
 
     async def _read_exactly(self, size: int) -> bytes:
         buffer = self.buffer
@@ -277,7 +304,7 @@ class Connection(asyncio.Protocol):
             if found is not None:
                 trailers = bytes(buffer[: found.end()]).replace(b"\r\n", b"\n")[:-1]
                 del buffer[: found.end()]
-                framing(parse_fields(trailers))
+                framing(*parse_fields(trailers))
                 return
             if len(buffer) > MAX_HEAD:
                 raise httpx.RemoteProtocolError("trailer section too large")
