@@ -171,6 +171,11 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Close at once, without a TLS goodbye: for a connection the server already dropped or wrote on."""
+        if self.transport is not None:
+            self.transport.abort()
+
     # Reading an answer
 
     async def _wait(self, want: int) -> None:

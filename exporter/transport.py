@@ -161,7 +161,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
             if conn.reusable():
                 conn.idle = False
                 return conn
-            conn.close()
+            conn.abort()
         return None
 
     async def _exchange(
