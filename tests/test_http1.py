@@ -344,6 +344,7 @@ def test_bytes_on_an_idle_connection_pause_reading_and_mark_it_stale() -> None:
     async def go() -> tuple[bool, int, int, bool]:
         near, far = socket.socketpair()
         far.setblocking(False)
+        far.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(Connection, sock=near)
         quiet = conn.reusable()
