@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 transport for httpx on asyncio streams: keep-alive connections, no pool bookkeeping.
+"""A lean HTTP/1.1 transport for httpx: keep-alive connections, no pool bookkeeping.
 
 httpx's default transport (httpcore, anyio, h11) costs about 0.8 ms of CPU per request; a full poll of a
 centre's job list is thousands of small requests, so that overhead was most of a poll's CPU. This
@@ -7,10 +7,15 @@ transport does the same job in a small fraction of that for what the exporter ne
 transport it leaves building requests and undoing ``Content-Encoding`` to httpx; its ``get`` (the job
 list's pages) does without httpx's objects altogether. It knows no proxies: httpx ignores the proxy
 environment variables for a client with its own transport, so the exporter uses this one only when
-none is set.
+none is set. Connections are in ``exporter.connection``, the grammar of answers in ``exporter.http1``.
+
+A kept-alive connection is reused only when nothing arrived on it while idle and its socket is quiet.
+When a reused one ends before any byte of an answer (FIN, reset, broken pipe) or answers 408, the
+request goes once more, on a fresh connection: the server had dropped the idle connection.
 
 Failures come out as the httpx exceptions the default transport raises (ConnectError, ReadError,
-RemoteProtocolError, ConnectTimeout, ReadTimeout), so callers cannot tell the two apart.
+RemoteProtocolError, ConnectTimeout, ReadTimeout), so callers cannot tell the two apart; a body over
+``max_body`` (raw or decompressed) as ``BodyTooLarge``, an ``httpx.DecodingError``.
 """
 
 from __future__ import annotations
@@ -24,26 +29,16 @@ from typing import Any, TypeVar
 
 import httpx
 
+from exporter.connection import Connection, NoAnswer, Response
+from exporter.http1 import MAX_BODY, Answer, AnswerHeaders, BodyTooLarge
 from exporter.wire import within
 
+__all__ = ["Answer", "AnswerHeaders", "BodyTooLarge", "StreamTransport", "transport_for"]
+
 T = TypeVar("T")
-MAX_HEADER_BYTES = 64 * 1024
-MAX_CHUNK_LINE = 1024
-_NO_BODY_STATUSES = frozenset({204, 304})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]
-
-
-class _Connection:
-    __slots__ = ("reader", "writer")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def _timeout(request: httpx.Request, kind: str) -> float | None:
@@ -77,97 +72,51 @@ def _head(request: httpx.Request, body: bytes) -> bytes:
     return b"\r\n".join(lines)
 
 
-def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """(status, reason, headers) of a response head; raises RemoteProtocolError when it is not HTTP/1.x."""
-    lines = head[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or not parts[1].isdigit() or len(parts[1]) != 3:
-        raise httpx.RemoteProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise httpx.RemoteProtocolError(f"malformed header line: {line[:80]!r}")
-        headers.append((name, value.strip()))
-    return int(parts[1]), parts[2] if len(parts) > 2 else b"", headers
-
-
-def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
-async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size_total = 0
-    while True:
-        line = await reader.readuntil(b"\r\n")
-        if len(line) > MAX_CHUNK_LINE:
-            raise httpx.RemoteProtocolError("chunk size line too long")
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, ignored
-                pass
-            return b"".join(parts)
-        size_total += size
-        if size_total > limit:
-            raise httpx.RemoteProtocolError("response body too large")
-        parts.append(await reader.readexactly(size))
-        if await reader.readexactly(2) != b"\r\n":
-            raise httpx.RemoteProtocolError("chunk not followed by CRLF")
-
-
 class StreamTransport(httpx.AsyncBaseTransport):
-    """Keep-alive HTTP/1.1 over asyncio streams, at most ``max_connections`` requests at a time."""
+    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time."""
 
     def __init__(
         self,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 8,
-        max_body: int = 256 * 1024 * 1024,
+        max_body: int = MAX_BODY,
     ) -> None:
         self._ssl = ssl_context
         self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: dict[Origin, list[_Connection]] = {}
+        self._idle: dict[Origin, list[Connection]] = {}
         self._max_body = max_body
         self._closed = False
 
-    async def _connect(self, origin: Origin, timeout: float | None) -> _Connection:
+    async def _connect(self, origin: Origin, timeout: float | None) -> Connection:
         scheme, host, port = origin
         context: ssl.SSLContext | None = None
         if scheme == "https":
             context = self._ssl or ssl.create_default_context()
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await _bounded(
-                asyncio.open_connection(
-                    host, port, ssl=context, server_hostname=host if context else None, limit=MAX_HEADER_BYTES
-                ),
+            _, conn = await _bounded(
+                loop.create_connection(Connection, host, port, ssl=context, server_hostname=host if context else None),
                 timeout,
                 httpx.ConnectTimeout,
             )
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
-        return _Connection(reader, writer)
+        return conn
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         body = await request.aread()
-        status, reason, headers, content = await self._send(
+        answer = await self._send(
             url, _head(request, body) + body, request.method, _timeout(request, "connect"), _timeout(request, "read")
         )
+        head = answer.head
         return httpx.Response(
-            status,
-            headers=headers,
-            content=content,
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+            head.status,
+            headers=head.fields,
+            content=answer.body,
+            extensions={"http_version": b"HTTP/" + head.version, "reason_phrase": head.reason},
         )
 
     async def get(self, url: httpx.URL, headers: bytes) -> Answer:
@@ -175,16 +124,16 @@ class StreamTransport(httpx.AsyncBaseTransport):
         httpx's request and response objects: the job list's pages go this way. Content-Encoding (gzip,
         deflate) is undone here; timeouts are the caller's."""
         head = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (url.raw_path, url.netloc, headers)
-        status, _, raw, content = await self._send(url, head, "GET", None, None)
-        answer = Answer(status, raw, content)
+        response = await self._send(url, head, "GET", None, None)
+        answer = Answer(response.head.status, response.head.fields, response.body)
         encoding = answer.headers.get("content-encoding")
         if encoding:
-            answer.content = _decoded(content, encoding, self._max_body)
+            answer.content = _decoded(response.body, encoding, self._max_body)
         return answer
 
     async def _send(
         self, url: httpx.URL, data: bytes, method: str, connect_timeout: float | None, read_timeout: float | None
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
+    ) -> Response:
         if self._closed:
             raise httpx.ConnectError("transport is closed")
         if url.scheme not in _DEFAULT_PORTS:
@@ -195,90 +144,53 @@ class StreamTransport(httpx.AsyncBaseTransport):
             self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
             self._drop_idle()
         async with self._slots:
-            idle = self._idle.get(origin)
-            while idle:
-                conn = idle.pop()
-                if conn.reader.at_eof() or conn.writer.is_closing():
-                    conn.close()
-                    continue
+            conn = self._take_idle(origin)
+            if conn is not None:
                 try:
-                    return await self._exchange(conn, data, method, origin, read_timeout)
+                    return await self._exchange(conn, data, method, origin, read_timeout, reused=True)
                 except _StaleConnection:
-                    continue  # the server closed a kept-alive connection before reading our request: try anew
+                    pass  # the server had dropped the kept-alive connection: once more, on a fresh one
             conn = await self._connect(origin, connect_timeout)
-            try:
-                return await self._exchange(conn, data, method, origin, read_timeout)
-            except _StaleConnection:
-                raise httpx.RemoteProtocolError("server closed the connection without an answer") from None
+            return await self._exchange(conn, data, method, origin, read_timeout, reused=False)
+
+    def _take_idle(self, origin: Origin) -> Connection | None:
+        """A kept-alive connection to ``origin`` that nothing arrived on since its last answer."""
+        idle = self._idle.get(origin)
+        while idle:
+            conn = idle.pop()
+            if conn.reusable():
+                conn.idle = False
+                return conn
+            conn.abort()
+        return None
 
     async def _exchange(
-        self, conn: _Connection, data: bytes, method: str, origin: Origin, read_timeout: float | None
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
-        reusable = False
+        self, conn: Connection, data: bytes, method: str, origin: Origin, read_timeout: float | None, reused: bool
+    ) -> Response:
+        keep = False
         try:
-            conn.writer.write(data)
-            status, reason, headers, content, reusable = await _bounded(
-                self._read_response(conn, method), read_timeout, httpx.ReadTimeout
-            )
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial:
+            conn.send(data)
+            reading = conn.read_response(method, self._max_body)
+            response = await (reading if read_timeout is None else _bounded(reading, read_timeout, httpx.ReadTimeout))
+            if reused and response.head.status == 408:  # the server's idle timeout, met as we sent
+                raise _StaleConnection()
+            keep = response.keep and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
+        except NoAnswer as exc:
+            if reused and exc.stale:
                 raise _StaleConnection() from None
-            raise httpx.RemoteProtocolError("server closed the connection in mid-answer") from None
-        except asyncio.LimitOverrunError:
-            raise httpx.RemoteProtocolError("response head too large") from None
-        except (ConnectionError, OSError) as exc:
-            raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
+            if exc.error is None:
+                raise httpx.RemoteProtocolError("server closed the connection without an answer") from None
+            raise httpx.ReadError(f"{type(exc.error).__name__}: {exc.error}") from None
         finally:
-            if not reusable:
+            if not keep:
                 conn.close()
         idle = self._idle.setdefault(origin, [])
         if len(idle) < self._max_connections and not self._closed:
+            conn.idle = True
             idle.append(conn)
         else:
             conn.close()
-        return status, reason, headers, content
-
-    async def _read_response(
-        self, conn: _Connection, method: str
-    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes, bool]:
-        reader = conn.reader
-        await conn.writer.drain()
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:
-                    raise httpx.RemoteProtocolError("server closed the connection in mid-answer") from None
-                raise
-            status, reason, headers = _parse_head(head)
-            if not 100 <= status < 200:
-                break  # 1xx (100 Continue, 103 Early Hints): another head follows
-        try:
-            connection = (_header(headers, b"connection") or b"").lower()
-            keep = b"close" not in connection and head.startswith(b"HTTP/1.1")
-            if method == "HEAD" or status in _NO_BODY_STATUSES:
-                return status, reason, headers, b"", keep
-            encoding = _header(headers, b"transfer-encoding")
-            if encoding is not None:
-                if encoding.lower().rsplit(b",", 1)[-1].strip() != b"chunked":
-                    raise httpx.RemoteProtocolError(f"unsupported transfer-encoding {encoding[:40]!r}")
-                return status, reason, headers, await _read_chunked(reader, self._max_body), keep
-            length = _header(headers, b"content-length")
-            if length is not None:
-                if not length.strip().isdigit():
-                    raise httpx.RemoteProtocolError(f"bad content-length {length[:40]!r}")
-                size = int(length)
-                if size > self._max_body:
-                    raise httpx.RemoteProtocolError("response body too large")
-                return status, reason, headers, await reader.readexactly(size), keep
-            content = await reader.read(self._max_body + 1)
-            while not reader.at_eof() and len(content) <= self._max_body:
-                content += await reader.read(self._max_body + 1 - len(content))
-            if len(content) > self._max_body:
-                raise httpx.RemoteProtocolError("response body too large")
-            return status, reason, headers, content, False
-        except asyncio.IncompleteReadError:
-            raise httpx.RemoteProtocolError("server closed the connection in mid-answer") from None
+        return response
 
     def _drop_idle(self) -> None:
         for idle in self._idle.values():
@@ -292,30 +204,6 @@ class StreamTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         self._closed = True
         self._drop_idle()
-
-
-class AnswerHeaders:
-    """Response headers, looked up by name whatever its case (what parse_envelope asks of httpx.Headers)."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.raw = raw
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        value = _header(self.raw, name.lower().encode("ascii"))
-        return default if value is None else value.decode("latin-1")
-
-
-class Answer:
-    """What StreamTransport.get returns: the status, headers and (decoded) body of an answer."""
-
-    __slots__ = ("content", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], content: bytes) -> None:
-        self.status_code = status_code
-        self.headers = AnswerHeaders(headers)
-        self.content = content
 
 
 def _decoded(content: bytes, encoding: str, limit: int) -> bytes:
@@ -339,14 +227,14 @@ def _decoded(content: bytes, encoding: str, limit: int) -> bytes:
                     continue
                 raise httpx.DecodingError(f"bad {coding} body: {exc}") from None
             if len(decoded) > limit or inflate.unconsumed_tail:
-                raise httpx.DecodingError("response body too large once decompressed")
+                raise BodyTooLarge(f"response body too large once decompressed (over {limit} bytes)")
             out = decoded
             break
     return out
 
 
 class _StaleConnection(Exception):
-    """A reused connection that the server had already closed: nothing of an answer arrived."""
+    """A reused connection the server had already dropped: it ended before any answer, or answered 408."""
 
 
 def transport_for(verify: Any, max_connections: int) -> StreamTransport:

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
+from exporter.http1 import MAX_BODY, Answer, BodyTooLarge, read_limited
 from exporter.numbers import decimal
 from exporter.urls import without_userinfo
 
@@ -254,7 +255,9 @@ class Caller:
                 answer = await self._fast.get(full, block)
                 log.debug('HTTP Request: GET %s "HTTP/1.1 %d"', full, answer.status_code)  # as httpx logs its own
                 return answer
-        return await self.http.request(method, self._url(url, params), headers=headers)
+        # Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
+        async with self.http.stream(method, self._url(url, params), headers=headers) as response:
+            return Answer(response.status_code, response.headers.raw, await read_limited(response, MAX_BODY))
 
     async def _attempt(
         self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str], refusal_is_auth: bool
@@ -265,6 +268,8 @@ class Caller:
             response = await within(self.timeout, self._send(method, url, params, headers))
         except (asyncio.TimeoutError, httpx.TimeoutException):
             raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
+        except BodyTooLarge as exc:  # what the server sends is wrong: asking again would not help
+            raise ApiInvalidResponse(clip(exc)) from None
         except httpx.TransportError as exc:
             raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}", transient=True) from None
         except httpx.HTTPError as exc:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import socket
 import ssl
+import struct
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.transport import StreamTransport, transport_for
-from exporter.wire import ApiConnectionError, Caller
+from exporter.transport import BodyTooLarge, StreamTransport, transport_for
+from exporter.wire import ApiConnectionError, ApiInvalidResponse, Caller
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -248,13 +250,21 @@ def test_refused_connection_and_read_timeout() -> None:
     run(go())
 
 
-def test_a_huge_head_or_body_is_refused() -> None:
+def test_a_head_of_100_kib_is_read_and_a_head_or_body_over_the_limits_is_refused() -> None:
+    padding = b"X-Padding: " + b"a" * 100 * 1024 + b"\r\n"  # httpx's stack reads heads of up to about 100 KiB
+
     async def go() -> None:
-        async with Server([b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"]) as server:
+        async with Server([ok(extra=padding)]) as server:
+            answer = await get(server, StreamTransport())
+            assert answer.json() == {"a": 1} and len(answer.headers["x-padding"]) == 100 * 1024
+        async with Server([b"HTTP/1.1 200 OK\r\nX: " + b"a" * 300_000 + b"\r\n\r\n"]) as server:
+            with pytest.raises(httpx.RemoteProtocolError, match="head too large"):
+                await get(server, StreamTransport())
+        async with Server([b"\r\n" * 150_000]) as server:  # endless empty lines count towards the head
             with pytest.raises(httpx.RemoteProtocolError, match="head too large"):
                 await get(server, StreamTransport())
         async with Server([ok(b"x" * 2000)]) as server:
-            with pytest.raises(httpx.RemoteProtocolError, match="body too large"):
+            with pytest.raises(BodyTooLarge, match="body too large"):
                 await get(server, StreamTransport(max_body=1000))
 
     run(go())
@@ -434,5 +444,160 @@ def test_a_streamed_request_body_is_sent_whole_with_its_length() -> None:
                 await client.post(server.url + "/s", content=chunks())
             head, _, body = server.requests[0].partition(b"\r\n\r\n")
             assert b"Content-Length: 4" in head and b"Transfer-Encoding" not in head and body == b"abcd"
+
+    run(go())
+
+
+# Kept-alive connections that the server wrote on, dropped or reset while idle (issue 12).
+
+
+def after(reply: bytes, then: bytes, done: asyncio.Event) -> Handler:
+    """Answers with ``reply``; a moment later, with the connection idle, writes ``then``."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(reply)
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        writer.write(then)
+        await writer.drain()
+        done.set()
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "then",
+    [
+        b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n",
+        b"\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n[99]",
+    ],
+    ids=["a 408 and close", "a 408", "a stray CRLF", "an answer to nothing"],
+)
+def test_a_connection_the_server_wrote_on_while_idle_is_never_reused(then: bytes) -> None:
+    async def go() -> None:
+        done = asyncio.Event()
+        async with Server([after(ok(b"[1]"), then, done), ok(b"[2]")]) as server:
+            transport = StreamTransport()
+            assert (await get(server, transport)).json() == [1]
+            await asyncio.wait_for(done.wait(), 5)
+            assert (await get(server, transport)).json() == [2]
+            assert server.connections == 2 and len(server.requests) == 2  # nothing was sent on the first one
+
+    run(go())
+
+
+async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads the request and resets the connection (RST), without a byte of an answer."""
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def timed_out(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The server's idle timeout met the request on the wire: a 408, and the connection closed."""
+    writer.write(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize("second", [reset, timed_out], ids=["reset", "408"])
+def test_a_reused_connection_reset_or_timed_out_before_an_answer_is_retried_once_on_a_fresh_one(
+    second: Handler,
+) -> None:
+    async def go() -> None:
+        async with Server([ok(b"[1]"), second, ok(b"[2]")]) as server:
+            transport = StreamTransport()
+            assert (await get(server, transport)).json() == [1]
+            assert (await get(server, transport)).json() == [2]
+            assert server.connections == 2 and len(server.requests) == 3  # the second request went twice
+
+    run(go())
+
+
+def test_a_fresh_connection_reset_or_timed_out_is_not_retried() -> None:
+    async def go() -> None:
+        async with Server([reset, ok()]) as server:
+            with pytest.raises(httpx.ReadError, match="ConnectionResetError"):
+                await get(server, StreamTransport())
+            assert server.connections == 1 and len(server.requests) == 1
+        async with Server([timed_out, ok()]) as server:
+            assert (await get(server, StreamTransport())).status_code == 408  # the server's answer, as it is
+            assert server.connections == 1
+
+    run(go())
+
+
+def test_a_broken_pipe_on_a_reused_connection_is_retried_on_a_fresh_one() -> None:
+    # A write on a connection whose socket can no longer send fails with EPIPE. The race that leads there
+    # (a reset landing between the idle check and the write) cannot be timed from outside, so the test
+    # shuts the kept-alive connection's sending side down itself.
+    async def go() -> None:
+        async with Server([ok(b"[1]"), ok(b"[2]")]) as server:
+            transport = StreamTransport()
+            assert (await get(server, transport)).json() == [1]
+            (idle,) = [conn for conns in transport._idle.values() for conn in conns]
+            assert idle.transport is not None
+            idle.transport.get_extra_info("socket").shutdown(socket.SHUT_WR)
+            assert (await get(server, transport)).json() == [2]
+            assert server.connections == 2 and len(server.requests) == 2
+
+    run(go())
+
+
+LENIENT_REPLIES = {
+    "bare LF line ends": b'HTTP/1.1 200 OK\nContent-Length: 8\nX-A: 1\n\n{"a": 1}',
+    "an obs-fold line": b'HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 8\r\n\r\n{"a": 1}',
+    "Content-Length N, N": b'HTTP/1.1 200 OK\r\nContent-Length: 8, 8\r\n\r\n{"a": 1}',
+    "two equal Content-Lengths": b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\nContent-Length: 8\r\n\r\n{"a": 1}',
+    "empty lines before the status line": b'\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{"a": 1}',
+}
+
+
+@pytest.mark.parametrize("reply", LENIENT_REPLIES.values(), ids=LENIENT_REPLIES.keys())
+def test_answers_rfc_9112_asks_a_client_to_accept_are_read_and_keep_the_connection(reply: bytes) -> None:
+    async def go() -> None:
+        async with Server([reply, reply]) as server:
+            transport = StreamTransport()
+            for _ in range(2):
+                assert (await get(server, transport, timeout=2.0)).json() == {"a": 1}
+            assert server.connections == 1
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 8, 9\r\n\r\n{"a": 1}',
+        b'HTTP/1.1 200 OK\r\nContent-Length: 8\r\nContent-Length: 9\r\n\r\n{"a": 1}',
+    ],
+    ids=["a list", "two headers"],
+)
+def test_differing_content_lengths_are_refused(reply: bytes) -> None:
+    async def go() -> None:
+        async with Server([reply]) as server:
+            with pytest.raises(httpx.RemoteProtocolError, match="conflicting Content-Length"):
+                await get(server, StreamTransport())
+
+    run(go())
+
+
+def test_a_body_over_max_body_is_refused_however_framed_and_a_caller_reports_it_as_an_invalid_response() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + b" " * 1024 + b"\r\n0\r\n\r\n"
+
+    async def go() -> None:
+        async with Server([chunked]) as server:
+            with pytest.raises(BodyTooLarge):
+                await get(server, StreamTransport(max_body=1000))
+        async with Server([await close_after(b"HTTP/1.1 200 OK\r\n\r\n" + b" " * 1001)]) as server:
+            with pytest.raises(BodyTooLarge):
+                await get(server, StreamTransport(max_body=1000))
+        async with Server([ok(b" " * 1001)]) as server:
+            transport = StreamTransport(max_body=1000)
+            caller = Caller(httpx.AsyncClient(transport=transport), 5.0, retry_backoff=0, fast=transport)
+            with pytest.raises(ApiInvalidResponse, match="body too large") as caught:
+                await caller.call("GET", server.url)
+            assert not caught.value.transient and len(server.requests) == 1  # not retried
 
     run(go())
