@@ -342,10 +342,10 @@ def test_the_exporter_uses_the_lean_transport_unless_turned_off_or_a_proxy_is_se
         monkeypatch.setenv(name, value)
     clusters = [{"name": "a", "api_url": "https://h:1", "token": "t"}]
     ex = Exporter(build_config({**setting, "clusters": clusters}, environ={}))
-    transport = ex._http[0]._transport  # what httpx sends through
+    transport = ex._clusters["a"].http._transport  # what httpx sends through
     assert isinstance(transport, StreamTransport) is lean
     proxied = any(k != "NO_PROXY" for k in environment)
-    assert bool(ex._http[0]._mounts) is proxied  # httpx's own proxy transports, from the environment
+    assert bool(ex._clusters["a"].http._mounts) is proxied  # httpx's own proxy transports, from the environment
 
 
 # The fast path: Caller sends GETs straight to StreamTransport.get, past httpx's request and response objects.
