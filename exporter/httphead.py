@@ -89,6 +89,8 @@ def check_request_line(line: bytes) -> None:
 
 def parse_head(head: bytes | bytearray) -> RequestHead:
     """Parse a whole head (request line, header lines, the empty line); raises Http09 or HeadError."""
+    if head_end(head) != len(head):
+        raise HeadError("400 Bad Request")  # not one whole head
     lines = bytes(head).split(b"\n")
     lines = [line[:-1] if line.endswith(b"\r") else line for line in lines[:-2]]
     check_request_line(lines[0])
