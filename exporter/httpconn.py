@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -100,16 +102,21 @@ class Connection(asyncio.Protocol):
 
     def expire(self) -> None:
         log.debug("connection from %s timed out (%s)", self.peer[0], self.state)
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if self.state in ("busy", "closing") and sock is not None:
+            # A client that does not take its answer: reset, or the kernel goes on trickling what it holds
+            # (megabytes) to it after the close.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.close_now()
 
     def close_now(self) -> None:
         """End the connection at once (a deadline, an eviction, the server stopping)."""
         if self.state == "closed":
             return
-        if self.opening is not None:
-            self.opening.cancel()
-        elif self.transport is not None:
+        if self.transport is not None:
             self.transport.abort()
+        if self.opening is not None:  # a TLS handshake, or a task about to report its end
+            self.opening.cancel()
         self.forget()
 
     def forget(self) -> None:

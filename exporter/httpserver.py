@@ -79,7 +79,7 @@ class _Serving:
         await asyncio.sleep(0)  # the aborted transports close their sockets in the next round
 
     def accept(self) -> None:
-        for _ in range(ACCEPT_BATCH):
+        for attempt in range(ACCEPT_BATCH):
             try:
                 sock, peer = self.listener.accept()
             except (BlockingIOError, InterruptedError):
@@ -87,7 +87,10 @@ class _Serving:
             except OSError as exc:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue  # the client gave up before its connection was accepted
-                self.accept_failed(exc)
+                # Linux takes a descriptor before it looks for a connection: EMFILE after an accept in this
+                # round may mean that none is waiting. Only the first attempt is sure that one is.
+                if attempt == 0:
+                    self.accept_failed(exc)
                 return
             if self.backoff:
                 log.info("accepting connections again (%d open)", len(self.connections))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -225,3 +227,27 @@ def test_answers_are_sent_without_waiting_for_acknowledgements(conn: socket.sock
     assert _answer(conn, bytearray())[2] == b"ok\n"
     with _accepted_socket(conn) as accepted:
         assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_reconfigure_gives_new_connections_the_new_tls_and_new_requests_the_new_app(
+    store: StateStore, certs: Path
+) -> None:
+    server = WebServer(make_app(CollectorRegistry(), store), "127.0.0.1", 0)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as kept:
+            kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"sugon_test_value" not in _answer(kept, bytearray())[2]
+            registry = CollectorRegistry()
+            registry.register(Fixed())
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
+            server.reconfigure(make_app(registry, store), tls)
+            kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # an open connection keeps plain HTTP
+            assert b"sugon_test_value 42.0" in _answer(kept, bytearray())[2]
+        verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        assert "sugon_test_value 42.0" in httpx.get(f"https://127.0.0.1:{server.port}/metrics", verify=verify).text
+        server.reconfigure(make_app(CollectorRegistry(), store), None)
+        assert httpx.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200
+    finally:
+        server.stop()
