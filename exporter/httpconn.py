@@ -247,6 +247,9 @@ class Connection(asyncio.Protocol):
     def _pump(self) -> None:
         assert self.transport is not None
         while self.pending is not None and not self.write_paused:
+            if self.transport.is_closing():  # the client went away: asyncio would log every further write
+                self.pending = None
+                return
             chunk, rest = self.pending[:CHUNK], self.pending[CHUNK:]
             self.pending = rest if len(rest) else None
             self.transport.write(chunk)
