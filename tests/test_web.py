@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import os
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -157,7 +160,7 @@ def test_a_scraper_that_asks_to_close_and_an_http_1_0_one_are_closed_after_the_a
 
 def test_a_request_body_is_never_read_as_the_next_request(conn: socket.socket) -> None:
     smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
-    conn.sendall(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
     buffered = bytearray()
     status, headers, _ = _answer(conn, buffered)
     assert status == b"HTTP/1.1 200 OK" and headers["connection"] == "close"
@@ -201,16 +204,50 @@ def test_stopping_the_server_ends_its_kept_alive_connections(store: StateStore) 
         assert _closed(sock)
 
 
-def test_answers_are_sent_without_waiting_for_acknowledgements(store: StateStore) -> None:
+def _accepted_socket(client: socket.socket) -> socket.socket:
+    """The server's end of ``client``'s connection, found among this process's open descriptors."""
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            candidate = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue  # not a socket
+        try:
+            if candidate.type == socket.SOCK_STREAM and candidate.getpeername() == client.getsockname():
+                return candidate
+        except OSError:
+            pass
+        candidate.close()
+    raise AssertionError("the server's end of the connection is not open")
+
+
+def test_answers_are_sent_without_waiting_for_acknowledgements(conn: socket.socket) -> None:
     """TCP_NODELAY on every scraper's connection: with Nagle's algorithm, the end of a large answer can
     wait for the scraper's delayed ACK, 40 ms on Linux."""
+    conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _answer(conn, bytearray())[2] == b"ok\n"
+    with _accepted_socket(conn) as accepted:
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
+def test_reconfigure_gives_new_connections_the_new_tls_and_new_requests_the_new_app(
+    store: StateStore, certs: Path
+) -> None:
     server = WebServer(make_app(CollectorRegistry(), store), "127.0.0.1", 0)
     server.start()
     try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert _answer(sock, bytearray())[2] == b"ok\n"
-            (accepted,) = server._server.connections  # type: ignore[attr-defined]
-            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as kept:
+            kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"sugon_test_value" not in _answer(kept, bytearray())[2]
+            registry = CollectorRegistry()
+            registry.register(Fixed())
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
+            server.reconfigure(make_app(registry, store), tls)
+            kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # an open connection keeps plain HTTP
+            assert b"sugon_test_value 42.0" in _answer(kept, bytearray())[2]
+        verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        assert "sugon_test_value 42.0" in httpx.get(f"https://127.0.0.1:{server.port}/metrics", verify=verify).text
+        server.reconfigure(make_app(CollectorRegistry(), store), None)
+        assert httpx.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200
     finally:
         server.stop()

@@ -113,3 +113,66 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(serve: object, certs:
     with_cert.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
     assert httpx.get(url + "/metrics", verify=with_cert, auth=("prometheus", PASSWORD)).status_code == 200
     assert httpx.get(url + "/metrics", verify=with_cert).status_code == 401
+
+
+class CountingCheckpw:
+    """bcrypt.checkpw that counts its calls and keeps the hashes it was given."""
+
+    def __init__(self) -> None:
+        self.hashes: list[bytes] = []
+        self.real = bcrypt.checkpw
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        self.hashes.append(hashed)
+        return self.real(password, hashed)
+
+
+@pytest.fixture
+def checkpw(monkeypatch: pytest.MonkeyPatch) -> CountingCheckpw:
+    counting = CountingCheckpw()
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    return counting
+
+
+def test_a_wrong_password_is_hashed_once_a_minute(checkpw: CountingCheckpw) -> None:
+    now = [1000.0]
+    auth = BasicAuth({"prometheus": HASH.encode()}, clock=lambda: now[0])
+    for _ in range(5):
+        assert not auth.allows(header("prometheus", "guess"))
+    now[0] += 59
+    assert not auth.allows(header("prometheus", "guess"))
+    assert len(checkpw.hashes) == 1
+    now[0] += 2
+    assert not auth.allows(header("prometheus", "guess"))
+    assert len(checkpw.hashes) == 2
+
+
+def test_the_memory_of_wrong_passwords_is_bounded_and_forgets_the_oldest(checkpw: CountingCheckpw) -> None:
+    auth = BasicAuth({"prometheus": HASH.encode()})
+    auth.FAILED_KEPT = 3
+    for guess in ("a", "b", "c", "d"):
+        assert not auth.allows(header("prometheus", guess))
+    assert not auth.allows(header("prometheus", "d"))  # remembered
+    assert len(checkpw.hashes) == 4
+    assert not auth.allows(header("prometheus", "a"))  # forgotten: hashed again
+    assert len(checkpw.hashes) == 5
+
+
+def test_an_unknown_user_is_checked_against_a_hash_of_the_users_highest_cost(checkpw: CountingCheckpw) -> None:
+    cheap = bcrypt.hashpw(b"x", bcrypt.gensalt(rounds=4))
+    dearer = bcrypt.hashpw(b"y", bcrypt.gensalt(rounds=6))
+    auth = BasicAuth({"a": cheap, "b": dearer})
+    assert not auth.allows(header("nobody", "x"))
+    assert [h[:7] for h in checkpw.hashes] == [b"$2b$06$"]
+    assert checkpw.hashes[0] not in (cheap, dearer)
+
+
+@pytest.mark.parametrize("value", ["Basic \xff\xfe", "Basic " + base64.b64encode(b"\xff:\xfe").decode(), "basic"])
+def test_a_header_that_is_not_ascii_or_not_utf_8_is_refused_without_an_error(value: str) -> None:
+    assert not BasicAuth({"prometheus": HASH.encode()}).allows(value)
+
+
+def test_the_scheme_is_matched_in_any_case_and_a_long_password_is_refused() -> None:
+    auth = BasicAuth({"prometheus": HASH.encode()})
+    assert auth.allows(header("prometheus", PASSWORD).replace("Basic", "bASIC"))
+    assert not auth.allows(header("prometheus", "p" * 100))  # bcrypt 5 raises on more than 72 bytes

@@ -1,0 +1,261 @@
+"""The /metrics HTTP server: request heads are read in one asyncio event loop, complete requests run on a
+fixed pool of worker threads (the WSGI app), and answers are written back from the loop.
+
+A thread that waits for a request head can be held by any client that never finishes one, so no thread
+ever does: idle and half-sent connections cost a few kilobytes in the loop, never a thread. Whatever
+clients do, the server runs ``workers`` + 1 threads and holds at most ``max_connections`` connections (at
+the cap, the least recently active connection with no request in progress makes room, so a scrape always
+gets in), and a request head must be whole within ``head_timeout`` of its first byte (of the accept for
+the first one, the TLS handshake included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import queue
+import resource
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from exporter.httpconn import Connection, Limits, WSGIApp, run_app
+from exporter.httphead import HttpDate, RequestHead, wsgi_environ
+
+log = logging.getLogger(__name__)
+
+ACCEPT_BATCH = 64  # connections accepted per wake-up, so that a flood of them cannot starve the others
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# Whatever a misbehaving client makes happen on its connection: worth a debug line, not an error.
+_CLIENT_ERRORS = (ConnectionError, ssl.SSLError, TimeoutError, asyncio.TimeoutError)
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard limit, as Go's runtime does; returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:  # e.g. a system-call filter; LimitNOFILE= sets both anyway
+            log.debug("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+class _Serving:
+    """The loop side: the listening socket, the connections (least recently active first), the workers' queue."""
+
+    def __init__(self, listener: socket.socket, limits: Limits, current: Callable[[], tuple[WSGIApp, Any]]) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.limits = limits
+        self.date = HttpDate()
+        self.listener = listener
+        self.address: tuple[str, int] = listener.getsockname()[:2]
+        self.current = current
+        self.connections: OrderedDict[Connection, None] = OrderedDict()
+        self.cap = limits.max_connections
+        self.jobs: queue.SimpleQueue[tuple[Connection, RequestHead, str, str, WSGIApp] | None] = queue.SimpleQueue()
+        self.backoff = 0.0  # > 0 while accepting is paused (out of file descriptors or the like)
+
+    def run(self) -> None:
+        """The loop thread."""
+        asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(_on_loop_error)
+        self.loop.add_reader(self.listener.fileno(), self.accept)
+        self.loop.run_forever()
+
+    async def shutdown(self) -> None:
+        self.loop.remove_reader(self.listener.fileno())
+        opening = [c.opening for c in self.connections if c.opening is not None]
+        for conn in list(self.connections):
+            conn.close_now()
+        await asyncio.gather(*opening, return_exceptions=True)
+        await asyncio.sleep(0)  # the aborted transports close their sockets in the next round
+
+    def accept(self) -> None:
+        for attempt in range(ACCEPT_BATCH):
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the client gave up before its connection was accepted
+                # Linux takes a descriptor before it looks for a connection: EMFILE after an accept in this
+                # round may mean that none is waiting. Only the first attempt is sure that one is.
+                if attempt == 0:
+                    self.accept_failed(exc)
+                return
+            if self.backoff:
+                log.info("accepting connections again (%d open)", len(self.connections))
+                self.backoff = 0.0
+            self.admit(sock, peer)
+
+    def accept_failed(self, exc: OSError) -> None:
+        """Out of descriptors or memory: make room or back off, rather than spin on a readable socket."""
+        self.loop.remove_reader(self.listener.fileno())
+        if exc.errno in _OUT_OF_RESOURCES and self.evict():
+            # The evicted connection's socket closes in a callback already queued; accept after it.
+            self.loop.call_soon(self.resume_accepting)
+            return
+        if not self.backoff:
+            log.warning(
+                "cannot accept connections: %s (%d open); retrying with back-off, logged once until it works again",
+                exc.strerror or exc,
+                len(self.connections),
+            )
+        self.backoff = min(max(2 * self.backoff, 0.005), 1.0)
+        self.loop.call_later(self.backoff, self.resume_accepting)
+
+    def resume_accepting(self) -> None:
+        if self.listener.fileno() >= 0:
+            self.loop.add_reader(self.listener.fileno(), self.accept)
+
+    def admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        # TCP_NODELAY, as Go's servers (Prometheus's own) have it: otherwise the last part of a large answer
+        # can wait for the scraper's delayed ACK (40 ms on Linux); see bench/RESULTS.md.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        if len(self.connections) >= self.cap and not self.evict():
+            log.debug("connection from %s refused: %d connections, all busy", peer[0], len(self.connections))
+            sock.close()
+            return
+        tls = self.current()[1]
+        conn = Connection(self, peer[:2], "http" if tls is None else "https")
+        self.connections[conn] = None
+        conn.arm(self.limits.head_timeout)  # from the accept: the TLS handshake and the first head
+        conn.opening = self.loop.create_task(self.open(conn, sock, tls))
+        conn.opening.add_done_callback(lambda task: self.opened(conn, sock, task))
+
+    async def open(self, conn: Connection, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        if tls is None:
+            await self.loop.connect_accepted_socket(lambda: conn, sock)
+            return
+        extra: dict[str, Any] = {"ssl_shutdown_timeout": 5.0} if sys.version_info >= (3, 11) else {}
+        # TLS per connection, so that reconfigure() can change it; the handshake runs in the loop, within
+        # the head deadline (the connection's timer cancels it).
+        await self.loop.connect_accepted_socket(
+            lambda: conn, sock, ssl=tls, ssl_handshake_timeout=self.limits.head_timeout, **extra
+        )
+
+    def opened(self, conn: Connection, sock: socket.socket, task: asyncio.Task[Any]) -> None:
+        conn.opening = None
+        if task.cancelled() or task.exception() is not None or conn.transport is None:
+            if not task.cancelled():
+                log.debug("connection from %s failed before its first request: %r", conn.peer[0], task.exception())
+            sock.close()
+            conn.forget()
+
+    def evict(self) -> bool:
+        """End the least recently active connection that has no request in progress; False if none has."""
+        for conn in self.connections:
+            if conn.evictable:
+                log.debug("connection from %s evicted to make room", conn.peer[0])
+                conn.close_now()
+                return True
+        return False
+
+    # Host, for the connections
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.pop(conn, None)
+
+    def touch(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.move_to_end(conn)
+
+    def submit(self, conn: Connection, head: RequestHead, path: str, query: str) -> None:
+        self.jobs.put((conn, head, path, query, self.current()[0]))
+
+    # in the worker threads
+
+    def work(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            conn, head, path, query, app = job
+            environ = wsgi_environ(head, path, query, self.address, conn.peer, conn.scheme)
+            environ["RAW_PATH"] = path  # as sent (visible ASCII), for log lines
+            answer = run_app(app, environ, not head.keep_alive, self.date(time.time()))
+            try:
+                self.loop.call_soon_threadsafe(conn.respond, answer)
+            except RuntimeError:  # the loop is closed: the server has stopped
+                return
+
+
+class WebServer:
+    """Serves a WSGI app on ``host:port`` (TLS when ``tls`` is given) from a background event loop.
+
+    Binds in the constructor (an OSError if it cannot); ``start()`` and ``stop()`` from the main thread,
+    ``reconfigure()`` from any thread.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self._current: tuple[WSGIApp, ssl.SSLContext | None] = (app, tls)
+        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(socket.SOMAXCONN)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._serving = _Serving(listener, limits or Limits(), lambda: self._current)
+        self.port: int = self._serving.address[1]
+        self._thread = threading.Thread(target=self._serving.run, name="web", daemon=True)
+        self._workers = [
+            threading.Thread(target=self._serving.work, name=f"web-worker-{i}", daemon=True)
+            for i in range(self._serving.limits.workers)
+        ]
+
+    def reconfigure(self, app: WSGIApp, tls: ssl.SSLContext | None) -> None:
+        """New connections use ``tls`` (None: plain HTTP), new requests ``app``; open connections keep their
+        TLS session. Thread-safe: one reference is swapped, and read whole."""
+        self._current = (app, tls)
+
+    def start(self) -> None:
+        """Start answering requests."""
+        # At the usual default soft limit of 1,024, idle connections alone could use up the descriptors.
+        self._serving.cap = max(1, min(self._serving.limits.max_connections, raise_open_files_limit() * 3 // 4))
+        for worker in self._workers:
+            worker.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop answering: close the socket, end every connection and the worker threads."""
+        loop = self._serving.loop
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._serving.shutdown(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(timeout=5)
+        self._serving.listener.close()
+        for _ in self._workers:
+            self._serving.jobs.put(None)
+        deadline = time.monotonic() + 5  # a worker stuck in the app is a daemon thread: it is left behind
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive() and not loop.is_closed():
+            loop.close()
+
+
+def _on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if isinstance(context.get("exception"), _CLIENT_ERRORS):
+        log.debug("client connection: %s", context.get("message"))
+    else:
+        loop.default_exception_handler(context)
