@@ -100,7 +100,7 @@ MAX_RETRY_AFTER = 10.0  # a Retry-After longer than this is not waited for withi
 
 
 class ResponseLike(Protocol):
-    """What parse_envelope reads of an answer (httpx.Response, or the fast path's Answer)."""
+    """What parse_envelope reads of an answer: an http1.Answer (what Caller gets from either transport)."""
 
     @property
     def status_code(self) -> int: ...
