@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -80,3 +81,22 @@ class PagedList:
             return httpx.Response(200, json=envelope({"total": len(self.rows), "list": page}))
         finally:
             self.in_flight -= 1
+
+
+def read_answer(sock: socket.socket, buffered: bytearray | None = None) -> tuple[str, dict[str, str], bytes]:
+    """One answer (status line, headers, Content-Length body) from ``sock``."""
+    buffered = bytearray() if buffered is None else buffered
+    while b"\r\n\r\n" not in buffered:
+        data = sock.recv(65536)
+        assert data, f"closed before an answer; got {bytes(buffered)!r}"
+        buffered += data
+    head, _, rest = bytes(buffered).partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    size = int(headers["content-length"])
+    while len(rest) < size:
+        data = sock.recv(1 << 20)
+        assert data, "closed in mid-body"
+        rest += data
+    buffered[:] = rest[size:]
+    return status, headers, rest[:size]

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from exporter.state import StateStore
 from exporter.web import Limits, WebServer, make_app
 from exporter.webconfig import BasicAuth
+from tests.helpers import read_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -135,25 +136,6 @@ def child(tmp_path: Path) -> Iterator[Callable[..., Child]]:
 
 def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=5)
-
-
-def read_answer(sock: socket.socket, buffered: bytearray | None = None) -> tuple[str, dict[str, str], bytes]:
-    """One answer (status line, headers, Content-Length body) from ``sock``."""
-    buffered = bytearray() if buffered is None else buffered
-    while b"\r\n\r\n" not in buffered:
-        data = sock.recv(65536)
-        assert data, f"closed before an answer; got {bytes(buffered)!r}"
-        buffered += data
-    head, _, rest = bytes(buffered).partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-    size = int(headers["content-length"])
-    while len(rest) < size:
-        data = sock.recv(1 << 20)
-        assert data, "closed in mid-body"
-        rest += data
-    buffered[:] = rest[size:]
-    return status, headers, rest[:size]
 
 
 def scrape(port: int, request: bytes = GET) -> str:

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from exporter.state import ClusterState, StateStore
 from exporter.web import WebServer, make_app
+from tests.helpers import read_answer
 
 
 @pytest.fixture
@@ -99,24 +100,6 @@ def test_concurrent_scrapes_are_served_in_parallel(served: tuple[str, CollectorR
     assert codes == [200, 200]
 
 
-def _answer(sock: socket.socket, buffered: bytearray) -> tuple[bytes, dict[str, str], bytes]:
-    """Read one HTTP answer (status line, headers, Content-Length body) from ``sock``."""
-    while b"\r\n\r\n" not in buffered:
-        data = sock.recv(65536)
-        assert data, f"connection closed before an answer; got {bytes(buffered)!r}"
-        buffered += data
-    head, _, rest = bytes(buffered).partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-    size = int(headers["content-length"])
-    while len(rest) < size:
-        data = sock.recv(65536)
-        assert data, "connection closed in mid-body"
-        rest += data
-    buffered[:] = rest[size:]
-    return status.encode("latin-1"), headers, rest[:size]
-
-
 def _closed(sock: socket.socket) -> bool:
     sock.settimeout(5)
     return sock.recv(1) == b""
@@ -137,14 +120,14 @@ def test_a_scraper_keeps_its_connection_across_scrapes(
     buffered = bytearray()
     for _ in range(3):
         conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, body = _answer(conn, buffered)
-        assert status == b"HTTP/1.1 200 OK" and headers.get("connection") != "close"
+        status, headers, body = read_answer(conn, buffered)
+        assert status == "HTTP/1.1 200 OK" and headers.get("connection") != "close"
         assert b"sugon_test_value 42.0" in body
     conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert _answer(conn, buffered)[2] == b"ok\n"
+    assert read_answer(conn, buffered)[2] == b"ok\n"
 
 
-def test_a_scraper_that_asks_to_close_and_an_http_1_0_one_are_closed_after_the_answer(
+def test_a_scraper_that_asks_to_close_and_an_http_1_0_one_are_closed_after_theread_answer(
     served: tuple[str, CollectorRegistry],
 ) -> None:
     port = int(served[0].rsplit(":", 1)[1])
@@ -154,7 +137,7 @@ def test_a_scraper_that_asks_to_close_and_an_http_1_0_one_are_closed_after_the_a
     ):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(request)
-            _, headers, body = _answer(sock, bytearray())
+            _, headers, body = read_answer(sock, bytearray())
             assert body == b"ok\n" and headers["connection"] == "close" and _closed(sock)
 
 
@@ -162,8 +145,8 @@ def test_a_request_body_is_never_read_as_the_next_request(conn: socket.socket) -
     smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
     conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled))
     buffered = bytearray()
-    status, headers, _ = _answer(conn, buffered)
-    assert status == b"HTTP/1.1 200 OK" and headers["connection"] == "close"
+    status, headers, _ = read_answer(conn, buffered)
+    assert status == "HTTP/1.1 200 OK" and headers["connection"] == "close"
     assert _closed(conn) and not buffered  # no 404 for the body
 
 
@@ -174,7 +157,7 @@ def test_head_gets_the_headers_without_the_body(conn: socket.socket) -> None:
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 3\r\n" in answer
     assert answer.endswith(b"\r\n\r\n")
     conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection is still in step
-    assert _answer(conn, bytearray())[2] == b"ok\n"
+    assert read_answer(conn, bytearray())[2] == b"ok\n"
 
 
 def test_a_failing_collector_gets_500_and_the_server_serves_on(
@@ -188,8 +171,8 @@ def test_a_failing_collector_gets_500_and_the_server_serves_on(
 
     registry.register(Broken())
     conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    status, headers, _ = _answer(conn, bytearray())
-    assert status.startswith(b"HTTP/1.1 500") and headers["connection"] == "close" and _closed(conn)
+    status, headers, _ = read_answer(conn, bytearray())
+    assert status.startswith("HTTP/1.1 500") and headers["connection"] == "close" and _closed(conn)
     assert "serving /metrics failed" in caplog.text
     assert httpx.get(url + "/healthz").status_code == 200
 
@@ -199,7 +182,7 @@ def test_stopping_the_server_ends_its_kept_alive_connections(store: StateStore) 
     server.start()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert _answer(sock, bytearray())[2] == b"ok\n"
+        assert read_answer(sock, bytearray())[2] == b"ok\n"
         server.stop()
         assert _closed(sock)
 
@@ -224,7 +207,7 @@ def test_answers_are_sent_without_waiting_for_acknowledgements(conn: socket.sock
     """TCP_NODELAY on every scraper's connection: with Nagle's algorithm, the end of a large answer can
     wait for the scraper's delayed ACK, 40 ms on Linux."""
     conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert _answer(conn, bytearray())[2] == b"ok\n"
+    assert read_answer(conn, bytearray())[2] == b"ok\n"
     with _accepted_socket(conn) as accepted:
         assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
@@ -237,14 +220,14 @@ def test_reconfigure_gives_new_connections_the_new_tls_and_new_requests_the_new_
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as kept:
             kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert b"sugon_test_value" not in _answer(kept, bytearray())[2]
+            assert b"sugon_test_value" not in read_answer(kept, bytearray())[2]
             registry = CollectorRegistry()
             registry.register(Fixed())
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
             server.reconfigure(make_app(registry, store), tls)
             kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # an open connection keeps plain HTTP
-            assert b"sugon_test_value 42.0" in _answer(kept, bytearray())[2]
+            assert b"sugon_test_value 42.0" in read_answer(kept, bytearray())[2]
         verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
         assert "sugon_test_value 42.0" in httpx.get(f"https://127.0.0.1:{server.port}/metrics", verify=verify).text
         server.reconfigure(make_app(CollectorRegistry(), store), None)
