@@ -22,14 +22,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import httpx
 from prometheus_client import CollectorRegistry
 
 from exporter.api import SugonClient
 from exporter.config import build_config
-from exporter.jobs import RowParser
+from exporter.http1 import Answer
+from exporter.jobs import Row, RowParser
+from exporter.pages import decode_job_page, row_of
 from exporter.poller import ClusterPoller
 from exporter.selfmetrics import PollMetrics
 from exporter.service import Exporter, prepare_process
@@ -179,11 +181,11 @@ class _Pages:
 
     base_url = ""
 
-    def __init__(self, pages: list[list[Any]]) -> None:
+    def __init__(self, pages: list[list[Row | None]]) -> None:
         self.pages = pages
 
     async def fetch_jobs(
-        self, sid: str, size: int, concurrency: int, on_rows: Callable[[list[Any]], None], *_: int
+        self, sid: str, size: int, concurrency: int, on_rows: Callable[[list[Row | None]], None], *_: int
     ) -> int:
         for rows in self.pages:
             on_rows(rows)
@@ -193,7 +195,7 @@ class _Pages:
 def rows_child() -> None:
     """Run in a fresh process: CPU seconds of each of 8 polls of 200,000 simulated jobs (4 queues, 12 users),
     without HTTP or decoding: the poller's own work (row loop, tracker, snapshot), as a list (JSON)."""
-    rows = Population(jobs=200_000).rows()
+    rows = [row_of(r) for r in Population(jobs=200_000).rows()]
     pages = [rows[i : i + 500] for i in range(0, len(rows), 500)]
     store = StateStore(["c0"])
     poller = ClusterPoller(
@@ -368,7 +370,7 @@ def big_snapshot(cluster: int, t: float) -> ClusterState:
     )
     builder = tally.builder
     for body in big_pages():
-        tally.take(json.loads(body)["data"]["list"], SID)
+        tally.take(decode_job_page(Answer(200, [], body))[1], SID)
     tally.finish()
     activity = TRACKERS.setdefault(cluster, JobTracker()).commit(tally.handover(), t)
     snap = builder.build(

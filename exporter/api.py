@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from exporter.auth import TokenProvider, with_token
-from exporter.numbers import decimal
-from exporter.wire import ApiInvalidResponse, Caller, clip
+from exporter.jobs import Row
+from exporter.numbers import count, decimal
+from exporter.pages import Page, decode_job_page
+from exporter.wire import ApiInvalidResponse, Caller, Decode, clip
 
 T = TypeVar("T")
 
@@ -34,39 +36,9 @@ MAX_QUEUE_SIZE = 10**9  # CPUs or nodes of one queue; a bigger figure is not one
 MAX_JOBS = 5_000_000  # the default of max_jobs
 
 
-def _count(value: Any, limit: int | None = None) -> int | None:
-    """A non-negative int from an int or a digit string (``total`` has been seen as both); None above ``limit``."""
-    if isinstance(value, bool):
-        return None
-    n = (value if value >= 0 else None) if isinstance(value, int) else decimal(value)
-    return None if n is None or (limit is not None and n > limit) else n
-
-
 def _size(value: Any) -> int | None:
     """A queue's CPUs or nodes: a count up to MAX_QUEUE_SIZE, else None."""
-    return _count(value, MAX_QUEUE_SIZE)
-
-
-def _show(value: Any) -> str:
-    """A short repr of a scalar, the type of anything else (a nested value's repr could be huge or too deep)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return clip(repr(value), 40)
-    return type(value).__name__
-
-
-def parse_job_page(data: Any) -> tuple[int, list[Any]]:
-    """``(data.total, data.list)`` of a job-list answer, checked for shape; rows are left raw."""
-    if not isinstance(data, dict):
-        raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
-    total = _count(data.get("total"))
-    if total is None:
-        raise ApiInvalidResponse(f"job list total is missing or not a count ({_show(data.get('total'))})")
-    rows = data.get("list")
-    if rows is None and total == 0:
-        return 0, []
-    if not isinstance(rows, list):
-        raise ApiInvalidResponse(f"job list 'list' is {type(rows).__name__}, not a list")
-    return total, rows
+    return count(value, MAX_QUEUE_SIZE)
 
 
 def parse_schedulers(data: Any) -> list[str]:
@@ -103,25 +75,27 @@ def parse_capacity(data: Any) -> dict[str, QueueCapacity]:
     return out
 
 
-def _job_id(row: Any) -> str | int | None:
+def _job_id(row: Row | None) -> str | int | None:
     """A row's jobId when it is one that can be compared (a string or number), else None."""
-    value = row.get("jobId") if isinstance(row, dict) else None
+    value = row.jobId if row is not None else None
     return value if isinstance(value, (str, int)) and value != "" else None
 
 
-def _same_rows(a: list[Any], b: list[Any]) -> bool:
-    """``a == b``, and False where comparing would nest too deeply (rows of JSON nested near the limit)."""
+def _same_rows(a: list[Row | None], b: list[Row | None]) -> bool:
+    """Whether two pages hold the same rows as the exporter reads them: the same seven fields, row by row
+    (what a page counts; fields it skips do not make two pages different). False where comparing would nest
+    too deeply (values of JSON nested near the limit)."""
     try:
         return a == b
     except RecursionError:
         return False
 
 
-def _job_ids(rows: list[Any]) -> set[str | int]:
+def _job_ids(rows: list[Row | None]) -> set[str | int]:
     return {i for i in map(_job_id, rows) if i is not None}
 
 
-def _mostly_repeats(rows: list[Any], first_ids: set[str | int]) -> bool:
+def _mostly_repeats(rows: list[Row | None], first_ids: set[str | int]) -> bool:
     """True when most of a later page is page 0 again: the offset was ignored while the list moved.
 
     Drift alone repeats only as many rows as arrived at the front between two reads; half a page of
@@ -147,12 +121,14 @@ class SugonClient:
         self.tokens = tokens
         self._caller = caller
 
-    async def call(self, path: str, params: dict[str, Any]) -> Any:
-        """GET ``path`` and return ``data``; a rejected token is replaced once and the request sent again."""
+    async def call(self, path: str, params: dict[str, Any], decode: Decode[T] | None = None) -> Any:
+        """GET ``path`` and return ``data`` (or what ``decode`` makes of the answer); a rejected token is
+        replaced once and the request sent again."""
         url = self.base_url + path
         gateway = {"Authorization": self.authorization} if self.authorization else {}
         return await with_token(
-            self.tokens, lambda token: self._caller.call("GET", url, params, {**gateway, "token": token})
+            self.tokens,
+            lambda token: self._caller.call("GET", url, params, {**gateway, "token": token}, decode=decode),
         )
 
     def _shaped(self, parse: Callable[[Any], T], data: Any) -> T:
@@ -176,19 +152,20 @@ class SugonClient:
         """The scheduler ids this host serves (``GET /hpc/openapi/v2/cluster``)."""
         return self._shaped(parse_schedulers, await self.call(SCHEDULERS_PATH, {}))
 
-    async def _page(self, scheduler_id: str, start: int, limit: int) -> tuple[int, list[Any]]:
+    async def _page(self, scheduler_id: str, start: int, limit: int) -> Page:
         params = {"strClusterIDList": scheduler_id, "start": start, "limit": limit}
-        return self._shaped(parse_job_page, await self.call(JOBS_PATH, params))
+        page: Page = await self.call(JOBS_PATH, params, decode_job_page)
+        return page
 
     async def fetch_jobs(
         self,
         scheduler_id: str,
         page_size: int,
         concurrency: int,
-        on_rows: Callable[[list[Any]], None],
+        on_rows: Callable[[list[Row | None]], None],
         max_jobs: int = MAX_JOBS,
     ) -> int:
-        """Page through one scheduler's full job list, handing each page's raw rows to ``on_rows`` as it arrives.
+        """Page through one scheduler's full job list, handing each page's rows to ``on_rows`` as it arrives.
 
         Returns the first page's ``data.total``. Pages are stepped by the rows the server really returns
         (it may cap ``limit``); up to ``concurrency`` requests are in flight. Rows may repeat across pages
@@ -214,7 +191,7 @@ class SugonClient:
         # The list may grow while we page, and is read to its new end; but never past twice max_jobs rows.
         most_pages = math.ceil(2 * max_jobs / step)
         sent = 1
-        pending: dict[asyncio.Task[tuple[int, list[Any]]], int] = {}
+        pending: dict[asyncio.Task[Page], int] = {}
         try:
             while True:
                 while len(pending) < concurrency:

@@ -1,9 +1,24 @@
-"""The Job record and the status map: one raw row of the job list in, one Job (or None) out. Pure."""
+"""Rows of the job list: the Row a page is decoded into, the Job record and the status map. Pure."""
 
 from __future__ import annotations
 
 import re
 from typing import Any, NamedTuple
+
+import msgspec
+
+
+class Row(msgspec.Struct, gc=False):
+    """The fields of one job-list row that the exporter reads; None where the row has none."""
+
+    jobId: Any = None  # the API's own names, as the JSON has them
+    jobmanagerId: Any = None
+    queue: Any = None
+    user: Any = None
+    jobStatus: Any = None
+    procNumUsed: Any = None
+    reason: Any = None
+
 
 # The eight statuses documented for the real-time list. The zero-filled families always carry these.
 DOCUMENTED_STATUSES: dict[str, str] = {

@@ -16,3 +16,11 @@ def decimal(value: object) -> int | None:
     if not text or len(text) > MAX_DIGITS or not text.isascii() or not text.isdigit():
         return None
     return int(text)
+
+
+def count(value: object, limit: int | None = None) -> int | None:
+    """A non-negative int from an int or a digit string (``total`` has been seen as both); None above ``limit``."""
+    if isinstance(value, bool):
+        return None
+    n = (value if value >= 0 else None) if isinstance(value, int) else decimal(value)
+    return None if n is None or (limit is not None and n > limit) else n

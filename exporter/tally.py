@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from exporter.jobs import MAX_CPUS, UNKNOWN, RowParser, cpu_count, scalar_text
+from exporter.jobs import MAX_CPUS, UNKNOWN, Row, RowParser, cpu_count, scalar_text
 from exporter.snapshot import SnapshotBuilder
 
 QueueStatus = tuple[str, str]
@@ -100,7 +100,7 @@ class RowTally:
             self._entries[raw] = entry
         return entry
 
-    def take(self, rows: list[Any], scheduler_id: str) -> None:
+    def take(self, rows: list[Row | None], scheduler_id: str) -> None:
         """Count the rows of one page of ``scheduler_id``'s list; rows already counted this poll are skipped."""
         current = self.current
         entries = self._entries
@@ -109,16 +109,15 @@ class RowTally:
         max_cpus = MAX_CPUS
         prefixes: dict[Any, str] = {}  # raw jobmanagerId → "id NUL"; one or two per page
         for row in rows:
-            if row.__class__ is not dict:
+            if row is None:  # not an object
                 self.invalid += 1
                 continue
-            get = row.get
-            job_id = get("jobId")
+            job_id = row.jobId
             job_id = job_id.strip() if job_id.__class__ is str else scalar_text(job_id)
             if not job_id:
                 self.invalid += 1
                 continue
-            manager = get("jobmanagerId")
+            manager = row.jobmanagerId
             try:
                 prefix = prefixes[manager]
             except (KeyError, TypeError):
@@ -128,7 +127,7 @@ class RowTally:
             key = prefix + job_id
             if key in current:
                 continue
-            raw = (get("queue"), get("user"), get("jobStatus"))
+            raw = (row.queue, row.user, row.jobStatus)
             try:
                 entry = entries[raw]
             except (KeyError, TypeError):
@@ -137,7 +136,7 @@ class RowTally:
                 continue
             pair, slot, uslot, rslot = entry
             current[key] = pair
-            n = get("procNumUsed")
+            n = row.procNumUsed
             if n.__class__ is not int or n < 0 or n > max_cpus:
                 n = cpu_count(n)
                 if n is None:  # a count too big to be true: the job counts, with 0 CPUs, and the row is reported
@@ -150,7 +149,7 @@ class RowTally:
                 used[uslot] += n
             if rslot >= 0:
                 reasons = reason_counts[rslot]
-                reason = get("reason")
+                reason = row.reason
                 try:
                     reasons[reason] += 1
                 except KeyError:

@@ -112,6 +112,9 @@ class ResponseLike(Protocol):
     def content(self) -> bytes: ...
 
 
+Decode = Callable[[ResponseLike], T]  # an answer → what the caller wants of it, or an ApiError
+
+
 def _retry_after(response: ResponseLike) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
     value = response.headers.get("retry-after", "").strip()
@@ -260,7 +263,13 @@ class Caller:
             return Answer(response.status_code, response.headers.raw, await read_limited(response, MAX_BODY))
 
     async def _attempt(
-        self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str], refusal_is_auth: bool
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+        refusal_is_auth: bool,
+        decode: Decode[Any] | None,
     ) -> Any:
         self.observer.request_sent()
         try:
@@ -274,7 +283,7 @@ class Caller:
             raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}", transient=True) from None
         except httpx.HTTPError as exc:
             raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}") from None
-        return parse_envelope(response, refusal_is_auth)
+        return parse_envelope(response, refusal_is_auth) if decode is None else decode(response)
 
     async def call(
         self,
@@ -283,11 +292,13 @@ class Caller:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         refusal_is_auth: bool = False,
+        decode: Decode[Any] | None = None,
     ) -> Any:
-        """``data`` of the answer; every failed attempt is counted, and a transient one is retried once."""
+        """``data`` of the answer (or what ``decode`` makes of it: an ApiError, or a value); every failed attempt
+        is counted, and a transient one is retried once."""
         headers = headers or {}
         try:
-            return await self._attempt(method, url, params, headers, refusal_is_auth)
+            return await self._attempt(method, url, params, headers, refusal_is_auth, decode)
         except ApiError as exc:
             self.observer.request_failed(exc.reason)
             if not exc.transient or (exc.retry_after or 0) > MAX_RETRY_AFTER:
@@ -296,7 +307,7 @@ class Caller:
             delay = max(self._retry_backoff, exc.retry_after or 0)  # a server that says when gets its wish
         await self._sleep(delay)
         try:
-            return await self._attempt(method, url, params, headers, refusal_is_auth)
+            return await self._attempt(method, url, params, headers, refusal_is_auth, decode)
         except ApiError as exc:
             self.observer.request_failed(exc.reason)
             raise

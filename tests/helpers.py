@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from exporter.pages import row_of
+from exporter.tally import RowTally
 from tests.tools import find_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -100,3 +102,8 @@ def read_answer(sock: socket.socket, buffered: bytearray | None = None) -> tuple
         rest += data
     buffered[:] = rest[size:]
     return status, headers, rest[:size]
+
+
+def take_rows(tally: RowTally, rows: list[Any], scheduler_id: str) -> None:
+    """Count decoded rows (dicts, or anything else a list may hold) as the poll counts a page's Rows."""
+    tally.take([row_of(r) for r in rows], scheduler_id)

@@ -18,10 +18,11 @@ from exporter.api import (
     _mostly_repeats,
     _same_rows,
     parse_capacity,
-    parse_job_page,
     parse_schedulers,
 )
 from exporter.auth import FileToken, StaticToken
+from exporter.jobs import Row
+from exporter.pages import parse_job_page
 from exporter.wire import (
     ApiAuthError,
     ApiCodeError,
@@ -76,7 +77,7 @@ def run_async(coro: Any) -> Any:
 
 
 def ids(rows: list[Any]) -> list[str]:
-    return [r["jobId"] for r in rows]
+    return [r.jobId for r in rows]
 
 
 @respx.mock
@@ -469,10 +470,10 @@ def test_the_ignored_offset_probe_agrees_with_counting_the_whole_page(size: int,
     new = [f"n{i}" for i in range(front)] + old
     first_ids: set[str | int] = set(old[:size])
     start = max(0, size + shift)
-    page = [{"jobId": j} for j in new[start : start + size]]
+    page: list[Row | None] = [Row(jobId=j) for j in new[start : start + size]]
     if not page:
         return
-    ids = {r["jobId"] for r in page}
+    ids = {r.jobId for r in page if r is not None}
     expected = len(first_ids) >= 4 and len(ids) >= 4 and len(ids & first_ids) * 2 >= len(ids)
     assert _mostly_repeats(page, first_ids) == expected
 
@@ -491,8 +492,8 @@ def test_rows_nested_deeper_than_a_comparison_can_go_are_not_the_same_rows() -> 
     b: list[Any] = []
     for _ in range(100_000):  # built here, not decoded: deeper than json would ever hand over
         a, b = [a], [b]
-    assert _same_rows([{"x": a}], [{"x": b}]) is False
-    assert _same_rows([{"jobId": "1"}], [{"jobId": "1"}]) is True
+    assert _same_rows([Row(reason=a)], [Row(reason=b)]) is False
+    assert _same_rows([Row(jobId="1")], [Row(jobId="1")]) is True
 
 
 def test_a_queue_size_above_a_billion_is_left_out_like_a_missing_one() -> None:

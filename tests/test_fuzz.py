@@ -18,15 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from exporter.api import parse_capacity, parse_job_page, parse_schedulers
+from exporter.api import parse_capacity, parse_schedulers
 from exporter.config import Config, ConfigError, build_config, load_config
 from exporter.jobs import RowParser, cpu_count, parse_job
+from exporter.pages import parse_job_page
 from exporter.service import Exporter
 from exporter.snapshot import SnapshotBuilder
 from exporter.tally import RowTally, next_tally
 from exporter.tracker import JobTracker
 from exporter.wire import ApiError, parse_envelope
-from tests.helpers import promtool_check_metrics
+from tests.helpers import promtool_check_metrics, take_rows
 from tests.helpers import row as seed_shaped_row  # `row` names the loop variable of the tests above
 
 JSON = st.recursive(
@@ -147,7 +148,7 @@ def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: lis
     unknown_slow: set[str] = set()
     invalid = 0
     for page in pages:
-        tally.take(page, "7")
+        take_rows(tally, page, "7")
         for row in page:
             job = parse_job(row, "7")
             if job is None:
@@ -189,7 +190,7 @@ def test_a_tally_kept_from_poll_to_poll_counts_each_poll_as_a_new_one_does(
         fresh = new()
         for tally in (kept, fresh):
             for page in pages:
-                tally.take(page, "7")
+                take_rows(tally, page, "7")
             tally.finish()
         a = kept.builder.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
         b = fresh.builder.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])

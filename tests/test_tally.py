@@ -10,7 +10,7 @@ import exporter.tally
 from exporter.jobs import RowParser
 from exporter.snapshot import SnapshotBuilder
 from exporter.tally import RowTally, next_tally
-from tests.helpers import SCHEDULER, row
+from tests.helpers import SCHEDULER, row, take_rows
 
 
 def new_tally() -> RowTally:
@@ -19,7 +19,7 @@ def new_tally() -> RowTally:
 
 def poll(previous: RowTally | None, users: list[str]) -> RowTally:
     tally = next_tally(previous, new_tally)
-    tally.take([row(i, user=u) for i, u in enumerate(users)], "1")
+    take_rows(tally, [row(i, user=u) for i, u in enumerate(users)], "1")
     tally.finish()
     return tally
 
@@ -46,7 +46,7 @@ def test_a_tally_remembers_raw_values_at_most_twice_over_plus_slack() -> None:
     slack = exporter.tally.SLACK
     tally = new_tally()
     rows = [row(i, queue="debug" + " " * i) for i in range(3 * slack)]  # 3,072 spellings of one queue
-    tally.take(rows, "1")
+    take_rows(tally, rows, "1")
     tally.finish()
     assert tally.builder.series == (2, 2)  # one queue series, one user series: "debug" stripped
     assert not tally.worth_keeping()
@@ -57,7 +57,8 @@ def test_what_a_tally_keeps_per_series_is_out_of_the_garbage_collectors_sight() 
     """A full collection pauses scrapes too, for as long as it takes to walk every tracked object: the
     thousands of entries a tally keeps from poll to poll must not be among them."""
     tally = new_tally()
-    tally.take(
+    take_rows(
+        tally,
         [{**row(i, "statQ" if i % 2 else "statR", f"q{i % 7}", f"u{i}"), "reason": "Priority"} for i in range(500)],
         "1",
     )
@@ -71,7 +72,7 @@ def test_what_a_tally_keeps_per_series_is_out_of_the_garbage_collectors_sight() 
 
 def test_a_poll_hands_its_job_keys_over_and_keeps_none_of_them() -> None:
     tally = new_tally()
-    tally.take([row(1, queue="debug"), row(2, "statQ", queue="gpu")], "1")
+    take_rows(tally, [row(1, queue="debug"), row(2, "statQ", queue="gpu")], "1")
     tally.finish()
     # Keyed by the row's own jobmanagerId (SCHEDULER), not the scheduler id the page was asked for.
     assert tally.handover() == {f"{SCHEDULER}\x001": ("debug", "running"), f"{SCHEDULER}\x002": ("gpu", "queued")}
@@ -83,7 +84,7 @@ def test_a_row_whose_cpu_count_is_too_big_is_counted_with_no_cpus_and_reported_a
     tally = new_tally()
     rows = [row(1, cpus="9" * 400), row(2, cpus=1e308), row(3, cpus=10**400), row(4, cpus=8), row(5, cpus=10**7)]
     rows.append(row(4, cpus="9" * 400))  # a duplicate of job 4: skipped as such, not reported
-    tally.take(rows, "1")
+    take_rows(tally, rows, "1")
     tally.finish()
     snap = tally.builder.build("c", 0.0, 1.0, 5)
     assert snap.by_queue[("debug", "running")] == (5, 8 + 10**7)  # every job counted; 0 CPUs for three of them
