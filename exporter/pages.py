@@ -77,9 +77,9 @@ def row_of(raw: Any) -> Row | None:
 def _as_json_reads(body: bytes) -> bool:
     """Whether msgspec, skipping fields, reads ``body`` as stdlib json would, so far as can be told cheaply.
 
-    Where they part: bytes that are not UTF-8 in a skipped field (json refuses the whole body), an integer
-    of more digits than int() takes in a skipped field (json refuses it), and nesting near the recursion
-    limit (json's limit may be a few levels lower). Such a body, or one that may be such, takes the fallback.
+    Where they part: bytes that are not UTF-8 in a skipped field (json refuses the whole body), and an integer
+    of more digits than int() takes in a skipped field (json refuses it). Such a body, or one that may be
+    such, takes the fallback. (Nesting is the third: see _decode.)
     """
     if not body.isascii():
         try:
@@ -96,8 +96,19 @@ def _as_json_reads(body: bytes) -> bool:
                 run = len(before) - len(before.rstrip(_DIGITS)) + len(after) - len(after.lstrip(_DIGITS))
                 if run > limit:
                     return False
-    # Nesting is at most the number of opening brackets; well below the recursion limit both decoders agree.
-    return body.count(b"[") + body.count(b"{") < min(sys.getrecursionlimit(), 1000) - 200
+    return True
+
+
+def _decode(body: bytes, levels: int = 10) -> _Envelope:
+    """msgspec's decoding of ``body``, ``levels`` Python frames further down the stack.
+
+    Both decoders refuse nesting beyond the interpreter's recursion limit, less the frames above them. From
+    the same frame msgspec goes a few levels deeper than json, and the fallback's json runs a few frames
+    further down (parse_envelope, json.loads, its decoder): decoded from this far down, msgspec gives up
+    first, so that nesting near the limit is left to the fallback. (Python 3.12 and later count C levels
+    instead of frames; there the two are within a level of each other.)
+    """
+    return _DECODER.decode(body) if levels == 0 else _decode(body, levels - 1)
 
 
 def decode_job_page(answer: ResponseLike) -> Page:
@@ -105,7 +116,7 @@ def decode_job_page(answer: ResponseLike) -> Page:
     body = answer.content
     if 200 <= answer.status_code < 300 and _as_json_reads(body):
         try:
-            page = _DECODER.decode(body)
+            page = _decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass
         else:
