@@ -578,7 +578,7 @@ def _wrk_ms(text: str) -> float:
 def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     ex = exporter_for([f"http://127.0.0.1:9/{i}" for i in range(10)])
     big_pages()
-    prepare_process()  # as the daemon does before its first poll (gc.freeze, switch interval)
+    prepare_process()  # as the daemon does before its first poll (the switch interval)
     big_store(ex, time.time())
     server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
     server.start()

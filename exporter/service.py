@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import re
 import ssl
@@ -51,27 +50,15 @@ class _Both(Collector):
         return self.collect()
 
 
-# How long a thread may keep the interpreter lock while another waits for it. Python's default, 5 ms, is
-# what a scrape waits each time it takes the lock back (after every receive and send) while a poll's
-# Python code runs in the same process; bench 5 measures the difference. At 0.2 ms, paced scrapes during
-# polls took 4.7 ms at p99 against 8.3 ms at 1 ms (3.0-3.4 ms between polls), and a poll's CPU under
-# paced scrapes did not change measurably (75 ms either way); under closed-loop scrapes the poll finished
-# sooner (308 against 454 ms) and scrapes lost 5 % of their throughput. An idle lock is never handed over.
+# How long a thread may keep the interpreter lock while another waits for it. Python's default, 5 ms, is what
+# a scrape waits each time it takes the lock back while a poll's Python code runs in the same process
+# (bench 5 and bench/RESULTS.md measure it). An idle lock is never handed over.
 SWITCH_INTERVAL = 0.0002
 
 
 def prepare_process() -> None:
-    """Tune the interpreter for polls and scrapes sharing one process; the daemon calls it once, after
-    start-up and before the first poll.
-
-    - Everything alive now (modules, classes, functions, the config: about 30,000 objects that live as
-      long as the process) goes out of the garbage collector's sight (gc.freeze). A full collection holds
-      the interpreter lock, scrapes included, for about 0.2 µs per tracked object; without these, one
-      during a poll takes a few milliseconds instead of 6 to 25.
-    - Threads hand the interpreter lock over after SWITCH_INTERVAL instead of 5 ms.
-    """
-    gc.collect()
-    gc.freeze()
+    """Tune the interpreter for polls and scrapes sharing one process (the daemon calls it once, before the
+    first poll): threads hand the interpreter lock over after SWITCH_INTERVAL instead of 5 ms."""
     sys.setswitchinterval(SWITCH_INTERVAL)
 
 
