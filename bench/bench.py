@@ -31,21 +31,22 @@ from urllib.parse import urlsplit
 import httpx
 from prometheus_client import CollectorRegistry
 
-from exporter.api import SugonClient
 from exporter.config import build_config
-from exporter.http1 import Answer
-from exporter.jobs import Row, RowParser
-from exporter.pages import decode_job_page, row_of
+from exporter.counting.rows import RowParser
+from exporter.counting.snapshot import SnapshotBuilder
+from exporter.counting.tally import RowTally, next_tally
+from exporter.counting.tracker import JobTracker
+from exporter.model import ClusterState, Row
 from exporter.poller import ClusterPoller
-from exporter.selfmetrics import PollMetrics
 from exporter.service import Exporter, prepare_process
+from exporter.serving.selfmetrics import PollMetrics
+from exporter.serving.store import StateStore
+from exporter.serving.web import WebServer, make_app
 from exporter.simulator.population import Population
-from exporter.snapshot import SnapshotBuilder
-from exporter.state import ClusterState, StateStore
-from exporter.tally import RowTally, next_tally
-from exporter.tracker import JobTracker
-from exporter.transport import StreamTransport
-from exporter.web import WebServer, make_app
+from exporter.sugon.http1 import Answer
+from exporter.sugon.joblist import SugonClient
+from exporter.sugon.pages import decode_job_page, row_of
+from exporter.sugon.transport import StreamTransport
 
 HERE = Path(__file__).parent
 SID = "1638523853"

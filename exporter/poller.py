@@ -10,17 +10,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from exporter.api import MAX_JOBS, QueueCapacity, SugonClient
-from exporter.auth import jwt_payload
-from exporter.jobs import OTHER, RowParser
-from exporter.platform import Center
-from exporter.selfmetrics import PollMetrics
-from exporter.snapshot import SnapshotBuilder, name_queues
-from exporter.state import CapacitySnapshot, StateStore
-from exporter.statefile import StateFile
-from exporter.tally import QueueStatus, RowTally, next_tally
-from exporter.tracker import JobTracker
-from exporter.wire import ApiError
+from exporter.counting.rows import RowParser
+from exporter.counting.snapshot import SnapshotBuilder, name_queues
+from exporter.counting.statefile import StateFile
+from exporter.counting.tally import RowTally, next_tally
+from exporter.counting.tracker import JobTracker
+from exporter.model import OTHER, CapacitySnapshot, QueueCapacity, QueueStatus
+from exporter.serving.selfmetrics import PollMetrics
+from exporter.serving.store import StateStore
+from exporter.sugon.conversation import ApiError
+from exporter.sugon.joblist import MAX_JOBS, SugonClient
+from exporter.sugon.platform import Center
+from exporter.values import jwt_payload
 
 log = logging.getLogger(__name__)
 

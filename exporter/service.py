@@ -19,18 +19,18 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.api import SugonClient
-from exporter.auth import token_provider, with_token
-from exporter.collector import JobCollector
 from exporter.config import ClusterConfig, Config
-from exporter.exposition import CachedExposition
-from exporter.platform import Center, PlatformClient
+from exporter.counting.statefile import StateFile
 from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
-from exporter.selfmetrics import PollMetrics
-from exporter.state import StateStore
-from exporter.statefile import StateFile
-from exporter.transport import transport_for
-from exporter.wire import Caller
+from exporter.serving.collector import JobCollector
+from exporter.serving.exposition import CachedExposition
+from exporter.serving.selfmetrics import PollMetrics
+from exporter.serving.store import StateStore
+from exporter.sugon.conversation import Caller
+from exporter.sugon.joblist import SugonClient
+from exporter.sugon.platform import Center, PlatformClient
+from exporter.sugon.tokens import token_provider, with_token
+from exporter.sugon.transport import transport_for
 
 log = logging.getLogger(__name__)
 

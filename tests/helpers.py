@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from exporter.pages import row_of
-from exporter.tally import RowTally
+from exporter.counting.tally import RowTally
+from exporter.sugon.pages import row_of
 from tests.tools import find_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -12,18 +12,8 @@ import respx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.api import (
-    QueueCapacity,
-    SugonClient,
-    _mostly_repeats,
-    _same_rows,
-    parse_capacity,
-    parse_schedulers,
-)
-from exporter.auth import FileToken, StaticToken
-from exporter.jobs import Row
-from exporter.pages import parse_job_page
-from exporter.wire import (
+from exporter.model import QueueCapacity, Row
+from exporter.sugon.conversation import (
     ApiAuthError,
     ApiCodeError,
     ApiConnectionError,
@@ -33,6 +23,9 @@ from exporter.wire import (
     ApiTimeout,
     Caller,
 )
+from exporter.sugon.joblist import SugonClient, _mostly_repeats, _same_rows, parse_capacity, parse_schedulers
+from exporter.sugon.pages import parse_job_page
+from exporter.sugon.tokens import FileToken, StaticToken
 from tests.helpers import FIXTURES, SCHEDULER, PagedList, envelope, fixture, row
 
 BASE = "https://hpc.example.com:65106"

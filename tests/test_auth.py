@@ -12,11 +12,19 @@ import httpx
 import pytest
 import respx
 
-from exporter.api import SugonClient
-from exporter.auth import FileToken, LoginToken, StaticToken, jwt_expiry
 from exporter.config import AuthConfig
-from exporter.platform import PlatformClient, aksk_signature, choose_region, parse_center, parse_regions, parse_renewal
-from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller
+from exporter.sugon.conversation import ApiAuthError, ApiInvalidResponse, Caller
+from exporter.sugon.joblist import SugonClient
+from exporter.sugon.platform import (
+    PlatformClient,
+    aksk_signature,
+    choose_region,
+    parse_center,
+    parse_regions,
+    parse_renewal,
+)
+from exporter.sugon.tokens import FileToken, LoginToken, StaticToken
+from exporter.values import jwt_expiry
 from tests.helpers import envelope, fixture, row
 
 AC = "https://ac.example.com"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.api import QueueCapacity
-from exporter.collector import JobCollector
-from exporter.jobs import Job
-from exporter.snapshot import SnapshotBuilder
-from exporter.state import CapacitySnapshot, ClusterState, StateStore
-from exporter.tracker import Activity, WaitHistogram
+from exporter.counting.rows import Job
+from exporter.counting.snapshot import SnapshotBuilder
+from exporter.model import Activity, CapacitySnapshot, ClusterState, QueueCapacity, WaitHistogram
+from exporter.serving.collector import JobCollector
+from exporter.serving.store import StateStore
 from tests.helpers import FIXTURES, promtool_check_metrics
 
 NOW = 1_700_000_000.0

@@ -14,8 +14,8 @@ import pytest
 from exporter.config import build_config
 from exporter.service import Exporter
 from exporter.simulator import SimPlatform, Simulator
-from exporter.urls import split_credentials, url_problem, without_userinfo
-from exporter.wire import ApiHttpError, parse_envelope
+from exporter.sugon.conversation import ApiHttpError, parse_envelope
+from exporter.values import split_credentials, url_problem, without_userinfo
 
 SECRET_PARTS = ("pa ss", "pa%20ss", "p@ss", "p%40ss", "gw:")
 

@@ -18,10 +18,10 @@ import pytest
 import yaml
 
 from exporter.config import build_config
+from exporter.config.web import BasicAuth, load_web_config
 from exporter.service import Exporter
+from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
-from exporter.web import WebServer, make_app
-from exporter.webconfig import BasicAuth, load_web_config
 from tests.helpers import promtool_check_metrics
 from tests.tools import find_tool
 

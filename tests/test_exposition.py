@@ -13,13 +13,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.api import QueueCapacity
 from exporter.config import build_config
-from exporter.jobs import Job
+from exporter.counting.rows import Job
+from exporter.counting.snapshot import SnapshotBuilder
+from exporter.model import CapacitySnapshot, ClusterState, QueueCapacity
 from exporter.service import Exporter
-from exporter.snapshot import SnapshotBuilder
-from exporter.state import CapacitySnapshot, ClusterState
-from exporter.web import WebServer, make_app
+from exporter.serving.web import WebServer, make_app
 
 NOW = 1_700_000_000.0
 CAPACITY = {"q0": QueueCapacity(64, 8, 2, None), "q1": QueueCapacity(None, None, 4, 1)}
@@ -209,7 +208,7 @@ def test_a_cluster_that_cannot_be_rendered_is_left_out_and_logged_once_while_eve
 ) -> None:
     """A value no float holds (here a CPU sum that slipped past the bounds on parsing) used to fail /metrics
     with a 500 for every cluster, on every scrape."""
-    caplog.set_level(logging.INFO, logger="exporter.collector")
+    caplog.set_level(logging.INFO, logger="exporter.serving.collector")
     config = build_config({"clusters": [{"name": n, "api_url": "https://h:1", "token": "t"} for n in "ab"]}, {})
     ex = Exporter(config, clock=lambda: NOW)
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.config import build_config
+from exporter.model import REASONS
 from exporter.service import Exporter
 from exporter.simulator import Simulator
 from exporter.simulator.faults import CODES
-from exporter.wire import REASONS
 
 # fault → (does the poll still succeed, {reason: failed requests}); transient faults are retried once.
 MATRIX: dict[str, tuple[bool, dict[str, int]]] = {

@@ -18,15 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from exporter.api import parse_capacity, parse_schedulers
 from exporter.config import Config, ConfigError, build_config, load_config
-from exporter.jobs import RowParser, cpu_count, parse_job
-from exporter.pages import parse_job_page
+from exporter.counting.rows import RowParser, cpu_count, parse_job
+from exporter.counting.snapshot import SnapshotBuilder
+from exporter.counting.tally import RowTally, next_tally
+from exporter.counting.tracker import JobTracker
 from exporter.service import Exporter
-from exporter.snapshot import SnapshotBuilder
-from exporter.tally import RowTally, next_tally
-from exporter.tracker import JobTracker
-from exporter.wire import ApiError, parse_envelope
+from exporter.sugon.conversation import ApiError, parse_envelope
+from exporter.sugon.joblist import parse_capacity, parse_schedulers
+from exporter.sugon.pages import parse_job_page
 from tests.helpers import promtool_check_metrics, take_rows
 from tests.helpers import row as seed_shaped_row  # `row` names the loop variable of the tests above
 

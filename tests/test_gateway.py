@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from exporter.transport import StreamTransport
-from exporter.wire import ApiError, Caller
+from exporter.sugon.conversation import ApiError, Caller
+from exporter.sugon.transport import StreamTransport
 from tests.gateway import MODES, Gateway
 
 

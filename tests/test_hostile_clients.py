@@ -28,9 +28,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.state import StateStore
-from exporter.web import Limits, WebServer, make_app
-from exporter.webconfig import BasicAuth
+from exporter.config.web import BasicAuth
+from exporter.serving.store import StateStore
+from exporter.serving.web import Limits, WebServer, make_app
 from tests.helpers import read_answer
 
 ROOT = Path(__file__).resolve().parent.parent

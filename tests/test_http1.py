@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from exporter.connection import HIGH_WATER, Connection, NoAnswer
-from exporter.http1 import MAX_BODY, BodyTooLarge
+from exporter.sugon.connection import HIGH_WATER, Connection, NoAnswer
+from exporter.sugon.http1 import MAX_BODY, BodyTooLarge
 
 Reading = tuple[
     int, bytes, bytes, list[tuple[bytes, bytes]], bytes, bool

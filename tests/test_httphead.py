@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from exporter.httphead import HeadError, Http09, RequestHead, head_end, parse_head, split_target
+from exporter.serving.httphead import HeadError, Http09, RequestHead, head_end, parse_head, split_target
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

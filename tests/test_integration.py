@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
 from exporter.service import Exporter, prepare_process
+from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
-from exporter.web import WebServer, make_app
 from tests.helpers import promtool_check_metrics
 
 # Written out by hand from the API documentation, independently of exporter.jobs.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.jobs import MAX_CPUS, cpu_count, cpus, parse_job
+from exporter.counting.rows import MAX_CPUS, cpu_count, cpus, parse_job
 from tests.helpers import SCHEDULER, fixture, row
 
 # The mapping as written in the issue and sugon-api.md, typed out by hand.
@@ -105,7 +105,7 @@ def test_quotes_backslashes_newlines_and_unicode_pass_through_unchanged() -> Non
 
 
 def test_the_row_parser_remembers_labels_within_a_bound() -> None:
-    from exporter.jobs import RowParser
+    from exporter.counting.rows import RowParser
 
     parser = RowParser()
     parser.MAX_REMEMBERED = 5  # type: ignore[misc]

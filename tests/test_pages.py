@@ -6,17 +6,17 @@ import json
 import math
 from typing import Any
 
+import exporter.sugon.pages
 import httpx
 import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import exporter.pages
-from exporter.http1 import Answer
-from exporter.jobs import Row
-from exporter.pages import decode_job_page, parse_job_page, row_of
-from exporter.wire import ApiError, parse_envelope
+from exporter.model import Row
+from exporter.sugon.conversation import ApiError, parse_envelope
+from exporter.sugon.http1 import Answer
+from exporter.sugon.pages import decode_job_page, parse_job_page, row_of
 from tests.helpers import envelope, fixture
 
 FIELDS = Row.__struct_fields__
@@ -54,7 +54,7 @@ def seed_body() -> bytes:
 def test_an_ordinary_page_is_read_by_the_fast_path_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     body = seed_body()
     expected = same(body)
-    monkeypatch.setattr(exporter.pages, "parse_envelope", lambda *_: pytest.fail("the fallback was used"))
+    monkeypatch.setattr(exporter.sugon.pages, "parse_envelope", lambda *_: pytest.fail("the fallback was used"))
     assert outcome(decode_job_page, body) == expected
     total, rows = decode_job_page(answer(body))
     assert total == 2 and [r.jobId if r else None for r in rows] == ["27", "23"]
@@ -262,9 +262,9 @@ def test_a_server_that_ignores_the_offset_is_found_though_a_skipped_field_ticks(
 
     import respx
 
-    from exporter.api import SugonClient
-    from exporter.auth import StaticToken
-    from exporter.wire import ApiInvalidResponse, Caller
+    from exporter.sugon.conversation import ApiInvalidResponse, Caller
+    from exporter.sugon.joblist import SugonClient
+    from exporter.sugon.tokens import StaticToken
 
     calls = 0
 

@@ -15,15 +15,15 @@ import pytest
 import respx
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.api import SugonClient
-from exporter.auth import FileToken, StaticToken, TokenProvider
-from exporter.collector import JobCollector
-from exporter.platform import Center
+from exporter.counting.statefile import StateFile
 from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
-from exporter.selfmetrics import PollMetrics
-from exporter.state import StateStore
-from exporter.statefile import StateFile
-from exporter.wire import Caller
+from exporter.serving.collector import JobCollector
+from exporter.serving.selfmetrics import PollMetrics
+from exporter.serving.store import StateStore
+from exporter.sugon.conversation import Caller
+from exporter.sugon.joblist import SugonClient
+from exporter.sugon.platform import Center
+from exporter.sugon.tokens import FileToken, StaticToken, TokenProvider
 from tests.helpers import SCHEDULER, PagedList, envelope, fixture, row
 
 BASE = "https://hpc.example.com:65106"

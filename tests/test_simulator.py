@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from exporter.platform import aksk_signature
 from exporter.simulator import LINGER_SECONDS, Scheduler, SimPlatform, Simulator
+from exporter.sugon.platform import aksk_signature
 
 SID = "1638523853"
 

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from exporter.jobs import Job
-from exporter.snapshot import SnapshotBuilder, fold_users, name_queues, top_reasons
+from exporter.counting.rows import Job
+from exporter.counting.snapshot import SnapshotBuilder, fold_users, name_queues, top_reasons
 
 
 def job(n: int, queue: str, user: str, status: str, cpus: int) -> Job:

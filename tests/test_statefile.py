@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.statefile import StateFile
+from exporter.counting.statefile import StateFile
 
 # A child that writes the state file and is killed while it writes: os.replace never comes.
 KILLED_WRITER = """

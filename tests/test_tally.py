@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 
+import exporter.counting.tally
 import pytest
 
-import exporter.tally
-from exporter.jobs import RowParser
-from exporter.snapshot import SnapshotBuilder
-from exporter.tally import RowTally, next_tally
+from exporter.counting.rows import RowParser
+from exporter.counting.snapshot import SnapshotBuilder
+from exporter.counting.tally import RowTally, next_tally
 from tests.helpers import SCHEDULER, row, take_rows
 
 
@@ -27,7 +27,7 @@ def poll(previous: RowTally | None, users: list[str]) -> RowTally:
 def test_a_tally_is_kept_while_the_series_it_remembers_are_in_use_and_replaced_once_they_pile_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(exporter.tally, "SLACK", 0)  # KEEP_FACTOR 2: up to twice the series of the last poll
+    monkeypatch.setattr(exporter.counting.tally, "SLACK", 0)  # KEEP_FACTOR 2: up to twice the series of the last poll
     first = poll(None, ["a", "b", "c"])  # 1 queue series + 3 user series
     assert poll(first, ["a", "b", "c"]) is first
     assert first.builder.series == (4, 4)
@@ -43,7 +43,7 @@ def test_a_tally_is_kept_while_the_series_it_remembers_are_in_use_and_replaced_o
 
 def test_a_tally_remembers_raw_values_at_most_twice_over_plus_slack() -> None:
     """Distinct raw spellings of one series (here the queue, padded with blanks) are remembered as well."""
-    slack = exporter.tally.SLACK
+    slack = exporter.counting.tally.SLACK
     tally = new_tally()
     rows = [row(i, queue="debug" + " " * i) for i in range(3 * slack)]  # 3,072 spellings of one queue
     take_rows(tally, rows, "1")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 
-from exporter.tracker import WAIT_BUCKETS, JobTracker
+from exporter.counting.tracker import JobTracker
+from exporter.model import WAIT_BUCKETS
 
 T = 1_700_000_000.0
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.transport import BodyTooLarge, StreamTransport, transport_for
-from exporter.wire import ApiConnectionError, ApiInvalidResponse, Caller
+from exporter.sugon.conversation import ApiConnectionError, ApiInvalidResponse, Caller
+from exporter.sugon.transport import BodyTooLarge, StreamTransport, transport_for
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -406,7 +406,7 @@ def test_the_fast_path_sends_the_clients_headers_and_reads_status_and_retry_afte
             transport = StreamTransport()
             client = httpx.AsyncClient(transport=transport, headers={"User-Agent": "sugon-exporter/test"})
             caller = Caller(client, 5.0, retry_backoff=0, fast=transport)
-            with caplog.at_level(logging.DEBUG, logger="exporter.wire"):
+            with caplog.at_level(logging.DEBUG, logger="exporter.sugon.conversation"):
                 assert await caller.call("GET", server.url + "/jobs", {"start": 100}, {"token": "tok"}) == [7]
             first = server.requests[0].decode()
             assert first.startswith("GET /jobs?start=100 HTTP/1.1\r\nHost: 127.0.0.1:")

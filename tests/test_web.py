@@ -17,8 +17,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.state import ClusterState, StateStore
-from exporter.web import WebServer, make_app
+from exporter.model import ClusterState
+from exporter.serving.store import StateStore
+from exporter.serving.web import WebServer, make_app
 from tests.helpers import read_answer
 
 

@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.config import ConfigError
-from exporter.state import StateStore
-from exporter.web import WebServer, make_app
-from exporter.webconfig import BasicAuth, load_web_config
+from exporter.config.web import BasicAuth, load_web_config
+from exporter.serving.store import StateStore
+from exporter.serving.web import WebServer, make_app
 
 WEBCONFIGS = Path(__file__).parent / "webconfigs"
 FAILURES = sorted(WEBCONFIGS.glob("*.yaml"))

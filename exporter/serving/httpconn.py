@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from exporter.httphead import (
+from exporter.serving.httphead import (
     ALLOWED_METHODS,
     HeadError,
     Http09,
@@ -33,7 +33,7 @@ from exporter.httphead import (
     split_target,
 )
 
-log = logging.getLogger("exporter.httpserver")
+log = logging.getLogger("exporter.serving.httpserver")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 CHUNK = 256 * 1024  # an answer is handed to the transport this much at a time, as the client takes it

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from exporter.jobs import MAX_CPUS, UNKNOWN, Row, RowParser, cpu_count, scalar_text
-from exporter.snapshot import SnapshotBuilder
+from exporter.counting.rows import MAX_CPUS, RowParser, cpu_count, scalar_text
+from exporter.counting.snapshot import SnapshotBuilder
+from exporter.model import UNKNOWN, QueueStatus, Row
 
-QueueStatus = tuple[str, str]
 # What the rows with one (queue, user, status) add to: the tracker's (queue, status), the counters by queue
 # and by user, and for queued jobs the index of their queue's raw reasons in ``RowTally._reason_counts``
 # (-1 otherwise). None: the queue is excluded. Only strings and numbers, so that the garbage collector

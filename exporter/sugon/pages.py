@@ -15,9 +15,9 @@ from typing import Any
 
 import msgspec
 
-from exporter.jobs import Row
-from exporter.numbers import count
-from exporter.wire import ApiInvalidResponse, ResponseLike, clip, parse_envelope
+from exporter.model import Row
+from exporter.sugon.conversation import ApiInvalidResponse, ResponseLike, clip, parse_envelope
+from exporter.values import count
 
 Page = tuple[int, list["Row | None"]]  # (data.total, the rows; None for a row that is not an object)
 

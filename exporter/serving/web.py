@@ -12,11 +12,11 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
-from exporter.exposition import CachedExposition
-from exporter.httpconn import Limits
-from exporter.httpserver import WebServer
-from exporter.state import StateStore
-from exporter.webconfig import REALM, BasicAuth, Verdict
+from exporter.config.web import REALM, BasicAuth, Verdict
+from exporter.serving.exposition import CachedExposition
+from exporter.serving.httpconn import Limits
+from exporter.serving.httpserver import WebServer
+from exporter.serving.store import StateStore
 
 __all__ = ["Limits", "WebServer", "make_app"]
 

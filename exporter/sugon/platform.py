@@ -8,9 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.config import token_problem
-from exporter.urls import normalise_api_url, split_credentials
-from exporter.wire import ApiAuthError, ApiInvalidResponse, Caller
+from exporter.sugon.conversation import ApiAuthError, ApiInvalidResponse, Caller
+from exporter.values import normalise_api_url, split_credentials, token_problem
 
 PASSWORD_LOGIN_PATH = "/ac/openapi/v2/tokens"
 AKSK_LOGIN_PATH = "/api/user/v3/tokens"

@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from exporter.jobs import OTHER, ZERO_FILL_STATUSES, Job
-from exporter.tracker import Activity
+from exporter.counting.rows import Job
+from exporter.model import (
+    NO_JOBS,
+    OTHER,
+    ZERO_FILL_STATUSES,
+    Activity,
+    ClusterSnapshot,
+    Counts,
+    QueueReason,
+    QueueStatus,
+    QueueUserStatus,
+)
 
-QueueStatus = tuple[str, str]
-QueueUserStatus = tuple[str, str, str]
-QueueReason = tuple[str, str]
 MAX_REASONS = 20  # per cluster; the rest are counted as reason="other"
-
-
-Counts = tuple[int, int]
-"""(number of jobs, sum of their ``procNumUsed``). A plain tuple on purpose: the garbage collector stops
-tracking a tuple of numbers, so the hundreds of thousands of series a centre's snapshots hold add nothing
-to the full collections that pause every thread of the process (scrapes included)."""
-NO_JOBS: Counts = (0, 0)
-
-
-@dataclass(frozen=True)
-class ClusterSnapshot:
-    """The job counts of one successful poll of one cluster; never changed after it is built."""
-
-    cluster: str
-    taken_at: float
-    expires_at: float
-    reported_total: int
-    job_count: int
-    by_queue: Mapping[QueueStatus, Counts] = field(default_factory=dict)
-    by_user: Mapping[QueueUserStatus, Counts] = field(default_factory=dict)
-    by_reason: Mapping[QueueReason, int] = field(default_factory=dict)
-    oldest_queued_age: Mapping[str, float] = field(default_factory=dict)
-    users_folded: int = 0
-    activity: Activity = field(default_factory=Activity)
-    queues_folded: int = 0
 
 
 def fold_users(totals: Mapping[str, int], max_users: int, exclude: Iterable[re.Pattern[str]] = ()) -> set[str]:

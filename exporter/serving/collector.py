@@ -12,9 +12,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from exporter.snapshot import ClusterSnapshot
-from exporter.state import CapacitySnapshot, ClusterState, StateStore
-from exporter.tracker import GONE, TERMINAL, WAIT_BUCKETS
+from exporter.model import GONE, TERMINAL, WAIT_BUCKETS, CapacitySnapshot, ClusterSnapshot, ClusterState
+from exporter.serving.store import StateStore
 
 log = logging.getLogger(__name__)
 _CACHED = " Cached: taken from the cluster's last successful poll, refreshed every poll interval."

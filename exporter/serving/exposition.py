@@ -27,8 +27,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
-from exporter.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, PARTS, USER_FAMILIES, JobCollector
-from exporter.state import ClusterState, StateStore
+from exporter.model import ClusterState
+from exporter.serving.collector import CAPACITY_FAMILIES, JOB_DATA_FAMILIES, PARTS, USER_FAMILIES, JobCollector
+from exporter.serving.store import StateStore
 
 log = logging.getLogger(__name__)
 EOF_LINE = b"# EOF\n"

@@ -5,45 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-import msgspec
+from exporter.model import NO_REASON, STATUS_MAP, UNKNOWN
 
-
-class Row(msgspec.Struct, gc=False):
-    """The fields of one job-list row that the exporter reads; None where the row has none."""
-
-    jobId: Any = None  # the API's own names, as the JSON has them
-    jobmanagerId: Any = None
-    queue: Any = None
-    user: Any = None
-    jobStatus: Any = None
-    procNumUsed: Any = None
-    reason: Any = None
-
-
-# The eight statuses documented for the real-time list. The zero-filled families always carry these.
-DOCUMENTED_STATUSES: dict[str, str] = {
-    "statR": "running",
-    "statQ": "queued",
-    "statH": "held",
-    "statS": "suspended",
-    "statE": "exiting",
-    "statC": "completed",
-    "statW": "waiting",
-    "statX": "other",
-}
-# Seen elsewhere in the API family; emitted only when non-zero.
-EXTRA_STATUSES: dict[str, str] = {
-    "statDE": "cancelled",
-    "statD": "failed",
-    "statT": "timeout",
-    "statN": "node_fail",
-    "statRQ": "requeued",
-}
-STATUS_MAP: dict[str, str] = {**DOCUMENTED_STATUSES, **EXTRA_STATUSES}
-ZERO_FILL_STATUSES: tuple[str, ...] = tuple(DOCUMENTED_STATUSES.values())
-UNKNOWN = "unknown"
-OTHER = "other"  # what label values beyond a budget (users, queues, reasons) are counted as
-NO_REASON = "none"
 REASON_MAX_LENGTH = 64
 LABEL_MAX_LENGTH = 256  # queue and user label values; longer ones are cut
 _PARENTHESISED = re.compile(r"\([^)]*\)")

@@ -15,7 +15,7 @@ import select
 
 import httpx
 
-from exporter.http1 import (
+from exporter.sugon.http1 import (
     CHUNK_LINE,
     HEAD_END,
     MAX_CHUNK_LINE,

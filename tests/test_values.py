@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.numbers import decimal
+from exporter.values import ascii_int
 
 
 @pytest.mark.parametrize(
@@ -31,4 +31,4 @@ from exporter.numbers import decimal
     ],
 )
 def test_only_ascii_digits_are_a_number(raw: object, expected: int | None) -> None:
-    assert decimal(raw) == expected
+    assert ascii_int(raw) == expected

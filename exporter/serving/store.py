@@ -3,33 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
-from exporter.api import QueueCapacity
-from exporter.snapshot import ClusterSnapshot
-
-
-@dataclass(frozen=True)
-class CapacitySnapshot:
-    """Queue capacity of one successful capacity poll."""
-
-    taken_at: float
-    expires_at: float
-    queues: Mapping[str, QueueCapacity]
-
-
-@dataclass(frozen=True)
-class ClusterState:
-    """The outcome of a cluster's polls so far. ``up`` is None until the first poll ends."""
-
-    name: str
-    up: bool | None = None
-    last_success: float | None = None
-    poll_duration: float | None = None
-    last_error: str | None = None
-    snapshot: ClusterSnapshot | None = None
-    capacity: CapacitySnapshot | None = None
+from exporter.model import ClusterState
 
 
 class StateStore:

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from exporter.wire import REASONS
+from exporter.model import REASONS
 
 
 class PollMetrics:

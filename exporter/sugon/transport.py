@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from exporter.connection import Connection, NoAnswer, Response
-from exporter.http1 import MAX_BODY, Answer, AnswerHeaders, BodyTooLarge
-from exporter.wire import within
+from exporter.sugon.connection import Connection, NoAnswer, Response
+from exporter.sugon.conversation import within
+from exporter.sugon.http1 import MAX_BODY, Answer, AnswerHeaders, BodyTooLarge
 
 __all__ = ["Answer", "AnswerHeaders", "BodyTooLarge", "StreamTransport", "transport_for"]
 

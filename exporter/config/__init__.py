@@ -13,8 +13,7 @@ from typing import Any
 
 import yaml
 
-from exporter.numbers import decimal
-from exporter.urls import normalise_api_url, split_credentials, url_problem, without_userinfo
+from exporter.values import ascii_int, normalise_api_url, split_credentials, token_problem, url_problem, without_userinfo
 
 # Keys whose values are never echoed back in an error message.
 SECRET_KEYS = frozenset({"token", "password", "access_key", "secret_key", "org_id"})
@@ -106,15 +105,6 @@ AUTH_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def token_problem(token: str) -> str | None:
-    """Why a token cannot be sent in a ``token:`` header (whitespace, control or non-ASCII characters), or None."""
-    if not token:
-        return "is empty"
-    if not token.isascii() or any(ch.isspace() or not ch.isprintable() for ch in token):
-        return "contains whitespace, control or non-ASCII characters"
-    return None
-
-
 def parse_duration(value: Any) -> float | None:
     """Seconds for ``30s`` / ``5m`` / ``1h30m`` / a plain number; None when it is not a positive duration."""
     if isinstance(value, bool):
@@ -139,7 +129,7 @@ def parse_duration(value: Any) -> float | None:
 def parse_listen_address(value: str) -> tuple[str, int]:
     """``host:port`` (``[::1]:port`` for IPv6; empty host = all interfaces) → (host, port); ValueError if not."""
     host, sep, port_text = value.rpartition(":")
-    port = decimal(port_text) if sep else None
+    port = ascii_int(port_text) if sep else None
     if port is None:
         raise ValueError(f'expected host:port like 0.0.0.0:10863, got "{value}"')
     if not 0 < port < 65536:
@@ -352,7 +342,7 @@ def _scheduler_ids(c: Checker, path: str, raw: Any) -> tuple[str, ...]:
     ids: list[str] = []
     for i, item in enumerate(raw):
         text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if isinstance(text, str) and decimal(text) is not None:
+        if isinstance(text, str) and ascii_int(text) is not None:
             ids.append(text.strip())
         else:
             c.error(f"{path}[{i}]", f"expected a numeric scheduler id, got {_show(item)}")

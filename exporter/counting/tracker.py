@@ -9,54 +9,15 @@ the resolution of the poll interval. The first poll after start only seeds the m
 from __future__ import annotations
 
 from collections.abc import Container, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from exporter.jobs import OTHER
-
-WAIT_BUCKETS: tuple[float, ...] = (30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
-WAITING = frozenset({"queued", "held", "waiting", "requeued"})
-# Statuses that mean the job has started, even if it was never seen running.
-RAN = frozenset({"running", "suspended", "exiting", "completed", "failed", "timeout", "node_fail"})
-TERMINAL = frozenset({"completed", "cancelled", "failed", "timeout", "node_fail"})
-GONE = "gone"
-
-QueueStatus = tuple[str, str]
-
+from exporter.model import GONE, OTHER, RAN, TERMINAL, WAIT_BUCKETS, WAITING, Activity, QueueStatus, WaitHistogram
 
 # What the tracker remembers of one job: (queue, status, first seen waiting in the current wait or None,
 # started, ended). A plain tuple on purpose: the garbage collector stops tracking a tuple of strings, numbers
 # and bools, so a centre's hundreds of thousands of them add nothing to the full collections that pause
 # every thread of the process, scrapes included. A change of a job replaces its tuple.
 _Memory = tuple[str, str, float | None, bool, bool]
-
-
-@dataclass(frozen=True)
-class WaitHistogram:
-    """Observations of one queue: per-bucket counts (the last is +Inf, not cumulative), their sum and count."""
-
-    counts: tuple[int, ...]
-    total: float
-    count: int
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, cumulative count) pairs, ending with +Inf."""
-        out, running = [], 0
-        for bound, n in zip((*WAIT_BUCKETS, float("inf")), self.counts):
-            running += n
-            out.append((float(bound), running))
-        return out
-
-
-@dataclass(frozen=True)
-class Activity:
-    """What the tracker has counted so far (cumulative; never decreases) and the oldest wait per queue now."""
-
-    submitted: Mapping[str, int] = field(default_factory=dict)
-    started: Mapping[str, int] = field(default_factory=dict)
-    ended: Mapping[QueueStatus, int] = field(default_factory=dict)
-    wait: Mapping[str, WaitHistogram] = field(default_factory=dict)
-    oldest_queued_since: Mapping[str, float] = field(default_factory=dict)
 
 
 def _bucket(seconds: float) -> int:

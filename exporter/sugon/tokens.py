@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from exporter.config import AuthConfig, ClusterConfig, token_problem
-from exporter.numbers import decimal
-from exporter.platform import PlatformClient, choose_region
-from exporter.wire import ApiAuthError, ApiError
+from exporter.config import AuthConfig, ClusterConfig
+from exporter.sugon.conversation import ApiAuthError, ApiError
+from exporter.sugon.platform import PlatformClient, choose_region
+from exporter.values import jwt_expiry, token_problem
 
 log = logging.getLogger(__name__)
 
@@ -69,35 +66,6 @@ async def with_token(tokens: TokenProvider, send: Callable[[str], Awaitable[T]])
         if not await tokens.rejected(token):
             raise
     return await send(await tokens.get())
-
-
-def jwt_payload(token: str) -> dict[str, Any]:
-    """The decoded payload of a JWT (no signature check), or {} when it is not one."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # Recursion: JSON nested too deep
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-MAX_EXPIRY = 253402300799.0  # 9999-12-31 23:59:59 UTC: later is no time at all (and overflows float and time)
-
-
-def jwt_expiry(token: str) -> float | None:
-    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature
-    check. A value that is not a time from 1970 to 9999 counts as absent."""
-    payload = jwt_payload(token)
-    for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
-        value = payload.get(key)
-        if isinstance(value, str):
-            value = decimal(value)
-        # Compared before dividing: a 4,000-digit int cannot be made a float.
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_EXPIRY * scale:
-            return float(value) / scale
-    return None
 
 
 def _read_secret(path: str, what: str) -> str:

@@ -11,14 +11,12 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
-from exporter.http1 import MAX_BODY, Answer, BodyTooLarge, read_limited
-from exporter.numbers import decimal
-from exporter.urls import without_userinfo
+from exporter.sugon.http1 import MAX_BODY, Answer, BodyTooLarge, read_limited
+from exporter.values import ascii_int, without_userinfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-REASONS = ("timeout", "connection", "http_status", "invalid_response", "auth", "api_code")
 # 10012 "connection interrupted" and 10013 "timed out" are the server's own transient failures.
 TRANSIENT_CODES = frozenset({"10012", "10013"})
 AUTH_CODES = frozenset({"10008"})
@@ -118,7 +116,7 @@ Decode = Callable[[ResponseLike], T]  # an answer → what the caller wants of i
 def _retry_after(response: ResponseLike) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
     value = response.headers.get("retry-after", "").strip()
-    seconds = decimal(value)
+    seconds = ascii_int(value)
     return float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None  # a huge one is no float
 
 

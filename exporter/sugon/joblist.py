@@ -5,31 +5,20 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from exporter.auth import TokenProvider, with_token
-from exporter.jobs import Row
-from exporter.numbers import count, decimal
-from exporter.pages import Page, decode_job_page
-from exporter.wire import ApiInvalidResponse, Caller, Decode, clip
+from exporter.model import QueueCapacity, Row
+from exporter.sugon.conversation import ApiInvalidResponse, Caller, Decode, clip
+from exporter.sugon.pages import Page, decode_job_page
+from exporter.sugon.tokens import TokenProvider, with_token
+from exporter.values import count, ascii_int
 
 T = TypeVar("T")
 
 JOBS_PATH = "/hpc/openapi/v2/jobs"
 SCHEDULERS_PATH = "/hpc/openapi/v2/cluster"
 CAPACITY_PATH = "/hpc/openapi/v2/queuenames/users/"
-
-
-@dataclass(frozen=True)
-class QueueCapacity:
-    """One queue's size and what is free in it, as far as the answer says (None where it does not)."""
-
-    cpus: int | None
-    free_cpus: int | None
-    nodes: int | None
-    free_nodes: int | None
 
 
 MAX_QUEUE_SIZE = 10**9  # CPUs or nodes of one queue; a bigger figure is not one, and is left out like a missing one
@@ -50,7 +39,7 @@ def parse_schedulers(data: Any) -> list[str]:
         raw = item.get("id") if isinstance(item, dict) else None
         if isinstance(raw, int) and not isinstance(raw, bool):
             raw = str(raw)
-        if isinstance(raw, str) and decimal(raw) is not None:
+        if isinstance(raw, str) and ascii_int(raw) is not None:
             ids.append(raw.strip())
     if not ids:
         raise ApiInvalidResponse("cluster answer lists no scheduler with a numeric id")

@@ -25,8 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from exporter.httpconn import Connection, Limits, WSGIApp, run_app
-from exporter.httphead import HttpDate, RequestHead, wsgi_environ
+from exporter.serving.httpconn import Connection, Limits, WSGIApp, run_app
+from exporter.serving.httphead import HttpDate, RequestHead, wsgi_environ
 
 log = logging.getLogger(__name__)
 

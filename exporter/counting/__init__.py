@@ -1,0 +1,1 @@
+"""Rows to counts, pure: row parsing, the per-poll tally, snapshots, the tracker, the state file."""

@@ -1,0 +1,136 @@
+"""Rules for single values, shared by every layer. Pure; imports nothing of ours.
+
+ASCII decimals (counts and ids written as text), the one rule for what may go in an HTTP header we send,
+the API's base URLs (checked, normalised, userinfo split off as Basic credentials, so that no URL the
+exporter logs, raises or shows can carry it), and JWT payloads and expiry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
+
+MAX_DIGITS = 4000  # int() refuses more than 4,300 digits; no count or id we read comes near either
+
+
+def ascii_int(value: object) -> int | None:
+    """``value`` as a non-negative int when it is a string of ASCII digits (space around allowed), else None.
+
+    Not str.isdigit(): "²", "①" and other digits of Unicode pass it, and int() refuses them.
+    """
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_DIGITS or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def count(value: object, limit: int | None = None) -> int | None:
+    """A non-negative int from an int or a digit string (``total`` has been seen as both); None above ``limit``."""
+    if isinstance(value, bool):
+        return None
+    n = (value if value >= 0 else None) if isinstance(value, int) else ascii_int(value)
+    return None if n is None or (limit is not None and n > limit) else n
+
+
+_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]<>\"\\^`{|}%:]+)$")
+
+
+def normalise_api_url(url: str) -> str:
+    """Strip trailing slashes and one trailing ``/hpc``: deployments hand the HPC URL out both ways."""
+    url = url.rstrip("/")
+    if url.endswith("/hpc"):
+        url = url[: -len("/hpc")].rstrip("/")
+    return url
+
+
+def _split(url: str) -> SplitResult | None:
+    try:
+        return urlsplit(url)
+    except ValueError:  # an unbalanced "[" in the host
+        return None
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an API base URL (scheme, host, port), or None. Never quotes the URL."""
+    parts = _split(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        return "expected an http:// or https:// URL"
+    host = parts.netloc.rpartition("@")[2]
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if not hostname or not _HOST.match(hostname) or any(not ch.isprintable() for ch in url):
+        return "expected an http:// or https:// URL with a valid host name"
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 0 < port < 65536:
+        return "the port must be a number from 1 to 65535"
+    return None
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` removed, for showing it (a redirect's Location, say)."""
+    parts = _split(url)
+    if parts is None:
+        return "(a URL that cannot be parsed)" if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """(``url`` without its userinfo, the ``Authorization`` header value its userinfo asks for, or None).
+
+    User and password are percent-decoded and sent as UTF-8, as httpx does for a URL with userinfo.
+    """
+    parts = _split(url)
+    if parts is None or "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    pair = f"{unquote(user)}:{unquote(password)}".encode()
+    return parts._replace(netloc=host).geturl(), "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def token_problem(token: str) -> str | None:
+    """Why a token cannot be sent in a ``token:`` header (whitespace, control or non-ASCII characters), or None."""
+    if not token:
+        return "is empty"
+    if not token.isascii() or any(ch.isspace() or not ch.isprintable() for ch in token):
+        return "contains whitespace, control or non-ASCII characters"
+    return None
+
+
+def jwt_payload(token: str) -> dict[str, Any]:
+    """The decoded payload of a JWT (no signature check), or {} when it is not one."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # Recursion: JSON nested too deep
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+MAX_EXPIRY = 253402300799.0  # 9999-12-31 23:59:59 UTC: later is no time at all (and overflows float and time)
+
+
+def jwt_expiry(token: str) -> float | None:
+    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature
+    check. A value that is not a time from 1970 to 9999 counts as absent."""
+    payload = jwt_payload(token)
+    for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
+        value = payload.get(key)
+        if isinstance(value, str):
+            value = ascii_int(value)
+        # Compared before dividing: a 4,000-digit int cannot be made a float.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_EXPIRY * scale:
+            return float(value) / scale
+    return None
