@@ -16,8 +16,9 @@ from prometheus_client import generate_latest
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
-from exporter.config.web import BasicAuth, WebConfig, load_web_config
+from exporter.config.web import WebConfig, load_web_config
 from exporter.service import Exporter, prepare_process
+from exporter.serving.basicauth import BasicAuth
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, SimPlatform, Simulator
 

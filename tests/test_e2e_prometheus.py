@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from exporter.config import build_config
-from exporter.config.web import BasicAuth, load_web_config
+from exporter.config.web import load_web_config
 from exporter.service import Exporter
+from exporter.serving.basicauth import BasicAuth
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
 from tests.helpers import promtool_check_metrics

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.config.web import BasicAuth
+from exporter.serving.basicauth import BasicAuth
 from exporter.serving.store import StateStore
 from exporter.serving.web import Limits, WebServer, make_app
 from tests.helpers import read_answer

@@ -6,13 +6,13 @@ import json
 import math
 from typing import Any
 
-import exporter.sugon.pages
 import httpx
 import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+import exporter.sugon.pages
 from exporter.model import Row
 from exporter.sugon.conversation import ApiError, parse_envelope
 from exporter.sugon.http1 import Answer

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gc
 
-import exporter.counting.tally
 import pytest
 
+import exporter.counting.tally
 from exporter.counting.rows import RowParser
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.tally import RowTally, next_tally

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.config import ConfigError
-from exporter.config.web import BasicAuth, load_web_config
+from exporter.config.web import load_web_config
+from exporter.serving.basicauth import BasicAuth
 from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
 

@@ -13,7 +13,14 @@ from typing import Any
 
 import yaml
 
-from exporter.values import ascii_int, normalise_api_url, split_credentials, token_problem, url_problem, without_userinfo
+from exporter.values import (
+    ascii_int,
+    normalise_api_url,
+    split_credentials,
+    token_problem,
+    url_problem,
+    without_userinfo,
+)
 
 # Keys whose values are never echoed back in an error message.
 SECRET_KEYS = frozenset({"token", "password", "access_key", "secret_key", "org_id"})

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
-from exporter.config.web import REALM, BasicAuth, Verdict
+from exporter.serving.basicauth import REALM, BasicAuth, Verdict
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.httpconn import Limits
 from exporter.serving.httpserver import WebServer

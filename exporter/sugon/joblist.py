@@ -12,7 +12,7 @@ from exporter.model import QueueCapacity, Row
 from exporter.sugon.conversation import ApiInvalidResponse, Caller, Decode, clip
 from exporter.sugon.pages import Page, decode_job_page
 from exporter.sugon.tokens import TokenProvider, with_token
-from exporter.values import count, ascii_int
+from exporter.values import ascii_int, count
 
 T = TypeVar("T")
 
