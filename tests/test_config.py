@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, build_config, load_config, normalise_api_url, parse_duration
+from exporter.config import ConfigError, build_config, load_config, parse_duration
 
 CONFIGS = Path(__file__).parent / "configs"
 ROOT = Path(__file__).parent.parent
@@ -146,8 +146,9 @@ def test_not_durations(text: object) -> None:
         ("https://gw.example.com/sugon/hpc", "https://gw.example.com/sugon"),
     ],
 )
-def test_api_url_normalisation(url: str, base: str) -> None:
-    assert normalise_api_url(url) == base
+def test_api_url_loses_trailing_slashes_and_one_trailing_hpc(url: str, base: str) -> None:
+    config = build_config({"clusters": [{"name": "a", "api_url": url, "token": "t"}]}, environ={})
+    assert config.clusters[0].api_url == base
 
 
 def test_process_environment_is_the_default_source(monkeypatch: pytest.MonkeyPatch) -> None:
