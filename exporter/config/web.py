@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from exporter.config import Checker, ConfigError, check_file
+from exporter.config.checks import Checker, ConfigError, check_file
 
 TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version")
 CLIENT_AUTH = {
@@ -116,7 +116,7 @@ def load_web_config(path: str) -> WebConfig:
     if not isinstance(raw, dict):
         raise ConfigError([f"{prefix}expected a mapping"])
     # Relative paths are relative to the web config file, as in the main config.
-    c = Checker({}, os.path.dirname(os.path.abspath(path)))
+    c = Checker(os.path.dirname(os.path.abspath(path)))
     for key in raw:
         if key not in ("tls_server_config", "basic_auth_users"):
             c.error(f"{prefix}{key}", "not supported (supported: tls_server_config, basic_auth_users)")
