@@ -198,12 +198,17 @@ def _regexes(c: Checker, path: str, raw: Any) -> tuple[str, ...] | None:
     return tuple(patterns)
 
 
+def _file_path(c: Checker, path: str, raw: Any) -> str | None:
+    """``raw`` as a file path, relative to the checker's base directory (the config file's), or None."""
+    name = c.value(path, raw, "a file path", nonempty_str)
+    return None if name is None else os.path.join(c.base_dir, name)
+
+
 def _state_file(c: Checker, path: str, raw: Any) -> str | None:
     """A file the exporter may create: its directory must exist."""
-    name = c.value(path, raw, "a file path", nonempty_str)
+    name = _file_path(c, path, raw)
     if name is None:
         return None
-    name = os.path.join(c.base_dir, name)
     folder = os.path.dirname(name) or "."
     if not os.path.isdir(folder):
         c.error(path, f"directory {folder} does not exist")
@@ -216,17 +221,16 @@ def _state_file(c: Checker, path: str, raw: Any) -> str | None:
 
 def check_file(c: Checker, path: str, raw: Any) -> str | None:
     """The path of an existing, readable regular file (relative to the checker's base directory), or None."""
-    name = c.value(path, raw, "a file path", nonempty_str)
+    name = _file_path(c, path, raw)
     if name is None:
         return None
-    name = os.path.join(c.base_dir, name)  # relative paths are relative to the config file
     if not os.path.isfile(name):
         c.error(path, "no such file" if not os.path.exists(name) else "not a regular file")
         return None
     if not os.access(name, os.R_OK):
         c.error(path, "file is not readable")
         return None
-    return str(name)
+    return name
 
 
 def loads_as_ca(path: str) -> bool:
@@ -245,9 +249,9 @@ def check_scheduler_ids(c: Checker, path: str, raw: Any) -> tuple[str, ...]:
         return ()
     ids: list[str] = []
     for i, item in enumerate(raw):
-        text = str(item) if isinstance(item, int) and not isinstance(item, bool) else item
-        if isinstance(text, str) and ascii_int(text) is not None:
-            ids.append(text.strip())
+        text = id_text(item)
+        if text is not None and ascii_int(text) is not None:
+            ids.append(text)
         else:
             c.error(f"{path}[{i}]", f"expected a numeric scheduler id, got {show(item)}")
     return tuple(dict.fromkeys(ids))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import yaml
@@ -68,17 +68,26 @@ def _expand(c: Checker, environ: Mapping[str, str], value: Any, path: str) -> An
     return value
 
 
-def _secret(
-    c: Checker, path: str, raw: Mapping[str, Any], key: str, required: bool = True
-) -> tuple[str | None, str | None]:
-    """``key`` or ``key_file`` (exactly one when required): (value, file path)."""
+def _required(
+    c: Checker, path: str, raw: Mapping[str, Any], key: str, ok: Callable[[Any], str | None] = nonempty_str
+) -> str | None:
+    """``raw[key]`` as a non-empty string, or None with the problem recorded (``missing key`` when absent)."""
+    if key not in raw:
+        c.error(path, f"missing {key}")
+        return None
+    result: str | None = c.value(f"{path}.{key}", raw[key], "a non-empty string", ok)
+    return result
+
+
+def _secret(c: Checker, path: str, raw: Mapping[str, Any], key: str) -> tuple[str | None, str | None]:
+    """``key`` or ``key_file``, exactly one: (value, file path)."""
     if key in raw and f"{key}_file" in raw:
         c.error(path, f"{key} and {key}_file are both set; set exactly one")
     elif key in raw:
         return c.value(f"{path}.{key}", raw[key], "a non-empty string", nonempty_str), None
     elif f"{key}_file" in raw:
         return None, check_file(c, f"{path}.{key}_file", raw[f"{key}_file"])
-    elif required:
+    else:
         c.error(path, f"missing {key}; set {key} or {key}_file")
     return None, None
 
@@ -96,24 +105,16 @@ def _auth(c: Checker, path: str, raw: Any) -> AuthConfig | None:
     checked = check_url(c, f"{path}.url", raw["url"]) if "url" in raw else None
     if "url" not in raw:
         c.error(path, "missing url (the AC host)")
-    user = c.value(f"{path}.user", raw["user"], "a non-empty string", nonempty_str) if "user" in raw else None
-    if "user" not in raw:
-        c.error(path, "missing user")
+    user = _required(c, path, raw, "user")
     region = raw.get("region")
     if region is not None:
         region = c.value(f"{path}.region", region, "a clusterId or clusterName", id_text)
     password = password_file = org_id = access_key = secret_key = secret_key_file = None
     if kind == "password":
         password, password_file = _secret(c, path, raw, "password")
-        if "org_id" in raw:
-            org_id = c.value(f"{path}.org_id", raw["org_id"], "a non-empty string", id_text)
-        else:
-            c.error(path, "missing org_id")
+        org_id = _required(c, path, raw, "org_id", id_text)
     else:
-        if "access_key" in raw:
-            access_key = c.value(f"{path}.access_key", raw["access_key"], "a non-empty string", nonempty_str)
-        else:
-            c.error(path, "missing access_key")
+        access_key = _required(c, path, raw, "access_key")
         secret_key, secret_key_file = _secret(c, path, raw, "secret_key")
     if len(c.errors) > before or checked is None or user is None:
         return None
