@@ -106,6 +106,7 @@ class Checker:
         self.base_dir = base_dir
 
     def error(self, path: str, message: str) -> None:
+        """Record a problem of the key at ``path``."""
         self.errors.append(f"{path}: {message}")
 
     def has_error(self, path: str) -> bool:
@@ -113,6 +114,7 @@ class Checker:
         return any(e.startswith(f"{path}: ") for e in self.errors)
 
     def known_keys(self, data: Mapping[Any, Any], allowed: tuple[str, ...], path: str) -> None:
+        """Record each key of ``data`` not in ``allowed`` as unknown, with the closest allowed one as a hint."""
         for key in data:
             where = f"{path}.{key}" if path else str(key)
             if key not in allowed:
@@ -141,6 +143,7 @@ def _bool(v: Any) -> bool | None:
 
 
 def nonempty_str(v: Any) -> str | None:
+    """A string with something besides spaces, stripped."""
     return v.strip() if isinstance(v, str) and v.strip() else None
 
 

@@ -193,6 +193,27 @@ def _cluster(c: Checker, path: str, raw: Any, top: Mapping[str, Any]) -> Cluster
     )
 
 
+def _clusters(c: Checker, raw: Any, top: Mapping[str, Any]) -> tuple[ClusterConfig, ...]:
+    """The valid clusters of the list, with the top level's settings as their defaults; names must be unique."""
+    if not isinstance(raw, list) or not raw:
+        c.error("clusters", f"expected a non-empty list of clusters, got {show(raw)}")
+        return ()
+    clusters: list[ClusterConfig] = []
+    first_seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        cluster = _cluster(c, f"clusters[{i}]", item, top)
+        if cluster is not None:
+            clusters.append(cluster)
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first_seen:
+            c.error(f"clusters[{i}].name", f'duplicate cluster name "{name}" (also clusters[{first_seen[name]}])')
+        else:
+            first_seen[name] = i
+    return tuple(clusters)
+
+
 def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: str = ".") -> Config:
     """Validate parsed YAML into a Config, or raise ConfigError listing every problem.
 
@@ -222,26 +243,9 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
                 top["listen_address"] = raw
             except ValueError as exc:
                 c.error("listen_address", str(exc))
-    clusters: list[ClusterConfig] = []
-    raw_clusters = data.get("clusters")
-    if not isinstance(raw_clusters, list) or not raw_clusters:
-        c.error("clusters", f"expected a non-empty list of clusters, got {show(raw_clusters)}")
-    else:
-        first_seen: dict[str, int] = {}
-        for i, raw in enumerate(raw_clusters):
-            cluster = _cluster(c, f"clusters[{i}]", raw, top)
-            if cluster is not None:
-                clusters.append(cluster)
-            name = raw.get("name") if isinstance(raw, dict) else None
-            if not isinstance(name, str):
-                continue
-            if name in first_seen:
-                c.error(f"clusters[{i}].name", f'duplicate cluster name "{name}" (also clusters[{first_seen[name]}])')
-            else:
-                first_seen[name] = i
+    top["clusters"] = _clusters(c, data.get("clusters"), top)
     if c.errors:
         raise ConfigError(c.errors)
-    top["clusters"] = tuple(clusters)
     return Config(**top)
 
 
