@@ -143,11 +143,11 @@ class PlatformClient:
     def __init__(self, url: str, conversation: Conversation, authorization: str | None = None) -> None:
         self.url = url.rstrip("/")  # without userinfo: that is ``authorization``, sent with every request
         self._conversation = conversation
-        self._gateway = {"Authorization": authorization} if authorization else {}
+        self._gateway_headers = {"Authorization": authorization} if authorization else {}
 
     async def login_password(self, user: str, password: str, org_id: str) -> list[RegionToken]:
         """``POST /ac/openapi/v2/tokens`` with the credentials in headers."""
-        headers = {**self._gateway, "user": user, "password": password, "orgId": org_id}
+        headers = {**self._gateway_headers, "user": user, "password": password, "orgId": org_id}
         data = await self._conversation.call(
             "POST", self.url + PASSWORD_LOGIN_PATH, headers=headers, refusal_is_auth=True
         )
@@ -157,7 +157,7 @@ class PlatformClient:
         """``POST /api/user/v3/tokens`` signed with the secret key (which is never sent)."""
         stamp = str(timestamp)
         headers = {
-            **self._gateway,
+            **self._gateway_headers,
             "user": user,
             "accessKey": access_key,
             "timestamp": stamp,
@@ -168,11 +168,11 @@ class PlatformClient:
 
     async def renew(self, token: str, region_id: str) -> str:
         """``POST /ac/openapi/v2/tokens/next``: a new token for the same region."""
-        headers = {**self._gateway, "token": token}
+        headers = {**self._gateway_headers, "token": token}
         data = await self._conversation.call("POST", self.url + RENEW_PATH, headers=headers, refusal_is_auth=True)
         return parse_renewal(data, region_id)
 
     async def center(self, token: str) -> Center:
         """``GET /ac/openapi/v2/center`` with a region token."""
-        headers = {**self._gateway, "token": token}
+        headers = {**self._gateway_headers, "token": token}
         return parse_center(await self._conversation.call("GET", self.url + CENTER_PATH, headers=headers))
