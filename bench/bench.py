@@ -46,7 +46,7 @@ from exporter.simulator.population import Population
 from exporter.sugon.http1 import Answer
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.pages import decode_job_page, row_of
-from exporter.sugon.transport import StreamTransport
+from exporter.sugon.transport import LeanTransport
 
 HERE = Path(__file__).parent
 SID = "1638523853"
@@ -257,7 +257,7 @@ def bench_breakdown(runs: int) -> list[str]:
         headers = b"token: bench-token\r\nAccept-Encoding: gzip, deflate\r\n"
 
         async def fetch() -> float:
-            lean = StreamTransport(None, 8)
+            lean = LeanTransport(None, 8)
             todo = list(urls)
 
             async def work() -> None:

@@ -26,7 +26,7 @@ from exporter.serving.collector import JobCollector
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
-from exporter.sugon.conversation import Caller
+from exporter.sugon.conversation import Conversation
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.platform import Center, PlatformClient
 from exporter.sugon.tokens import token_provider, with_token
@@ -143,10 +143,10 @@ class Exporter:
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
         observer = self.metrics.observer(cluster.name, logs_in=cluster.auth is not None)
-        caller = Caller(http, cluster.timeout, observer, retry_backoff, fast=lean)
+        conversation = Conversation(http, cluster.timeout, observer, retry_backoff, lean=lean)
         platform = None
         if cluster.auth is not None:
-            platform = PlatformClient(cluster.auth.url, caller, cluster.auth.url_authorization)
+            platform = PlatformClient(cluster.auth.url, conversation, cluster.auth.url_authorization)
         tokens = token_provider(cluster, platform, observer, clock)
         url_source = None
         if cluster.api_url is None and platform is not None:
@@ -155,7 +155,7 @@ class Exporter:
             async def url_source() -> Center:
                 return await with_token(tokens, ac.center)
 
-        client = SugonClient(cluster.api_url or "", tokens, caller, cluster.api_authorization)
+        client = SugonClient(cluster.api_url or "", tokens, conversation, cluster.api_authorization)
         poller = ClusterPoller(
             cluster.name,
             client,

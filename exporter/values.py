@@ -98,11 +98,26 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     return parts._replace(netloc=host).geturl(), "Basic " + base64.b64encode(pair).decode("ascii")
 
 
+# What we send in a request head (RFC 9110): a field name is a token, a value is visible ASCII with spaces
+# and tabs. Bytes beyond ASCII (obs-text) are read in answers but never sent: httpx would not encode them,
+# and a server may read them in any charset. Nothing here allows CR or LF, so no header can inject another.
+_VISIBLE = r"\x21-\x7e"  # visible ASCII: no space, no control character, nothing beyond ASCII
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(rf"[{_VISIBLE} \t]*")
+_TOKEN = re.compile(rf"[{_VISIBLE}]+")
+
+
+def is_header(name: str, value: str) -> bool:
+    """Whether ``name: value`` may go in a request we send: the one header rule, for both transports."""
+    return _HEADER_NAME.fullmatch(name) is not None and _HEADER_VALUE.fullmatch(value) is not None
+
+
 def token_problem(token: str) -> str | None:
-    """Why a token cannot be sent in a ``token:`` header (whitespace, control or non-ASCII characters), or None."""
+    """Why a token cannot be sent in a ``token:`` header, or None: it must be a header value without whitespace
+    (a token read from a file or a login answer is stripped; one with space inside is not a token)."""
     if not token:
         return "is empty"
-    if not token.isascii() or any(ch.isspace() or not ch.isprintable() for ch in token):
+    if _TOKEN.fullmatch(token) is None:
         return "contains whitespace, control or non-ASCII characters"
     return None
 

@@ -21,7 +21,7 @@ from exporter.sugon.conversation import (
     ApiHttpError,
     ApiInvalidResponse,
     ApiTimeout,
-    Caller,
+    Conversation,
 )
 from exporter.sugon.joblist import SugonClient, _mostly_repeats, _same_rows, parse_capacity, parse_schedulers
 from exporter.sugon.pages import parse_job_page
@@ -50,7 +50,7 @@ def client(
     observer: Observer | None = None, token: str = "tok", timeout: float = 5.0
 ) -> tuple[SugonClient, httpx.AsyncClient]:
     http = httpx.AsyncClient()
-    return SugonClient(BASE, StaticToken(token), Caller(http, timeout, observer, retry_backoff=0)), http
+    return SugonClient(BASE, StaticToken(token), Conversation(http, timeout, observer, retry_backoff=0)), http
 
 
 def fetch(page_size: int = 500, concurrency: int = 4, observer: Observer | None = None) -> tuple[int, list[Any]]:
@@ -379,7 +379,7 @@ def test_an_unreadable_token_file_is_an_auth_error_and_sends_nothing(tmp_path: A
 
     async def go() -> Any:
         async with httpx.AsyncClient() as http:
-            c = SugonClient(BASE, FileToken(str(tmp_path / "gone")), Caller(http, 5.0, observer, retry_backoff=0))
+            c = SugonClient(BASE, FileToken(str(tmp_path / "gone")), Conversation(http, 5.0, observer, retry_backoff=0))
             return await c.call("/hpc/openapi/v2/jobs", {})
 
     with pytest.raises(ApiAuthError, match="gone"):
@@ -398,7 +398,7 @@ def test_a_token_file_that_cannot_be_a_header_is_an_auth_error(tmp_path: Any, co
 
     async def go() -> Any:
         async with httpx.AsyncClient() as http:
-            c = SugonClient(BASE, FileToken(str(path)), Caller(http, 5.0, retry_backoff=0))
+            c = SugonClient(BASE, FileToken(str(path)), Conversation(http, 5.0, retry_backoff=0))
             return await c.call("/hpc/openapi/v2/jobs", {})
 
     with pytest.raises(ApiAuthError, match=problem) as err:
@@ -438,7 +438,7 @@ def test_a_429_is_retried_after_the_delay_it_asks_for_unless_that_is_too_long(
 
     async def go() -> None:
         async with httpx.AsyncClient() as http:
-            caller = Caller(http, 5.0, retry_backoff=0, sleep=sleep)
+            caller = Conversation(http, 5.0, retry_backoff=0, sleep=sleep)
             await SugonClient(BASE, StaticToken("tok"), caller).call("/hpc/openapi/v2/jobs", {})
 
     with pytest.raises(ApiHttpError):

@@ -13,7 +13,7 @@ import pytest
 import respx
 
 from exporter.config import AuthConfig
-from exporter.sugon.conversation import ApiAuthError, ApiInvalidResponse, Caller
+from exporter.sugon.conversation import ApiAuthError, ApiInvalidResponse, Conversation
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.platform import (
     PlatformClient,
@@ -93,7 +93,7 @@ def password_auth(region: str | None = "11250") -> AuthConfig:
 def login_tokens(
     http: httpx.AsyncClient, clock: Clock, seen: Seen | None = None, auth: AuthConfig | None = None, gap: float = 60.0
 ) -> LoginToken:
-    platform = PlatformClient(AC, Caller(http, 5.0, seen, retry_backoff=0))
+    platform = PlatformClient(AC, Conversation(http, 5.0, seen, retry_backoff=0))
     return LoginToken("kunshan", auth or password_auth(), platform, min_login_gap=gap, observer=seen, clock=clock)
 
 
@@ -321,7 +321,7 @@ def test_eight_requests_rejected_together_cause_one_refresh_and_are_retried(rene
     async def go() -> list[Any]:
         async with httpx.AsyncClient() as http:
             tokens = login_tokens(http, Clock())
-            client = SugonClient(HPC, tokens, Caller(http, 5.0, retry_backoff=0))
+            client = SugonClient(HPC, tokens, Conversation(http, 5.0, retry_backoff=0))
             return await asyncio.gather(*(client.call("/hpc/openapi/v2/jobs", {"start": i}) for i in range(8)))
 
     answers = run(go())
@@ -337,7 +337,7 @@ def test_a_static_token_that_is_rejected_is_not_retried() -> None:
 
     async def go() -> None:
         async with httpx.AsyncClient() as http:
-            await SugonClient(HPC, StaticToken("tok"), Caller(http, 5.0, retry_backoff=0)).call(
+            await SugonClient(HPC, StaticToken("tok"), Conversation(http, 5.0, retry_backoff=0)).call(
                 "/hpc/openapi/v2/jobs", {}
             )
 
@@ -454,7 +454,7 @@ def test_a_static_token_near_expiry_warns_once_and_publishes_its_expiry(
 
 def test_reprs_hide_every_secret() -> None:
     auth = AuthConfig(kind="aksk", url=AC, user="bob", access_key="AK-s3cr3t", secret_key="SK-s3cr3t")
-    platform = PlatformClient(AC, Caller(httpx.AsyncClient(), 5.0))
+    platform = PlatformClient(AC, Conversation(httpx.AsyncClient(), 5.0))
     assert "s3cr3t" not in repr(auth) + repr(LoginToken("c", auth, platform, min_login_gap=60)) + repr(
         StaticToken("s3cr3t")
     )

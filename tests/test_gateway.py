@@ -1,9 +1,9 @@
 """The exporter's requests through misbehaving gateways (tests/gateway.py), over both transports.
 
-Each mode is run through the real client stack, exporter.wire.Caller, once with the lean transport and
+Each mode is run through the real client stack, exporter.sugon.conversation.Conversation, once with the lean transport and
 once with httpx's standard one, and must end exactly as written below: what each call returned (the
 number of the request that was answered, or the ApiError's reason), the connections and requests the
-gateway saw, and the failed attempts the Caller counted (retries included). The lean transport must
+gateway saw, and the failed attempts the Conversation counted (retries included). The lean transport must
 survive every gateway httpx's own stack survives; where httpx's stack does worse, the comment says so.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from exporter.sugon.conversation import ApiError, Caller
-from exporter.sugon.transport import StreamTransport
+from exporter.sugon.conversation import ApiError, Conversation
+from exporter.sugon.transport import LeanTransport
 from tests.gateway import MODES, Gateway
 
 
@@ -98,15 +98,15 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def caller(stack: str, timeout: float, attempts: Attempts) -> Caller:
-    """The exporter's Caller over the lean transport, or over httpx's standard one."""
+def conversation(stack: str, timeout: float, attempts: Attempts) -> Conversation:
+    """The exporter's Conversation over the lean transport, or over httpx's standard one."""
     if stack == "lean":
-        transport = StreamTransport(max_connections=4)
-        return Caller(httpx.AsyncClient(transport=transport), timeout, attempts, retry_backoff=0, fast=transport)
-    return Caller(httpx.AsyncClient(trust_env=False), timeout, attempts, retry_backoff=0)
+        transport = LeanTransport(max_connections=4)
+        return Conversation(httpx.AsyncClient(transport=transport), timeout, attempts, retry_backoff=0, lean=transport)
+    return Conversation(httpx.AsyncClient(trust_env=False), timeout, attempts, retry_backoff=0)
 
 
-async def call(client: Caller, url: str) -> int | str:
+async def call(client: Conversation, url: str) -> int | str:
     try:
         data = await client.call("GET", url + "/hpc/openapi/v2/jobs", {"start": 0, "limit": 100}, {"token": "t"})
     except ApiError as exc:
@@ -117,7 +117,7 @@ async def call(client: Caller, url: str) -> int | str:
 async def through(mode: str, stack: str, calls: int) -> Outcome:
     """``calls`` calls one after another through the gateway, each once the gateway has settled."""
     attempts = Attempts()
-    client = caller(stack, TIMEOUT.get(mode, 5.0), attempts)
+    client = conversation(stack, TIMEOUT.get(mode, 5.0), attempts)
     answers: list[int | str] = []
     with Gateway(mode) as gateway:
         for i in range(calls):
@@ -146,7 +146,7 @@ def test_four_requests_at_a_time_behind_a_gateway_that_writes_408_on_idle_connec
     # answered once and then gets a 408 and a close while idle. Before the fix, 4 of every 5 rounds failed.
     async def go() -> tuple[list[int | str], int, list[str]]:
         attempts = Attempts()
-        client = caller(stack, 5.0, attempts)
+        client = conversation(stack, 5.0, attempts)
         answers: list[int | str] = []
         with Gateway("408 on idle") as gateway:
             for _ in range(5):

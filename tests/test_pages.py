@@ -262,7 +262,7 @@ def test_a_server_that_ignores_the_offset_is_found_though_a_skipped_field_ticks(
 
     import respx
 
-    from exporter.sugon.conversation import ApiInvalidResponse, Caller
+    from exporter.sugon.conversation import ApiInvalidResponse, Conversation
     from exporter.sugon.joblist import SugonClient
     from exporter.sugon.tokens import StaticToken
 
@@ -276,7 +276,7 @@ def test_a_server_that_ignores_the_offset_is_found_though_a_skipped_field_ticks(
 
     async def go() -> None:
         async with httpx.AsyncClient() as http:
-            client = SugonClient("https://h", StaticToken("t"), Caller(http, 5, retry_backoff=0))
+            client = SugonClient("https://h", StaticToken("t"), Conversation(http, 5, retry_backoff=0))
             await client.fetch_jobs("1", 3, 1, lambda rows: None)
 
     with respx.mock:

@@ -20,7 +20,7 @@ from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
 from exporter.serving.collector import JobCollector
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
-from exporter.sugon.conversation import Caller
+from exporter.sugon.conversation import Conversation
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.platform import Center
 from exporter.sugon.tokens import FileToken, StaticToken, TokenProvider
@@ -60,7 +60,7 @@ class Rig:
         self.store = StateStore(["kunshan"])
         self.registry.register(JobCollector(self.store, per_user, self.clock))
         self.http = httpx.AsyncClient()
-        caller = Caller(self.http, 5.0, self.metrics.observer("kunshan"), retry_backoff=0)
+        caller = Conversation(self.http, 5.0, self.metrics.observer("kunshan"), retry_backoff=0)
         self.client = SugonClient(BASE, tokens or StaticToken("tok"), caller)
         self.poller = ClusterPoller(
             "kunshan",

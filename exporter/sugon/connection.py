@@ -1,11 +1,11 @@
-"""One HTTP/1.1 client connection: an asyncio.Protocol with its own buffer, and the reading of its answers.
+"""One HTTP/1.1 client connection of the lean transport: an asyncio.Protocol with its own buffer, and the
+reading of its answers.
 
-asyncio.StreamReader offers no public way to see what sits in its buffer, and a kept-alive connection must
-never be reused while anything does: a gateway may write an unsolicited ``408`` or a stray CRLF on an
-idle connection, and that would be read as the next request's answer. So the connection keeps its bytes,
-its end (EOF or error) and whether anything arrived while it was idle where the pool can see them.
-Beyond h11, empty lines before a status line are skipped. Failures come out as the httpx exceptions
-httpx's own transport raises, and a body over the limit as BodyTooLarge.
+A kept-alive connection must never be reused while anything waits on it (a gateway may write a ``408`` or
+a stray CRLF on an idle connection, which would be read as the next answer), and asyncio.StreamReader does
+not show its buffer: so the connection keeps its bytes, its end and whether anything arrived while idle
+where the transport can see them. Empty lines before a status line are skipped (h11 refuses them).
+Failures are httpx's exceptions; a body over the limit is BodyTooLarge.
 """
 
 from __future__ import annotations

@@ -1,17 +1,18 @@
-"""The wire conversation shared by every Sugon endpoint: the {code, msg, data} envelope, errors as types, one retry."""
+"""How every request to the Sugon API goes: one whole-exchange timeout, errors as types, one retry when transient,
+and the {code, msg, data} envelope read. Job pages go through the lean transport's GET when there is one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
 from exporter.sugon.http1 import MAX_BODY, Answer, BodyTooLarge, read_limited
+from exporter.sugon.transport import LeanTransport, check_header, within
 from exporter.values import ascii_int, without_userinfo
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ MAX_RETRY_AFTER = 10.0  # a Retry-After longer than this is not waited for withi
 
 
 class ResponseLike(Protocol):
-    """What parse_envelope reads of an answer: an http1.Answer (what Caller gets from either transport)."""
+    """What parse_envelope reads of an answer: an http1.Answer (what a Conversation gets from either path)."""
 
     @property
     def status_code(self) -> int: ...
@@ -167,32 +168,23 @@ def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any
     raise ApiCodeError(code, msg)
 
 
-_timeout_cm = getattr(asyncio, "timeout", None)
-
-
-async def within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """``await awaitable``, or asyncio.TimeoutError after ``seconds`` (without a task per call on 3.11+)."""
-    if _timeout_cm is None:
-        return await asyncio.wait_for(awaitable, seconds)
-    async with _timeout_cm(seconds):
-        return await awaitable
-
-
 MAX_CACHED_URLS = 4096  # page URLs remembered per cluster (a 400,000-job list at 100 rows a page)
+MAX_HEADER_BLOCKS = 16  # header sets remembered; tokens change rarely, and these must never pile up
 
 
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name
-_VALUE = re.compile(r"[\x20-\x7e\t]*")  # a header value we send ourselves
+def _check_headers(headers: Iterable[tuple[str, str]]) -> None:
+    """Refuse a header that breaks the one header rule before either path sends anything: httpx would raise
+    UnicodeEncodeError for one beyond ASCII, and h11 would quote its value, which may be a secret."""
+    for name, value in headers:
+        check_header(name, value)
 
 
-class FastGet(Protocol):
-    """A transport that can send a GET without httpx's objects (see transport.StreamTransport.get)."""
+class Conversation:
+    """Sends requests over one pooled HTTP client with a whole-exchange timeout and one retry when transient.
 
-    async def get(self, url: httpx.URL, headers: bytes) -> ResponseLike: ...
-
-
-class Caller:
-    """Sends requests over one pooled HTTP client with a whole-exchange timeout and one retry when transient."""
+    With ``lean`` (the transport the client ``http`` itself uses), GETs go straight to its ``get``, past
+    httpx's request and response objects: a poll is thousands of them. Everything else goes through ``http``.
+    """
 
     def __init__(
         self,
@@ -201,22 +193,19 @@ class Caller:
         observer: RequestObserver | None = None,
         retry_backoff: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        fast: FastGet | None = None,
+        lean: LeanTransport | None = None,
     ) -> None:
         self.http = http
         self.timeout = timeout
         self.observer = observer or _NullObserver()
+        self._lean = lean
         self._urls: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
-        # GETs go straight to ``fast`` (the client's own transport) when given, past httpx's request and
-        # response objects: a poll is thousands of them. Header blocks are kept per set of call headers.
-        self._fast = fast
-        self._header_blocks: dict[tuple[tuple[str, str], ...], bytes | None] = {}
+        self._header_blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._retry_backoff = retry_backoff
         self._sleep = sleep
 
-    def _url(self, url: str, params: dict[str, Any] | None) -> httpx.URL:
-        """``url`` with ``params``, parsed once: a poll asks for the same page URLs every time, and httpx's
-        URL parsing was a tenth of a large poll's CPU."""
+    def _parsed_url(self, url: str, params: dict[str, Any] | None) -> httpx.URL:
+        """``url`` with ``params``, parsed once: a poll asks for the same page URLs every time."""
         key = (url, tuple(params.items()) if params else ())
         try:
             return self._urls[key]
@@ -229,9 +218,8 @@ class Caller:
         found = self._urls[key] = httpx.URL(url, params=params)
         return found
 
-    def _header_block(self, headers: dict[str, str]) -> bytes | None:
-        """The client's headers and ``headers`` as request lines; None when one is not plain printable ASCII
-        (httpx is then left to refuse it as it does)."""
+    def _header_block(self, headers: dict[str, str]) -> bytes:
+        """The client's headers and ``headers`` as request lines for the lean transport's ``get``."""
         key = tuple(headers.items())
         try:
             return self._header_blocks[key]
@@ -239,25 +227,24 @@ class Caller:
             pass
         client = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.http.headers.raw]
         merged = {name.lower(): (name, value) for name, value in client}
-        merged["accept-encoding"] = ("Accept-Encoding", "gzip, deflate")  # what the fast path can undo
+        merged["accept-encoding"] = ("Accept-Encoding", "gzip, deflate")  # what the lean transport can undo
         merged.update((name.lower(), (name, value)) for name, value in headers.items())
-        plain = all(_TOKEN.fullmatch(name) and _VALUE.fullmatch(value) for name, value in merged.values())
-        block = "".join(f"{name}: {value}\r\n" for name, value in merged.values()).encode("ascii") if plain else None
-        if len(self._header_blocks) >= 16:  # tokens change rarely; never let them pile up
+        _check_headers(merged.values())
+        block = "".join(f"{name}: {value}\r\n" for name, value in merged.values()).encode("ascii")
+        if len(self._header_blocks) >= MAX_HEADER_BLOCKS:
             self._header_blocks.clear()
         self._header_blocks[key] = block
         return block
 
-    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Any:
-        if self._fast is not None and method == "GET":
-            block = self._header_block(headers)
-            if block is not None:
-                full = self._url(url, params)
-                answer = await self._fast.get(full, block)
-                log.debug('HTTP Request: GET %s "HTTP/1.1 %d"', full, answer.status_code)  # as httpx logs its own
-                return answer
+    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Answer:
+        if self._lean is not None and method == "GET":
+            full = self._parsed_url(url, params)
+            answer = await self._lean.get(full, self._header_block(headers))
+            log.debug('HTTP Request: GET %s "HTTP/1.1 %d"', full, answer.status_code)  # as httpx logs its own
+            return answer
+        _check_headers(headers.items())
         # Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
-        async with self.http.stream(method, self._url(url, params), headers=headers) as response:
+        async with self.http.stream(method, self._parsed_url(url, params), headers=headers) as response:
             return Answer(response.status_code, response.headers.raw, await read_limited(response, MAX_BODY))
 
     async def _attempt(
@@ -271,9 +258,9 @@ class Caller:
     ) -> Any:
         self.observer.request_sent()
         try:
-            # wait_for bounds the whole exchange; httpx's own timeout is per read and a trickling body could outlast it.
+            # This bounds the whole exchange; httpx's own timeout is per read, and a trickling body could outlast it.
             response = await within(self.timeout, self._send(method, url, params, headers))
-        except (asyncio.TimeoutError, httpx.TimeoutException):
+        except httpx.TimeoutException:
             raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
         except BodyTooLarge as exc:  # what the server sends is wrong: asking again would not help
             raise ApiInvalidResponse(clip(exc)) from None

@@ -1,10 +1,10 @@
 """HTTP/1.1 answers as a client reads them: the head's grammar and framing, the body-size bound, Answer.
 
 Answers are read as RFC 9112 asks of a client and as h11 (httpx's parser, the reference of a differential
-test in tests/test_transport.py) reads them: bare-LF line ends, obs-fold continuation lines,
+test in tests/test_http1.py) reads them: bare-LF line ends, obs-fold continuation lines,
 ``Content-Length: N, N`` when every value agrees. Where the grammar below looks odd, it is h11's
 (h11/_abnf.py): field values may hold obs-text and most control bytes, never NUL, CR, LF, VT or FF.
-The connection that reads them is ``exporter.connection``.
+The connection that reads them is in connection.py.
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def framing(fields: Fields, text: bytes) -> tuple[Fields, int | None, bool, bool
     return fields, None if length is None else int(length), bool(codings), close
 
 
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # a field name, as values.is_header's; in bytes, for answers
 _NOT_IN_FIELDS = b"\x00\r\x0b\x0c"  # LF splits the lines; a CR left after CRLF became LF stood alone
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _NAMES: dict[bytes, bytes] = {}  # field names seen, all tokens, and their lower case: a server repeats its own
@@ -156,7 +156,7 @@ def parse_head(head: bytes) -> Head:
 
     The usual head (no obs-fold, one plain Content-Length or none, no Transfer-Encoding) is read line by
     line here, with names looked up among those already seen; anything else goes through parse_fields and
-    framing, which hold h11's rules for every case. A regex over every field cost twice as much CPU.
+    framing, which hold h11's rules for every case (one regex over every field costs more CPU).
     """
     text = head.replace(b"\r\n", b"\n")  # a lone CR stays, and is refused as h11 does
     lines = text.split(b"\n")

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from exporter.model import QueueCapacity, Row
-from exporter.sugon.conversation import ApiInvalidResponse, Caller, Decode, clip
+from exporter.sugon.conversation import ApiInvalidResponse, Conversation, Decode, clip
 from exporter.sugon.pages import Page, decode_job_page
 from exporter.sugon.tokens import TokenProvider, with_token
 from exporter.values import ascii_int, count
@@ -104,11 +104,13 @@ def _mostly_repeats(rows: list[Row | None], first_ids: set[str | int]) -> bool:
 class SugonClient:
     """Talks to one HPC host with one token provider; every failure comes out as an ApiError."""
 
-    def __init__(self, base_url: str, tokens: TokenProvider, caller: Caller, authorization: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, tokens: TokenProvider, conversation: Conversation, authorization: str | None = None
+    ) -> None:
         self.base_url = base_url  # without userinfo: that is ``authorization``
         self.authorization = authorization  # a gateway's Basic credentials, sent with every request
         self.tokens = tokens
-        self._caller = caller
+        self._conversation = conversation
 
     async def call(self, path: str, params: dict[str, Any], decode: Decode[T] | None = None) -> Any:
         """GET ``path`` and return ``data`` (or what ``decode`` makes of the answer); a rejected token is
@@ -117,7 +119,7 @@ class SugonClient:
         gateway = {"Authorization": self.authorization} if self.authorization else {}
         return await with_token(
             self.tokens,
-            lambda token: self._caller.call("GET", url, params, {**gateway, "token": token}, decode=decode),
+            lambda token: self._conversation.call("GET", url, params, {**gateway, "token": token}, decode=decode),
         )
 
     def _shaped(self, parse: Callable[[Any], T], data: Any) -> T:
@@ -129,7 +131,7 @@ class SugonClient:
 
     def _invalid(self, message: str) -> ApiInvalidResponse:
         """An answer that was fine as a request but wrong for paging; counted like any invalid response."""
-        self._caller.observer.request_failed(ApiInvalidResponse.reason)
+        self._conversation.observer.request_failed(ApiInvalidResponse.reason)
         return ApiInvalidResponse(message)
 
     async def queue_capacity(self, username: str, scheduler_id: str) -> dict[str, QueueCapacity]:

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.sugon.conversation import ApiAuthError, ApiInvalidResponse, Caller
+from exporter.sugon.conversation import ApiAuthError, ApiInvalidResponse, Conversation
 from exporter.values import normalise_api_url, split_credentials, token_problem
 
 PASSWORD_LOGIN_PATH = "/ac/openapi/v2/tokens"
@@ -140,37 +140,39 @@ def aksk_signature(access_key: str, secret_key: str, user: str, timestamp: str) 
 class PlatformClient:
     """Calls the AC host; a login refused with any non-zero code is an ApiAuthError carrying the server's msg."""
 
-    def __init__(self, url: str, caller: Caller, authorization: str | None = None) -> None:
+    def __init__(self, url: str, conversation: Conversation, authorization: str | None = None) -> None:
         self.url = url.rstrip("/")  # without userinfo: that is ``authorization``, sent with every request
-        self._caller = caller
-        self._gateway = {"Authorization": authorization} if authorization else {}
+        self._conversation = conversation
+        self._gateway_headers = {"Authorization": authorization} if authorization else {}
 
     async def login_password(self, user: str, password: str, org_id: str) -> list[RegionToken]:
         """``POST /ac/openapi/v2/tokens`` with the credentials in headers."""
-        headers = {**self._gateway, "user": user, "password": password, "orgId": org_id}
-        data = await self._caller.call("POST", self.url + PASSWORD_LOGIN_PATH, headers=headers, refusal_is_auth=True)
+        headers = {**self._gateway_headers, "user": user, "password": password, "orgId": org_id}
+        data = await self._conversation.call(
+            "POST", self.url + PASSWORD_LOGIN_PATH, headers=headers, refusal_is_auth=True
+        )
         return parse_regions(data)
 
     async def login_aksk(self, user: str, access_key: str, secret_key: str, timestamp: int) -> list[RegionToken]:
         """``POST /api/user/v3/tokens`` signed with the secret key (which is never sent)."""
         stamp = str(timestamp)
         headers = {
-            **self._gateway,
+            **self._gateway_headers,
             "user": user,
             "accessKey": access_key,
             "timestamp": stamp,
             "signature": aksk_signature(access_key, secret_key, user, stamp),
         }
-        data = await self._caller.call("POST", self.url + AKSK_LOGIN_PATH, headers=headers, refusal_is_auth=True)
+        data = await self._conversation.call("POST", self.url + AKSK_LOGIN_PATH, headers=headers, refusal_is_auth=True)
         return parse_regions(data)
 
     async def renew(self, token: str, region_id: str) -> str:
         """``POST /ac/openapi/v2/tokens/next``: a new token for the same region."""
-        headers = {**self._gateway, "token": token}
-        data = await self._caller.call("POST", self.url + RENEW_PATH, headers=headers, refusal_is_auth=True)
+        headers = {**self._gateway_headers, "token": token}
+        data = await self._conversation.call("POST", self.url + RENEW_PATH, headers=headers, refusal_is_auth=True)
         return parse_renewal(data, region_id)
 
     async def center(self, token: str) -> Center:
         """``GET /ac/openapi/v2/center`` with a region token."""
-        headers = {**self._gateway, "token": token}
-        return parse_center(await self._caller.call("GET", self.url + CENTER_PATH, headers=headers))
+        headers = {**self._gateway_headers, "token": token}
+        return parse_center(await self._conversation.call("GET", self.url + CENTER_PATH, headers=headers))

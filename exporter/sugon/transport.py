@@ -1,27 +1,16 @@
-"""A lean HTTP/1.1 transport for httpx: keep-alive connections, no pool bookkeeping.
+"""The lean transport: keep-alive HTTP/1.1 over asyncio for httpx, and a GET for job pages without httpx's objects.
 
-httpx's default transport (httpcore, anyio, h11) costs about 0.8 ms of CPU per request; a full poll of a
-centre's job list is thousands of small requests, so that overhead was most of a poll's CPU. This
-transport does the same job in a small fraction of that for what the exporter needs: GET and POST,
-``Content-Length``, chunked or close-delimited bodies, TLS through an ``ssl.SSLContext``. As an httpx
-transport it leaves building requests and undoing ``Content-Encoding`` to httpx; its ``get`` (the job
-list's pages) does without httpx's objects altogether. It knows no proxies: httpx ignores the proxy
-environment variables for a client with its own transport, so the exporter uses this one only when
-none is set. Connections are in ``exporter.connection``, the grammar of answers in ``exporter.http1``.
-
-A kept-alive connection is reused only when nothing arrived on it while idle and its socket is quiet.
-When a reused one ends before any byte of an answer (FIN, reset, broken pipe) or answers 408, the
-request goes once more, on a fresh connection: the server had dropped the idle connection.
-
-Failures come out as the httpx exceptions the default transport raises (ConnectError, ReadError,
-RemoteProtocolError, ConnectTimeout, ReadTimeout), so callers cannot tell the two apart; a body over
-``max_body`` (raw or decompressed) as ``BodyTooLarge``, an ``httpx.DecodingError``.
+httpx's own transport costs more CPU per request than everything else a poll does (bench/RESULTS.md), and a
+poll is thousands of small requests. This one does what the exporter needs: GET and POST, Content-Length,
+chunked or close-delimited bodies, TLS through an ``ssl.SSLContext``. It knows no proxies, so the service
+uses httpx's transport when the environment names one. A kept-alive connection the server dropped while
+idle gets the request once more on a fresh one. Failures are the httpx exceptions httpx's own transport
+raises, so callers cannot tell the two apart; a body over ``max_body`` is ``BodyTooLarge``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 import zlib
 from collections.abc import Awaitable
@@ -30,10 +19,10 @@ from typing import Any, TypeVar
 import httpx
 
 from exporter.sugon.connection import Connection, NoAnswer, Response
-from exporter.sugon.conversation import within
 from exporter.sugon.http1 import MAX_BODY, Answer, AnswerHeaders, BodyTooLarge
+from exporter.values import is_header
 
-__all__ = ["Answer", "AnswerHeaders", "BodyTooLarge", "StreamTransport", "transport_for"]
+__all__ = ["Answer", "AnswerHeaders", "BodyTooLarge", "LeanTransport", "check_header", "transport_for", "within"]
 
 T = TypeVar("T")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -46,24 +35,36 @@ def _timeout(request: httpx.Request, kind: str) -> float | None:
     return float(value) if value is not None else None
 
 
-async def _bounded(awaitable: Awaitable[T], seconds: float | None, error: type[httpx.TimeoutException]) -> T:
+_timeout_cm = getattr(asyncio, "timeout", None)
+
+
+async def within(
+    seconds: float | None, awaitable: Awaitable[T], error: type[httpx.TimeoutException] = httpx.TimeoutException
+) -> T:
+    """``await awaitable``, or ``error`` once ``seconds`` have passed (None: no limit). On Python 3.11 and
+    later this needs no task per call, as asyncio.wait_for does."""
     if seconds is None:
         return await awaitable
     try:
-        return await within(seconds, awaitable)
+        if _timeout_cm is None:
+            return await asyncio.wait_for(awaitable, seconds)
+        async with _timeout_cm(seconds):
+            return await awaitable
     except asyncio.TimeoutError:
         raise error(f"no answer within {seconds:g}s") from None
 
 
-_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")
+def check_header(name: str, value: str) -> None:
+    """LocalProtocolError for a header that breaks the one header rule (values.is_header), naming the header
+    but never quoting its value, which may be a secret."""
+    if not is_header(name, value):
+        raise httpx.LocalProtocolError(f"header {name[:40]!r} has a character HTTP does not allow")
 
 
-def _head(request: httpx.Request, body: bytes) -> bytes:
+def _request_head(request: httpx.Request, body: bytes) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
     for name, value in request.headers.raw:
-        if not _NAME.fullmatch(name) or not _VALUE.fullmatch(value):  # no header injection; the value may be secret
-            raise httpx.LocalProtocolError(f"header {name[:40]!r} has a character HTTP does not allow")
+        check_header(name.decode("latin-1"), value.decode("latin-1"))  # for any caller, not only the conversation
         if name.lower() not in (b"content-length", b"transfer-encoding"):  # the body goes whole, with its length
             lines.append(b"%s: %s" % (name, value))
     if body or request.method in ("POST", "PUT", "PATCH"):
@@ -72,7 +73,7 @@ def _head(request: httpx.Request, body: bytes) -> bytes:
     return b"\r\n".join(lines)
 
 
-class StreamTransport(httpx.AsyncBaseTransport):
+class LeanTransport(httpx.AsyncBaseTransport):
     """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time."""
 
     def __init__(
@@ -96,9 +97,9 @@ class StreamTransport(httpx.AsyncBaseTransport):
             context = self._ssl or ssl.create_default_context()
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await _bounded(
-                loop.create_connection(Connection, host, port, ssl=context, server_hostname=host if context else None),
+            _, conn = await within(
                 timeout,
+                loop.create_connection(Connection, host, port, ssl=context, server_hostname=host if context else None),
                 httpx.ConnectTimeout,
             )
         except (OSError, ssl.SSLError) as exc:
@@ -109,7 +110,11 @@ class StreamTransport(httpx.AsyncBaseTransport):
         url = request.url
         body = await request.aread()
         answer = await self._send(
-            url, _head(request, body) + body, request.method, _timeout(request, "connect"), _timeout(request, "read")
+            url,
+            _request_head(request, body) + body,
+            request.method,
+            _timeout(request, "connect"),
+            _timeout(request, "read"),
         )
         head = answer.head
         return httpx.Response(
@@ -171,7 +176,7 @@ class StreamTransport(httpx.AsyncBaseTransport):
         try:
             conn.send(data)
             reading = conn.read_response(method, self._max_body)
-            response = await (reading if read_timeout is None else _bounded(reading, read_timeout, httpx.ReadTimeout))
+            response = await (reading if read_timeout is None else within(read_timeout, reading, httpx.ReadTimeout))
             if reused and response.head.status == 408:  # the server's idle timeout, met as we sent
                 raise _StaleConnection()
             keep = response.keep and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
@@ -237,8 +242,8 @@ class _StaleConnection(Exception):
     """A reused connection the server had already dropped: it ended before any answer, or answered 408."""
 
 
-def transport_for(verify: Any, max_connections: int) -> StreamTransport:
-    """A StreamTransport checking certificates as httpx would for ``verify`` (True, False or an SSLContext)."""
+def transport_for(verify: Any, max_connections: int) -> LeanTransport:
+    """A LeanTransport checking certificates as httpx would for ``verify`` (True, False or an SSLContext)."""
     if isinstance(verify, ssl.SSLContext):
         context = verify
     else:
@@ -246,4 +251,4 @@ def transport_for(verify: Any, max_connections: int) -> StreamTransport:
         if verify is False:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-    return StreamTransport(context, max_connections)
+    return LeanTransport(context, max_connections)
