@@ -1,9 +1,8 @@
-"""One loop per cluster: fetch every page → aggregate → publish a ClusterState; and the exporter's self-metrics."""
+"""One loop per cluster: fetch every page (sugon) → count (counting) → publish a ClusterState (serving)."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import time
@@ -79,7 +78,7 @@ class ClusterPoller:
         self._store = store
         self._metrics = metrics
         self._configured_ids = scheduler_ids
-        self._discovered: tuple[list[str], float] | None = None
+        self._discovered_ids: tuple[list[str], float] | None = None
         self._url_source = url_source
         self._url_checked: float | None = None
         self._url_stale = False
@@ -115,7 +114,7 @@ class ClusterPoller:
             hit = self._excluded[queue] = any(p.fullmatch(queue) for p in self._budget.queues_exclude)
         return hit
 
-    def _unknown_status(self, raw_status: str) -> None:
+    def _log_unknown_status(self, raw_status: str) -> None:
         if raw_status not in self._unknown_statuses:
             self._unknown_statuses.add(raw_status)
             log.warning("cluster %s: unknown jobStatus %r counted as unknown", self.name, raw_status)
@@ -138,18 +137,18 @@ class ClusterPoller:
         if url != self.client.base_url:
             log.info("cluster %s: HPC URL is %s", self.name, url)
             self.client.base_url = url
-            self._discovered = None
+            self._discovered_ids = None
         self._url_checked, self._url_stale = now, False
 
     async def _scheduler_ids(self) -> list[str]:
         if self._configured_ids:
             return list(self._configured_ids)
         now = self._monotonic()
-        if self._discovered is None or now - self._discovered[1] > DISCOVERY_MAX_AGE:
+        if self._discovered_ids is None or now - self._discovered_ids[1] > DISCOVERY_MAX_AGE:
             ids = await self.client.schedulers()
             log.info("cluster %s: discovered scheduler ids %s", self.name, ", ".join(ids))
-            self._discovered = (ids, now)
-        return self._discovered[0]
+            self._discovered_ids = (ids, now)
+        return self._discovered_ids[0]
 
     async def poll_once(self) -> bool:
         """Fetch every page of every scheduler, then publish a new state; True if the poll succeeded."""
@@ -160,15 +159,9 @@ class ClusterPoller:
 
         try:
             for sid in await self._endpoint():
-                reported += await self.client.fetch_jobs(
-                    sid,
-                    self._page_size,
-                    self._concurrency,
-                    functools.partial(tally.take, scheduler_id=sid),
-                    self._max_jobs,
-                )
+                reported += await self.client.fetch_jobs(sid, self._page_size, self._concurrency, tally, self._max_jobs)
         except ApiError as exc:
-            tally.handover()  # the keys counted so far are dropped, not kept until the next poll
+            tally.pop_counted()  # the keys counted so far are dropped, not kept until the next poll
             self._failed(exc.reason, str(exc), self._monotonic() - started)
             return False
         except Exception:  # a bug must not kill the loop; the poll counts as failed
@@ -182,10 +175,10 @@ class ClusterPoller:
         tally.finish()
         now = self._clock()
         named, folded = self._name_queues(builder.queue_jobs(), now)
-        current = tally.handover()
+        counted = tally.pop_counted()
         if named is not None:
-            _fold(current, named)
-        activity = self._tracker.commit(current, now, None if named is None else {*named, OTHER})
+            _fold(counted, named)
+        activity = self._tracker.commit(counted, now, None if named is None else {*named, OTHER})
         snapshot = builder.build(
             cluster=self.name,
             taken_at=now,
@@ -266,13 +259,13 @@ class ClusterPoller:
     def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
 
-        Each counted job's key → (queue, status), for the tracker (``tally.handover``), is the one entry per
+        Each counted job's key → (queue, status), for the tracker (``tally.pop_counted``), is the one entry per
         job that a poll holds; the rest is per distinct (queue, user, status), kept from poll to poll.
         """
 
         def new() -> RowTally:
             builder = SnapshotBuilder(self._per_user, self._budget.max_users, self._budget.users_exclude)
-            return RowTally(self._parser, builder, self._is_excluded, self._unknown_status)
+            return RowTally(self._parser, builder, self._is_excluded, self._log_unknown_status)
 
         self._tally = next_tally(self._tally, new)
         return self._tally
@@ -280,7 +273,7 @@ class ClusterPoller:
     def _failed(self, reason: str, message: str, duration: float) -> None:
         previous = self._store.get(self.name)
         self._failures += 1
-        self._discovered = None  # the URL may have moved on; look the schedulers up again
+        self._discovered_ids = None  # the URL may have moved on; look the schedulers up again
         self._url_stale = self._url_stale or reason in URL_FAILURES
         self._metrics.poll_result(self.name, "failure")
         self._store.publish(replace(previous, up=False, poll_duration=duration, last_error=reason))
