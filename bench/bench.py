@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
@@ -44,7 +44,7 @@ from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator.population import Population
 from exporter.sugon.http1 import Answer
-from exporter.sugon.joblist import SugonClient
+from exporter.sugon.joblist import PageSink, SugonClient
 from exporter.sugon.pages import decode_job_page, row_of
 from exporter.sugon.transport import LeanTransport
 
@@ -280,7 +280,7 @@ def bench_breakdown(runs: int) -> list[str]:
                 t0 = time.process_time()
                 rows = decode_job_page(Answer(200, [], body))[1]
                 t1 = time.process_time()
-                tally.take(rows, SID)
+                tally.add_page(rows, SID)
                 counting += time.process_time() - t1
                 decoding += t1 - t0
             t = time.process_time()
@@ -288,7 +288,7 @@ def bench_breakdown(runs: int) -> list[str]:
             parts["decode"].append(decoding)
             parts["row loop"].append(counting + time.process_time() - t)
             t = time.process_time()
-            activity = tracker.commit(tally.handover(), 1000.0 + n)
+            activity = tracker.commit(tally.pop_counted(), 1000.0 + n)
             parts["tracker"].append(time.process_time() - t)
             t = time.process_time()
             tally.builder.build("c0", 0.0, 300.0, jobs, activity=activity)
@@ -335,11 +335,9 @@ class _Pages:
     def __init__(self, pages: list[list[Row | None]]) -> None:
         self.pages = pages
 
-    async def fetch_jobs(
-        self, sid: str, size: int, concurrency: int, on_rows: Callable[[list[Row | None]], None], *_: int
-    ) -> int:
+    async def fetch_jobs(self, sid: str, size: int, concurrency: int, sink: PageSink, *_: int) -> int:
         for rows in self.pages:
-            on_rows(rows)
+            sink.add_page(rows, sid)
         return sum(map(len, self.pages))
 
 
@@ -521,9 +519,9 @@ def big_snapshot(cluster: int, t: float) -> ClusterState:
     )
     builder = tally.builder
     for body in big_pages():
-        tally.take(decode_job_page(Answer(200, [], body))[1], SID)
+        tally.add_page(decode_job_page(Answer(200, [], body))[1], SID)
     tally.finish()
-    activity = TRACKERS.setdefault(cluster, JobTracker()).commit(tally.handover(), t)
+    activity = TRACKERS.setdefault(cluster, JobTracker()).commit(tally.pop_counted(), t)
     snap = builder.build(
         f"c{cluster}",
         t,

@@ -1,21 +1,21 @@
-"""One loop per cluster: fetch every page → aggregate → publish a ClusterState; and the exporter's self-metrics."""
+"""One loop per cluster: fetch every page (sugon) → count (counting) → publish a ClusterState (serving)."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
+from exporter.counting.queues import QueueBudget, add_capacity, fold_jobs
 from exporter.counting.rows import RowParser
-from exporter.counting.snapshot import SnapshotBuilder, name_queues
+from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.statefile import StateFile
 from exporter.counting.tally import RowTally, next_tally
 from exporter.counting.tracker import JobTracker
-from exporter.model import OTHER, CapacitySnapshot, QueueCapacity, QueueStatus
+from exporter.model import OTHER, CapacitySnapshot, QueueCapacity
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.sugon.conversation import ApiError
@@ -25,7 +25,6 @@ from exporter.values import jwt_payload
 
 log = logging.getLogger(__name__)
 
-QUEUE_MEMORY_SECONDS = 24 * 3600  # a queue seen within this long keeps its zero-filled series
 DISCOVERY_MAX_AGE = 3600  # a discovered HPC URL or scheduler id list is looked up again after this long
 # Failures after which a discovered HPC URL is looked up again: the region may have moved.
 URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
@@ -79,7 +78,7 @@ class ClusterPoller:
         self._store = store
         self._metrics = metrics
         self._configured_ids = scheduler_ids
-        self._discovered: tuple[list[str], float] | None = None
+        self._discovered_ids: tuple[list[str], float] | None = None
         self._url_source = url_source
         self._url_checked: float | None = None
         self._url_stale = False
@@ -94,28 +93,22 @@ class ClusterPoller:
         self._budget = budget
         self._max_jobs = max_jobs
         self._discovery_lock = asyncio.Lock()
-        self._excluded: dict[str, bool] = {}
         self._capacity = capacity
         self._capacity_failing: str | None = None
         self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before folding
-        self._named: set[str] | None = None  # the queues named at the last job poll (None: none yet)
         self._center_user: str | None = None
         self._state_file = state_file
         self._tracker = JobTracker(state_file.waiting_since(name) if state_file else None)
-        self._queue_seen: dict[str, float] = state_file.queues_seen(name) if state_file else {}
+        self._queues = QueueBudget(
+            budget.max_queues, budget.queues_exclude, state_file.queues_seen(name) if state_file else None
+        )
         self._unknown_statuses: set[str] = set()
         self._parser = RowParser()
         self._tally: RowTally | None = None
         self._failures = 0
         self._stale_logged = False
 
-    def _is_excluded(self, queue: str) -> bool:
-        hit = self._excluded.get(queue)
-        if hit is None:
-            hit = self._excluded[queue] = any(p.fullmatch(queue) for p in self._budget.queues_exclude)
-        return hit
-
-    def _unknown_status(self, raw_status: str) -> None:
+    def _log_unknown_status(self, raw_status: str) -> None:
         if raw_status not in self._unknown_statuses:
             self._unknown_statuses.add(raw_status)
             log.warning("cluster %s: unknown jobStatus %r counted as unknown", self.name, raw_status)
@@ -138,18 +131,18 @@ class ClusterPoller:
         if url != self.client.base_url:
             log.info("cluster %s: HPC URL is %s", self.name, url)
             self.client.base_url = url
-            self._discovered = None
+            self._discovered_ids = None
         self._url_checked, self._url_stale = now, False
 
     async def _scheduler_ids(self) -> list[str]:
         if self._configured_ids:
             return list(self._configured_ids)
         now = self._monotonic()
-        if self._discovered is None or now - self._discovered[1] > DISCOVERY_MAX_AGE:
+        if self._discovered_ids is None or now - self._discovered_ids[1] > DISCOVERY_MAX_AGE:
             ids = await self.client.schedulers()
             log.info("cluster %s: discovered scheduler ids %s", self.name, ", ".join(ids))
-            self._discovered = (ids, now)
-        return self._discovered[0]
+            self._discovered_ids = (ids, now)
+        return self._discovered_ids[0]
 
     async def poll_once(self) -> bool:
         """Fetch every page of every scheduler, then publish a new state; True if the poll succeeded."""
@@ -160,15 +153,9 @@ class ClusterPoller:
 
         try:
             for sid in await self._endpoint():
-                reported += await self.client.fetch_jobs(
-                    sid,
-                    self._page_size,
-                    self._concurrency,
-                    functools.partial(tally.take, scheduler_id=sid),
-                    self._max_jobs,
-                )
+                reported += await self.client.fetch_jobs(sid, self._page_size, self._concurrency, tally, self._max_jobs)
         except ApiError as exc:
-            tally.handover()  # the keys counted so far are dropped, not kept until the next poll
+            tally.pop_counted()  # the keys counted so far are dropped, not kept until the next poll
             self._failed(exc.reason, str(exc), self._monotonic() - started)
             return False
         except Exception:  # a bug must not kill the loop; the poll counts as failed
@@ -181,23 +168,24 @@ class ClusterPoller:
             return False
         tally.finish()
         now = self._clock()
-        named, folded = self._name_queues(builder.queue_jobs(), now)
-        current = tally.handover()
+        with_series = (*self._tracker.known_queues(), *(self._capacity_raw or ()))
+        named, folded = self._queues.name(builder.queue_jobs(), now, with_series)
+        counted = tally.pop_counted()
         if named is not None:
-            _fold(current, named)
-        activity = self._tracker.commit(current, now, None if named is None else {*named, OTHER})
+            fold_jobs(counted, named)
+        activity = self._tracker.commit(counted, now, None if named is None else {*named, OTHER})
         snapshot = builder.build(
             cluster=self.name,
             taken_at=now,
             expires_at=now + self._max_staleness,
             reported_total=reported,
-            zero_fill_queues=self._queue_seen,
+            zero_fill_queues=self._queues.seen,
             activity=activity,
             named=named,
             queues_folded=folded,
         )
         if self._state_file is not None:
-            self._state_file.save(self.name, self._tracker.waiting_since(), dict(self._queue_seen))
+            self._state_file.save(self.name, self._tracker.waiting_since(), dict(self._queues.seen))
         duration = self._monotonic() - started
         if self._failures:
             log.info("cluster %s: recovered after %d failed poll(s)", self.name, self._failures)
@@ -206,7 +194,7 @@ class ClusterPoller:
         previous = self._store.get(self.name)
         capacity = previous.capacity
         if capacity is not None and self._capacity_raw is not None:
-            queues = self._capacity_view()  # named as the job data now is
+            queues = self._queues.capacity_view(self._capacity_raw)  # named as the job data now is
             if queues != capacity.queues:
                 capacity = replace(capacity, queues=queues)
         self._store.publish(
@@ -227,52 +215,16 @@ class ClusterPoller:
         log.debug("cluster %s: %d jobs (API total %d) in %.2fs", self.name, builder.job_count, reported, duration)
         return True
 
-    def _name_queues(self, jobs: dict[str, int], now: float) -> tuple[set[str] | None, int]:
-        """The queue budget: the queues named this poll (None: every queue, nothing folds) and how many fold.
-
-        Candidates are the queues with jobs now and those with series: zero-filled (seen within a day), with
-        counters, or with capacity. The zero-fill memory is updated here, under the names this poll gives.
-        """
-        seen = {
-            q: t for q, t in self._queue_seen.items() if now - t <= QUEUE_MEMORY_SECONDS and not self._is_excluded(q)
-        }
-        candidates = dict.fromkeys((*seen, *self._tracker.known_queues(), *(self._capacity_raw or ())), 0)
-        candidates.update(jobs)
-        named = name_queues(candidates, self._budget.max_queues)
-        for queue in jobs:
-            seen[queue if named is None or queue in named else OTHER] = now
-        if named is None:
-            self._named = {q for q in candidates if q != OTHER}
-            self._queue_seen = seen
-            return None, 0
-        self._named = named
-        self._queue_seen = {q: t for q, t in seen.items() if q in named or q == OTHER}
-        return named, len(candidates) - (OTHER in candidates) - len(named)
-
-    def _capacity_view(self) -> dict[str, QueueCapacity]:
-        """The last capacity poll's queues, named as the job data is: a queue the job data folds is "other";
-        one it does not know is named while the budget has room (the capacity of an idle queue)."""
-        named = self._named or set()
-        raw = self._capacity_raw or {}
-        room = self._budget.max_queues - len(named)
-        unknown = sorted(q for q in raw if q not in named and q != OTHER)
-        kept = named.union(unknown[: max(room, 0)]) if unknown else named
-        queues: dict[str, QueueCapacity] = {}
-        for queue, cap in raw.items():
-            name = queue if queue in kept else OTHER
-            queues[name] = _add_capacity(queues.get(name), cap)
-        return queues
-
     def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
 
-        Each counted job's key → (queue, status), for the tracker (``tally.handover``), is the one entry per
+        Each counted job's key → (queue, status), for the tracker (``tally.pop_counted``), is the one entry per
         job that a poll holds; the rest is per distinct (queue, user, status), kept from poll to poll.
         """
 
         def new() -> RowTally:
             builder = SnapshotBuilder(self._per_user, self._budget.max_users, self._budget.users_exclude)
-            return RowTally(self._parser, builder, self._is_excluded, self._unknown_status)
+            return RowTally(self._parser, builder, self._queues.is_excluded, self._log_unknown_status)
 
         self._tally = next_tally(self._tally, new)
         return self._tally
@@ -280,7 +232,7 @@ class ClusterPoller:
     def _failed(self, reason: str, message: str, duration: float) -> None:
         previous = self._store.get(self.name)
         self._failures += 1
-        self._discovered = None  # the URL may have moved on; look the schedulers up again
+        self._discovered_ids = None  # the URL may have moved on; look the schedulers up again
         self._url_stale = self._url_stale or reason in URL_FAILURES
         self._metrics.poll_result(self.name, "failure")
         self._store.publish(replace(previous, up=False, poll_duration=duration, last_error=reason))
@@ -332,8 +284,8 @@ class ClusterPoller:
             queues: dict[str, QueueCapacity] = {}
             for sid in ids:
                 for queue, cap in (await self.client.queue_capacity(username, sid)).items():
-                    if not self._is_excluded(queue):
-                        queues[queue] = _add_capacity(queues.get(queue), cap)
+                    if not self._queues.is_excluded(queue):
+                        queues[queue] = add_capacity(queues.get(queue), cap)
         except ApiError as exc:
             self._capacity_failed(exc.reason, str(exc))
             return False
@@ -349,7 +301,7 @@ class ClusterPoller:
             log.info("cluster %s: queue capacity available again", self.name)
         self._capacity_failing = None
         self._capacity_raw = queues
-        capacity = CapacitySnapshot(now, now + self._max_staleness, self._capacity_view())
+        capacity = CapacitySnapshot(now, now + self._max_staleness, self._queues.capacity_view(queues))
         self._store.publish(replace(self._store.get(self.name), capacity=capacity))
         return True
 
@@ -378,27 +330,3 @@ class ClusterPoller:
             self._every(self.interval, self.poll_once),
             self._every(self._capacity.interval, self.poll_capacity_once),
         )
-
-
-def _fold(current: dict[str, QueueStatus], named: set[str]) -> None:
-    """Name every job of a queue outside ``named`` as queue "other", in place (one (queue, status) per pair)."""
-    folded: dict[QueueStatus, QueueStatus] = {}
-    for key, pair in current.items():
-        if pair[0] not in named:
-            to = folded.get(pair)
-            if to is None:
-                to = folded[pair] = (OTHER, pair[1])
-            current[key] = to  # the same keys: changing values while iterating is allowed
-
-
-def _add_capacity(a: QueueCapacity | None, b: QueueCapacity) -> QueueCapacity:
-    """A queue listed under two schedulers: their sizes add up."""
-    if a is None:
-        return b
-
-    def plus(x: int | None, y: int | None) -> int | None:
-        return None if x is None and y is None else (x or 0) + (y or 0)
-
-    return QueueCapacity(
-        plus(a.cpus, b.cpus), plus(a.free_cpus, b.free_cpus), plus(a.nodes, b.nodes), plus(a.free_nodes, b.free_nodes)
-    )

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from exporter.counting.tally import RowTally
+from exporter.model import Row
 from exporter.sugon.pages import row_of
 from tests.tools import find_tool
 
@@ -106,4 +107,14 @@ def read_answer(sock: socket.socket, buffered: bytearray | None = None) -> tuple
 
 def take_rows(tally: RowTally, rows: list[Any], scheduler_id: str) -> None:
     """Count decoded rows (dicts, or anything else a list may hold) as the poll counts a page's Rows."""
-    tally.take([row_of(r) for r in rows], scheduler_id)
+    tally.add_page([row_of(r) for r in rows], scheduler_id)
+
+
+class RowsReceived:
+    """A page sink for SugonClient.fetch_jobs that keeps every row it is handed, in order."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row | None] = []
+
+    def add_page(self, rows: list[Row | None], scheduler_id: str) -> None:
+        self.rows.extend(rows)

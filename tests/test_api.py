@@ -26,7 +26,7 @@ from exporter.sugon.conversation import (
 from exporter.sugon.joblist import SugonClient, _mostly_repeats, _same_rows, parse_capacity, parse_schedulers
 from exporter.sugon.pages import parse_job_page
 from exporter.sugon.tokens import FileToken, StaticToken
-from tests.helpers import FIXTURES, SCHEDULER, PagedList, envelope, fixture, row
+from tests.helpers import FIXTURES, SCHEDULER, PagedList, RowsReceived, envelope, fixture, row
 
 BASE = "https://hpc.example.com:65106"
 JOBS = BASE + "/hpc/openapi/v2/jobs"
@@ -55,14 +55,14 @@ def client(
 
 def fetch(page_size: int = 500, concurrency: int = 4, observer: Observer | None = None) -> tuple[int, list[Any]]:
     """Run fetch_jobs for the default scheduler; returns (reported total, every row delivered, in order)."""
-    delivered: list[Any] = []
+    delivered = RowsReceived()
 
     async def go() -> int:
         c, http = client(observer)
         async with http:
-            return await c.fetch_jobs(SCHEDULER, page_size, concurrency, delivered.extend)
+            return await c.fetch_jobs(SCHEDULER, page_size, concurrency, delivered)
 
-    return asyncio.run(go()), delivered
+    return asyncio.run(go()), delivered.rows
 
 
 def run_async(coro: Any) -> Any:
@@ -414,7 +414,7 @@ def test_error_messages_never_contain_the_token() -> None:
         async def go() -> None:
             c, http = client(token=secret)
             async with http:
-                await c.fetch_jobs(SCHEDULER, 10, 1, lambda rows: None)
+                await c.fetch_jobs(SCHEDULER, 10, 1, RowsReceived())
 
         with pytest.raises(ApiError) as err:
             asyncio.run(go())

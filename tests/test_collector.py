@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.counting.rows import Job
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.model import Activity, CapacitySnapshot, ClusterState, QueueCapacity, WaitHistogram
 from exporter.serving.collector import JobCollector
 from exporter.serving.store import StateStore
 from tests.helpers import FIXTURES, promtool_check_metrics
+from tests.reference import Job, add_job
 
 NOW = 1_700_000_000.0
 
@@ -27,7 +27,7 @@ ACTIVITY = Activity(
 def store_with(jobs: list[Job], per_user: bool = True) -> StateStore:
     builder = SnapshotBuilder(per_user)
     for j in jobs:
-        builder.add(j)
+        add_job(builder, j)
     snap = builder.build("kunshan", NOW, NOW + 300, reported_total=3, zero_fill_queues=["debug"], activity=ACTIVITY)
     store = StateStore(["kunshan", "wuxi"])
     capacity = CapacitySnapshot(NOW, NOW + 300, {"debug": QueueCapacity(256, 64, 4, 1)})

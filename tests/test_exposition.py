@@ -14,11 +14,11 @@ from prometheus_client import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
 from exporter.config import build_config
-from exporter.counting.rows import Job
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.model import CapacitySnapshot, ClusterState, QueueCapacity
 from exporter.service import Exporter
 from exporter.serving.web import WebServer, make_app
+from tests.reference import Job, add_job
 
 NOW = 1_700_000_000.0
 CAPACITY = {"q0": QueueCapacity(64, 8, 2, None), "q1": QueueCapacity(None, None, 4, 1)}
@@ -35,7 +35,7 @@ def rig() -> tuple[Exporter, list[float]]:
 def publish(ex: Exporter, t: float, jobs: int) -> None:
     b = SnapshotBuilder(per_user=True)
     for i in range(jobs):
-        b.add(Job(str(i), "debug", f"u{i}", "running", "statR", 2))
+        add_job(b, Job(str(i), "debug", f"u{i}", "running", "statR", 2))
     ex.store.publish(ClusterState("a", True, t, 1.0, None, b.build("a", t, t + 300, jobs, ["debug"])))
 
 
@@ -102,7 +102,7 @@ def test_a_publish_re_renders_only_its_own_cluster_and_every_assembly_equals_a_f
     def poll(name: str, t: float, jobs: int, up: bool = True) -> None:
         b = SnapshotBuilder(per_user=True)
         for i in range(jobs):
-            b.add(Job(str(i), f"q{i % 2}", f"u{i % 3}", "queued" if i % 2 else "running", "statR", i, "Priority"))
+            add_job(b, Job(str(i), f"q{i % 2}", f"u{i % 3}", "queued" if i % 2 else "running", "statR", i, "Priority"))
         snap = b.build(name, t, t + 300, jobs, ["q0", "q1", "idle"])
         ex.store.publish(ClusterState(name, up, t, 1.5, None, snap, CapacitySnapshot(t, t + 100, CAPACITY)))
 
@@ -180,7 +180,7 @@ def test_the_per_user_families_written_directly_equal_prometheus_clients_even_wi
     ex, _ = rig()
     b = SnapshotBuilder(per_user=True)
     for i, (queue, user) in enumerate((q, u) for q in HOSTILE for u in HOSTILE):
-        b.add(Job(str(i), queue, user, "running" if i % 3 else "queued", "statR", i * 1_000_003 % 10**7))
+        add_job(b, Job(str(i), queue, user, "running" if i % 3 else "queued", "statR", i * 1_000_003 % 10**7))
     snap = b.build('we"ird\\c', NOW, NOW + 300, 81, ["debug"])
     ex.store.publish(ClusterState("a", True, NOW, 1.0, None, snap))
     assert ex.exposition.render(False, False) == generate_latest(ex.registry)
@@ -214,7 +214,7 @@ def test_a_cluster_that_cannot_be_rendered_is_left_out_and_logged_once_while_eve
 
     def poll(name: str, cpus: int, t: float = NOW) -> None:
         b = SnapshotBuilder(per_user=True)
-        b.add(Job("1", "debug", "alice", "running", "statR", cpus))
+        add_job(b, Job("1", "debug", "alice", "running", "statR", cpus))
         ex.store.publish(ClusterState(name, True, t, 1.0, None, b.build(name, t, t + 300, 1, ["debug"])))
 
     poll("a", 10**400)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
-from exporter.counting.rows import MAX_CPUS, cpu_count, cpus, parse_job
+from exporter.counting.rows import MAX_CPUS, RowParser, cpu_count
 from tests.helpers import SCHEDULER, fixture, row
+from tests.reference import cpus, parse_job
 
 # The mapping as written in the issue and sugon-api.md, typed out by hand.
 DOCUMENTED = [
@@ -105,14 +108,19 @@ def test_quotes_backslashes_newlines_and_unicode_pass_through_unchanged() -> Non
 
 
 def test_the_row_parser_remembers_labels_within_a_bound() -> None:
-    from exporter.counting.rows import RowParser
-
+    """Endless distinct queue names (hostile input) must not grow the memory without end."""
     parser = RowParser()
-    parser.MAX_REMEMBERED = 5  # type: ignore[misc]
-    for i in range(50):
-        job = parser.parse(row(i, queue=f"q{i}", user=["not", "hashable"]), SCHEDULER)  # type: ignore[arg-type]
-        assert job is not None and job.queue == f"q{i}" and job.user == "unknown"
-    assert len(parser._labels) <= 5  # the bound is the point of the test
+    assert parser.label(["not", "hashable"]) == "unknown"
+    names = 5 * RowParser.MAX_REMEMBERED
+    tracemalloc.start()
+    try:
+        for i in range(names):
+            name = f"{i:0200d}"  # about 250 bytes, and as much again for its label: 50 MB were all kept
+            assert parser.label(name) == name
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 20_000_000  # MAX_REMEMBERED of them at the most: about 10 MB
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from exporter.model import Row
 from exporter.sugon.conversation import ApiError, parse_envelope
 from exporter.sugon.http1 import Answer
 from exporter.sugon.pages import decode_job_page, parse_job_page, row_of
-from tests.helpers import envelope, fixture
+from tests.helpers import RowsReceived, envelope, fixture
 
 FIELDS = Row.__struct_fields__
 
@@ -277,7 +277,7 @@ def test_a_server_that_ignores_the_offset_is_found_though_a_skipped_field_ticks(
     async def go() -> None:
         async with httpx.AsyncClient() as http:
             client = SugonClient("https://h", StaticToken("t"), Conversation(http, 5, retry_backoff=0))
-            await client.fetch_jobs("1", 3, 1, lambda rows: None)
+            await client.fetch_jobs("1", 3, 1, RowsReceived())
 
     with respx.mock:
         respx.get("https://h/hpc/openapi/v2/jobs").mock(side_effect=again)

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from exporter.counting.rows import Job
 from exporter.counting.snapshot import SnapshotBuilder, fold_users, name_queues, top_reasons
+from tests.reference import Job, add_job
 
 
 def job(n: int, queue: str, user: str, status: str, cpus: int) -> Job:
@@ -23,7 +23,7 @@ def test_counts_and_cpu_sums_by_queue_status_and_user() -> None:
         job(3, "debug", "b", "queued", 16),
         job(4, "gpu", "a", "running", 2),
     ]:
-        b.add(j)
+        add_job(b, j)
     snap = b.build("c", taken_at=100.0, expires_at=400.0, reported_total=4)
     assert dict(snap.by_queue) == {
         ("debug", "running"): (2, 12),
@@ -40,7 +40,7 @@ def test_counts_and_cpu_sums_by_queue_status_and_user() -> None:
 
 def test_zero_fill_gives_every_remembered_queue_the_eight_documented_statuses() -> None:
     b = SnapshotBuilder(per_user=True)
-    b.add(job(1, "debug", "a", "cancelled", 3))
+    add_job(b, job(1, "debug", "a", "cancelled", 3))
     snap = b.build("c", 0.0, 1.0, 1, zero_fill_queues=["debug", "drained"])
     eight = {"running", "queued", "held", "suspended", "exiting", "completed", "waiting", "other"}
     assert {s for (q, s) in snap.by_queue if q == "drained"} == eight
@@ -53,7 +53,7 @@ def test_zero_fill_gives_every_remembered_queue_the_eight_documented_statuses() 
 
 def test_per_user_off_keeps_no_user_breakdown() -> None:
     b = SnapshotBuilder(per_user=False)
-    b.add(job(1, "debug", "a", "running", 1))
+    add_job(b, job(1, "debug", "a", "running", 1))
     assert dict(b.build("c", 0.0, 1.0, 1).by_user) == {}
 
 
@@ -63,7 +63,7 @@ def test_users_beyond_max_users_fold_into_other_with_ties_broken_by_name() -> No
     for user, count in (("carol", 3), ("alice", 2), ("bob", 2), ("dave", 1)):
         for _ in range(count):
             n += 1
-            b.add(job(n, "q", user, "running", 1))
+            add_job(b, job(n, "q", user, "running", 1))
     snap = b.build("c", 0.0, 1.0, n)
     # carol (3) is first; alice and bob tie at 2 and alice wins by name; bob and dave become "other"
     assert dict(snap.by_user) == {
@@ -77,7 +77,7 @@ def test_users_beyond_max_users_fold_into_other_with_ties_broken_by_name() -> No
 def test_excluded_users_always_fold_even_when_within_the_budget() -> None:
     b = SnapshotBuilder(per_user=True, max_users=10, users_exclude=[re.compile("svc_.*"), re.compile("root")])
     for n, user in enumerate(["svc_backup", "svc_sync", "root", "rooted", "alice"]):
-        b.add(job(n, "q", user, "queued", 2))
+        add_job(b, job(n, "q", user, "queued", 2))
     snap = b.build("c", 0.0, 1.0, 5)
     assert dict(snap.by_user) == {
         ("q", "other", "queued"): (3, 6),  # svc_backup, svc_sync, root (full match only)
@@ -99,8 +99,8 @@ def test_reasons_beyond_twenty_per_cluster_become_other() -> None:
     for i in range(25):  # reason r00 has 25 jobs, r01 24, ... r24 1
         for _ in range(25 - i):
             n += 1
-            b.add(Job(str(n), "q" if i % 2 else "p", "u", "queued", "statQ", 1, f"r{i:02d}"))
-    b.add(Job("run", "q", "u", "running", "statR", 1, "ignored"))  # only queued jobs count
+            add_job(b, Job(str(n), "q" if i % 2 else "p", "u", "queued", "statQ", 1, f"r{i:02d}"))
+    add_job(b, Job("run", "q", "u", "running", "statR", 1, "ignored"))  # only queued jobs count
     snap = b.build("c", 0.0, 1.0, n)
     reasons = {r for _, r in snap.by_reason}
     assert reasons == {f"r{i:02d}" for i in range(20)} | {"other"}
@@ -120,7 +120,7 @@ def test_a_snapshots_counts_add_nothing_the_garbage_collector_tracks() -> None:
     before = len(gc.get_objects())
     b = SnapshotBuilder(per_user=True, max_users=1000)
     for n in range(10_000):
-        b.add(Job(str(n), f"q{n // 1000}", f"u{n % 1000}", "running", "", 2))
+        add_job(b, Job(str(n), f"q{n // 1000}", f"u{n % 1000}", "running", "", 2))
     snap = b.build("c", 0.0, 300.0, 10_000, zero_fill_queues=["q0"])
     del b  # what a poll keeps is the snapshot
     gc.collect()
@@ -134,7 +134,7 @@ def test_a_user_called_other_adds_up_with_the_folded_users_whatever_the_order(ot
     jobs = [Job(f"o{n}", "q", "other", "running", "", 1) for n in range(3)]  # kept: the most jobs
     folded = [Job("a", "q", "alice", "running", "", 10), Job("b", "q", "bob", "running", "", 100)]
     for job in jobs + folded if other_first else folded + jobs:
-        b.add(job)
+        add_job(b, job)
     snap = b.build("c", 0.0, 300.0, 5)
     assert dict(snap.by_user) == {("q", "other", "running"): (5, 113)} and snap.users_folded == 2
 
@@ -157,7 +157,7 @@ def test_a_queue_budget_folds_the_other_queues_in_every_family_of_the_snapshot()
         ("other", "carol", "running", 1, "none"),  # a queue really called "other" adds up with the folded ones
     ):
         n += 1
-        b.add(Job(str(n), queue, user, status, "", cpus, reason))
+        add_job(b, Job(str(n), queue, user, status, "", cpus, reason))
     assert b.queue_jobs() == {"big": 2, "small": 1, "tiny": 1, "other": 1}
     snap = b.build("c", 0.0, 1.0, n, zero_fill_queues=["big", "other"], named={"big"}, queues_folded=2)
     assert snap.by_queue[("big", "queued")] == (1, 2)

@@ -18,7 +18,7 @@ from exporter.counting.statefile import StateFile
 # A child that writes the state file and is killed while it writes: os.replace never comes.
 KILLED_WRITER = """
 import os, sys, time
-from exporter.statefile import StateFile
+from exporter.counting.statefile import StateFile
 state = StateFile(sys.argv[1])
 def hang(*args):
     print("writing", flush=True)

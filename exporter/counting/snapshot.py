@@ -1,12 +1,13 @@
-"""Pure aggregation: Jobs in, one immutable ClusterSnapshot of counts and CPU sums out, within a label budget."""
+"""Pure aggregation: counts by series in, one immutable ClusterSnapshot of counts and CPU sums out, within a
+label budget."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
+from typing import NamedTuple
 
-from exporter.counting.rows import Job
 from exporter.model import (
     NO_JOBS,
     OTHER,
@@ -45,98 +46,93 @@ def top_reasons(counts: Mapping[str, int], limit: int = MAX_REASONS) -> set[str]
     return set(sorted(counts, key=lambda r: (-counts[r], r))[:limit])
 
 
-class SnapshotBuilder:
-    """Accumulates Jobs page by page, so a poll never has to hold the whole job list.
+class SeriesUse(NamedTuple):
+    """How much of what a builder holds is in use: series with a job this poll, and series known."""
 
-    One builder may serve poll after poll (``reset`` between them): its series keep their slots, so the
-    next poll finds the series it had before instead of building and freeing them all again. A series
-    belongs to a poll's snapshot only if that poll counted a job in it.
+    counted: int
+    known: int
+
+
+class SnapshotBuilder:
+    """Accumulates counts page by page, so a poll never has to hold the whole job list.
+
+    Each series (queue and status; queue, user and status) has a slot in ``job_counts`` and ``cpu_sums``,
+    which a caller adds to (see ``slots_of``). One builder may serve poll after poll (``reset`` between
+    them): its series keep their slots, so the next poll finds the series it had before instead of building
+    them again. A series belongs to a poll's snapshot only if that poll counted a job in it.
     """
 
     def __init__(self, per_user: bool, max_users: int = 200, users_exclude: Iterable[re.Pattern[str]] = ()) -> None:
         self._per_user = per_user
         self._max_users = max_users
         self._users_exclude = list(users_exclude)
-        # Series → slot in ``jobs`` and ``cpus``: two flat lists of counters rather than a [jobs, cpus] list
-        # per series. A list per series is an object the garbage collector walks in every full collection
-        # (which pauses scrapes) and that has to be freed after the poll: 40,000 of them for a cluster of
-        # 20,000 per-user series.
-        self._queue: dict[QueueStatus, int] = {}
-        self._user: dict[QueueUserStatus, int] = {}
-        self.jobs: list[int] = []
-        self.cpus: list[int] = []
-        self._reason: dict[QueueReason, int] = {}
+        # Two flat lists of counters indexed by slot, not a [jobs, cpus] list per series: nothing per series
+        # for the garbage collector to walk, or to free after the poll.
+        self._queue_slots: dict[QueueStatus, int] = {}
+        self._user_slots: dict[QueueUserStatus, int] = {}
+        self.job_counts: list[int] = []
+        self.cpu_sums: list[int] = []
+        self._reason_jobs: dict[QueueReason, int] = {}
 
     def reset(self) -> None:
         """Start the next poll: every counter back to 0; the series and their slots stay."""
-        self.jobs = [0] * len(self.jobs)
-        self.cpus = [0] * len(self.cpus)
-        self._reason = {}
+        self.job_counts = [0] * len(self.job_counts)
+        self.cpu_sums = [0] * len(self.cpu_sums)
+        self._reason_jobs = {}
 
-    @property
-    def series(self) -> tuple[int, int]:
-        """(series with a job this poll, series known): how much of what the builder holds is in use."""
-        return len(self.jobs) - self.jobs.count(0), len(self.jobs)
+    def series_use(self) -> SeriesUse:
+        """How many series counted a job this poll, of how many the builder knows."""
+        return SeriesUse(len(self.job_counts) - self.job_counts.count(0), len(self.job_counts))
 
     @property
     def queues(self) -> set[str]:
         """The queues with a job counted this poll."""
-        jobs = self.jobs
-        return {queue for (queue, _), slot in self._queue.items() if jobs[slot]}
+        jobs = self.job_counts
+        return {queue for (queue, _), slot in self._queue_slots.items() if jobs[slot]}
 
     def queue_jobs(self) -> dict[str, int]:
         """Jobs counted this poll, by queue (queues without any are left out)."""
-        jobs = self.jobs
+        jobs = self.job_counts
         totals: dict[str, int] = {}
-        for (queue, _), slot in self._queue.items():
+        for (queue, _), slot in self._queue_slots.items():
             if jobs[slot]:
                 totals[queue] = totals.get(queue, 0) + jobs[slot]
         return totals
 
     @property
     def job_count(self) -> int:
-        jobs = self.jobs
-        return sum(jobs[slot] for slot in self._queue.values())
+        """Jobs counted this poll."""
+        jobs = self.job_counts
+        return sum(jobs[slot] for slot in self._queue_slots.values())
 
-    def _slot(self) -> int:
-        self.jobs.append(0)
-        self.cpus.append(0)
-        return len(self.jobs) - 1
+    def _new_slot(self) -> int:
+        self.job_counts.append(0)
+        self.cpu_sums.append(0)
+        return len(self.job_counts) - 1
 
-    def cells(self, queue: str, user: str, status: str) -> tuple[int, int]:
-        """The slots in ``jobs`` and ``cpus`` that a job of this queue, user and status adds to: by queue,
-        and by user (-1 when per-user series are off). A caller that meets the same three values again may
-        keep them and add to ``jobs`` and ``cpus`` directly, for as long as the builder lives: that is the fast
+    def slots_of(self, queue: str, user: str, status: str) -> tuple[int, int]:
+        """The slots in ``job_counts`` and ``cpu_sums`` that a job of this queue, user and status adds to: by
+        queue, and by user (-1 when per-user series are off). A caller that meets the same three values again
+        may keep them and add to the counters directly, for as long as the builder lives: that is the fast
         path of a poll."""
-        slot = self._queue.get((queue, status))
-        if slot is None:
-            slot = self._queue[(queue, status)] = self._slot()
+        queue_slot = self._queue_slots.get((queue, status))
+        if queue_slot is None:
+            queue_slot = self._queue_slots[(queue, status)] = self._new_slot()
         if not self._per_user:
-            return slot, -1
-        uslot = self._user.get((queue, user, status))
-        if uslot is None:
-            uslot = self._user[(queue, user, status)] = self._slot()
-        return slot, uslot
+            return queue_slot, -1
+        user_slot = self._user_slots.get((queue, user, status))
+        if user_slot is None:
+            user_slot = self._user_slots[(queue, user, status)] = self._new_slot()
+        return queue_slot, user_slot
 
     def count_reason(self, queue: str, reason: str, jobs: int = 1) -> None:
         """``jobs`` queued jobs of ``queue`` wait for ``reason``."""
-        self._reason[(queue, reason)] = self._reason.get((queue, reason), 0) + jobs
+        self._reason_jobs[(queue, reason)] = self._reason_jobs.get((queue, reason), 0) + jobs
 
-    def add(self, job: Job) -> None:
-        """Count one (already deduplicated) job."""
-        slot, uslot = self.cells(job.queue, job.user, job.status)
-        self.jobs[slot] += 1
-        self.cpus[slot] += job.cpus
-        if uslot >= 0:
-            self.jobs[uslot] += 1
-            self.cpus[uslot] += job.cpus
-        if job.status == "queued":
-            self.count_reason(job.queue, job.reason)
-
-    def _users(self, named: Collection[str] | None) -> tuple[dict[QueueUserStatus, Counts], int]:
-        all_jobs, all_cpus = self.jobs, self.cpus
+    def _by_user(self, named: Collection[str] | None) -> tuple[dict[QueueUserStatus, Counts], int]:
+        all_jobs, all_cpus = self.job_counts, self.cpu_sums
         totals: dict[str, int] = {}
-        live = [(key, slot) for key, slot in self._user.items() if all_jobs[slot]]  # series of this poll
+        live = [(key, slot) for key, slot in self._user_slots.items() if all_jobs[slot]]  # series of this poll
         for (_, user, _), slot in live:
             totals[user] = totals.get(user, 0) + all_jobs[slot]
         kept = fold_users(totals, self._max_users, self._users_exclude)
@@ -152,13 +148,13 @@ class SnapshotBuilder:
             folded[key] = (jobs, cpus) if had is None else (had[0] + jobs, had[1] + cpus)
         return folded, len(totals) - len(kept)
 
-    def _reasons(self, named: Collection[str] | None) -> dict[QueueReason, int]:
+    def _by_reason(self, named: Collection[str] | None) -> dict[QueueReason, int]:
         per_reason: dict[str, int] = {}
-        for (_, reason), n in self._reason.items():
+        for (_, reason), n in self._reason_jobs.items():
             per_reason[reason] = per_reason.get(reason, 0) + n
         kept = top_reasons(per_reason)
         out: dict[QueueReason, int] = {}
-        for (queue, reason), n in self._reason.items():
+        for (queue, reason), n in self._reason_jobs.items():
             key = (queue if named is None or queue in named else OTHER, reason if reason in kept else OTHER)
             out[key] = out.get(key, 0) + n
         return out
@@ -185,8 +181,8 @@ class SnapshotBuilder:
             oldest[queue] = 0.0
             for status in ZERO_FILL_STATUSES:
                 by_queue[(queue, status)] = NO_JOBS
-        all_jobs, all_cpus = self.jobs, self.cpus
-        for key, slot in self._queue.items():
+        all_jobs, all_cpus = self.job_counts, self.cpu_sums
+        for key, slot in self._queue_slots.items():
             if all_jobs[slot]:  # a series of an earlier poll only: not in this snapshot
                 if named is None:
                     by_queue[key] = (all_jobs[slot], all_cpus[slot])
@@ -197,7 +193,7 @@ class SnapshotBuilder:
                 by_queue[key] = (had[0] + all_jobs[slot], had[1] + all_cpus[slot])
         for queue, since in activity.oldest_queued_since.items():
             oldest[queue] = max(taken_at - since, 0.0)
-        by_user, folded = self._users(named) if self._per_user else ({}, 0)
+        by_user, folded = self._by_user(named) if self._per_user else ({}, 0)
         return ClusterSnapshot(
             cluster=cluster,
             taken_at=taken_at,
@@ -206,7 +202,7 @@ class SnapshotBuilder:
             job_count=self.job_count,
             by_queue=MappingProxyType(by_queue),
             by_user=MappingProxyType(by_user),
-            by_reason=MappingProxyType(self._reasons(named)),
+            by_reason=MappingProxyType(self._by_reason(named)),
             oldest_queued_age=MappingProxyType(oldest),
             users_folded=folded,
             activity=activity,

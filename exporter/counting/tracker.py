@@ -14,13 +14,12 @@ from types import MappingProxyType
 from exporter.model import GONE, OTHER, RAN, TERMINAL, WAIT_BUCKETS, WAITING, Activity, QueueStatus, WaitHistogram
 
 # What the tracker remembers of one job: (queue, status, first seen waiting in the current wait or None,
-# started, ended). A plain tuple on purpose: the garbage collector stops tracking a tuple of strings, numbers
-# and bools, so a centre's hundreds of thousands of them add nothing to the full collections that pause
-# every thread of the process, scrapes included. A change of a job replaces its tuple.
+# started, ended). A plain tuple of strings, numbers and bools, which the garbage collector stops tracking:
+# one per job adds nothing to the full collections that pause scrapes. A change of a job replaces its tuple.
 _Memory = tuple[str, str, float | None, bool, bool]
 
 
-def _bucket(seconds: float) -> int:
+def _bucket_index(seconds: float) -> int:
     for i, bound in enumerate(WAIT_BUCKETS):
         if seconds <= bound:
             return i
@@ -37,21 +36,18 @@ class JobTracker:
         self._submitted: dict[str, int] = {}
         self._started: dict[str, int] = {}
         self._ended: dict[QueueStatus, int] = {}
-        self._wait: dict[str, list[float]] = {}  # queue → bucket counts..., then sum
+        self._waits: dict[str, list[float]] = {}  # queue → jobs by wait bucket..., then the sum of waits
 
-    def _inc(self, table: dict[str, int], queue: str) -> None:
-        table[queue] = table.get(queue, 0) + 1
-
-    def _end(self, queue: str, status: str) -> None:
+    def _count_end(self, queue: str, status: str) -> None:
         self._ended[(queue, status)] = self._ended.get((queue, status), 0) + 1
 
-    def _start(self, queue: str, waited: float) -> None:
-        self._inc(self._started, queue)
-        cells = self._wait.get(queue)
-        if cells is None:
-            cells = self._wait[queue] = [0.0] * (len(WAIT_BUCKETS) + 2)
-        cells[_bucket(waited)] += 1
-        cells[-1] += waited
+    def _count_start(self, queue: str, waited: float) -> None:
+        self._started[queue] = self._started.get(queue, 0) + 1
+        histogram = self._waits.get(queue)
+        if histogram is None:
+            histogram = self._waits[queue] = [0.0] * (len(WAIT_BUCKETS) + 2)
+        histogram[_bucket_index(waited)] += 1
+        histogram[-1] += waited
 
     def commit(
         self, current: Mapping[str, tuple[str, str]], now: float, queues: Container[str] | None = None
@@ -73,11 +69,11 @@ class JobTracker:
                 started, ended = status in RAN, status in TERMINAL
                 memory[key] = (queue, status, since, started, ended)
                 if not seed:
-                    self._inc(self._submitted, queue)
+                    self._submitted[queue] = self._submitted.get(queue, 0) + 1
                     if started:
-                        self._start(queue, 0.0)  # started between two polls: it waited less than one interval
+                        self._count_start(queue, 0.0)  # started between two polls: it waited less than one interval
                     if ended:
-                        self._end(queue, status)
+                        self._count_end(queue, status)
             elif old[1] == status and old[0] == queue:  # (queue, status, ...)
                 continue  # unchanged, as most jobs are from one poll to the next: nothing to update
             else:
@@ -89,18 +85,18 @@ class JobTracker:
                         since = now
                 if status in RAN and not started:
                     started = True
-                    self._start(queue, now - (since if since is not None else now))
+                    self._count_start(queue, now - (since if since is not None else now))
                 if status not in WAITING:
                     since = None
                 if status in TERMINAL and not ended:
                     ended = True
-                    self._end(queue, status)
+                    self._count_end(queue, status)
                 memory[key] = (queue, status, since, started, ended)
         if len(memory) > len(current):  # some jobs left the list: forget them (and count those that just vanished)
             for key in [k for k in memory if k not in current]:
                 gone_queue, _, _, _, ended = memory.pop(key)
                 if not seed and not ended:
-                    self._end(gone_queue if queues is None or gone_queue in queues else OTHER, GONE)
+                    self._count_end(gone_queue if queues is None or gone_queue in queues else OTHER, GONE)
         self._seeded = True
         self._restored.clear()
         if queues is not None:
@@ -108,7 +104,7 @@ class JobTracker:
         return self.activity()
 
     def _forget_queues_but(self, queues: Container[str]) -> None:
-        for table in (self._submitted, self._started, self._wait):
+        for table in (self._submitted, self._started, self._waits):
             for queue in [q for q in table if q not in queues]:
                 del table[queue]
         for key in [k for k in self._ended if k[0] not in queues]:
@@ -116,7 +112,7 @@ class JobTracker:
 
     def known_queues(self) -> set[str]:
         """The queues with counts (each has series, 0-valued or not, in the activity families)."""
-        return {*self._submitted, *self._started, *self._wait, *(q for q, _ in self._ended)}
+        return {*self._submitted, *self._started, *self._waits, *(q for q, _ in self._ended)}
 
     def activity(self) -> Activity:
         """An immutable copy of the counts, and the earliest first-waiting time of the jobs now queued."""
@@ -125,8 +121,8 @@ class JobTracker:
             if status == "queued" and since is not None and since < oldest.get(queue, float("inf")):
                 oldest[queue] = since
         wait = {
-            q: WaitHistogram(tuple(int(n) for n in cells[:-1]), cells[-1], int(sum(cells[:-1])))
-            for q, cells in self._wait.items()
+            q: WaitHistogram(tuple(int(n) for n in histogram[:-1]), histogram[-1], int(sum(histogram[:-1])))
+            for q, histogram in self._waits.items()
         }
         return Activity(
             MappingProxyType(dict(self._submitted)),

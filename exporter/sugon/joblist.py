@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from exporter.model import QueueCapacity, Row
@@ -23,6 +23,13 @@ CAPACITY_PATH = "/hpc/openapi/v2/queuenames/users/"
 
 MAX_QUEUE_SIZE = 10**9  # CPUs or nodes of one queue; a bigger figure is not one, and is left out like a missing one
 MAX_JOBS = 5_000_000  # the default of max_jobs
+
+
+class PageSink(Protocol):
+    """What ``SugonClient.fetch_jobs`` hands each page of a job list to, as it arrives (the poll's tally)."""
+
+    def add_page(self, rows: list[Row | None], scheduler_id: str) -> None:
+        """Take one page's decoded rows (None: a row that is not an object) of ``scheduler_id``'s list."""
 
 
 def _size(value: Any) -> int | None:
@@ -153,10 +160,10 @@ class SugonClient:
         scheduler_id: str,
         page_size: int,
         concurrency: int,
-        on_rows: Callable[[list[Row | None]], None],
+        sink: PageSink,
         max_jobs: int = MAX_JOBS,
     ) -> int:
-        """Page through one scheduler's full job list, handing each page's rows to ``on_rows`` as it arrives.
+        """Page through one scheduler's full job list, handing each page's rows to ``sink`` as it arrives.
 
         Returns the first page's ``data.total``. Pages are stepped by the rows the server really returns
         (it may cap ``limit``); up to ``concurrency`` requests are in flight. Rows may repeat across pages
@@ -167,7 +174,7 @@ class SugonClient:
         """
         total, rows = await self._page(scheduler_id, 0, page_size)
         self._within(total, max_jobs, 0)
-        on_rows(rows)
+        sink.add_page(rows, scheduler_id)
         step = len(rows)
         if step == 0 and total > 0:
             # Publishing this would be a false "no jobs"; a real list does not empty between count and read.
@@ -214,7 +221,7 @@ class SugonClient:
                             f"start={offset} answered the rows of start=0: the server ignores the offset; "
                             f"set page_size above the job count ({total}) for this cluster"
                         )
-                    on_rows(page_rows)
+                    sink.add_page(page_rows, scheduler_id)
                     if not shrunk and page_total > target:
                         target = page_total
                     end = offset + len(page_rows)
