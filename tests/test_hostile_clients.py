@@ -43,8 +43,8 @@ if int(sys.argv[1]):
     resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[1])))
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
 from prometheus_client import CollectorRegistry
-from exporter.state import StateStore
-from exporter.web import WebServer, make_app
+from exporter.serving.store import StateStore
+from exporter.serving.web import WebServer, make_app
 server = WebServer(make_app(CollectorRegistry(), StateStore(["kunshan"])), "127.0.0.1", 0)
 server.start()
 print(server.port, flush=True)
