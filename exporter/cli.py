@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from exporter import __version__
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
 from exporter.config.web import WebConfig, load_web_config
-from exporter.service import Exporter, prepare_process
+from exporter.service import Exporter, shorten_switch_interval
 from exporter.serving.basicauth import BasicAuth
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, SimPlatform, Simulator
@@ -195,7 +195,7 @@ class _Daemon:
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, on_signal)
-        prepare_process()
+        shorten_switch_interval()
         self.exporter.start()
         self.server.start()
         names = ", ".join(c.name for c in self.config.clusters)

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
-from exporter.service import Exporter, prepare_process
+from exporter.service import Exporter, shorten_switch_interval
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
 from tests.helpers import promtool_check_metrics
@@ -181,7 +181,7 @@ def test_preparing_the_process_shortens_the_interpreter_locks_turns() -> None:
     # time it takes the interpreter lock back from a poll.
     sys.setswitchinterval(0.005)
     try:
-        prepare_process()
+        shorten_switch_interval()
         assert sys.getswitchinterval() == pytest.approx(0.0002)
     finally:
         sys.setswitchinterval(0.005)
