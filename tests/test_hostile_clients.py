@@ -32,6 +32,7 @@ from exporter.serving.basicauth import BasicAuth
 from exporter.serving.store import StateStore
 from exporter.serving.web import Limits, WebServer, make_app
 from tests.helpers import read_answer
+from tests.test_web import server_end
 
 ROOT = Path(__file__).resolve().parent.parent
 GET = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -373,19 +374,12 @@ def big_app(size: int, calls: list[int]) -> Callable[..., Iterable[bytes]]:
 
 
 def server_end_open(client: socket.socket) -> bool:
-    """True while this process holds the server's end of ``client``'s connection (a look at /proc/self/fd)."""
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            candidate = socket.socket(fileno=os.dup(int(fd)))
-        except OSError:
-            continue
-        with candidate:
-            try:
-                if candidate.type == socket.SOCK_STREAM and candidate.getpeername() == client.getsockname():
-                    return True
-            except OSError:
-                pass
-    return False
+    """True while this process holds the server's end of ``client``'s connection."""
+    end = server_end(client)
+    if end is None:
+        return False
+    end.close()
+    return True
 
 
 def test_a_client_that_does_not_read_its_answer_is_cut_off_at_the_write_deadline(
