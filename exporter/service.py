@@ -105,14 +105,14 @@ class Exporter:
         Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=build_info).info(
             {"version": __version__}
         )
-        own = CollectorRegistry()
-        metrics = self.metrics = PollMetrics(own, started=clock())
+        live = CollectorRegistry()
+        metrics = self.metrics = PollMetrics(live, started=clock())
         families = ClusterFamilies(config.per_user)
-        self.exposition = CachedExposition(build_info, families, own, clock, live_version=lambda: metrics.version)
+        self.exposition = CachedExposition(build_info, families, live, clock, live_version=lambda: metrics.version)
         self.store = StateStore([c.name for c in config.clusters], before_publish=self.exposition.render_ahead)
         # The same families, built at each collect(): for --once, name[] scrapes and reading single values.
         self.registry = CollectorRegistry()
-        self.registry.register(_Concatenated(build_info, JobCollector(self.store, families, clock), own))
+        self.registry.register(_Concatenated(build_info, JobCollector(self.store, families, clock), live))
         self._state_files: dict[str, StateFile] = {}
         self._clusters = {c.name: self._cluster(c) for c in config.clusters}
         self._loop: asyncio.AbstractEventLoop | None = None

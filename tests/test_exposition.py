@@ -283,7 +283,7 @@ def test_a_cluster_that_cannot_be_rendered_is_left_out_and_logged_once_while_eve
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}/metrics"
-        for params in ({}, {"name[]": "sugon_job_cpus"}):  # the cached pieces, and collect() behind a name filter
+        for params in ({}, {"name[]": "sugon_job_cpus"}):  # the cached texts, and collect() behind a name filter
             for _ in range(3):
                 answer = httpx.get(url, params=params, headers={"Accept-Encoding": "identity"})
                 assert answer.status_code == 200
