@@ -183,7 +183,7 @@ class CachedExposition:
     def _build(self, states: Mapping[str, ClusterState], key: _Key, openmetrics: bool) -> _CachedText:
         """The cached text of ``states``, from each cluster's parts (rendered now if they changed)."""
         static, headers = self._static_and_headers(openmetrics)
-        clusters = []
+        clusters = []  # per cluster: family name → its samples' text
         for (_, stale), (name, state) in zip(key, states.items()):
             texts: dict[str, PrecompressedText] = {}
             for part in StatePart:
@@ -192,7 +192,7 @@ class CachedExposition:
         ordered = [static]
         for family in self._order:
             ordered.append(headers[family])
-            ordered.extend(texts[family] for texts in clusters if family in texts)
+            ordered.extend(cluster[family] for cluster in clusters if family in cluster)
         return _CachedText(ordered)
 
     def _remember(self, openmetrics: bool, key: _Key, states: Mapping[str, ClusterState], cached: _CachedText) -> None:
