@@ -155,8 +155,8 @@ class ClusterFamilies:
     def empty(self) -> Families:
         """Every family /metrics holds, in its order, with no samples."""
         return {
-            name: kind(name, text, labels=labels)
-            for kind, name, labels, text in _FAMILIES
+            name: kind(name, help_text, labels=labels)
+            for kind, name, labels, help_text in _FAMILIES
             if self.per_user or name not in _PER_USER_ONLY
         }
 
