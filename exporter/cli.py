@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from exporter import __version__
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
 from exporter.config.web import WebConfig, load_web_config
-from exporter.service import Exporter, prepare_process
+from exporter.service import Exporter, shorten_switch_interval
 from exporter.serving.basicauth import BasicAuth
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, SimPlatform, Simulator
@@ -117,7 +117,7 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
     return build_config(data, environ={}), [east, west]
 
 
-def _app(exporter: Exporter, web: WebConfig) -> Callable[..., Iterable[bytes]]:
+def _web_app(exporter: Exporter, web: WebConfig) -> Callable[..., Iterable[bytes]]:
     auth = BasicAuth(web.users) if web.users else None
     return make_app(exporter.registry, exporter.store, auth, exporter.exposition)
 
@@ -172,7 +172,7 @@ class _Daemon:
             self.exporter.metrics.reload_result(False, time.time())
             return
         assert self.server is not None
-        self.server.reconfigure(_app(self.exporter, web), web.tls)
+        self.server.reconfigure(_web_app(self.exporter, web), web.tls)
         self.config, self.web = config, web
         self.exporter.metrics.reload_result(True, time.time())
         log.info("configuration reloaded (%s)", summary)
@@ -180,7 +180,7 @@ class _Daemon:
     def serve(self) -> int:
         host, port = parse_listen_address(self.listen)
         try:
-            self.server = WebServer(_app(self.exporter, self.web), host, port, self.web.tls)
+            self.server = WebServer(_web_app(self.exporter, self.web), host, port, self.web.tls)
         except OSError as exc:
             log.error("cannot listen on %s: %s", self.listen, exc.strerror or exc)
             return 1
@@ -195,7 +195,7 @@ class _Daemon:
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, on_signal)
-        prepare_process()
+        shorten_switch_interval()
         self.exporter.start()
         self.server.start()
         names = ", ".join(c.name for c in self.config.clusters)

@@ -24,6 +24,7 @@ from exporter.counting.statefile import StateFile
 from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
 from exporter.serving.collector import JobCollector
 from exporter.serving.exposition import CachedExposition
+from exporter.serving.families import ClusterFamilies
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.sugon.conversation import Conversation
@@ -35,30 +36,30 @@ from exporter.sugon.transport import transport_for
 log = logging.getLogger(__name__)
 
 
-class _Both(Collector):
-    """Yields what two registries hold."""
+class _Concatenated(Collector):
+    """One collector that yields what each of ``sources`` (collectors or registries) yields, in turn: one
+    collector, so that a scrape filtered by name[] keeps the exposition's order."""
 
-    def __init__(self, *registries: CollectorRegistry) -> None:
-        self._registries = registries
+    def __init__(self, *sources: Collector) -> None:
+        self._sources = sources
 
     def collect(self) -> Iterator[Metric]:
-        for registry in self._registries:
-            yield from registry.collect()
+        for source in self._sources:
+            yield from source.collect()
 
     def describe(self) -> Iterator[Metric]:
         """Every family, so that a registry can filter by name (called at registration, before any data)."""
         return self.collect()
 
 
-# How long a thread may keep the interpreter lock while another waits for it. Python's default, 5 ms, is what
-# a scrape waits each time it takes the lock back while a poll's Python code runs in the same process
-# (bench 5 and bench/RESULTS.md measure it). An idle lock is never handed over.
+# How long a thread may hold the interpreter lock while another waits for it: short, so that a scrape is not
+# held up by a poll's Python code in the same process (bench 5 in bench/RESULTS.md).
 SWITCH_INTERVAL = 0.0002
 
 
-def prepare_process() -> None:
-    """Tune the interpreter for polls and scrapes sharing one process (the daemon calls it once, before the
-    first poll): threads hand the interpreter lock over after SWITCH_INTERVAL instead of 5 ms."""
+def shorten_switch_interval() -> None:
+    """Make threads hand the interpreter lock over after SWITCH_INTERVAL, so that polls and scrapes share
+    one process well (the daemon calls it once, before the first poll)."""
     sys.setswitchinterval(SWITCH_INTERVAL)
 
 
@@ -98,25 +99,20 @@ class Exporter:
         self.config = config
         self._clock = clock
         self._retry_backoff = retry_backoff
-        self.store = StateStore([c.name for c in config.clusters])
-        # Two parts: the job data, which changes only when a poll publishes (rendered once per change for
-        # /metrics), and the exporter's own counters, which change all the time.
-        static = CollectorRegistry()
-        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=static).info(
+        # /metrics has three parts: build info, which never changes; the job data, which changes only when a
+        # poll publishes (rendered ahead, once per change); the exporter's own counters, which change all the time.
+        build_info = CollectorRegistry()
+        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=build_info).info(
             {"version": __version__}
         )
-        collector = JobCollector(self.store, config.per_user, clock)
-        self.job_registry = CollectorRegistry()
-        self.job_registry.register(_Both(static))
-        self.job_registry.register(collector)
-        self.live_registry = CollectorRegistry()
-        self.metrics = PollMetrics(self.live_registry, started=clock())
-        self.registry = CollectorRegistry()  # both, for --once and for reading single values
-        self.registry.register(_Both(self.job_registry, self.live_registry))
-        self.exposition = CachedExposition(
-            static, collector, self.live_registry, self.store, clock, live_version=lambda: self.metrics.version
-        )
-        self.store.prepare = self.exposition.prepare
+        live = CollectorRegistry()
+        metrics = self.metrics = PollMetrics(live, started=clock())
+        families = ClusterFamilies(config.per_user)
+        self.exposition = CachedExposition(build_info, families, live, clock, live_version=lambda: metrics.version)
+        self.store = StateStore([c.name for c in config.clusters], before_publish=self.exposition.render_ahead)
+        # The same families, built at each collect(): for --once, name[] scrapes and reading single values.
+        self.registry = CollectorRegistry()
+        self.registry.register(_Concatenated(build_info, JobCollector(self.store, families, clock), live))
         self._state_files: dict[str, StateFile] = {}
         self._clusters = {c.name: self._cluster(c) for c in config.clusters}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.model import Activity, CapacitySnapshot, ClusterState, QueueCapacity, WaitHistogram
 from exporter.serving.collector import JobCollector
+from exporter.serving.families import ClusterFamilies
 from exporter.serving.store import StateStore
 from tests.helpers import FIXTURES, promtool_check_metrics
 from tests.reference import Job, add_job
@@ -45,7 +46,7 @@ JOBS = [
 
 def render(store: StateStore, per_user: bool = True, now: float = NOW + 10) -> str:
     registry = CollectorRegistry()
-    registry.register(JobCollector(store, per_user, clock=lambda: now))
+    registry.register(JobCollector(store, ClusterFamilies(per_user), clock=lambda: now))
     return generate_latest(registry).decode("utf-8")
 
 

@@ -318,7 +318,7 @@ def polled(job_pages: list[bytes], capacity: bytes) -> Exporter:
     cluster = {"name": "kunshan", "api_url": BASE, "token": "t", "cluster_ids": ["1"], "page_size": 100}
     config = {"clusters": [cluster], "lean_http": False, "queue_capacity": True, "username": "alice"}
     ex = Exporter(build_config(config, environ={}), retry_backoff=0)
-    ex.exposition.render(False, False)
+    ex.exposition.render(ex.store.states(), False, False)
     answers = iter(job_pages)
     with respx.mock:
         respx.get(BASE + "/hpc/openapi/v2/jobs").mock(side_effect=lambda _: httpx.Response(200, content=next(answers)))
@@ -360,7 +360,7 @@ def test_huge_numbers_go_through_poll_publish_and_render_and_promtool_accepts_th
     page = {"code": "0", "msg": "", "data": {"total": len(rows) if total is None else total, "list": rows}}
     capacity = {"code": "0", "msg": "", "data": [{"queueName": "q0", **dict(zip(CAPACITY_FIELDS, sizes))}]}
     ex = polled([json.dumps(page).encode()], json.dumps(capacity).encode())
-    text = ex.exposition.render(False, False)
+    text = ex.exposition.render(ex.store.states(), False, False)
     assert text == generate_latest(ex.registry)  # and the other render path (--once, name[] scrapes) agrees
     result = promtool_check_metrics(text.decode())
     assert result.returncode == 0, result.stdout + result.stderr

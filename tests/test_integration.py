@@ -13,12 +13,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
-from exporter.service import Exporter, prepare_process
+from exporter.service import Exporter, shorten_switch_interval
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
 from tests.helpers import promtool_check_metrics
 
-# Written out by hand from the API documentation, independently of exporter.jobs.
+# Written out by hand from the API documentation, independently of exporter/counting/rows.py.
 STATUS = {
     "statR": "running",
     "statQ": "queued",
@@ -176,12 +176,11 @@ def test_a_slow_cluster_does_not_delay_another_clusters_data_or_the_metrics_answ
         slow.stop(), fast.stop()
 
 
-def test_preparing_the_process_shortens_the_interpreter_locks_turns() -> None:
-    # The daemon calls this before its first poll: a scrape then waits at most 0.2 ms, not Python's 5 ms, each
-    # time it takes the interpreter lock back from a poll.
-    sys.setswitchinterval(0.005)
+def test_the_daemon_makes_threads_hand_the_interpreter_lock_over_sooner_than_pythons_default() -> None:
+    # The daemon calls this before its first poll, so that a scrape is not held up by a poll's Python code.
+    sys.setswitchinterval(0.005)  # Python's default
     try:
-        prepare_process()
+        shorten_switch_interval()
         assert sys.getswitchinterval() == pytest.approx(0.0002)
     finally:
         sys.setswitchinterval(0.005)

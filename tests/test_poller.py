@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from exporter.counting.statefile import StateFile
 from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
 from exporter.serving.collector import JobCollector
+from exporter.serving.families import ClusterFamilies
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.sugon.conversation import Conversation
@@ -59,7 +60,7 @@ class Rig:
         self.registry = CollectorRegistry()
         self.metrics = PollMetrics(self.registry)
         self.store = StateStore(["kunshan"])
-        self.registry.register(JobCollector(self.store, per_user, self.clock))
+        self.registry.register(JobCollector(self.store, ClusterFamilies(per_user), self.clock))
         self.http = httpx.AsyncClient()
         caller = Conversation(self.http, 5.0, self.metrics.observer("kunshan"), retry_backoff=0)
         self.client = SugonClient(BASE, tokens or StaticToken("tok"), caller)

@@ -67,7 +67,7 @@ def test_a_reload_keeps_unchanged_clusters_restarts_changed_ones_and_drops_remov
         until(lambda: bool(exporter.store.get("changed").up and exporter.store.get("new").up))
         after = exporter.registry.get_sample_value("sugon_polls_total", {"hpc_cluster": "same", "result": "success"})
         assert after is not None and after >= polls
-        text = exporter.exposition.render(False, False).decode()
+        text = exporter.exposition.render(exporter.store.states(), False, False).decode()
         assert 'hpc_cluster="gone"' not in text and 'sugon_up{hpc_cluster="new"} 1.0' in text
     finally:
         exporter.stop()

@@ -1,4 +1,4 @@
-"""One client connection of the /metrics server (exporter.httpserver): its request heads are read and its
+"""One client connection of the /metrics server (exporter.serving.httpserver): its request heads are read and its
 answers written in the event loop's thread, with a deadline for each step; its requests run in a worker.
 
 A connection is in one state at a time: ``opening`` (accepted; TLS handshake), ``head`` (reading a request
@@ -51,7 +51,7 @@ class Limits:
     max_head_bytes: int = 16 * 1024  # h11's default; a scrape's head is a few hundred bytes
 
 
-class Host(Protocol):
+class AcceptingServer(Protocol):
     """What a connection needs of the server that accepted it (all in the loop thread)."""
 
     loop: asyncio.AbstractEventLoop
@@ -75,7 +75,7 @@ class Answer:
 class Connection(asyncio.Protocol):
     """One client's connection; everything here runs in the loop thread."""
 
-    def __init__(self, server: Host, peer: tuple[str, int], scheme: str) -> None:
+    def __init__(self, server: AcceptingServer, peer: tuple[str, int], scheme: str) -> None:
         self.server = server
         self.peer = peer
         self.scheme = scheme
@@ -95,7 +95,7 @@ class Connection(asyncio.Protocol):
         """True unless a request is in progress: waiting for a worker, or its answer being handed over."""
         return self.state != "busy"
 
-    def arm(self, delay: float) -> None:
+    def set_deadline(self, delay: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.server.loop.call_later(delay, self.expire)
@@ -147,7 +147,7 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.state == "busy":
-            self._pump()
+            self._write_pending()
 
     def eof_received(self) -> bool | None:
         if self.state == "busy" and self.transport is not None and self.transport.can_write_eof():
@@ -166,7 +166,7 @@ class Connection(asyncio.Protocol):
             return
         if self.state == "idle":
             self.state = "head"
-            self.arm(self.server.limits.head_timeout)
+            self.set_deadline(self.server.limits.head_timeout)
         self._read_head()
 
     # reading a request
@@ -216,9 +216,9 @@ class Connection(asyncio.Protocol):
             self.close_after = True
             assert self.transport is not None
             self.transport.pause_reading()
-            self.arm(limits.write_timeout)
+            self.set_deadline(limits.write_timeout)
             self.pending = memoryview(error_answer(exc.status, self.server.date(time.time()), extra))
-            self._pump()
+            self._write_pending()
             return
         assert self.transport is not None
         self.state = "busy"
@@ -236,15 +236,15 @@ class Connection(asyncio.Protocol):
         if self.state != "busy" or self.transport is None or self.transport.is_closing():
             return
         self.close_after = self.close_after or answer.close
-        self.arm(self.server.limits.write_timeout)
+        self.set_deadline(self.server.limits.write_timeout)
         if len(answer.body) <= CHUNK:
             self.pending = memoryview(answer.head + answer.body)
         else:
             self.transport.write(answer.head)
             self.pending = memoryview(answer.body)
-        self._pump()
+        self._write_pending()
 
-    def _pump(self) -> None:
+    def _write_pending(self) -> None:
         assert self.transport is not None
         while self.pending is not None and not self.write_paused:
             if self.transport.is_closing():  # the client went away: asyncio would log every further write
@@ -260,7 +260,7 @@ class Connection(asyncio.Protocol):
         assert self.transport is not None
         if self.close_after:
             self.state = "closing"
-            self.arm(self.server.limits.write_timeout)  # for a client that does not take the rest
+            self.set_deadline(self.server.limits.write_timeout)  # for a client that does not take the rest
             if self.transport.can_write_eof():
                 # Lingering close: end our side and read on until the client closes its own, so that a
                 # body it still sends does not make the kernel reset the connection under the answer.
@@ -271,11 +271,11 @@ class Connection(asyncio.Protocol):
             return
         self.state = "idle"
         self.server.touch(self)
-        self.arm(self.server.limits.idle_timeout)
+        self.set_deadline(self.server.limits.idle_timeout)
         self.transport.resume_reading()
         if self.buffer:  # a pipelined request, read before the answer left
             self.state = "head"
-            self.arm(self.server.limits.head_timeout)
+            self.set_deadline(self.server.limits.head_timeout)
             self._read_head()
 
 

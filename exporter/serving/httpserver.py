@@ -48,19 +48,20 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-class _Serving:
-    """The loop side: the listening socket, the connections (least recently active first), the workers' queue."""
+class _ServerLoop:
+    """The server's event loop and what it keeps: the listening socket, the connections (least recently active
+    first), the queue of requests for the workers."""
 
-    def __init__(self, listener: socket.socket, limits: Limits, current: Callable[[], tuple[WSGIApp, Any]]) -> None:
+    def __init__(self, listener: socket.socket, limits: Limits, app_and_tls: Callable[[], tuple[WSGIApp, Any]]) -> None:
         self.loop = asyncio.new_event_loop()
         self.limits = limits
         self.date = HttpDate()
         self.listener = listener
         self.address: tuple[str, int] = listener.getsockname()[:2]
-        self.current = current
+        self.app_and_tls = app_and_tls
         self.connections: OrderedDict[Connection, None] = OrderedDict()
-        self.cap = limits.max_connections
-        self.jobs: queue.SimpleQueue[tuple[Connection, RequestHead, str, str, WSGIApp] | None] = queue.SimpleQueue()
+        self.connection_cap = limits.max_connections
+        self.requests: queue.SimpleQueue[tuple[Connection, RequestHead, str, str, WSGIApp] | None] = queue.SimpleQueue()
         self.backoff = 0.0  # > 0 while accepting is paused (out of file descriptors or the like)
 
     def run(self) -> None:
@@ -119,17 +120,17 @@ class _Serving:
 
     def admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         # TCP_NODELAY, as Go's servers (Prometheus's own) have it: otherwise the last part of a large answer
-        # can wait for the scraper's delayed ACK (40 ms on Linux); see bench/RESULTS.md.
+        # can wait for the scraper's delayed ACK; see bench/RESULTS.md.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
-        if len(self.connections) >= self.cap and not self.evict():
+        if len(self.connections) >= self.connection_cap and not self.evict():
             log.debug("connection from %s refused: %d connections, all busy", peer[0], len(self.connections))
             sock.close()
             return
-        tls = self.current()[1]
+        tls = self.app_and_tls()[1]
         conn = Connection(self, peer[:2], "http" if tls is None else "https")
         self.connections[conn] = None
-        conn.arm(self.limits.head_timeout)  # from the accept: the TLS handshake and the first head
+        conn.set_deadline(self.limits.head_timeout)  # from the accept: the TLS handshake and the first head
         conn.opening = self.loop.create_task(self.open(conn, sock, tls))
         conn.opening.add_done_callback(lambda task: self.opened(conn, sock, task))
 
@@ -161,7 +162,7 @@ class _Serving:
                 return True
         return False
 
-    # Host, for the connections
+    # AcceptingServer, for the connections
 
     def forget(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
@@ -171,16 +172,16 @@ class _Serving:
             self.connections.move_to_end(conn)
 
     def submit(self, conn: Connection, head: RequestHead, path: str, query: str) -> None:
-        self.jobs.put((conn, head, path, query, self.current()[0]))
+        self.requests.put((conn, head, path, query, self.app_and_tls()[0]))
 
     # in the worker threads
 
-    def work(self) -> None:
+    def worker(self) -> None:
         while True:
-            job = self.jobs.get()
-            if job is None:
+            request = self.requests.get()
+            if request is None:
                 return
-            conn, head, path, query, app = job
+            conn, head, path, query, app = request
             environ = wsgi_environ(head, path, query, self.address, conn.peer, conn.scheme)
             environ["RAW_PATH"] = path  # as sent (visible ASCII), for log lines
             answer = run_app(app, environ, not head.keep_alive, self.date(time.time()))
@@ -205,7 +206,7 @@ class WebServer:
         tls: ssl.SSLContext | None = None,
         limits: Limits | None = None,
     ) -> None:
-        self._current: tuple[WSGIApp, ssl.SSLContext | None] = (app, tls)
+        self._app_and_tls: tuple[WSGIApp, ssl.SSLContext | None] = (app, tls)
         listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -215,37 +216,39 @@ class WebServer:
         except OSError:
             listener.close()
             raise
-        self._serving = _Serving(listener, limits or Limits(), lambda: self._current)
-        self.port: int = self._serving.address[1]
-        self._thread = threading.Thread(target=self._serving.run, name="web", daemon=True)
+        self._server_loop = _ServerLoop(listener, limits or Limits(), lambda: self._app_and_tls)
+        self.port: int = self._server_loop.address[1]
+        self._thread = threading.Thread(target=self._server_loop.run, name="web", daemon=True)
         self._workers = [
-            threading.Thread(target=self._serving.work, name=f"web-worker-{i}", daemon=True)
-            for i in range(self._serving.limits.workers)
+            threading.Thread(target=self._server_loop.worker, name=f"web-worker-{i}", daemon=True)
+            for i in range(self._server_loop.limits.workers)
         ]
 
     def reconfigure(self, app: WSGIApp, tls: ssl.SSLContext | None) -> None:
         """New connections use ``tls`` (None: plain HTTP), new requests ``app``; open connections keep their
         TLS session. Thread-safe: one reference is swapped, and read whole."""
-        self._current = (app, tls)
+        self._app_and_tls = (app, tls)
 
     def start(self) -> None:
         """Start answering requests."""
         # At the usual default soft limit of 1,024, idle connections alone could use up the descriptors.
-        self._serving.cap = max(1, min(self._serving.limits.max_connections, raise_open_files_limit() * 3 // 4))
+        self._server_loop.connection_cap = max(
+            1, min(self._server_loop.limits.max_connections, raise_open_files_limit() * 3 // 4)
+        )
         for worker in self._workers:
             worker.start()
         self._thread.start()
 
     def stop(self) -> None:
         """Stop answering: close the socket, end every connection and the worker threads."""
-        loop = self._serving.loop
+        loop = self._server_loop.loop
         if self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self._serving.shutdown(), loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(self._server_loop.shutdown(), loop).result(timeout=10)
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=5)
-        self._serving.listener.close()
+        self._server_loop.listener.close()
         for _ in self._workers:
-            self._serving.jobs.put(None)
+            self._server_loop.requests.put(None)
         deadline = time.monotonic() + 5  # a worker stuck in the app is a daemon thread: it is left behind
         for worker in self._workers:
             if worker.is_alive():

@@ -7,20 +7,27 @@ from types import MappingProxyType
 
 from exporter.model import ClusterState
 
+# Called with the publishing cluster's name and every cluster's state as it will be, before readers see it.
+BeforePublish = Callable[[str, Mapping[str, ClusterState]], None]
+
 
 class StateStore:
-    """Holds the latest ClusterState of every cluster; publishing swaps one reference, so readers never lock."""
+    """Holds the latest ClusterState of every cluster; publishing swaps one reference, so readers never lock.
 
-    def __init__(self, names: list[str]) -> None:
+    ``before_publish`` runs in the publishing thread before the new state becomes visible: the cached
+    exposition renders it there (CachedExposition.render_ahead), so that scrapes find it ready.
+    """
+
+    def __init__(self, names: list[str], *, before_publish: BeforePublish | None = None) -> None:
         self._states: Mapping[str, ClusterState] = MappingProxyType({n: ClusterState(n) for n in names})
-        # Called with each state before it is published (the exposition renders it ahead of scrapes).
-        self.prepare: Callable[[ClusterState], None] | None = None
+        self._before_publish = before_publish
 
     def publish(self, state: ClusterState) -> None:
         """Replace one cluster's state (each cluster has a single writer, its poller)."""
-        if self.prepare is not None:
-            self.prepare(state)
-        self._states = MappingProxyType({**self._states, state.name: state})
+        states = MappingProxyType({**self._states, state.name: state})
+        if self._before_publish is not None:
+            self._before_publish(state.name, states)
+        self._states = states
 
     def set_clusters(self, names: list[str], keep: Collection[str]) -> None:
         """Make ``names`` the clusters, in that order: those in ``keep`` keep their state, others start afresh

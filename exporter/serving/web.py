@@ -1,4 +1,4 @@
-"""The WSGI app (/metrics, /, /healthz) and the server that runs it (exporter.httpserver.WebServer)."""
+"""The WSGI app (/metrics, /, /healthz) and the server that runs it (exporter.serving.httpserver.WebServer)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ __all__ = ["Limits", "WebServer", "make_app"]
 StartResponse = Callable[..., Any]
 
 
-def _index(store: StateStore) -> bytes:
+def _index_page(store: StateStore) -> bytes:
     rows = []
     for name, state in store.states().items():
         up = "starting" if state.up is None else ("up" if state.up else f"down ({state.last_error})")
@@ -62,7 +62,7 @@ def make_app(
         _, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         openmetrics = content_type.startswith("application/openmetrics-text")
         compressed = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
-        body = exposition.render(openmetrics, compressed)
+        body = exposition.render(store.states(), openmetrics, compressed)
         headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
         if compressed:
             headers.append(("Content-Encoding", "gzip"))
@@ -93,7 +93,7 @@ def make_app(
         if path == "/healthz":
             body, ctype, status = b"ok\n", "text/plain; charset=utf-8", "200 OK"
         elif path == "/":
-            body, ctype, status = _index(store), "text/html; charset=utf-8", "200 OK"
+            body, ctype, status = _index_page(store), "text/html; charset=utf-8", "200 OK"
         else:
             body, ctype, status = b"not found\n", "text/plain; charset=utf-8", "404 Not Found"
         start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
