@@ -178,7 +178,7 @@ def test_each_change_is_rendered_once_by_the_publisher_in_the_formats_scraped_so
     def poll(name: str, t: float, jobs: int) -> None:
         b = SnapshotBuilder(per_user=True)
         for i in range(jobs):
-            b.add(Job(str(i), "debug", f"u{i}", "running", "statR", 2))
+            add_job(b, Job(str(i), "debug", f"u{i}", "running", "statR", 2))
         store.publish(ClusterState(name, True, t, 1.0, None, b.build(name, t, t + 300, jobs, ["debug"])))
 
     poll("a", NOW, 3)
