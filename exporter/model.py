@@ -21,6 +21,9 @@ class Row(msgspec.Struct, gc=False):
     jobStatus: Any = None
     procNumUsed: Any = None
     reason: Any = None
+    jobRunTime: Any = None  # "D-HH:MM:SS", "HH:MM:SS", "MM:SS"; empty or null before the job starts
+    nodeUsed: Any = None  # a Slurm host list: "h04r3n[01-04]"
+    appType: Any = None  # "fluent", "vasp", "BASE", ...
 
 
 # The eight statuses documented for the real-time list. The zero-filled families always carry these.
@@ -65,6 +68,9 @@ Counts = tuple[int, int]
 NO_JOBS: Counts = (0, 0)
 
 WAIT_BUCKETS: tuple[float, ...] = (30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
+RUN_BUCKETS: tuple[float, ...] = (60, 300, 900, 3600, 14400, 43200, 86400, 172800, 604800)  # 1m ... 7d
+NO_APP = "none"  # the app label of a job whose appType is empty or null
+INVALID_FIELDS = ("jobRunTime", "nodeUsed", "procNumUsed")  # the field label of sugon_invalid_fields_total
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,24 @@ class WaitHistogram:
 
 
 @dataclass(frozen=True)
+class RunTimeHistogram:
+    """Run times of the jobs of one queue seen ending: per-bucket counts over RUN_BUCKETS (the last is +Inf, not
+    cumulative), their sum and count."""
+
+    counts: tuple[int, ...]
+    total: float
+    count: int
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, cumulative count) pairs, ending with +Inf."""
+        out, running = [], 0
+        for bound, n in zip((*RUN_BUCKETS, float("inf")), self.counts):
+            running += n
+            out.append((float(bound), running))
+        return out
+
+
+@dataclass(frozen=True)
 class Activity:
     """What the tracker has counted so far (cumulative; never decreases) and the oldest wait per queue now."""
 
@@ -93,6 +117,10 @@ class Activity:
     ended: Mapping[QueueStatus, int] = field(default_factory=dict)
     wait: Mapping[str, WaitHistogram] = field(default_factory=dict)
     oldest_queued_since: Mapping[str, float] = field(default_factory=dict)
+    # Usage (cumulative): CPU-seconds by queue and by (queue, user), and the run times of jobs seen ending.
+    cpu_seconds: Mapping[str, float] = field(default_factory=dict)
+    user_cpu_seconds: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    run_time: Mapping[str, RunTimeHistogram] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,6 +139,13 @@ class ClusterSnapshot:
     users_folded: int = 0
     activity: Activity = field(default_factory=Activity)
     queues_folded: int = 0
+    # The shape of the workload in this poll: nodes of the jobs by (queue, status) (zero-filled like by_queue),
+    # distinct nodes named by running jobs, jobs and CPUs by (app, status) within max_apps, and the longest
+    # run time of a running job by queue (a queue in by_queue without one has none here: 0).
+    nodes_by_queue: Mapping[QueueStatus, int] = field(default_factory=dict)
+    nodes_in_use: int = 0
+    by_app: Mapping[tuple[str, str], Counts] = field(default_factory=dict)
+    running_max_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
