@@ -30,13 +30,20 @@ def run_seconds(value: Any) -> int | None:
     return ((int(days or 0) * 24 + int(hours or 0)) * 60 + int(minutes)) * 60 + int(seconds)
 
 
-def node_names(value: Any) -> list[str] | None:
-    """The nodes of a Slurm host list, or None when ``value`` is not one (an empty one has no nodes)."""
+def node_names(value: Any, limit: int = MAX_NODES) -> list[str] | None:
+    """The nodes of a Slurm host list (at most ``limit`` of them), or None when ``value`` is not one (an empty
+    one has no nodes)."""
     if value is None or value == "":
         return []
     if value.__class__ is not str:
         return None
     try:
-        return list(hostlist.expand_hostlist(value.strip()))
+        return list(hostlist.expand_hostlist(value.strip()))[:limit]
     except hostlist.BadHostlist:
         return None
+
+
+def node_count(value: Any) -> int | None:
+    """How many nodes a Slurm host list names, without listing them; None when ``value`` is not one."""
+    names = node_names(value)
+    return None if names is None else len(names)
