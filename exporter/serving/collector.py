@@ -22,7 +22,7 @@ class JobCollector(Collector):
         sugon_up{hpc_cluster="kunshan"} 1.0
 
     A cluster whose last success is older than max_staleness loses its gauges of job data (no zeros);
-    its counters and the wait histogram stay, since they only ever grow. A part of a cluster's samples that
+    its counters and histograms stay, since they only ever grow. A part of a cluster's samples that
     cannot be rendered (a value no float holds) is left out, and logged once, rather than failing /metrics.
     """
 

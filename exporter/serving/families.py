@@ -12,7 +12,15 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from exporter.model import GONE, TERMINAL, WAIT_BUCKETS, CapacitySnapshot, ClusterSnapshot, ClusterState
+from exporter.model import (
+    GONE,
+    RUN_BUCKETS,
+    TERMINAL,
+    WAIT_BUCKETS,
+    CapacitySnapshot,
+    ClusterSnapshot,
+    ClusterState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +32,7 @@ _CLUSTER = ("hpc_cluster",)
 _QUEUE = ("hpc_cluster", "queue")
 _JOB = ("hpc_cluster", "queue", "status")
 _USER = ("hpc_cluster", "queue", "user", "status")
+_APP = ("hpc_cluster", "app", "status")
 _GAUGE, _COUNTER, _HISTOGRAM = GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily
 
 # Every family of a cluster, in the exposition's order: (kind, name, labels, help).
@@ -41,6 +50,13 @@ _FAMILIES: tuple[tuple[Callable[..., Metric], str, tuple[str, ...], str], ...] =
     ),
     (
         _GAUGE,
+        "sugon_job_nodes",
+        _JOB,
+        "Sum over jobs of the nodes their nodeUsed host list names, by queue and status." + _CACHED,
+    ),
+    (_GAUGE, "sugon_nodes_in_use", _CLUSTER, "Distinct nodes named by the nodeUsed of running jobs." + _CACHED),
+    (
+        _GAUGE,
         "sugon_queued_jobs_by_reason",
         ("hpc_cluster", "queue", "reason"),
         "Queued jobs by the scheduler's reason (detail stripped; at most 20 reasons, the rest other)." + _CACHED,
@@ -51,6 +67,12 @@ _FAMILIES: tuple[tuple[Callable[..., Metric], str, tuple[str, ...], str], ...] =
         _QUEUE,
         "Age of the oldest queued job, from when the exporter first saw it waiting (a lower bound); 0 if none."
         + _CACHED,
+    ),
+    (
+        _GAUGE,
+        "sugon_running_job_max_seconds",
+        _QUEUE,
+        "The longest jobRunTime among running jobs; 0 if none runs." + _CACHED,
     ),
     (_COUNTER, "sugon_jobs_submitted", _QUEUE, "Jobs seen for the first time." + _SEEN),
     (_COUNTER, "sugon_jobs_started", _QUEUE, "Jobs seen entering running." + _SEEN),
@@ -66,13 +88,38 @@ _FAMILIES: tuple[tuple[Callable[..., Metric], str, tuple[str, ...], str], ...] =
         _QUEUE,
         "Time from first seen waiting to first seen running, observed when a job starts (lower bound)." + _SEEN,
     ),
+    (
+        _COUNTER,
+        "sugon_job_cpu_seconds",
+        _QUEUE,
+        "CPU-seconds used: procNumUsed times the growth of jobRunTime between polls (a lower bound)." + _SEEN,
+    ),
+    (
+        _HISTOGRAM,
+        "sugon_job_run_seconds",
+        _QUEUE,
+        "Run time of jobs seen ending (a terminal status, or leaving the list): their last jobRunTime." + _SEEN,
+    ),
     (_GAUGE, "sugon_queue_cpus", _QUEUE, "CPUs of the queue (queue capacity poll)."),
     (_GAUGE, "sugon_queue_free_cpus", _QUEUE, "Free CPUs of the queue (queue capacity poll)."),
     (_GAUGE, "sugon_queue_nodes", _QUEUE, "Nodes of the queue (queue capacity poll)."),
     (_GAUGE, "sugon_queue_free_nodes", _QUEUE, "Free nodes of the queue (queue capacity poll)."),
     (_GAUGE, "sugon_queues_folded", _CLUSTER, 'Queues merged into queue="other" by max_queues.' + _CACHED),
+    (
+        _GAUGE,
+        "sugon_app_jobs",
+        _APP,
+        'Jobs by application (appType; none if empty; beyond max_apps, app="other") and status.' + _CACHED,
+    ),
+    (_GAUGE, "sugon_app_job_cpus", _APP, "Sum of procNumUsed by application and status." + _CACHED),
     (_GAUGE, "sugon_user_jobs", _USER, "Jobs by queue, user and status (non-zero only)." + _CACHED),
     (_GAUGE, "sugon_user_job_cpus", _USER, "Sum of procNumUsed by queue, user and status (non-zero only)." + _CACHED),
+    (
+        _COUNTER,
+        "sugon_user_job_cpu_seconds",
+        ("hpc_cluster", "queue", "user"),
+        'CPU-seconds used by queue and user (beyond max_users, user="other"), as sugon_job_cpu_seconds_total.' + _SEEN,
+    ),
     (
         _GAUGE,
         "sugon_users_folded",
@@ -81,7 +128,7 @@ _FAMILIES: tuple[tuple[Callable[..., Metric], str, tuple[str, ...], str], ...] =
     ),
 )
 USER_FAMILIES = ("sugon_user_jobs", "sugon_user_job_cpus")
-_PER_USER_ONLY = frozenset({*USER_FAMILIES, "sugon_users_folded"})
+_PER_USER_ONLY = frozenset({*USER_FAMILIES, "sugon_users_folded", "sugon_user_job_cpu_seconds"})
 # The families of a cluster left out when its job data is older than max_staleness, or its capacity is.
 JOB_DATA_FAMILIES = frozenset(
     {
@@ -93,6 +140,11 @@ JOB_DATA_FAMILIES = frozenset(
         "sugon_user_job_cpus",
         "sugon_users_folded",
         "sugon_queues_folded",
+        "sugon_job_nodes",
+        "sugon_nodes_in_use",
+        "sugon_app_jobs",
+        "sugon_app_job_cpus",
+        "sugon_running_job_max_seconds",
     }
 )
 CAPACITY_FAMILIES = frozenset(
@@ -107,6 +159,7 @@ def _le(bound: float) -> str:
 
 
 _EMPTY_WAIT = [(_le(b), 0) for b in (*WAIT_BUCKETS, float("inf"))]
+_EMPTY_RUN = [(_le(b), 0) for b in (*RUN_BUCKETS, float("inf"))]
 
 
 class StatePart(enum.Enum):
@@ -114,7 +167,7 @@ class StatePart(enum.Enum):
     the part in logs."""
 
     HEALTH = "health gauges"  # up, last success, poll duration: new after every poll
-    SNAPSHOT = "job data"  # state.snapshot: job gauges, backlog counters, wait histogram
+    SNAPSHOT = "job data"  # state.snapshot: job gauges, counters, histograms
     CAPACITY = "queue capacity"  # state.capacity
 
     def source(self, state: ClusterState) -> object | None:
@@ -127,7 +180,7 @@ class StatePart(enum.Enum):
 
 def stale_families(state: ClusterState, now: float) -> frozenset[str]:
     """The families of a cluster that ``now`` leaves out: its job data past max_staleness, its capacity
-    likewise. The backlog counters and the wait histogram stay, since they only ever grow."""
+    likewise. The counters and histograms stay, since they only ever grow."""
     snap, cap = state.snapshot, state.capacity
     stale: frozenset[str] = frozenset()
     if snap is not None and now >= snap.expires_at:
@@ -254,9 +307,21 @@ class ClusterFamilies:
                     fams[family].add_metric([name, queue], value)
 
     def _jobs(self, fams: Families, name: str, snap: ClusterSnapshot, users: bool) -> None:
+        nodes = snap.nodes_by_queue
         for (queue, status), (jobs, cpus) in snap.by_queue.items():
             fams["sugon_jobs"].add_metric([name, queue, status], jobs)
             fams["sugon_job_cpus"].add_metric([name, queue, status], cpus)
+            fams["sugon_job_nodes"].add_metric([name, queue, status], nodes.get((queue, status), 0))
+        for (queue, status), n in nodes.items():
+            if (queue, status) not in snap.by_queue:
+                fams["sugon_job_nodes"].add_metric([name, queue, status], n)
+        fams["sugon_nodes_in_use"].add_metric([name], snap.nodes_in_use)
+        longest = snap.running_max_seconds
+        for queue in dict.fromkeys([*(q for q, _ in snap.by_queue), *longest]):  # in order, once each
+            fams["sugon_running_job_max_seconds"].add_metric([name, queue], longest.get(queue, 0))
+        for (app, status), (jobs, cpus) in snap.by_app.items():
+            fams["sugon_app_jobs"].add_metric([name, app, status], jobs)
+            fams["sugon_app_job_cpus"].add_metric([name, app, status], cpus)
         for (queue, reason), n in snap.by_reason.items():
             fams["sugon_queued_jobs_by_reason"].add_metric([name, queue, reason], n)
         for queue, age in snap.oldest_queued_age.items():
@@ -269,8 +334,7 @@ class ClusterFamilies:
             fams["sugon_users_folded"].add_metric([name], snap.users_folded)
         fams["sugon_queues_folded"].add_metric([name], snap.queues_folded)
 
-    @staticmethod
-    def _activity(fams: Families, name: str, snap: ClusterSnapshot) -> None:
+    def _activity(self, fams: Families, name: str, snap: ClusterSnapshot) -> None:
         act = snap.activity
         # Known queues get 0-valued series, so that rate() sees a counter from its first event.
         queues = sorted(
@@ -279,6 +343,8 @@ class ClusterFamilies:
             | set(act.started)
             | set(act.wait)
             | {q for q, _ in act.ended}
+            | set(act.cpu_seconds)
+            | set(act.run_time)
         )
         for queue in queues:
             fams["sugon_jobs_submitted"].add_metric([name, queue], act.submitted.get(queue, 0))
@@ -291,3 +357,13 @@ class ClusterFamilies:
             else:
                 buckets = [(_le(bound), n) for bound, n in hist.cumulative()]
                 fams["sugon_job_wait_seconds"].add_metric([name, queue], buckets=buckets, sum_value=hist.total)
+            fams["sugon_job_cpu_seconds"].add_metric([name, queue], act.cpu_seconds.get(queue, 0.0))
+            run = act.run_time.get(queue)
+            if run is None:
+                fams["sugon_job_run_seconds"].add_metric([name, queue], buckets=_EMPTY_RUN, sum_value=0.0)
+            else:
+                buckets = [(_le(bound), n) for bound, n in run.cumulative()]
+                fams["sugon_job_run_seconds"].add_metric([name, queue], buckets=buckets, sum_value=run.total)
+        if self.per_user:
+            for (queue, user), seconds in act.user_cpu_seconds.items():
+                fams["sugon_user_job_cpu_seconds"].add_metric([name, queue, user], seconds)
