@@ -16,7 +16,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from exporter.config import build_config
 from exporter.counting.snapshot import SnapshotBuilder
-from exporter.model import CapacitySnapshot, ClusterState, QueueCapacity
+from exporter.model import Activity, CapacitySnapshot, ClusterSnapshot, ClusterState, QueueCapacity, RunTimeHistogram
 from exporter.service import Exporter
 from exporter.serving.collector import JobCollector
 from exporter.serving.exposition import CachedExposition
@@ -47,6 +47,24 @@ def publish(ex: Exporter, t: float, jobs: int) -> None:
     for i in range(jobs):
         add_job(b, Job(str(i), "debug", f"u{i}", "running", "statR", 2))
     ex.store.publish(ClusterState("a", True, t, 1.0, None, b.build("a", t, t + 300, jobs, ["debug"])))
+
+
+def with_usage(snap: ClusterSnapshot, jobs: int, apps: list[str], users: list[str]) -> ClusterSnapshot:
+    """``snap`` with every usage field filled: CPU-seconds and run times in the activity, nodes, applications."""
+    activity = replace(
+        snap.activity,
+        cpu_seconds={"q0": 3600.0 * jobs, "q1": 0.5},
+        user_cpu_seconds={("q0", u): 60.0 * (i + jobs) for i, u in enumerate(users)},
+        run_time={"q0": RunTimeHistogram((1, 0, 2, 0, 0, 0, 0, 0, 0, jobs), 1e6 + jobs, 3 + jobs)},
+    )
+    return replace(
+        snap,
+        activity=activity,
+        nodes_by_queue={("q0", "running"): 2 * jobs, ("q1", "queued"): 0},
+        nodes_in_use=jobs,
+        by_app={(app, "running" if i % 2 else "queued"): (i + 1, 10 * i + jobs) for i, app in enumerate(apps)},
+        running_max_seconds={"q0": 86400.0 * jobs},
+    )
 
 
 def test_the_cached_rendering_is_byte_for_byte_a_fresh_rendering() -> None:
@@ -116,7 +134,8 @@ def test_after_each_publish_a_scrape_equals_a_fresh_rendering_and_other_clusters
         b = SnapshotBuilder(per_user=True)
         for i in range(jobs):
             add_job(b, Job(str(i), f"q{i % 2}", f"u{i % 3}", "queued" if i % 2 else "running", "statR", i, "Priority"))
-        snap = b.build(name, t, t + 300, jobs, ["q0", "q1", "idle"])
+        snap = b.build(name, t, t + 300, jobs, ["q0", "q1", "idle"], Activity(submitted={"q0": jobs}))
+        snap = with_usage(snap, jobs, ["fluent", "vasp", "none"], ["u0", "u1"])
         ex.store.publish(ClusterState(name, up, t, 1.5, None, snap, CapacitySnapshot(t, t + 100, CAPACITY)))
 
     def same() -> None:
@@ -148,10 +167,17 @@ def test_after_each_publish_a_scrape_equals_a_fresh_rendering_and_other_clusters
     same()
     assert b'sugon_queue_cpus{hpc_cluster="b"' in scrape(ex)
     assert b'sugon_queue_cpus{hpc_cluster="a"' not in scrape(ex)
-    clock[0] = NOW + 310  # the job data of a and c is stale too
+    assert b'sugon_app_jobs{app="vasp",hpc_cluster="a",status="running"} 2.0' in scrape(ex)
+    clock[0] = NOW + 310  # the job data of a and c is stale too: its gauges leave, its counters and histograms stay
     same()
     assert b'sugon_jobs{hpc_cluster="a"' not in scrape(ex)
     assert b'sugon_jobs{hpc_cluster="b"' in scrape(ex)
+    for family in (b"sugon_job_nodes{", b"sugon_nodes_in_use{", b"sugon_app_jobs{", b"sugon_running_job_max_seconds{"):
+        assert not any(line.startswith(family) for line in lines_of("a", scrape(ex))), family
+        assert any(line.startswith(family) for line in lines_of("b", scrape(ex))), family
+    assert b'sugon_job_cpu_seconds_total{hpc_cluster="a",queue="q0"} 10800.0' in scrape(ex)
+    assert b'sugon_user_job_cpu_seconds_total{hpc_cluster="a",queue="q0",user="u1"} 240.0' in scrape(ex)
+    assert b'sugon_job_run_seconds_count{hpc_cluster="a",queue="q0"} 6.0' in scrape(ex)
 
 
 class CountingFamilies(ClusterFamilies):
@@ -228,12 +254,13 @@ HOSTILE = ['q"1', "back\\slash", "new\nline", "ünï 队列", "\\n", 'end\\"', "
 
 
 def test_the_per_user_families_written_directly_equal_prometheus_clients_even_with_hostile_labels() -> None:
+    """And the families of applications and of users' CPU-seconds, rendered by prometheus-client, beside them."""
     ex, _ = rig()
     b = SnapshotBuilder(per_user=True)
     for i, (queue, user) in enumerate((q, u) for q in HOSTILE for u in HOSTILE):
         add_job(b, Job(str(i), queue, user, "running" if i % 3 else "queued", "statR", i * 1_000_003 % 10**7))
     snap = b.build('we"ird\\c', NOW, NOW + 300, 81, ["debug"])
-    ex.store.publish(ClusterState("a", True, NOW, 1.0, None, snap))
+    ex.store.publish(ClusterState("a", True, NOW, 1.0, None, with_usage(snap, 10**7, HOSTILE, HOSTILE)))
     assert scrape(ex) == generate_latest(ex.registry)
     assert scrape(ex, True, False) == generate_openmetrics(ex.registry)  # type: ignore[no-untyped-call]
     assert b"e+06" in scrape(ex)  # large values are written as Go writes them
