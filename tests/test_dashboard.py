@@ -65,6 +65,13 @@ def test_the_dashboard_has_the_promised_panels() -> None:
         "API errors by reason",
         "Token expires in",
         "Why jobs wait",
+        "Core-hours per day by queue",
+        "Top users by core-hours per day",
+        "Nodes in use",
+        "Longest running job per queue",
+        "Running jobs by application",
+        "Running CPUs by application",
+        "Run time quantiles (last day)",
     } <= titles
 
 
