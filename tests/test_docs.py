@@ -1,4 +1,5 @@
-"""What the README promises: its alert rules pass promtool, and it names every metric the exporter emits."""
+"""What the README promises: its PromQL passes promtool, it names every metric the exporter emits, and the
+recording rules it names are the shipped ones."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from exporter.config import build_config
 from exporter.service import Exporter
 from tests.tools import find_tool
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_the_readmes_metric_tables_name_every_metric_family_the_exporter_registers() -> None:
@@ -45,3 +47,11 @@ def test_every_promql_example_in_the_readme_parses(tmp_path: Path) -> None:
     exe = find_tool("promtool", "apt-get install prometheus")
     result = subprocess.run([exe, "check", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_recording_rule_the_readme_names_is_in_the_shipped_rules() -> None:
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yml").read_text())["groups"]
+    recorded = {rule["record"] for group in rules for rule in group["rules"]}
+    named = set(re.findall(r"\bsugon:[a-z0-9_]+:[a-z0-9_]+", README))
+    assert {"sugon:job_core_hours:increase1d", "sugon:user_job_core_hours:increase1d"} <= named
+    assert named <= recorded, f"named in the README but not recorded: {sorted(named - recorded)}"
