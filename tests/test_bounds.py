@@ -80,6 +80,10 @@ def test_thousands_of_queues_leave_every_family_with_at_most_max_queues_names_an
         "sugon_jobs_ended",
         "sugon_job_wait_seconds",
         "sugon_queue_cpus",
+        "sugon_job_nodes",
+        "sugon_running_job_max_seconds",
+        "sugon_job_cpu_seconds",
+        "sugon_job_run_seconds",
     }
     for name, queues in families.items():
         assert "other" in queues and queues <= {*heavy, "other"}, name
