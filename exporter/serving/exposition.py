@@ -224,9 +224,10 @@ class CachedExposition:
             for family, fam in self._families.of(name, state, part, users=not direct).items():
                 if fam.samples:
                     texts[family] = PrecompressedText(_split_header(_render(_FixedRegistry([fam]), openmetrics))[1])
-            if direct and state.snapshot is not None and state.snapshot.by_user:
+            if direct and state.snapshot is not None:
                 for family, text in zip(USER_FAMILIES, self._families.user_lines(name, state.snapshot)):
-                    texts[family] = PrecompressedText(text)
+                    if text:
+                        texts[family] = PrecompressedText(text)
         except Exception as exc:  # noqa: BLE001 - logged by note_failure; one cluster must not fail /metrics
             self._families.note_failure(name, part, exc)
             return {}

@@ -127,8 +127,8 @@ _FAMILIES: tuple[tuple[Callable[..., Metric], str, tuple[str, ...], str], ...] =
         'Users merged into user="other" by max_users and users_exclude.' + _CACHED,
     ),
 )
-USER_FAMILIES = ("sugon_user_jobs", "sugon_user_job_cpus")
-_PER_USER_ONLY = frozenset({*USER_FAMILIES, "sugon_users_folded", "sugon_user_job_cpu_seconds"})
+USER_FAMILIES = ("sugon_user_jobs", "sugon_user_job_cpus", "sugon_user_job_cpu_seconds")
+_PER_USER_ONLY = frozenset({*USER_FAMILIES, "sugon_users_folded"})
 # The families of a cluster left out when its job data is older than max_staleness, or its capacity is.
 JOB_DATA_FAMILIES = frozenset(
     {
@@ -221,7 +221,7 @@ class ClusterFamilies:
             self._health(fams, name, state)
         elif part is StatePart.SNAPSHOT and state.snapshot is not None:
             fams["sugon_api_reported_jobs"].add_metric([name], state.snapshot.reported_total)
-            self._activity(fams, name, state.snapshot)
+            self._activity(fams, name, state.snapshot, users)
             self._jobs(fams, name, state.snapshot, users)
         elif part is StatePart.CAPACITY and state.capacity is not None:
             self._capacity(fams, name, state.capacity)
@@ -253,16 +253,17 @@ class ClusterFamilies:
                 log.info("cluster %s: its %s render again", name, part.value)
 
     @staticmethod
-    def user_lines(name: str, snap: ClusterSnapshot) -> tuple[bytes, bytes]:
-        """The samples of sugon_user_jobs and sugon_user_job_cpus of one cluster, written out directly.
+    def user_lines(name: str, snap: ClusterSnapshot) -> tuple[bytes, bytes, bytes]:
+        """The samples of USER_FAMILIES (jobs and CPUs by queue, user and status; CPU-seconds by queue and user)
+        of one cluster, written out directly.
 
-        These two families are nearly all of a large exposition, and prometheus-client builds a sample
-        object and a label dict per series before writing it. The bytes are what it writes for them
-        (gauges are written alike in the text format and OpenMetrics: labels sorted by name, values
-        escaped, floatToGoString); tests hold the two equal.
+        These families are nearly all of a large exposition, and prometheus-client builds a sample object and a
+        label dict per series before writing it. The bytes are what it writes for them (the sample lines of
+        gauges and of counters without _created are alike in the text format and OpenMetrics: labels sorted
+        by name, values escaped, floatToGoString); tests hold the two equal.
         """
         escaped: dict[str, str] = {}
-        numbers: dict[int, str] = {}
+        numbers: dict[float, str] = {}
 
         def esc(value: str) -> str:
             out = escaped.get(value)
@@ -270,7 +271,7 @@ class ClusterFamilies:
                 out = escaped[value] = value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
             return out
 
-        def num(value: int) -> str:
+        def num(value: float) -> str:
             out = numbers.get(value)
             if out is None:
                 out = numbers[value] = floatToGoString(value)  # type: ignore[no-untyped-call]
@@ -283,7 +284,12 @@ class ClusterFamilies:
             labels = f'{{hpc_cluster="{cluster}",queue="{esc(queue)}",status="{esc(status)}",user="{esc(user)}"}} '
             jobs.append(f"sugon_user_jobs{labels}{num(n)}\n")
             cpus.append(f"sugon_user_job_cpus{labels}{num(used)}\n")
-        return "".join(jobs).encode("utf-8"), "".join(cpus).encode("utf-8")
+        seconds = [
+            f'sugon_user_job_cpu_seconds_total{{hpc_cluster="{cluster}",queue="{esc(queue)}",user="{esc(user)}"}} '
+            f"{num(value)}\n"
+            for (queue, user), value in snap.activity.user_cpu_seconds.items()
+        ]
+        return "".join(jobs).encode("utf-8"), "".join(cpus).encode("utf-8"), "".join(seconds).encode("utf-8")
 
     @staticmethod
     def _health(fams: Families, name: str, state: ClusterState) -> None:
@@ -334,7 +340,7 @@ class ClusterFamilies:
             fams["sugon_users_folded"].add_metric([name], snap.users_folded)
         fams["sugon_queues_folded"].add_metric([name], snap.queues_folded)
 
-    def _activity(self, fams: Families, name: str, snap: ClusterSnapshot) -> None:
+    def _activity(self, fams: Families, name: str, snap: ClusterSnapshot, users: bool) -> None:
         act = snap.activity
         # Known queues get 0-valued series, so that rate() sees a counter from its first event.
         queues = sorted(
@@ -364,6 +370,6 @@ class ClusterFamilies:
             else:
                 buckets = [(_le(bound), n) for bound, n in run.cumulative()]
                 fams["sugon_job_run_seconds"].add_metric([name, queue], buckets=buckets, sum_value=run.total)
-        if self.per_user:
+        if self.per_user and users:
             for (queue, user), seconds in act.user_cpu_seconds.items():
                 fams["sugon_user_job_cpu_seconds"].add_metric([name, queue, user], seconds)
