@@ -327,3 +327,14 @@ def test_a_cluster_that_cannot_be_rendered_is_left_out_and_logged_once_while_eve
         assert "cluster a: its job data render again" in caplog.text
     finally:
         server.stop()
+
+
+def test_users_cpu_seconds_stay_in_the_cached_text_when_no_job_is_left_in_the_list() -> None:
+    ex, _ = rig()
+    empty = SnapshotBuilder(per_user=True).build("a", NOW + 60, NOW + 360, 0, ["debug"])
+    activity = Activity(cpu_seconds={"debug": 900.0}, user_cpu_seconds={("debug", "alice"): 900.0})
+    ex.store.publish(ClusterState("a", True, NOW + 60, 1.0, None, replace(empty, activity=activity)))
+    assert b'sugon_user_job_cpu_seconds_total{hpc_cluster="a",queue="debug",user="alice"} 900.0' in scrape(ex)
+    assert b"sugon_user_jobs{" not in scrape(ex)
+    assert scrape(ex) == generate_latest(ex.registry)
+    assert scrape(ex, True, False) == generate_openmetrics(ex.registry)  # type: ignore[no-untyped-call]
