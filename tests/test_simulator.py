@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
+import hostlist
 import httpx
 import pytest
 
 from exporter.simulator import LINGER_SECONDS, Scheduler, SimPlatform, Simulator
+from exporter.simulator.nodes import host_list
 from exporter.sugon.platform import aksk_signature
 
 SID = "1638523853"
@@ -201,3 +204,116 @@ def test_center_lists_a_disabled_url_first_and_refuses_the_platform_token() -> N
         assert sim.handle("GET", "/ac/openapi/v2/center", {}, {"token": platform})[1]["code"] == "10001"
     finally:
         sim.stop()
+
+
+def run_time_seconds(text: str) -> int:
+    """``D-HH:MM:SS`` or ``HH:MM:SS`` as seconds, parsed here independently of the exporter."""
+    days, _, hms = text.rpartition("-")
+    hours, minutes, seconds = (int(part) for part in hms.split(":"))
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def test_a_running_jobs_run_time_grows_with_the_clock_in_the_apis_formats_and_a_finished_job_keeps_its_own() -> None:
+    now = [1_700_000_000.0]
+    t0 = now[0]
+    s = Simulator(token="t", schedulers=[Scheduler(SID, "C", {"q": 8})], jobs=0, arrival_rate=0, clock=lambda: now[0])
+    s.add_jobs(1, queue="q", status="statR", cpus=8)
+    (first,) = s.rows()
+    s.population.set_runtime(SID, int(first["jobId"]), 10 * 86400)
+
+    def listed() -> dict[str, dict]:
+        return {r["jobStatus"]: r for r in s.rows()}
+
+    assert listed()["statR"]["jobRunTime"] == "00:00:00"
+    s.step(t0 + 59)
+    assert listed()["statR"]["jobRunTime"] == "00:00:59"
+    s.step(t0 + 3600 + 61)
+    assert listed()["statR"]["jobRunTime"] == "01:01:01"
+    s.step(t0 + 86400 + 58)
+    assert listed()["statR"]["jobRunTime"] == "1-00:00:58"
+    s.population.set_runtime(SID, int(first["jobId"]), 2 * 86400)
+    now[0] = t0 + 2 * 86400 + 58
+    s.step(now[0])  # past its run time: it ends now
+    assert listed()["statE"]["jobRunTime"] == "2-00:00:58"
+    s.add_jobs(1, queue="q", status="statQ", cpus=8)  # waits for the queue's only node
+    assert listed()["statQ"]["jobRunTime"] == "" and listed()["statQ"]["nodeUsed"] == ""
+    s.step(now[0] + 20)  # the first completes (or fails) and lingers; the second starts
+    s.step(now[0] + 20 + 105)
+    ended = next(r for r in s.rows() if r["jobId"] == first["jobId"])
+    assert ended["jobStatus"] in ("statC", "statD") and ended["jobRunTime"] == "2-00:00:58"
+    assert listed()["statR"]["jobRunTime"] == "00:01:45"
+    assert listed()["statR"]["nodeUsed"] == ended["nodeUsed"] == "h01r1n01"
+
+
+def test_the_truth_is_what_the_rows_say_run_times_nodes_and_apps() -> None:
+    t0 = 1_700_000_000.0
+    s = Simulator(
+        token="t",
+        schedulers=[Scheduler("11", "A"), Scheduler("12", "B", {"gpu": 512, "a100": 256})],
+        jobs=400,
+        arrival_rate=0.5,
+        seed=4,
+        clock=lambda: t0,
+    )
+    s.step(t0 + 600)
+    rows, truth = s.rows(), s.truth()
+    assert [r["jobId"] for r in rows] == [t.job_id for t in truth]
+    for r, t in zip(rows, truth):
+        assert (r["jobmanagerId"], r["queue"], r["user"], r["jobStatus"]) == (t.scheduler_id, t.queue, t.user, t.status)
+        assert r["procNumUsed"] == t.cpus and r["appType"] == t.app
+        if t.run_seconds is None:
+            assert r["jobRunTime"] == "" and r["nodeUsed"] == "" and t.nodes == ()
+            assert t.status in ("statQ", "statH", "statDE")
+        else:
+            assert run_time_seconds(r["jobRunTime"]) == t.run_seconds
+            assert hostlist.expand_hostlist(r["nodeUsed"]) == list(t.nodes)
+            assert 1 <= len(t.nodes) <= max(t.cpus // 4, 1)
+    started = [t for t in truth if t.run_seconds is not None]
+    assert any(t.run_seconds > 86400 for t in started)  # some show days: "1-07:38:46"
+    assert s.truth("12") == [t for t in truth if t.scheduler_id == "12"]
+
+
+def test_host_lists_are_zero_padded_slurm_syntax_in_every_shape_and_schedulers_never_share_a_node() -> None:
+    s = Simulator(token="t", schedulers=[Scheduler("11", "A"), Scheduler("12", "B")], jobs=600, seed=2)
+    lists = {r["jobmanagerId"]: [] for r in s.rows()}
+    for r in s.rows():
+        if r["nodeUsed"]:
+            lists[r["jobmanagerId"]].append(r["nodeUsed"])
+    every = lists["11"] + lists["12"]
+    rack = r"h\d\dr\d"
+    name = rf"{rack}n\d\d"
+    assert any(re.fullmatch(name, x) for x in every)  # one node: a plain name
+    assert any(re.fullmatch(rf"{rack}n\[\d\d-\d\d\]", x) for x in every)  # h01r2n[05-08]
+    assert any(re.fullmatch(rf"{rack}n\[[\d,-]+\],{rack}n(\[[\d,-]+\]|\d\d)", x) for x in every)  # racks
+    assert any(re.fullmatch(rf"{name}(,{name})+", x) for x in every)  # names with commas
+    for x in every:
+        assert all(re.fullmatch(name, n) for n in hostlist.expand_hostlist(x))
+    halls = [{n[:3] for x in lists[sid] for n in hostlist.expand_hostlist(x)} for sid in ("11", "12")]
+    assert halls == [{"h01"}, {"h02"}]
+
+
+def test_host_list_brackets_ranges_per_rack_or_lists_the_names() -> None:
+    assert host_list(1, [0]) == "h01r1n01"
+    assert host_list(1, [0, 1, 2, 3, 6]) == "h01r1n[01-04,07]"
+    assert host_list(3, [14, 15, 16, 17]) == "h03r1n[15-16],h03r2n[01-02]"
+    assert host_list(2, [15, 16]) == "h02r1n16,h02r2n01"
+    assert host_list(1, [3, 1, 2], compressed=False) == "h01r1n02,h01r1n03,h01r1n04"
+
+
+def test_app_types_mix_the_applications_with_empty_and_null_ones() -> None:
+    apps = {r["appType"] for r in Simulator(token="t", jobs=300, seed=6).rows()}
+    assert {"fluent", "vasp", "abaqus", "gromacs", "lammps", "BASE", "", None} <= apps
+
+
+def test_the_same_seed_gives_the_same_jobs_run_times_and_nodes() -> None:
+    t0 = 1_700_000_000.0
+
+    def listing() -> list[list[dict]]:
+        s = Simulator(token="t", jobs=200, seed=8, clock=lambda: t0)
+        out = [s.rows()]
+        for k in range(1, 6):
+            s.step(t0 + 60 * k)
+            out.append(s.rows())
+        return out
+
+    assert listing() == listing()

@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from exporter.simulator.faults import HTML_PAGE, WIRE, Faults, spoil, with_duplicates
 from exporter.simulator.platform import SimPlatform
-from exporter.simulator.population import DEFAULT_USERS, LINGER_SECONDS, Population, Scheduler
+from exporter.simulator.population import DEFAULT_USERS, LINGER_SECONDS, JobTruth, Population, Scheduler
 
-__all__ = ["LINGER_SECONDS", "Scheduler", "SimPlatform", "Simulator"]
+__all__ = ["LINGER_SECONDS", "JobTruth", "Scheduler", "SimPlatform", "Simulator"]
 
 AUTH_FAIL = {"msg": "auth_fail", "code": "10008", "data": "token is invalid"}
 
@@ -108,6 +108,10 @@ class Simulator:
     def rows(self, scheduler_id: str | None = None) -> list[dict[str, Any]]:
         """The job list as the API renders it (see Population.rows)."""
         return self.population.rows(scheduler_id)
+
+    def truth(self, scheduler_id: str | None = None) -> list[JobTruth]:
+        """Each listed job's status, CPUs, run seconds and nodes, as the list shows them (see Population.truth)."""
+        return self.population.truth(scheduler_id)
 
     def start_evolving(self, every: float = 5.0) -> None:
         """Step the population on a timer (for --demo)."""

@@ -1,4 +1,5 @@
-"""The simulated scheduler's jobs: arrivals, starts, finishes, the 5-minute linger, rendered as API rows."""
+"""The simulated scheduler's jobs: arrivals, starts, finishes, the 5-minute linger, rendered as API rows; and
+the truth about them that tests compare the exporter's counts with."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from exporter.simulator.nodes import NodePools
+
 CHINA = timezone(timedelta(hours=8))  # jobStartTime is local time on the platform (UTC+8, a guess)
 LINGER_SECONDS = 300  # finished jobs stay in the real-time list for 5 minutes (doc)
 DEFAULT_QUEUES = {"debug": 256, "normal": 2048, "largemem": 512, "gpu": 384}
 DEFAULT_USERS = ("alice", "bob", "chen", "dong", "fang", "guo", "huang", "li", "liu", "wang", "zhang", "zhou")
-APPS = ("BASE", "fluent", "vasp", "gromacs", "lammps", "matlab")
+APPS = ("BASE", "fluent", "vasp", "gromacs", "lammps", "abaqus")  # six: the draw of an app must not change
+WIDTHS = (1, 1, 1, 1, 2, 2, 4, 8)  # nodes a job asks for, at most one per 4 of its CPUs
 REASONS = ("Resources", "Priority", "QOSMaxCpuPerUserLimit", "ReqNodeNotAvail, UnavailableNodes:h04r3n[07-09]")
 
 
@@ -42,6 +46,26 @@ class SimJob:
     runtime: float = 600.0
     release_at: float | None = None
     ended: float | None = None
+    width: int = 1
+    app_type: str | None = None  # appType as listed: the app, or empty or null for a job submitted without one
+    compressed: bool = True  # whether its host list is bracketed (h01r1n[01-04]) or plain names with commas
+    nodes: tuple[str, ...] = ()
+    node_used: str = ""
+
+
+@dataclass(frozen=True)
+class JobTruth:
+    """One listed job as the simulator knows it: what the exporter's usage counts must add up to."""
+
+    scheduler_id: str
+    job_id: str
+    queue: str
+    user: str
+    status: str  # the API's code, e.g. "statR"
+    cpus: int
+    run_seconds: int | None  # whole seconds run, as jobRunTime shows them; None before the job starts
+    nodes: tuple[str, ...]  # the nodes nodeUsed names, in order; none before the job starts
+    app: str | None  # appType as listed
 
 
 @dataclass
@@ -70,12 +94,17 @@ class Population:
         self.arrival_rate = arrival_rate
         self.clock = clock
         self._rng = random.Random(seed)
+        # Node counts, nodes, appType and host-list styles come from their own generator, so that the jobs,
+        # their queues, users and statuses are the same under a seed as before the simulator had them.
+        self._shape_rng = random.Random(f"shape-{seed}")
+        self._pools = NodePools({s.id: s.queues for s in self.schedulers})
         self._lock = threading.Lock()
         self._jobs: dict[tuple[str, int], SimJob] = {}
         # Rendered rows per scheduler, kept until the population changes: rendering per request made paging quadratic.
         self._rendered: dict[str | None, list[dict[str, Any]]] = {}
         self._next_id = 1000
         self._last_step = clock()
+        self._shown_at = self._last_step  # the time the job list shows: its run times are as of then
         self.starts = 0
         self._seed_population(jobs)
         self.starts = 0  # queued → running transitions from now on (the seed population's do not count)
@@ -97,7 +126,19 @@ class Population:
         )
         if self._rng.random() < 0.05:
             job.status, job.reason, job.release_at = "statH", "JobHeldUser", now + self._rng.uniform(60, 1800)
+        job.width = self._shape_rng.choice(WIDTHS)
+        draw = self._shape_rng.random()
+        job.app_type = None if draw < 0.04 else "" if draw < 0.1 else job.app
+        job.compressed = self._shape_rng.random() < 0.85
         return job
+
+    def _start(self, job: SimJob, now: float) -> None:
+        """The job runs from ``now`` on the nodes it is given."""
+        job.status, job.reason, job.started = "statR", None, now
+        width = min(job.width, max(job.cpus // 4, 1))
+        job.nodes, job.node_used = self._pools.allocate(
+            job.scheduler_id, job.queue, width, self._shape_rng, job.compressed
+        )
 
     def _seed_population(self, count: int) -> None:
         now = self.clock()
@@ -122,7 +163,7 @@ class Population:
             key = (job.scheduler_id, job.queue)
             if used.get(key, 0) + job.cpus <= caps.get(key, 0):
                 used[key] = used.get(key, 0) + job.cpus
-                job.status, job.reason, job.started = "statR", None, now
+                self._start(job, now)
                 self.starts += 1
 
     def step(self, now: float | None = None) -> None:
@@ -131,7 +172,7 @@ class Population:
             self._rendered.clear()
             now = self.clock() if now is None else now
             dt = max(now - self._last_step, 0.0)
-            self._last_step = now
+            self._last_step = self._shown_at = now
             arrivals = int(self.arrival_rate * dt + self._rng.random())
             for _ in range(arrivals):
                 job = self._new_job(now)
@@ -165,6 +206,7 @@ class Population:
         with self._lock:
             self._rendered.clear()
             now = self.clock()
+            self._shown_at = max(self._shown_at, now)
             for _ in range(count):
                 job = self._new_job(now)
                 job.status = status
@@ -172,18 +214,19 @@ class Population:
                 job.user = user or job.user
                 job.cpus = cpus if cpus is not None else job.cpus
                 if status == "statR":
-                    job.started, job.reason = now, None
+                    self._start(job, now)
                 self._jobs[(job.scheduler_id, job.job_id)] = job
 
     def rows(self, scheduler_id: str | None = None) -> list[dict[str, Any]]:
         """The job list as the API would render it, in the scheduler's order (shared: do not modify it).
 
-        Rendered once per change of the population, so ``jobRunTime`` is as of the last change.
+        Rendered once per change of the population: ``jobRunTime`` is as of the last change (``step``'s time,
+        or the clock when jobs were added).
         """
         with self._lock:
             cached = self._rendered.get(scheduler_id)
             if cached is None:
-                now = self.clock()
+                now = self._shown_at
                 names = {s.id: s.name for s in self.schedulers}
                 cached = [
                     self._row(j, now, names[j.scheduler_id])
@@ -193,25 +236,55 @@ class Population:
                 self._rendered[scheduler_id] = cached
             return cached
 
+    def truth(self, scheduler_id: str | None = None) -> list[JobTruth]:
+        """Every job in the list, in the list's order, as of the time the list shows (see ``rows``)."""
+        with self._lock:
+            return [
+                JobTruth(
+                    j.scheduler_id,
+                    str(j.job_id),
+                    j.queue,
+                    j.user,
+                    j.status,
+                    j.cpus,
+                    self._run_seconds(j, self._shown_at),
+                    j.nodes if self._started(j) else (),
+                    j.app_type,
+                )
+                for j in self._jobs.values()
+                if scheduler_id in (None, j.scheduler_id)
+            ]
+
+    @staticmethod
+    def _started(job: SimJob) -> bool:
+        return job.started is not None and job.status != "statQ"
+
+    def _run_seconds(self, job: SimJob, now: float) -> int | None:
+        """Whole seconds from the job's start to its end, or to ``now`` while it has not ended."""
+        if job.started is None or not self._started(job):
+            return None
+        end = job.ended if job.ended is not None else now
+        return max(int(end - job.started), 0)
+
     def _row(self, job: SimJob, now: float, scheduler_name: str) -> dict[str, Any]:
-        started = job.started is not None and job.status != "statQ"
+        started = self._started(job)
+        seconds = self._run_seconds(job, now)
         stamp = datetime.fromtimestamp(job.submitted, CHINA).strftime("%m%d_%H%M%S")
         work = f"/public/home/{job.user}/{job.app.upper()}/{job.app.upper()}_{stamp}"
-        end = job.ended if job.ended is not None else now
         return {
             "jobId": str(job.job_id),
             "jobName": f"{job.app}_{stamp}",
             "jobStatus": job.status,
             "queue": job.queue,
             "user": job.user,
-            "nodeUsed": f"h04r{job.job_id % 8}n{job.job_id % 32:02d}" if started else "",
+            "nodeUsed": job.node_used if started else "",
             "procNumUsed": job.cpus,
             "jobStartTime": (
                 datetime.fromtimestamp(job.started, CHINA).strftime("%Y-%m-%d %H:%M:%S")
                 if started and job.started is not None
                 else ""
             ),
-            "jobRunTime": _run_time(end - job.started) if started and job.started is not None else "00:00:00",
+            "jobRunTime": "" if seconds is None else _run_time(seconds),
             "jobVncSessionInfo": None,
             "jobmanagerId": job.scheduler_id,
             "jobmanagerName": scheduler_name,
@@ -220,7 +293,7 @@ class Population:
             "outputPath": f"{work}/std.out.{job.job_id}",
             "workDir": work,
             "reason": job.reason if job.status in ("statQ", "statH") else None,
-            "appType": job.app,
+            "appType": job.app_type,
         }
 
     def capacity(self, scheduler_id: str) -> list[dict[str, Any]]:
