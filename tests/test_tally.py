@@ -23,21 +23,21 @@ def poll(previous: RowTally | None, users: list[str]) -> RowTally:
 
 def test_a_tally_is_kept_while_the_series_it_remembers_are_in_use_and_replaced_once_they_pile_up() -> None:
     assert KEEP_FACTOR == 2
-    n = SLACK  # users a poll: n + 1 series in use (one queue series), so the limit is 2 × (n + 1) + n = 3n + 2
+    n = SLACK  # users a poll: n + 2 series in use (one queue, one application), so the limit is 2 × (n + 2) + n = 3n + 4
 
     def users(batch: int) -> list[str]:
         return [f"u{batch}-{i}" for i in range(n)]
 
     first = poll(None, users(0))
-    assert poll(first, users(0)) is first  # the same series: n + 1 known
-    assert first.builder.series_use() == (n + 1, n + 1)
-    assert poll(first, users(1)) is first  # 2n + 1 known
-    assert poll(first, users(2)) is first  # decided on 2n + 1 ≤ 3n + 2: kept; now 3n + 1
-    assert poll(first, users(3)) is first  # 3n + 1 ≤ 3n + 2: kept; now 4n + 1
-    assert first.builder.series_use() == (n + 1, 4 * n + 1)
+    assert poll(first, users(0)) is first  # the same series: n + 2 known
+    assert first.builder.series_use() == (n + 2, n + 2)
+    assert poll(first, users(1)) is first  # 2n + 2 known
+    assert poll(first, users(2)) is first  # decided on 2n + 2 ≤ 3n + 4: kept; now 3n + 2
+    assert poll(first, users(3)) is first  # 3n + 2 ≤ 3n + 4: kept; now 4n + 2
+    assert first.builder.series_use() == (n + 2, 4 * n + 2)
     fresh = poll(first, users(4))
-    assert fresh is not first  # 4n + 1 > 3n + 2: built afresh, remembering only what this poll used
-    assert fresh.builder.series_use() == (n + 1, n + 1)
+    assert fresh is not first  # 4n + 2 > 3n + 4: built afresh, remembering only what this poll used
+    assert fresh.builder.series_use() == (n + 2, n + 2)
 
 
 def test_a_tally_remembers_raw_values_at_most_twice_over_plus_slack() -> None:
@@ -46,7 +46,7 @@ def test_a_tally_remembers_raw_values_at_most_twice_over_plus_slack() -> None:
     rows = [row(i, queue="debug" + " " * i) for i in range(3 * SLACK)]  # 3,072 spellings of one queue
     take_rows(tally, rows, "1")
     tally.finish()
-    assert tally.builder.series_use() == (2, 2)  # one queue series, one user series: "debug" stripped
+    assert tally.builder.series_use() == (3, 3)  # one series by queue, by user, by application: "debug" stripped
     assert not tally.worth_keeping()
     assert next_tally(tally, new_tally) is not tally
 
@@ -63,7 +63,8 @@ def test_what_a_tally_keeps_per_series_adds_nothing_for_the_garbage_collector_to
     tally.pop_counted()
     gc.collect()
     gc.collect()  # a target's (queue, status) may be let go only after the target was looked at
-    assert tally.builder.series_use() == (7 * 2 + 500, 7 * 2 + 500)  # 7 queues × 2 statuses, 500 users
+    # 7 queues × 2 statuses, 500 users, one application (BASE) × 2 statuses
+    assert tally.builder.series_use() == (7 * 2 + 500 + 2, 7 * 2 + 500 + 2)
     assert len(gc.get_objects()) - before < 100
 
 
@@ -72,7 +73,11 @@ def test_a_poll_hands_its_job_keys_over_and_keeps_none_of_them() -> None:
     take_rows(tally, [row(1, queue="debug"), row(2, "statQ", queue="gpu")], "1")
     tally.finish()
     # Keyed by the row's own jobmanagerId (SCHEDULER), not the scheduler id the page was asked for.
-    assert tally.pop_counted() == {f"{SCHEDULER}\x001": ("debug", "running"), f"{SCHEDULER}\x002": ("gpu", "queued")}
+    # (queue, status, user, CPUs, run seconds): the seed row's jobRunTime is 01:02:20, 3,740 s.
+    assert tally.pop_counted() == {
+        f"{SCHEDULER}\x001": ("debug", "running", "test", 1, 3740),
+        f"{SCHEDULER}\x002": ("gpu", "queued", "test", 1, 3740),
+    }
     assert tally.pop_counted() == {}  # one entry per job: not held until the next poll
 
 
