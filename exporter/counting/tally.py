@@ -26,6 +26,11 @@ from exporter.model import UNKNOWN, Row
 _Target = tuple[str, str, str, int, int, int, int, bool] | None
 
 
+# Raw jobRunTime values a poll remembers with their seconds: enough for those that repeat (00:00:00, final
+# run times of ended jobs); a running job's grows from one poll to the next.
+RUN_TIMES_REMEMBERED = 4096
+UNREAD = -2  # neither a run time nor a node count: not read yet
+
 # A tally is kept for the next poll while what it remembers is at most this many times what the last poll
 # used, plus SLACK: series and raw values of jobs long gone would otherwise pile up for ever.
 KEEP_FACTOR = 2
@@ -64,9 +69,11 @@ class RowTally:
         # Raw appType → the builder's slot of (application, status): one dict per status, shared by targets.
         self._apps_index: dict[str, int] = {}  # status label → index in _apps
         self._apps: list[dict[Any, int]] = []
-        # Nodes named by this poll's running jobs (at most MAX_NODES), and their raw host lists already read.
+        # Nodes named by this poll's running jobs (at most MAX_NODES), and their raw host lists already read;
+        # raw run times already read.
         self._nodes: set[str] = set()
         self._running_lists: dict[str, int] = {}
+        self._run_times: dict[str, int | None] = {}
 
     def begin(self) -> None:
         """Start the next poll: nothing counted yet; what was learnt about raw values stays."""
@@ -74,13 +81,13 @@ class RowTally:
         self._counted = {}
         self.invalid = self.invalid_cpus = self.invalid_run_times = self.invalid_node_lists = 0
         self._raw_reasons = [{} for _ in self._raw_reasons]
-        self._nodes, self._running_lists = set(), {}
+        self._nodes, self._running_lists, self._run_times = set(), {}, {}
 
     def pop_counted(self) -> dict[str, Seen]:
         """This poll's jobs (key → Seen), for the tracker, and forgotten here: one entry per job is the biggest
         thing a poll holds, and the next poll builds its own."""
         counted, self._counted = self._counted, {}
-        self._nodes, self._running_lists = set(), {}
+        self._nodes, self._running_lists, self._run_times = set(), {}, {}
         return counted
 
     def invalid_fields(self) -> dict[str, int]:
@@ -131,6 +138,12 @@ class RowTally:
             apps[raw] = slot
         return slot
 
+    def _run_seconds(self, raw: Any) -> int | None:
+        seconds = run_seconds(raw)
+        if raw.__class__ is str and len(self._run_times) < RUN_TIMES_REMEMBERED:
+            self._run_times[raw] = seconds
+        return seconds
+
     def _running_nodes(self, raw: Any) -> int | None:
         """How many nodes a running job's host list names (None: not a host list); its nodes join the poll's."""
         names = node_names(raw)
@@ -162,7 +175,7 @@ class RowTally:
         )
         raw_reasons = self._raw_reasons
         all_apps = self._apps
-        running_lists = self._running_lists
+        running_lists, run_times = self._running_lists, self._run_times
         max_cpus = MAX_CPUS
         key_prefixes: dict[Any, str] = {}  # raw jobmanagerId → "id NUL"; one or two per page
         for row in rows:
@@ -214,21 +227,27 @@ class RowTally:
             cpu_sums[app_slot] += cpus
             seconds = row.jobRunTime
             if seconds is not None and seconds != "":  # parsed only when there is one
-                seconds = run_seconds(seconds)
-                if seconds is not None:
-                    if seconds == INVALID:
-                        self.invalid_run_times += 1
-                    elif running and seconds > run_max[queue_slot]:
-                        run_max[queue_slot] = seconds
+                try:
+                    seconds = run_times.get(seconds, UNREAD)
+                except TypeError:  # unhashable
+                    pass
+                if seconds == UNREAD or seconds.__class__ is not int:
+                    seconds = self._run_seconds(row.jobRunTime)
+                if seconds == INVALID:
+                    self.invalid_run_times += 1
+                elif running and seconds is not None and seconds > run_max[queue_slot]:
+                    run_max[queue_slot] = seconds
             else:
                 seconds = None
             nodes = row.nodeUsed
             if nodes is not None and nodes != "":  # parsed only when there is one
                 if running:
                     try:
-                        nodes = running_lists[nodes]
-                    except (KeyError, TypeError):
-                        nodes = self._running_nodes(nodes)
+                        nodes = running_lists.get(nodes, UNREAD)
+                    except TypeError:  # unhashable
+                        pass
+                    if nodes == UNREAD or nodes.__class__ is not int:
+                        nodes = self._running_nodes(row.nodeUsed)
                 else:
                     nodes = node_count(nodes)
                 if nodes is None:
@@ -257,7 +276,7 @@ class RowTally:
             for raw, n in self._raw_reasons[reasons_index].items():
                 self.builder.count_reason(queue, self._parser.reason(raw), n)
         self.builder.nodes_in_use = len(self._nodes)
-        self._nodes, self._running_lists = set(), {}
+        self._nodes, self._running_lists, self._run_times = set(), {}, {}
 
 
 def next_tally(previous: RowTally | None, new: Callable[[], RowTally]) -> RowTally:

@@ -155,6 +155,8 @@ class JobTracker:
         seed = not self._seeded
         # Updated in place, not rebuilt: a second dict of every job would be the biggest thing a poll holds.
         memory = self._memory
+        cpu, user_cpu, users = self._cpu, self._user_cpu, self._users
+        named = users.named if users is not None else set()
         for key, (queue, status, user, cpus, run) in current.items():
             old = memory.get(key)
             if old is None:
@@ -177,8 +179,15 @@ class JobTracker:
                 continue
             base = old[5]
             if run is not None and run >= 0 and run != base:  # only a readable run time moves the base
-                if run > base >= 0 and cpus:
-                    self._count_cpu(queue, user, (run - base) * cpus)
+                if run > base >= 0 and cpus:  # as _count_cpu does, inline: most running jobs come here every poll
+                    amount = (run - base) * cpus
+                    cpu[queue] = cpu.get(queue, 0) + amount
+                    if users is not None:
+                        name = user if user in named else users.name(user)
+                        by_user = user_cpu.get(queue)
+                        if by_user is None:
+                            by_user = user_cpu[queue] = {}
+                        by_user[name] = by_user.get(name, 0) + amount
                 base = run
             elif old[1] == status and old[0] == queue:  # (queue, status, ...)
                 continue  # unchanged, as most jobs are from one poll to the next: nothing to update
