@@ -1,10 +1,12 @@
 """One poll's rows in, page by page: deduplicated, labelled and counted. The hot loop of a poll.
 
-What a row adds depends on only a few of its values: its queue, user and status, which repeat across
+What a row adds depends mostly on a few of its values: its queue, user and status, which repeat across
 thousands of rows. So a row costs one lookup of those three raw values (their labels, whether the queue is
 excluded, and the counters they add to, found once and remembered from poll to poll), a key for
-deduplication, and a few additions; nothing else is built per row. tests/reference.py counts the same rows
-one Job at a time, and a test holds the two equal.
+deduplication, one lookup of its application, its run time and host list read only when it has them (a
+run time or a running job's host list that repeats within a poll is read once), a few additions, and the
+one tuple per job that the tracker is handed. tests/reference.py counts the same rows one Job at a time,
+and a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class RowTally:
         self._nodes: set[str] = set()
         self._running_lists: dict[str, int] = {}
         self._run_times: dict[str, int | None] = {}
+        # What this poll hands over of the jobs that have not run (no run time, or one that cannot be read):
+        # the same for many jobs, so kept once each.
+        self._idle: dict[Seen, Seen] = {}
 
     def begin(self) -> None:
         """Start the next poll: nothing counted yet; what was learnt about raw values stays."""
@@ -81,13 +86,13 @@ class RowTally:
         self._counted = {}
         self.invalid = self.invalid_cpus = self.invalid_run_times = self.invalid_node_lists = 0
         self._raw_reasons = [{} for _ in self._raw_reasons]
-        self._nodes, self._running_lists, self._run_times = set(), {}, {}
+        self._nodes, self._running_lists, self._run_times, self._idle = set(), {}, {}, {}
 
     def pop_counted(self) -> dict[str, Seen]:
         """This poll's jobs (key → Seen), for the tracker, and forgotten here: one entry per job is the biggest
         thing a poll holds, and the next poll builds its own."""
         counted, self._counted = self._counted, {}
-        self._nodes, self._running_lists, self._run_times = set(), {}, {}
+        self._nodes, self._running_lists, self._run_times, self._idle = set(), {}, {}, {}
         return counted
 
     def invalid_fields(self) -> dict[str, int]:
@@ -175,7 +180,7 @@ class RowTally:
         )
         raw_reasons = self._raw_reasons
         all_apps = self._apps
-        running_lists, run_times = self._running_lists, self._run_times
+        running_lists, run_times, idle = self._running_lists, self._run_times, self._idle
         max_cpus = MAX_CPUS
         key_prefixes: dict[Any, str] = {}  # raw jobmanagerId → "id NUL"; one or two per page
         for row in rows:
@@ -254,7 +259,10 @@ class RowTally:
                     self.invalid_node_lists += 1
                 else:
                     node_sums[queue_slot] += nodes
-            counted[key] = (queue, status, user, cpus, seconds)
+            seen = (queue, status, user, cpus, seconds)
+            if seconds is None or seconds <= 0:
+                seen = idle.setdefault(seen, seen)
+            counted[key] = seen
             if reasons_index >= 0:
                 reasons = raw_reasons[reasons_index]
                 reason = row.reason
@@ -276,7 +284,7 @@ class RowTally:
             for raw, n in self._raw_reasons[reasons_index].items():
                 self.builder.count_reason(queue, self._parser.reason(raw), n)
         self.builder.nodes_in_use = len(self._nodes)
-        self._nodes, self._running_lists, self._run_times = set(), {}, {}
+        self._nodes, self._running_lists, self._run_times, self._idle = set(), {}, {}, {}
 
 
 def next_tally(previous: RowTally | None, new: Callable[[], RowTally]) -> RowTally:

@@ -157,6 +157,7 @@ class JobTracker:
         memory = self._memory
         cpu, user_cpu, users = self._cpu, self._user_cpu, self._users
         named = users.named if users is not None else set()
+        first: dict[_Memory, _Memory] = {}  # records of jobs first seen in this poll, that have not run
         for key, (queue, status, user, cpus, run) in current.items():
             old = memory.get(key)
             if old is None:
@@ -166,7 +167,10 @@ class JobTracker:
                     since = restored if restored is not None and restored <= now else now
                 started, ended = status in RAN, status in TERMINAL
                 base, growth = self._first_base(key, run, seed)
-                memory[key] = (queue, status, since, started, ended, base)
+                entry = (queue, status, since, started, ended, base)
+                if base <= 0:  # not started: the jobs first seen waiting in one queue together share one record
+                    entry = first.setdefault(entry, entry)
+                memory[key] = entry
                 if growth and cpus:
                     self._count_cpu(queue, user, growth * cpus)
                 if not seed:
