@@ -14,7 +14,7 @@ from exporter.counting.rows import RowParser
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.statefile import StateFile
 from exporter.counting.tally import RowTally, next_tally
-from exporter.counting.tracker import JobTracker
+from exporter.counting.tracker import JobTracker, UserNames
 from exporter.model import OTHER, CapacitySnapshot, QueueCapacity
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
@@ -32,12 +32,14 @@ URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
 
 @dataclass(frozen=True)
 class LabelBudget:
-    """Bounds on label values: the users and queues kept by name, and the queues left out entirely."""
+    """Bounds on label values: the users, queues and applications kept by name, and the queues left out
+    entirely."""
 
     max_users: int = 200
     users_exclude: tuple[re.Pattern[str], ...] = ()
     queues_exclude: tuple[re.Pattern[str], ...] = ()
     max_queues: int = 100
+    max_apps: int = 50
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,11 @@ class ClusterPoller:
         self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before folding
         self._center_user: str | None = None
         self._state_file = state_file
-        self._tracker = JobTracker(state_file.waiting_since(name) if state_file else None)
+        self._tracker = JobTracker(
+            state_file.waiting_since(name) if state_file else None,
+            state_file.run_seconds(name) if state_file else None,
+            UserNames(budget.max_users, budget.users_exclude) if per_user else None,
+        )
         self._queues = QueueBudget(
             budget.max_queues, budget.queues_exclude, state_file.queues_seen(name) if state_file else None
         )
@@ -185,7 +191,9 @@ class ClusterPoller:
             queues_folded=folded,
         )
         if self._state_file is not None:
-            self._state_file.save(self.name, self._tracker.waiting_since(), dict(self._queues.seen))
+            self._state_file.save(
+                self.name, self._tracker.waiting_since(), dict(self._queues.seen), self._tracker.run_seconds()
+            )
         duration = self._monotonic() - started
         if self._failures:
             log.info("cluster %s: recovered after %d failed poll(s)", self.name, self._failures)
@@ -212,18 +220,22 @@ class ClusterPoller:
         if tally.invalid:
             self._metrics.invalid_rows(self.name, tally.invalid)
             log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
+        for field, n in tally.invalid_fields().items():
+            self._metrics.invalid_values(self.name, field, n)
+            log.debug("cluster %s: %d values of %s could not be read", self.name, n, field)
         log.debug("cluster %s: %d jobs (API total %d) in %.2fs", self.name, builder.job_count, reported, duration)
         return True
 
     def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
 
-        Each counted job's key → (queue, status), for the tracker (``tally.pop_counted``), is the one entry per
-        job that a poll holds; the rest is per distinct (queue, user, status), kept from poll to poll.
+        Each counted job's key → what the tracker needs of it (``tally.pop_counted``) is the one entry per job
+        that a poll holds; the rest is per distinct (queue, user, status), kept from poll to poll.
         """
 
         def new() -> RowTally:
-            builder = SnapshotBuilder(self._per_user, self._budget.max_users, self._budget.users_exclude)
+            budget = self._budget
+            builder = SnapshotBuilder(self._per_user, budget.max_users, budget.users_exclude, budget.max_apps)
             return RowTally(self._parser, builder, self._queues.is_excluded, self._log_unknown_status)
 
         self._tally = next_tally(self._tally, new)

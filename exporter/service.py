@@ -169,6 +169,7 @@ class Exporter:
                 tuple(re.compile(p) for p in cluster.users_exclude),
                 tuple(re.compile(p) for p in cluster.queues_exclude),
                 cluster.max_queues,
+                cluster.max_apps,
             ),
             max_jobs=cluster.max_jobs,
             capacity=CapacitySettings(cluster.capacity_interval, cluster.username) if cluster.queue_capacity else None,

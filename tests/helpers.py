@@ -15,7 +15,6 @@ import httpx
 
 from exporter.counting.tally import RowTally
 from exporter.model import Row
-from exporter.sugon.pages import row_of
 from tests.tools import find_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -105,9 +104,17 @@ def read_answer(sock: socket.socket, buffered: bytearray | None = None) -> tuple
     return status, headers, rest[:size]
 
 
+def decoded(raw: Any) -> Row | None:
+    """The Row a page's decoding makes of one row of the list: every field Row has, as the JSON has it (None
+    where it has none); None for a row that is not an object."""
+    if not isinstance(raw, dict):
+        return None
+    return Row(*(raw.get(name) for name in Row.__struct_fields__))
+
+
 def take_rows(tally: RowTally, rows: list[Any], scheduler_id: str) -> None:
     """Count decoded rows (dicts, or anything else a list may hold) as the poll counts a page's Rows."""
-    tally.add_page([row_of(r) for r in rows], scheduler_id)
+    tally.add_page([decoded(r) for r in rows], scheduler_id)
 
 
 class RowsReceived:

@@ -190,6 +190,42 @@ def test_capacity_is_named_as_the_job_data_is_even_when_the_job_poll_changes_the
     assert queue_values(rig.registry)["sugon_queue_cpus"] == {"a", "other"}
 
 
+@respx.mock
+def test_cpu_seconds_and_run_times_of_a_folded_queue_add_to_other_and_never_go_down() -> None:
+    def job(job_id: int, queue: str, status: str, run_time: str) -> dict[str, Any]:
+        return {**row(job_id, status, queue, "u", 2), "jobRunTime": run_time, "nodeUsed": "n1", "appType": "x"}
+
+    server = PagedList([job(1, "a", "statR", "00:01:00"), job(2, "a", "statQ", ""), job(3, "b", "statR", "00:01:00")])
+    respx.get(JOBS).mock(side_effect=server)
+    rig = Rig(budget=LabelBudget(max_queues=1))
+    assert rig.poll()  # a (2 jobs) is named, b is other; seeds
+    server.rows = [job(1, "a", "statR", "00:02:00"), job(2, "a", "statQ", ""), job(3, "b", "statR", "00:03:00")]
+    rig.clock.now += 60
+    assert rig.poll()
+    act = rig.store.get("kunshan").snapshot.activity  # type: ignore[union-attr]
+    assert dict(act.cpu_seconds) == {"a": 2 * 60, "other": 2 * 120}
+    assert dict(act.user_cpu_seconds) == {("a", "u"): 120, ("other", "u"): 240}
+    server.rows = [job(1, "a", "statC", "00:02:30")]  # job 3 of b leaves the list: observed as other
+    rig.clock.now += 60
+    assert rig.poll()
+    act = rig.store.get("kunshan").snapshot.activity  # type: ignore[union-attr]
+    assert dict(act.cpu_seconds) == {"a": 120 + 60, "other": 240}
+    assert {q: (h.count, h.total) for q, h in act.run_time.items()} == {"a": (1, 150.0), "other": (1, 180.0)}
+
+
+@respx.mock
+def test_nodes_in_use_stop_at_100000_and_nodes_by_queue_still_count_every_node() -> None:
+    def job(job_id: int, nodes: str) -> dict[str, Any]:
+        return {**row(job_id, "statR", "big", "u", 1), "jobRunTime": "01:00:00", "nodeUsed": nodes, "appType": "x"}
+
+    respx.get(JOBS).mock(side_effect=PagedList([job(1, "a[00001-60000]"), job(2, "b[00001-60000]")]))
+    rig = Rig()
+    assert rig.poll()
+    snap = rig.store.get("kunshan").snapshot
+    assert snap is not None and snap.nodes_in_use == 100_000
+    assert snap.nodes_by_queue[("big", "running")] == 120_000
+
+
 # ---- the size of a poll -----------------------------------------------------------------------------
 
 

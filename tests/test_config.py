@@ -247,3 +247,18 @@ def test_the_queue_and_job_bounds_default_and_override_per_cluster() -> None:
     assert (config.max_queues, config.max_jobs) == (20, 5_000_000)
     assert (a.max_queues, a.max_jobs) == (20, 5_000_000)
     assert (b.max_queues, b.max_jobs) == (7, 1000)
+
+
+def test_the_application_budget_defaults_to_50_and_is_set_at_the_top_or_per_cluster() -> None:
+    config = build_config(
+        {
+            "clusters": [
+                {"name": "a", "api_url": "https://h:1", "token": "t"},
+                {"name": "b", "api_url": "https://h:1", "token": "t", "max_apps": 5},
+            ],
+        },
+        environ={},
+    )
+    assert (config.max_apps, config.clusters[0].max_apps, config.clusters[1].max_apps) == (50, 50, 5)
+    top = build_config({"max_apps": 3, "clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
+    assert top.clusters[0].max_apps == 3

@@ -22,14 +22,14 @@ from exporter.config import Config, ConfigError, build_config, load_config
 from exporter.counting.rows import RowParser, cpu_count
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.tally import RowTally, next_tally
-from exporter.counting.tracker import JobTracker
+from exporter.counting.tracker import JobTracker, Seen, UserNames
 from exporter.service import Exporter
 from exporter.sugon.conversation import ApiError, parse_envelope
 from exporter.sugon.joblist import parse_capacity, parse_schedulers
 from exporter.sugon.pages import parse_job_page
 from tests.helpers import promtool_check_metrics, take_rows
 from tests.helpers import row as seed_shaped_row  # `row` names the loop variable of the tests above
-from tests.reference import add_job, parse_job
+from tests.reference import Job, add_job, nodes_in_use, parse_job, seen, usage_of
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -130,6 +130,9 @@ TALLY_ROW = (
             "procNumUsed": st.sampled_from([-1, 2, 2.0, "3", True]) | FIELD,
             "jobmanagerId": TRICKY,
             "reason": st.sampled_from(["Priority", "Resources (x)"]) | FIELD,
+            "jobRunTime": st.sampled_from(["01:02:03", "2-00:00:58", "05:09", "1-02:03", "x", 5]) | TRICKY | FIELD,
+            "nodeUsed": st.sampled_from(["n1", "n[01-04,07]", "a,b", "n[03-05]", "n[1-", "x[3-1]", 7]) | TRICKY | FIELD,
+            "appType": st.sampled_from(["fluent", " fluent", "none", "other", "BASE"]) | TRICKY | FIELD,
         },
     )
     | JSON
@@ -141,13 +144,15 @@ TALLY_ROW = (
 def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: list[list[Any]], per_user: bool) -> None:
     """The poll's fast path against the plain one (tests/reference.py): parse_job, first key wins, add_job."""
     exclude = {"q"}
-    fast = SnapshotBuilder(per_user=per_user, max_users=1000)
+    fast = SnapshotBuilder(per_user=per_user, max_users=1000, max_apps=3)
     unknown: list[str] = []
     tally = RowTally(RowParser(), fast, exclude.__contains__, unknown.append)
-    slow = SnapshotBuilder(per_user=per_user, max_users=1000)
-    current: dict[str, tuple[str, str]] = {}
+    slow = SnapshotBuilder(per_user=per_user, max_users=1000, max_apps=3)
+    current: dict[str, Seen] = {}
+    jobs: list[Job] = []
     unknown_slow: set[str] = set()
     invalid = 0
+    invalid_fields = {"jobRunTime": 0, "nodeUsed": 0, "procNumUsed": 0}
     for page in pages:
         take_rows(tally, page, "7")
         for row in page:
@@ -155,16 +160,29 @@ def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: lis
             if job is None:
                 invalid += 1
             elif job.key not in current and job.queue not in exclude:
-                current[job.key] = (job.queue, job.status)
+                current[job.key] = seen(job)
+                jobs.append(job)
                 add_job(slow, job)
-                invalid += cpu_count(row.get("procNumUsed")) is None  # counted with 0 CPUs, and reported
+                too_many = cpu_count(row.get("procNumUsed")) is None  # counted with 0 CPUs, and reported
+                invalid += too_many
+                invalid_fields["procNumUsed"] += too_many
+                invalid_fields["jobRunTime"] += job.run is not None and job.run < 0
+                invalid_fields["nodeUsed"] += job.nodes is None
                 if job.status == "unknown":
                     unknown_slow.add(job.raw_status)
     tally.finish()
-    a = fast.build("c", 0.0, 1.0, 0)
-    b = slow.build("c", 0.0, 1.0, 0)
+    slow.nodes_in_use = nodes_in_use(jobs)
+    a = fast.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
+    b = slow.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
     assert (tally.pop_counted(), tally.invalid) == (current, invalid)
+    assert tally.invalid_fields() == {k: n for k, n in invalid_fields.items() if n}
     assert (a.by_queue, a.by_user, a.by_reason, a.job_count) == (b.by_queue, b.by_user, b.by_reason, b.job_count)
+    assert (a.nodes_by_queue, a.nodes_in_use, a.by_app, a.running_max_seconds) == (
+        b.nodes_by_queue,
+        b.nodes_in_use,
+        b.by_app,
+        b.running_max_seconds,
+    )
     assert set(unknown) == unknown_slow  # the poller logs each once
 
 
@@ -181,7 +199,8 @@ def test_a_tally_kept_from_poll_to_poll_counts_each_poll_as_a_new_one_does(
     exclude = {"q"}
 
     def new() -> RowTally:
-        return RowTally(RowParser(), SnapshotBuilder(per_user, max_users=2), exclude.__contains__, lambda _: None)
+        builder = SnapshotBuilder(per_user, max_users=2, max_apps=2)
+        return RowTally(RowParser(), builder, exclude.__contains__, lambda _: None)
 
     kept: RowTally | None = None
     for pages in polls:
@@ -204,6 +223,13 @@ def test_a_tally_kept_from_poll_to_poll_counts_each_poll_as_a_new_one_does(
             b.job_count,
             b.users_folded,
         )
+        assert (a.nodes_by_queue, a.nodes_in_use, a.by_app, a.running_max_seconds) == (
+            b.nodes_by_queue,
+            b.nodes_in_use,
+            b.by_app,
+            b.running_max_seconds,
+        )
+        assert kept.invalid_fields() == fresh.invalid_fields()
 
 
 @SETTINGS
@@ -227,7 +253,7 @@ def test_tracker_counters_never_go_backwards(polls: list[dict[str, tuple[str, st
     tracker = JobTracker()
     previous: dict[str, float] = {}
     for i, current in enumerate(polls):
-        act = tracker.commit(current, 1000.0 + 60 * i)
+        act = tracker.commit({k: (q, s, "u", 0, None) for k, (q, s) in current.items()}, 1000.0 + 60 * i)
         now = {f"s{k}": float(v) for k, v in act.submitted.items()} | {
             f"t{k}": float(v) for k, v in act.started.items()
         }
@@ -235,6 +261,41 @@ def test_tracker_counters_never_go_backwards(polls: list[dict[str, tuple[str, st
         assert all(now.get(k, 0) >= v for k, v in previous.items())
         assert sum(h.count for h in act.wait.values()) == sum(act.started.values())
         previous = now
+
+
+STATUSES = ["queued", "held", "running", "suspended", "completed", "cancelled", "failed", "requeued", "exiting"]
+SEEN = st.tuples(
+    st.sampled_from(["q1", "q2"]),
+    st.sampled_from(STATUSES),
+    st.sampled_from(["alice", "bob", "other"]),
+    st.sampled_from([0, 1, 4]),
+    st.none() | st.sampled_from([-1, 0]) | st.integers(0, 10**6),
+)
+
+
+@SETTINGS
+@given(
+    polls=st.lists(st.dictionaries(st.sampled_from("abcdefgh"), SEEN, max_size=8), min_size=1, max_size=8),
+    restored=st.dictionaries(st.sampled_from("abcd"), st.integers(0, 10**6), max_size=3),
+)
+def test_the_tracker_counts_cpu_seconds_and_run_times_as_the_job_by_job_reference_does(
+    polls: list[dict[str, Seen]], restored: dict[str, int]
+) -> None:
+    """JobTracker against tests/reference.py's usage_of, and counters that never go down."""
+    tracker = JobTracker(restored_runs=restored, users=UserNames(max_users=1000))
+    before: dict[Any, float] = {}
+    for i in range(len(polls)):
+        act = tracker.commit(polls[i], 1000.0 + 60 * i)
+        expected = usage_of(polls[: i + 1], restored)
+        assert dict(act.cpu_seconds) == expected.cpu_seconds
+        assert dict(act.user_cpu_seconds) == expected.user_cpu_seconds
+        assert {q: (h.count, h.total) for q, h in act.run_time.items()} == {
+            q: (len(runs), sum(runs)) for q, runs in expected.run_times.items()
+        }
+        assert all(sum(h.counts) == h.count for h in act.run_time.values())
+        now = {**act.cpu_seconds, **act.user_cpu_seconds}
+        assert all(now[k] >= v for k, v in before.items())  # no series vanishes, none goes down
+        before = now
 
 
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(alphabet=string.printable, max_size=15)

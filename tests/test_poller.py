@@ -16,6 +16,7 @@ import respx
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.counting.statefile import StateFile
+from exporter.model import ClusterSnapshot
 from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
 from exporter.serving.collector import JobCollector
 from exporter.serving.families import ClusterFamilies
@@ -562,3 +563,141 @@ def test_the_capacity_account_comes_from_config_then_center_then_the_token(
     rig = Rig(tokens=StaticToken(token), url_source=center, capacity=CapacitySettings(username=configured))
     assert asyncio.run(rig.poller.poll_capacity_once())
     assert cap.calls.last.request.url.path.endswith("/" + expected)
+
+
+# ---- usage: CPU-seconds, nodes, applications, run times ---------------------------------------------
+
+
+def used(job_id: int, status: str, queue: str, user: str, cpus: int, run_time: Any, nodes: Any, app: Any) -> Any:
+    return {**row(job_id, status, queue, user, cpus), "jobRunTime": run_time, "nodeUsed": nodes, "appType": app}
+
+
+def snapshot_of(rig: Rig) -> ClusterSnapshot:
+    snap = rig.store.get("kunshan").snapshot
+    assert snap is not None
+    return snap
+
+
+@respx.mock
+def test_usage_goes_from_the_rows_to_the_published_snapshot() -> None:
+    server = serve(
+        [
+            used(1, "statR", "debug", "a", 4, "00:01:40", "n[01-02]", "fluent"),
+            used(2, "statQ", "gpu", "b", 2, "", "", None),
+        ]
+    )
+    rig = Rig()
+    assert rig.poll()  # seeds: no CPU-second yet
+    snap = snapshot_of(rig)
+    assert dict(snap.activity.cpu_seconds) == {} and snap.nodes_in_use == 2
+    server.rows = [
+        used(1, "statR", "debug", "a", 4, "00:02:40", "n[01-02]", "fluent"),  # +60 s on 4 CPUs
+        used(2, "statR", "gpu", "b", 2, "00:00:30", "g1", None),  # started: 30 s on 2 CPUs
+        used(3, "statC", "debug", "a", 1, "00:10:00", "n03", "vasp"),  # new, done after 600 s on 1 CPU
+    ]
+    rig.clock.now += 60
+    assert rig.poll()
+    snap = snapshot_of(rig)
+    assert dict(snap.activity.cpu_seconds) == {"debug": 240 + 600, "gpu": 60}
+    assert dict(snap.activity.user_cpu_seconds) == {("debug", "a"): 840, ("gpu", "b"): 60}
+    assert (snap.activity.run_time["debug"].count, snap.activity.run_time["debug"].total) == (1, 600)
+    assert snap.nodes_in_use == 3  # n01, n02, g1: n03's job is not running
+    assert (snap.nodes_by_queue[("debug", "running")], snap.nodes_by_queue[("debug", "completed")]) == (2, 1)
+    assert snap.nodes_by_queue[("gpu", "running")] == 1 and snap.nodes_by_queue[("gpu", "queued")] == 0
+    assert dict(snap.by_app) == {
+        ("fluent", "running"): (1, 4),
+        ("none", "running"): (1, 2),
+        ("vasp", "completed"): (1, 1),
+    }
+    assert dict(snap.running_max_seconds) == {"debug": 160.0, "gpu": 30.0}
+
+
+@respx.mock
+def test_without_per_user_cpu_seconds_are_counted_by_queue_only() -> None:
+    server = serve([used(1, "statR", "debug", "a", 4, "00:01:40", "n1", "fluent")])
+    rig = Rig(per_user=False)
+    assert rig.poll()
+    server.rows = [used(1, "statR", "debug", "a", 4, "00:02:40", "n1", "fluent")]
+    assert rig.poll()
+    snap = snapshot_of(rig)
+    assert dict(snap.activity.cpu_seconds) == {"debug": 240} and dict(snap.activity.user_cpu_seconds) == {}
+
+
+@respx.mock
+def test_values_that_cannot_be_read_are_counted_by_field_and_their_rows_still_count() -> None:
+    server = serve(
+        [
+            used(1, "statR", "debug", "a", 4, "forever", "n1", "x"),
+            used(2, "statR", "debug", "a", 4, "00:01:00", "n[1-", "x"),
+            used(3, "statR", "debug", "a", 10**8, "00:01:00", "n2", "x"),
+            used(4, "statR", "debug", "a", 4, 42, ["n3"], "x"),
+        ]
+    )
+    rig = Rig()
+    assert rig.poll()
+    assert rig.value("sugon_invalid_fields_total", field="jobRunTime") == 2
+    assert rig.value("sugon_invalid_fields_total", field="nodeUsed") == 2
+    assert rig.value("sugon_invalid_fields_total", field="procNumUsed") == 1
+    assert rig.value("sugon_invalid_records_total") == 1  # the CPU count, as before
+    assert rig.value("sugon_jobs", queue="debug", status="running") == 4  # every row counts
+    assert snapshot_of(rig).nodes_by_queue[("debug", "running")] == 2  # n1 and n2
+    server.rows = server.rows[1:2]
+    assert rig.poll()
+    assert rig.value("sugon_invalid_fields_total", field="nodeUsed") == 3
+    assert rig.value("sugon_invalid_fields_total", field="jobRunTime") == 2
+
+
+def test_every_field_starts_at_zero() -> None:
+    rig = Rig()
+    assert [rig.value("sugon_invalid_fields_total", field=f) for f in ("jobRunTime", "nodeUsed", "procNumUsed")] == [
+        0,
+        0,
+        0,
+    ]
+
+
+@respx.mock
+def test_applications_beyond_max_apps_are_other() -> None:
+    serve([used(i, "statR", "debug", "a", 1, "00:01:00", "n1", app) for i, app in enumerate(["v", "v", "f", "g"])])
+    rig = Rig(budget=LabelBudget(max_apps=1))
+    assert rig.poll()
+    assert dict(snapshot_of(rig).by_app) == {("v", "running"): (2, 2), ("other", "running"): (2, 2)}
+
+
+@respx.mock
+def test_the_state_file_keeps_run_times_so_a_restart_loses_no_cpu_second(tmp_path: Path) -> None:
+    server = serve([used(1, "statR", "debug", "a", 4, "00:01:40", "n1", "x")])
+    path = str(tmp_path / "state.json")
+    first = Rig(state_file=StateFile(path))
+    assert first.poll()
+    server.rows = [used(1, "statR", "debug", "a", 4, "00:02:40", "n1", "x")]
+    first.clock.now += 60
+    assert first.poll()
+    assert dict(snapshot_of(first).activity.cpu_seconds) == {"debug": 240}
+    saved = json.loads(Path(path).read_text())["clusters"]["kunshan"]
+    assert saved["run_seconds"] == {f"{SCHEDULER}\x001": 160}
+    # Restarted 10 minutes later: job 1 ran on (600 s more on 4 CPUs); job 2 is not in the file: seeded.
+    server.rows = [
+        used(1, "statR", "debug", "a", 4, "00:12:40", "n1", "x"),
+        used(2, "statR", "debug", "a", 8, "00:05:00", "n2", "x"),
+    ]
+    again = Rig(state_file=StateFile(path))
+    again.clock.now = first.clock.now + 600
+    assert again.poll()
+    assert dict(snapshot_of(again).activity.cpu_seconds) == {"debug": 2400}  # from 0, as counters restart
+    assert dict(snapshot_of(again).activity.submitted) == {}  # the first poll after a restart still seeds
+
+
+@respx.mock
+def test_a_state_file_written_before_run_times_were_kept_still_loads_and_seeds(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    key = f"{SCHEDULER}\x001"
+    path.write_text(json.dumps({"version": 1, "clusters": {"kunshan": {"waiting_since": {}, "queues_seen": {}}}}))
+    server = serve([used(1, "statR", "debug", "a", 4, "00:12:40", "n1", "x")])
+    rig = Rig(state_file=StateFile(str(path)))
+    assert rig.poll()
+    assert dict(snapshot_of(rig).activity.cpu_seconds) == {}
+    server.rows = [used(1, "statR", "debug", "a", 4, "00:13:40", "n1", "x")]
+    assert rig.poll()
+    assert dict(snapshot_of(rig).activity.cpu_seconds) == {"debug": 240}
+    assert json.loads(path.read_text())["clusters"]["kunshan"]["run_seconds"] == {key: 820}

@@ -172,3 +172,51 @@ def test_a_queue_budget_folds_the_other_queues_in_every_family_of_the_snapshot()
     }
     assert dict(snap.by_reason) == {("big", "Priority"): 1, ("other", "Resources"): 2}
     assert snap.queues_folded == 2 and snap.users_folded == 0
+
+
+def test_applications_beyond_max_apps_fold_into_other_with_ties_broken_by_name() -> None:
+    b = SnapshotBuilder(per_user=False, max_apps=2)
+    n = 0
+    for app, status, count, cpus in (
+        ("vasp", "running", 3, 8),
+        ("fluent", "running", 1, 4),
+        ("fluent", "queued", 1, 2),  # fluent: 2 jobs in all
+        ("abaqus", "running", 2, 1),  # abaqus: 2 jobs, before fluent by name
+        ("lammps", "queued", 1, 16),
+        ("other", "running", 5, 1),  # an application really called "other" adds up with the folded ones
+    ):
+        for _ in range(count):
+            n += 1
+            add_job(b, Job(str(n), "q", "u", status, "", cpus, app=app))
+    snap = b.build("c", 0.0, 1.0, n)
+    assert dict(snap.by_app) == {
+        ("vasp", "running"): (3, 24),
+        ("abaqus", "running"): (2, 2),
+        ("other", "running"): (5 + 1, 5 + 4),  # the real "other" and fluent
+        ("other", "queued"): (2, 2 + 16),  # fluent and lammps
+    }
+
+
+def test_within_max_apps_every_application_keeps_its_name_and_none_is_one_of_them() -> None:
+    b = SnapshotBuilder(per_user=False)
+    add_job(b, Job("1", "q", "u", "running", "", 4, app="fluent"))
+    add_job(b, Job("2", "q", "u", "running", "", 2, app="none"))
+    assert dict(b.build("c", 0.0, 1.0, 2).by_app) == {("fluent", "running"): (1, 4), ("none", "running"): (1, 2)}
+
+
+def test_nodes_and_the_longest_run_add_up_over_the_queues_folded_into_other() -> None:
+    b = SnapshotBuilder(per_user=False)
+    for n, queue, status, nodes, run in (
+        (1, "big", "running", 4, 100),
+        (2, "small", "running", 2, 7200),
+        (3, "tiny", "running", 1, 50),
+        (4, "tiny", "queued", 0, None),
+        (5, "small", "completed", 3, 9000),  # not running: not the longest run
+    ):
+        add_job(b, Job(str(n), queue, "u", status, "", 1, nodes=nodes, run=run))
+    snap = b.build("c", 0.0, 1.0, 5, zero_fill_queues=["big", "other"], named={"big"}, queues_folded=2)
+    assert snap.nodes_by_queue[("big", "running")] == 4
+    assert snap.nodes_by_queue[("other", "running")] == 3 and snap.nodes_by_queue[("other", "completed")] == 3
+    assert snap.nodes_by_queue[("other", "queued")] == 0 and snap.nodes_by_queue[("big", "held")] == 0
+    assert set(snap.nodes_by_queue) == set(snap.by_queue)
+    assert dict(snap.running_max_seconds) == {"big": 100.0, "other": 7200.0}

@@ -75,3 +75,22 @@ def test_the_folder_is_synced_after_the_rename(tmp_path: Path, monkeypatch: pyte
     state.save("kunshan", {}, {"debug": time.time()})
     assert events == ["fsync file", "rename", "fsync folder"]
     assert json.loads((tmp_path / "state.json").read_text())["clusters"]["kunshan"]["waiting_since"] == {}
+
+
+def test_run_seconds_are_kept_per_cluster_and_a_file_written_before_them_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    StateFile(str(path)).save("kunshan", {"w": 1.0}, {"debug": 2.0}, {"r": 3600, "s": 5})
+    again = StateFile(str(path))
+    assert again.run_seconds("kunshan") == {"r": 3600, "s": 5}
+    assert again.run_seconds("wuxi") == {}
+    # An earlier version's file: no run_seconds. Odd values are left out, the rest is kept.
+    path.write_text(
+        json.dumps({"version": 1, "clusters": {"kunshan": {"waiting_since": {"w": 1.0}, "queues_seen": {}}}})
+    )
+    old = StateFile(str(path))
+    assert (old.run_seconds("kunshan"), old.waiting_since("kunshan")) == ({}, {"w": 1.0})
+    odd = {"a": -5, "b": "60", "c": True, "d": 1e400, "e": 60.0, "f": 90}
+    path.write_text(
+        json.dumps({"version": 1, "clusters": {"kunshan": {"run_seconds": odd}}}).replace("Infinity", "1e400")
+    )
+    assert StateFile(str(path)).run_seconds("kunshan") == {"e": 60, "f": 90}

@@ -168,6 +168,7 @@ _CHECKS: dict[str, tuple[str, Callable[[Any], Any | None]]] = {
     "username": ("a string", lambda v: v.strip() if isinstance(v, str) else None),
     "max_users": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
     "max_queues": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
+    "max_apps": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
     "max_jobs": ("a whole number from 1 to 1000000000", _int_in(1, 1_000_000_000)),
 }
 # The keys check_setting knows.

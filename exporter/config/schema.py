@@ -45,6 +45,7 @@ class PollSettings:
     users_exclude: tuple[str, ...] = ()
     queues_exclude: tuple[str, ...] = ()
     max_queues: int = 100
+    max_apps: int = 50
     max_jobs: int = 5_000_000
 
 

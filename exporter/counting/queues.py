@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterable, Mapping
 
 from exporter.counting.snapshot import name_queues
-from exporter.model import OTHER, QueueCapacity, QueueStatus
+from exporter.counting.tracker import Seen
+from exporter.model import OTHER, QueueCapacity
 
 QUEUE_MEMORY_SECONDS = 24 * 3600  # a queue seen within this long keeps its zero-filled series
 
@@ -68,15 +69,11 @@ class QueueBudget:
         return queues
 
 
-def fold_jobs(counted: dict[str, QueueStatus], named: set[str]) -> None:
-    """Name every job of a queue outside ``named`` as queue "other", in place (one (queue, status) per pair)."""
-    folded: dict[QueueStatus, QueueStatus] = {}
-    for key, queue_status in counted.items():
-        if queue_status[0] not in named:
-            to = folded.get(queue_status)
-            if to is None:
-                to = folded[queue_status] = (OTHER, queue_status[1])
-            counted[key] = to  # the same keys: changing values while iterating is allowed
+def fold_jobs(counted: dict[str, Seen], named: set[str]) -> None:
+    """Name every job of a queue outside ``named`` as queue "other", in place."""
+    for key, (queue, status, user, cpus, run) in counted.items():
+        if queue not in named:
+            counted[key] = (OTHER, status, user, cpus, run)  # the same keys: changing values while iterating is allowed
 
 
 def add_capacity(a: QueueCapacity | None, b: QueueCapacity) -> QueueCapacity:

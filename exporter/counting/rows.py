@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from exporter.model import NO_REASON, STATUS_MAP, UNKNOWN
+from exporter.model import NO_APP, NO_REASON, STATUS_MAP, UNKNOWN
 
 T = TypeVar("T")
 
@@ -89,13 +89,19 @@ def _label_of(value: Any) -> str:
     return _clean_label(value) or UNKNOWN
 
 
+def app_label(value: Any) -> str:
+    """The ``app`` label of a raw ``appType``: its text (cut and cleaned like a queue's); ``none`` when it is
+    empty, null or not a string or a number."""
+    return _clean_label(value) or NO_APP
+
+
 def _status_of(raw: Any) -> tuple[str, str]:
     raw_status = scalar_text(raw) or ""
     return raw_status, map_status(raw_status)
 
 
 class RowParser:
-    """Cleans a row's queue, user, status and reason, remembering the distinct raw values it meets.
+    """Cleans a row's queue, user, status, reason and application, remembering the distinct raw values it meets.
 
     Looking a raw value up is far cheaper than cleaning it again. The memory is bounded (hostile input
     could send endless distinct values) and simply starts over when full.
@@ -107,6 +113,7 @@ class RowParser:
         self._labels: dict[Any, str] = {}
         self._statuses: dict[Any, tuple[str, str]] = {}
         self._reasons: dict[Any, str] = {}
+        self._apps: dict[Any, str] = {}
 
     def label(self, value: Any) -> str:
         """A queue or user label of a raw value (``unknown`` when there is none)."""
@@ -119,6 +126,10 @@ class RowParser:
     def reason(self, raw: Any) -> str:
         """The ``reason`` label of a raw ``reason`` (see normalise_reason)."""
         return self._remembered(self._reasons, raw, normalise_reason)
+
+    def app(self, raw: Any) -> str:
+        """The ``app`` label of a raw ``appType`` (see app_label)."""
+        return self._remembered(self._apps, raw, app_label)
 
     def _remembered(self, memory: dict[Any, T], raw: Any, clean: Callable[[Any], T]) -> T:
         try:

@@ -41,6 +41,12 @@ def name_queues(jobs: Mapping[str, int], max_queues: int) -> set[str] | None:
     return set(sorted((q for q in jobs if q != OTHER), key=lambda q: (-jobs[q], q))[:max_queues])
 
 
+def top_apps(jobs: Mapping[str, int], max_apps: int) -> set[str] | None:
+    """The applications kept by name: the ``max_apps`` with most jobs (ties by name), never one called "other";
+    None when every application fits."""
+    return name_queues(jobs, max_apps)  # the same rule as the queue budget's
+
+
 def top_reasons(counts: Mapping[str, int], limit: int = MAX_REASONS) -> set[str]:
     """The reasons kept by name: the ``limit`` with most queued jobs (ties by name)."""
     return set(sorted(counts, key=lambda r: (-counts[r], r))[:limit])
@@ -56,29 +62,45 @@ class SeriesUse(NamedTuple):
 class SnapshotBuilder:
     """Accumulates counts page by page, so a poll never has to hold the whole job list.
 
-    Each series (queue and status; queue, user and status) has a slot in ``job_counts`` and ``cpu_sums``,
-    which a caller adds to (see ``slots_of``). One builder may serve poll after poll (``reset`` between
-    them): its series keep their slots, so the next poll finds the series it had before instead of building
-    them again. A series belongs to a poll's snapshot only if that poll counted a job in it.
+    Each series (queue and status; queue, user and status; application and status) has a slot in
+    ``job_counts`` and ``cpu_sums``, which a caller adds to (see ``slots_of`` and ``app_slot``); a series by
+    queue also adds its jobs' nodes in ``node_sums`` and its longest run in ``run_max``. One builder may serve
+    poll after poll (``reset`` between them): its series keep their slots, so the next poll finds the series
+    it had before instead of building them again. A series belongs to a poll's snapshot only if that poll
+    counted a job in it.
     """
 
-    def __init__(self, per_user: bool, max_users: int = 200, users_exclude: Iterable[re.Pattern[str]] = ()) -> None:
+    def __init__(
+        self,
+        per_user: bool,
+        max_users: int = 200,
+        users_exclude: Iterable[re.Pattern[str]] = (),
+        max_apps: int = 50,
+    ) -> None:
         self._per_user = per_user
         self._max_users = max_users
         self._users_exclude = list(users_exclude)
-        # Two flat lists of counters indexed by slot, not a [jobs, cpus] list per series: nothing per series
-        # for the garbage collector to walk, or to free after the poll.
+        self._max_apps = max_apps
+        # Flat lists of counters indexed by slot, not a [jobs, cpus] list per series: nothing per series for
+        # the garbage collector to walk, or to free after the poll.
         self._queue_slots: dict[QueueStatus, int] = {}
         self._user_slots: dict[QueueUserStatus, int] = {}
+        self._app_slots: dict[tuple[str, str], int] = {}
         self.job_counts: list[int] = []
         self.cpu_sums: list[int] = []
+        self.node_sums: list[int] = []
+        self.run_max: list[int] = []
         self._reason_jobs: dict[QueueReason, int] = {}
+        self.nodes_in_use = 0  # distinct nodes named by running jobs, set by the caller
 
     def reset(self) -> None:
         """Start the next poll: every counter back to 0; the series and their slots stay."""
         self.job_counts = [0] * len(self.job_counts)
         self.cpu_sums = [0] * len(self.cpu_sums)
+        self.node_sums = [0] * len(self.node_sums)
+        self.run_max = [0] * len(self.run_max)
         self._reason_jobs = {}
+        self.nodes_in_use = 0
 
     def series_use(self) -> SeriesUse:
         """How many series counted a job this poll, of how many the builder knows."""
@@ -108,6 +130,8 @@ class SnapshotBuilder:
     def _new_slot(self) -> int:
         self.job_counts.append(0)
         self.cpu_sums.append(0)
+        self.node_sums.append(0)
+        self.run_max.append(0)
         return len(self.job_counts) - 1
 
     def slots_of(self, queue: str, user: str, status: str) -> tuple[int, int]:
@@ -124,6 +148,14 @@ class SnapshotBuilder:
         if user_slot is None:
             user_slot = self._user_slots[(queue, user, status)] = self._new_slot()
         return queue_slot, user_slot
+
+    def app_slot(self, app: str, status: str) -> int:
+        """The slot in ``job_counts`` and ``cpu_sums`` that a job of this application and status adds to (kept,
+        like those of ``slots_of``, for as long as the builder lives)."""
+        slot = self._app_slots.get((app, status))
+        if slot is None:
+            slot = self._app_slots[(app, status)] = self._new_slot()
+        return slot
 
     def count_reason(self, queue: str, reason: str, jobs: int = 1) -> None:
         """``jobs`` queued jobs of ``queue`` wait for ``reason``."""
@@ -159,6 +191,21 @@ class SnapshotBuilder:
             out[key] = out.get(key, 0) + n
         return out
 
+    def _by_app(self) -> dict[tuple[str, str], Counts]:
+        all_jobs, all_cpus = self.job_counts, self.cpu_sums
+        live = [(key, slot) for key, slot in self._app_slots.items() if all_jobs[slot]]
+        totals: dict[str, int] = {}
+        for (app, _), slot in live:
+            totals[app] = totals.get(app, 0) + all_jobs[slot]
+        kept = top_apps(totals, self._max_apps)
+        out: dict[tuple[str, str], Counts] = {}
+        for key, slot in live:
+            if kept is not None and key[0] not in kept:
+                key = (OTHER, key[1])
+            had = out.get(key, NO_JOBS)
+            out[key] = (had[0] + all_jobs[slot], had[1] + all_cpus[slot])
+        return out
+
     def build(
         self,
         cluster: str,
@@ -176,21 +223,24 @@ class SnapshotBuilder:
         ``activity`` are the caller's, and must name queues the same way."""
         activity = activity or Activity()
         by_queue: dict[QueueStatus, Counts] = {}
+        nodes: dict[QueueStatus, int] = {}
+        longest: dict[str, float] = {}
         oldest: dict[str, float] = {}
         for queue in zero_fill_queues:
             oldest[queue] = 0.0
             for status in ZERO_FILL_STATUSES:
                 by_queue[(queue, status)] = NO_JOBS
-        all_jobs, all_cpus = self.job_counts, self.cpu_sums
+                nodes[(queue, status)] = 0
+        all_jobs, all_cpus, all_nodes, run_max = self.job_counts, self.cpu_sums, self.node_sums, self.run_max
         for key, slot in self._queue_slots.items():
             if all_jobs[slot]:  # a series of an earlier poll only: not in this snapshot
-                if named is None:
-                    by_queue[key] = (all_jobs[slot], all_cpus[slot])
-                    continue
-                if key[0] not in named:
+                if named is not None and key[0] not in named:
                     key = (OTHER, key[1])
                 had = by_queue.get(key, NO_JOBS)
                 by_queue[key] = (had[0] + all_jobs[slot], had[1] + all_cpus[slot])
+                nodes[key] = nodes.get(key, 0) + all_nodes[slot]
+                if key[1] == "running" and run_max[slot] >= longest.get(key[0], 0):
+                    longest[key[0]] = float(run_max[slot])
         for queue, since in activity.oldest_queued_since.items():
             oldest[queue] = max(taken_at - since, 0.0)
         by_user, folded = self._by_user(named) if self._per_user else ({}, 0)
@@ -207,4 +257,8 @@ class SnapshotBuilder:
             users_folded=folded,
             activity=activity,
             queues_folded=queues_folded,
+            nodes_by_queue=MappingProxyType(nodes),
+            nodes_in_use=self.nodes_in_use,
+            by_app=MappingProxyType(self._by_app()),
+            running_max_seconds=MappingProxyType(longest),
         )

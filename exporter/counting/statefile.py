@@ -1,4 +1,5 @@
-"""The optional state file: first-seen times that survive a restart. Written atomically; never fatal."""
+"""The optional state file: first-seen times and run times that survive a restart. Written atomically; never
+fatal."""
 
 from __future__ import annotations
 
@@ -28,8 +29,15 @@ def _times(value: Any) -> dict[str, float]:
     }
 
 
+def _run_seconds(value: Any) -> dict[str, float]:
+    """Run seconds by job key: whole and not negative, kept as ints (exact; an int is a float to mypy)."""
+    return {k: int(v) for k, v in _times(value).items() if v >= 0}
+
+
 class StateFile:
-    """One JSON file holding a section per cluster: ``{"version": 1, "clusters": {name: {"waiting_since": ..., "queues_seen": ...}}}``.
+    """One JSON file holding a section per cluster: ``{"version": 1, "clusters": {name: {"waiting_since": ...,
+    "queues_seen": ..., "run_seconds": ...}}}``. ``run_seconds`` (job key → its last run seconds) came later:
+    a section without it loads with none.
 
     Several clusters may share one file; all writes happen on the pollers' single event-loop thread.
     """
@@ -80,6 +88,7 @@ class StateFile:
                 self._clusters[name] = {
                     "waiting_since": _times(section.get("waiting_since")),
                     "queues_seen": _times(section.get("queues_seen")),
+                    "run_seconds": _run_seconds(section.get("run_seconds")),
                 }
 
     def waiting_since(self, cluster: str) -> dict[str, float]:
@@ -90,9 +99,20 @@ class StateFile:
         """Saved last-seen times of a cluster's queues."""
         return dict(self._clusters.get(cluster, {}).get("queues_seen", {}))
 
-    def save(self, cluster: str, waiting_since: dict[str, float], queues_seen: dict[str, float]) -> None:
+    def run_seconds(self, cluster: str) -> dict[str, int]:
+        """Saved run seconds of a cluster's started jobs, by job key."""
+        return {k: int(v) for k, v in self._clusters.get(cluster, {}).get("run_seconds", {}).items()}
+
+    def save(
+        self,
+        cluster: str,
+        waiting_since: dict[str, float],
+        queues_seen: dict[str, float],
+        run_seconds: dict[str, int] | None = None,
+    ) -> None:
         """Replace a cluster's section and rewrite the file atomically (temporary file, then rename)."""
-        self._clusters[cluster] = {"waiting_since": waiting_since, "queues_seen": queues_seen}
+        runs: dict[str, float] = dict(run_seconds or {})
+        self._clusters[cluster] = {"waiting_since": waiting_since, "queues_seen": queues_seen, "run_seconds": runs}
         try:
             fd, tmp = tempfile.mkstemp(prefix=self._prefix, dir=self._folder)
             try:
@@ -108,7 +128,7 @@ class StateFile:
         except OSError as exc:
             if not self._failing:
                 log.warning(
-                    "state_file %s cannot be written (%s); first-seen times will not survive a restart",
+                    "state_file %s cannot be written (%s); first-seen and run times will not survive a restart",
                     self.path,
                     exc.strerror or exc,
                 )

@@ -1,10 +1,12 @@
 """One poll's rows in, page by page: deduplicated, labelled and counted. The hot loop of a poll.
 
-What a row adds depends on only a few of its values: its queue, user and status, which repeat across
+What a row adds depends mostly on a few of its values: its queue, user and status, which repeat across
 thousands of rows. So a row costs one lookup of those three raw values (their labels, whether the queue is
 excluded, and the counters they add to, found once and remembered from poll to poll), a key for
-deduplication, and a few additions; nothing else is built per row. tests/reference.py counts the same rows
-one Job at a time, and a test holds the two equal.
+deduplication, one lookup of its application, its run time and host list read only when it has them (a
+run time or a running job's host list that repeats within a poll is read once), a few additions, and the
+one tuple per job that the tracker is handed. tests/reference.py counts the same rows one Job at a time,
+and a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ from typing import Any
 
 from exporter.counting.rows import MAX_CPUS, RowParser, cpu_count, scalar_text
 from exporter.counting.snapshot import SnapshotBuilder
-from exporter.model import UNKNOWN, QueueStatus, Row
+from exporter.counting.tracker import Seen
+from exporter.counting.usage import INVALID, MAX_NODES, node_count, node_names, run_seconds
+from exporter.model import UNKNOWN, Row
 
-# Where the rows with one raw (queue, user, status) are counted: the (queue, status) the tracker gets, the
-# builder's slots by queue and by user (-1: none), and for queued jobs the index of their queue's raw reasons
-# in ``RowTally._raw_reasons`` (-1 otherwise). None: the queue is excluded. Only strings and ints, no dict:
-# the garbage collector stops tracking such a tuple, and a tally keeps thousands of them.
-_Target = tuple[QueueStatus, int, int, int] | None
+# Where the rows with one raw (queue, user, status) are counted: their queue, status and user labels (what the
+# tracker gets), the builder's slots by queue and by user (-1: none), for queued jobs the index of their
+# queue's raw reasons in ``RowTally._raw_reasons`` (-1 otherwise), the index of their status's applications in
+# ``RowTally._apps``, and whether they run. None: the queue is excluded. Only strings, ints and a bool, no
+# dict: the garbage collector stops tracking such a tuple, and a tally keeps thousands of them.
+_Target = tuple[str, str, str, int, int, int, int, bool] | None
 
+
+# Raw jobRunTime values a poll remembers with their seconds: enough for those that repeat (00:00:00, final
+# run times of ended jobs); a running job's grows from one poll to the next.
+RUN_TIMES_REMEMBERED = 4096
+UNREAD = -2  # neither a run time nor a node count: not read yet
 
 # A tally is kept for the next poll while what it remembers is at most this many times what the last poll
 # used, plus SLACK: series and raw values of jobs long gone would otherwise pile up for ever.
@@ -30,7 +40,8 @@ SLACK = 1024
 
 
 class RowTally:
-    """Counts the pages of a poll into its SnapshotBuilder, and each counted job's key → (queue, status).
+    """Counts the pages of a poll into its SnapshotBuilder, and hands each counted job over for the tracker
+    (key → Seen: queue, status, user, CPUs, run seconds).
 
     One tally (and its builder) may serve poll after poll: ``begin`` starts the next. The raw values it met
     keep their labels and slots, so a poll of the same series as the last one builds no target and no series.
@@ -47,33 +58,58 @@ class RowTally:
         self.builder = builder  # where the counts go
         self._is_excluded = is_excluded
         self._on_unknown_status = on_unknown_status
-        self._counted: dict[str, QueueStatus] = {}
+        self._counted: dict[str, Seen] = {}
         self.invalid = 0  # rows skipped as unusable, and counted rows whose procNumUsed was too big
+        self.invalid_cpus = 0  # counted rows whose procNumUsed was too big (also in ``invalid``)
+        self.invalid_run_times = 0  # counted rows whose jobRunTime could not be read
+        self.invalid_node_lists = 0  # counted rows whose nodeUsed could not be read
         self._targets: dict[tuple[Any, Any, Any], _Target] = {}
-        self._queue_statuses: dict[QueueStatus, QueueStatus] = {}  # one tuple per (queue, status), not per job
         # Raw reasons of queued jobs with their counts, labelled in finish(): one dict per queue, shared by
         # the targets of its users.
         self._raw_reasons_index: dict[str, int] = {}  # queue label → index in _raw_reasons
         self._raw_reasons: list[dict[Any, int]] = []
+        # Raw appType → the builder's slot of (application, status): one dict per status, shared by targets.
+        self._apps_index: dict[str, int] = {}  # status label → index in _apps
+        self._apps: list[dict[Any, int]] = []
+        # Nodes named by this poll's running jobs (at most MAX_NODES), and their raw host lists already read;
+        # raw run times already read.
+        self._nodes: set[str] = set()
+        self._running_lists: dict[str, int] = {}
+        self._run_times: dict[str, int | None] = {}
+        # What this poll hands over of the jobs that have not run (no run time, or one that cannot be read):
+        # the same for many jobs, so kept once each.
+        self._idle: dict[Seen, Seen] = {}
 
     def begin(self) -> None:
         """Start the next poll: nothing counted yet; what was learnt about raw values stays."""
         self.builder.reset()
         self._counted = {}
-        self.invalid = 0
+        self.invalid = self.invalid_cpus = self.invalid_run_times = self.invalid_node_lists = 0
         self._raw_reasons = [{} for _ in self._raw_reasons]
+        self._nodes, self._running_lists, self._run_times, self._idle = set(), {}, {}, {}
 
-    def pop_counted(self) -> dict[str, QueueStatus]:
-        """This poll's job keys → (queue, status), for the tracker, and forgotten here: one entry per job is
-        the biggest thing a poll holds, and the next poll builds its own."""
+    def pop_counted(self) -> dict[str, Seen]:
+        """This poll's jobs (key → Seen), for the tracker, and forgotten here: one entry per job is the biggest
+        thing a poll holds, and the next poll builds its own."""
         counted, self._counted = self._counted, {}
+        self._nodes, self._running_lists, self._run_times, self._idle = set(), {}, {}, {}
         return counted
+
+    def invalid_fields(self) -> dict[str, int]:
+        """This poll's values that could not be read, by field (only the fields with some)."""
+        counts = {
+            "jobRunTime": self.invalid_run_times,
+            "nodeUsed": self.invalid_node_lists,
+            "procNumUsed": self.invalid_cpus,
+        }
+        return {name: n for name, n in counts.items() if n}
 
     def worth_keeping(self) -> bool:
         """Whether the last poll used enough of what this tally remembers to keep it for the next one."""
         used, known = self.builder.series_use()
         limit = KEEP_FACTOR * used + SLACK
-        return known <= limit and len(self._targets) <= limit
+        apps = sum(map(len, self._apps))
+        return known <= limit and len(self._targets) <= limit and apps <= limit
 
     def _target_of(self, raw: tuple[Any, Any, Any]) -> _Target:
         parser = self._parser
@@ -84,25 +120,67 @@ class RowTally:
             raw_status, status = parser.status(raw[2])
             if status == UNKNOWN:
                 self._on_unknown_status(raw_status)
-            queue_status = self._queue_statuses.setdefault((queue, status), (queue, status))
-            queue_slot, user_slot = self.builder.slots_of(queue, parser.label(raw[1]), status)
+            user = parser.label(raw[1])
+            queue_slot, user_slot = self.builder.slots_of(queue, user, status)
             reasons_index = -1
             if status == "queued":  # only queued jobs are counted by reason
                 reasons_index = self._raw_reasons_index.get(queue, -1)
                 if reasons_index < 0:
                     reasons_index = self._raw_reasons_index[queue] = len(self._raw_reasons)
                     self._raw_reasons.append({})
-            target = (queue_status, queue_slot, user_slot, reasons_index)
+            apps_index = self._apps_index.get(status, -1)
+            if apps_index < 0:
+                apps_index = self._apps_index[status] = len(self._apps)
+                self._apps.append({})
+            target = (queue, status, user, queue_slot, user_slot, reasons_index, apps_index, status == "running")
         if all(v is None or v.__class__ is str for v in raw):  # 1, 1.0 and True are equal keys: not remembered
             self._targets[raw] = target
         return target
+
+    def _app_slot(self, raw: Any, status: str, apps: dict[Any, int]) -> int:
+        slot = self.builder.app_slot(self._parser.app(raw), status)
+        if raw is None or raw.__class__ is str:  # 1, 1.0 and True are equal keys: not remembered
+            apps[raw] = slot
+        return slot
+
+    def _run_seconds(self, raw: Any) -> int | None:
+        seconds = run_seconds(raw)
+        if raw.__class__ is str and len(self._run_times) < RUN_TIMES_REMEMBERED:
+            self._run_times[raw] = seconds
+        return seconds
+
+    def _running_nodes(self, raw: Any) -> int | None:
+        """How many nodes a running job's host list names (None: not a host list); its nodes join the poll's."""
+        names = node_names(raw)
+        if names is None:
+            return None
+        nodes = self._nodes
+        if len(nodes) + len(names) <= MAX_NODES:
+            nodes.update(names)
+        else:
+            for name in names:
+                if len(nodes) >= MAX_NODES:
+                    break
+                nodes.add(name)
+        count = len(names) if len(names) < MAX_NODES else node_count(raw)
+        if count is not None and raw.__class__ is str:
+            self._running_lists[raw] = count
+        return count
 
     def add_page(self, rows: list[Row | None], scheduler_id: str) -> None:
         """Count the rows of one page of ``scheduler_id``'s list; rows already counted this poll are skipped."""
         counted = self._counted
         targets = self._targets
-        job_counts, cpu_sums = self.builder.job_counts, self.builder.cpu_sums
+        builder = self.builder
+        job_counts, cpu_sums, node_sums, run_max = (
+            builder.job_counts,
+            builder.cpu_sums,
+            builder.node_sums,
+            builder.run_max,
+        )
         raw_reasons = self._raw_reasons
+        all_apps = self._apps
+        running_lists, run_times, idle = self._running_lists, self._run_times, self._idle
         max_cpus = MAX_CPUS
         key_prefixes: dict[Any, str] = {}  # raw jobmanagerId → "id NUL"; one or two per page
         for row in rows:
@@ -131,19 +209,60 @@ class RowTally:
                 target = self._target_of(raw)
             if target is None:
                 continue
-            queue_status, queue_slot, user_slot, reasons_index = target
-            counted[key] = queue_status
+            queue, status, user, queue_slot, user_slot, reasons_index, apps_index, running = target
             cpus = row.procNumUsed
             if cpus.__class__ is not int or cpus < 0 or cpus > max_cpus:
                 cpus = cpu_count(cpus)
                 if cpus is None:  # a count too big to be true: the job counts, with 0 CPUs, and the row is reported
                     cpus = 0
                     self.invalid += 1
+                    self.invalid_cpus += 1
             job_counts[queue_slot] += 1
             cpu_sums[queue_slot] += cpus
             if user_slot >= 0:
                 job_counts[user_slot] += 1
                 cpu_sums[user_slot] += cpus
+            apps = all_apps[apps_index]
+            app = row.appType
+            try:
+                app_slot = apps[app]
+            except (KeyError, TypeError):
+                app_slot = self._app_slot(app, status, apps)
+            job_counts[app_slot] += 1
+            cpu_sums[app_slot] += cpus
+            seconds = row.jobRunTime
+            if seconds is not None and seconds != "":  # parsed only when there is one
+                try:
+                    seconds = run_times.get(seconds, UNREAD)
+                except TypeError:  # unhashable
+                    pass
+                if seconds == UNREAD or seconds.__class__ is not int:
+                    seconds = self._run_seconds(row.jobRunTime)
+                if seconds == INVALID:
+                    self.invalid_run_times += 1
+                elif running and seconds is not None and seconds > run_max[queue_slot]:
+                    run_max[queue_slot] = seconds
+            else:
+                seconds = None
+            nodes = row.nodeUsed
+            if nodes is not None and nodes != "":  # parsed only when there is one
+                if running:
+                    try:
+                        nodes = running_lists.get(nodes, UNREAD)
+                    except TypeError:  # unhashable
+                        pass
+                    if nodes == UNREAD or nodes.__class__ is not int:
+                        nodes = self._running_nodes(row.nodeUsed)
+                else:
+                    nodes = node_count(nodes)
+                if nodes is None:
+                    self.invalid_node_lists += 1
+                else:
+                    node_sums[queue_slot] += nodes
+            seen = (queue, status, user, cpus, seconds)
+            if seconds is None or seconds <= 0:
+                seen = idle.setdefault(seen, seen)
+            counted[key] = seen
             if reasons_index >= 0:
                 reasons = raw_reasons[reasons_index]
                 reason = row.reason
@@ -152,10 +271,11 @@ class RowTally:
                 except KeyError:
                     reasons[reason] = 1
                 except TypeError:  # unhashable: labelled now (as "none", like every reason that is not a string)
-                    self.builder.count_reason(queue_status[0], self._parser.reason(reason))
+                    self.builder.count_reason(queue, self._parser.reason(reason))
 
     def finish(self) -> None:
-        """Count the queued jobs by reason: each distinct raw reason is labelled once, not once per job.
+        """Count the queued jobs by reason: each distinct raw reason is labelled once, not once per job; and
+        the nodes in use, whose names are then let go.
 
         Raw reasons are safe as keys: the only equal values of different types (1, 1.0, True) are not
         strings, and every non-string reason is labelled alike.
@@ -163,6 +283,8 @@ class RowTally:
         for queue, reasons_index in self._raw_reasons_index.items():
             for raw, n in self._raw_reasons[reasons_index].items():
                 self.builder.count_reason(queue, self._parser.reason(raw), n)
+        self.builder.nodes_in_use = len(self._nodes)
+        self._nodes, self._running_lists, self._run_times, self._idle = set(), {}, {}, {}
 
 
 def next_tally(previous: RowTally | None, new: Callable[[], RowTally]) -> RowTally:

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from exporter.model import REASONS
+from exporter.model import INVALID_FIELDS, REASONS
 
 
 class PollMetrics:
@@ -35,6 +35,13 @@ class PollMetrics:
             "Job-list rows skipped as unusable (not an object, or no jobId), or whose job was counted with 0 CPUs "
             "because procNumUsed was above 10000000.",
             ["hpc_cluster"],
+            registry=registry,
+        )
+        self.invalid_fields = Counter(
+            "sugon_invalid_fields",
+            "Job-list values that could not be read, by field (jobRunTime, nodeUsed, procNumUsed): the row still "
+            "counts, the field does not.",
+            ["hpc_cluster", "field"],
             registry=registry,
         )
         self.token_expiry = Gauge(
@@ -80,6 +87,7 @@ class PollMetrics:
             label_sets.append((self.polls, (cluster, result)))
             label_sets += [(self.token_refreshes, (cluster, method, result)) for method in ("renew", "login")]
         label_sets += [(self.errors, (cluster, reason)) for reason in REASONS]
+        label_sets += [(self.invalid_fields, (cluster, field)) for field in INVALID_FIELDS]
         for metric, labels in label_sets:
             try:
                 metric.remove(*labels)
@@ -101,6 +109,11 @@ class PollMetrics:
         self.invalid_records.labels(cluster).inc(rows)
         self.changed()
 
+    def invalid_values(self, cluster: str, field: str, values: int) -> None:
+        """``values`` more values of ``field`` (one of INVALID_FIELDS) in ``cluster``'s list could not be read."""
+        self.invalid_fields.labels(cluster, field).inc(values)
+        self.changed()
+
     def observer(self, cluster: str, logs_in: bool = False) -> ClusterObserver:
         """A per-cluster observer of requests and tokens; creates every label set so each series starts at 0."""
         for result in ("success", "failure"):
@@ -111,6 +124,8 @@ class PollMetrics:
         for reason in REASONS:
             self.errors.labels(cluster, reason)
         self.invalid_records.labels(cluster)
+        for field in INVALID_FIELDS:
+            self.invalid_fields.labels(cluster, field)
         self.changed()
         return ClusterObserver(self, cluster)
 
