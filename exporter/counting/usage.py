@@ -61,6 +61,7 @@ def node_count(value: Any) -> int | None:
 
 def node_names(value: Any, limit: int = MAX_NODES) -> list[str] | None:
     """The first ``limit`` distinct nodes of a Slurm host list, in its order; None when ``value`` is not one (as
-    node_count says). Null or blank names none."""
+    node_count says), or names the same nodes over and over (a million names past ``limit``: built to cost, not
+    a job's nodes). Null or blank names none."""
     hosts = parse(value)
     return None if hosts is None or hosts.count() is None else hosts.names(limit)
