@@ -2,7 +2,7 @@
 exporter's own work is measured). Every target is a ratio measured in the same run; figures go to
 bench/RESULTS.md. Run from the repository root after `pip install .`:
 
-    python bench/bench.py all          # or: poll, cpu, memory, clusters, scrapes
+    python bench/bench.py all          # or: poll, cpu, memory, clusters, scrapes, hosts, ...
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import queue
+import random
 import re
 import shutil
 import statistics
@@ -22,12 +23,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import hostlist
 import httpx
 from prometheus_client import CollectorRegistry
 
@@ -36,6 +38,7 @@ from exporter.counting.rows import RowParser
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.tally import RowTally, next_tally
 from exporter.counting.tracker import JobTracker
+from exporter.counting.usage import MAX_NODES, node_count, node_names, run_seconds
 from exporter.model import ClusterState, Row
 from exporter.poller import ClusterPoller
 from exporter.service import Exporter, shorten_switch_interval
@@ -739,6 +742,111 @@ def bench_politeness(runs: int) -> list[str]:
     return [f"| 6. most requests in flight, concurrency 8 | {most} | | | ≤ 8 | {'met' if most <= 8 else 'NOT met'} |"]
 
 
+def host_rows(jobs: int = 200_000) -> list[tuple[str, str]]:
+    """(nodeUsed, jobRunTime) of a realistic list on 5,120 nodes (40 racks of 4 rows of 32): 45 % queued (no
+    nodes, not started), 35 % single-node jobs sharing the nodes, 15 % multi-node jobs on a range of one rack
+    row, 3 % on several such ranges, 1 % spanning racks with three bracket groups (up to 256 nodes), 1 % comma
+    lists of eight plain names."""
+    rnd = random.Random(15)
+
+    def node() -> str:
+        return f"h{rnd.randint(1, 40):02d}r{rnd.randint(1, 4)}n{rnd.randint(1, 32):02d}"
+
+    def ranged() -> str:
+        a = rnd.randint(1, 30)
+        return f"h{rnd.randint(1, 40):02d}r{rnd.randint(1, 4)}n[{a:02d}-{rnd.randint(a + 1, 32):02d}]"
+
+    def run_time() -> str:
+        s = rnd.randint(0, 9 * 86_400)
+        d, h, m = s // 86_400, s // 3600 % 24, s // 60 % 60
+        return f"{d}-{h:02d}:{m:02d}:{s % 60:02d}" if d else f"{h:02d}:{m:02d}:{s % 60:02d}"
+
+    out = []
+    for _ in range(jobs):
+        kind = rnd.random()
+        if kind < 0.45:
+            out.append(("", ""))
+            continue
+        if kind < 0.80:
+            nodes = node()
+        elif kind < 0.95:
+            nodes = ranged()
+        elif kind < 0.98:
+            nodes = ",".join(ranged() for _ in range(rnd.randint(2, 6)))
+        elif kind < 0.99:
+            a = rnd.randint(1, 37)
+            nodes = f"h[{a:02d}-{a + rnd.randint(1, 3):02d}]r[1-{rnd.randint(1, 2)}]n[01-{rnd.randint(2, 32):02d}]"
+        else:
+            nodes = ",".join(node() for _ in range(8))
+        out.append((nodes, run_time()))
+    return out
+
+
+def library_count(value: str) -> int | None:
+    """What the first version did: python-hostlist's list, counted."""
+    try:
+        return len(hostlist.expand_hostlist(value.strip()))
+    except (hostlist.BadHostlist, ValueError, RecursionError):
+        return None
+
+
+def library_names(value: str) -> list[str] | None:
+    try:
+        names: list[str] = hostlist.expand_hostlist(value.strip())
+    except (hostlist.BadHostlist, ValueError, RecursionError):
+        return None
+    return names[:MAX_NODES]
+
+
+def bench_hosts(runs: int) -> list[str]:
+    """nodeUsed of 200,000 rows counted (every row) and listed (rows with nodes), python-hostlist against
+    counting/usage.py, alternately in one process, after checking that both give the same; each also behind a
+    memo of the distinct values of the pass (single-node jobs share names). jobRunTime of the same rows."""
+    rows = host_rows()
+    values = [v for v, _ in rows]
+    with_nodes = [v for v in values if v]
+    assert [node_count(v) for v in values] == [library_count(v) for v in values]
+    assert [node_names(v) for v in with_nodes] == [library_names(v) for v in with_nodes]
+
+    def each(f: Callable[[str], object], of: list[str], memo: bool = False) -> Callable[[], None]:
+        def run() -> None:
+            seen: dict[str, object] = {}  # a memo of the pass: the values of one poll
+            for v in of:  # each result dropped at once, as the tally drops it
+                if not memo:
+                    f(v)
+                elif v not in seen:
+                    seen[v] = f(v)
+
+        return run
+
+    passes: dict[str, Callable[[], None]] = {
+        "count, python-hostlist": each(library_count, values),
+        "count, usage.node_count": each(node_count, values),
+        "count, python-hostlist behind a memo": each(library_count, values, memo=True),
+        "count, usage.node_count behind a memo": each(node_count, values, memo=True),
+        "names, python-hostlist": each(library_names, with_nodes),
+        "names, usage.node_names": each(node_names, with_nodes),
+        "names, python-hostlist behind a memo": each(library_names, with_nodes, memo=True),
+        "names, usage.node_names behind a memo": each(node_names, with_nodes, memo=True),
+        "run times, usage.run_seconds": each(run_seconds, [t for _, t in rows]),
+    }
+    cpu: dict[str, list[float]] = {name: [] for name in passes}
+    for r in range(runs):
+        for name in passes if r % 2 == 0 else reversed(passes):
+            t = time.process_time()
+            passes[name]()
+            cpu[name].append(time.process_time() - t)
+    distinct = len(set(values))
+    out = []
+    for name, seconds in cpu.items():
+        n = len(with_nodes) if name.startswith("names") else len(rows)
+        out.append(
+            f"| {name}, {n:,} rows ({distinct:,} distinct values) | {statistics.median(seconds):.3f} s CPU "
+            f"(median of {runs}; {min(seconds):.3f}-{max(seconds):.3f}) | | | | |"
+        )
+    return out
+
+
 BENCHES = {
     "poll": bench_poll,
     "cpu": bench_cpu,
@@ -749,6 +857,7 @@ BENCHES = {
     "politeness": bench_politeness,
     "queues": bench_queues,
     "rows": bench_rows,
+    "hosts": bench_hosts,
 }
 
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import respx
 from hypothesis import given, settings
@@ -487,6 +488,29 @@ def test_rows_nested_deeper_than_a_comparison_can_go_are_not_the_same_rows() -> 
         a, b = [a], [b]
     assert _same_rows([Row(reason=a)], [Row(reason=b)]) is False
     assert _same_rows([Row(jobId="1")], [Row(jobId="1")]) is True
+
+
+def test_two_pages_are_the_same_page_when_every_field_a_row_is_counted_by_but_its_run_time_is() -> None:
+    """The ignored-offset check: each of the nine other fields, changed, makes another page; a run time that
+    grew (or any other) does not, since it grows between two reads of one page."""
+    row = Row("7", 1, "q", "u", "statR", 4, None, "00:01:00", "n[1-4]", "vasp")
+    changes = {
+        "jobId": "8",
+        "jobmanagerId": 2,
+        "queue": "r",
+        "user": "v",
+        "jobStatus": "statC",
+        "procNumUsed": 8,
+        "reason": "Priority",
+        "nodeUsed": "n[1-5]",
+        "appType": "fluent",
+    }
+    assert {*changes, "jobRunTime"} == set(Row.__struct_fields__)  # a new field of Row is decided here too
+    for field, value in changes.items():
+        assert not _same_rows([row], [msgspec.structs.replace(row, **{field: value})]), field
+    for run_time in ("00:01:07", "", None, "x"):
+        assert _same_rows([row, None], [msgspec.structs.replace(row, jobRunTime=run_time), None])
+    assert not _same_rows([row], [row, row]) and not _same_rows([row], [None])
 
 
 def test_a_queue_size_above_a_billion_is_left_out_like_a_missing_one() -> None:

@@ -16,6 +16,7 @@ import exporter.sugon.pages
 from exporter.model import Row
 from exporter.sugon.conversation import ApiError, parse_envelope
 from exporter.sugon.http1 import Answer
+from exporter.sugon.joblist import _same_rows
 from exporter.sugon.pages import decode_job_page, parse_job_page, row_of
 from tests.helpers import RowsReceived, envelope, fixture
 
@@ -69,7 +70,8 @@ def page(*rows: str, extra: str = "") -> bytes:
 ROW = '{"jobId": "7", "jobmanagerId": 1, "queue": "debug", "user": "u", "jobStatus": "statR", "procNumUsed": 4%s}'
 ODD = {
     "NaN in a read field": page(ROW.replace('"procNumUsed": 4', '"procNumUsed": NaN') % ""),
-    "NaN in a skipped field": page(ROW % ', "jobRunTime": NaN'),
+    "NaN in a skipped field": page(ROW % ', "jobName": NaN'),
+    "NaN in jobRunTime": page(ROW % ', "jobRunTime": NaN'),
     "1e400 in a read field": page(ROW.replace('"procNumUsed": 4', '"procNumUsed": 1e400') % ""),
     "1e400 in a skipped field": page(ROW % ', "x": 1e400'),
     "a lone surrogate in a read field": page(ROW.replace('"u"', '"\\ud800"') % ""),
@@ -83,6 +85,20 @@ ODD = {
     ).replace(b"\xc3\xbf\xc3\xbe", b"\xff\xfe"),
     "invalid UTF-8 in a read field": page(ROW.replace('"debug"', '"d\xffg"') % "").replace(b"\xc3\xbf", b"\xff"),
     "valid UTF-8 in a skipped field": page(ROW % ', "jobName": "作业 1"'),
+    "the usage fields as the API writes them": page(
+        ROW % ', "jobRunTime": "2-00:00:58", "nodeUsed": "h04r3n[01-04]", "appType": "fluent"'
+    ),
+    "the usage fields empty and null": page(ROW % ', "jobRunTime": "", "nodeUsed": null, "appType": ""'),
+    "the usage fields of odd types": page(ROW % ', "jobRunTime": 3600, "nodeUsed": ["n1"], "appType": {"a": 1}'),
+    "fullwidth digits in jobRunTime": page(ROW % ', "jobRunTime": "１２:００"'),
+    "a lone surrogate in nodeUsed": page(ROW % ', "nodeUsed": "n\\udfff[1-2]"'),
+    "invalid UTF-8 in appType": page(ROW % ', "appType": "v\xffsp"').replace(b"\xc3\xbf", b"\xff"),
+    "1e400 in jobRunTime": page(ROW % ', "jobRunTime": 1e400'),
+    "an int beyond 64 bits in nodeUsed": page(ROW % f', "nodeUsed": {2**70}'),
+    "a 5,000-digit integer in appType": page(ROW % (', "appType": ' + "9" * 5000)),
+    "deep nesting in nodeUsed": page(ROW % (', "nodeUsed": ' + "[" * 600 + "]" * 600)),
+    "a host list of 100,000 characters": page(ROW % (', "nodeUsed": "' + "n1," * 33_333 + 'n1"')),
+    "duplicate usage fields": page(ROW % ', "appType": "vasp", "jobRunTime": "1:00", "appType": "BASE"'),
     "a 5,000-digit integer in a skipped field": page(ROW % (', "x": ' + "9" * 5000)),
     "a 5,000-digit integer in a read field": page(ROW.replace('"procNumUsed": 4', '"procNumUsed": ' + "9" * 5000) % ""),
     "a 5,000-digit string in a skipped field": page(ROW % (', "x": "' + "9" * 5000 + '"')),
@@ -141,13 +157,23 @@ def test_what_the_odd_pages_come_to() -> None:
     assert same(ODD["invalid UTF-8 in a skipped field"]).startswith("ApiInvalidResponse: body is not JSON")
     assert same(ODD["a 5,000-digit integer in a skipped field"]).startswith("ApiInvalidResponse: body is not JSON")
     assert same(ODD["a 4,300-digit integer in a skipped field"]).startswith("(1, [('7', 1, 'debug'")
-    assert "('7', 1, 'gpu', 'u', 'statR', 8, None)" in same(ODD["duplicate keys in a row"])  # the last wins
+    assert "('7', 1, 'gpu', 'u', 'statR', 8, None, None, None, None)" in same(ODD["duplicate keys in a row"])
     assert same(ODD["duplicate data"]) == "(0, [])"
     assert same(ODD["an int beyond 64 bits in procNumUsed"]) == repr(
-        (1, [("7", 1, "debug", "u", "statR", 2**80, None)])
+        (1, [("7", 1, "debug", "u", "statR", 2**80, None, None, None, None)])
     )
-    assert same(ODD["NaN in a read field"]).endswith("nan, None)])")
-    assert same(ODD["1e400 in a read field"]).endswith("inf, None)])")
+    assert same(ODD["NaN in a read field"]).endswith("nan, None, None, None, None)])")
+    assert same(ODD["1e400 in a read field"]).endswith("inf, None, None, None, None)])")
+    assert same(ODD["NaN in jobRunTime"]).endswith("None, nan, None, None)])")
+    assert same(ODD["the usage fields as the API writes them"]).endswith(
+        "None, '2-00:00:58', 'h04r3n[01-04]', 'fluent')])"
+    )
+    assert same(ODD["the usage fields empty and null"]).endswith("None, '', None, '')])")
+    assert same(ODD["the usage fields of odd types"]).endswith("None, 3600, ['n1'], {'a': 1})])")
+    assert same(ODD["a lone surrogate in nodeUsed"]).endswith("None, None, 'n\\udfff[1-2]', None)])")
+    assert same(ODD["invalid UTF-8 in appType"]).startswith("ApiInvalidResponse: body is not JSON")
+    assert same(ODD["an int beyond 64 bits in nodeUsed"]).endswith(f"None, None, {2**70}, None)])")
+    assert same(ODD["duplicate usage fields"]).endswith("None, '1:00', None, 'BASE')])")  # the last wins
     assert same(ODD["a null row"]).endswith("None])")
     assert same(ODD["an error envelope"]) == "ApiAuthError: API code 10008: auth_fail"
     assert same(ODD["list null with total 0"]) == "(0, [])"
@@ -166,7 +192,7 @@ def test_a_status_other_than_success_is_read_as_the_json_path_reads_it(status: i
     same(page(ROW % ""), status)
 
 
-# Generated pages: rows of the seven fields (and others) holding every kind of JSON value, written by
+# Generated pages: rows of the ten fields (and others) holding every kind of JSON value, written by
 # json.dumps one way or another, then changed here and there at the byte level.
 scalars = st.one_of(
     st.none(),
@@ -174,7 +200,9 @@ scalars = st.one_of(
     st.integers(-(2**80), 2**80),
     st.floats(allow_nan=False),
     st.text(max_size=8),
-    st.sampled_from(["statR", "statQ", "debug", " 7 ", "", "²", "\ud800", "作业"]),
+    st.sampled_from(
+        ["statR", "statQ", "debug", " 7 ", "", "²", "\ud800", "作业", "2-00:00:58", "05:30", "n[01-04,07]", "fluent"]
+    ),
 )
 values = st.recursive(
     scalars,
@@ -184,7 +212,7 @@ values = st.recursive(
 rows = st.one_of(
     st.fixed_dictionaries(
         {},
-        optional={**{f: values for f in FIELDS}, "jobName": values, "jobRunTime": values, "workDir": values},
+        optional={**{f: values for f in FIELDS}, "jobName": values, "startTime": values, "workDir": values},
     ),
     values,
 )
@@ -246,18 +274,27 @@ def test_nan_compares_as_itself_in_these_outcomes() -> None:
     assert math.isnan(json.loads("NaN")) and repr(float("nan")) == "nan"
 
 
-def test_a_page_is_the_same_page_when_the_fields_a_row_is_counted_by_are_the_same() -> None:
-    """What the ignored-offset check compares: the rows as the exporter reads them. A field it skips (a run
-    time that ticks between two reads) does not make a page another page; one it reads does."""
-    a = page(ROW % ', "jobRunTime": "00:01:00"')
-    b = page(ROW % ', "jobRunTime": "00:01:07"')
-    c = page(ROW.replace('"statR"', '"statC"') % ', "jobRunTime": "00:01:00"')
-    read = [decode_job_page(answer(body))[1] for body in (a, b, c)]
-    assert read[0] == read[1] and read[0] != read[2]
+def test_a_page_read_again_is_the_same_page_though_its_run_times_have_grown() -> None:
+    """What the ignored-offset check compares: the rows as the exporter reads them, but their run times, which
+    grow between two reads of one page. A field it skips does not make a page another page; one it counts by
+    does, the usage fields as well."""
+    usage = ', "jobRunTime": "%s", "nodeUsed": "%s", "appType": "%s", "jobName": "%s"'
+    first = page(ROW % (usage % ("00:01:00", "n[1-4]", "vasp", "a")))
+    later = page(ROW % (usage % ("00:01:07", "n[1-4]", "vasp", "b")))
+    others = [
+        page(ROW % (usage % ("00:01:00", "n[1-5]", "vasp", "a"))),
+        page(ROW % (usage % ("00:01:00", "n[1-4]", "fluent", "a"))),
+        page(ROW.replace('"statR"', '"statC"') % (usage % ("00:01:00", "n[1-4]", "vasp", "a"))),
+    ]
+    rows = [decode_job_page(answer(body))[1] for body in (first, later, *others)]
+    assert [r.jobRunTime for r in rows[0] + rows[1] if r] == ["00:01:00", "00:01:07"]
+    assert _same_rows(rows[0], rows[1])
+    assert not any(_same_rows(rows[0], other) for other in rows[2:])
 
 
-def test_a_server_that_ignores_the_offset_is_found_though_a_skipped_field_ticks() -> None:
-    """Page 0 again at a later offset, every row's run time a second older: still the rows of start=0."""
+def test_a_server_that_ignores_the_offset_is_found_though_the_run_times_grow() -> None:
+    """Page 0 again at a later offset, every row's run time a second older: still the rows of start=0 (pages of
+    three rows, below what the check of job ids can tell)."""
     import asyncio
 
     import respx

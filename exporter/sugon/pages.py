@@ -1,8 +1,9 @@
-"""Job-list pages, decoded straight into the seven fields a row is counted by; today's JSON path is the fallback.
+"""Job-list pages, decoded straight into the ten fields a row is counted by; today's JSON path is the fallback.
 
 A poll is thousands of pages, and decoding them was most of its CPU. msgspec decodes a page into ``Row``
-structs that hold only ``jobId``, ``jobmanagerId``, ``queue``, ``user``, ``jobStatus``, ``procNumUsed`` and
-``reason`` (as ``Any``: the values json gives), and skips every other field without building it. Any page
+structs that hold only ``jobId``, ``jobmanagerId``, ``queue``, ``user``, ``jobStatus``, ``procNumUsed``,
+``reason``, ``jobRunTime``, ``nodeUsed`` and ``appType`` (as ``Any``: the values json gives), and skips every
+other field without building it. Any page
 that path cannot take as it is (a decode or validation error, an envelope that is not success, a row that is
 not an object, a body stdlib json would read differently) goes through ``parse_envelope`` and
 ``parse_job_page`` on the same bytes, which alone decide what an odd page means.
@@ -71,6 +72,9 @@ def row_of(raw: Any) -> Row | None:
         get("jobStatus"),
         get("procNumUsed"),
         get("reason"),
+        get("jobRunTime"),
+        get("nodeUsed"),
+        get("appType"),
     )
 
 
