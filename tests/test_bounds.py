@@ -83,6 +83,7 @@ def test_thousands_of_queues_leave_every_family_with_at_most_max_queues_names_an
         "sugon_job_nodes",
         "sugon_running_job_max_seconds",
         "sugon_job_cpu_seconds",
+        "sugon_user_job_cpu_seconds",
         "sugon_job_run_seconds",
     }
     for name, queues in families.items():

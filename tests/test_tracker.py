@@ -365,3 +365,12 @@ def test_the_state_file_run_seconds_carry_cpu_seconds_across_a_restart() -> None
         T + 660,
     )
     assert dict(act.cpu_seconds) == {"q": 1210 + 120 + 240 + 60}
+
+
+def test_a_users_cpu_seconds_series_starts_at_zero_when_their_job_is_first_seen_running() -> None:
+    """So that increase() over the counter sees the first growth too: a series born at 600 would lose it."""
+    t = JobTracker(users=UserNames(max_users=10))
+    act = t.commit({"a": run("q", "running", 2, 100, "alice"), "b": run("q", "queued", 4, None, "bob")}, T)
+    assert dict(act.user_cpu_seconds) == {("q", "alice"): 0}  # seeding counts nothing; bob has not run
+    act = t.commit({"a": run("q", "running", 2, 400, "alice"), "b": run("q", "queued", 4, None, "bob")}, T + 300)
+    assert dict(act.user_cpu_seconds) == {("q", "alice"): 600}

@@ -173,6 +173,8 @@ class JobTracker:
                 memory[key] = entry
                 if growth and cpus:
                     self._count_cpu(queue, user, growth * cpus)
+                elif started and users is not None:  # its user's series starts at 0, so increase() sees all it adds
+                    user_cpu.setdefault(queue, {}).setdefault(users.name(user), 0)
                 if not seed:
                     self._submitted[queue] = self._submitted.get(queue, 0) + 1
                     if started:
