@@ -152,6 +152,8 @@ def usage_of(polls: list[dict[str, Seen]], restored_runs: dict[str, int] | None 
                     last = value or 0
                     add(queue, user, last * cpus)
                 state = jobs[key] = [last, status in RAN, status in TERMINAL]
+                if status in RAN:  # a user's series exists from their job's first sighting as started, at 0
+                    usage.user_cpu_seconds.setdefault((queue, user), 0)
                 if state[2] and not seed:
                     observe(queue, state)
             else:
