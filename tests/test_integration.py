@@ -18,7 +18,7 @@ from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
 from tests.helpers import promtool_check_metrics
 
-# Written out by hand from the API documentation, independently of exporter/counting/rows.py.
+# Written out by hand from the API documentation, independently of the status map in exporter/model.py.
 STATUS = {
     "statR": "running",
     "statQ": "queued",
