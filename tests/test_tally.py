@@ -148,3 +148,14 @@ def poll_rows(previous: RowTally | None, rows: list[dict[str, Any]]) -> RowTally
     take_rows(tally, rows, "1")
     tally.finish()
     return tally
+
+
+def test_a_running_job_whose_host_list_is_too_costly_to_list_still_counts_its_nodes() -> None:
+    """The same 50,000 names over and over: node_names gives up on listing them, node_count still counts
+    50,099 nodes, and the value is a host list, not an unreadable field."""
+    repeated = ",".join(f"n[{i}-{i + 49_999}]" for i in range(1, 101))
+    tally = poll_rows(None, [usage_row(1, "statR", "debug", 1, "00:01:00", repeated, "BASE")])
+    snap = tally.builder.build("c", 0.0, 1.0, 1)
+    assert snap.nodes_by_queue[("debug", "running")] == 50_099
+    assert snap.nodes_in_use == 0  # none listed
+    assert tally.invalid_fields().get("nodeUsed", 0) == 0

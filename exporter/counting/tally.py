@@ -152,8 +152,11 @@ class RowTally:
     def _running_nodes(self, raw: Any) -> int | None:
         """How many nodes a running job's host list names (None: not a host list); its nodes join the poll's."""
         names = node_names(raw)
-        if names is None:
-            return None
+        if names is None:  # not a host list, or one too costly to list: counted all the same when it can be
+            count = node_count(raw)
+            if count is not None and raw.__class__ is str:
+                self._running_lists[raw] = count
+            return count
         nodes = self._nodes
         if len(nodes) + len(names) <= MAX_NODES:
             nodes.update(names)
