@@ -47,7 +47,7 @@ from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator.population import Population
 from exporter.sugon.http1 import Answer
-from exporter.sugon.joblist import PageSink, SugonClient
+from exporter.sugon.joblist import JobListRead, PageSink, SugonClient
 from exporter.sugon.pages import decode_job_page
 from exporter.sugon.transport import LeanTransport
 
@@ -338,10 +338,10 @@ class _Pages:
     def __init__(self, pages: list[list[Row | None]]) -> None:
         self.pages = pages
 
-    async def fetch_jobs(self, sid: str, size: int, concurrency: int, sink: PageSink, *_: int) -> int:
+    async def fetch_jobs(self, sid: str, size: int, concurrency: int, sink: PageSink, *_: int) -> JobListRead:
         for rows in self.pages:
             sink.add_page(rows, sid)
-        return sum(map(len, self.pages))
+        return JobListRead(sum(map(len, self.pages)), len(self.pages))
 
 
 def _run_time(seconds: int) -> str:

@@ -119,7 +119,9 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
 
 def _web_app(exporter: Exporter, web: WebConfig) -> Callable[..., Iterable[bytes]]:
     auth = BasicAuth(web.users) if web.users else None
-    return make_app(exporter.registry, exporter.store, auth, exporter.exposition)
+    return make_app(
+        exporter.registry, exporter.store, auth, exporter.exposition, token_expiry=exporter.metrics.token_expires_at
+    )
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, WebConfig]:

@@ -168,8 +168,22 @@ class CapacitySnapshot:
 
 
 @dataclass(frozen=True)
+class PollFailure:
+    """A failed poll: its reason (one of REASONS, or "internal"), its message with secrets masked, and when."""
+
+    reason: str
+    message: str
+    at: float
+
+
+@dataclass(frozen=True)
 class ClusterState:
-    """The outcome of a cluster's polls so far. ``up`` is None until the first poll ends."""
+    """The outcome of a cluster's polls so far. ``up`` is None until the first poll ends.
+
+    ``last_error`` is the reason of the failing poll while it fails; ``last_failure`` is kept after a
+    recovery, for the status page. ``pages`` counts the job-list pages of the last poll when it succeeded;
+    ``next_poll_at`` is when the run loop polls next (None outside it).
+    """
 
     name: str
     up: bool | None = None
@@ -178,3 +192,6 @@ class ClusterState:
     last_error: str | None = None
     snapshot: ClusterSnapshot | None = None
     capacity: CapacitySnapshot | None = None
+    pages: int | None = None
+    last_failure: PollFailure | None = None
+    next_poll_at: float | None = None

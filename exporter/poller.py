@@ -15,13 +15,13 @@ from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.statefile import StateFile
 from exporter.counting.tally import RowTally, next_tally
 from exporter.counting.tracker import JobTracker, UserNames
-from exporter.model import OTHER, CapacitySnapshot, QueueCapacity
+from exporter.model import OTHER, CapacitySnapshot, PollFailure, QueueCapacity
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.sugon.conversation import ApiError
 from exporter.sugon.joblist import MAX_JOBS, SugonClient
 from exporter.sugon.platform import Center
-from exporter.values import jwt_payload
+from exporter.values import jwt_payload, without_secrets
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,7 @@ class ClusterPoller:
         self._tally: RowTally | None = None
         self._failures = 0
         self._stale_logged = False
+        self._due: float | None = None  # when (monotonic) run() polls the job list next; None outside run()
 
     def _log_unknown_status(self, raw_status: str) -> None:
         if raw_status not in self._unknown_statuses:
@@ -155,11 +156,12 @@ class ClusterPoller:
         started = self._monotonic()
         tally = self._tally_for_poll()
         builder = tally.builder
-        reported = 0
+        reported = pages = 0
 
         try:
             for sid in await self._endpoint():
-                reported += await self.client.fetch_jobs(sid, self._page_size, self._concurrency, tally, self._max_jobs)
+                read = await self.client.fetch_jobs(sid, self._page_size, self._concurrency, tally, self._max_jobs)
+                reported, pages = reported + read.total, pages + read.pages
         except ApiError as exc:
             tally.pop_counted()  # the keys counted so far are dropped, not kept until the next poll
             self._failed(exc.reason, str(exc), self._monotonic() - started)
@@ -214,6 +216,8 @@ class ClusterPoller:
                 last_error=None,
                 snapshot=snapshot,
                 capacity=capacity,
+                pages=pages,
+                next_poll_at=self._next_poll_at(),
             )
         )
         self._metrics.poll_result(self.name, "success")
@@ -247,7 +251,18 @@ class ClusterPoller:
         self._discovered_ids = None  # the URL may have moved on; look the schedulers up again
         self._url_stale = self._url_stale or reason in URL_FAILURES
         self._metrics.poll_result(self.name, "failure")
-        self._store.publish(replace(previous, up=False, poll_duration=duration, last_error=reason))
+        failure = PollFailure(reason, without_secrets(message), self._clock())
+        self._store.publish(
+            replace(
+                previous,
+                up=False,
+                poll_duration=duration,
+                last_error=reason,
+                pages=None,
+                last_failure=failure,
+                next_poll_at=self._next_poll_at(),
+            )
+        )
         snapshot = previous.snapshot
         if snapshot is not None and not self._stale_logged and self._clock() >= snapshot.expires_at:
             self._stale_logged = True
@@ -322,9 +337,18 @@ class ClusterPoller:
             log.warning("cluster %s: queue capacity poll failed (%s): %s", self.name, reason, message)
         self._capacity_failing = reason
 
-    async def _every(self, interval: float, poll: Callable[[], Awaitable[bool]]) -> None:
+    def _next_poll_at(self) -> float | None:
+        """When run() polls the job list next, in Unix seconds (now, if that poll is overdue); published with
+        each poll's outcome, so that it never costs a publish (and a /metrics rendering) of its own."""
+        if self._due is None:
+            return None
+        return self._clock() + max(0.0, self._due - self._monotonic())
+
+    async def _every(self, interval: float, poll: Callable[[], Awaitable[bool]], job_list: bool = False) -> None:
         while True:
             started = self._monotonic()
+            if job_list:
+                self._due = started + interval
             await poll()
             delay = interval - (self._monotonic() - started)
             if delay > 0:
@@ -336,9 +360,9 @@ class ClusterPoller:
         Queue capacity, when enabled, is polled in a loop of its own, so it never delays the job data.
         """
         if self._capacity is None:
-            await self._every(self.interval, self.poll_once)
+            await self._every(self.interval, self.poll_once, job_list=True)
             return
         await asyncio.gather(
-            self._every(self.interval, self.poll_once),
+            self._every(self.interval, self.poll_once, job_list=True),
             self._every(self._capacity.interval, self.poll_capacity_once),
         )

@@ -2,7 +2,7 @@
 
 ASCII decimals (counts and ids written as text), the one rule for what may go in an HTTP header we send,
 the API's base URLs (checked, normalised, userinfo split off as Basic credentials, so that no URL the
-exporter logs, raises or shows can carry it), and JWT payloads and expiry.
+exporter logs, raises or shows can carry it), JWT payloads and expiry, and secrets masked in messages.
 """
 
 from __future__ import annotations
@@ -149,3 +149,32 @@ def jwt_expiry(token: str) -> float | None:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_EXPIRY * scale:
             return float(value) / scale
     return None
+
+
+MASK = "***"
+# Messages the exporter keeps to show (the status page) may quote what a server said. These mask, in order:
+# a JWT anywhere; a URL's userinfo; the value after a secret-looking key ("token: …", "password=…",
+# "Authorization: Basic …", '"accessToken": "…"'); a credential after Bearer or Basic (base64-looking: a digit,
+# "+", "/", "=" or a capital after a small letter, so that "Basic credentials" stays prose); any other long
+# run of letters and digits (an opaque token), which no message of ours needs to show.
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^\s/?#@]*@)+")
+_SECRET_KEY = re.compile(
+    r"(?i)(?<![\w/.-])([\w-]*(?:authorization|cookie|token|passw(?:or)?d|pwd|secret|api[_-]?key|access[_-]?key|signature)"
+    r"[\"']?\s*[:=\uff1a]\s*[\"']?(?:(?:basic|bearer|token|digest)\s+)?)[^\s\"'&,;}]+"
+)
+_SCHEME_CREDENTIAL = re.compile(
+    r"\b((?i:bearer|basic)\s+)(?=[A-Za-z0-9._~+/-]*(?:[0-9+/=]|[a-z][A-Z]))[A-Za-z0-9._~+/-]{4,}=*"
+)
+_OPAQUE = re.compile(r"(?<![A-Za-z0-9_+=-])(?=[A-Za-z_+=-]*[0-9])(?=[0-9_+=-]*[A-Za-z])[A-Za-z0-9_+=-]{32,}")
+
+
+def without_secrets(text: str, limit: int = 500) -> str:
+    """``text`` with URL userinfo, tokens, JWTs and credentials masked, cut to ``limit`` characters: for a
+    message kept to show (a poll's error on the status page), whatever a server put in it."""
+    text = _JWT.sub(MASK, text)
+    text = _USERINFO.sub(rf"\1{MASK}@", text)
+    text = _SECRET_KEY.sub(rf"\1{MASK}", text)
+    text = _SCHEME_CREDENTIAL.sub(rf"\1{MASK}", text)
+    text = _OPAQUE.sub(MASK, text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

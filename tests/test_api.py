@@ -61,7 +61,7 @@ def fetch(page_size: int = 500, concurrency: int = 4, observer: Observer | None 
     async def go() -> int:
         c, http = client(observer)
         async with http:
-            return await c.fetch_jobs(SCHEDULER, page_size, concurrency, delivered)
+            return (await c.fetch_jobs(SCHEDULER, page_size, concurrency, delivered)).total
 
     return asyncio.run(go()), delivered.rows
 

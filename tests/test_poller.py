@@ -23,7 +23,7 @@ from exporter.serving.families import ClusterFamilies
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.sugon.conversation import Conversation
-from exporter.sugon.joblist import SugonClient
+from exporter.sugon.joblist import JobListRead, SugonClient
 from exporter.sugon.platform import Center
 from exporter.sugon.tokens import FileToken, StaticToken, TokenProvider
 from tests.helpers import SCHEDULER, PagedList, envelope, fixture, row
@@ -380,13 +380,13 @@ def test_polls_never_overlap_and_a_long_poll_delays_the_next_one() -> None:
     active = [0, 0]  # in progress, most at once
 
     class Stub:
-        async def fetch_jobs(self, *args: Any) -> int:
+        async def fetch_jobs(self, *args: Any) -> JobListRead:
             active[0] += 1
             active[1] = max(active)
             mono[0] += next(durations)
             await asyncio.sleep(0)
             active[0] -= 1
-            return 0
+            return JobListRead(0, 1)
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.model import ClusterState
+from exporter.model import ClusterState, PollFailure
 from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
 from tests.helpers import read_answer
@@ -27,7 +27,8 @@ from tests.helpers import read_answer
 def store() -> StateStore:
     s = StateStore(["kunshan", "<wuxi>"])
     s.publish(ClusterState("kunshan", True, 1_700_000_000.0, 1.0, None, None))
-    s.publish(ClusterState("<wuxi>", False, None, 2.0, "timeout", None))
+    failure = PollFailure("timeout", "no answer within 30s", 1_700_000_000.0)
+    s.publish(ClusterState("<wuxi>", False, None, 2.0, "timeout", None, last_failure=failure))
     return s
 
 
@@ -81,7 +82,7 @@ def test_healthz_index_and_404(served: tuple[str, CollectorRegistry]) -> None:
     assert index.status_code == 200 and "text/html" in index.headers["content-type"]
     assert "kunshan" in index.text and "up" in index.text
     assert "&lt;wuxi&gt;" in index.text and "down (timeout)" in index.text and "<wuxi>" not in index.text
-    assert 'href="metrics"' in index.text
+    assert 'href="./metrics"' in index.text
     assert httpx.get(url + "/nope").status_code == 404
 
 

@@ -67,6 +67,7 @@ class PollMetrics:
             "Unix time of the last successful configuration reload, or of the start.",
             registry=registry,
         )
+        self._expiries: dict[str, float] = {}  # cluster → its token's expiry, as the gauge has it
         self.reload_result(True, started)
 
     def reload_result(self, ok: bool, now: float) -> None:
@@ -93,6 +94,22 @@ class PollMetrics:
                 metric.remove(*labels)
             except KeyError:  # never created
                 pass
+        self._expiries.pop(cluster, None)
+        self.changed()
+
+    def token_expires_at(self, cluster: str) -> float | None:
+        """When ``cluster``'s token in use expires (Unix seconds), or None when it does not say (for the status
+        page; any thread may ask)."""
+        return self._expiries.get(cluster)
+
+    def set_token_expiry(self, cluster: str, timestamp: float | None) -> None:
+        """``cluster``'s token in use expires at ``timestamp`` (None: it does not say)."""
+        if timestamp is None:
+            if self._expiries.pop(cluster, None) is not None:
+                self.token_expiry.remove(cluster)
+        else:
+            self.token_expiry.labels(cluster).set(timestamp)
+            self._expiries[cluster] = timestamp
         self.changed()
 
     def changed(self) -> None:
@@ -137,7 +154,6 @@ class ClusterObserver:
         self._requests = metrics.requests.labels(cluster)
         self._metrics = metrics
         self._cluster = cluster
-        self._has_expiry = False
 
     def request_sent(self) -> None:
         """One more HTTP request."""
@@ -151,14 +167,7 @@ class ClusterObserver:
 
     def token_expiry(self, timestamp: float | None) -> None:
         """The token in use expires at ``timestamp`` (None: it does not say)."""
-        if timestamp is None:
-            if self._has_expiry:
-                self._metrics.token_expiry.remove(self._cluster)
-            self._has_expiry = False
-        else:
-            self._metrics.token_expiry.labels(self._cluster).set(timestamp)
-            self._has_expiry = True
-        self._metrics.changed()
+        self._metrics.set_token_expiry(self._cluster, timestamp)
 
     def token_refresh(self, method: str, result: str) -> None:
         """One more renewal or login, by result."""

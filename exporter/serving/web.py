@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -11,11 +10,11 @@ from urllib.parse import parse_qs
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__
 from exporter.serving.basicauth import REALM, BasicAuth, Verdict
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.httpconn import Limits
 from exporter.serving.httpserver import WebServer
+from exporter.serving.status import TokenExpiry, status_answer
 from exporter.serving.store import StateStore
 
 __all__ = ["Limits", "WebServer", "make_app"]
@@ -23,37 +22,20 @@ __all__ = ["Limits", "WebServer", "make_app"]
 StartResponse = Callable[..., Any]
 
 
-def _index_page(store: StateStore) -> bytes:
-    rows = []
-    for name, state in store.states().items():
-        up = "starting" if state.up is None else ("up" if state.up else f"down ({state.last_error})")
-        last = (
-            time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(state.last_success))
-            if state.last_success is not None
-            else "never"
-        )
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(up)}</td><td>{html.escape(last)}</td></tr>")
-    page = (
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>sugon-exporter</title></head><body>'
-        f"<h1>sugon-exporter {html.escape(__version__)}</h1>"
-        '<p>Prometheus exporter for the Sugon HPC OpenAPI job list. <a href="metrics">Metrics</a></p>'
-        '<table border="1" cellpadding="4"><tr><th>cluster</th><th>state</th><th>last success</th></tr>'
-        + "".join(rows)
-        + "</table></body></html>"
-    )
-    return page.encode("utf-8")
-
-
 def make_app(
     registry: CollectorRegistry,
     store: StateStore,
     auth: BasicAuth | None = None,
     exposition: CachedExposition | None = None,
+    *,
+    token_expiry: TokenExpiry | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     """The exporter's WSGI application; with ``auth`` every path but /healthz needs credentials.
 
     With ``exposition``, /metrics is served from it (rendered once per change of the job data); a scrape
-    that filters by ``name[]`` is left to prometheus-client's own handler.
+    that filters by ``name[]`` is left to prometheus-client's own handler. / is the status page (see
+    exporter.serving.status), with each cluster's token expiry from ``token_expiry`` and ages by ``clock``.
     """
     metrics_app = make_wsgi_app(registry)
 
@@ -80,6 +62,12 @@ def make_app(
         )
         return [body]
 
+    def status_page(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body, ctype = status_answer(store.states(), environ.get("HTTP_ACCEPT"), clock(), token_expiry, "/metrics")
+        headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Vary", "Accept")]
+        start_response("200 OK", headers)
+        return [body]
+
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if auth is not None and path != "/healthz":
@@ -93,7 +81,7 @@ def make_app(
         if path == "/healthz":
             body, ctype, status = b"ok\n", "text/plain; charset=utf-8", "200 OK"
         elif path == "/":
-            body, ctype, status = _index_page(store), "text/html; charset=utf-8", "200 OK"
+            return status_page(environ, start_response)
         else:
             body, ctype, status = b"not found\n", "text/plain; charset=utf-8", "404 Not Found"
         start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])

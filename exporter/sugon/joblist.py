@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -32,6 +32,13 @@ class PageSink(Protocol):
 
     def add_page(self, rows: list[Row | None], scheduler_id: str) -> None:
         """Take one page's decoded rows (None: a row that is not an object) of ``scheduler_id``'s list."""
+
+
+class JobListRead(NamedTuple):
+    """What reading one scheduler's job list came to: the first page's ``data.total`` and the pages answered."""
+
+    total: int
+    pages: int
 
 
 def _size(value: Any) -> int | None:
@@ -171,10 +178,11 @@ class SugonClient:
         concurrency: int,
         sink: PageSink,
         max_jobs: int = MAX_JOBS,
-    ) -> int:
+    ) -> JobListRead:
         """Page through one scheduler's full job list, handing each page's rows to ``sink`` as it arrives.
 
-        Returns the first page's ``data.total``. Pages are stepped by the rows the server really returns
+        Returns the first page's ``data.total`` and the number of pages answered (empty ones past a list
+        that shrank included). Pages are stepped by the rows the server really returns
         (it may cap ``limit``); up to ``concurrency`` requests are in flight. Rows may repeat across pages
         (the list changes while we read it): deduplication is the caller's. Raises ApiError on any failure,
         after cancelling the requests still in flight, so that a caller never mistakes a part for the whole.
@@ -189,7 +197,7 @@ class SugonClient:
             # Publishing this would be a false "no jobs"; a real list does not empty between count and read.
             raise self._invalid(f"start=0 answered no rows although total is {total}")
         if step >= total:
-            return total
+            return JobListRead(total, 1)
         first_rows, first_ids = rows, _job_ids(rows)
         target = total  # where the list ends, as far as we know
         shrunk = False
@@ -197,7 +205,7 @@ class SugonClient:
         refills: list[int] = []
         # The list may grow while we page, and is read to its new end; but never past twice max_jobs rows.
         most_pages = math.ceil(2 * max_jobs / step)
-        sent = 1
+        sent = answered = 1
         pending: dict[asyncio.Task[Page], int] = {}
         try:
             while True:
@@ -221,6 +229,7 @@ class SugonClient:
                 for task in done:
                     offset = pending.pop(task)
                     page_total, page_rows = task.result()
+                    answered += 1
                     self._within(page_total, max_jobs, offset)
                     if not page_rows:
                         shrunk, target = True, min(target, offset)
@@ -241,7 +250,7 @@ class SugonClient:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        return total
+        return JobListRead(total, answered)
 
     def _within(self, total: int, max_jobs: int, offset: int) -> None:
         """Refuse a ``data.total`` above max_jobs: a bigger list is not one this exporter should hold."""

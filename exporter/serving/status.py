@@ -1,0 +1,257 @@
+"""The / page: per cluster its state, last poll, jobs by status, last error, token expiry and next poll.
+
+``status_data`` is the page as plain data (what ``Accept: application/json`` gets); ``status_html`` renders
+that same data as one server-rendered page, every value escaped, no script and nothing fetched from elsewhere.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from exporter import __version__
+from exporter.model import ClusterSnapshot, ClusterState
+
+TokenExpiry = Callable[[str], float | None]  # cluster → when its token expires (Unix seconds), None: unknown
+STATUS_COLUMNS = ("running", "queued", "held")  # every other status counts as "other"
+JOB_KEYS = (*STATUS_COLUMNS, "other", "total")
+HTML_TYPE = "text/html; charset=utf-8"
+JSON_TYPE = "application/json"
+
+
+def cluster_state(state: ClusterState, now: float) -> str:
+    """starting (no poll has ended), stale (the last good job data is past max_staleness: /metrics leaves it
+    out), up (the last poll succeeded) or down (it failed; the last good job data is served until it is stale)."""
+    if state.up is None:
+        return "starting"
+    if state.snapshot is not None and now >= state.snapshot.expires_at:
+        return "stale"
+    return "up" if state.up else "down"
+
+
+def _jobs(by_status: Mapping[str, int]) -> dict[str, int]:
+    out = {key: by_status.get(key, 0) for key in STATUS_COLUMNS}
+    total = sum(by_status.values())
+    return {**out, "other": total - sum(out.values()), "total": total}
+
+
+def job_counts(snap: ClusterSnapshot) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Jobs by status (running, queued, held, other, total) of the whole cluster and of each queue, by name."""
+    cluster: dict[str, int] = {}
+    queues: dict[str, dict[str, int]] = {}
+    for (queue, status), (jobs, _) in snap.by_queue.items():
+        cluster[status] = cluster.get(status, 0) + jobs
+        of_queue = queues.setdefault(queue, {})
+        of_queue[status] = of_queue.get(status, 0) + jobs
+    return _jobs(cluster), [{"queue": q, **_jobs(queues[q])} for q in sorted(queues)]
+
+
+def _age(now: float, then: float | None) -> float | None:
+    """Seconds from ``then`` to ``now`` (negative: ``then`` is ahead), rounded to milliseconds."""
+    return None if then is None else round(now - then, 3)
+
+
+def _cluster(state: ClusterState, now: float, token_expiry: TokenExpiry | None) -> dict[str, Any]:
+    snap = state.snapshot
+    jobs, queues = job_counts(snap) if snap is not None else (None, [])
+    failure = state.last_failure
+    expiry = token_expiry(state.name) if token_expiry is not None else None
+    return {
+        "name": state.name,
+        "state": cluster_state(state, now),
+        "job_data_expires_at": snap.expires_at if snap is not None else None,
+        "last_success": state.last_success,
+        "last_success_age": _age(now, state.last_success),
+        "last_poll_duration": state.poll_duration,
+        "last_poll_pages": state.pages,
+        "jobs": jobs,
+        "queues": queues,
+        "last_error": None
+        if failure is None
+        else {"reason": failure.reason, "message": failure.message, "at": failure.at, "age": _age(now, failure.at)},
+        "token_expiry": expiry,
+        "token_expires_in": _age(expiry, now) if expiry is not None else None,
+        "next_poll_at": state.next_poll_at,
+        "next_poll_in": _age(state.next_poll_at, now) if state.next_poll_at is not None else None,
+    }
+
+
+def status_data(
+    states: Mapping[str, ClusterState],
+    now: float,
+    token_expiry: TokenExpiry | None = None,
+    metrics_path: str = "/metrics",
+) -> dict[str, Any]:
+    """The status of every cluster at ``now`` as plain data (JSON types only): times in Unix seconds, ages and
+    waits in seconds. The keys are listed in the README (Running it for real)."""
+    return {
+        "version": __version__,
+        "now": now,
+        "metrics_path": metrics_path,
+        "clusters": [_cluster(state, now, token_expiry) for state in states.values()],
+    }
+
+
+def _span(seconds: float) -> str:
+    """A duration for people: 45s, 3m 20s, 2h 5m, 4d 1h."""
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def _stamp(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def _when(at: float | None, offset: float | None, never: str = "never") -> str:
+    """A time in UTC with how long ago (``offset`` >= 0) or from now it is."""
+    if at is None or offset is None:
+        return never
+    return f"{_stamp(at)} ({_span(offset)} ago)" if offset >= 0 else f"{_stamp(at)} (in {_span(offset)})"
+
+
+def _cell(text: object, cls: str = "") -> str:
+    attr = f' class="{html.escape(cls)}"' if cls else ""
+    return f"<td{attr}>{html.escape(str(text))}</td>"
+
+
+def _state_cell(c: dict[str, Any]) -> str:
+    state, until, error = c["state"], c["job_data_expires_at"], c["last_error"]
+    shown = f"down ({error['reason']})" if state == "down" and error is not None else state
+    note = ""
+    if state == "down" and until is not None:
+        note = "job data of the last success served until " + _stamp(until)
+    elif state == "stale":
+        note = "job data older than max_staleness: not served"
+    small = f"<br><small>{html.escape(note)}</small>" if note else ""
+    return f'<td class="{html.escape(state)}">{html.escape(shown)}{small}</td>'
+
+
+def _row(c: dict[str, Any]) -> str:
+    duration, pages = c["last_poll_duration"], c["last_poll_pages"]
+    poll = "none" if duration is None else f"{duration:.2f}s" + ("" if pages is None else f", {pages} pages")
+    jobs = c["jobs"] or {}
+    error = c["last_error"]
+    error_text = (
+        "none" if error is None else f"{error['reason']}: {error['message']} ({_when(error['at'], error['age'])})"
+    )
+    expires_in = c["token_expires_in"]
+    token = _when(c["token_expiry"], None if expires_in is None else -expires_in, "not known")
+    if expires_in is not None and expires_in <= 0:
+        token = "expired " + token
+    next_in = c["next_poll_in"]
+    next_poll = _when(c["next_poll_at"], None if next_in is None else -next_in, "not scheduled")
+    return (
+        "<tr>"
+        + _cell(c["name"])
+        + _state_cell(c)
+        + _cell(_when(c["last_success"], c["last_success_age"]))
+        + _cell(poll)
+        + "".join(_cell(jobs.get(key, "-"), "n") for key in JOB_KEYS)
+        + _cell(error_text)
+        + _cell(token)
+        + _cell(next_poll)
+        + "</tr>"
+    )
+
+
+def _queues(c: dict[str, Any]) -> str:
+    if not c["queues"]:
+        return ""
+    head = "".join(f"<th>{key}</th>" for key in ("queue", *JOB_KEYS))
+    rows = "".join(
+        "<tr>" + _cell(q["queue"]) + "".join(_cell(q[key], "n") for key in JOB_KEYS) + "</tr>" for q in c["queues"]
+    )
+    return f"<h2>{html.escape(c['name'])}: jobs by queue</h2><table><tr>{head}</tr>{rows}</table>"
+
+
+_STYLE = (
+    "body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse;margin-bottom:1em}"
+    "th,td{border:1px solid #bbb;padding:.25em .5em;text-align:left;vertical-align:top}td.n{text-align:right}"
+    ".up{color:#070}.down{color:#b00}.stale{color:#a50}.starting{color:#555}"
+)
+_HEAD = (
+    "cluster",
+    "state",
+    "last success",
+    "last poll",
+    *JOB_KEYS,
+    "last error",
+    "token expires",
+    "next poll",
+)
+
+
+def status_html(data: dict[str, Any]) -> bytes:
+    """The page of ``status_data``'s data: every value escaped; links are relative, for a proxy's path prefix."""
+    metrics = "./" + data["metrics_path"].lstrip("/")
+    clusters = data["clusters"]
+    page = (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>sugon-exporter</title>'
+        f"<style>{_STYLE}</style></head><body>"
+        f"<h1>sugon-exporter {html.escape(data['version'])}</h1>"
+        "<p>Prometheus exporter for the Sugon HPC OpenAPI job list. "
+        f'<a href="{html.escape(metrics)}">Metrics</a> · the same as JSON: <code>Accept: application/json</code>. '
+        f"Shown at {html.escape(_when(data['now'], 0))}.</p>"
+        "<table><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in _HEAD)
+        + "</tr>"
+        + "".join(_row(c) for c in clusters)
+        + "</table>"
+        + "".join(_queues(c) for c in clusters)
+        + "</body></html>"
+    )
+    return page.encode("utf-8")
+
+
+def _quality(accept: str, offer: str) -> float:
+    """The q-value ``accept`` gives ``offer``: that of the most specific media range matching it, 0 if none."""
+    kind = offer.split("/")[0]
+    best, specificity = 0.0, -1
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        media = media.lower()
+        rank = {offer: 2, f"{kind}/*": 1, "*/*": 0}.get(media)
+        if rank is None or rank < specificity:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = min(max(float(value.strip()), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0  # a q-value that is none: the range is not counted
+        if rank > specificity or q > best:
+            best, specificity = q, rank
+    return best
+
+
+def wants_json(accept: str | None) -> bool:
+    """Whether an Accept header prefers application/json to text/html (a tie, or no header, is HTML)."""
+    if not accept:
+        return False
+    json_q = _quality(accept, JSON_TYPE)
+    return json_q > 0 and json_q > _quality(accept, "text/html")
+
+
+def status_answer(
+    states: Mapping[str, ClusterState],
+    accept: str | None,
+    now: float,
+    token_expiry: TokenExpiry | None = None,
+    metrics_path: str = "/metrics",
+) -> tuple[bytes, str]:
+    """(body, content type) of / for a request's Accept header: JSON when preferred, else HTML."""
+    data = status_data(states, now, token_expiry, metrics_path)
+    if wants_json(accept):
+        return json.dumps(data, ensure_ascii=False).encode("utf-8"), JSON_TYPE
+    return status_html(data), HTML_TYPE

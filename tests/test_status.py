@@ -1,0 +1,470 @@
+"""The / status page: what it shows per cluster, HTML and JSON alike, escaped, with secrets masked."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from html.parser import HTMLParser
+from typing import Any
+
+import bcrypt
+import httpx
+import pytest
+import respx
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import build_config
+from exporter.model import ClusterSnapshot, ClusterState, PollFailure
+from exporter.poller import ClusterPoller
+from exporter.service import Exporter
+from exporter.serving.basicauth import BasicAuth
+from exporter.serving.selfmetrics import PollMetrics
+from exporter.serving.status import status_data, wants_json
+from exporter.serving.store import StateStore
+from exporter.serving.web import WebServer, make_app
+from exporter.simulator import Scheduler, Simulator
+from exporter.sugon.conversation import Conversation
+from exporter.sugon.joblist import SugonClient
+from exporter.sugon.tokens import StaticToken
+from exporter.values import without_secrets
+from tests.helpers import SCHEDULER, PagedList, envelope, row
+
+NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+SCRIPT = "<script>alert(1)</script>"
+BASE = "https://hpc.example.com:65106"
+JOBS = BASE + "/hpc/openapi/v2/jobs"
+
+
+def snapshot(taken_at: float, expires_at: float) -> ClusterSnapshot:
+    """Running 3+5, queued 2, held 1, and 4 suspended + 1 completed + 0 exiting as other: 16 jobs."""
+    by_queue = {
+        ("debug", "running"): (3, 12),
+        ("debug", "queued"): (2, 4),
+        ("debug", "suspended"): (4, 8),
+        ("debug", "exiting"): (0, 0),
+        (SCRIPT, "held"): (1, 1),
+        (SCRIPT, "completed"): (1, 2),
+        ("batch", "running"): (5, 10),
+    }
+    return ClusterSnapshot("x", taken_at, expires_at, 16, 16, by_queue)
+
+
+def states() -> dict[str, ClusterState]:
+    failure = PollFailure("timeout", "no answer within 30s <img src=x onerror=alert(1)>", NOW - 20)
+    return {
+        "up": ClusterState(
+            "up", True, NOW - 75, 1.5, None, snapshot(NOW - 75, NOW + 225), pages=4, next_poll_at=NOW + 45
+        ),
+        "down": ClusterState(
+            "down",
+            False,
+            NOW - 200,
+            30.0,
+            "timeout",
+            snapshot(NOW - 200, NOW + 100),
+            last_failure=failure,
+            next_poll_at=NOW + 30,
+        ),
+        "starting": ClusterState("starting"),
+        "stale": ClusterState(
+            "stale", False, NOW - 4000, 2.0, "auth", snapshot(NOW - 4000, NOW - 3700), last_failure=failure
+        ),
+    }
+
+
+def by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in data["clusters"]}
+
+
+def test_each_cluster_shows_its_state_ages_poll_and_jobs_by_status_at_the_clock_given() -> None:
+    expiry = {"up": NOW + 7200.0, "down": NOW - 60.0}
+    data = by_name(status_data(states(), NOW, expiry.get))
+    up, down, starting, stale = data["up"], data["down"], data["starting"], data["stale"]
+    assert [c["state"] for c in (up, down, starting, stale)] == ["up", "down", "starting", "stale"]
+    assert up["last_success"] == NOW - 75 and up["last_success_age"] == 75
+    assert up["last_poll_duration"] == 1.5 and up["last_poll_pages"] == 4
+    assert up["jobs"] == {"running": 8, "queued": 2, "held": 1, "other": 5, "total": 16}
+    assert up["queues"] == [
+        {"queue": SCRIPT, "running": 0, "queued": 0, "held": 1, "other": 1, "total": 2},
+        {"queue": "batch", "running": 5, "queued": 0, "held": 0, "other": 0, "total": 5},
+        {"queue": "debug", "running": 3, "queued": 2, "held": 0, "other": 4, "total": 9},
+    ]
+    assert up["next_poll_at"] == NOW + 45 and up["next_poll_in"] == 45
+    assert up["token_expiry"] == NOW + 7200 and up["token_expires_in"] == 7200
+    assert up["last_error"] is None and up["job_data_expires_at"] == NOW + 225
+    # Down: the last good data is still served (until NOW + 100), and the error is there with its age.
+    assert down["last_success_age"] == 200 and down["job_data_expires_at"] == NOW + 100
+    assert down["last_error"] == {
+        "reason": "timeout",
+        "message": "no answer within 30s <img src=x onerror=alert(1)>",
+        "at": NOW - 20,
+        "age": 20,
+    }
+    assert down["token_expires_in"] == -60 and down["last_poll_pages"] is None
+    assert starting == {
+        "name": "starting",
+        "state": "starting",
+        "job_data_expires_at": None,
+        "last_success": None,
+        "last_success_age": None,
+        "last_poll_duration": None,
+        "last_poll_pages": None,
+        "jobs": None,
+        "queues": [],
+        "last_error": None,
+        "token_expiry": None,
+        "token_expires_in": None,
+        "next_poll_at": None,
+        "next_poll_in": None,
+    }
+    assert stale["last_success_age"] == 4000 and stale["jobs"] is not None and stale["next_poll_at"] is None
+
+
+def test_a_cluster_that_succeeds_past_its_staleness_is_stale_too() -> None:
+    """A poll still running when the data expires: /metrics leaves the job data out, so the page says stale."""
+    state = ClusterState("slow", True, NOW - 301, 1.0, None, snapshot(NOW - 301, NOW - 1))
+    assert status_data({"slow": state}, NOW)["clusters"][0]["state"] == "stale"
+
+
+class Cells(HTMLParser):
+    """Every table row of a page as its cells' text; and every tag seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.tags: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+StartResponse = Callable[[str, list[tuple[str, str]]], None]
+
+
+def get(app: Callable[[dict[str, Any], Any], Iterable[bytes]], **headers: str) -> tuple[str, dict[str, str], bytes]:
+    """GET / from a WSGI app: (status, headers, body)."""
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, head: list[tuple[str, str]]) -> None:
+        answer.update(status=status, headers={k.lower(): v for k, v in head})
+
+    environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET", **{"HTTP_" + k.upper(): v for k, v in headers.items()}}
+    body = b"".join(app(environ, start_response))
+    return answer["status"], answer["headers"], body
+
+
+def app_of(cluster_states: Mapping[str, ClusterState], **options: Any) -> Any:
+    store = StateStore(list(cluster_states))
+    for state in cluster_states.values():
+        store.publish(state)
+    return make_app(CollectorRegistry(), store, clock=lambda: NOW, **options)
+
+
+def test_the_html_shows_what_the_json_says_in_words_a_person_reads() -> None:
+    app = app_of(states(), token_expiry={"up": NOW + 7200.0, "down": NOW - 60.0}.get)
+    _, _, raw = get(app, accept="application/json")
+    data = by_name(json.loads(raw))
+    status, headers, page = get(app)
+    assert status == "200 OK" and headers["content-type"] == "text/html; charset=utf-8"
+    cells = Cells()
+    cells.feed(page.decode())
+    header, *rows = cells.rows[:5]
+    assert header[:4] == ["cluster", "state", "last success", "last poll"]
+    shown = {r[0]: dict(zip(header, r)) for r in rows}
+    assert set(shown) == set(data)
+    for name, c in data.items():
+        for key in ("running", "queued", "held", "other", "total"):
+            assert shown[name][key] == (str(c["jobs"][key]) if c["jobs"] else "-")
+    # The words, worked out by hand from NOW (22:13:20 UTC).
+    assert shown["up"]["state"] == "up"
+    assert shown["up"]["last success"] == "2023-11-14 22:12:05 UTC (1m 15s ago)"
+    assert shown["up"]["last poll"] == "1.50s, 4 pages"
+    assert shown["up"]["token expires"] == "2023-11-15 00:13:20 UTC (in 2h 0m)"
+    assert shown["up"]["next poll"] == "2023-11-14 22:14:05 UTC (in 45s)"
+    assert shown["up"]["last error"] == "none"
+    assert shown["down"]["state"] == "down (timeout)job data of the last success served until 2023-11-14 22:15:00 UTC"
+    assert shown["down"]["last error"] == (
+        "timeout: no answer within 30s <img src=x onerror=alert(1)> (2023-11-14 22:13:00 UTC (20s ago))"
+    )
+    assert shown["down"]["token expires"] == "expired 2023-11-14 22:12:20 UTC (1m 0s ago)"
+    assert shown["down"]["last poll"] == "30.00s"
+    assert shown["starting"]["last success"] == "never" and shown["starting"]["next poll"] == "not scheduled"
+    assert shown["starting"]["token expires"] == "not known" and shown["starting"]["last poll"] == "none"
+    assert shown["stale"]["state"] == "stalejob data older than max_staleness: not served"
+    assert shown["stale"]["last success"] == "2023-11-14 21:06:40 UTC (1h 6m ago)"
+    # Jobs by queue: one table per cluster with job data, in the JSON's order.
+    queue_rows = [r for r in cells.rows[5:] if r[0] != "queue"]
+    assert queue_rows[:3] == [
+        [q["queue"], *(str(q[k]) for k in ("running", "queued", "held", "other", "total"))]
+        for q in data["up"]["queues"]
+    ]
+
+
+def test_a_queue_name_and_an_error_with_html_in_them_show_as_text() -> None:
+    _, _, page = get(app_of(states()))
+    text = page.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "<script" not in text and "<img" not in text
+    cells = Cells()
+    cells.feed(text)
+    assert "script" not in cells.tags and "img" not in cells.tags
+    assert any(SCRIPT in row for row in cells.rows)  # read back as the text it is
+
+
+def test_cluster_names_are_escaped_and_the_metrics_link_is_relative() -> None:
+    _, _, page = get(app_of({'"><b>x': ClusterState('"><b>x')}))
+    assert b"&quot;&gt;&lt;b&gt;x" in page and b"<b>" not in page
+    assert b'href="./metrics"' in page
+
+
+@pytest.mark.parametrize(
+    ("accept", "json_wanted"),
+    [
+        (None, False),
+        ("", False),
+        ("*/*", False),
+        ("text/html", False),
+        ("application/json", True),
+        ("Application/JSON", True),
+        ("application/*", True),
+        ("application/json, text/html;q=0.9", True),
+        ("text/html, application/json;q=0.9", False),
+        ("text/html;q=0.1, application/json;q=0.2", True),
+        ("application/json;q=0, */*", False),
+        ("text/*, application/json;q=0.5", False),
+        ("text/html;q=0.5, */*", True),  # */* gives JSON 1, text/html its own 0.5
+        ("text/html;q=0.1, */*;q=0.5, application/json;q=0.3", True),  # the most specific range counts
+        ("application/json;q=x", False),
+        ("text/html, application/json", False),  # a tie is HTML
+    ],
+)
+def test_json_is_answered_when_the_accept_header_prefers_it(accept: str | None, json_wanted: bool) -> None:
+    assert wants_json(accept) is json_wanted
+
+
+def test_json_comes_as_application_json_and_varies_by_accept() -> None:
+    app = app_of(states())
+    _, headers, body = get(app, accept="application/json")
+    assert headers["content-type"] == "application/json" and headers["vary"] == "Accept"
+    data = json.loads(body)
+    assert data["now"] == NOW and data["metrics_path"] == "/metrics"
+    assert [c["name"] for c in data["clusters"]] == ["up", "down", "starting", "stale"]
+    assert get(app)[1]["vary"] == "Accept"
+
+
+def test_basic_auth_still_guards_the_status_page() -> None:
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))
+    app = app_of(states(), auth=BasicAuth({"prom": hashed}))
+    assert get(app)[0].startswith("401")
+    assert get(app, accept="application/json")[0].startswith("401")
+    good = "Basic " + base64.b64encode(b"prom:pw").decode()
+    status, _, body = get(app, authorization=good, accept="application/json")
+    assert status == "200 OK" and json.loads(body)["clusters"][0]["name"] == "up"
+
+
+# ---- masking secrets in the error message ---------------------------------------------------------------
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VyIjoiYWxpY2UifQ.c2lnbmF0dXJlLXZhbHVl"
+
+
+@pytest.mark.parametrize(
+    ("message", "secret", "masked"),
+    [
+        ("cannot reach https://alice:hunter2@gw.example:8443/hpc", "hunter2", "https://***@gw.example:8443/hpc"),
+        ("via http://a%40b:p@ss@gw/x", "a%40b", "http://***@gw/x"),
+        ("API code 10008: token " + JWT + " expired", "eyJhbGciOiJIUzI1NiJ9", "token *** expired"),
+        ("sent Authorization: Basic YWxpY2U6aHVudGVyMg== back", "YWxpY2U6aHVudGVyMg", "Authorization: Basic ***"),
+        ("header authorization=Bearer abc.def.ghi", "abc.def", "authorization=Bearer ***"),
+        ('API code 1: {"token": "s3cr3t-value", "x": 1}', "s3cr3t-value", '{"token": "***", "x": 1}'),
+        ("API code 1: accessToken=opaque42&page=2", "opaque42", "accessToken=***&page=2"),
+        ("password: hunter2 is wrong", "hunter2", "password: *** is wrong"),
+        ("API code 1: token：中文密钥", "中文密钥", "token：***"),
+        ("a Bearer dGhlIHRva2Vu said no", "dGhlIHRva2Vu", "a Bearer *** said no"),
+        ("token 0123456789abcdef0123456789abcdef refused", "0123456789abcdef", "token *** refused"),
+    ],
+)
+def test_secrets_in_a_message_are_masked(message: str, secret: str, masked: str) -> None:
+    shown = without_secrets(message)
+    assert secret not in shown and masked in shown
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "HTTP 401 from a gateway that asks for Basic credentials: give them in the URL",
+        "token_file /etc/sugon/token: No such file or directory",
+        "password_file /run/secrets/pw: file is empty",
+        "login failed (API code 10003: wrong password); next attempt in 60s",
+        "start=100 answered total 5000001, above max_jobs (5000000); raise max_jobs",
+        "HTTP 302 redirect to https://new.example/hpc: redirects are not followed",
+    ],
+)
+def test_messages_without_secrets_are_kept_as_they_are(message: str) -> None:
+    assert without_secrets(message) == message
+
+
+def test_a_long_message_is_cut_after_masking() -> None:
+    shown = without_secrets("x " * 400 + JWT, limit=100)
+    assert len(shown) == 100 and shown.endswith("...")
+
+
+class Rig:
+    """A poller over respx with a hand clock, a hand monotonic clock and a sleep that stops it."""
+
+    def __init__(self, page_size: int = 100) -> None:
+        self.now, self.mono = [NOW], [0.0]
+        self.metrics = PollMetrics(CollectorRegistry())
+        self.publishes = 0
+        self.store = StateStore(["kunshan"], before_publish=self._published)
+        self.http = httpx.AsyncClient()
+        conversation = Conversation(self.http, 5.0, self.metrics.observer("kunshan"), retry_backoff=0)
+        self.poller = ClusterPoller(
+            "kunshan",
+            SugonClient(BASE, StaticToken("tok"), conversation),
+            self.store,
+            self.metrics,
+            scheduler_ids=(SCHEDULER,),
+            interval=60,
+            page_size=page_size,
+            concurrency=2,
+            max_staleness=300,
+            per_user=False,
+            clock=lambda: self.now[0],
+            monotonic=lambda: self.mono[0],
+            sleep=self._sleep,
+        )
+        self.sleeps: list[float] = []
+
+    def _published(self, name: str, cluster_states: Mapping[str, ClusterState]) -> None:
+        self.publishes += 1
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now[0] += seconds
+        self.mono[0] += seconds
+        if len(self.sleeps) == 2:
+            raise asyncio.CancelledError
+
+    def page(self, accept: str | None = None) -> str:
+        app = make_app(
+            CollectorRegistry(), self.store, clock=lambda: self.now[0], token_expiry=self.metrics.token_expires_at
+        )
+        return get(app, **({"accept": accept} if accept else {}))[2].decode()
+
+
+@respx.mock
+def test_a_poll_publishes_its_page_count_and_the_run_loop_the_next_poll_without_a_publish_of_its_own() -> None:
+    server = PagedList([row(i, "statR" if i % 2 else "statH", SCRIPT) for i in range(7)], cap=3)
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        rig.mono[0] += 4.0  # each page takes 4 s of the poll: 12 s for three pages
+        rig.now[0] += 4.0
+        return await server(request)
+
+    respx.get(JOBS).mock(side_effect=slow)
+    rig = Rig(page_size=3)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(rig.poller.run())
+    assert rig.sleeps == [48.0, 48.0] and rig.publishes == 2  # one publish per poll, next_poll_at in it
+    data = json.loads(rig.page("application/json"))["clusters"][0]
+    # Second poll: started at NOW + 60, its pages took 12 s, the next one is due at NOW + 120.
+    assert data["last_poll_pages"] == 3 and data["next_poll_at"] == NOW + 120
+    assert data["jobs"] == {"running": 3, "queued": 0, "held": 4, "other": 0, "total": 7}
+    assert data["state"] == "up" and data["last_success_age"] == 48
+
+
+@respx.mock
+def test_a_failed_polls_message_reaches_the_page_without_its_secrets() -> None:
+    msg = f"token {JWT} of https://alice:hunter2@gw.example/ rejected; Authorization: Basic YWxpY2U6aHVudGVy"
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope(None, code="10010", msg=msg)))
+    rig = Rig()
+    assert not asyncio.run(rig.poller.poll_once())
+    html_page, json_page = rig.page(), rig.page("application/json")
+    for shown in (html_page, json_page):
+        for secret in (JWT.split(".")[0], "alice", "hunter2", "YWxpY2U6aHVudGVy"):
+            assert secret not in shown
+    error = json.loads(json_page)["clusters"][0]["last_error"]
+    assert error["reason"] == "api_code" and error["at"] == NOW
+    assert error["message"] == (
+        "API code 10010: token *** of https://***@gw.example/ rejected; Authorization: Basic ***"
+    )
+
+
+def test_the_page_reads_the_token_expiry_the_observer_was_told() -> None:
+    metrics = PollMetrics(CollectorRegistry())
+    observer = metrics.observer("kunshan")
+    assert metrics.token_expires_at("kunshan") is None
+    observer.token_expiry(NOW + 600)
+    assert metrics.token_expires_at("kunshan") == NOW + 600
+    state = {"kunshan": ClusterState("kunshan")}
+    assert status_data(state, NOW, metrics.token_expires_at)["clusters"][0]["token_expires_in"] == 600
+    observer.token_expiry(None)
+    assert metrics.token_expires_at("kunshan") is None
+    observer.token_expiry(NOW + 600)
+    metrics.forget("kunshan")
+    assert metrics.token_expires_at("kunshan") is None
+
+
+# ---- end to end: the simulator over real HTTP --------------------------------------------------------
+
+
+def test_the_page_shows_a_real_polls_page_count_and_the_job_counts_metrics_has() -> None:
+    sim = Simulator(
+        token="int-token", schedulers=[Scheduler("11", "A"), Scheduler("12", "B")], jobs=500, max_page=40, seed=7
+    )
+    sim.serve()
+    config = build_config(
+        {"page_size": 100, "concurrency": 3, "clusters": [{"name": "sim", "api_url": sim.url, "token": "int-token"}]},
+        environ={},
+    )
+    exporter = Exporter(config, retry_backoff=0)
+    app = make_app(exporter.registry, exporter.store, None, exporter.exposition)
+    server = WebServer(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        assert asyncio.run(exporter.poll_all_once())
+        url = f"http://127.0.0.1:{server.port}"
+        data = httpx.get(url + "/", headers={"Accept": "application/json"}).json()["clusters"][0]
+        page = httpx.get(url + "/").text
+        metrics = httpx.get(url + "/metrics").text
+    finally:
+        server.stop()
+        sim.stop()
+    # Pages of at most 40 rows (the simulator's cap), per scheduler; and every request but the scheduler
+    # discovery was a page.
+    sizes = [len(sim.rows(s)) for s in ("11", "12")]
+    assert data["last_poll_pages"] == sum(-(-n // 40) or 1 for n in sizes) == sim.requests - 1
+    assert f", {data['last_poll_pages']} pages" in page
+    by_status: Counter[str] = Counter()
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "sugon_jobs" and sample.labels["hpc_cluster"] == "sim":
+                by_status[sample.labels["status"]] += int(sample.value)
+    others = sum(n for status, n in by_status.items() if status not in ("running", "queued", "held"))
+    assert data["jobs"] == {
+        "running": by_status["running"],
+        "queued": by_status["queued"],
+        "held": by_status["held"],
+        "other": others,
+        "total": sum(sizes),
+    }
+    assert data["state"] == "up" and data["jobs"]["running"] > 0 and data["jobs"]["queued"] > 0
