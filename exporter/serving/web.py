@@ -49,11 +49,13 @@ def make_app(
     store: StateStore,
     auth: BasicAuth | None = None,
     exposition: CachedExposition | None = None,
+    telemetry_path: str = "/metrics",
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     """The exporter's WSGI application; with ``auth`` every path but /healthz needs credentials.
 
-    With ``exposition``, /metrics is served from it (rendered once per change of the job data); a scrape
-    that filters by ``name[]`` is left to prometheus-client's own handler.
+    The metrics are served on ``telemetry_path`` (``--web.telemetry-path``), from ``exposition`` when given
+    (rendered once per change of the job data); a scrape that filters by ``name[]`` is left to
+    prometheus-client's own handler.
     """
     metrics_app = make_wsgi_app(registry)
 
@@ -86,7 +88,7 @@ def make_app(
             verdict = auth.check(environ.get("HTTP_AUTHORIZATION"))
             if verdict is not Verdict.ALLOW:
                 return refuse(verdict, start_response)
-        if path == "/metrics":
+        if path == telemetry_path:
             if exposition is not None and "name[]" not in parse_qs(environ.get("QUERY_STRING", "")):
                 return cached_metrics(environ, start_response)
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
