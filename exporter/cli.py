@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 import threading
@@ -17,12 +18,15 @@ from prometheus_client import generate_latest
 from exporter import __version__
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
 from exporter.config.web import WebConfig, load_web_config
+from exporter.logs import FORMATS, LEVELS, formatter
 from exporter.service import Exporter, shorten_switch_interval
 from exporter.serving.basicauth import BasicAuth
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, SimPlatform, Simulator
 
 log = logging.getLogger("exporter")
+
+_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*")  # RFC 3986 path characters, bar %-escapes
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +47,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="TLS and basic auth for the HTTP server, in the exporter-toolkit format (overrides web_config_file)",
     )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], type=str.lower)
+    p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        metavar="PATH",
+        default="/metrics",
+        type=_telemetry_path,
+        help="the path the metrics are served on (default: /metrics)",
+    )
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=list(LEVELS),
+        type=str.lower,
+        help="only log lines of this level and above (default: info)",
+    )
+    # The spelling before --log.level, kept for one release; it also takes "warning".
+    p.add_argument(
+        "--log-level", dest="log_level", choices=[*LEVELS, "warning"], type=str.lower, help=argparse.SUPPRESS
+    )
+    p.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=FORMATS,
+        help="logfmt (default) or json, one object per line",
+    )
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit 0 (valid) or 1")
     p.add_argument(
         "--once", action="store_true", help="poll every cluster once, print the exposition, exit 1 if any failed"
@@ -53,12 +83,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _telemetry_path(value: str) -> str:
+    """--web.telemetry-path: an absolute path that no other page of the exporter uses."""
+    if not _PATH.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            f"expected a URL path like /metrics (starting with /, no query, spaces or %-escapes), got {value!r}"
+        )
+    if value in ("/", "/healthz"):
+        raise argparse.ArgumentTypeError(f"{value} is the exporter's own page; choose another path like /metrics")
+    return value
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(fmt))
+    logging.basicConfig(level=LEVELS["warn" if level == "warning" else level], handlers=[handler])
     if level != "debug":
         # httpx logs every request at INFO; that is debug detail for an exporter.
         logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -117,10 +156,15 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
     return build_config(data, environ={}), [east, west]
 
 
-def _web_app(exporter: Exporter, web: WebConfig) -> Callable[..., Iterable[bytes]]:
+def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Callable[..., Iterable[bytes]]:
     auth = BasicAuth(web.users) if web.users else None
     return make_app(
-        exporter.registry, exporter.store, auth, exporter.exposition, token_expiry=exporter.metrics.token_expires_at
+        exporter.registry,
+        exporter.store,
+        auth,
+        exporter.exposition,
+        telemetry_path,
+        token_expiry=exporter.metrics.token_expires_at,
     )
 
 
@@ -156,11 +200,17 @@ class _Daemon:
             config, web = _load(self.args)
         except ConfigError as exc:
             for line in exc.errors:
-                log.error("reload failed, the running configuration stays: config error: %s", line)
+                log.error(
+                    "reload failed, the running configuration stays: config error: %s", line, extra={"error": line}
+                )
             self.exporter.metrics.reload_result(False, time.time())
             return
         if (self.args.listen_address or config.listen_address) != self.listen:
-            log.warning("listen_address changed: it takes effect at the next start; still serving %s", self.listen)
+            log.warning(
+                "listen_address changed: it takes effect at the next start; still serving %s",
+                self.listen,
+                extra={"listen_address": self.listen},
+            )
         try:
             if self.exporter.can_reload(config):
                 summary = self.exporter.reload(config)
@@ -174,7 +224,7 @@ class _Daemon:
             self.exporter.metrics.reload_result(False, time.time())
             return
         assert self.server is not None
-        self.server.reconfigure(_web_app(self.exporter, web), web.tls)
+        self.server.reconfigure(_web_app(self.exporter, web, self.args.telemetry_path), web.tls)
         self.config, self.web = config, web
         self.exporter.metrics.reload_result(True, time.time())
         log.info("configuration reloaded (%s)", summary)
@@ -182,9 +232,14 @@ class _Daemon:
     def serve(self) -> int:
         host, port = parse_listen_address(self.listen)
         try:
-            self.server = WebServer(_web_app(self.exporter, self.web), host, port, self.web.tls)
+            self.server = WebServer(
+                _web_app(self.exporter, self.web, self.args.telemetry_path), host, port, self.web.tls
+            )
         except OSError as exc:
-            log.error("cannot listen on %s: %s", self.listen, exc.strerror or exc)
+            reason = exc.strerror or str(exc)
+            log.error(
+                "cannot listen on %s: %s", self.listen, reason, extra={"listen_address": self.listen, "reason": reason}
+            )
             return 1
         stop, reload = threading.Event(), threading.Event()
 
@@ -192,7 +247,8 @@ class _Daemon:
             if signum == signal.SIGHUP:
                 reload.set()
                 return
-            log.info("received %s, stopping", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            log.info("received %s, stopping", name, extra={"signal": name})
             stop.set()
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -203,7 +259,15 @@ class _Daemon:
         names = ", ".join(c.name for c in self.config.clusters)
         scheme = "https" if self.web.tls else "http"
         guarded = " (basic auth)" if self.web.users else ""
-        log.info("sugon-exporter %s serving %s://%s/metrics%s for %s", __version__, scheme, self.listen, guarded, names)
+        url = f"{scheme}://{self.listen}{self.args.telemetry_path}"
+        log.info(
+            "sugon-exporter %s serving %s%s for %s",
+            __version__,
+            url,
+            guarded,
+            names,
+            extra={"version": __version__, "url": url, "clusters": names},
+        )
         while not stop.wait(0.2):
             if reload.is_set():
                 reload.clear()
@@ -216,7 +280,7 @@ class _Daemon:
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter; returns the process exit code."""
     args = _parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     sims: list[Simulator] = []
     try:
         return _run(args, sims)

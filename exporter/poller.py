@@ -15,6 +15,7 @@ from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.statefile import StateFile
 from exporter.counting.tally import RowTally, next_tally
 from exporter.counting.tracker import JobTracker, UserNames
+from exporter.logs import Fields
 from exporter.model import OTHER, CapacitySnapshot, PollFailure, QueueCapacity
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
@@ -76,6 +77,8 @@ class ClusterPoller:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.name = name
+        self._log = Fields(log, {"cluster": name})
+        self._internal = {"cluster": name, "reason": "internal"}  # the fields of a bug's traceback
         self.client = client
         self._store = store
         self._metrics = metrics
@@ -118,7 +121,12 @@ class ClusterPoller:
     def _log_unknown_status(self, raw_status: str) -> None:
         if raw_status not in self._unknown_statuses:
             self._unknown_statuses.add(raw_status)
-            log.warning("cluster %s: unknown jobStatus %r counted as unknown", self.name, raw_status)
+            self._log.warning(
+                "cluster %s: unknown jobStatus %r counted as unknown",
+                self.name,
+                raw_status,
+                extra={"job_status": raw_status},
+            )
 
     async def _endpoint(self) -> list[str]:
         """The HPC URL and scheduler ids, discovered where not configured; one discovery at a time."""
@@ -136,7 +144,7 @@ class ClusterPoller:
         url, self._center_user = center.hpc_url, center.user_name
         self.client.authorization = center.hpc_authorization
         if url != self.client.base_url:
-            log.info("cluster %s: HPC URL is %s", self.name, url)
+            self._log.info("cluster %s: HPC URL is %s", self.name, url, extra={"url": url})
             self.client.base_url = url
             self._discovered_ids = None
         self._url_checked, self._url_stale = now, False
@@ -147,7 +155,9 @@ class ClusterPoller:
         now = self._monotonic()
         if self._discovered_ids is None or now - self._discovered_ids[1] > DISCOVERY_MAX_AGE:
             ids = await self.client.schedulers()
-            log.info("cluster %s: discovered scheduler ids %s", self.name, ", ".join(ids))
+            self._log.info(
+                "cluster %s: discovered scheduler ids %s", self.name, ", ".join(ids), extra={"ids": ",".join(ids)}
+            )
             self._discovered_ids = (ids, now)
         return self._discovered_ids[0]
 
@@ -169,9 +179,11 @@ class ClusterPoller:
         except Exception:  # a bug must not kill the loop; the poll counts as failed
             self._tally = None  # whatever it holds, the next poll starts afresh
             if self._store.get(self.name).last_error != "internal":  # the traceback once, not every poll
-                log.exception("cluster %s: unexpected error during poll", self.name)
+                log.exception("cluster %s: unexpected error during poll", self.name, extra=self._internal)
             else:
-                log.debug("cluster %s: unexpected error during poll, again", self.name, exc_info=True)
+                self._log.debug(
+                    "cluster %s: unexpected error during poll, again", self.name, exc_info=True, extra=self._internal
+                )
             self._failed("internal", "unexpected error (see the traceback above)", self._monotonic() - started)
             return False
         tally.finish()
@@ -198,7 +210,12 @@ class ClusterPoller:
             )
         duration = self._monotonic() - started
         if self._failures:
-            log.info("cluster %s: recovered after %d failed poll(s)", self.name, self._failures)
+            self._log.info(
+                "cluster %s: recovered after %d failed poll(s)",
+                self.name,
+                self._failures,
+                extra={"failures": self._failures},
+            )
         self._failures = 0
         self._stale_logged = False
         previous = self._store.get(self.name)
@@ -223,11 +240,21 @@ class ClusterPoller:
         self._metrics.poll_result(self.name, "success")
         if tally.invalid:
             self._metrics.invalid_rows(self.name, tally.invalid)
-            log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
+            self._log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
         for field, n in tally.invalid_fields().items():
             self._metrics.invalid_values(self.name, field, n)
-            log.debug("cluster %s: %d values of %s could not be read", self.name, n, field)
-        log.debug("cluster %s: %d jobs (API total %d) in %.2fs", self.name, builder.job_count, reported, duration)
+            self._log.debug(
+                "cluster %s: %d values of %s could not be read", self.name, n, field, extra={"field": field}
+            )
+        fields = {"jobs": builder.job_count, "api_total": reported, "duration_seconds": round(duration, 3)}
+        self._log.debug(
+            "cluster %s: %d jobs (API total %d) in %.2fs",
+            self.name,
+            builder.job_count,
+            reported,
+            duration,
+            extra=fields,
+        )
         return True
 
     def _tally_for_poll(self) -> RowTally:
@@ -266,20 +293,25 @@ class ClusterPoller:
         snapshot = previous.snapshot
         if snapshot is not None and not self._stale_logged and self._clock() >= snapshot.expires_at:
             self._stale_logged = True
-            log.warning(
+            self._log.warning(
                 "cluster %s: last good job data is older than max_staleness (%gs); no longer served",
                 self.name,
                 self._max_staleness,
             )
         if previous.up is False and previous.last_error == reason:
-            log.debug("cluster %s: poll failed again (%s): %s", self.name, reason, message)
+            self._log.debug(
+                "cluster %s: poll failed again (%s): %s", self.name, reason, message, extra={"reason": reason}
+            )
             return
         if reason == "auth":
-            log.error("cluster %s: no accepted token (%s); %s", self.name, message, self.client.tokens.hint)
+            hint = self.client.tokens.hint
+            self._log.error(
+                "cluster %s: no accepted token (%s); %s", self.name, message, hint, extra={"reason": reason}
+            )
         else:
-            log.warning("cluster %s: poll failed (%s): %s", self.name, reason, message)
+            self._log.warning("cluster %s: poll failed (%s): %s", self.name, reason, message, extra={"reason": reason})
         if snapshot is not None and not self._stale_logged:
-            log.warning(
+            self._log.warning(
                 "cluster %s: serving job data of %s until it is %gs old",
                 self.name,
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at)),
@@ -318,14 +350,19 @@ class ClusterPoller:
             return False
         except Exception:  # a bug must not kill the loop; its traceback is logged once, not every poll
             if self._capacity_failing != "internal":
-                log.exception("cluster %s: unexpected error during the capacity poll", self.name)
+                log.exception("cluster %s: unexpected error during the capacity poll", self.name, extra=self._internal)
             else:
-                log.debug("cluster %s: unexpected error during the capacity poll, again", self.name, exc_info=True)
+                self._log.debug(
+                    "cluster %s: unexpected error during the capacity poll, again",
+                    self.name,
+                    exc_info=True,
+                    extra=self._internal,
+                )
             self._capacity_failing = "internal"
             return False
         now = self._clock()
         if self._capacity_failing:
-            log.info("cluster %s: queue capacity available again", self.name)
+            self._log.info("cluster %s: queue capacity available again", self.name)
         self._capacity_failing = None
         self._capacity_raw = queues
         capacity = CapacitySnapshot(now, now + self._max_staleness, self._queues.capacity_view(queues))
@@ -334,7 +371,9 @@ class ClusterPoller:
 
     def _capacity_failed(self, reason: str, message: str) -> None:
         if self._capacity_failing != reason:
-            log.warning("cluster %s: queue capacity poll failed (%s): %s", self.name, reason, message)
+            self._log.warning(
+                "cluster %s: queue capacity poll failed (%s): %s", self.name, reason, message, extra={"reason": reason}
+            )
         self._capacity_failing = reason
 
     def _next_poll_at(self) -> float | None:

@@ -214,7 +214,7 @@ class Exporter:
     @staticmethod
     def _ended(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:  # a poll loop never ends on its own
-            log.error("a poll loop ended unexpectedly", exc_info=task.exception())
+            log.error("a poll loop ended unexpectedly", exc_info=task.exception(), extra={"reason": "internal"})
 
     @staticmethod
     async def _stop(clusters: list[_Cluster]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -216,3 +218,98 @@ def test_a_bad_web_config_is_a_start_up_error_naming_the_key(tmp_path: Path) -> 
     assert r.returncode == 1
     assert f"config error: web_config_file {web}: basic_auth_users.prometheus: expected a bcrypt hash" in r.stderr
     assert "s3cr3t" not in r.stderr and "Traceback" not in r.stderr
+
+
+# ---- --log.level, --log.format, --web.telemetry-path ---------------------------------------------
+
+
+def test_help_documents_the_promslog_flags_and_hides_the_old_spelling() -> None:
+    r = run("--help")
+    assert r.returncode == 0
+    assert "--log.level {debug,info,warn,error}" in r.stdout and "--log.format {logfmt,json}" in r.stdout
+    assert "--web.telemetry-path PATH" in r.stdout
+    assert "--log-level" not in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--log.level", "verbose"], "argument --log.level: invalid choice: 'verbose'"),
+        (["--log.level", "warning"], "argument --log.level: invalid choice: 'warning'"),  # promslog's names only
+        (["--log-level", "trace"], "argument --log-level: invalid choice: 'trace'"),
+        (["--log.format", "text"], "argument --log.format: invalid choice: 'text'"),
+        (["--web.telemetry-path", "metrics"], "argument --web.telemetry-path: expected a URL path like /metrics"),
+        (["--web.telemetry-path", "/a b"], "argument --web.telemetry-path: expected a URL path like /metrics"),
+        (["--web.telemetry-path", "/m?x=1"], "argument --web.telemetry-path: expected a URL path like /metrics"),
+        (["--web.telemetry-path", "/"], "argument --web.telemetry-path: / is the exporter's own page"),
+        (["--web.telemetry-path", "/healthz"], "argument --web.telemetry-path: /healthz is the exporter's own page"),
+    ],
+)
+def test_a_bad_log_or_path_flag_is_a_usage_error(args: list[str], complaint: str) -> None:
+    r = run("--demo", "--check-config", *args)
+    assert r.returncode == 2 and complaint in r.stderr, r.stderr
+    assert r.stderr.startswith("usage: sugon-exporter") and "Traceback" not in r.stderr
+
+
+def logfmt_pairs(line: str) -> dict[str, str]:
+    """The keys and (unquoted) values of one logfmt line; the whole line must be key=value pairs."""
+    pair = r'([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|[^ "=]*)'
+    assert re.fullmatch(rf"{pair}(?: {pair})*", line), line
+    return {k: json.loads(v) if v.startswith('"') else v for k, v in re.findall(pair, line)}
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json", None])
+def test_once_writes_every_stderr_line_in_the_chosen_format_and_no_secret(
+    tmp_path: Path, sim: Simulator, fmt: str | None
+) -> None:
+    path = write_config(tmp_path, sim.url)
+    chosen = ["--log.format", fmt] if fmt else []  # logfmt is the default
+    r = run("--config", str(path), "--once", "--log.level", "debug", *chosen, env={"SIM_TOKEN": SECRET})
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    read = [json.loads(line) for line in lines] if fmt == "json" else [logfmt_pairs(line) for line in lines]
+    assert all(list(line)[:4] == ["time", "level", "source", "msg"] for line in read)
+    assert any(line["msg"].startswith("HTTP Request: GET") for line in read)  # debug really was on
+    assert any(line.get("cluster") == "sim" and line["level"] == "debug" for line in read)
+    assert SECRET not in r.stderr + r.stdout
+
+
+def test_the_old_log_level_flag_still_works_and_takes_warning(tmp_path: Path, sim: Simulator) -> None:
+    path = write_config(tmp_path, sim.url)
+    quiet = run("--config", str(path), "--once", "--log-level", "WARNING", env={"SIM_TOKEN": "wrong-token"})
+    assert quiet.returncode == 1
+    levels = [logfmt_pairs(line)["level"] for line in quiet.stderr.splitlines()]
+    assert levels and set(levels) <= {"warn", "error"} and "error" in levels
+    chatty = run("--config", str(path), "--once", "--log-level", "debug", env={"SIM_TOKEN": "wrong-token"})
+    assert "level=debug" in chatty.stderr
+
+
+def test_the_metrics_are_served_on_the_telemetry_path_and_not_on_metrics(tmp_path: Path, sim: Simulator) -> None:
+    port = free_port()
+    path = write_config(tmp_path, sim.url, extra=f'listen_address: "127.0.0.1:{port}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config", str(path), "--web.telemetry-path", "/sugon/metrics"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SIM_TOKEN": SECRET},
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/sugon/metrics", 'sugon_up{hpc_cluster="sim"} 1.0', proc)
+        assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 404
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        # the status page links to where the metrics are, and says so in its JSON
+        page = httpx.get(f"http://127.0.0.1:{port}/")
+        assert '<a href="./sugon/metrics">Metrics</a>' in page.text
+        as_json = httpx.get(f"http://127.0.0.1:{port}/", headers={"Accept": "application/json"}).json()
+        assert as_json["metrics_path"] == "/sugon/metrics"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        started = next(logfmt_pairs(line) for line in err.splitlines() if "serving" in line)
+        assert started["url"] == f"http://127.0.0.1:{port}/sugon/metrics"
+        assert f"serving http://127.0.0.1:{port}/sugon/metrics for sim" in started["msg"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

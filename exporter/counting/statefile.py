@@ -62,25 +62,45 @@ class StateFile:
                 try:
                     os.unlink(os.path.join(self._folder, name))
                 except OSError as exc:
-                    log.warning("state_file: cannot remove the stale temporary file %s (%s)", name, exc.strerror)
+                    log.warning(
+                        "state_file: cannot remove the stale temporary file %s (%s)",
+                        name,
+                        exc.strerror,
+                        extra={"file": os.path.join(self._folder, name), "reason": exc.strerror},
+                    )
                 else:
-                    log.info("state_file: removed %s, left by an interrupted write", name)
+                    log.info(
+                        "state_file: removed %s, left by an interrupted write",
+                        name,
+                        extra={"file": os.path.join(self._folder, name)},
+                    )
 
     def _load(self) -> None:
         try:
             with open(self.path, encoding="utf-8") as handle:
                 data = json.load(handle)
         except FileNotFoundError:
-            log.info("state_file %s does not exist yet; starting with no memory of earlier runs", self.path)
+            log.info(
+                "state_file %s does not exist yet; starting with no memory of earlier runs",
+                self.path,
+                extra={"file": self.path},
+            )
             return
         except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
             log.warning(
-                "state_file %s cannot be read (%s); starting fresh", self.path, getattr(exc, "strerror", None) or exc
+                "state_file %s cannot be read (%s); starting fresh",
+                self.path,
+                reason,
+                extra={"file": self.path, "reason": reason},
             )
             return
         if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("clusters"), dict):
             log.warning(
-                "state_file %s is not a sugon-exporter state file of version %d; starting fresh", self.path, VERSION
+                "state_file %s is not a sugon-exporter state file of version %d; starting fresh",
+                self.path,
+                VERSION,
+                extra={"file": self.path},
             )
             return
         for name, section in data["clusters"].items():
@@ -131,11 +151,12 @@ class StateFile:
                     "state_file %s cannot be written (%s); first-seen and run times will not survive a restart",
                     self.path,
                     exc.strerror or exc,
+                    extra={"file": self.path, "reason": exc.strerror or str(exc)},
                 )
             self._failing = True
             return
         if self._failing:
-            log.info("state_file %s is writable again", self.path)
+            log.info("state_file %s is writable again", self.path, extra={"file": self.path})
         self._failing = False
 
 

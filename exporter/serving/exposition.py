@@ -160,10 +160,17 @@ class CachedExposition:
                     self._remember(openmetrics, key, states, cached)
         except Exception:
             if name in self._failing_ahead:
-                log.debug("cluster %s: rendering ahead of the scrapes failed again", name, exc_info=True)
+                log.debug(
+                    "cluster %s: rendering ahead of the scrapes failed again",
+                    name,
+                    exc_info=True,
+                    extra={"cluster": name},
+                )
             else:
                 self._failing_ahead.add(name)
-                log.exception("cluster %s: rendering for /metrics ahead of the scrapes failed", name)
+                log.exception(
+                    "cluster %s: rendering for /metrics ahead of the scrapes failed", name, extra={"cluster": name}
+                )
         else:
             self._failing_ahead.discard(name)
 

@@ -240,8 +240,15 @@ class ClusterFamilies:
                 part.value,
                 type(exc).__name__,
                 what,
+                extra={"cluster": name, "part": part.value, "reason": type(exc).__name__},
             )
-            log.debug("cluster %s: rendering its %s failed", name, part.value, exc_info=exc)
+            log.debug(
+                "cluster %s: rendering its %s failed",
+                name,
+                part.value,
+                exc_info=exc,
+                extra={"cluster": name, "part": part.value},
+            )
 
     def note_success(self, name: str, part: StatePart) -> None:
         """One part of a cluster was rendered (logged when it had failed before)."""
@@ -250,7 +257,9 @@ class ClusterFamilies:
                 again = (name, part) in self._failing
                 self._failing.discard((name, part))
             if again:
-                log.info("cluster %s: its %s render again", name, part.value)
+                log.info(
+                    "cluster %s: its %s render again", name, part.value, extra={"cluster": name, "part": part.value}
+                )
 
     @staticmethod
     def user_lines(name: str, snap: ClusterSnapshot) -> tuple[bytes, bytes, bytes]:

@@ -101,7 +101,12 @@ class Connection(asyncio.Protocol):
         self.timer = self.server.loop.call_later(delay, self.expire)
 
     def expire(self) -> None:
-        log.debug("connection from %s timed out (%s)", self.peer[0], self.state)
+        log.debug(
+            "connection from %s timed out (%s)",
+            self.peer[0],
+            self.state,
+            extra={"peer": self.peer[0], "reason": "timeout", "state": self.state},
+        )
         sock = self.transport.get_extra_info("socket") if self.transport is not None else None
         if self.state in ("busy", "closing") and sock is not None:
             # A client that does not take its answer: reset, or the kernel goes on trickling what it holds
@@ -206,11 +211,16 @@ class Connection(asyncio.Protocol):
                 raise HeadError("405 Method Not Allowed")
             path, query = split_target(head.target)
         except Http09:
-            log.debug("HTTP/0.9 request from %s: closed", self.peer[0])
+            log.debug("HTTP/0.9 request from %s: closed", self.peer[0], extra={"peer": self.peer[0]})
             self.close_now()
             return
         except HeadError as exc:
-            log.debug("bad request from %s: %s", self.peer[0], exc.status)
+            log.debug(
+                "bad request from %s: %s",
+                self.peer[0],
+                exc.status,
+                extra={"peer": self.peer[0], "status": exc.status[:3]},
+            )
             extra = [("Allow", ", ".join(ALLOWED_METHODS))] if exc.status.startswith("405") else []
             self.state = "busy"
             self.close_after = True
@@ -298,12 +308,28 @@ def run_app(app: WSGIApp, environ: dict[str, Any], close: bool, date: str) -> An
         status, headers = started
         body = written[0] if len(written) == 1 else b"".join(written)
     except Exception:
-        log.exception("serving %s failed", environ["RAW_PATH"])
+        log.exception(
+            "serving %s failed",
+            environ["RAW_PATH"],
+            extra={"method": environ["REQUEST_METHOD"], "path": environ["RAW_PATH"]},
+        )
         status, headers, body = "500 Internal Server Error", [("Content-Type", "text/plain")], b"internal error\n"
         close = True
     length = len(body)
     if environ["REQUEST_METHOD"] == "HEAD":
         given = [v for n, v in headers if n.lower() == "content-length"]
         length, body = (int(given[0]) if given and not body else length), b""
-    log.debug("%s %s %s %s", environ["REMOTE_ADDR"], environ["REQUEST_METHOD"], environ["RAW_PATH"], status[:3])
+    log.debug(
+        "%s %s %s %s",
+        environ["REMOTE_ADDR"],
+        environ["REQUEST_METHOD"],
+        environ["RAW_PATH"],
+        status[:3],
+        extra={
+            "peer": environ["REMOTE_ADDR"],
+            "method": environ["REQUEST_METHOD"],
+            "path": environ["RAW_PATH"],
+            "status": status[:3],
+        },
+    )
     return Answer(answer_head(status, headers, length, close, date), body, close)

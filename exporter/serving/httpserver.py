@@ -44,7 +44,13 @@ def raise_open_files_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
         except (OSError, ValueError) as exc:  # e.g. a system-call filter; LimitNOFILE= sets both anyway
-            log.debug("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+            log.debug(
+                "cannot raise the open-files limit from %d to %d: %s",
+                soft,
+                hard,
+                exc,
+                extra={"soft_limit": soft, "hard_limit": hard},
+            )
     return soft
 
 
@@ -94,7 +100,11 @@ class _ServerLoop:
                     self.accept_failed(exc)
                 return
             if self.backoff:
-                log.info("accepting connections again (%d open)", len(self.connections))
+                log.info(
+                    "accepting connections again (%d open)",
+                    len(self.connections),
+                    extra={"connections": len(self.connections)},
+                )
                 self.backoff = 0.0
             self.admit(sock, peer)
 
@@ -110,6 +120,7 @@ class _ServerLoop:
                 "cannot accept connections: %s (%d open); retrying with back-off, logged once until it works again",
                 exc.strerror or exc,
                 len(self.connections),
+                extra={"reason": exc.strerror or str(exc), "connections": len(self.connections)},
             )
         self.backoff = min(max(2 * self.backoff, 0.005), 1.0)
         self.loop.call_later(self.backoff, self.resume_accepting)
@@ -124,7 +135,12 @@ class _ServerLoop:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
         if len(self.connections) >= self.connection_cap and not self.evict():
-            log.debug("connection from %s refused: %d connections, all busy", peer[0], len(self.connections))
+            log.debug(
+                "connection from %s refused: %d connections, all busy",
+                peer[0],
+                len(self.connections),
+                extra={"peer": peer[0], "connections": len(self.connections)},
+            )
             sock.close()
             return
         tls = self.app_and_tls()[1]
@@ -149,7 +165,12 @@ class _ServerLoop:
         conn.opening = None
         if task.cancelled() or task.exception() is not None or conn.transport is None:
             if not task.cancelled():
-                log.debug("connection from %s failed before its first request: %r", conn.peer[0], task.exception())
+                log.debug(
+                    "connection from %s failed before its first request: %r",
+                    conn.peer[0],
+                    task.exception(),
+                    extra={"peer": conn.peer[0]},
+                )
             sock.close()
             conn.forget()
 
@@ -157,7 +178,7 @@ class _ServerLoop:
         """End the least recently active connection that has no request in progress; False if none has."""
         for conn in self.connections:
             if conn.evictable:
-                log.debug("connection from %s evicted to make room", conn.peer[0])
+                log.debug("connection from %s evicted to make room", conn.peer[0], extra={"peer": conn.peer[0]})
                 conn.close_now()
                 return True
         return False

@@ -27,15 +27,17 @@ def make_app(
     store: StateStore,
     auth: BasicAuth | None = None,
     exposition: CachedExposition | None = None,
+    telemetry_path: str = "/metrics",
     *,
     token_expiry: TokenExpiry | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     """The exporter's WSGI application; with ``auth`` every path but /healthz needs credentials.
 
-    With ``exposition``, /metrics is served from it (rendered once per change of the job data); a scrape
-    that filters by ``name[]`` is left to prometheus-client's own handler. / is the status page (see
-    exporter.serving.status), with each cluster's token expiry from ``token_expiry`` and ages by ``clock``.
+    The metrics are served on ``telemetry_path`` (``--web.telemetry-path``), from ``exposition`` when given
+    (rendered once per change of the job data); a scrape that filters by ``name[]`` is left to
+    prometheus-client's own handler. / is the status page (see exporter.serving.status), with each cluster's
+    token expiry from ``token_expiry`` and ages by ``clock``.
     """
     metrics_app = make_wsgi_app(registry)
 
@@ -63,7 +65,7 @@ def make_app(
         return [body]
 
     def status_page(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        body, ctype = status_answer(store.states(), environ.get("HTTP_ACCEPT"), clock(), token_expiry, "/metrics")
+        body, ctype = status_answer(store.states(), environ.get("HTTP_ACCEPT"), clock(), token_expiry, telemetry_path)
         headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Vary", "Accept")]
         start_response("200 OK", headers)
         return [body]
@@ -74,7 +76,7 @@ def make_app(
             verdict = auth.check(environ.get("HTTP_AUTHORIZATION"))
             if verdict is not Verdict.ALLOW:
                 return refuse(verdict, start_response)
-        if path == "/metrics":
+        if path == telemetry_path:
             if exposition is not None and "name[]" not in parse_qs(environ.get("QUERY_STRING", "")):
                 return cached_metrics(environ, start_response)
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]

@@ -240,7 +240,12 @@ class Conversation:
         if self._lean is not None and method == "GET":
             full = self._parsed_url(url, params)
             answer = await self._lean.get(full, self._header_block(headers))
-            log.debug('HTTP Request: GET %s "HTTP/1.1 %d"', full, answer.status_code)  # as httpx logs its own
+            log.debug(  # as httpx logs its own
+                'HTTP Request: GET %s "HTTP/1.1 %d"',
+                full,
+                answer.status_code,
+                extra={"method": "GET", "url": full, "status": answer.status_code},
+            )
             return answer
         _check_headers(headers.items())
         # Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
@@ -288,7 +293,13 @@ class Conversation:
             self.observer.request_failed(exc.reason)
             if not exc.transient or (exc.retry_after or 0) > MAX_RETRY_AFTER:
                 raise
-            log.debug("%s %s failed (%s), retrying once", method, url, exc)
+            log.debug(
+                "%s %s failed (%s), retrying once",
+                method,
+                url,
+                exc,
+                extra={"method": method, "url": url, "reason": exc.reason},
+            )
             delay = max(self._retry_backoff, exc.retry_after or 0)  # a server that says when gets its wish
         await self._sleep(delay)
         try:

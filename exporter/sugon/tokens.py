@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from exporter.config import AuthConfig, ClusterConfig
+from exporter.logs import Fields
 from exporter.sugon.conversation import ApiAuthError, ApiError
 from exporter.sugon.platform import PlatformClient, choose_region
 from exporter.values import jwt_expiry, token_problem
@@ -84,6 +85,7 @@ class _StaticExpiry:
 
     def __init__(self, cluster: str, observer: TokenObserver, clock: Callable[[], float]) -> None:
         self._cluster = cluster
+        self._log = Fields(log, {"cluster": cluster})
         self._observer = observer
         self._clock = clock
         self._warned: set[str] = set()
@@ -98,11 +100,12 @@ class _StaticExpiry:
             self._warned.add(token)
             when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(expiry))
             state = "expired" if left <= 0 else "expires"
-            log.warning(
+            self._log.warning(
                 "cluster %s: the configured token %s at %s; configure auth (password or aksk) to have it renewed",
                 self._cluster,
                 state,
                 when,
+                extra={"expiry": when},
             )
 
 
@@ -147,6 +150,7 @@ class FileToken:
         self.hint = f"renew the token: write a new one to {path} (re-read when it changes)"
         self._stamp: tuple[int, int, int] | None = None
         self._value: str | None = None
+        self._log = Fields(log, {"cluster": cluster, "file": path})
         self._expiry = _StaticExpiry(cluster, observer or _NullTokenObserver(), clock)
 
     async def get(self) -> str:
@@ -162,7 +166,7 @@ class FileToken:
             if problem:
                 raise ApiAuthError(f"token_file {self.path}: the token {problem}")
             if self._stamp is not None:
-                log.info("token_file %s changed; using the new token", self.path)
+                self._log.info("token_file %s changed; using the new token", self.path)
             self._stamp, self._value = stamp, value
             self._expiry.note(value)
         return self._value
@@ -195,6 +199,7 @@ class LoginToken:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._cluster = cluster
+        self._log = Fields(log, {"cluster": cluster})
         self._auth = auth
         self._platform = platform
         self._min_gap = min_login_gap
@@ -232,8 +237,11 @@ class LoginToken:
             except ApiError as exc:
                 if not self._valid(now):
                     raise
-                log.warning(
-                    "cluster %s: early token renewal failed (%s); the current token is still valid", self._cluster, exc
+                self._log.warning(
+                    "cluster %s: early token renewal failed (%s); the current token is still valid",
+                    self._cluster,
+                    exc,
+                    extra={"method": "renew", "reason": exc.reason},
                 )
                 # Try again later, not on every request, and never past the expiry.
                 self._renew_at = min(now + self._min_gap, self._expires or now + self._min_gap)
@@ -245,7 +253,7 @@ class LoginToken:
         async with self._lock:
             if self._token != token:
                 return True  # another request has already replaced (or dropped) it
-            log.info("cluster %s: the API rejected the token; renewing it", self._cluster)
+            self._log.info("cluster %s: the API rejected the token; renewing it", self._cluster)
             try:
                 await self._refresh()
             except ApiError:
@@ -265,11 +273,16 @@ class LoginToken:
                 new = await self._platform.renew(self._token, self._region_id)
             except ApiError as exc:
                 self._observer.token_refresh("renew", "failure")
-                log.info("cluster %s: token renewal failed (%s); logging in again", self._cluster, exc)
+                self._log.info(
+                    "cluster %s: token renewal failed (%s); logging in again",
+                    self._cluster,
+                    exc,
+                    extra={"method": "renew", "reason": exc.reason},
+                )
             else:
                 self._observer.token_refresh("renew", "success")
                 self._adopt(new, self._region_id)
-                log.debug("cluster %s: token renewed", self._cluster)
+                self._log.debug("cluster %s: token renewed", self._cluster, extra={"method": "renew"})
                 return
         await self._login()
 
@@ -286,7 +299,7 @@ class LoginToken:
             self._next_login = now + gap
             self._login_error = str(exc)
             self._observer.token_refresh("login", "failure")
-            log.error(
+            self._log.error(
                 "cluster %s: %s login of user %s at %s failed: %s; next attempt in %.0fs",
                 self._cluster,
                 self._auth.kind,
@@ -294,14 +307,25 @@ class LoginToken:
                 self._auth.url,
                 exc,
                 gap,
+                extra={"method": "login", "reason": exc.reason, "user": self._auth.user, "url": self._auth.url},
             )
             raise
         if self._login_failures:
-            log.info("cluster %s: login succeeded after %d failure(s)", self._cluster, self._login_failures)
+            self._log.info(
+                "cluster %s: login succeeded after %d failure(s)",
+                self._cluster,
+                self._login_failures,
+                extra={"method": "login", "failures": self._login_failures},
+            )
         self._login_failures = 0
         self._next_login = 0.0
         self._observer.token_refresh("login", "success")
-        log.debug("cluster %s: logged in to region %s", self._cluster, region.name)
+        self._log.debug(
+            "cluster %s: logged in to region %s",
+            self._cluster,
+            region.name,
+            extra={"method": "login", "region": region.name},
+        )
         assert region.token is not None
         self._adopt(region.token, region.cluster_id)
 

@@ -1,0 +1,143 @@
+"""Log lines as promslog writes them: logfmt (the default) or one JSON object per line; cli.py picks one.
+
+Every line has ``time`` (UTC, RFC 3339 with milliseconds), ``level`` (debug, info, warn, error), ``source``
+(file:line) and ``msg``, then the fields the call passed with ``extra=`` (cluster, reason, ...). A traceback
+goes into one escaped ``exc`` field: whatever a message or a field holds (a newline in an API's error text, a
+quote in a queue name), a record stays one line and cannot forge another line or key.
+
+Written here rather than taken from PyPI: the maintained logfmt formatter (logfmter) has no JSON, upper-case
+level names, and leaves carriage returns and other control characters unquoted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    _Adapter = logging.LoggerAdapter[logging.Logger]
+else:  # subscriptable only from Python 3.11 on
+    _Adapter = logging.LoggerAdapter
+
+FORMATS = ("logfmt", "json")
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+# What every LogRecord has; any other attribute came with extra= and is a field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_HEAD = ("time", "level", "source", "msg", "exc", "stack")
+_QUOTE = frozenset(' ="')
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_BAD_KEY = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def level_name(levelno: int) -> str:
+    """promslog's four level names; CRITICAL, which promslog lacks, is an error."""
+    if levelno >= logging.ERROR:
+        return "error"
+    if levelno >= logging.WARNING:
+        return "warn"
+    return "info" if levelno >= logging.INFO else "debug"
+
+
+def _utf16_units(ch: str) -> list[int]:
+    raw = ch.encode("utf-16-be", "surrogatepass")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+
+
+def _escape(ch: str) -> str:
+    """One character of a quoted logfmt value, as Go's strconv.Quote writes it."""
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if ch.isprintable():
+        return ch
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def logfmt_value(value: object) -> str:
+    """A value as logfmt writes it: bare when it can be, else quoted with ``\\``, ``"`` and controls escaped."""
+    text = _text(value)
+    if text and text.isprintable() and not _QUOTE.intersection(text):
+        return text
+    return '"' + "".join(_escape(ch) for ch in text) + '"'
+
+
+def _text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _json_value(value: object) -> Any:
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return str(value)
+
+
+class Fields(_Adapter):
+    """A logger that adds fixed fields (a cluster's name) to each line, beside the call's own ``extra=``."""
+
+    def __init__(self, logger: logging.Logger, fields: Mapping[str, object]) -> None:
+        super().__init__(logger, dict(fields))
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+
+class _Formatter(logging.Formatter):
+    """The keys of a line, in order: the four promslog ones, the fields, then a traceback if any."""
+
+    def pairs(self, record: logging.LogRecord) -> list[tuple[str, object]]:
+        created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        out: list[tuple[str, object]] = [
+            ("time", f"{created}.{int(record.msecs):03d}Z"),
+            ("level", level_name(record.levelno)),
+            ("source", f"{record.filename}:{record.lineno}"),
+            ("msg", record.getMessage()),
+        ]
+        for key, value in vars(record).items():
+            if key not in _STANDARD:
+                key = _BAD_KEY.sub("_", key) or "_"
+                out.append((f"field_{key}" if key in _HEAD else key, value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out.append(("exc", record.exc_text))
+        if record.stack_info:
+            out.append(("stack", self.formatStack(record.stack_info)))
+        return out
+
+
+class LogfmtFormatter(_Formatter):
+    """``time=... level=info source=poller.py:123 msg="..." cluster=kunshan``, one line per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{key}={logfmt_value(value)}" for key, value in self.pairs(record))
+
+
+class JsonFormatter(_Formatter):
+    """One JSON object per record with the logfmt keys; UTF-8 as promslog writes it, invisible characters escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = json.dumps(
+            {key: _json_value(value) for key, value in self.pairs(record)}, ensure_ascii=False, separators=(",", ":")
+        )
+        if line.isprintable():
+            return line
+        # json escapes only C0 controls: DEL, C1, U+2028 and the like would pass raw; they can only be in strings.
+        return "".join(ch if ch.isprintable() else "".join(f"\\u{u:04x}" for u in _utf16_units(ch)) for ch in line)
+
+
+def formatter(name: str) -> logging.Formatter:
+    """The formatter that ``--log.format`` names (one of FORMATS)."""
+    return JsonFormatter() if name == "json" else LogfmtFormatter()
