@@ -4,6 +4,7 @@ reads. Imports nothing of ours.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,3 +196,23 @@ class ClusterState:
     pages: int | None = None
     last_failure: PollFailure | None = None
     next_poll_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LabelBudget:
+    """Bounds on label values: the users, queues and applications kept by name, and the queues left out
+    entirely."""
+
+    max_users: int = 200
+    users_exclude: tuple[re.Pattern[str], ...] = ()
+    queues_exclude: tuple[re.Pattern[str], ...] = ()
+    max_queues: int = 100
+    max_apps: int = 50
+
+
+@dataclass(frozen=True)
+class CapacitySettings:
+    """Queue-capacity polling: how often, and as which account (empty: from /center or the token)."""
+
+    interval: float = 300.0
+    username: str = ""

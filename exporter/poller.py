@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from exporter.counting.queues import QueueBudget, add_capacity, fold_jobs
 from exporter.counting.rows import RowParser
@@ -16,7 +15,7 @@ from exporter.counting.statefile import StateFile
 from exporter.counting.tally import RowTally, next_tally
 from exporter.counting.tracker import JobTracker, UserNames
 from exporter.logs import Fields
-from exporter.model import OTHER, CapacitySnapshot, PollFailure, QueueCapacity
+from exporter.model import OTHER, CapacitySettings, CapacitySnapshot, LabelBudget, PollFailure, QueueCapacity
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.sugon.conversation import ApiError
@@ -29,26 +28,7 @@ log = logging.getLogger(__name__)
 DISCOVERY_MAX_AGE = 3600  # a discovered HPC URL or scheduler id list is looked up again after this long
 # Failures after which a discovered HPC URL is looked up again: the region may have moved.
 URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
-
-
-@dataclass(frozen=True)
-class LabelBudget:
-    """Bounds on label values: the users, queues and applications kept by name, and the queues left out
-    entirely."""
-
-    max_users: int = 200
-    users_exclude: tuple[re.Pattern[str], ...] = ()
-    queues_exclude: tuple[re.Pattern[str], ...] = ()
-    max_queues: int = 100
-    max_apps: int = 50
-
-
-@dataclass(frozen=True)
-class CapacitySettings:
-    """Queue-capacity polling: how often, and as which account (empty: from /center or the token)."""
-
-    interval: float = 300.0
-    username: str = ""
+DEFAULT_BUDGET = LabelBudget()
 
 
 class ClusterPoller:
@@ -68,7 +48,7 @@ class ClusterPoller:
         concurrency: int,
         max_staleness: float,
         per_user: bool,
-        budget: LabelBudget = LabelBudget(),
+        budget: LabelBudget = DEFAULT_BUDGET,
         max_jobs: int = MAX_JOBS,
         capacity: CapacitySettings | None = None,
         state_file: StateFile | None = None,

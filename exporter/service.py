@@ -21,7 +21,8 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.config import ClusterConfig, Config
 from exporter.counting.statefile import StateFile
-from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
+from exporter.model import CapacitySettings, LabelBudget
+from exporter.poller import ClusterPoller
 from exporter.serving.collector import JobCollector
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.families import ClusterFamilies
