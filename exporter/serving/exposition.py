@@ -8,9 +8,13 @@ Every family's texts, cluster after cluster, behind the family's HELP and TYPE, 
 bytes prometheus-client renders for the whole registry, but a publish re-renders only its own cluster. Data
 past max_staleness only leaves texts out.
 
+After them come the live text (the exporter's own counters: small, re-rendered when they change) and the
+runtime text (the process's CPU, memory, fds and GC: rendered at every scrape, since they change all the
+time and must never be served stale).
+
 gzip: each text is deflated on its own up to a sync flush, so deflated texts join into one deflate stream;
-a scrape appends the live text (the exporter's own counters: small, re-rendered when they change) with the
-final block and the gzip trailer. The result is one ordinary gzip stream.
+a scrape appends the runtime text with the final block and the gzip trailer. The result is one ordinary
+gzip stream.
 """
 
 from __future__ import annotations
@@ -98,7 +102,8 @@ class _CachedText:
 class CachedExposition:
     """The /metrics body of given states: ``static`` (families that never change: build info), the job
     families (cached per cluster and per change), then ``live`` (cached while ``live_version`` stays the
-    same; without it, rendered every time), as text or OpenMetrics, optionally gzipped."""
+    same; without it, rendered every time), then ``runtime`` (rendered at every scrape), as text or
+    OpenMetrics, optionally gzipped."""
 
     def __init__(
         self,
@@ -107,42 +112,49 @@ class CachedExposition:
         live: CollectorRegistry,
         clock: Callable[[], float] = time.time,
         live_version: Callable[[], int] | None = None,
+        runtime: CollectorRegistry | None = None,
     ) -> None:
         self._static = static
         self._families = families
         self._live = live
         self._clock = clock
         self._live_version = live_version
+        self._runtime = runtime
         self._order = list(families.empty())  # the families' names, in the exposition's order
         self._lock = threading.Lock()
         # (cluster, part, openmetrics) → (what the part was rendered from, family name → its samples' text)
         self._parts: dict[tuple[str, StatePart, bool], tuple[object, dict[str, PrecompressedText]]] = {}
         self._headers: dict[bool, tuple[PrecompressedText, dict[str, PrecompressedText]]] = {}  # static, HELP/TYPE
         self._cached_texts: dict[bool, dict[_Key, tuple[Mapping[str, ClusterState], _CachedText]]] = {}
-        # With live_version: the live text as of a version, and whole gzipped answers, per format.
-        self._live_texts: dict[bool, tuple[int, bytes]] = {}
+        # With live_version: the live text as of a version, and (without runtime) whole gzipped answers, per format.
+        self._live_texts: dict[bool, tuple[int, PrecompressedText]] = {}
         self._gzipped: dict[bool, tuple[_CachedText, int, bytes]] = {}
         self._formats_scraped: set[bool] = set()  # OpenMetrics or not: rendered ahead in these
         self._failing_ahead: set[str] = set()  # clusters whose last rendering ahead failed (logged once)
 
     def render(self, states: Mapping[str, ClusterState], openmetrics: bool, compressed: bool) -> bytes:
-        """The whole exposition of ``states``: the cached text, then the live text."""
+        """The whole exposition of ``states``: the cached text, the live text, then the runtime text."""
         version = self._live_version() if self._live_version is not None else None
+        reusable = version is not None and self._runtime is None  # a whole answer can be sent again
         with self._lock:  # one rendering per change, however many scrapes arrive at once
             self._formats_scraped.add(openmetrics)
             cached = self._cached_text(states, openmetrics)
-            if compressed and version is not None:
+            if compressed and reusable:
                 done = self._gzipped.get(openmetrics)
                 if done is not None and done[0] is cached and done[1] == version:
                     return done[2]
         live = self._live_text(openmetrics, version)
+        end = (_render(self._runtime, openmetrics) if self._runtime is not None else b"") + (
+            EOF_LINE if openmetrics else b""
+        )
         if not compressed:
-            return cached.plain + live
+            return cached.plain + live.text + end
         tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
-        size = (cached.size + len(live)) & 0xFFFFFFFF
-        trailer = struct.pack("<II", zlib.crc32(live, cached.crc), size)
-        body = GZIP_HEADER + cached.deflated + tail.compress(live) + tail.flush() + trailer
-        if version is not None:
+        size = (cached.size + len(live.text) + len(end)) & 0xFFFFFFFF
+        trailer = struct.pack("<II", zlib.crc32(end, zlib.crc32(live.text, cached.crc)), size)
+        body = GZIP_HEADER + cached.deflated + live.deflated + tail.compress(end) + tail.flush() + trailer
+        if reusable:
+            assert version is not None
             with self._lock:
                 self._gzipped[openmetrics] = (cached, version, body)
         return body
@@ -245,12 +257,12 @@ class CachedExposition:
             found = self._headers[openmetrics] = (PrecompressedText(_render(self._static, openmetrics)), headers)
         return found
 
-    def _live_text(self, openmetrics: bool, version: int | None) -> bytes:
+    def _live_text(self, openmetrics: bool, version: int | None) -> PrecompressedText:
         if version is not None:
             cached = self._live_texts.get(openmetrics)
             if cached is not None and cached[0] == version:
                 return cached[1]
-        live = _render(self._live, openmetrics) + (EOF_LINE if openmetrics else b"")  # the live text ends it all
+        live = PrecompressedText(_render(self._live, openmetrics))
         if version is not None:
             self._live_texts[openmetrics] = (version, live)  # as of ``version`` or later: read before rendering
         return live
