@@ -398,20 +398,38 @@ class Ticking(Collector):
         yield CounterMetricFamily("ticks", "Collections so far.", value=self.count)
 
 
-def test_the_per_scrape_part_is_rendered_afresh_at_every_scrape_in_every_format() -> None:
+def test_the_runtime_part_is_rendered_afresh_once_older_than_its_max_age_in_every_format() -> None:
+    """Scrapes within the max age share one rendering (a flood of scrapes costs no more than before); the
+    first scrape after it, in each format and with or without gzip, collects afresh."""
     ticking = Ticking()
     runtime = CollectorRegistry()
     runtime.register(ticking)
-    config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
-    ex = Exporter(config, clock=lambda: NOW, runtime=lambda: runtime)
-    publish(ex, NOW, jobs=3)
-    seen = []
-    for _ in range(2):
+    now = [100.0]
+    store = StateStore(["a"])
+    exposition = CachedExposition(
+        CollectorRegistry(),
+        ClusterFamilies(False),
+        CollectorRegistry(),
+        lambda: NOW,
+        live_version=lambda: 0,
+        runtime=runtime,
+        runtime_max_age=0.1,
+        monotonic=lambda: now[0],
+    )
+
+    def ticks(openmetrics: bool, compressed: bool) -> bytes:
+        body = exposition.render(store.states(), openmetrics, compressed)
+        text = gzip.decompress(body) if compressed else body
+        assert text.endswith(b"# EOF\n" if openmetrics else b"\n")
+        return text.removesuffix(b"# EOF\n").splitlines()[-1]  # ticks_total's sample: the very last line
+
+    first = ticking.count
+    for step in range(1, 4):
         for openmetrics in (False, True):
-            for compressed in (False, True):
-                body = scrape(ex, openmetrics, compressed)
-                text = gzip.decompress(body) if compressed else body
-                seen.append(ticking.count)
-                assert f"ticks_total {ticking.count}.0\n".encode() in text
-                assert text.endswith(f"ticks_total {ticking.count}.0\n".encode() + (b"# EOF\n" if openmetrics else b""))
-    assert seen == list(range(seen[0], seen[0] + 8))  # each of the eight scrapes collected once, afresh
+            seen = {ticks(openmetrics, compressed) for compressed in (False, True) for _ in range(3)}
+            assert seen == {f"ticks_total {ticking.count}.0".encode()}  # six scrapes, one rendering
+        assert ticking.count == first + 2 * step  # one per format
+        now[0] += 0.05
+        assert ticks(False, True) == f"ticks_total {ticking.count - 1}.0".encode()  # the text format's, still young
+        assert ticking.count == first + 2 * step
+        now[0] += 0.06  # 0.11 s after the rendering: too old

@@ -54,6 +54,16 @@ def samples(client: httpx.Client, url: str, openmetrics: bool = False, gzip: boo
     return {s.name: s.value for f in parse(answer.text) for s in f.samples if not s.labels}
 
 
+def until(condition: Callable[[], bool], deadline: float = 10.0) -> bool:
+    """Ask again until ``condition()`` holds or the deadline passes."""
+    stop = time.monotonic() + deadline
+    while time.monotonic() < stop:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def burn_cpu_until(changed: Callable[[], bool], deadline: float = 30.0) -> bool:
     """Spend CPU in short bursts until ``changed()`` is true or the deadline passes."""
     stop = time.monotonic() + deadline
@@ -82,8 +92,9 @@ def test_metrics_carries_the_process_metrics_and_python_info_and_they_change_wit
         with ExitStack() as files:
             for _ in range(50):
                 files.enter_context(open(os.devnull, "rb"))
-            opened = samples(client, url, openmetrics, gzip)["process_open_fds"]
-        assert opened >= first["process_open_fds"] + 50 - 5  # a few may close in other threads meanwhile
+            # a few may close in other threads meanwhile; the figures may be up to RUNTIME_MAX_AGE old
+            fds = first["process_open_fds"]
+            assert until(lambda: samples(client, url, openmetrics, gzip)["process_open_fds"] >= fds + 50 - 5)
         cpu = first["process_cpu_seconds_total"]
         assert burn_cpu_until(lambda: samples(client, url, openmetrics, gzip)["process_cpu_seconds_total"] > cpu)
 
