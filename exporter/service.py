@@ -112,7 +112,7 @@ class Exporter:
         retry_backoff: float = 0.5,
         runtime: Callable[[], CollectorRegistry | None] = runtime_metrics,
     ) -> None:
-        """``runtime`` builds the registry rendered at every scrape (None: no such part); tests give one
+        """``runtime`` builds the registry read afresh for each scrape (None: no such part); tests give one
         that reads a fixed /proc, so that two renderings are byte for byte equal."""
         self.config = config
         self._clock = clock
@@ -120,7 +120,7 @@ class Exporter:
         # /metrics has four parts: build and Python info, which never change; the job data, which changes only
         # when a poll publishes (rendered ahead, once per change); the exporter's own counters, which change
         # with each request (rendered once per change); the process's CPU, memory, fds and GC, which change
-        # all the time (rendered at every scrape).
+        # all the time (read afresh for each scrape; scrapes within RUNTIME_MAX_AGE share one reading).
         build_info = CollectorRegistry()
         Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=build_info).info(
             {"version": __version__}
