@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import hostlist
 import httpx
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
 
 from exporter.config import build_config
 from exporter.counting.rows import RowParser
@@ -41,7 +41,7 @@ from exporter.counting.tracker import JobTracker
 from exporter.counting.usage import MAX_NODES, node_count, node_names, run_seconds
 from exporter.model import ClusterState, Row
 from exporter.poller import ClusterPoller
-from exporter.service import Exporter, shorten_switch_interval
+from exporter.service import Exporter, runtime_metrics, shorten_switch_interval
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
@@ -83,7 +83,9 @@ def simulator(jobs: int, latency: float = 0.0, max_page: int = 100, *extra: str)
         proc.wait()
 
 
-def exporter_for(urls: list[str], concurrency: int = 8) -> Exporter:
+def exporter_for(
+    urls: list[str], concurrency: int = 8, runtime: Callable[[], CollectorRegistry | None] = runtime_metrics
+) -> Exporter:
     clusters = [
         {"name": f"c{i}", "api_url": u, "token": "bench-token", "cluster_ids": [int(SID)]} for i, u in enumerate(urls)
     ]
@@ -93,6 +95,7 @@ def exporter_for(urls: list[str], concurrency: int = 8) -> Exporter:
             environ={},
         ),
         retry_backoff=0,
+        runtime=runtime,
     )
 
 
@@ -605,6 +608,70 @@ def _wrk_ms(text: str) -> float:
     return float(text)
 
 
+def scrape_load(url: str, seconds: float, paced: bool = False) -> tuple[list[float], int]:
+    """Latencies and errors of 20 scrapers of ``url``: as fast as answers come, or ``paced``, 100 ms apart each."""
+    wrk = shutil.which("wrk")
+    if wrk:  # a C load generator that, like a proxy, does not inflate the gzip body: the server is measured
+        out = subprocess.run(
+            [
+                wrk,
+                *(["-s", str(HERE / "paced.lua")] if paced else []),
+                "-t2",
+                "-c20",
+                f"-d{seconds:.0f}s",
+                "--latency",
+                "--timeout",
+                "60s",
+                "-H",
+                "Accept-Encoding: gzip",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        p99_ms = _wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+        count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+        errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses:|timeout) (\d+)", out))
+        return [p99_ms / 1000] * count, errors
+    child = subprocess.run(
+        [sys.executable, __file__, "_scrapers", url, str(seconds), "20", "0.1" if paced else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = json.loads(child.stdout)
+    return data["latencies"], data["failures"]
+
+
+def p99(xs: list[float]) -> float:
+    return sorted(xs)[int(0.99 * (len(xs) - 1))] if xs else float("inf")
+
+
+def load_while_polling(
+    ex: Exporter, url: str, seconds: float, publish: bool, paced: bool = False
+) -> tuple[list[float], int]:
+    """Scrapes while ten clusters on a 10 s interval poll: one of them builds a new snapshot every
+    second (the CPU a poll spends aggregating) and, with ``publish``, publishes it."""
+    stop = threading.Event()
+
+    def polls() -> None:
+        c = 0
+        while not stop.wait(1.0):
+            state = big_snapshot(c, time.time())
+            if publish:
+                ex.store.publish(state)
+            c = (c + 1) % 10
+
+    th = threading.Thread(target=polls)
+    th.start()
+    try:
+        return scrape_load(url, seconds, paced)
+    finally:
+        stop.set()
+        th.join()
+
+
 def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     ex = exporter_for([f"http://127.0.0.1:9/{i}" for i in range(10)])
     big_pages()
@@ -616,65 +683,11 @@ def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     size = len(httpx.get(url, timeout=60, headers={"Accept-Encoding": "identity"}).content)
     zipped = len(ex.exposition.render(ex.store.states(), False, True))
 
-    wrk = shutil.which("wrk")
-
     def load(paced: bool = False) -> tuple[list[float], int]:
-        """Latencies and errors of 20 scrapers: as fast as answers come, or ``paced``, 100 ms apart each."""
-        if wrk:  # a C load generator that, like a proxy, does not inflate the gzip body: the server is measured
-            out = subprocess.run(
-                [
-                    wrk,
-                    *(["-s", str(HERE / "paced.lua")] if paced else []),
-                    "-t2",
-                    "-c20",
-                    f"-d{seconds:.0f}s",
-                    "--latency",
-                    "--timeout",
-                    "60s",
-                    "-H",
-                    "Accept-Encoding: gzip",
-                    url,
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-            p99_ms = _wrk_ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
-            count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-            errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses:|timeout) (\d+)", out))
-            return [p99_ms / 1000] * count, errors
-        child = subprocess.run(
-            [sys.executable, __file__, "_scrapers", url, str(seconds), "20", "0.1" if paced else "0"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        data = json.loads(child.stdout)
-        return data["latencies"], data["failures"]
-
-    def p99(xs: list[float]) -> float:
-        return sorted(xs)[int(0.99 * (len(xs) - 1))] if xs else float("inf")
+        return scrape_load(url, seconds, paced)
 
     def while_polling(publish: bool, paced: bool = False) -> tuple[list[float], int]:
-        """Scrapes while ten clusters on a 10 s interval poll: one of them builds a new snapshot every
-        second (the CPU a poll spends aggregating) and, with ``publish``, publishes it."""
-        stop = threading.Event()
-
-        def polls() -> None:
-            c = 0
-            while not stop.wait(1.0):
-                state = big_snapshot(c, time.time())
-                if publish:
-                    ex.store.publish(state)
-                c = (c + 1) % 10
-
-        th = threading.Thread(target=polls)
-        th.start()
-        try:
-            return load(paced)
-        finally:
-            stop.set()
-            th.join()
+        return load_while_polling(ex, url, seconds, publish, paced)
 
     # Each phase ``runs`` times, interleaved, so that the machine's other load falls on all three alike.
     phases: dict[str, list[tuple[list[float], int]]] = {
@@ -732,6 +745,100 @@ def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
             f"{'met' if paced_busy <= 2 * paced_quiet and not errors else 'NOT met'} |"
         ),
     ]
+
+
+def scrape_body(ex: Exporter) -> bytes:
+    """What a gzip scrape of ``ex`` renders, without the HTTP."""
+    return ex.exposition.render(ex.store.states(), False, True)
+
+
+def process_only() -> CollectorRegistry:
+    """The per-scrape part without the GC collector."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def gc_only() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    GCCollector(registry=registry)
+    return registry
+
+
+def bench_runtime(runs: int, seconds: float = 30.0) -> list[str]:
+    """Issue 16: bench 5's exposition without a per-scrape part (as before), with the process collector only,
+    and with process and GC collectors (the default), alternately in one run: the CPU of rendering, and the
+    scrape p99 between polls, paced, and while one cluster publishes every second."""
+    big_pages()
+    shorten_switch_interval()
+    urls = [f"http://127.0.0.1:9/{i}" for i in range(10)]
+    variants: dict[str, Callable[[], CollectorRegistry | None]] = {
+        "without": lambda: None,
+        "process": process_only,
+        "process+gc": runtime_metrics,
+    }
+    servers, targets = [], {}
+    for name, runtime in variants.items():
+        ex = exporter_for(urls, runtime=runtime)
+        big_store(ex, time.time())
+        server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
+        server.start()
+        servers.append(server)
+        targets[name] = (ex, f"http://127.0.0.1:{server.port}/metrics")
+        httpx.get(targets[name][1], timeout=60)  # the first scrape renders the cached text
+
+    def cpu_us(f: Callable[[], object], n: int = 2000) -> float:
+        t = time.process_time()
+        for _ in range(n):
+            f()
+        return (time.process_time() - t) / n * 1e6
+
+    rows = []
+    collectors = {"process": process_only(), "gc": gc_only(), "process+gc": runtime_metrics()}
+    part: dict[str, list[float]] = {
+        name: [] for name in collectors
+    }  # µs of CPU to render the per-scrape part alone, per round
+    render: dict[str, list[float]] = {
+        name: [] for name in variants
+    }  # µs of CPU of a whole gzip scrape's rendering (no I/O)
+    p99s: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
+    for r in range(runs):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        for name in collectors if r % 2 == 0 else reversed(collectors):
+            part[name].append(cpu_us(functools.partial(generate_latest, collectors[name])))
+        for name in order:
+            render[name].append(cpu_us(functools.partial(scrape_body, targets[name][0]), 500))
+        for name in order:
+            ex, url = targets[name]
+            p99s[(name, "closed loop, between polls")].append(p99(scrape_load(url, seconds)[0]))
+            p99s[(name, "paced, between polls")].append(p99(scrape_load(url, seconds, paced=True)[0]))
+            p99s[(name, "closed loop, one cluster publishing every second")].append(
+                p99(load_while_polling(ex, url, seconds, publish=True)[0])
+            )
+    for server in servers:
+        server.stop()
+
+    def each(xs: list[float], scale: float = 1.0, fmt: str = ".1f") -> str:
+        return ", ".join(f"{x * scale:{fmt}}" for x in xs)
+
+    for name, xs in part.items():
+        rows.append(f"| render the per-scrape part alone: {name} | {each(xs)} µs CPU | | | | |")
+    base = render["without"]
+    for name, xs in render.items():
+        ratio = statistics.median(x / b for x, b in zip(xs, base))
+        rows.append(
+            f"| render a whole gzip scrape: {name} | {each(xs)} µs CPU | without {each(base)} µs | {ratio:.2f} × | | |"
+        )
+    phases = dict.fromkeys(phase for _, phase in p99s)
+    for phase in phases:
+        base = p99s[("without", phase)]
+        for name in variants:
+            xs = p99s[(name, phase)]
+            ratio = statistics.median(x / b for x, b in zip(xs, base))
+            rows.append(
+                f"| p99 {phase}: {name} | {each(xs, 1000)} ms | without {each(base, 1000)} ms | {ratio:.2f} × | | |"
+            )
+    return rows
 
 
 def bench_politeness(runs: int) -> list[str]:
@@ -854,6 +961,7 @@ BENCHES = {
     "memory": bench_memory,
     "clusters": bench_clusters,
     "scrapes": bench_scrapes,
+    "runtime": bench_runtime,
     "politeness": bench_politeness,
     "queues": bench_queues,
     "rows": bench_rows,

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
-from prometheus_client import CollectorRegistry, Info
+from prometheus_client import CollectorRegistry, GCCollector, Info, PlatformCollector, ProcessCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -83,6 +83,15 @@ def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
     return context
 
 
+def runtime_metrics() -> CollectorRegistry:
+    """client_python's process collector (CPU seconds, resident and virtual memory, open and maximum fds, start
+    time) and GC collector: what every client_python exporter shows, and what changes at every scrape."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
 @dataclass
 class _Cluster:
     """A cluster's poller, the HTTP client it alone uses, and its poll loop once running."""
@@ -96,24 +105,42 @@ class _Cluster:
 class Exporter:
     """Everything between a validated Config and the /metrics registry."""
 
-    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time, retry_backoff: float = 0.5) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.time,
+        retry_backoff: float = 0.5,
+        runtime: Callable[[], CollectorRegistry | None] = runtime_metrics,
+    ) -> None:
+        """``runtime`` builds the registry read afresh for each scrape (None: no such part); tests give one
+        that reads a fixed /proc, so that two renderings are byte for byte equal."""
         self.config = config
         self._clock = clock
         self._retry_backoff = retry_backoff
-        # /metrics has three parts: build info, which never changes; the job data, which changes only when a
-        # poll publishes (rendered ahead, once per change); the exporter's own counters, which change all the time.
+        # /metrics has four parts: build and Python info, which never change; the job data, which changes only
+        # when a poll publishes (rendered ahead, once per change); the exporter's own counters, which change
+        # with each request (rendered once per change); the process's CPU, memory, fds and GC, which change
+        # all the time (read afresh for each scrape; scrapes within RUNTIME_MAX_AGE share one reading).
         build_info = CollectorRegistry()
         Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=build_info).info(
             {"version": __version__}
         )
+        PlatformCollector(registry=build_info)  # python_info: the interpreter's version, fixed for the process
         live = CollectorRegistry()
         metrics = self.metrics = PollMetrics(live, started=clock())
         families = ClusterFamilies(config.per_user)
-        self.exposition = CachedExposition(build_info, families, live, clock, live_version=lambda: metrics.version)
+        process = runtime()
+        self.exposition = CachedExposition(
+            build_info, families, live, clock, live_version=lambda: metrics.version, runtime=process
+        )
         self.store = StateStore([c.name for c in config.clusters], before_publish=self.exposition.render_ahead)
         # The same families, built at each collect(): for --once, name[] scrapes and reading single values.
         self.registry = CollectorRegistry()
-        self.registry.register(_Concatenated(build_info, JobCollector(self.store, families, clock), live))
+        parts: list[Collector] = [build_info, JobCollector(self.store, families, clock), live]
+        if process is not None:
+            parts.append(process)
+        self.registry.register(_Concatenated(*parts))
         self._state_files: dict[str, StateFile] = {}
         self._clusters = {c.name: self._cluster(c) for c in config.clusters}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -12,13 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from exporter.counting.tally import RowTally
 from exporter.model import Row
 from tests.tools import find_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
+PROC = FIXTURES / "proc"  # a stand-in /proc of one process, 4242
 SCHEDULER = "1638523853"
+
+
+def fixed_runtime() -> CollectorRegistry:
+    """The exporter's per-scrape part as the real ProcessCollector renders it, over the stand-in /proc: values
+    that do not change, so that two renderings of /metrics are byte for byte equal."""
+    registry = CollectorRegistry()
+    ProcessCollector(pid=lambda: 4242, proc=str(PROC), registry=registry)
+    return registry
 
 
 def fixture(name: str) -> Any:

@@ -72,6 +72,9 @@ def test_the_dashboard_has_the_promised_panels() -> None:
         "Running jobs by application",
         "Running CPUs by application",
         "Run time quantiles (last day)",
+        "Exporter memory (RSS)",
+        "Exporter CPU",
+        "Exporter open file descriptors",
     } <= titles
 
 
@@ -86,8 +89,14 @@ def test_a_broken_query_would_be_caught() -> None:
 
 
 def test_every_metric_the_dashboard_names_is_emitted() -> None:
-    named = {m for expr in QUERIES for m in re.findall(r"\b(sugon_[a-z_]+)\b", expr)}
+    named = {m for expr in QUERIES for m in re.findall(r"\b((?:sugon|process|python)_[a-z_]+)\b", expr)}
     assert named, "the dashboard names no metric"
+    assert {
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+    } <= named
     missing = named - emitted_series_names()
     assert not missing, f"the dashboard queries metrics the exporter does not emit: {sorted(missing)}"
 
@@ -95,3 +104,14 @@ def test_every_metric_the_dashboard_names_is_emitted() -> None:
 def test_every_panel_uses_the_datasource_variable() -> None:
     for p in PANELS:
         assert p["datasource"]["uid"] == "${datasource}", p["title"]
+
+
+def test_the_exporter_row_shows_only_the_exporters_own_processes() -> None:
+    """process_* comes from every exporter a Prometheus scrapes: each query keeps the targets that also export
+    sugon_up for the chosen clusters."""
+    rows = [p for p in DASHBOARD["panels"] if p["type"] == "row"]
+    assert "Exporter" in [r["title"] for r in rows]
+    process_queries = [q for q in QUERIES if "process_" in q]
+    assert len(process_queries) == 4
+    for expr in process_queries:
+        assert expr.endswith(' and on (job, instance) group by (job, instance) (sugon_up{hpc_cluster=~"$hpc_cluster"})')

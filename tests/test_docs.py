@@ -23,8 +23,8 @@ def test_the_readmes_metric_tables_name_every_metric_family_the_exporter_registe
     for family in Exporter(config).registry.collect():
         names.add(family.name + ("_total" if family.type == "counter" else ""))
     names = {"sugon_exporter_build_info" if n == "sugon_exporter_build" else n for n in names}
-    first_cells = re.findall(r"^\| (`sugon_[^|]*)\|", README, re.MULTILINE)
-    documented = {name for cell in first_cells for name in re.findall(r"`(sugon_[a-z_]+)`", cell)}
+    first_cells = re.findall(r"^\| (`(?:sugon|process|python)_[^|]*)\|", README, re.MULTILINE)
+    documented = {n for cell in first_cells for n in re.findall(r"`((?:sugon|process|python)_[a-z_]+)`", cell)}
     assert names <= documented, f"undocumented: {sorted(names - documented)}"
     assert documented <= names, f"documented but not emitted: {sorted(documented - names)}"
 

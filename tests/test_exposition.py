@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import gzip
 import logging
+import os
+import resource
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from exporter.config import build_config
 from exporter.counting.snapshot import SnapshotBuilder
@@ -23,6 +30,7 @@ from exporter.serving.exposition import CachedExposition
 from exporter.serving.families import ClusterFamilies, Families, StatePart
 from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
+from tests.helpers import fixed_runtime
 from tests.reference import Job, add_job
 
 NOW = 1_700_000_000.0
@@ -32,7 +40,7 @@ CAPACITY = {"q0": QueueCapacity(64, 8, 2, None), "q1": QueueCapacity(None, None,
 def rig() -> tuple[Exporter, list[float]]:
     clock = [NOW]
     config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
-    ex = Exporter(config, clock=lambda: clock[0])
+    ex = Exporter(config, clock=lambda: clock[0], runtime=fixed_runtime)
     publish(ex, NOW, jobs=3)
     return ex, clock
 
@@ -128,7 +136,11 @@ def lines_of(cluster: str, text: bytes) -> list[bytes]:
 def test_after_each_publish_a_scrape_equals_a_fresh_rendering_and_other_clusters_lines_stay_the_same() -> None:
     clock = [NOW]
     clusters = [{"name": n, "api_url": "https://h:1", "token": "t"} for n in ("a", "b", "c")]
-    ex = Exporter(build_config({"clusters": clusters, "per_user": True}, environ={}), clock=lambda: clock[0])
+    ex = Exporter(
+        build_config({"clusters": clusters, "per_user": True}, environ={}),
+        clock=lambda: clock[0],
+        runtime=fixed_runtime,
+    )
 
     def poll(name: str, t: float, jobs: int, up: bool = True) -> None:
         b = SnapshotBuilder(per_user=True)
@@ -247,7 +259,10 @@ def test_every_change_of_the_exporters_own_counters_reaches_the_next_scrape() ->
             plain = scrape(ex, om, False)
             assert plain == fresh(ex.registry)  # type: ignore[operator]
             assert gzip.decompress(scrape(ex, om, True)) == plain
-    assert scrape(ex, True, True) is scrape(ex, True, True)  # unchanged: the same answer
+    assert scrape(ex, True, True) == scrape(ex, True, True)  # unchanged: the same bytes
+    config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
+    bare = Exporter(config, clock=lambda: NOW, runtime=lambda: None)  # nothing rendered at every scrape
+    assert scrape(bare, True, True) is scrape(bare, True, True)  # unchanged: the same answer, sent again
 
 
 HOSTILE = ['q"1', "back\\slash", "new\nline", "ünï 队列", "\\n", 'end\\"', "x" * 256, "sp ace", "=,{}"]
@@ -277,7 +292,7 @@ def test_a_failure_rendering_ahead_never_stops_a_publish(caplog: pytest.LogCaptu
         return NOW
 
     config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
-    ex = Exporter(config, clock=clock)
+    ex = Exporter(config, clock=clock, runtime=fixed_runtime)
     publish(ex, NOW, jobs=3)
     scrape(ex)  # the text format is rendered ahead from now on
     clock_fails[0] = True
@@ -297,7 +312,7 @@ def test_a_cluster_that_cannot_be_rendered_is_left_out_and_logged_once_while_eve
     with a 500 for every cluster, on every scrape."""
     caplog.set_level(logging.INFO, logger="exporter.serving.families")
     config = build_config({"clusters": [{"name": n, "api_url": "https://h:1", "token": "t"} for n in "ab"]}, {})
-    ex = Exporter(config, clock=lambda: NOW)
+    ex = Exporter(config, clock=lambda: NOW, runtime=fixed_runtime)
 
     def poll(name: str, cpus: int, t: float = NOW) -> None:
         b = SnapshotBuilder(per_user=True)
@@ -338,3 +353,83 @@ def test_users_cpu_seconds_stay_in_the_cached_text_when_no_job_is_left_in_the_li
     assert b"sugon_user_jobs{" not in scrape(ex)
     assert scrape(ex) == generate_latest(ex.registry)
     assert scrape(ex, True, False) == generate_openmetrics(ex.registry)  # type: ignore[no-untyped-call]
+
+
+def test_the_process_metrics_follow_the_exporters_own_counters_with_the_values_proc_holds() -> None:
+    """The stand-in /proc (tests/fixtures/proc/4242) holds utime 1234 + stime 566 ticks, start time 50000
+    ticks after boot (btime 1700000000), vsize 524288000 bytes, rss 25600 pages, a soft limit of 1024
+    open files and four entries in fd/."""
+    ex, _ = rig()
+    ticks, page = os.sysconf("SC_CLK_TCK"), resource.getpagesize()
+    expected = {
+        "process_cpu_seconds_total": 1800 / ticks,
+        "process_start_time_seconds": 1_700_000_000 + 50000 / ticks,
+        "process_virtual_memory_bytes": 524_288_000.0,
+        "process_resident_memory_bytes": 25600.0 * page,
+        "process_max_fds": 1024.0,
+        "process_open_fds": 4.0,
+    }
+    for openmetrics in (False, True):
+        text = scrape(ex, openmetrics).decode()
+        assert gzip.decompress(scrape(ex, openmetrics, True)).decode() == text
+        families = parsed(text, openmetrics)
+        read = {s.name: s.value for f in families for s in f.samples if s.name.startswith("process_")}
+        assert read == expected
+        names = [f.name for f in families]
+        assert names[1] == "python_info"  # fixed for the process's life: beside the build info
+        assert names.index("sugon_config_last_reload_success_timestamp_seconds") == len(names) - 7  # then process_*
+    assert ex.registry.get_sample_value("process_open_fds") == 4.0  # --once and name[] scrapes have them too
+
+
+def parsed(text: str, openmetrics: bool) -> list[Metric]:
+    if openmetrics:
+        return list(openmetrics_families(text))
+    return list(text_string_to_metric_families(text))
+
+
+class Ticking(Collector):
+    """A counter that counts its own collections: any cached rendering of it shows an old count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.count += 1
+        yield CounterMetricFamily("ticks", "Collections so far.", value=self.count)
+
+
+def test_the_runtime_part_is_rendered_afresh_once_older_than_its_max_age_in_every_format() -> None:
+    """Scrapes within the max age share one rendering (a flood of scrapes costs no more than before); the
+    first scrape after it, in each format and with or without gzip, collects afresh."""
+    ticking = Ticking()
+    runtime = CollectorRegistry()
+    runtime.register(ticking)
+    now = [100.0]
+    store = StateStore(["a"])
+    exposition = CachedExposition(
+        CollectorRegistry(),
+        ClusterFamilies(False),
+        CollectorRegistry(),
+        lambda: NOW,
+        live_version=lambda: 0,
+        runtime=runtime,
+        runtime_max_age=0.1,
+        monotonic=lambda: now[0],
+    )
+
+    def ticks(openmetrics: bool, compressed: bool) -> bytes:
+        body = exposition.render(store.states(), openmetrics, compressed)
+        text = gzip.decompress(body) if compressed else body
+        assert text.endswith(b"# EOF\n" if openmetrics else b"\n")
+        return text.removesuffix(b"# EOF\n").splitlines()[-1]  # ticks_total's sample: the very last line
+
+    first = ticking.count
+    for step in range(1, 4):
+        for openmetrics in (False, True):
+            seen = {ticks(openmetrics, compressed) for compressed in (False, True) for _ in range(3)}
+            assert seen == {f"ticks_total {ticking.count}.0".encode()}  # six scrapes, one rendering
+        assert ticking.count == first + 2 * step  # one per format
+        now[0] += 0.05
+        assert ticks(False, True) == f"ticks_total {ticking.count - 1}.0".encode()  # the text format's, still young
+        assert ticking.count == first + 2 * step
+        now[0] += 0.06  # 0.11 s after the rendering: too old

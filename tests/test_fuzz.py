@@ -27,7 +27,7 @@ from exporter.service import Exporter
 from exporter.sugon.conversation import ApiError, parse_envelope
 from exporter.sugon.joblist import parse_capacity, parse_schedulers
 from exporter.sugon.pages import parse_job_page
-from tests.helpers import promtool_check_metrics, take_rows
+from tests.helpers import fixed_runtime, promtool_check_metrics, take_rows
 from tests.helpers import row as seed_shaped_row  # `row` names the loop variable of the tests above
 from tests.reference import Job, add_job, nodes_in_use, parse_job, seen, usage_of
 
@@ -378,7 +378,7 @@ def polled(job_pages: list[bytes], capacity: bytes) -> Exporter:
     transport (respx behind it), after a first scrape (so that publishing renders ahead, as in the daemon)."""
     cluster = {"name": "kunshan", "api_url": BASE, "token": "t", "cluster_ids": ["1"], "page_size": 100}
     config = {"clusters": [cluster], "lean_http": False, "queue_capacity": True, "username": "alice"}
-    ex = Exporter(build_config(config, environ={}), retry_backoff=0)
+    ex = Exporter(build_config(config, environ={}), retry_backoff=0, runtime=fixed_runtime)
     ex.exposition.render(ex.store.states(), False, False)
     answers = iter(job_pages)
     with respx.mock:

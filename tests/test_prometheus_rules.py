@@ -43,6 +43,7 @@ def test_every_alert_has_severity_summary_description_and_a_for() -> None:
         "SugonExporterDown",
         "SugonTokenExpiringSoon",
         "SugonApiErrors",
+        "SugonExporterMemoryGrowing",
     }
     for alert in ALERTS:
         assert alert["labels"]["severity"] in ("warning", "critical"), alert["alert"]

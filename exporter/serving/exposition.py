@@ -8,9 +8,14 @@ Every family's texts, cluster after cluster, behind the family's HELP and TYPE, 
 bytes prometheus-client renders for the whole registry, but a publish re-renders only its own cluster. Data
 past max_staleness only leaves texts out.
 
+After them come the live text (the exporter's own counters: small, re-rendered when they change) and the
+runtime text (the process's CPU, memory, fds and GC, which change all the time: rendered afresh for a scrape
+unless another scrape rendered it less than RUNTIME_MAX_AGE ago, so that a flood of scrapes costs no more
+than before; see bench/RESULTS.md, issue 16).
+
 gzip: each text is deflated on its own up to a sync flush, so deflated texts join into one deflate stream;
-a scrape appends the live text (the exporter's own counters: small, re-rendered when they change) with the
-final block and the gzip trailer. The result is one ordinary gzip stream.
+a scrape appends the runtime text with the final block and the gzip trailer. The result is one ordinary
+gzip stream.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from exporter.serving.families import USER_FAMILIES, ClusterFamilies, StatePart,
 
 log = logging.getLogger(__name__)
 EOF_LINE = b"# EOF\n"
+# How long the runtime text may be reused: far below any scrape interval and the time a scrape of the job
+# data takes, so never stale to Prometheus, yet a flood of scrapes renders it at most ten times a second.
+RUNTIME_MAX_AGE = 0.1
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no mtime, unknown OS
 # What the cached text depends on: per cluster, its state (by identity) and the families it has gone stale in.
 _Key = tuple[tuple[int, frozenset[str]], ...]
@@ -98,7 +106,8 @@ class _CachedText:
 class CachedExposition:
     """The /metrics body of given states: ``static`` (families that never change: build info), the job
     families (cached per cluster and per change), then ``live`` (cached while ``live_version`` stays the
-    same; without it, rendered every time), as text or OpenMetrics, optionally gzipped."""
+    same; without it, rendered every time), then ``runtime`` (rendered again once ``runtime_max_age``
+    old), as text or OpenMetrics, optionally gzipped."""
 
     def __init__(
         self,
@@ -107,12 +116,19 @@ class CachedExposition:
         live: CollectorRegistry,
         clock: Callable[[], float] = time.time,
         live_version: Callable[[], int] | None = None,
+        runtime: CollectorRegistry | None = None,
+        runtime_max_age: float = RUNTIME_MAX_AGE,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._static = static
         self._families = families
         self._live = live
         self._clock = clock
         self._live_version = live_version
+        self._runtime = runtime
+        self._runtime_max_age = runtime_max_age
+        self._monotonic = monotonic
+        self._ends: dict[bool, tuple[float, bytes]] = {}  # per format: when the runtime text (and EOF) was rendered
         self._order = list(families.empty())  # the families' names, in the exposition's order
         self._lock = threading.Lock()
         # (cluster, part, openmetrics) → (what the part was rendered from, family name → its samples' text)
@@ -120,32 +136,45 @@ class CachedExposition:
         self._headers: dict[bool, tuple[PrecompressedText, dict[str, PrecompressedText]]] = {}  # static, HELP/TYPE
         self._cached_texts: dict[bool, dict[_Key, tuple[Mapping[str, ClusterState], _CachedText]]] = {}
         # With live_version: the live text as of a version, and whole gzipped answers, per format.
-        self._live_texts: dict[bool, tuple[int, bytes]] = {}
-        self._gzipped: dict[bool, tuple[_CachedText, int, bytes]] = {}
+        self._live_texts: dict[bool, tuple[int, PrecompressedText]] = {}
+        self._gzipped: dict[bool, tuple[_CachedText, int, bytes, bytes]] = {}
         self._formats_scraped: set[bool] = set()  # OpenMetrics or not: rendered ahead in these
         self._failing_ahead: set[str] = set()  # clusters whose last rendering ahead failed (logged once)
 
     def render(self, states: Mapping[str, ClusterState], openmetrics: bool, compressed: bool) -> bytes:
-        """The whole exposition of ``states``: the cached text, then the live text."""
+        """The whole exposition of ``states``: the cached text, the live text, then the runtime text."""
         version = self._live_version() if self._live_version is not None else None
         with self._lock:  # one rendering per change, however many scrapes arrive at once
             self._formats_scraped.add(openmetrics)
             cached = self._cached_text(states, openmetrics)
+            end = self._end_text(openmetrics)
             if compressed and version is not None:
                 done = self._gzipped.get(openmetrics)
-                if done is not None and done[0] is cached and done[1] == version:
-                    return done[2]
+                if done is not None and done[0] is cached and done[1] == version and done[2] is end:
+                    return done[3]
         live = self._live_text(openmetrics, version)
         if not compressed:
-            return cached.plain + live
+            return b"".join((cached.plain, live.text, end))
         tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
-        size = (cached.size + len(live)) & 0xFFFFFFFF
-        trailer = struct.pack("<II", zlib.crc32(live, cached.crc), size)
-        body = GZIP_HEADER + cached.deflated + tail.compress(live) + tail.flush() + trailer
+        size = (cached.size + len(live.text) + len(end)) & 0xFFFFFFFF
+        trailer = struct.pack("<II", zlib.crc32(end, zlib.crc32(live.text, cached.crc)), size)
+        # One join: a chain of + would copy the megabytes of the cached text once per part.
+        body = b"".join((GZIP_HEADER, cached.deflated, live.deflated, tail.compress(end), tail.flush(), trailer))
         if version is not None:
             with self._lock:
-                self._gzipped[openmetrics] = (cached, version, body)
+                self._gzipped[openmetrics] = (cached, version, end, body)
         return body
+
+    def _end_text(self, openmetrics: bool) -> bytes:
+        """The runtime text and, in OpenMetrics, the EOF line: the same bytes while younger than the max age."""
+        now = self._monotonic()
+        found = self._ends.get(openmetrics)
+        if found is not None and (self._runtime is None or now - found[0] < self._runtime_max_age):
+            return found[1]
+        runtime = _render(self._runtime, openmetrics) if self._runtime is not None else b""
+        end = runtime + (EOF_LINE if openmetrics else b"")
+        self._ends[openmetrics] = (now, end)
+        return end
 
     def render_ahead(self, name: str, states: Mapping[str, ClusterState]) -> None:
         """Before cluster ``name`` publishes ``states``: render what changed, in the formats scraped so far,
@@ -252,12 +281,12 @@ class CachedExposition:
             found = self._headers[openmetrics] = (PrecompressedText(_render(self._static, openmetrics)), headers)
         return found
 
-    def _live_text(self, openmetrics: bool, version: int | None) -> bytes:
+    def _live_text(self, openmetrics: bool, version: int | None) -> PrecompressedText:
         if version is not None:
             cached = self._live_texts.get(openmetrics)
             if cached is not None and cached[0] == version:
                 return cached[1]
-        live = _render(self._live, openmetrics) + (EOF_LINE if openmetrics else b"")  # the live text ends it all
+        live = PrecompressedText(_render(self._live, openmetrics))
         if version is not None:
             self._live_texts[openmetrics] = (version, live)  # as of ``version`` or later: read before rendering
         return live
