@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     # The spelling before --log.level, kept for one release; it also takes "warning".
     p.add_argument(
-        "--log-level", dest="log_level", choices=[*LEVELS, "warning"], type=str.lower, help=argparse.SUPPRESS
+        "--log-level", dest="old_log_level", choices=[*LEVELS, "warning"], type=str.lower, help=argparse.SUPPRESS
     )
     p.add_argument(
         "--log.format",
@@ -280,7 +280,13 @@ class _Daemon:
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if args.old_log_level is not None:
+        args.log_level = args.old_log_level
     _setup_logging(args.log_level, args.log_format)
+    if args.old_log_level is not None:
+        log.warning(
+            "--log-level is deprecated and goes in the next release; use --log.level", extra={"flag": "--log-level"}
+        )
     sims: list[Simulator] = []
     try:
         return _run(args, sims)

@@ -280,6 +280,12 @@ def test_the_old_log_level_flag_still_works_and_takes_warning(tmp_path: Path, si
     assert quiet.returncode == 1
     levels = [logfmt_pairs(line)["level"] for line in quiet.stderr.splitlines()]
     assert levels and set(levels) <= {"warn", "error"} and "error" in levels
+    deprecated = [logfmt_pairs(line) for line in quiet.stderr.splitlines() if "deprecated" in line]
+    assert [(d["level"], d["flag"]) for d in deprecated] == [("warn", "--log-level")]
+    assert "use --log.level" in deprecated[0]["msg"]
+    assert (
+        "deprecated" not in run("--config", str(path), "--once", "--log.level", "warn", env={"SIM_TOKEN": "x"}).stderr
+    )
     chatty = run("--config", str(path), "--once", "--log-level", "debug", env={"SIM_TOKEN": "wrong-token"})
     assert "level=debug" in chatty.stderr
 
