@@ -148,6 +148,10 @@ class ClusterSnapshot:
     by_app: Mapping[tuple[str, str], Counts] = field(default_factory=dict)
     running_max_seconds: Mapping[str, float] = field(default_factory=dict)
 
+    def stale(self, now: float) -> bool:
+        """Past max_staleness: /metrics leaves the job data out from ``now`` on (the one staleness rule)."""
+        return now >= self.expires_at
+
 
 @dataclass(frozen=True)
 class QueueCapacity:

@@ -271,7 +271,7 @@ class ClusterPoller:
             )
         )
         snapshot = previous.snapshot
-        if snapshot is not None and not self._stale_logged and self._clock() >= snapshot.expires_at:
+        if snapshot is not None and not self._stale_logged and snapshot.stale(self._clock()):
             self._stale_logged = True
             self._log.warning(
                 "cluster %s: last good job data is older than max_staleness (%gs); no longer served",

@@ -183,7 +183,7 @@ def stale_families(state: ClusterState, now: float) -> frozenset[str]:
     likewise. The counters and histograms stay, since they only ever grow."""
     snap, cap = state.snapshot, state.capacity
     stale: frozenset[str] = frozenset()
-    if snap is not None and now >= snap.expires_at:
+    if snap is not None and snap.stale(now):
         stale |= JOB_DATA_FAMILIES
     if cap is not None and now >= cap.expires_at:
         stale |= CAPACITY_FAMILIES

@@ -27,7 +27,7 @@ def cluster_state(state: ClusterState, now: float) -> str:
     out), up (the last poll succeeded) or down (it failed; the last good job data is served until it is stale)."""
     if state.up is None:
         return "starting"
-    if state.snapshot is not None and now >= state.snapshot.expires_at:
+    if state.snapshot is not None and state.snapshot.stale(now):
         return "stale"
     return "up" if state.up else "down"
 
