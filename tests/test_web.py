@@ -7,9 +7,10 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -237,5 +238,33 @@ def test_reconfigure_gives_new_connections_the_new_tls_and_new_requests_the_new_
         assert "sugon_test_value 42.0" in httpx.get(f"https://127.0.0.1:{server.port}/metrics", verify=verify).text
         server.reconfigure(make_app(CollectorRegistry(), store), None)
         assert httpx.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("sizes", [(5, 0, 7), (300_000, 3, 600_000, 0, 11)])
+def test_an_answer_in_parts_is_sent_whole_in_order_without_them_joined(sizes: tuple[int, ...]) -> None:
+    """A WSGI app's iterable is sent part after part (a /metrics body is a large cached part and a small
+    one), small answers in one write and large ones in chunks; HEAD gets their total length and no body."""
+    parts = [bytes([65 + i]) * size for i, size in enumerate(sizes)]
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", str(sum(sizes)))])
+        return parts
+
+    server = WebServer(app, "127.0.0.1", 0)
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            buffered = bytearray()
+            for _ in range(2):  # and the connection stays in step after one
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                status, _, body = read_answer(sock, buffered)
+                assert status == "HTTP/1.1 200 OK" and body == b"".join(parts)
+            sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+            while b"\r\n\r\n" not in buffered:
+                buffered += sock.recv(65536)
+            assert f"Content-Length: {sum(sizes)}\r\n".encode() in buffered
+            assert buffered.endswith(b"\r\n\r\n")
     finally:
         server.stop()

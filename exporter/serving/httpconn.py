@@ -11,6 +11,7 @@ until the answer before it has been handed over, so a client that does not read 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import struct
@@ -67,8 +68,11 @@ class AcceptingServer(Protocol):
 
 @dataclass(frozen=True)
 class Answer:
+    """An answer's head and its body in the parts the app gave (sent one after another, never joined: a
+    /metrics body is megabytes of cached bytes and a small part that changes)."""
+
     head: bytes
-    body: bytes
+    body: tuple[bytes, ...]
     close: bool
 
 
@@ -86,7 +90,7 @@ class Connection(asyncio.Protocol):
         self.searched = 0  # how far the buffer has been searched for the end of the head
         self.line_checked = False
         self.timer: asyncio.TimerHandle | None = None
-        self.pending: memoryview | None = None  # what is left of the answer
+        self.pending: collections.deque[memoryview] = collections.deque()  # what is left of the answer, by part
         self.write_paused = False
         self.close_after = False
 
@@ -129,7 +133,7 @@ class Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        self.pending = None
+        self.pending.clear()
         self.server.forget(self)
 
     # asyncio's protocol callbacks
@@ -227,7 +231,9 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.pause_reading()
             self.set_deadline(limits.write_timeout)
-            self.pending = memoryview(error_answer(exc.status, self.server.date(time.time()), extra))
+            self.pending = collections.deque(
+                [memoryview(error_answer(exc.status, self.server.date(time.time()), extra))]
+            )
             self._write_pending()
             return
         assert self.transport is not None
@@ -247,23 +253,26 @@ class Connection(asyncio.Protocol):
             return
         self.close_after = self.close_after or answer.close
         self.set_deadline(self.server.limits.write_timeout)
-        if len(answer.body) <= CHUNK:
-            self.pending = memoryview(answer.head + answer.body)
+        if sum(map(len, answer.body)) <= CHUNK:  # small: one write
+            self.pending = collections.deque([memoryview(b"".join((answer.head, *answer.body)))])
         else:
-            self.transport.write(answer.head)
-            self.pending = memoryview(answer.body)
+            self.pending = collections.deque(memoryview(part) for part in (answer.head, *answer.body) if part)
         self._write_pending()
 
     def _write_pending(self) -> None:
         assert self.transport is not None
-        while self.pending is not None and not self.write_paused:
+        pending = self.pending
+        while pending and not self.write_paused:
             if self.transport.is_closing():  # the client went away: asyncio would log every further write
-                self.pending = None
+                pending.clear()
                 return
-            chunk, rest = self.pending[:CHUNK], self.pending[CHUNK:]
-            self.pending = rest if len(rest) else None
+            chunk, rest = pending[0][:CHUNK], pending[0][CHUNK:]
+            if len(rest):
+                pending[0] = rest
+            else:
+                pending.popleft()
             self.transport.write(chunk)
-        if self.pending is None and not self.write_paused and self.state == "busy":
+        if not pending and not self.write_paused and self.state == "busy":
             self._answered()
 
     def _answered(self) -> None:
@@ -306,19 +315,19 @@ def run_app(app: WSGIApp, environ: dict[str, Any], close: bool, date: str) -> An
             if hasattr(result, "close"):
                 result.close()
         status, headers = started
-        body = written[0] if len(written) == 1 else b"".join(written)
+        body = tuple(written)
     except Exception:
         log.exception(
             "serving %s failed",
             environ["RAW_PATH"],
             extra={"method": environ["REQUEST_METHOD"], "path": environ["RAW_PATH"]},
         )
-        status, headers, body = "500 Internal Server Error", [("Content-Type", "text/plain")], b"internal error\n"
+        status, headers, body = "500 Internal Server Error", [("Content-Type", "text/plain")], (b"internal error\n",)
         close = True
-    length = len(body)
+    length = sum(map(len, body))
     if environ["REQUEST_METHOD"] == "HEAD":
         given = [v for n, v in headers if n.lower() == "content-length"]
-        length, body = (int(given[0]) if given and not body else length), b""
+        length, body = (int(given[0]) if given and not length else length), ()
     log.debug(
         "%s %s %s %s",
         environ["REMOTE_ADDR"],
