@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -42,6 +42,8 @@ from exporter.counting.usage import MAX_NODES, node_count, node_names, run_secon
 from exporter.model import ClusterState, Row
 from exporter.poller import ClusterPoller
 from exporter.service import Exporter, runtime_metrics, shorten_switch_interval
+from exporter.serving.exposition import CachedExposition
+from exporter.serving.runtime import RuntimeCollector
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
@@ -84,7 +86,7 @@ def simulator(jobs: int, latency: float = 0.0, max_page: int = 100, *extra: str)
 
 
 def exporter_for(
-    urls: list[str], concurrency: int = 8, runtime: Callable[[], CollectorRegistry | None] = runtime_metrics
+    urls: list[str], concurrency: int = 8, runtime: Callable[[], RuntimeCollector | None] = runtime_metrics
 ) -> Exporter:
     clusters = [
         {"name": f"c{i}", "api_url": u, "token": "bench-token", "cluster_ids": [int(SID)]} for i, u in enumerate(urls)
@@ -747,9 +749,9 @@ def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     ]
 
 
-def scrape_body(ex: Exporter) -> bytes:
-    """What a gzip scrape of ``ex`` renders, without the HTTP."""
-    return ex.exposition.render(ex.store.states(), False, True)
+def scrape_body(exposition: CachedExposition, ex: Exporter) -> list[bytes]:
+    """What a gzip scrape of ``ex`` served from ``exposition`` renders, without the HTTP."""
+    return exposition.render_parts(ex.store.states(), False, True)
 
 
 def process_only() -> CollectorRegistry:
@@ -765,27 +767,67 @@ def gc_only() -> CollectorRegistry:
     return registry
 
 
+class LibraryRuntime(RuntimeCollector):
+    """The per-scrape part as client_python's ProcessCollector and GCCollector render it (before issue 16's
+    last step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._registry = runtime_library()
+
+    def text(self, openmetrics: bool) -> bytes:
+        return generate_latest(self._registry) if not openmetrics else super().text(openmetrics)
+
+
+def runtime_library() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class OneBody:
+    """The gzipped exposition as one body, joined again whenever the runtime text changes: /metrics as it was
+    before its answers went out in parts (issue 16)."""
+
+    def __init__(self, exposition: CachedExposition) -> None:
+        self._exposition = exposition
+        self._last: tuple[bytes, bytes] | None = None  # (the end of the stream, the body joined with it)
+
+    def render_parts(self, states: Mapping[str, ClusterState], openmetrics: bool, compressed: bool) -> list[bytes]:
+        parts = self._exposition.render_parts(states, openmetrics, compressed)
+        if not compressed:
+            return [b"".join(parts)]
+        last = self._last
+        if last is None or last[0] is not parts[-1]:
+            last = self._last = (parts[-1], b"".join(parts))
+        return [last[1]]
+
+
 def bench_runtime(runs: int, seconds: float = 30.0) -> list[str]:
     """Issue 16: bench 5's exposition without a per-scrape part (as before), with the process collector only,
-    and with process and GC collectors (the default), alternately in one run: the CPU of rendering, and the
-    scrape p99 between polls, paced, and while one cluster publishes every second."""
+    with process and GC collectors (the default), and with both sent as one body joined at each runtime
+    rendering (as before the answers went out in parts), alternately in one run: the CPU of rendering, and
+    the scrape p99 between polls, paced, and while one cluster publishes every second."""
     big_pages()
     shorten_switch_interval()
     urls = [f"http://127.0.0.1:9/{i}" for i in range(10)]
-    variants: dict[str, Callable[[], CollectorRegistry | None]] = {
+    variants: dict[str, Callable[[], RuntimeCollector | None]] = {
         "without": lambda: None,
-        "process": process_only,
-        "process+gc": runtime_metrics,
+        "ours (main)": runtime_metrics,
+        "client_python's": LibraryRuntime,
+        "client_python's, one body": LibraryRuntime,
     }
     servers, targets = [], {}
     for name, runtime in variants.items():
         ex = exporter_for(urls, runtime=runtime)
         big_store(ex, time.time())
-        server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
+        exposition = cast(CachedExposition, OneBody(ex.exposition)) if name.endswith("one body") else ex.exposition
+        server = WebServer(make_app(ex.registry, ex.store, None, exposition), "127.0.0.1", 0)
         server.start()
         servers.append(server)
-        targets[name] = (ex, f"http://127.0.0.1:{server.port}/metrics")
-        httpx.get(targets[name][1], timeout=60)  # the first scrape renders the cached text
+        targets[name] = (ex, exposition, f"http://127.0.0.1:{server.port}/metrics")
+        httpx.get(targets[name][2], timeout=60)  # the first scrape renders the cached text
 
     def cpu_us(f: Callable[[], object], n: int = 2000) -> float:
         t = time.process_time()
@@ -794,7 +836,7 @@ def bench_runtime(runs: int, seconds: float = 30.0) -> list[str]:
         return (time.process_time() - t) / n * 1e6
 
     rows = []
-    collectors = {"process": process_only(), "gc": gc_only(), "process+gc": runtime_metrics()}
+    collectors = {"process": process_only(), "gc": gc_only(), "process+gc": runtime_library()}
     part: dict[str, list[float]] = {
         name: [] for name in collectors
     }  # µs of CPU to render the per-scrape part alone, per round
@@ -807,9 +849,10 @@ def bench_runtime(runs: int, seconds: float = 30.0) -> list[str]:
         for name in collectors if r % 2 == 0 else reversed(collectors):
             part[name].append(cpu_us(functools.partial(generate_latest, collectors[name])))
         for name in order:
-            render[name].append(cpu_us(functools.partial(scrape_body, targets[name][0]), 500))
+            ex, exposition, _ = targets[name]
+            render[name].append(cpu_us(functools.partial(scrape_body, exposition, ex), 500))
         for name in order:
-            ex, url = targets[name]
+            ex, _, url = targets[name]
             p99s[(name, "closed loop, between polls")].append(p99(scrape_load(url, seconds)[0]))
             p99s[(name, "paced, between polls")].append(p99(scrape_load(url, seconds, paced=True)[0]))
             p99s[(name, "closed loop, one cluster publishing every second")].append(

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
-from prometheus_client import CollectorRegistry, GCCollector, Info, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Info, PlatformCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
@@ -26,6 +26,7 @@ from exporter.poller import ClusterPoller
 from exporter.serving.collector import JobCollector
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.families import ClusterFamilies
+from exporter.serving.runtime import RuntimeCollector
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
 from exporter.sugon.conversation import Conversation
@@ -83,13 +84,10 @@ def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
     return context
 
 
-def runtime_metrics() -> CollectorRegistry:
-    """client_python's process collector (CPU seconds, resident and virtual memory, open and maximum fds, start
-    time) and GC collector: what every client_python exporter shows, and what changes at every scrape."""
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    GCCollector(registry=registry)
-    return registry
+def runtime_metrics() -> RuntimeCollector:
+    """What client_python's process collector (CPU seconds, resident and virtual memory, open and maximum fds,
+    start time) and GC collector show in every client_python exporter, and what changes at every scrape."""
+    return RuntimeCollector()
 
 
 @dataclass
@@ -111,10 +109,10 @@ class Exporter:
         *,
         clock: Callable[[], float] = time.time,
         retry_backoff: float = 0.5,
-        runtime: Callable[[], CollectorRegistry | None] = runtime_metrics,
+        runtime: Callable[[], RuntimeCollector | None] = runtime_metrics,
     ) -> None:
-        """``runtime`` builds the registry read afresh for each scrape (None: no such part); tests give one
-        that reads a fixed /proc, so that two renderings are byte for byte equal."""
+        """``runtime`` builds the collector read afresh for each scrape (None: no such part); tests give one
+        with fixed figures, so that two renderings are byte for byte equal."""
         self.config = config
         self._clock = clock
         self._retry_backoff = retry_backoff
@@ -132,7 +130,12 @@ class Exporter:
         families = ClusterFamilies(config.per_user)
         process = runtime()
         self.exposition = CachedExposition(
-            build_info, families, live, clock, live_version=lambda: metrics.version, runtime=process
+            build_info,
+            families,
+            live,
+            clock,
+            live_version=lambda: metrics.version,
+            runtime=process.text if process is not None else None,
         )
         self.store = StateStore([c.name for c in config.clusters], before_publish=self.exposition.render_ahead)
         # The same families, built at each collect(): for --once, name[] scrapes and reading single values.

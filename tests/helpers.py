@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 import socket
 import subprocess
 from collections.abc import Callable
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client import CollectorRegistry, ProcessCollector
 
 from exporter.counting.tally import RowTally
 from exporter.model import Row
+from exporter.serving.runtime import ProcessReader, RuntimeCollector
 from tests.tools import find_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -23,12 +24,23 @@ PROC = FIXTURES / "proc"  # a stand-in /proc of one process, 4242
 SCHEDULER = "1638523853"
 
 
-def fixed_runtime() -> CollectorRegistry:
-    """The exporter's per-scrape part as the real ProcessCollector renders it, over the stand-in /proc: values
-    that do not change, so that two renderings of /metrics are byte for byte equal."""
-    registry = CollectorRegistry()
-    ProcessCollector(pid=lambda: 4242, proc=str(PROC), registry=registry)
-    return registry
+TICKS = os.sysconf("SC_CLK_TCK")
+# What the stand-in /proc holds (tests/fixtures/proc/README), with the CPU time and the open-files limit that
+# this process's system calls would give in its place.
+PROC_CPU_SECONDS = (1234 + 566) / TICKS
+PROC_MAX_FDS = 1024.0
+FIXED_GC = [
+    {"collections": 40, "collected": 613, "uncollectable": 0},
+    {"collections": 3, "collected": 5, "uncollectable": 0},
+    {"collections": 1, "collected": 0, "uncollectable": 2},
+]
+
+
+def fixed_runtime() -> RuntimeCollector:
+    """The exporter's per-scrape part over the stand-in /proc and fixed GC figures: values that do not
+    change, so that two renderings of /metrics are byte for byte equal."""
+    reader = ProcessReader(str(PROC), "4242", cpu=lambda: PROC_CPU_SECONDS, limit=lambda: PROC_MAX_FDS)
+    return RuntimeCollector(reader.read, gc_stats=lambda: FIXED_GC)
 
 
 def fixture(name: str) -> Any:

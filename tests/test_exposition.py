@@ -45,6 +45,14 @@ def rig() -> tuple[Exporter, list[float]]:
     return ex, clock
 
 
+def render_registry(registry: CollectorRegistry, openmetrics: bool) -> bytes:
+    """What client_python renders of ``registry``, without OpenMetrics' EOF line."""
+    if openmetrics:
+        text: bytes = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+        return text.removesuffix(b"# EOF\n")
+    return generate_latest(registry)
+
+
 def scrape(ex: Exporter, openmetrics: bool = False, compressed: bool = False) -> bytes:
     """What /metrics answers (the body as sent)."""
     return ex.exposition.render(ex.store.states(), openmetrics, compressed)
@@ -262,7 +270,10 @@ def test_every_change_of_the_exporters_own_counters_reaches_the_next_scrape() ->
     assert scrape(ex, True, True) == scrape(ex, True, True)  # unchanged: the same bytes
     config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
     bare = Exporter(config, clock=lambda: NOW, runtime=lambda: None)  # nothing rendered at every scrape
-    assert scrape(bare, True, True) is scrape(bare, True, True)  # unchanged: the same answer, sent again
+    states = bare.store.states()
+    sent = bare.exposition.render_parts(states, True, True)
+    again = bare.exposition.render_parts(states, True, True)
+    assert all(a is b for a, b in zip(sent, again, strict=True))  # unchanged: the same answer, sent again
 
 
 HOSTILE = ['q"1', "back\\slash", "new\nline", "ünï 队列", "\\n", 'end\\"', "x" * 256, "sp ace", "=,{}"]
@@ -356,15 +367,15 @@ def test_users_cpu_seconds_stay_in_the_cached_text_when_no_job_is_left_in_the_li
 
 
 def test_the_process_metrics_follow_the_exporters_own_counters_with_the_values_proc_holds() -> None:
-    """The stand-in /proc (tests/fixtures/proc/4242) holds utime 1234 + stime 566 ticks, start time 50000
-    ticks after boot (btime 1700000000), vsize 524288000 bytes, rss 25600 pages, a soft limit of 1024
-    open files and four entries in fd/."""
+    """The stand-in /proc (tests/fixtures/proc/4242) holds utime 1234 + stime 566 ticks (given as the CPU
+    time), start time 50000 ticks after boot (btime 1700000000), 128000 pages of virtual memory and 25600
+    resident, a soft limit of 1024 open files (given as the limit) and four entries in fd/."""
     ex, _ = rig()
     ticks, page = os.sysconf("SC_CLK_TCK"), resource.getpagesize()
     expected = {
         "process_cpu_seconds_total": 1800 / ticks,
         "process_start_time_seconds": 1_700_000_000 + 50000 / ticks,
-        "process_virtual_memory_bytes": 524_288_000.0,
+        "process_virtual_memory_bytes": 128000.0 * page,  # statm's 128000 pages (524288000 bytes with 4 KiB pages)
         "process_resident_memory_bytes": 25600.0 * page,
         "process_max_fds": 1024.0,
         "process_open_fds": 4.0,
@@ -377,7 +388,8 @@ def test_the_process_metrics_follow_the_exporters_own_counters_with_the_values_p
         assert read == expected
         names = [f.name for f in families]
         assert names[1] == "python_info"  # fixed for the process's life: beside the build info
-        assert names.index("sugon_config_last_reload_success_timestamp_seconds") == len(names) - 7  # then process_*
+        # then process_* (6 families) and python_gc_* (3)
+        assert names.index("sugon_config_last_reload_success_timestamp_seconds") == len(names) - 10
     assert ex.registry.get_sample_value("process_open_fds") == 4.0  # --once and name[] scrapes have them too
 
 
@@ -412,7 +424,7 @@ def test_the_runtime_part_is_rendered_afresh_once_older_than_its_max_age_in_ever
         CollectorRegistry(),
         lambda: NOW,
         live_version=lambda: 0,
-        runtime=runtime,
+        runtime=lambda openmetrics: render_registry(runtime, openmetrics),
         runtime_max_age=0.1,
         monotonic=lambda: now[0],
     )
@@ -433,3 +445,40 @@ def test_the_runtime_part_is_rendered_afresh_once_older_than_its_max_age_in_ever
         assert ticks(False, True) == f"ticks_total {ticking.count - 1}.0".encode()  # the text format's, still young
         assert ticking.count == first + 2 * step
         now[0] += 0.06  # 0.11 s after the rendering: too old
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_a_new_runtime_text_sends_the_cached_megabytes_as_they_were_never_copied(openmetrics: bool) -> None:
+    """Gzipped, an answer is two parts: the deflate stream up to the runtime text, the same bytes object from
+    scrape to scrape while the job data and the live text stay the same, and the end of the stream (the
+    runtime text, the final block, the trailer). Joined, they are one gzip stream of the whole text."""
+    runtime = CollectorRegistry()
+    runtime.register(Ticking())
+    now = [100.0]
+    ex, _ = rig()
+    exposition = CachedExposition(
+        CollectorRegistry(),
+        ClusterFamilies(False),
+        CollectorRegistry(),
+        lambda: NOW,
+        live_version=lambda: 0,
+        runtime=lambda openmetrics: render_registry(runtime, openmetrics),
+        monotonic=lambda: now[0],
+    )
+    states = ex.store.states()  # three jobs of cluster a
+
+    def whole() -> bytes:
+        return b"".join(exposition.render_parts(states, openmetrics, False))
+
+    first = exposition.render_parts(states, openmetrics, True)
+    assert len(first) == 2 and b"sugon_jobs" in whole()
+    assert gzip.decompress(b"".join(first)) == whole()
+    plain = exposition.render_parts(states, openmetrics, False)
+    assert exposition.render_parts(states, openmetrics, False)[0] is plain[0]  # the cached text, not a copy
+    again = exposition.render_parts(states, openmetrics, True)  # within the max age: the same answer
+    assert again[0] is first[0] and again[1] is first[1]
+    now[0] += 1.0
+    later = exposition.render_parts(states, openmetrics, True)
+    assert later[0] is first[0] and later[1] != first[1]  # a new runtime rendering, the prefix as it was
+    assert gzip.decompress(b"".join(later)) == whole()
+    assert whole().removesuffix(b"# EOF\n").endswith(b"ticks_total 2.0\n")  # rendered at the first scrape and now

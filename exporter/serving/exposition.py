@@ -15,7 +15,9 @@ than before; see bench/RESULTS.md, issue 16).
 
 gzip: each text is deflated on its own up to a sync flush, so deflated texts join into one deflate stream;
 a scrape appends the runtime text with the final block and the gzip trailer. The result is one ordinary
-gzip stream.
+gzip stream, sent in two parts that are never joined: the stream up to the runtime text (one bytes object,
+kept while the job data and the live text stay the same) and its end, so that a new runtime rendering
+copies none of the megabytes before it (bench/RESULTS.md, issue 16). Plain text goes out in parts likewise.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -103,11 +105,22 @@ class _CachedText:
         return plain
 
 
+class _Gzipped(NamedTuple):
+    """A gzipped answer in its two parts, and what they were made of."""
+
+    cached: _CachedText
+    version: int  # of the live text
+    live: PrecompressedText
+    prefix: bytes  # gzip header, the cached text and the live text deflated
+    end: bytes  # the runtime text (and EOF)
+    last: bytes  # that deflated with the final block, and the gzip trailer
+
+
 class CachedExposition:
     """The /metrics body of given states: ``static`` (families that never change: build info), the job
     families (cached per cluster and per change), then ``live`` (cached while ``live_version`` stays the
-    same; without it, rendered every time), then ``runtime`` (rendered again once ``runtime_max_age``
-    old), as text or OpenMetrics, optionally gzipped."""
+    same; without it, rendered every time), then ``runtime`` (its text in a format, OpenMetrics or not:
+    asked again once ``runtime_max_age`` old), as text or OpenMetrics, optionally gzipped."""
 
     def __init__(
         self,
@@ -116,7 +129,7 @@ class CachedExposition:
         live: CollectorRegistry,
         clock: Callable[[], float] = time.time,
         live_version: Callable[[], int] | None = None,
-        runtime: CollectorRegistry | None = None,
+        runtime: Callable[[bool], bytes] | None = None,
         runtime_max_age: float = RUNTIME_MAX_AGE,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -137,33 +150,47 @@ class CachedExposition:
         self._cached_texts: dict[bool, dict[_Key, tuple[Mapping[str, ClusterState], _CachedText]]] = {}
         # With live_version: the live text as of a version, and whole gzipped answers, per format.
         self._live_texts: dict[bool, tuple[int, PrecompressedText]] = {}
-        self._gzipped: dict[bool, tuple[_CachedText, int, bytes, bytes]] = {}
+        self._gzipped: dict[bool, _Gzipped] = {}
         self._formats_scraped: set[bool] = set()  # OpenMetrics or not: rendered ahead in these
         self._failing_ahead: set[str] = set()  # clusters whose last rendering ahead failed (logged once)
 
     def render(self, states: Mapping[str, ClusterState], openmetrics: bool, compressed: bool) -> bytes:
-        """The whole exposition of ``states``: the cached text, the live text, then the runtime text."""
+        """The whole exposition of ``states`` in one piece (see ``render_parts``)."""
+        return b"".join(self.render_parts(states, openmetrics, compressed))
+
+    def render_parts(self, states: Mapping[str, ClusterState], openmetrics: bool, compressed: bool) -> list[bytes]:
+        """The whole exposition of ``states``: the cached text, the live text, then the runtime text, in parts
+        to send one after another. Gzipped, the parts are the deflate stream up to the runtime text (kept
+        while the job data and the live text stay the same) and the small end of the stream, so that a new
+        runtime text never copies the megabytes before it."""
         version = self._live_version() if self._live_version is not None else None
+        kept = None
         with self._lock:  # one rendering per change, however many scrapes arrive at once
             self._formats_scraped.add(openmetrics)
             cached = self._cached_text(states, openmetrics)
             end = self._end_text(openmetrics)
             if compressed and version is not None:
-                done = self._gzipped.get(openmetrics)
-                if done is not None and done[0] is cached and done[1] == version and done[2] is end:
-                    return done[3]
-        live = self._live_text(openmetrics, version)
-        if not compressed:
-            return b"".join((cached.plain, live.text, end))
+                kept = self._gzipped.get(openmetrics)
+                if kept is not None and kept.cached is cached and kept.version == version:
+                    if kept.end is end:
+                        return [kept.prefix, kept.last]
+                else:
+                    kept = None
+        if kept is not None:  # the same stream up to the runtime text, live text included
+            live, prefix = kept.live, kept.prefix
+        else:
+            live = self._live_text(openmetrics, version)
+            if not compressed:
+                return [cached.plain, live.text, end]
+            prefix = b"".join((GZIP_HEADER, cached.deflated, live.deflated))
         tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
         size = (cached.size + len(live.text) + len(end)) & 0xFFFFFFFF
         trailer = struct.pack("<II", zlib.crc32(end, zlib.crc32(live.text, cached.crc)), size)
-        # One join: a chain of + would copy the megabytes of the cached text once per part.
-        body = b"".join((GZIP_HEADER, cached.deflated, live.deflated, tail.compress(end), tail.flush(), trailer))
+        last = b"".join((tail.compress(end), tail.flush(), trailer))
         if version is not None:
             with self._lock:
-                self._gzipped[openmetrics] = (cached, version, end, body)
-        return body
+                self._gzipped[openmetrics] = _Gzipped(cached, version, live, prefix, end, last)
+        return [prefix, last]
 
     def _end_text(self, openmetrics: bool) -> bytes:
         """The runtime text and, in OpenMetrics, the EOF line: the same bytes while younger than the max age."""
@@ -171,7 +198,7 @@ class CachedExposition:
         found = self._ends.get(openmetrics)
         if found is not None and (self._runtime is None or now - found[0] < self._runtime_max_age):
             return found[1]
-        runtime = _render(self._runtime, openmetrics) if self._runtime is not None else b""
+        runtime = self._runtime(openmetrics) if self._runtime is not None else b""
         end = runtime + (EOF_LINE if openmetrics else b"")
         self._ends[openmetrics] = (now, end)
         return end

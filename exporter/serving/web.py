@@ -46,12 +46,12 @@ def make_app(
         _, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         openmetrics = content_type.startswith("application/openmetrics-text")
         compressed = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
-        body = exposition.render(store.states(), openmetrics, compressed)
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        parts = exposition.render_parts(store.states(), openmetrics, compressed)
+        headers = [("Content-Type", content_type), ("Content-Length", str(sum(map(len, parts))))]
         if compressed:
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", headers)
-        return [body]
+        return parts
 
     def refuse(verdict: Verdict, start_response: StartResponse) -> Iterable[bytes]:
         if verdict is Verdict.BUSY:  # too many password checks waiting for bcrypt: come back in a moment
