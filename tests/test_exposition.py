@@ -410,15 +410,11 @@ class Ticking(Collector):
         yield CounterMetricFamily("ticks", "Collections so far.", value=self.count)
 
 
-def test_the_runtime_part_is_rendered_afresh_once_older_than_its_max_age_in_every_format() -> None:
-    """Scrapes within the max age share one rendering (a flood of scrapes costs no more than before); the
-    first scrape after it, in each format and with or without gzip, collects afresh."""
-    ticking = Ticking()
+def ticking_exposition(ticking: Ticking, now: list[float]) -> CachedExposition:
+    """An exposition whose runtime part is ``ticking``, 0.1 s max age on the clock ``now[0]``."""
     runtime = CollectorRegistry()
     runtime.register(ticking)
-    now = [100.0]
-    store = StateStore(["a"])
-    exposition = CachedExposition(
+    return CachedExposition(
         CollectorRegistry(),
         ClusterFamilies(False),
         CollectorRegistry(),
@@ -428,6 +424,15 @@ def test_the_runtime_part_is_rendered_afresh_once_older_than_its_max_age_in_ever
         runtime_max_age=0.1,
         monotonic=lambda: now[0],
     )
+
+
+def test_the_runtime_part_is_rendered_afresh_once_older_than_its_max_age_in_every_format() -> None:
+    """Scrapes within the max age share one rendering (a flood of scrapes costs no more than before); the
+    first scrape after it, in each format and with or without gzip, collects afresh."""
+    ticking = Ticking()
+    now = [100.0]
+    store = StateStore(["a"])
+    exposition = ticking_exposition(ticking, now)
 
     def ticks(openmetrics: bool, compressed: bool) -> bytes:
         body = exposition.render(store.states(), openmetrics, compressed)
@@ -452,19 +457,9 @@ def test_a_new_runtime_text_sends_the_cached_megabytes_as_they_were_never_copied
     """Gzipped, an answer is two parts: the deflate stream up to the runtime text, the same bytes object from
     scrape to scrape while the job data and the live text stay the same, and the end of the stream (the
     runtime text, the final block, the trailer). Joined, they are one gzip stream of the whole text."""
-    runtime = CollectorRegistry()
-    runtime.register(Ticking())
     now = [100.0]
     ex, _ = rig()
-    exposition = CachedExposition(
-        CollectorRegistry(),
-        ClusterFamilies(False),
-        CollectorRegistry(),
-        lambda: NOW,
-        live_version=lambda: 0,
-        runtime=lambda openmetrics: render_registry(runtime, openmetrics),
-        monotonic=lambda: now[0],
-    )
+    exposition = ticking_exposition(Ticking(), now)
     states = ex.store.states()  # three jobs of cluster a
 
     def whole() -> bytes:
