@@ -31,7 +31,7 @@ _go_float: Callable[[float], str] = floatToGoString  # the number format of gene
 
 @dataclass(frozen=True)
 class ProcessFigures:
-    """One reading of the process: what ProcessCollector reports, in its units (None: not readable here)."""
+    """One reading of the process: what ProcessCollector reports, in its units."""
 
     virtual_memory_bytes: float
     resident_memory_bytes: float
