@@ -3,11 +3,19 @@ manifests carry the fields that matter and agree with each other and with deploy
 
 from __future__ import annotations
 
+import json
+import os
+import posixpath
 import re
+import shutil
+import socket
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -88,6 +96,131 @@ def test_the_image_is_multi_stage_slim_non_root_and_health_checked() -> None:
     assert user and int(user[-1][0]) != 0
     assert re.search(r"^EXPOSE 10863$", DOCKERFILE, re.MULTILINE)
     assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", DOCKERFILE, re.MULTILINE)
+
+
+# ---- the image's build, replayed -----------------------------------------------------------------
+#
+# No container engine runs here, so the Dockerfile's own WORKDIR, COPY and RUN steps are replayed, each stage
+# in a directory of its own that stands in for the image's "/", with a fresh venv standing in for the base
+# image's Python. As in a container, pip reads none of this machine's pip configuration: wheels found on its
+# disk (find-links, extra indexes) would hide a dependency the image lacks. It keeps only how to reach an index.
+PIP_TRANSPORT = {"PIP_INDEX_URL", "PIP_CERT", "PIP_PROXY", "PIP_TRUSTED_HOST", "PIP_DEFAULT_TIMEOUT"}
+NOT_BUILD_STEPS = {"USER", "EXPOSE", "HEALTHCHECK", "ENTRYPOINT", "CMD", "LABEL"}
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(KEYWORD, arguments) of each instruction of a Dockerfile: comments dropped, continuation lines joined."""
+    kept = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    lines = [line.strip() for line in re.sub(r"\\\n", " ", kept).splitlines() if line.strip()]
+    return [(keyword.upper(), rest.strip()) for keyword, _, rest in (line.partition(" ") for line in lines)]
+
+
+class Stage:
+    """One build stage: a directory standing in for the image's "/", its working directory and its Python."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir()
+        self.workdir = "/"
+        self.venv = root.parent / f"{root.name}-venv"
+        subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True, timeout=300)
+
+    def path(self, image_path: str) -> Path:
+        """Where a path of the image, absolute or relative to the working directory, is in the replay."""
+        return self.root / posixpath.normpath(posixpath.join(self.workdir, image_path)).lstrip("/")
+
+
+def copy(sources: list[Path], dest: str, stage: Stage) -> None:
+    """COPY's rules: a directory's contents go into the destination, files into it when it ends in "/"."""
+    for source in sources:
+        assert source.exists(), f"COPY: {source} does not exist"
+        if source.is_dir():
+            shutil.copytree(source, stage.path(dest), dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target = stage.path(dest + source.name if dest.endswith("/") else dest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+
+
+def run_step(command: str, stage: Stage, image_dirs: set[str]) -> None:
+    """A RUN step, with the image's own directories moved under the stage's root (any other absolute path
+    fails the test: it would reach this machine's files)."""
+
+    def moved(match: re.Match[str]) -> str:
+        top = "/" + match.group(0).split("/")[1]
+        assert top in image_dirs, f"RUN {command}: the replay does not know where {match.group(0)} is"
+        return str(stage.root) + match.group(0)
+
+    local = re.sub(r"(?<![\w/:.-])/[^\s;&|'\"]+", moved, command)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in PIP_TRANSPORT}
+    env |= {"PATH": f"{stage.venv / 'bin'}{os.pathsep}{env['PATH']}", "PIP_CONFIG_FILE": os.devnull}
+    env.pop("PYTHONPATH", None)
+    r = subprocess.run(
+        ["/bin/sh", "-c", local], cwd=stage.path("."), env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert r.returncode == 0, f"RUN {command}\n{r.stdout}{r.stderr}"
+
+
+def replay(dockerfile: str, context: Path, tmp: Path) -> Stage:
+    """Every stage of ``dockerfile`` built from ``context``; the last one, the image, is returned."""
+    steps = instructions(dockerfile)
+    destinations = [arg.split()[-1] for key, arg in steps if key in ("WORKDIR", "COPY")]
+    image_dirs = {"/" + dest.split("/")[1] for dest in destinations if dest.startswith("/")}
+    stages: dict[str, Stage] = {}
+    stage: Stage | None = None
+    for key, arg in steps:
+        if key == "FROM":
+            name = arg.split()[-1] if " AS " in arg.upper() else str(len(stages))
+            stage = stages[name] = Stage(tmp / f"stage-{name}")
+            continue
+        assert stage is not None, f"{key} before FROM"
+        if key == "WORKDIR":
+            stage.path(arg).mkdir(parents=True, exist_ok=True)
+            stage.workdir = posixpath.join(stage.workdir, arg)
+        elif key == "COPY":
+            *sources, dest = arg.split()
+            origin = sources.pop(0).removeprefix("--from=") if sources[0].startswith("--from=") else None
+            assert not any(s.startswith("--") for s in sources), f"the replay does not know COPY {arg}"
+            copy([stages[origin].path(s) if origin else context / s for s in sources], dest, stage)
+        elif key == "RUN":
+            run_step(arg, stage, image_dirs)
+        else:
+            assert key in NOT_BUILD_STEPS, f"the replay does not know the instruction {key}"
+    assert stage is not None, "no FROM"
+    return stage
+
+
+def test_the_image_built_from_the_dockerfiles_own_steps_serves_the_demo(tmp_path: Path) -> None:
+    image = replay(DOCKERFILE, DEPLOY.parent, tmp_path)
+    (entrypoint,) = [json.loads(arg) for key, arg in instructions(DOCKERFILE) if key == "ENTRYPOINT"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = str(image.venv / "bin" / entrypoint[0])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = tmp_path / "exporter.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [exe, *entrypoint[1:], "--demo", "--web.listen-address", f"127.0.0.1:{port}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        body = ""
+        while 'sugon_up{hpc_cluster="demo-kunshan"} 1.0' not in body:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"no demo data on /metrics within 60 s:\n{body}\n{log.read_text()}"
+            time.sleep(0.2)
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.HTTPError:
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # ---- Kubernetes ----------------------------------------------------------------------------------
