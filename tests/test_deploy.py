@@ -23,6 +23,7 @@ from exporter.config import build_config
 from tests.tools import find_tool
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
+README = (DEPLOY.parent / "README.md").read_text(encoding="utf-8")
 
 
 def tool(name: str, hint: str) -> str:
@@ -31,16 +32,35 @@ def tool(name: str, hint: str) -> str:
 
 # ---- systemd -------------------------------------------------------------------------------------
 
+UNIT = (DEPLOY / "systemd" / "sugon-exporter.service").read_text()
+EXEC_START = re.search(r"^ExecStart=(\S+)", UNIT, re.MULTILINE)
+
+
+def readme_section(heading: str) -> str:
+    """The README's text from ``heading`` (a whole heading line) to the next heading of its level or above."""
+    level = heading.split(" ")[0]
+    start = README.index(f"\n{heading}\n")
+    end = re.compile(rf"^#{{1,{len(level)}}} ", re.MULTILINE).search(README, start + len(heading) + 2)
+    return README[start : end.start() if end else len(README)]
+
 
 @pytest.fixture
 def unit(tmp_path: Path) -> Path:
     """The shipped unit, pointing at the sugon-exporter this test run has installed (verify checks it exists)."""
+    assert EXEC_START, "the unit has no ExecStart="
     exe = tool("sugon-exporter", "pip install '.[test]'")
     path = tmp_path / "sugon-exporter.service"
-    path.write_text(
-        (DEPLOY / "systemd" / "sugon-exporter.service").read_text().replace("/usr/local/bin/sugon-exporter", exe)
-    )
+    path.write_text(UNIT.replace(f"ExecStart={EXEC_START.group(1)} ", f"ExecStart={exe} "))
     return path
+
+
+def test_the_unit_starts_the_exporter_where_the_readme_installs_it() -> None:
+    (commands,) = re.findall(r"```sh\n(.*?)```", readme_section("### systemd"), re.DOTALL)
+    install = re.search(r"^python3 -m venv (\S+) && \1/bin/pip install \.", commands, re.MULTILINE)
+    assert install, f"the README's systemd commands make no virtualenv to install into:\n{commands}"
+    assert EXEC_START and EXEC_START.group(1) == f"{install.group(1)}/bin/sugon-exporter"
+    assert f"#   {install.group(0)}\n" in UNIT, "the unit's comment should say how the README installs it"
+    assert "pip install sugon-exporter" not in UNIT, "sugon-exporter is not on PyPI"
 
 
 def test_the_systemd_unit_verifies_cleanly(unit: Path) -> None:
@@ -68,9 +88,8 @@ def test_the_systemd_unit_is_rated_ok_or_better(unit: Path) -> None:
 
 
 def test_the_unit_hands_secrets_over_as_credentials_not_environment() -> None:
-    text = (DEPLOY / "systemd" / "sugon-exporter.service").read_text()
-    assert "LoadCredential=" in text and "DynamicUser=yes" in text
-    assert not re.search(r"^Environment=.*(TOKEN|PASSWORD|SECRET)", text, re.MULTILINE | re.IGNORECASE)
+    assert "LoadCredential=" in UNIT and "DynamicUser=yes" in UNIT
+    assert not re.search(r"^Environment=.*(TOKEN|PASSWORD|SECRET)", UNIT, re.MULTILINE | re.IGNORECASE)
 
 
 # ---- container -----------------------------------------------------------------------------------
