@@ -114,7 +114,8 @@ def test_the_image_is_multi_stage_slim_non_root_and_health_checked() -> None:
     user = re.findall(r"^USER (\d+)(?::(\d+))?$", DOCKERFILE, re.MULTILINE)
     assert user and int(user[-1][0]) != 0
     assert re.search(r"^EXPOSE 10863$", DOCKERFILE, re.MULTILINE)
-    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", DOCKERFILE, re.MULTILINE)
+    (healthcheck,) = [arg for key, arg in instructions(DOCKERFILE) if key == "HEALTHCHECK"]
+    assert "http://127.0.0.1:10863/-/healthy'" in healthcheck
 
 
 # ---- the image's build, replayed -----------------------------------------------------------------
@@ -268,7 +269,8 @@ def test_the_deployment_runs_non_root_read_only_probed_and_bounded() -> None:
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"]
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "metrics"}
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert {p["containerPort"] for p in container["ports"]} == {10863}
 
