@@ -275,6 +275,28 @@ def test_the_deployment_runs_non_root_read_only_probed_and_bounded() -> None:
     assert {p["containerPort"] for p in container["ports"]} == {10863}
 
 
+def memory_bytes(quantity: str) -> float:
+    """A Kubernetes memory quantity in bytes: 512Mi, 1Gi, 500M, 400e6."""
+    units = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    match = re.fullmatch(r"([\d.]+(?:e\d+)?)(k|[KMG]i|[MG])?", quantity)
+    assert match, f"not a memory quantity this test knows: {quantity}"
+    return float(match.group(1)) * units[match.group(2) or ""]
+
+
+def test_the_memory_alert_fires_before_the_pods_memory_limit_kills_it() -> None:
+    assert (memory_bytes("512Mi"), memory_bytes("400e6"), memory_bytes("1G")) == (536870912, 4e8, 1e9)
+    (container,) = K8S["Deployment"]["spec"]["template"]["spec"]["containers"]
+    limit = memory_bytes(container["resources"]["limits"]["memory"])
+    sources = {
+        "deploy/prometheus/alerts.yml": yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"],
+        "deploy/kubernetes/prometheusrule.yaml": K8S["PrometheusRule"]["spec"]["groups"],
+    }
+    for source, groups in sources.items():
+        (rule,) = [r for g in groups for r in g["rules"] if r.get("alert") == "SugonExporterMemoryGrowing"]
+        (threshold,) = re.findall(r"process_resident_memory_bytes\{[^}]*\}\s*>\s*([\d.e]+)", rule["expr"])
+        assert float(threshold) < 0.85 * limit, f"{source}: {threshold} bytes is not below 85 % of the pod's {limit}"
+
+
 def test_service_and_service_monitor_find_the_pods_and_the_port() -> None:
     pod_labels = K8S["Deployment"]["spec"]["template"]["metadata"]["labels"]
     svc = K8S["Service"]
