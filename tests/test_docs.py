@@ -1,10 +1,13 @@
-"""What the README promises: its PromQL passes promtool, it names every metric the exporter emits, and the
-recording rules it names are the shipped ones."""
+"""What the README promises: its PromQL passes promtool, it names every metric the exporter emits, the
+recording rules it names are the shipped ones, its config for a first real run passes --check-config as
+written, and CI runs its test command."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -55,3 +58,33 @@ def test_every_recording_rule_the_readme_names_is_in_the_shipped_rules() -> None
     named = set(re.findall(r"\bsugon:[a-z0-9_]+:[a-z0-9_]+", README))
     assert {"sugon:job_core_hours:increase1d", "sugon:user_job_core_hours:increase1d"} <= named
     assert named <= recorded, f"named in the README but not recorded: {sorted(named - recorded)}"
+
+
+def test_the_config_of_running_it_for_real_passes_check_config_with_its_one_variable_set(tmp_path: Path) -> None:
+    section = README.split("\n## Running it for real\n")[1].split("\n## ")[0]
+    config = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert config, "no config.yaml in the README's Running it for real"
+    (variable,) = set(re.findall(r"\$\{(\w+)\}", config.group(1)))
+    assert re.search(rf"^export {variable}=", section, re.MULTILINE), f"the commands do not set {variable}"
+    path = tmp_path / "config.yaml"
+    path.write_text(config.group(1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUGON_")} | {variable: "eyJhbGciOi.e30.sig"}
+    r = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config", str(path), "--check-config"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK, 1 cluster(s)" in r.stdout
+
+
+def test_ci_runs_the_readmes_test_command_in_a_fresh_virtualenv() -> None:
+    readme_command = re.findall(r"```sh\n(.*?)\n```", README, re.DOTALL)[1]
+    make_venv, activate, *install_and_test = readme_command.split(" && ")
+    assert (make_venv, activate) == ("python3 -m venv .venv", ". .venv/bin/activate")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r'^  "\$python" -m venv "\$venv"\n(.*\n)*?  \. "\$venv/bin/activate"$', ci, re.MULTILINE)
+    assert f"\n  {' && '.join(install_and_test)}\n" in ci

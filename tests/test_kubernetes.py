@@ -6,7 +6,7 @@ dropped without a word by client-side tooling). Every file in the folder is chec
 core kind is validated without touching this module, and one of a kind that has no check fails. The
 prometheus-operator kinds have no schema here: tests/test_deploy.py checks their structure and that they
 agree with the Service and deploy/prometheus; it also checks what a schema cannot (non-root, probes on the
-exporter's /healthz, its port, the ConfigMap holding a config the exporter loads).
+exporter's /-/healthy and /-/ready, its port, the ConfigMap holding a config the exporter loads).
 """
 
 from __future__ import annotations

@@ -1,18 +1,23 @@
-"""The shipped Prometheus files, checked with the real promtool: syntax, unit tests, and completeness."""
+"""The shipped Prometheus files, checked with the real promtool: syntax, unit tests, and completeness; each
+alert links its runbook section of the README."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
+from tests.test_readme_zh import EN, ZH, anchors, github_anchor
 from tests.tools import find_tool
 
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy" / "prometheus"
 TESTS = Path(__file__).parent / "prometheus"
 ALERTS = yaml.safe_load((DEPLOY / "alerts.yml").read_text())["groups"][0]["rules"]
+# The runbook_url of every alert: its own section of the English README, as GitHub renders it.
+README_URL = "https://github.com/sugon-exporter/sugon-exporter/blob/main/README.md"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -55,3 +60,21 @@ def test_every_alert_is_unit_tested_firing() -> None:
     tests = yaml.safe_load((TESTS / "alerts_test.yml").read_text())["tests"]
     fired = {case["alertname"] for t in tests for case in t.get("alert_rule_test", []) if case["exp_alerts"]}
     assert fired == {a["alert"] for a in ALERTS}
+
+
+def runbook_anchors(text: str, heading: str) -> set[str]:
+    """The anchors of the headings in ``text``'s section ``heading`` (a level-3 heading line)."""
+    assert f"\n{heading}\n" in text, f"no section {heading!r}"
+    section = text.split(f"\n{heading}\n", 1)[1]
+    return anchors(re.split(r"^#{1,3} ", section, maxsplit=1, flags=re.MULTILINE)[0])
+
+
+def test_every_alert_links_its_own_section_of_the_readmes_runbook() -> None:
+    assert github_anchor("SugonQueueBacklog") == "sugonqueuebacklog"
+    english = runbook_anchors(EN, "### What to do when an alert fires")
+    chinese = runbook_anchors(ZH, "### 告警触发后怎么办")
+    for alert in ALERTS:
+        anchor = github_anchor(alert["alert"])
+        assert alert["annotations"].get("runbook_url") == f"{README_URL}#{anchor}", alert["alert"]
+        assert anchor in english, f"README.md's runbook has no heading for {alert['alert']}"
+        assert anchor in chinese, f"README.zh-CN.md's runbook has no heading for {alert['alert']}"
