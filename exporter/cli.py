@@ -21,7 +21,7 @@ from exporter.config.web import WebConfig, load_web_config
 from exporter.logs import FORMATS, LEVELS, formatter
 from exporter.service import Exporter, shorten_switch_interval
 from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import WebServer, make_app
+from exporter.serving.web import OPEN_PATHS, WebServer, make_app
 from exporter.simulator import Scheduler, SimPlatform, Simulator
 
 log = logging.getLogger("exporter")
@@ -89,7 +89,7 @@ def _telemetry_path(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected a URL path like /metrics (starting with /, no query, spaces or %-escapes), got {value!r}"
         )
-    if value in ("/", "/healthz"):
+    if value == "/" or value in OPEN_PATHS:
         raise argparse.ArgumentTypeError(f"{value} is the exporter's own page; choose another path like /metrics")
     return value
 

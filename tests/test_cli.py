@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import httpx
 import pytest
 
@@ -168,6 +169,44 @@ def test_the_daemon_serves_metrics_and_stops_cleanly_on_a_signal(tmp_path: Path,
             proc.communicate()
 
 
+def test_ready_is_503_until_the_first_poll_ends_and_the_probes_need_no_credentials(tmp_path: Path) -> None:
+    """The API holds the first poll (a socket that never accepts); closing it fails the poll: a poll ended."""
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  prom: {hashed}\n")
+    port = free_port()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(8)
+        path = write_config(
+            tmp_path,
+            f"http://127.0.0.1:{held.getsockname()[1]}",
+            extra=f'timeout: 120s\nlisten_address: "127.0.0.1:{port}"\nweb_config_file: {tmp_path / "web.yml"}\n',
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SIM_TOKEN": SECRET},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(url + "/-/healthy", "healthy", proc)
+            ready = httpx.get(url + "/-/ready")
+            assert (ready.status_code, ready.text) == (503, "not ready: 1 of 1 clusters not polled yet\n")
+            assert httpx.get(url + "/metrics").status_code == 401
+            assert httpx.get(url + "/metrics", auth=("prom", "pw")).status_code == 200
+            held.close()  # the held request is reset: the first poll fails, and so ends
+            assert wait_for(url + "/-/ready", "ready\n", proc, seconds=30) == "ready\n"
+            assert httpx.get(url + "/-/healthy").status_code == 200
+            assert httpx.get(url + "/metrics").status_code == 401
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and SECRET not in err
+
+
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -243,6 +282,8 @@ def test_help_documents_the_promslog_flags_and_hides_the_old_spelling() -> None:
         (["--web.telemetry-path", "/m?x=1"], "argument --web.telemetry-path: expected a URL path like /metrics"),
         (["--web.telemetry-path", "/"], "argument --web.telemetry-path: / is the exporter's own page"),
         (["--web.telemetry-path", "/healthz"], "argument --web.telemetry-path: /healthz is the exporter's own page"),
+        (["--web.telemetry-path", "/-/healthy"], "argument --web.telemetry-path: /-/healthy is the exporter's own"),
+        (["--web.telemetry-path", "/-/ready"], "argument --web.telemetry-path: /-/ready is the exporter's own page"),
     ],
 )
 def test_a_bad_log_or_path_flag_is_a_usage_error(args: list[str], complaint: str) -> None:
