@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import socket
@@ -24,7 +25,7 @@ from exporter.model import ClusterState, PollFailure
 from exporter.service import Exporter
 from exporter.serving.basicauth import BasicAuth
 from exporter.serving.store import StateStore
-from exporter.serving.web import WebServer, make_app
+from exporter.serving.web import ListenError, WebServer, make_app
 from tests.helpers import read_answer
 
 
@@ -244,6 +245,32 @@ def test_reconfigure_gives_new_connections_the_new_tls_and_new_requests_the_new_
         assert httpx.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200
     finally:
         server.stop()
+
+
+def test_a_server_on_several_addresses_answers_on_each_and_one_it_cannot_bind_releases_the_others(
+    store: StateStore,
+) -> None:
+    app = make_app(CollectorRegistry(), store)
+    server = WebServer(app, "127.0.0.1", 0, more_addresses=[("127.0.0.1", 0)])
+    server.start()
+    try:
+        assert len(set(server.ports)) == 2
+        for port in server.ports:
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok\n"
+    finally:
+        server.stop()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        with pytest.raises(ListenError) as failed:
+            WebServer(app, "127.0.0.1", free, more_addresses=[("127.0.0.1", taken)])
+    assert failed.value.address == ("127.0.0.1", taken) and failed.value.errno == errno.EADDRINUSE
+    with socket.socket() as again:  # the first address was let go
+        again.bind(("127.0.0.1", free))
 
 
 @pytest.mark.parametrize("sizes", [(5, 0, 7), (300_000, 3, 600_000, 0, 11)])

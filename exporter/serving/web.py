@@ -14,11 +14,11 @@ from prometheus_client.exposition import choose_encoder
 from exporter.serving.basicauth import REALM, BasicAuth, Verdict
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.httpconn import Limits
-from exporter.serving.httpserver import WebServer
+from exporter.serving.httpserver import ListenError, WebServer
 from exporter.serving.status import TokenExpiry, status_answer
 from exporter.serving.store import StateStore
 
-__all__ = ["OPEN_PATHS", "Limits", "WebServer", "make_app"]
+__all__ = ["OPEN_PATHS", "Limits", "ListenError", "WebServer", "make_app"]
 
 StartResponse = Callable[..., Any]
 # The probes' paths: open without credentials, and never the telemetry path.
