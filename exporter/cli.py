@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import generate_latest
+from prometheus_client import disable_created_metrics, generate_latest
 
 from exporter import __version__, build_facts
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
@@ -297,6 +297,10 @@ class _Daemon:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter; returns the process exit code."""
+    # One rule for every counter and histogram, as most exporters have it: no _created series (client_python
+    # would add them to the exporter's own counters only). The library's process-wide switch, set once here,
+    # where the process is configured, before any registry is collected.
+    disable_created_metrics()
     args = _parser().parse_args(argv)
     if args.version:
         sys.stdout.write(version_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -275,6 +276,51 @@ def test_ready_is_503_until_the_first_poll_ends_and_the_probes_need_no_credentia
             _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and SECRET not in err
+
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def created_samples(text: str) -> list[str]:
+    """The lines of an exposition that name a _created series (samples or HELP and TYPE lines)."""
+    return [line for line in text.splitlines() if re.search(r"_created\b", line)]
+
+
+def test_no_created_series_in_any_scrape_or_in_once(tmp_path: Path, sim: Simulator) -> None:
+    """Text and OpenMetrics, gzip and not, from the cached rendering and the name[] one, and --once."""
+    port = free_port()
+    path = write_config(tmp_path, sim.url, extra=f'listen_address: "127.0.0.1:{port}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SIM_TOKEN": SECRET},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_for(url, 'sugon_polls_total{hpc_cluster="sim",result="success"} 1.0', proc)
+        filtered = "?name[]=sugon_polls_total&name[]=sugon_api_requests_total&name[]=sugon_up"
+        counted = 'sugon_polls_total{hpc_cluster="sim",result="success"} '
+        for query in ("", filtered):
+            for accept in ("", OPENMETRICS):
+                for encoding in ("identity", "gzip"):
+                    headers = {"Accept": accept, "Accept-Encoding": encoding}
+                    with httpx.Client() as client:
+                        answer = client.send(client.build_request("GET", url + query, headers=headers), stream=True)
+                        raw = b"".join(answer.iter_raw())
+                    assert answer.status_code == 200
+                    assert answer.headers.get("content-encoding", "identity") == encoding
+                    text = (gzip.decompress(raw) if encoding == "gzip" else raw).decode()
+                    assert any(line.startswith(counted) for line in text.splitlines()), text
+                    assert created_samples(text) == [], (query, accept, encoding)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    once = run("--config", str(path), "--once", env={"SIM_TOKEN": SECRET})
+    assert once.returncode == 0 and "sugon_polls_total{" in once.stdout
+    assert created_samples(once.stdout) == []
 
 
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
