@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     # One rule for every counter and histogram, as most exporters have it: no _created series (client_python
     # would add them to the exporter's own counters only). The library's process-wide switch, set once here,
     # where the process is configured, before any registry is collected.
-    disable_created_metrics()
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     args = _parser().parse_args(argv)
     if args.version:
         sys.stdout.write(version_text())
