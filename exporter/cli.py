@@ -13,15 +13,16 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import generate_latest
+from prometheus_client import disable_created_metrics, generate_latest
 
-from exporter import __version__
+from exporter import __version__, build_facts
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
+from exporter.config.schema import DEFAULTS
 from exporter.config.web import WebConfig, load_web_config
 from exporter.logs import FORMATS, LEVELS, formatter
 from exporter.service import Exporter, shorten_switch_interval
 from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import WebServer, make_app
+from exporter.serving.web import OPEN_PATHS, ListenError, WebServer, make_app
 from exporter.simulator import Scheduler, SimPlatform, Simulator
 
 log = logging.getLogger("exporter")
@@ -35,11 +36,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for the Sugon / SCNet HPC OpenAPI v2 real-time job list.",
     )
     p.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    # Each help text that has a default ends with it, as "(default: ...)".
     p.add_argument(
         "--web.listen-address",
         dest="listen_address",
+        action="append",
         metavar="ADDR",
-        help="host:port to serve on (overrides listen_address)",
+        help="host:port to serve on; repeat it to serve on several (default: listen_address of the configuration, "
+        f"{DEFAULTS['listen_address']})",
     )
     p.add_argument(
         "--web.config.file",
@@ -53,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default="/metrics",
         type=_telemetry_path,
-        help="the path the metrics are served on (default: /metrics)",
+        help="the path the metrics are served on (default: %(default)s)",
     )
     p.add_argument(
         "--log.level",
@@ -61,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         default="info",
         choices=list(LEVELS),
         type=str.lower,
-        help="only log lines of this level and above (default: info)",
+        help="only log lines of this level and above (default: %(default)s)",
     )
     # The spelling before --log.level, kept for one release; it also takes "warning".
     p.add_argument(
@@ -72,15 +76,26 @@ def _parser() -> argparse.ArgumentParser:
         dest="log_format",
         default="logfmt",
         choices=FORMATS,
-        help="logfmt (default) or json, one object per line",
+        help="logfmt, or json: one object per line (default: %(default)s)",
     )
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit 0 (valid) or 1")
     p.add_argument(
         "--once", action="store_true", help="poll every cluster once, print the exposition, exit 1 if any failed"
     )
     p.add_argument("--demo", action="store_true", help="serve metrics from the built-in simulator; needs no config")
-    p.add_argument("--version", action="version", version=f"sugon-exporter {__version__}")
+    p.add_argument("--version", action="store_true", help="print the version, the Python version and the platform")
     return p
+
+
+def version_text() -> str:
+    """What --version prints: the facts that sugon_exporter_build_info's labels carry, as Prometheus's own
+    exporters print theirs."""
+    facts = build_facts()
+    return (
+        f"sugon-exporter, version {facts['version']}\n"
+        f"  python version: {facts['python_version']} ({facts['python_implementation']})\n"
+        f"  platform:       {facts['platform']}\n"
+    )
 
 
 def _telemetry_path(value: str) -> str:
@@ -89,7 +104,7 @@ def _telemetry_path(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected a URL path like /metrics (starting with /, no query, spaces or %-escapes), got {value!r}"
         )
-    if value in ("/", "/healthz"):
+    if value == "/" or value in OPEN_PATHS:
         raise argparse.ArgumentTypeError(f"{value} is the exporter's own page; choose another path like /metrics")
     return value
 
@@ -104,7 +119,7 @@ def _setup_logging(level: str, fmt: str) -> None:
         logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
+def start_demo() -> tuple[Config, list[Simulator]]:
     """Start two evolving simulators on 127.0.0.1 and a config that polls them.
 
     demo-kunshan logs in with a password (10-minute tokens, renewed as they age) and discovers its HPC
@@ -151,8 +166,6 @@ def start_demo(listen_address: str | None) -> tuple[Config, list[Simulator]]:
             {"name": "demo-wuxi", "api_url": west.url + "/hpc", "token": west.token, "username": "demo"},
         ],
     }
-    if listen_address:
-        data["listen_address"] = listen_address
     return build_config(data, environ={}), [east, west]
 
 
@@ -168,14 +181,21 @@ def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Callabl
     )
 
 
+def _check_listen_flags(values: list[str] | None) -> None:
+    """Every --web.listen-address given is a host:port; ConfigError lists every one that is not."""
+    errors = []
+    for value in values or ():
+        try:
+            parse_listen_address(value)
+        except ValueError as exc:
+            errors.append(f"--web.listen-address: {exc}")
+    if errors:
+        raise ConfigError(errors)
+
+
 def _load(args: argparse.Namespace) -> tuple[Config, WebConfig]:
     """The configuration and the web config the command line names; ConfigError lists every problem."""
     config = load_config(args.config)
-    listen = args.listen_address or config.listen_address
-    try:
-        parse_listen_address(listen)
-    except ValueError as exc:
-        raise ConfigError([f"--web.listen-address: {exc}"]) from None
     web_file = args.web_config_file or config.web_config_file
     return config, load_web_config(web_file) if web_file else WebConfig()
 
@@ -186,7 +206,7 @@ class _Daemon:
     def __init__(self, args: argparse.Namespace, config: Config, web: WebConfig) -> None:
         self.args = args
         self.config = config
-        self.listen = args.listen_address or config.listen_address
+        self.listen: list[str] = args.listen_address or [config.listen_address]  # the flags, or else the config
         self.exporter = Exporter(config)
         self.web = web
         self.server: WebServer | None = None
@@ -205,11 +225,12 @@ class _Daemon:
                 )
             self.exporter.metrics.reload_result(False, time.time())
             return
-        if (self.args.listen_address or config.listen_address) != self.listen:
+        if (self.args.listen_address or [config.listen_address]) != self.listen:
+            serving = ", ".join(self.listen)
             log.warning(
                 "listen_address changed: it takes effect at the next start; still serving %s",
-                self.listen,
-                extra={"listen_address": self.listen},
+                serving,
+                extra={"listen_address": serving},
             )
         try:
             if self.exporter.can_reload(config):
@@ -230,16 +251,13 @@ class _Daemon:
         log.info("configuration reloaded (%s)", summary)
 
     def serve(self) -> int:
-        host, port = parse_listen_address(self.listen)
+        addresses = [parse_listen_address(address) for address in self.listen]
+        app = _web_app(self.exporter, self.web, self.args.telemetry_path)
         try:
-            self.server = WebServer(
-                _web_app(self.exporter, self.web, self.args.telemetry_path), host, port, self.web.tls
-            )
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            log.error(
-                "cannot listen on %s: %s", self.listen, reason, extra={"listen_address": self.listen, "reason": reason}
-            )
+            self.server = WebServer(app, *addresses[0], self.web.tls, more_addresses=addresses[1:])
+        except ListenError as exc:
+            given, reason = self.listen[addresses.index(exc.address)], exc.strerror or str(exc)
+            log.error("cannot listen on %s: %s", given, reason, extra={"listen_address": given, "reason": reason})
             return 1
         stop, reload = threading.Event(), threading.Event()
 
@@ -259,14 +277,14 @@ class _Daemon:
         names = ", ".join(c.name for c in self.config.clusters)
         scheme = "https" if self.web.tls else "http"
         guarded = " (basic auth)" if self.web.users else ""
-        url = f"{scheme}://{self.listen}{self.args.telemetry_path}"
+        urls = ", ".join(f"{scheme}://{address}{self.args.telemetry_path}" for address in self.listen)
         log.info(
             "sugon-exporter %s serving %s%s for %s",
             __version__,
-            url,
+            urls,
             guarded,
             names,
-            extra={"version": __version__, "url": url, "clusters": names},
+            extra={"version": __version__, "url": urls, "clusters": names},
         )
         while not stop.wait(0.2):
             if reload.is_set():
@@ -279,7 +297,14 @@ class _Daemon:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter; returns the process exit code."""
+    # One rule for every counter and histogram, as most exporters have it: no _created series (client_python
+    # would add them to the exporter's own counters only). The library's process-wide switch, set once here,
+    # where the process is configured, before any registry is collected.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     args = _parser().parse_args(argv)
+    if args.version:
+        sys.stdout.write(version_text())
+        return 0
     if args.old_log_level is not None:
         args.log_level = args.old_log_level
     _setup_logging(args.log_level, args.log_format)
@@ -297,11 +322,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, sims: list[Simulator]) -> int:
     try:
+        _check_listen_flags(args.listen_address)
         if args.demo:
             if args.config:
                 print("sugon-exporter: --demo needs no --config; give one or the other", file=sys.stderr)
                 return 2
-            config, started = start_demo(args.listen_address)
+            config, started = start_demo()
             sims.extend(started)
             web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
         elif not args.config:

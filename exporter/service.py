@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Info, PlatformCollector
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter import __version__, build_facts
 from exporter.config import ClusterConfig, Config
 from exporter.counting.statefile import StateFile
 from exporter.model import CapacitySettings, LabelBudget
@@ -121,9 +121,7 @@ class Exporter:
         # with each request (rendered once per change); the process's CPU, memory, fds and GC, which change
         # all the time (read afresh for each scrape; scrapes within RUNTIME_MAX_AGE share one reading).
         build_info = CollectorRegistry()
-        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=build_info).info(
-            {"version": __version__}
-        )
+        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=build_info).info(build_facts())
         PlatformCollector(registry=build_info)  # python_info: the interpreter's version, fixed for the process
         live = CollectorRegistry()
         metrics = self.metrics = PollMetrics(live, started=clock())

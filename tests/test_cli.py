@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -13,8 +14,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.simulator import Simulator
@@ -57,9 +60,78 @@ def write_config(tmp_path: Path, api_url: str, extra: str = "") -> Path:
     return path
 
 
-def test_version() -> None:
+def running_python() -> tuple[str, str, str]:
+    """(version, implementation, OS/machine) of this interpreter and host, read otherwise than the code does."""
+    v = sys.version_info
+    uname = os.uname()
+    return f"{v.major}.{v.minor}.{v.micro}", sys.implementation.name, f"{uname.sysname.lower()}/{uname.machine}"
+
+
+def version_lines() -> tuple[str, str, str]:
+    """What --version says, its first line checked: (the Python version, its implementation, the platform)."""
     r = run("--version")
-    assert r.returncode == 0 and r.stdout.strip() == f"sugon-exporter {__version__}"
+    assert r.returncode == 0 and r.stderr == ""
+    name, python, platform = r.stdout.splitlines()
+    assert name == f"sugon-exporter, version {__version__}"
+    found = re.fullmatch(r"  python version: (\S+) \((\w+)\)", python)
+    assert found, python
+    assert platform.startswith("  platform:       ")
+    return found.group(1), found.group(2), platform.split()[-1]
+
+
+def test_version_prints_the_version_the_python_and_the_platform() -> None:
+    python, implementation, platform = version_lines()
+    assert (python, implementation.lower(), platform) == running_python()
+
+
+def test_build_info_carries_what_version_prints(tmp_path: Path, sim: Simulator) -> None:
+    r = run("--config", str(write_config(tmp_path, sim.url)), "--once", env={"SIM_TOKEN": SECRET})
+    python, implementation, platform = version_lines()
+    (family,) = [f for f in text_string_to_metric_families(r.stdout) if f.name == "sugon_exporter_build_info"]
+    assert [(sample.labels, sample.value) for sample in family.samples] == [
+        (
+            {
+                "version": __version__,
+                "python_version": python,
+                "python_implementation": implementation,
+                "platform": platform,
+            },
+            1.0,
+        )
+    ]
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """Each option of a --help text (by its long flag): what follows the flag, whitespace folded."""
+    entries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        found = re.match(r"  (?:-\w, )?(--[\w.-]+)(.*)", line)
+        if found:
+            current = entries[found.group(1)] = [found.group(2)]
+        elif current is not None and line.startswith("    "):
+            current.append(line)
+        else:
+            current = None
+    return {flag: " ".join(" ".join(parts).split()) for flag, parts in entries.items()}
+
+
+def test_help_shows_the_default_of_every_flag_that_has_one() -> None:
+    r = run("--help")
+    assert r.returncode == 0
+    entries = help_entries(r.stdout)
+    with_defaults = {
+        "--web.listen-address": "(default: listen_address of the configuration, 0.0.0.0:10863)",
+        "--web.telemetry-path": "(default: /metrics)",
+        "--log.level": "(default: info)",
+        "--log.format": "(default: logfmt)",
+    }
+    without = {"--help", "--config", "--web.config.file", "--check-config", "--once", "--demo", "--version"}
+    assert set(entries) == set(with_defaults) | without  # a new flag must be placed in one or the other
+    for flag, default in with_defaults.items():
+        assert entries[flag].endswith(default), entries[flag]
+    for flag in without:
+        assert "default" not in entries[flag], entries[flag]
 
 
 def test_no_config_is_a_usage_error() -> None:
@@ -168,6 +240,89 @@ def test_the_daemon_serves_metrics_and_stops_cleanly_on_a_signal(tmp_path: Path,
             proc.communicate()
 
 
+def test_ready_is_503_until_the_first_poll_ends_and_the_probes_need_no_credentials(tmp_path: Path) -> None:
+    """The API holds the first poll (a socket that never accepts); closing it fails the poll: a poll ended."""
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  prom: {hashed}\n")
+    port = free_port()
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(8)
+        path = write_config(
+            tmp_path,
+            f"http://127.0.0.1:{held.getsockname()[1]}",
+            extra=f'timeout: 120s\nlisten_address: "127.0.0.1:{port}"\nweb_config_file: {tmp_path / "web.yml"}\n',
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--config", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SIM_TOKEN": SECRET},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_for(url + "/-/healthy", "healthy", proc)
+            ready = httpx.get(url + "/-/ready")
+            assert (ready.status_code, ready.text) == (503, "not ready: 1 of 1 clusters not polled yet\n")
+            assert httpx.get(url + "/metrics").status_code == 401
+            assert httpx.get(url + "/metrics", auth=("prom", "pw")).status_code == 200
+            held.close()  # the held request is reset: the first poll fails, and so ends
+            assert wait_for(url + "/-/ready", "ready\n", proc, seconds=30) == "ready\n"
+            assert httpx.get(url + "/-/healthy").status_code == 200
+            assert httpx.get(url + "/metrics").status_code == 401
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and SECRET not in err
+
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+
+
+def created_samples(text: str) -> list[str]:
+    """The lines of an exposition that name a _created series (samples or HELP and TYPE lines)."""
+    return [line for line in text.splitlines() if re.search(r"_created\b", line)]
+
+
+def test_no_created_series_in_any_scrape_or_in_once(tmp_path: Path, sim: Simulator) -> None:
+    """Text and OpenMetrics, gzip and not, from the cached rendering and the name[] one, and --once."""
+    port = free_port()
+    path = write_config(tmp_path, sim.url, extra=f'listen_address: "127.0.0.1:{port}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SIM_TOKEN": SECRET},
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        wait_for(url, 'sugon_polls_total{hpc_cluster="sim",result="success"} 1.0', proc)
+        filtered = "?name[]=sugon_polls_total&name[]=sugon_api_requests_total&name[]=sugon_up"
+        counted = 'sugon_polls_total{hpc_cluster="sim",result="success"} '
+        for query in ("", filtered):
+            for accept in ("", OPENMETRICS):
+                for encoding in ("identity", "gzip"):
+                    headers = {"Accept": accept, "Accept-Encoding": encoding}
+                    with httpx.Client() as client:
+                        answer = client.send(client.build_request("GET", url + query, headers=headers), stream=True)
+                        raw = b"".join(answer.iter_raw())
+                    assert answer.status_code == 200
+                    assert answer.headers.get("content-encoding", "identity") == encoding
+                    text = (gzip.decompress(raw) if encoding == "gzip" else raw).decode()
+                    assert any(line.startswith(counted) for line in text.splitlines()), text
+                    assert created_samples(text) == [], (query, accept, encoding)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    once = run("--config", str(path), "--once", env={"SIM_TOKEN": SECRET})
+    assert once.returncode == 0 and "sugon_polls_total{" in once.stdout
+    assert created_samples(once.stdout) == []
+
+
 def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -178,6 +333,61 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_every_listen_address_given_serves_and_the_configs_is_then_unused(tmp_path: Path, sim: Simulator) -> None:
+    first, second, configured = free_port(), free_port(), free_port()
+    path = write_config(tmp_path, sim.url, extra=f'listen_address: "127.0.0.1:{configured}"\n')
+    flags = ["--web.listen-address", f"127.0.0.1:{first}", "--web.listen-address", f"127.0.0.1:{second}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config", str(path), *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SIM_TOKEN": SECRET},
+    )
+    try:
+        for port in (first, second):
+            wait_for(f"http://127.0.0.1:{port}/metrics", 'sugon_up{hpc_cluster="sim"} 1.0', proc)
+            assert httpx.get(f"http://127.0.0.1:{port}/-/healthy").status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{configured}/metrics")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    started = next(logfmt_pairs(line) for line in err.splitlines() if "serving" in line)
+    urls = f"http://127.0.0.1:{first}/metrics, http://127.0.0.1:{second}/metrics"
+    assert started["url"] == urls and f"serving {urls} for sim" in started["msg"]
+
+
+def test_a_listen_address_that_cannot_be_bound_fails_the_start_and_is_named(tmp_path: Path) -> None:
+    free, other = free_port(), free_port()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        path = write_config(tmp_path, "https://h:1")
+        flags = [f"--web.listen-address=127.0.0.1:{port}" for port in (free, taken, other)]
+        r = run("--config", str(path), *flags, env={"SIM_TOKEN": "x"}, timeout=20)
+    assert r.returncode == 1
+    (line,) = [logfmt_pairs(line) for line in r.stderr.splitlines() if "cannot listen" in line]
+    assert line["msg"] == f"cannot listen on 127.0.0.1:{taken}: Address already in use"
+    assert line["listen_address"] == f"127.0.0.1:{taken}" and "Traceback" not in r.stderr
+
+
+def test_each_bad_listen_address_flag_is_a_config_error(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "https://h:1")
+    flags = ["--web.listen-address", "127.0.0.1:1", "--web.listen-address", "x", "--web.listen-address", "::1:80"]
+    r = run("--config", str(path), *flags, "--check-config", env={"SIM_TOKEN": "x"})
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        'config error: --web.listen-address: expected host:port like 0.0.0.0:10863, got "x"',
+        'config error: --web.listen-address: IPv6 addresses need brackets, like [::]:10863, got "::1:80"',
+    ]
 
 
 def test_demo_serves_real_metrics_with_no_config() -> None:
@@ -243,6 +453,8 @@ def test_help_documents_the_promslog_flags_and_hides_the_old_spelling() -> None:
         (["--web.telemetry-path", "/m?x=1"], "argument --web.telemetry-path: expected a URL path like /metrics"),
         (["--web.telemetry-path", "/"], "argument --web.telemetry-path: / is the exporter's own page"),
         (["--web.telemetry-path", "/healthz"], "argument --web.telemetry-path: /healthz is the exporter's own page"),
+        (["--web.telemetry-path", "/-/healthy"], "argument --web.telemetry-path: /-/healthy is the exporter's own"),
+        (["--web.telemetry-path", "/-/ready"], "argument --web.telemetry-path: /-/ready is the exporter's own page"),
     ],
 )
 def test_a_bad_log_or_path_flag_is_a_usage_error(args: list[str], complaint: str) -> None:

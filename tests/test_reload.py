@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from exporter.config import build_config
 from exporter.service import Exporter
+from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Simulator
 from tests.test_cli import free_port
 
@@ -71,6 +73,35 @@ def test_a_reload_keeps_unchanged_clusters_restarts_changed_ones_and_drops_remov
         assert 'hpc_cluster="gone"' not in text and 'sugon_up{hpc_cluster="new"} 1.0' in text
     finally:
         exporter.stop()
+
+
+def test_after_a_reload_ready_waits_for_the_first_poll_of_every_added_or_changed_cluster(sim: Simulator) -> None:
+    config = {"interval": "0.2s", "clusters": [cluster("same", sim.url), cluster("changed", sim.url)]}
+    exporter = Exporter(build_config(config, environ={}))
+    server = WebServer(make_app(exporter.registry, exporter.store, None, exporter.exposition), "127.0.0.1", 0)
+    server.start()
+    exporter.start()
+    ready = f"http://127.0.0.1:{server.port}/-/ready"
+    try:
+        until(lambda: httpx.get(ready).status_code == 200)
+        with socket.socket() as held:  # an API that never answers: the first poll waits for its timeout
+            held.bind(("127.0.0.1", 0))
+            held.listen(8)
+            api = f"http://127.0.0.1:{held.getsockname()[1]}"
+            config["clusters"] = [
+                cluster("same", sim.url),
+                cluster("changed", api, timeout="120s"),
+                cluster("new", api, timeout="120s"),
+            ]
+            exporter.reload(build_config(config, environ={}))
+            answer = httpx.get(ready)
+            assert (answer.status_code, answer.text) == (503, "not ready: 2 of 3 clusters not polled yet\n")
+            assert exporter.store.get("same").up  # the unchanged cluster kept its state
+        until(lambda: httpx.get(ready).status_code == 200)  # closed: the held polls failed, so they ended
+        assert exporter.store.get("changed").up is False and exporter.store.get("new").up is False
+    finally:
+        exporter.stop()
+        server.stop()
 
 
 def metric(text: str, name: str) -> float | None:

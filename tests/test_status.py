@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from html.parser import HTMLParser
@@ -234,6 +235,28 @@ def test_cluster_names_are_escaped_and_the_metrics_link_is_relative() -> None:
     _, _, page = get(app_of({'"><b>x': ClusterState('"><b>x')}))
     assert b"&quot;&gt;&lt;b&gt;x" in page and b"<b>" not in page
     assert b'href="./metrics"' in page
+
+
+# ESC (a colour and a window title), NUL, BEL, CR, DEL and C1's CSI: what a terminal acts on.
+CONTROLS = "\x1b[31mred\x1b]0;title\x07 \x00nul \rcr \x7fdel \x9b31m"
+RAW_CONTROLS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")  # tab and newline allowed
+
+
+def test_control_characters_of_a_queue_name_and_an_error_are_shown_escaped_not_sent_raw() -> None:
+    failure = PollFailure("api_code", "API code 1: " + CONTROLS, NOW - 20)
+    snap = ClusterSnapshot("x", NOW - 75, NOW + 225, 1, 1, {("q" + CONTROLS, "running"): (1, 4)})
+    state = ClusterState("k\x1b[2J", False, NOW - 75, 1.0, "api_code", snap, last_failure=failure)
+    app = app_of({state.name: state})
+    _, _, page = get(app)
+    assert RAW_CONTROLS.search(page) is None
+    shown = r"\x1b[31mred\x1b]0;title\x07 \x00nul \x0dcr \x7fdel \x9b31m"
+    text = page.decode()
+    assert "API code 1: " + shown in text and "q" + shown in text and r"k\x1b[2J" in text
+    _, _, as_json = get(app, accept="application/json")
+    assert RAW_CONTROLS.search(as_json) is None
+    data = json.loads(as_json)["clusters"][0]  # JSON escapes them, and reads back as they were
+    assert data["name"] == state.name and data["last_error"]["message"] == failure.message
+    assert data["queues"][0]["queue"] == "q" + CONTROLS
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import socket
@@ -12,15 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.config import build_config
 from exporter.model import ClusterState, PollFailure
+from exporter.service import Exporter
+from exporter.serving.basicauth import BasicAuth
 from exporter.serving.store import StateStore
-from exporter.serving.web import WebServer, make_app
+from exporter.serving.web import ListenError, WebServer, make_app
 from tests.helpers import read_answer
 
 
@@ -242,6 +247,32 @@ def test_reconfigure_gives_new_connections_the_new_tls_and_new_requests_the_new_
         server.stop()
 
 
+def test_a_server_on_several_addresses_answers_on_each_and_one_it_cannot_bind_releases_the_others(
+    store: StateStore,
+) -> None:
+    app = make_app(CollectorRegistry(), store)
+    server = WebServer(app, "127.0.0.1", 0, more_addresses=[("127.0.0.1", 0)])
+    server.start()
+    try:
+        assert len(set(server.ports)) == 2
+        for port in server.ports:
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz").text == "ok\n"
+    finally:
+        server.stop()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        with pytest.raises(ListenError) as failed:
+            WebServer(app, "127.0.0.1", free, more_addresses=[("127.0.0.1", taken)])
+    assert failed.value.address == ("127.0.0.1", taken) and failed.value.errno == errno.EADDRINUSE
+    with socket.socket() as again:  # the first address was let go
+        again.bind(("127.0.0.1", free))
+
+
 @pytest.mark.parametrize("sizes", [(5, 0, 7), (300_000, 3, 600_000, 0, 11)])
 def test_an_answer_in_parts_is_sent_whole_in_order_without_them_joined(sizes: tuple[int, ...]) -> None:
     """A WSGI app's iterable is sent part after part (a /metrics body is a large cached part and a small
@@ -268,3 +299,123 @@ def test_an_answer_in_parts_is_sent_whole_in_order_without_them_joined(sizes: tu
             assert buffered.endswith(b"\r\n\r\n")
     finally:
         server.stop()
+
+
+# ---- /-/healthy and /-/ready, and X-Content-Type-Options -----------------------------------------------
+
+
+@pytest.fixture
+def fresh() -> Iterator[tuple[str, StateStore]]:
+    """A server over two clusters that have not polled yet, with basic auth (user prom, password pw)."""
+    store = StateStore(["kunshan", "wuxi"])
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
+    server = WebServer(make_app(CollectorRegistry(), store, auth), "127.0.0.1", 0)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.port}", store
+    finally:
+        server.stop()
+
+
+def test_healthy_answers_200_from_the_start_and_ready_503_until_every_cluster_has_ended_its_first_poll(
+    fresh: tuple[str, StateStore],
+) -> None:
+    url, store = fresh
+    healthy = httpx.get(url + "/-/healthy")
+    assert (healthy.status_code, healthy.text) == (200, "healthy\n")
+    assert healthy.headers["content-type"] == "text/plain; charset=utf-8"
+    not_ready = httpx.get(url + "/-/ready")
+    assert (not_ready.status_code, not_ready.text) == (503, "not ready: 2 of 2 clusters not polled yet\n")
+    store.publish(ClusterState("kunshan", True, 1_700_000_000.0, 1.0, None, None))
+    assert httpx.get(url + "/-/ready").text == "not ready: 1 of 2 clusters not polled yet\n"
+    failure = PollFailure("timeout", "no answer within 30s", 1_700_000_000.0)
+    store.publish(ClusterState("wuxi", False, None, 30.0, "timeout", None, last_failure=failure))  # failed: ended
+    ready = httpx.get(url + "/-/ready")
+    assert (ready.status_code, ready.text) == (200, "ready\n")
+    assert httpx.get(url + "/-/healthy").status_code == 200
+
+
+def test_the_probes_need_no_credentials_while_metrics_and_the_status_page_still_do(
+    fresh: tuple[str, StateStore],
+) -> None:
+    url, _ = fresh
+    for path in ("/-/healthy", "/-/ready", "/healthz"):
+        assert httpx.get(url + path).status_code in (200, 503), path
+        assert httpx.get(url + path, auth=("prom", "wrong")).status_code in (200, 503), path
+    for path in ("/metrics", "/", "/-/nope"):
+        assert httpx.get(url + path).status_code == 401, path
+    assert httpx.get(url + "/metrics", auth=("prom", "pw")).status_code == 200
+
+
+def test_head_of_the_probes_gets_their_status_and_length_without_a_body(fresh: tuple[str, StateStore]) -> None:
+    url, _ = fresh
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for path, head in (
+            ("/-/healthy", b"HTTP/1.1 200 OK\r\n"),
+            ("/-/ready", b"HTTP/1.1 503 Service Unavailable\r\n"),
+        ):
+            sock.sendall(f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            answer = b""
+            while not answer.endswith(b"\r\n\r\n"):
+                answer += sock.recv(65536)
+            assert answer.startswith(head), answer
+            length = len(httpx.get(url + path).content)
+            assert f"Content-Length: {length}\r\n".encode() in answer and length > 0
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection is still in step
+        assert read_answer(sock, bytearray())[2] == b"healthy\n"
+
+
+def test_every_answer_says_nosniff() -> None:
+    """The status page, the metrics (cached and filtered by name[]), the probes, and every error."""
+    exporter = Exporter(build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={}))
+    store, registry = exporter.store, exporter.registry
+
+    class Broken(Collector):
+        def collect(self) -> Iterator[Metric]:
+            raise RuntimeError("collector bug")
+
+    broken = CollectorRegistry()
+    broken.register(Broken())
+    auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
+    apps = {
+        "open": make_app(registry, store, None, exporter.exposition),
+        "auth": make_app(registry, store, auth, exporter.exposition),
+        "broken": make_app(broken, store),
+    }
+    seen: list[tuple[str, str, int]] = []
+    for name, app in apps.items():
+        server = WebServer(app, "127.0.0.1", 0)
+        server.start()
+        try:
+            url = f"http://127.0.0.1:{server.port}"
+            requests = {
+                "open": [
+                    ("GET", "/", {}),
+                    ("GET", "/", {"Accept": "application/json"}),
+                    ("GET", "/metrics", {}),
+                    ("GET", "/metrics", {"Accept-Encoding": "gzip"}),
+                    ("GET", "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}),
+                    ("GET", "/metrics?name[]=sugon_up", {}),
+                    ("GET", "/healthz", {}),
+                    ("GET", "/-/healthy", {}),
+                    ("GET", "/-/ready", {}),
+                    ("HEAD", "/-/ready", {}),
+                    ("GET", "/nope", {}),
+                    ("POST", "/metrics", {}),
+                ],
+                "auth": [("GET", "/metrics", {}), ("GET", "/", {})],
+                "broken": [("GET", "/metrics", {})],
+            }[name]
+            for method, path, headers in requests:
+                r = httpx.request(method, url + path, headers=headers)
+                seen.append((method, path, r.status_code))
+                assert r.headers.get("x-content-type-options") == "nosniff", (method, path, r.status_code)
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:  # a malformed head
+                sock.sendall(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n")
+                status, head, _ = read_answer(sock, bytearray())
+                seen.append(("GET", "malformed", int(status.split()[1])))
+                assert head["x-content-type-options"] == "nosniff"
+        finally:
+            server.stop()
+    assert {code for _, _, code in seen} == {200, 400, 401, 404, 405, 500, 503}

@@ -182,14 +182,17 @@ class HttpDate:
         return text
 
 
-# Hop-by-hop and framing headers are the server's to write, whatever the app says.
-_SERVER_HEADERS = frozenset(("connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"))
+# Hop-by-hop and framing headers, and nosniff, are the server's to write, whatever the app says.
+_SERVER_HEADERS = frozenset(
+    ("connection", "keep-alive", "transfer-encoding", "content-length", "date", "server", "x-content-type-options")
+)
 
 
 def answer_head(status: str, headers: list[tuple[str, str]], length: int, close: bool, date: str) -> bytes:
     """The head of an answer with a ``length``-byte body. No Server header: it would only tell attackers
-    what runs here."""
-    lines = [f"HTTP/1.1 {status}", f"Date: {date}"]
+    what runs here. Every answer says ``X-Content-Type-Options: nosniff``, so that a browser takes it as its
+    Content-Type says (never a plain-text answer, or a status page with upstream names in it, as HTML)."""
+    lines = [f"HTTP/1.1 {status}", f"Date: {date}", "X-Content-Type-Options: nosniff"]
     lines += [f"{name}: {value}" for name, value in headers if name.lower() not in _SERVER_HEADERS]
     lines.append(f"Content-Length: {length}")
     if close:

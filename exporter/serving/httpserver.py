@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from exporter.serving.httpconn import Connection, Limits, WSGIApp, run_app
@@ -34,6 +34,8 @@ ACCEPT_BATCH = 64  # connections accepted per wake-up, so that a flood of them c
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # Whatever a misbehaving client makes happen on its connection: worth a debug line, not an error.
 _CLIENT_ERRORS = (ConnectionError, ssl.SSLError, TimeoutError, asyncio.TimeoutError)
+# A request for the workers: its connection, head, path, query, the app to run, and the server's address.
+_Request = tuple[Connection, RequestHead, str, str, WSGIApp, tuple[str, int]]
 
 
 def raise_open_files_limit() -> int:
@@ -54,41 +56,69 @@ def raise_open_files_limit() -> int:
     return soft
 
 
-class _ServerLoop:
-    """The server's event loop and what it keeps: the listening socket, the connections (least recently active
-    first), the queue of requests for the workers."""
+class ListenError(OSError):
+    """An address the server cannot listen on: ``address`` (host, port), with the errno and reason why."""
 
-    def __init__(self, listener: socket.socket, limits: Limits, app_and_tls: Callable[[], tuple[WSGIApp, Any]]) -> None:
+    def __init__(self, address: tuple[str, int], cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.address = address
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A non-blocking socket listening on ``host:port``; ListenError if it cannot be had."""
+    try:
+        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ListenError((host, port), exc) from exc
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(socket.SOMAXCONN)
+        listener.setblocking(False)
+    except OSError as exc:
+        listener.close()
+        raise ListenError((host, port), exc) from exc
+    return listener
+
+
+class _ServerLoop:
+    """The server's event loop and what it keeps: the listening sockets, the connections (least recently active
+    first, each with the address of the socket that accepted it), the queue of requests for the workers."""
+
+    def __init__(
+        self, listeners: list[socket.socket], limits: Limits, app_and_tls: Callable[[], tuple[WSGIApp, Any]]
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.limits = limits
         self.date = HttpDate()
-        self.listener = listener
-        self.address: tuple[str, int] = listener.getsockname()[:2]
+        self.listeners = listeners
         self.app_and_tls = app_and_tls
-        self.connections: OrderedDict[Connection, None] = OrderedDict()
+        self.connections: OrderedDict[Connection, tuple[str, int]] = OrderedDict()
         self.connection_cap = limits.max_connections
-        self.requests: queue.SimpleQueue[tuple[Connection, RequestHead, str, str, WSGIApp] | None] = queue.SimpleQueue()
+        self.requests: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self.backoff = 0.0  # > 0 while accepting is paused (out of file descriptors or the like)
 
     def run(self) -> None:
         """The loop thread."""
         asyncio.set_event_loop(self.loop)
         self.loop.set_exception_handler(_on_loop_error)
-        self.loop.add_reader(self.listener.fileno(), self.accept)
+        for listener in self.listeners:
+            self.loop.add_reader(listener.fileno(), self.accept, listener)
         self.loop.run_forever()
 
     async def shutdown(self) -> None:
-        self.loop.remove_reader(self.listener.fileno())
+        for listener in self.listeners:
+            self.loop.remove_reader(listener.fileno())
         opening = [c.opening for c in self.connections if c.opening is not None]
         for conn in list(self.connections):
             conn.close_now()
         await asyncio.gather(*opening, return_exceptions=True)
         await asyncio.sleep(0)  # the aborted transports close their sockets in the next round
 
-    def accept(self) -> None:
+    def accept(self, listener: socket.socket) -> None:
         for attempt in range(ACCEPT_BATCH):
             try:
-                sock, peer = self.listener.accept()
+                sock, peer = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -97,7 +127,7 @@ class _ServerLoop:
                 # Linux takes a descriptor before it looks for a connection: EMFILE after an accept in this
                 # round may mean that none is waiting. Only the first attempt is sure that one is.
                 if attempt == 0:
-                    self.accept_failed(exc)
+                    self.accept_failed(listener, exc)
                 return
             if self.backoff:
                 log.info(
@@ -106,14 +136,14 @@ class _ServerLoop:
                     extra={"connections": len(self.connections)},
                 )
                 self.backoff = 0.0
-            self.admit(sock, peer)
+            self.admit(sock, peer, listener.getsockname()[:2])
 
-    def accept_failed(self, exc: OSError) -> None:
+    def accept_failed(self, listener: socket.socket, exc: OSError) -> None:
         """Out of descriptors or memory: make room or back off, rather than spin on a readable socket."""
-        self.loop.remove_reader(self.listener.fileno())
+        self.loop.remove_reader(listener.fileno())
         if exc.errno in _OUT_OF_RESOURCES and self.evict():
             # The evicted connection's socket closes in a callback already queued; accept after it.
-            self.loop.call_soon(self.resume_accepting)
+            self.loop.call_soon(self.resume_accepting, listener)
             return
         if not self.backoff:
             log.warning(
@@ -123,13 +153,13 @@ class _ServerLoop:
                 extra={"reason": exc.strerror or str(exc), "connections": len(self.connections)},
             )
         self.backoff = min(max(2 * self.backoff, 0.005), 1.0)
-        self.loop.call_later(self.backoff, self.resume_accepting)
+        self.loop.call_later(self.backoff, self.resume_accepting, listener)
 
-    def resume_accepting(self) -> None:
-        if self.listener.fileno() >= 0:
-            self.loop.add_reader(self.listener.fileno(), self.accept)
+    def resume_accepting(self, listener: socket.socket) -> None:
+        if listener.fileno() >= 0:
+            self.loop.add_reader(listener.fileno(), self.accept, listener)
 
-    def admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+    def admit(self, sock: socket.socket, peer: tuple[str, int], address: tuple[str, int]) -> None:
         # TCP_NODELAY, as Go's servers (Prometheus's own) have it: otherwise the last part of a large answer
         # can wait for the scraper's delayed ACK; see bench/RESULTS.md.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -145,7 +175,7 @@ class _ServerLoop:
             return
         tls = self.app_and_tls()[1]
         conn = Connection(self, peer[:2], "http" if tls is None else "https")
-        self.connections[conn] = None
+        self.connections[conn] = address
         conn.set_deadline(self.limits.head_timeout)  # from the accept: the TLS handshake and the first head
         conn.opening = self.loop.create_task(self.open(conn, sock, tls))
         conn.opening.add_done_callback(lambda task: self.opened(conn, sock, task))
@@ -193,7 +223,7 @@ class _ServerLoop:
             self.connections.move_to_end(conn)
 
     def submit(self, conn: Connection, head: RequestHead, path: str, query: str) -> None:
-        self.requests.put((conn, head, path, query, self.app_and_tls()[0]))
+        self.requests.put((conn, head, path, query, self.app_and_tls()[0], self.connections[conn]))
 
     # in the worker threads
 
@@ -202,8 +232,8 @@ class _ServerLoop:
             request = self.requests.get()
             if request is None:
                 return
-            conn, head, path, query, app = request
-            environ = wsgi_environ(head, path, query, self.address, conn.peer, conn.scheme)
+            conn, head, path, query, app, address = request
+            environ = wsgi_environ(head, path, query, address, conn.peer, conn.scheme)
             environ["RAW_PATH"] = path  # as sent (visible ASCII), for log lines
             answer = run_app(app, environ, not head.keep_alive, self.date(time.time()))
             try:
@@ -213,10 +243,11 @@ class _ServerLoop:
 
 
 class WebServer:
-    """Serves a WSGI app on ``host:port`` (TLS when ``tls`` is given) from a background event loop.
+    """Serves a WSGI app on ``host:port`` and each of ``more_addresses`` (TLS when ``tls`` is given) from one
+    background event loop that accepts on every listening socket.
 
-    Binds in the constructor (an OSError if it cannot); ``start()`` and ``stop()`` from the main thread,
-    ``reconfigure()`` from any thread.
+    Binds in the constructor (a ListenError naming the address if it cannot); ``start()`` and ``stop()`` from
+    the main thread, ``reconfigure()`` from any thread.
     """
 
     def __init__(
@@ -226,19 +257,21 @@ class WebServer:
         port: int,
         tls: ssl.SSLContext | None = None,
         limits: Limits | None = None,
+        *,
+        more_addresses: Sequence[tuple[str, int]] = (),
     ) -> None:
         self._app_and_tls: tuple[WSGIApp, ssl.SSLContext | None] = (app, tls)
-        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        listeners: list[socket.socket] = []
         try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((host, port))
-            listener.listen(socket.SOMAXCONN)
-            listener.setblocking(False)
-        except OSError:
-            listener.close()
+            for address in ((host, port), *more_addresses):
+                listeners.append(_listen(*address))
+        except ListenError:
+            for listener in listeners:
+                listener.close()
             raise
-        self._server_loop = _ServerLoop(listener, limits or Limits(), lambda: self._app_and_tls)
-        self.port: int = self._server_loop.address[1]
+        self._server_loop = _ServerLoop(listeners, limits or Limits(), lambda: self._app_and_tls)
+        self.ports: list[int] = [listener.getsockname()[1] for listener in listeners]  # in the order given
+        self.port: int = self.ports[0]
         self._thread = threading.Thread(target=self._server_loop.run, name="web", daemon=True)
         self._workers = [
             threading.Thread(target=self._server_loop.worker, name=f"web-worker-{i}", daemon=True)
@@ -267,7 +300,8 @@ class WebServer:
             asyncio.run_coroutine_threadsafe(self._server_loop.shutdown(), loop).result(timeout=10)
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=5)
-        self._server_loop.listener.close()
+        for listener in self._server_loop.listeners:
+            listener.close()
         for _ in self._workers:
             self._server_loop.requests.put(None)
         deadline = time.monotonic() + 5  # a worker stuck in the app is a daemon thread: it is left behind

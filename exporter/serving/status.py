@@ -2,6 +2,8 @@
 
 ``status_data`` is the page as plain data (what ``Accept: application/json`` gets); ``status_html`` renders
 that same data as one server-rendered page, every value escaped, no script and nothing fetched from elsewhere.
+Neither answer holds a raw control character (upstream names and messages may: a terminal would act on
+them), so that ``curl`` of the page is safe to read.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ STATUS_COLUMNS = ("running", "queued", "held")  # every other status counts as "
 JOB_KEYS = (*STATUS_COLUMNS, "other", "total")
 HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = "application/json"
+# C0 controls but tab and newline, DEL and the C1 controls: shown in the page as \x1b and the like.
+_CONTROLS = [*(c for c in range(0x20) if c not in (0x09, 0x0A)), *range(0x7F, 0xA0)]
+_HTML_CONTROLS = {c: f"\\x{c:02x}" for c in _CONTROLS}
+# JSON escapes C0 itself; DEL and C1 are legal in a JSON string raw, so escape them too (same value decoded).
+_JSON_CONTROLS = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
 
 
 def cluster_state(state: ClusterState, now: float) -> str:
@@ -209,7 +216,7 @@ def status_html(data: dict[str, Any]) -> bytes:
         + "".join(_queues(c) for c in clusters)
         + "</body></html>"
     )
-    return page.encode("utf-8")
+    return page.translate(_HTML_CONTROLS).encode("utf-8")
 
 
 def _quality(accept: str, offer: str) -> float:
@@ -253,5 +260,5 @@ def status_answer(
     """(body, content type) of / for a request's Accept header: JSON when preferred, else HTML."""
     data = status_data(states, now, token_expiry, metrics_path)
     if wants_json(accept):
-        return json.dumps(data, ensure_ascii=False).encode("utf-8"), JSON_TYPE
+        return json.dumps(data, ensure_ascii=False).translate(_JSON_CONTROLS).encode("utf-8"), JSON_TYPE
     return status_html(data), HTML_TYPE

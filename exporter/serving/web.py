@@ -1,4 +1,5 @@
-"""The WSGI app (/metrics, /, /healthz) and the server that runs it (exporter.serving.httpserver.WebServer)."""
+"""The WSGI app (/metrics, /, /healthz, /-/healthy, /-/ready) and the server that runs it
+(exporter.serving.httpserver.WebServer)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from prometheus_client.exposition import choose_encoder
 from exporter.serving.basicauth import REALM, BasicAuth, Verdict
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.httpconn import Limits
-from exporter.serving.httpserver import WebServer
+from exporter.serving.httpserver import ListenError, WebServer
 from exporter.serving.status import TokenExpiry, status_answer
 from exporter.serving.store import StateStore
 
-__all__ = ["Limits", "WebServer", "make_app"]
+__all__ = ["OPEN_PATHS", "Limits", "ListenError", "WebServer", "make_app"]
 
 StartResponse = Callable[..., Any]
+# The probes' paths: open without credentials, and never the telemetry path.
+OPEN_PATHS = ("/healthz", "/-/healthy", "/-/ready")
+TEXT = "text/plain; charset=utf-8"
 
 
 def make_app(
@@ -32,12 +36,14 @@ def make_app(
     token_expiry: TokenExpiry | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    """The exporter's WSGI application; with ``auth`` every path but /healthz needs credentials.
+    """The exporter's WSGI application; with ``auth`` every path but OPEN_PATHS needs credentials.
 
     The metrics are served on ``telemetry_path`` (``--web.telemetry-path``), from ``exposition`` when given
     (rendered once per change of the job data); a scrape that filters by ``name[]`` is left to
     prometheus-client's own handler. / is the status page (see exporter.serving.status), with each cluster's
-    token expiry from ``token_expiry`` and ages by ``clock``.
+    token expiry from ``token_expiry`` and ages by ``clock``. /healthz and /-/healthy answer 200 while the
+    process runs; /-/ready answers 503 until every cluster in ``store`` has ended its first poll (``up`` is
+    None until then; a cluster that a reload added or changed starts afresh), then 200.
     """
     metrics_app = make_wsgi_app(registry)
 
@@ -70,9 +76,19 @@ def make_app(
         start_response("200 OK", headers)
         return [body]
 
+    def readiness() -> tuple[str, bytes]:
+        states = store.states().values()
+        waiting = sum(1 for state in states if state.up is None)
+        if waiting:
+            return (
+                "503 Service Unavailable",
+                f"not ready: {waiting} of {len(states)} clusters not polled yet\n".encode(),
+            )
+        return "200 OK", b"ready\n"
+
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO") or "/"
-        if auth is not None and path != "/healthz":
+        if auth is not None and path not in OPEN_PATHS:
             verdict = auth.check(environ.get("HTTP_AUTHORIZATION"))
             if verdict is not Verdict.ALLOW:
                 return refuse(verdict, start_response)
@@ -80,13 +96,17 @@ def make_app(
             if exposition is not None and "name[]" not in parse_qs(environ.get("QUERY_STRING", "")):
                 return cached_metrics(environ, start_response)
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-        if path == "/healthz":
-            body, ctype, status = b"ok\n", "text/plain; charset=utf-8", "200 OK"
-        elif path == "/":
+        if path == "/":
             return status_page(environ, start_response)
+        if path == "/healthz":
+            status, body = "200 OK", b"ok\n"
+        elif path == "/-/healthy":
+            status, body = "200 OK", b"healthy\n"
+        elif path == "/-/ready":
+            status, body = readiness()
         else:
-            body, ctype, status = b"not found\n", "text/plain; charset=utf-8", "404 Not Found"
-        start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+            status, body = "404 Not Found", b"not found\n"
+        start_response(status, [("Content-Type", TEXT), ("Content-Length", str(len(body)))])
         return [body]
 
     return app
