@@ -491,6 +491,57 @@ def test_a_corrupt_state_file_warns_and_starts_fresh(
     assert json.loads(path.read_text())["version"] == 1  # rewritten whole after the poll
 
 
+def hostile(part: str) -> bytes:
+    """A state file whose section of kunshan would restore job 1's wait (600 s before the test's clock), but for
+    ``part`` somewhere in it."""
+    good = json.dumps({"waiting_since": {f"{SCHEDULER}\x001": 1_699_999_400}})[1:-1]
+    return ('{"version": 1, "clusters": {"kunshan": {' + good + ", " + part + "}}}").encode("utf-8")
+
+
+HOSTILE_STATE_FILES = {
+    "nested 100,000 deep": b"[" * 100_000,
+    "nested deep in a section": hostile('"queues_seen": ' + "[" * 100_000 + "]" * 100_000),
+    "not UTF-8": hostile('"queues_seen": {"QUEUE": 1}').replace(b"QUEUE", b"\xff\xfe"),
+    "a section that is a list": b'{"version": 1, "clusters": {"kunshan": [1, 2]}}',
+    "clusters a list": b'{"version": 1, "clusters": [{"kunshan": {}}]}',
+    "times a list": hostile('"queues_seen": [["debug", 1]]'),
+    "a time that is text": hostile('"queues_seen": {"debug": "1699999400"}'),
+    "a time that is true": hostile('"queues_seen": {"debug": true}'),
+    "a time that is NaN": hostile('"queues_seen": {"debug": NaN}'),
+    "a time that is Infinity": hostile('"queues_seen": {"debug": -Infinity}'),
+    "a float no double holds": hostile('"queues_seen": {"debug": 1e400}'),
+    "an integer no double holds": hostile('"queues_seen": {"debug": 1' + "0" * 400 + "}"),
+    "an integer of 5,000 digits": hostile('"queues_seen": {"debug": 1' + "0" * 5000 + "}"),
+    "negative run seconds": hostile('"run_seconds": {"k": -5}'),
+    "run seconds not whole": hostile('"run_seconds": {"k": 1.5}'),
+}
+
+
+@pytest.mark.parametrize("content", HOSTILE_STATE_FILES.values(), ids=HOSTILE_STATE_FILES.keys())
+@respx.mock
+def test_a_hostile_state_file_is_ignored_whole_with_a_warning_and_the_exporter_starts_fresh(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]})))
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING):
+        rig = Rig(state_file=StateFile(str(path)))
+        assert rig.poll()
+    warnings = [r.getMessage() for r in caplog.records if "state_file" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].endswith("; starting fresh")
+    # Nothing of the file is used, not even the part that was fine: job 1 waits from this poll on.
+    assert rig.value("sugon_oldest_queued_job_age_seconds", queue="debug") == 0
+    assert json.loads(path.read_text())["version"] == 1
+
+
+def test_the_hostile_files_would_restore_the_wait_were_it_not_for_their_hostile_part(tmp_path: Path) -> None:
+    """So that the test above shows the whole file ignored, not a key it failed to find."""
+    path = tmp_path / "state.json"
+    path.write_bytes(hostile('"queues_seen": {"debug": 1699999400}'))
+    assert StateFile(str(path)).waiting_since("kunshan") == {f"{SCHEDULER}\x001": 1_699_999_400}
+
+
 @respx.mock
 def test_an_unwritable_state_file_warns_once_and_polling_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

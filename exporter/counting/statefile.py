@@ -1,5 +1,8 @@
-"""The optional state file: first-seen times and run times that survive a restart. Written atomically; never
-fatal."""
+"""The optional state file: what a restart keeps of each cluster. Written atomically; never fatal.
+
+A file that cannot be read or decoded, or that holds anything of another shape anywhere, is ignored whole
+with a warning: the exporter starts fresh, as it does without one.
+"""
 
 from __future__ import annotations
 
@@ -17,34 +20,82 @@ VERSION = 1
 TEMP_PREFIX = ".sugon-exporter-state."  # a temporary file while writing: .sugon-exporter-state.<name>.<random>
 # Earlier versions named their temporary files without <name>: the prefix and 8 random characters.
 _OLD_TEMP = re.compile(r"^\.sugon-exporter-state\.[a-z0-9_]{8}$")
+_EXACT = 2**53  # a number above this is not kept: a float no longer holds every integer
 
 
-def _times(value: Any) -> dict[str, float]:
+class BadShape(ValueError):
+    """A value of the file is not what the exporter writes there; the message names where."""
+
+
+def _number(value: Any, where: str, key: str | None = None) -> float:
+    """A finite JSON number (not a boolean) within ±2**53; ``where`` and ``key`` name it in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadShape(f"{_at(where, key)}: expected a number")
+    if isinstance(value, int) and abs(value) > _EXACT or isinstance(value, float) and not math.isfinite(value):
+        raise BadShape(f"{_at(where, key)}: {value!r:.40} is out of range")
+    return float(value)
+
+
+def _count(value: Any, where: str, key: str | None = None) -> int:
+    """A whole number, not negative (3600.0 is 3600)."""
+    number = _number(value, where, key)
+    if number < 0 or number != int(number):
+        raise BadShape(f"{_at(where, key)}: expected a whole number not below 0")
+    return int(number)
+
+
+def _at(where: str, key: str | None) -> str:
+    return where if key is None else f"{where}.{key}"
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        return {}
+        raise BadShape(f"{where}: expected an object")
+    return value
+
+
+def _times(value: Any, where: str) -> dict[str, float]:
+    return {k: _number(v, where, k) for k, v in _object(value, where).items()}
+
+
+def _counts(value: Any, where: str) -> dict[str, int]:
+    return {k: _count(v, where, k) for k, v in _object(value, where).items()}
+
+
+def _section(value: Any, where: str) -> dict[str, Any]:
+    """A cluster's section, checked whole (BadShape otherwise); the keys an earlier version did not write
+    may be missing."""
+    section = _object(value, where)
     return {
-        k: float(v)
-        for k, v in value.items()
-        if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        "waiting_since": _times(section.get("waiting_since", {}), f"{where}.waiting_since"),
+        "queues_seen": _times(section.get("queues_seen", {}), f"{where}.queues_seen"),
+        "run_seconds": _counts(section.get("run_seconds", {}), f"{where}.run_seconds"),
     }
 
 
-def _run_seconds(value: Any) -> dict[str, float]:
-    """Run seconds by job key: whole and not negative, kept as ints (exact; an int is a float to mypy)."""
-    return {k: int(v) for k, v in _times(value).items() if v >= 0}
+def _sections(data: Any) -> dict[str, dict[str, Any]]:
+    """Every cluster's section of a decoded file, checked (BadShape otherwise)."""
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise BadShape(f"not a sugon-exporter state file of version {VERSION}")
+    clusters = _object(data.get("clusters"), "clusters")
+    return {name: _section(section, f"clusters.{name}") for name, section in clusters.items()}
 
 
 class StateFile:
-    """One JSON file holding a section per cluster: ``{"version": 1, "clusters": {name: {"waiting_since": ...,
-    "queues_seen": ..., "run_seconds": ...}}}``. ``run_seconds`` (job key → its last run seconds) came later:
-    a section without it loads with none.
+    """One JSON file holding a section per cluster::
+
+        {"version": 1, "clusters": {name: {"waiting_since": {job key: first seen waiting},
+                                           "queues_seen": {queue: last seen},
+                                           "run_seconds": {job key: its last run seconds}}}}
+
+    ``run_seconds`` came later: a section without it loads with none.
 
     Several clusters may share one file; all writes happen on the pollers' single event-loop thread.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._clusters: dict[str, dict[str, dict[str, float]]] = {}
+        self._clusters: dict[str, dict[str, Any]] = {}
         self._failing = False
         self._folder = os.path.dirname(os.path.abspath(path))
         self._prefix = f"{TEMP_PREFIX}{os.path.basename(path)}."
@@ -77,39 +128,28 @@ class StateFile:
 
     def _load(self) -> None:
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
+            with open(self.path, "rb") as handle:
+                self._clusters = _sections(json.loads(handle.read().decode("utf-8")))
         except FileNotFoundError:
             log.info(
                 "state_file %s does not exist yet; starting with no memory of earlier runs",
                 self.path,
                 extra={"file": self.path},
             )
-            return
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
+        # Whatever the file holds: JSON nested deeper than the decoder goes (RecursionError), bytes that are not
+        # UTF-8, a wrong shape anywhere. A start must never fail on it.
+        except Exception as exc:  # noqa: BLE001 - the reason is logged; the file is ignored whole
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+            else:
+                reason = str(exc) if isinstance(exc, BadShape) else f"{type(exc).__name__}: {exc}"
             log.warning(
-                "state_file %s cannot be read (%s); starting fresh",
+                "state_file %s cannot be read (%.200s); starting fresh",
                 self.path,
                 reason,
-                extra={"file": self.path, "reason": reason},
+                extra={"file": self.path, "reason": reason[:200]},
             )
-            return
-        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("clusters"), dict):
-            log.warning(
-                "state_file %s is not a sugon-exporter state file of version %d; starting fresh",
-                self.path,
-                VERSION,
-                extra={"file": self.path},
-            )
-            return
-        for name, section in data["clusters"].items():
-            if isinstance(name, str) and isinstance(section, dict):
-                self._clusters[name] = {
-                    "waiting_since": _times(section.get("waiting_since")),
-                    "queues_seen": _times(section.get("queues_seen")),
-                    "run_seconds": _run_seconds(section.get("run_seconds")),
-                }
+            self._clusters = {}
 
     def waiting_since(self, cluster: str) -> dict[str, float]:
         """Saved first-waiting times of a cluster's jobs, by job key."""
@@ -121,7 +161,7 @@ class StateFile:
 
     def run_seconds(self, cluster: str) -> dict[str, int]:
         """Saved run seconds of a cluster's started jobs, by job key."""
-        return {k: int(v) for k, v in self._clusters.get(cluster, {}).get("run_seconds", {}).items()}
+        return dict(self._clusters.get(cluster, {}).get("run_seconds", {}))
 
     def save(
         self,
@@ -131,8 +171,11 @@ class StateFile:
         run_seconds: dict[str, int] | None = None,
     ) -> None:
         """Replace a cluster's section and rewrite the file atomically (temporary file, then rename)."""
-        runs: dict[str, float] = dict(run_seconds or {})
-        self._clusters[cluster] = {"waiting_since": waiting_since, "queues_seen": queues_seen, "run_seconds": runs}
+        self._clusters[cluster] = {
+            "waiting_since": waiting_since,
+            "queues_seen": queues_seen,
+            "run_seconds": dict(run_seconds or {}),
+        }
         try:
             fd, tmp = tempfile.mkstemp(prefix=self._prefix, dir=self._folder)
             try:
