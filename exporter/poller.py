@@ -13,7 +13,8 @@ from exporter.counting.rows import RowParser
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.statefile import StateFile
 from exporter.counting.tally import RowTally, next_tally
-from exporter.counting.tracker import JobTracker, UserNames
+from exporter.counting.tracker import JobTracker
+from exporter.counting.usernames import UserNames
 from exporter.logs import Fields
 from exporter.model import OTHER, CapacitySettings, CapacitySnapshot, LabelBudget, PollFailure, QueueCapacity
 from exporter.serving.selfmetrics import PollMetrics
@@ -83,10 +84,14 @@ class ClusterPoller:
         self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before folding
         self._center_user: str | None = None
         self._state_file = state_file
+        self._users: UserNames | None = None
+        if per_user:
+            saved = state_file.users(name) if state_file else None
+            self._users = UserNames(budget.max_users, budget.users_exclude, saved)
         self._tracker = JobTracker(
             state_file.waiting_since(name) if state_file else None,
             state_file.run_seconds(name) if state_file else None,
-            UserNames(budget.max_users, budget.users_exclude) if per_user else None,
+            self._users,
         )
         self._queues = QueueBudget(
             budget.max_queues, budget.queues_exclude, state_file.queues_seen(name) if state_file else None
@@ -186,7 +191,11 @@ class ClusterPoller:
         )
         if self._state_file is not None:
             self._state_file.save(
-                self.name, self._tracker.waiting_since(), dict(self._queues.seen), self._tracker.run_seconds()
+                self.name,
+                self._tracker.waiting_since(),
+                dict(self._queues.seen),
+                self._tracker.run_seconds(),
+                users=self._users.saved() if self._users is not None else None,
             )
         duration = self._monotonic() - started
         if self._failures:

@@ -512,6 +512,12 @@ HOSTILE_STATE_FILES = {
     "a float no double holds": hostile('"queues_seen": {"debug": 1e400}'),
     "an integer no double holds": hostile('"queues_seen": {"debug": 1' + "0" * 400 + "}"),
     "an integer of 5,000 digits": hostile('"queues_seen": {"debug": 1' + "0" * 5000 + "}"),
+    "a day that is not a date": hostile('"users": {"day": "2024-13-01", "named": [], "cpu_seconds": {}}'),
+    "a named user that is a number": hostile('"users": {"day": "2024-05-01", "named": [1], "cpu_seconds": {}}'),
+    "negative CPU-seconds of a user": hostile(
+        '"users": {"day": "2024-05-01", "named": [], "cpu_seconds": {"2024-05-01": {"a": -1}}}'
+    ),
+    "users without their figures": hostile('"users": {"day": "2024-05-01", "named": []}'),
     "negative run seconds": hostile('"run_seconds": {"k": -5}'),
     "run seconds not whole": hostile('"run_seconds": {"k": 1.5}'),
 }
@@ -752,3 +758,64 @@ def test_a_state_file_written_before_run_times_were_kept_still_loads_and_seeds(t
     assert rig.poll()
     assert dict(snapshot_of(rig).activity.cpu_seconds) == {"debug": 240}
     assert json.loads(path.read_text())["clusters"]["kunshan"]["run_seconds"] == {key: 820}
+
+
+DAY0 = 19_676 * 86_400.0  # 2023-11-15 00:00 UTC
+DAY1 = DAY0 + 86_400
+
+
+def running(run_times: dict[str, str]) -> list[dict[str, Any]]:
+    """One job each of a (1 CPU), b (1), c (4) and d (3) in queue debug, those with a run time given."""
+    cpus = {"a": 1, "b": 1, "c": 4, "d": 3}
+    return [used(i, "statR", "debug", user, cpus[user], t, "n1", "x") for i, (user, t) in enumerate(run_times.items())]
+
+
+def user_cpu_seconds(rig: Rig) -> dict[str, float]:
+    """The per-user CPU-second counters of queue debug, by user, as /metrics has them."""
+    return {
+        s.labels["user"]: s.value
+        for family in rig.registry.collect()
+        for s in family.samples
+        if s.name == "sugon_user_job_cpu_seconds_total" and s.labels["queue"] == "debug"
+    }
+
+
+@respx.mock
+def test_the_users_named_by_cpu_seconds_stay_named_across_a_restart_with_the_state_file_and_not_without(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "state.json")
+    server = serve(running({"a": "00:00:00", "b": "00:00:00"}))
+    first = Rig(state_file=StateFile(path), budget=LabelBudget(max_users=2))
+    first.clock.now = DAY0
+    assert first.poll()  # a and b come first: named while there is room
+    # 10 minutes on: a and b 600 each; c and d started meanwhile (5 minutes ago): c 1200, d 900, both other.
+    server.rows = running({"a": "00:10:00", "b": "00:10:00", "c": "00:05:00", "d": "00:05:00"})
+    first.clock.now = DAY0 + 600
+    assert first.poll()
+    assert user_cpu_seconds(first) == {"a": 600, "b": 600, "other": 2100}
+    # The first poll of day 1 counts its minute under those names, then chooses by day 0: c 1200 and d 900.
+    # Their series start at 0; a's and b's go at the next poll.
+    server.rows = running({"a": "00:11:00", "b": "00:11:00", "c": "00:06:00", "d": "00:06:00"})
+    first.clock.now = DAY1 + 60
+    assert first.poll()
+    assert user_cpu_seconds(first) == {"a": 660, "b": 660, "c": 0, "d": 0, "other": 2100 + 240 + 180}
+
+    def restarted(state_file: StateFile | None) -> dict[str, float]:
+        """A restart at DAY1 + 120, and the CPU-seconds of its second poll, a minute later."""
+        server.rows = running({"a": "00:12:00", "b": "00:12:00", "c": "00:07:00", "d": "00:07:00"})
+        rig = Rig(state_file=state_file, budget=LabelBudget(max_users=2))
+        rig.clock.now = DAY1 + 120
+        assert rig.poll()
+        server.rows = running({"a": "00:13:00", "b": "00:13:00", "c": "00:08:00", "d": "00:08:00"})
+        rig.clock.now += 60
+        assert rig.poll()
+        seconds = user_cpu_seconds(rig)
+        assert sum(seconds.values()) == rig.value("sugon_job_cpu_seconds_total", queue="debug")
+        return seconds
+
+    # With the state file the same users are named, and the restart's first poll counts the minute since the
+    # file too (its run times): c 2 × 240, d 2 × 180; a and b add to other (2 × 60 each).
+    assert restarted(StateFile(path)) == {"c": 480, "d": 360, "other": 240}
+    # Without it the set starts empty, and a and b, listed first, are named again until the next UTC day.
+    assert restarted(None) == {"a": 60, "b": 60, "other": 420}

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from exporter.counting.statefile import StateFile
+from exporter.counting.usernames import SavedUsers
 from exporter.simulator import Simulator
 
 # A child that writes the state file and is killed while it writes: os.replace never comes.
 KILLED_WRITER = """
 import os, sys, time
 from exporter.counting.statefile import StateFile
+from exporter.counting.usernames import SavedUsers
 from exporter.simulator import Simulator
 state = StateFile(sys.argv[1])
 def hang(*args):
@@ -92,6 +94,19 @@ def test_run_seconds_are_kept_per_cluster_and_a_file_written_before_them_still_l
     old = StateFile(str(path))
     assert (old.run_seconds("kunshan"), old.waiting_since("kunshan")) == ({}, {"w": 1.0})
     assert (old.queues_seen("kunshan"), old.queues_seen("wuxi")) == ({}, {})
+
+
+def test_the_named_users_and_their_daily_cpu_seconds_are_kept_as_plain_json(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    users = SavedUsers(19_676, ("alice", "bob"), {19_675: {"alice": 3600}, 19_676: {"bob": 60}})
+    StateFile(str(path)).save("kunshan", {}, {}, {}, users=users)
+    assert json.loads(path.read_text())["clusters"]["kunshan"]["users"] == {
+        "day": "2023-11-15",
+        "named": ["alice", "bob"],
+        "cpu_seconds": {"2023-11-14": {"alice": 3600}, "2023-11-15": {"bob": 60}},
+    }
+    again = StateFile(str(path))
+    assert (again.users("kunshan"), again.users("wuxi")) == (users, None)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ with a warning: the exporter starts fresh, as it does without one.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -14,6 +15,8 @@ import re
 import tempfile
 from typing import Any
 
+from exporter.counting.usernames import SavedUsers
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
@@ -21,6 +24,7 @@ TEMP_PREFIX = ".sugon-exporter-state."  # a temporary file while writing: .sugon
 # Earlier versions named their temporary files without <name>: the prefix and 8 random characters.
 _OLD_TEMP = re.compile(r"^\.sugon-exporter-state\.[a-z0-9_]{8}$")
 _EXACT = 2**53  # a number above this is not kept: a float no longer holds every integer
+_EPOCH = datetime.date(1970, 1, 1)
 
 
 class BadShape(ValueError):
@@ -62,15 +66,54 @@ def _counts(value: Any, where: str) -> dict[str, int]:
     return {k: _count(v, where, k) for k, v in _object(value, where).items()}
 
 
+def _day(value: Any, where: str) -> int:
+    """A UTC day written as 2024-05-01, as days since 1970-01-01."""
+    try:
+        return (datetime.date.fromisoformat(value) - _EPOCH).days
+    except (TypeError, ValueError):
+        raise BadShape(f"{where}: expected a date like 2024-05-01") from None
+
+
+def _day_text(day: int) -> str:
+    return (_EPOCH + datetime.timedelta(days=day)).isoformat()
+
+
+def _users(value: Any, where: str) -> SavedUsers:
+    section = _object(value, where)
+    named = section.get("named")
+    if not isinstance(named, list) or not all(isinstance(user, str) for user in named):
+        raise BadShape(f"{where}.named: expected a list of names")
+    days = _object(section.get("cpu_seconds"), f"{where}.cpu_seconds")
+    return SavedUsers(
+        _day(section.get("day"), f"{where}.day"),
+        tuple(named),
+        {
+            _day(day, f"{where}.cpu_seconds"): _counts(by_user, f"{where}.cpu_seconds.{day}")
+            for day, by_user in days.items()
+        },
+    )
+
+
+def _users_json(users: SavedUsers) -> dict[str, Any]:
+    return {
+        "day": _day_text(users.day),
+        "named": list(users.named),
+        "cpu_seconds": {_day_text(day): dict(by_user) for day, by_user in users.cpu_seconds.items()},
+    }
+
+
 def _section(value: Any, where: str) -> dict[str, Any]:
     """A cluster's section, checked whole (BadShape otherwise); the keys an earlier version did not write
     may be missing."""
     section = _object(value, where)
-    return {
+    checked = {
         "waiting_since": _times(section.get("waiting_since", {}), f"{where}.waiting_since"),
         "queues_seen": _times(section.get("queues_seen", {}), f"{where}.queues_seen"),
         "run_seconds": _counts(section.get("run_seconds", {}), f"{where}.run_seconds"),
     }
+    if "users" in section:
+        checked["users"] = _users_json(_users(section["users"], f"{where}.users"))
+    return checked
 
 
 def _sections(data: Any) -> dict[str, dict[str, Any]]:
@@ -86,9 +129,12 @@ class StateFile:
 
         {"version": 1, "clusters": {name: {"waiting_since": {job key: first seen waiting},
                                            "queues_seen": {queue: last seen},
-                                           "run_seconds": {job key: its last run seconds}}}}
+                                           "run_seconds": {job key: its last run seconds},
+                                           "users": {"day": "2024-05-01", "named": [user, ...],
+                                                     "cpu_seconds": {"2024-04-30": {user: CPU-seconds}}}}}}
 
-    ``run_seconds`` came later: a section without it loads with none.
+    ``run_seconds`` and ``users`` (the named users and each user's CPU-seconds by UTC day, see UserNames) came
+    later: a section without them loads with none.
 
     Several clusters may share one file; all writes happen on the pollers' single event-loop thread.
     """
@@ -163,19 +209,29 @@ class StateFile:
         """Saved run seconds of a cluster's started jobs, by job key."""
         return dict(self._clusters.get(cluster, {}).get("run_seconds", {}))
 
+    def users(self, cluster: str) -> SavedUsers | None:
+        """Saved named users and daily CPU-seconds by user of a cluster, if any."""
+        users = self._clusters.get(cluster, {}).get("users")
+        return None if users is None else _users(users, "users")
+
     def save(
         self,
         cluster: str,
         waiting_since: dict[str, float],
         queues_seen: dict[str, float],
         run_seconds: dict[str, int] | None = None,
+        *,
+        users: SavedUsers | None = None,
     ) -> None:
         """Replace a cluster's section and rewrite the file atomically (temporary file, then rename)."""
-        self._clusters[cluster] = {
+        section: dict[str, Any] = {
             "waiting_since": waiting_since,
             "queues_seen": queues_seen,
             "run_seconds": dict(run_seconds or {}),
         }
+        if users is not None:
+            section["users"] = _users_json(users)
+        self._clusters[cluster] = section
         try:
             fd, tmp = tempfile.mkstemp(prefix=self._prefix, dir=self._folder)
             try:
