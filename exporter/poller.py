@@ -102,6 +102,23 @@ class ClusterPoller:
         self._failures = 0
         self._stale_logged = False
         self._due: float | None = None  # when (monotonic) run() polls the job list next; None outside run()
+        if state_file is not None:
+            self._serve_saved(state_file)
+
+    def _serve_saved(self, state_file: StateFile) -> None:
+        """Publish the job data of the last successful poll before a restart, as during an outage: the job gauges
+        until it is max_staleness old, the 0-valued counters of its queues, its time as the last success."""
+        saved = state_file.jobs(self.name, self._max_staleness)
+        if saved is None or saved.taken_at > self._clock():
+            return
+        self._store.publish(replace(self._store.get(self.name), last_success=saved.taken_at, snapshot=saved))
+        if not saved.stale(self._clock()):
+            self._log.info(
+                "cluster %s: serving the job data saved in the state file, of %s, until it is %gs old",
+                self.name,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.taken_at)),
+                self._max_staleness,
+            )
 
     def _log_unknown_status(self, raw_status: str) -> None:
         if raw_status not in self._unknown_statuses:
@@ -196,6 +213,7 @@ class ClusterPoller:
                 dict(self._queues.seen),
                 self._tracker.run_seconds(),
                 users=self._users.saved() if self._users is not None else None,
+                jobs=snapshot,
             )
         duration = self._monotonic() - started
         if self._failures:

@@ -498,6 +498,21 @@ def hostile(part: str) -> bytes:
     return ('{"version": 1, "clusters": {"kunshan": {' + good + ", " + part + "}}}").encode("utf-8")
 
 
+SAVED_JOBS = {  # a poll's job data as the state file keeps it
+    "taken_at": 1_699_999_400,
+    "reported_total": 1,
+    "job_count": 1,
+    "by_queue": [["debug", "queued", 1, 1]],
+    "by_user": [],
+    "by_reason": [],
+    "oldest_queued_age": {"debug": 0},
+    "users_folded": 0,
+    "queues_folded": 0,
+    "nodes_by_queue": [],
+    "nodes_in_use": 0,
+    "by_app": [],
+    "running_max_seconds": {},
+}
 HOSTILE_STATE_FILES = {
     "nested 100,000 deep": b"[" * 100_000,
     "nested deep in a section": hostile('"queues_seen": ' + "[" * 100_000 + "]" * 100_000),
@@ -518,6 +533,9 @@ HOSTILE_STATE_FILES = {
         '"users": {"day": "2024-05-01", "named": [], "cpu_seconds": {"2024-05-01": {"a": -1}}}'
     ),
     "users without their figures": hostile('"users": {"day": "2024-05-01", "named": []}'),
+    "job data without its tables": hostile('"jobs": {"taken_at": 1699999400}'),
+    "a job row of three values": hostile('"jobs": ' + json.dumps({**SAVED_JOBS, "by_queue": [["debug", "queued", 1]]})),
+    "a queue that is a number": hostile('"jobs": ' + json.dumps({**SAVED_JOBS, "by_app": [[7, "queued", 1, 1]]})),
     "negative run seconds": hostile('"run_seconds": {"k": -5}'),
     "run seconds not whole": hostile('"run_seconds": {"k": 1.5}'),
 }
@@ -544,8 +562,10 @@ def test_a_hostile_state_file_is_ignored_whole_with_a_warning_and_the_exporter_s
 def test_the_hostile_files_would_restore_the_wait_were_it_not_for_their_hostile_part(tmp_path: Path) -> None:
     """So that the test above shows the whole file ignored, not a key it failed to find."""
     path = tmp_path / "state.json"
-    path.write_bytes(hostile('"queues_seen": {"debug": 1699999400}'))
-    assert StateFile(str(path)).waiting_since("kunshan") == {f"{SCHEDULER}\x001": 1_699_999_400}
+    path.write_bytes(hostile('"queues_seen": {"debug": 1699999400}, "jobs": ' + json.dumps(SAVED_JOBS)))
+    state = StateFile(str(path))
+    assert state.waiting_since("kunshan") == {f"{SCHEDULER}\x001": 1_699_999_400}
+    assert state.jobs("kunshan", 300) is not None
 
 
 @respx.mock

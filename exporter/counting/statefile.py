@@ -13,9 +13,13 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 from exporter.counting.usernames import SavedUsers
+from exporter.model import ClusterSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,76 @@ def _users_json(users: SavedUsers) -> dict[str, Any]:
     }
 
 
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadShape(f"{where}: expected a name")
+    return value
+
+
+def _rows(value: Any, where: str, kinds: str) -> list[tuple[Any, ...]]:
+    """A list of rows, each a list of one value per letter of ``kinds``: s a name, n a whole number."""
+    if not isinstance(value, list):
+        raise BadShape(f"{where}: expected a list")
+    rows = []
+    for i, row in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(row, list) or len(row) != len(kinds):
+            raise BadShape(f"{at}: expected a list of {len(kinds)} values")
+        rows.append(tuple(_name(v, at) if kind == "s" else _count(v, at) for v, kind in zip(row, kinds)))
+    return rows
+
+
+def _jobs(value: Any, where: str) -> ClusterSnapshot:
+    """The saved job gauges of a poll, as a snapshot of no cluster that expires when it was taken."""
+    saved = _object(value, where)
+
+    def rows(key: str, kinds: str) -> list[tuple[Any, ...]]:
+        return _rows(saved.get(key), f"{where}.{key}", kinds)
+
+    def count(key: str) -> int:
+        return _count(saved.get(key), where, key)
+
+    taken_at = _number(saved.get("taken_at"), where, "taken_at")
+    return ClusterSnapshot(
+        cluster="",
+        taken_at=taken_at,
+        expires_at=taken_at,
+        reported_total=count("reported_total"),
+        job_count=count("job_count"),
+        by_queue=MappingProxyType({(q, s): (n, c) for q, s, n, c in rows("by_queue", "ssnn")}),
+        by_user=MappingProxyType({(q, u, s): (n, c) for q, u, s, n, c in rows("by_user", "sssnn")}),
+        by_reason=MappingProxyType({(q, r): n for q, r, n in rows("by_reason", "ssn")}),
+        oldest_queued_age=MappingProxyType(_times(saved.get("oldest_queued_age"), f"{where}.oldest_queued_age")),
+        users_folded=count("users_folded"),
+        queues_folded=count("queues_folded"),
+        nodes_by_queue=MappingProxyType({(q, s): n for q, s, n in rows("nodes_by_queue", "ssn")}),
+        nodes_in_use=count("nodes_in_use"),
+        by_app=MappingProxyType({(a, s): (n, c) for a, s, n, c in rows("by_app", "ssnn")}),
+        running_max_seconds=MappingProxyType(_times(saved.get("running_max_seconds"), f"{where}.running_max_seconds")),
+    )
+
+
+def _jobs_json(snap: ClusterSnapshot) -> dict[str, Any]:
+    def rows(table: Mapping[Any, Any]) -> list[list[Any]]:
+        return [[*key, *(value if isinstance(value, tuple) else (value,))] for key, value in table.items()]
+
+    return {
+        "taken_at": snap.taken_at,
+        "reported_total": snap.reported_total,
+        "job_count": snap.job_count,
+        "by_queue": rows(snap.by_queue),
+        "by_user": rows(snap.by_user),
+        "by_reason": rows(snap.by_reason),
+        "oldest_queued_age": dict(snap.oldest_queued_age),
+        "users_folded": snap.users_folded,
+        "queues_folded": snap.queues_folded,
+        "nodes_by_queue": rows(snap.nodes_by_queue),
+        "nodes_in_use": snap.nodes_in_use,
+        "by_app": rows(snap.by_app),
+        "running_max_seconds": dict(snap.running_max_seconds),
+    }
+
+
 def _section(value: Any, where: str) -> dict[str, Any]:
     """A cluster's section, checked whole (BadShape otherwise); the keys an earlier version did not write
     may be missing."""
@@ -113,6 +187,8 @@ def _section(value: Any, where: str) -> dict[str, Any]:
     }
     if "users" in section:
         checked["users"] = _users_json(_users(section["users"], f"{where}.users"))
+    if "jobs" in section:
+        checked["jobs"] = _jobs_json(_jobs(section["jobs"], f"{where}.jobs"))
     return checked
 
 
@@ -131,10 +207,13 @@ class StateFile:
                                            "queues_seen": {queue: last seen},
                                            "run_seconds": {job key: its last run seconds},
                                            "users": {"day": "2024-05-01", "named": [user, ...],
-                                                     "cpu_seconds": {"2024-04-30": {user: CPU-seconds}}}}}}
+                                                     "cpu_seconds": {"2024-04-30": {user: CPU-seconds}}},
+                                           "jobs": {"taken_at": Unix time, "by_queue": [[queue, status, jobs,
+                                                    CPUs], ...], ...}}}}
 
-    ``run_seconds`` and ``users`` (the named users and each user's CPU-seconds by UTC day, see UserNames) came
-    later: a section without them loads with none.
+    ``run_seconds``, ``users`` (the named users and each user's CPU-seconds by UTC day, see UserNames) and
+    ``jobs`` (the job gauges of the last successful poll, as its ClusterSnapshot holds them: tables as lists
+    of rows) came later: a section without them loads with none.
 
     Several clusters may share one file; all writes happen on the pollers' single event-loop thread.
     """
@@ -214,6 +293,15 @@ class StateFile:
         users = self._clusters.get(cluster, {}).get("users")
         return None if users is None else _users(users, "users")
 
+    def jobs(self, cluster: str, max_staleness: float) -> ClusterSnapshot | None:
+        """The job gauges of a cluster's last successful poll, if saved: a snapshot that expires
+        ``max_staleness`` after it was taken, with no counts (counters start from 0 at a restart)."""
+        jobs = self._clusters.get(cluster, {}).get("jobs")
+        if jobs is None:
+            return None
+        snapshot = _jobs(jobs, "jobs")
+        return replace(snapshot, cluster=cluster, expires_at=snapshot.taken_at + max_staleness)
+
     def save(
         self,
         cluster: str,
@@ -222,6 +310,7 @@ class StateFile:
         run_seconds: dict[str, int] | None = None,
         *,
         users: SavedUsers | None = None,
+        jobs: ClusterSnapshot | None = None,
     ) -> None:
         """Replace a cluster's section and rewrite the file atomically (temporary file, then rename)."""
         section: dict[str, Any] = {
@@ -231,6 +320,8 @@ class StateFile:
         }
         if users is not None:
             section["users"] = _users_json(users)
+        if jobs is not None:
+            section["jobs"] = _jobs_json(jobs)
         self._clusters[cluster] = section
         try:
             fd, tmp = tempfile.mkstemp(prefix=self._prefix, dir=self._folder)
