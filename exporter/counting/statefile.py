@@ -338,7 +338,7 @@ class StateFile:
         except OSError as exc:
             if not self._failing:
                 log.warning(
-                    "state_file %s cannot be written (%s); first-seen and run times will not survive a restart",
+                    "state_file %s cannot be written (%s); what it keeps will not survive a restart",
                     self.path,
                     exc.strerror or exc,
                     extra={"file": self.path, "reason": exc.strerror or str(exc)},
