@@ -84,10 +84,8 @@ class ClusterPoller:
         self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before folding
         self._center_user: str | None = None
         self._state_file = state_file
-        self._users: UserNames | None = None
-        if per_user:
-            saved = state_file.users(name) if state_file else None
-            self._users = UserNames(budget.max_users, budget.users_exclude, saved)
+        saved_users = state_file.users(name) if state_file and per_user else None
+        self._users = UserNames(budget.max_users, budget.users_exclude, saved_users) if per_user else None
         self._tracker = JobTracker(
             state_file.waiting_since(name) if state_file else None,
             state_file.run_seconds(name) if state_file else None,
