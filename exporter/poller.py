@@ -13,7 +13,8 @@ from exporter.counting.rows import RowParser
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.statefile import StateFile
 from exporter.counting.tally import RowTally, next_tally
-from exporter.counting.tracker import JobTracker, UserNames
+from exporter.counting.tracker import JobTracker
+from exporter.counting.usernames import UserNames
 from exporter.logs import Fields
 from exporter.model import OTHER, CapacitySettings, CapacitySnapshot, LabelBudget, PollFailure, QueueCapacity
 from exporter.serving.selfmetrics import PollMetrics
@@ -83,10 +84,12 @@ class ClusterPoller:
         self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before folding
         self._center_user: str | None = None
         self._state_file = state_file
+        saved_users = state_file.users(name) if state_file and per_user else None
+        self._users = UserNames(budget.max_users, budget.users_exclude, saved_users) if per_user else None
         self._tracker = JobTracker(
             state_file.waiting_since(name) if state_file else None,
             state_file.run_seconds(name) if state_file else None,
-            UserNames(budget.max_users, budget.users_exclude) if per_user else None,
+            self._users,
         )
         self._queues = QueueBudget(
             budget.max_queues, budget.queues_exclude, state_file.queues_seen(name) if state_file else None
@@ -97,6 +100,23 @@ class ClusterPoller:
         self._failures = 0
         self._stale_logged = False
         self._due: float | None = None  # when (monotonic) run() polls the job list next; None outside run()
+        if state_file is not None:
+            self._serve_saved(state_file)
+
+    def _serve_saved(self, state_file: StateFile) -> None:
+        """Publish the job data of the last successful poll before a restart, as during an outage: the job gauges
+        until it is max_staleness old, the 0-valued counters of its queues, its time as the last success."""
+        saved = state_file.jobs(self.name, self._max_staleness)
+        if saved is None or saved.taken_at > self._clock():
+            return
+        self._store.publish(replace(self._store.get(self.name), last_success=saved.taken_at, snapshot=saved))
+        if not saved.stale(self._clock()):
+            self._log.info(
+                "cluster %s: serving the job data saved in the state file, of %s, until it is %gs old",
+                self.name,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.taken_at)),
+                self._max_staleness,
+            )
 
     def _log_unknown_status(self, raw_status: str) -> None:
         if raw_status not in self._unknown_statuses:
@@ -186,7 +206,12 @@ class ClusterPoller:
         )
         if self._state_file is not None:
             self._state_file.save(
-                self.name, self._tracker.waiting_since(), dict(self._queues.seen), self._tracker.run_seconds()
+                self.name,
+                self._tracker.waiting_since(),
+                dict(self._queues.seen),
+                self._tracker.run_seconds(),
+                users=self._users.saved() if self._users is not None else None,
+                jobs=snapshot,
             )
         duration = self._monotonic() - started
         if self._failures:

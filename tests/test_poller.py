@@ -491,6 +491,83 @@ def test_a_corrupt_state_file_warns_and_starts_fresh(
     assert json.loads(path.read_text())["version"] == 1  # rewritten whole after the poll
 
 
+def hostile(part: str) -> bytes:
+    """A state file whose section of kunshan would restore job 1's wait (600 s before the test's clock), but for
+    ``part`` somewhere in it."""
+    good = json.dumps({"waiting_since": {f"{SCHEDULER}\x001": 1_699_999_400}})[1:-1]
+    return ('{"version": 1, "clusters": {"kunshan": {' + good + ", " + part + "}}}").encode("utf-8")
+
+
+SAVED_JOBS = {  # a poll's job data as the state file keeps it
+    "taken_at": 1_699_999_400,
+    "reported_total": 1,
+    "job_count": 1,
+    "by_queue": [["debug", "queued", 1, 1]],
+    "by_user": [],
+    "by_reason": [],
+    "oldest_queued_age": {"debug": 0},
+    "users_folded": 0,
+    "queues_folded": 0,
+    "nodes_by_queue": [],
+    "nodes_in_use": 0,
+    "by_app": [],
+    "running_max_seconds": {},
+}
+HOSTILE_STATE_FILES = {
+    "nested 100,000 deep": b"[" * 100_000,
+    "nested deep in a section": hostile('"queues_seen": ' + "[" * 100_000 + "]" * 100_000),
+    "not UTF-8": hostile('"queues_seen": {"QUEUE": 1}').replace(b"QUEUE", b"\xff\xfe"),
+    "a section that is a list": b'{"version": 1, "clusters": {"kunshan": [1, 2]}}',
+    "clusters a list": b'{"version": 1, "clusters": [{"kunshan": {}}]}',
+    "times a list": hostile('"queues_seen": [["debug", 1]]'),
+    "a time that is text": hostile('"queues_seen": {"debug": "1699999400"}'),
+    "a time that is true": hostile('"queues_seen": {"debug": true}'),
+    "a time that is NaN": hostile('"queues_seen": {"debug": NaN}'),
+    "a time that is Infinity": hostile('"queues_seen": {"debug": -Infinity}'),
+    "a float no double holds": hostile('"queues_seen": {"debug": 1e400}'),
+    "an integer no double holds": hostile('"queues_seen": {"debug": 1' + "0" * 400 + "}"),
+    "an integer of 5,000 digits": hostile('"queues_seen": {"debug": 1' + "0" * 5000 + "}"),
+    "a day that is not a date": hostile('"users": {"day": "2024-13-01", "named": [], "cpu_seconds": {}}'),
+    "a named user that is a number": hostile('"users": {"day": "2024-05-01", "named": [1], "cpu_seconds": {}}'),
+    "negative CPU-seconds of a user": hostile(
+        '"users": {"day": "2024-05-01", "named": [], "cpu_seconds": {"2024-05-01": {"a": -1}}}'
+    ),
+    "users without their figures": hostile('"users": {"day": "2024-05-01", "named": []}'),
+    "job data without its tables": hostile('"jobs": {"taken_at": 1699999400}'),
+    "a job row of three values": hostile('"jobs": ' + json.dumps({**SAVED_JOBS, "by_queue": [["debug", "queued", 1]]})),
+    "a queue that is a number": hostile('"jobs": ' + json.dumps({**SAVED_JOBS, "by_app": [[7, "queued", 1, 1]]})),
+    "negative run seconds": hostile('"run_seconds": {"k": -5}'),
+    "run seconds not whole": hostile('"run_seconds": {"k": 1.5}'),
+}
+
+
+@pytest.mark.parametrize("content", HOSTILE_STATE_FILES.values(), ids=HOSTILE_STATE_FILES.keys())
+@respx.mock
+def test_a_hostile_state_file_is_ignored_whole_with_a_warning_and_the_exporter_starts_fresh(
+    tmp_path: Path, content: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1, "statQ")]})))
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.WARNING):
+        rig = Rig(state_file=StateFile(str(path)))
+        assert rig.poll()
+    warnings = [r.getMessage() for r in caplog.records if "state_file" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].endswith("; starting fresh")
+    # Nothing of the file is used, not even the part that was fine: job 1 waits from this poll on.
+    assert rig.value("sugon_oldest_queued_job_age_seconds", queue="debug") == 0
+    assert json.loads(path.read_text())["version"] == 1
+
+
+def test_the_hostile_files_would_restore_the_wait_were_it_not_for_their_hostile_part(tmp_path: Path) -> None:
+    """So that the test above shows the whole file ignored, not a key it failed to find."""
+    path = tmp_path / "state.json"
+    path.write_bytes(hostile('"queues_seen": {"debug": 1699999400}, "jobs": ' + json.dumps(SAVED_JOBS)))
+    state = StateFile(str(path))
+    assert state.waiting_since("kunshan") == {f"{SCHEDULER}\x001": 1_699_999_400}
+    assert state.jobs("kunshan", 300) is not None
+
+
 @respx.mock
 def test_an_unwritable_state_file_warns_once_and_polling_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -701,3 +778,64 @@ def test_a_state_file_written_before_run_times_were_kept_still_loads_and_seeds(t
     assert rig.poll()
     assert dict(snapshot_of(rig).activity.cpu_seconds) == {"debug": 240}
     assert json.loads(path.read_text())["clusters"]["kunshan"]["run_seconds"] == {key: 820}
+
+
+DAY0 = 19_676 * 86_400.0  # 2023-11-15 00:00 UTC
+DAY1 = DAY0 + 86_400
+
+
+def running(run_times: dict[str, str]) -> list[dict[str, Any]]:
+    """One job each of a (1 CPU), b (1), c (4) and d (3) in queue debug, those with a run time given."""
+    cpus = {"a": 1, "b": 1, "c": 4, "d": 3}
+    return [used(i, "statR", "debug", user, cpus[user], t, "n1", "x") for i, (user, t) in enumerate(run_times.items())]
+
+
+def user_cpu_seconds(rig: Rig) -> dict[str, float]:
+    """The per-user CPU-second counters of queue debug, by user, as /metrics has them."""
+    return {
+        s.labels["user"]: s.value
+        for family in rig.registry.collect()
+        for s in family.samples
+        if s.name == "sugon_user_job_cpu_seconds_total" and s.labels["queue"] == "debug"
+    }
+
+
+@respx.mock
+def test_the_users_named_by_cpu_seconds_stay_named_across_a_restart_with_the_state_file_and_not_without(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "state.json")
+    server = serve(running({"a": "00:00:00", "b": "00:00:00"}))
+    first = Rig(state_file=StateFile(path), budget=LabelBudget(max_users=2))
+    first.clock.now = DAY0
+    assert first.poll()  # a and b come first: named while there is room
+    # 10 minutes on: a and b 600 each; c and d started meanwhile (5 minutes ago): c 1200, d 900, both other.
+    server.rows = running({"a": "00:10:00", "b": "00:10:00", "c": "00:05:00", "d": "00:05:00"})
+    first.clock.now = DAY0 + 600
+    assert first.poll()
+    assert user_cpu_seconds(first) == {"a": 600, "b": 600, "other": 2100}
+    # The first poll of day 1 counts its minute under those names, then chooses by day 0: c 1200 and d 900.
+    # Their series start at 0; a's and b's go at the next poll.
+    server.rows = running({"a": "00:11:00", "b": "00:11:00", "c": "00:06:00", "d": "00:06:00"})
+    first.clock.now = DAY1 + 60
+    assert first.poll()
+    assert user_cpu_seconds(first) == {"a": 660, "b": 660, "c": 0, "d": 0, "other": 2100 + 240 + 180}
+
+    def restarted(state_file: StateFile | None) -> dict[str, float]:
+        """A restart at DAY1 + 120, and the CPU-seconds of its second poll, a minute later."""
+        server.rows = running({"a": "00:12:00", "b": "00:12:00", "c": "00:07:00", "d": "00:07:00"})
+        rig = Rig(state_file=state_file, budget=LabelBudget(max_users=2))
+        rig.clock.now = DAY1 + 120
+        assert rig.poll()
+        server.rows = running({"a": "00:13:00", "b": "00:13:00", "c": "00:08:00", "d": "00:08:00"})
+        rig.clock.now += 60
+        assert rig.poll()
+        seconds = user_cpu_seconds(rig)
+        assert sum(seconds.values()) == rig.value("sugon_job_cpu_seconds_total", queue="debug")
+        return seconds
+
+    # With the state file the same users are named, and the restart's first poll counts the minute since the
+    # file too (its run times): c 2 × 240, d 2 × 180; a and b add to other (2 × 60 each).
+    assert restarted(StateFile(path)) == {"c": 480, "d": 360, "other": 240}
+    # Without it the set starts empty, and a and b, listed first, are named again until the next UTC day.
+    assert restarted(None) == {"a": 60, "b": 60, "other": 420}

@@ -9,16 +9,23 @@ import stat
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from exporter.counting.statefile import StateFile
+from exporter.counting.usernames import SavedUsers
+from exporter.model import Activity, ClusterSnapshot
+from exporter.simulator import Simulator
 
 # A child that writes the state file and is killed while it writes: os.replace never comes.
 KILLED_WRITER = """
 import os, sys, time
 from exporter.counting.statefile import StateFile
+from exporter.counting.usernames import SavedUsers
+from exporter.model import Activity, ClusterSnapshot
+from exporter.simulator import Simulator
 state = StateFile(sys.argv[1])
 def hang(*args):
     print("writing", flush=True)
@@ -83,14 +90,90 @@ def test_run_seconds_are_kept_per_cluster_and_a_file_written_before_them_still_l
     again = StateFile(str(path))
     assert again.run_seconds("kunshan") == {"r": 3600, "s": 5}
     assert again.run_seconds("wuxi") == {}
-    # An earlier version's file: no run_seconds. Odd values are left out, the rest is kept.
+    # An earlier version's file: no run_seconds.
     path.write_text(
         json.dumps({"version": 1, "clusters": {"kunshan": {"waiting_since": {"w": 1.0}, "queues_seen": {}}}})
     )
     old = StateFile(str(path))
     assert (old.run_seconds("kunshan"), old.waiting_since("kunshan")) == ({}, {"w": 1.0})
-    odd = {"a": -5, "b": "60", "c": True, "d": 1e400, "e": 60.0, "f": 90}
-    path.write_text(
-        json.dumps({"version": 1, "clusters": {"kunshan": {"run_seconds": odd}}}).replace("Infinity", "1e400")
+    assert (old.queues_seen("kunshan"), old.queues_seen("wuxi")) == ({}, {})
+
+
+def test_the_named_users_and_their_daily_cpu_seconds_are_kept_as_plain_json(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    users = SavedUsers(19_676, ("alice", "bob"), {19_675: {"alice": 3600}, 19_676: {"bob": 60}})
+    StateFile(str(path)).save("kunshan", {}, {}, {}, users=users)
+    assert json.loads(path.read_text())["clusters"]["kunshan"]["users"] == {
+        "day": "2023-11-15",
+        "named": ["alice", "bob"],
+        "cpu_seconds": {"2023-11-14": {"alice": 3600}, "2023-11-15": {"bob": 60}},
+    }
+    again = StateFile(str(path))
+    assert (again.users("kunshan"), again.users("wuxi")) == (users, None)
+
+
+def test_the_last_polls_job_gauges_are_kept_and_come_back_as_a_snapshot_that_expires_max_staleness_later(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    snap = ClusterSnapshot(
+        cluster="kunshan",
+        taken_at=1_700_000_000.5,
+        expires_at=1_700_000_300.5,
+        reported_total=9,
+        job_count=7,
+        by_queue={("debug", "running"): (3, 96), ("debug", "queued"): (4, 8)},
+        by_user={("debug", "alice", "running"): (3, 96), ("debug", "other", "queued"): (4, 8)},
+        by_reason={("debug", "Priority"): 4},
+        oldest_queued_age={"debug": 120.5},
+        users_folded=2,
+        activity=Activity(submitted={"debug": 5}),  # counts are not kept: counters start from 0 at a restart
+        queues_folded=1,
+        nodes_by_queue={("debug", "running"): 3},
+        nodes_in_use=2,
+        by_app={("vasp", "running"): (3, 96)},
+        running_max_seconds={"debug": 600.0},
     )
-    assert StateFile(str(path)).run_seconds("kunshan") == {"e": 60, "f": 90}
+    StateFile(str(path)).save("kunshan", {}, {}, {}, jobs=snap)
+    saved = json.loads(path.read_text())["clusters"]["kunshan"]["jobs"]
+    assert saved["by_queue"] == [["debug", "running", 3, 96], ["debug", "queued", 4, 8]]
+    assert saved["by_user"][0] == ["debug", "alice", "running", 3, 96]
+    again = StateFile(str(path))
+    assert again.jobs("kunshan", 60) == replace(snap, expires_at=1_700_000_060.5, activity=Activity())
+    assert again.jobs("wuxi", 60) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 100_000, b'{"version": 1, "clusters": {"sim": {"queues_seen": {"\xff": 1}}}}'],
+    ids=["nested", "not-utf8"],
+)
+def test_a_real_start_with_a_state_file_nested_100000_deep_or_not_utf8_warns_and_works(
+    tmp_path: Path, content: bytes
+) -> None:
+    """It used to raise RecursionError at every start: exit 1, a crash loop under systemd."""
+    state = tmp_path / "state.json"
+    state.write_bytes(content)
+    config = tmp_path / "config.yaml"
+    sim = Simulator(token="t", jobs=30)
+    sim.serve()
+    try:
+        config.write_text(
+            f"state_file: {state}\nclusters:\n  - name: sim\n    api_url: {sim.url}\n    token: t\n"
+            "    cluster_ids: [1638523853]\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "exporter", "--config", str(config), "--once"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=Path(__file__).parent.parent,
+        )
+    finally:
+        sim.stop()
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"state_file {state} cannot be read (" in done.stderr and "); starting fresh" in done.stderr
+    assert 'sugon_up{hpc_cluster="sim"} 1.0' in done.stdout
+    assert json.loads(state.read_text())["clusters"]["sim"]["queues_seen"] != {}  # written afresh by the poll

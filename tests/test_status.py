@@ -219,6 +219,25 @@ def test_the_html_shows_what_the_json_says_in_words_a_person_reads() -> None:
     ]
 
 
+def test_a_cluster_started_with_saved_job_data_is_starting_with_its_last_success_and_the_data_while_served() -> None:
+    """After a restart with a state file, before the first poll ends (issue 23, D16)."""
+    restored = {
+        "saved": ClusterState("saved", last_success=NOW - 100, snapshot=snapshot(NOW - 100, NOW + 200)),
+        "too old": ClusterState("too old", last_success=NOW - 400, snapshot=snapshot(NOW - 400, NOW - 100)),
+    }
+    data = by_name(status_data(restored, NOW))
+    assert data["saved"]["state"] == data["too old"]["state"] == "starting"
+    assert data["saved"]["last_success_age"] == 100 and data["saved"]["job_data_expires_at"] == NOW + 200
+    assert data["saved"]["jobs"] == {"running": 8, "queued": 2, "held": 1, "other": 5, "total": 16}
+    cells = Cells()
+    cells.feed(get(app_of(restored))[2].decode())
+    header, *rows = cells.rows[:3]
+    shown = {r[0]: dict(zip(header, r)) for r in rows}
+    assert shown["saved"]["state"] == "startingjob data of the last success served until 2023-11-14 22:16:40 UTC"
+    assert shown["saved"]["last success"] == "2023-11-14 22:11:40 UTC (1m 40s ago)"
+    assert shown["too old"]["state"] == "startingjob data older than max_staleness: not served"
+
+
 def test_a_queue_name_and_an_error_with_html_in_them_show_as_text() -> None:
     _, _, page = get(app_of(states()))
     text = page.decode()

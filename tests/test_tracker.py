@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import re
 
-from exporter.counting.tracker import JobTracker, Seen, UserNames
+from exporter.counting.tracker import JobTracker, Seen
+from exporter.counting.usernames import SavedUsers, UserNames
 from exporter.model import WAIT_BUCKETS
 
 T = 1_700_000_000.0
@@ -250,34 +251,82 @@ def test_cpu_seconds_of_a_queue_the_budget_folds_add_to_other_and_a_queue_that_l
     assert dict(act.cpu_seconds) == {"big": 120, "other": 60}
 
 
-def test_cpu_seconds_per_user_name_the_first_max_users_to_consume_and_keep_them_for_good() -> None:
-    users = UserNames(max_users=2, exclude=[re.compile("svc_.*")])
+DAY0 = 19_676 * 86_400.0  # 2023-11-15 00:00 UTC, the first UTC midnight after T
+DAY1 = DAY0 + 86_400
+
+
+def everyone(run_seconds: int, *extra: tuple[str, Seen]) -> dict[str, Seen]:
+    """One job each, all running in queue q since the same moment: a on 1 CPU, svc_backup on 8, b on 1, c on 4,
+    d on 2 (16 CPUs in all), in that order."""
+    cpus = {"a": 1, "svc_backup": 8, "b": 1, "c": 4, "d": 2}
+    return {**{user: run("q", "running", n, run_seconds, user) for user, n in cpus.items()}, **dict(extra)}
+
+
+def test_the_named_users_are_first_come_until_the_first_utc_day_then_the_top_by_cpu_seconds_of_30_days() -> None:
+    users = UserNames(max_users=3, exclude=[re.compile("svc_.*")])
     t = JobTracker(users=users)
-    t.commit({}, T)
-    # Seen in this order: alice, svc_backup (excluded: other), bob, carol (beyond max_users: other).
-    act = t.commit(
-        {
-            "1": run("q", "running", 1, 10, "alice"),
-            "2": run("q", "running", 2, 10, "svc_backup"),
-            "3": run("q", "running", 4, 10, "bob"),
-            "4": run("p", "running", 8, 10, "carol"),
-        },
-        T + 60,
-    )
-    assert dict(act.user_cpu_seconds) == {("q", "alice"): 10, ("q", "other"): 20, ("q", "bob"): 40, ("p", "other"): 80}
-    assert dict(act.cpu_seconds) == {"q": 70, "p": 80}
-    # alice's job ends and she has no other: her series stays (a counter never vanishes). dave is new, the
-    # names are taken: other. carol consumes more: still other.
-    act = t.commit(
-        {
-            "3": run("q", "running", 4, 20, "bob"),
-            "4": run("p", "running", 8, 20, "carol"),
-            "5": run("q", "running", 1, 5, "dave"),
-        },
-        T + 120,
-    )
-    assert dict(act.user_cpu_seconds) == {("q", "alice"): 10, ("q", "other"): 25, ("q", "bob"): 80, ("p", "other"): 160}
-    assert users.named == {"alice", "bob"}
+    # Day 0, the first poll: it seeds, and each running job's user gets a series at 0 while the set has room:
+    # a, b, c (svc_backup is excluded: other; d comes when the set is full: other).
+    act = t.commit(everyone(0), DAY0)
+    assert dict(act.user_cpu_seconds) == {("q", "a"): 0, ("q", "other"): 0, ("q", "b"): 0, ("q", "c"): 0}
+    # 100 s later: a 1 × 100, b 1 × 100, c 4 × 100; other = svc_backup 8 × 100 + d 2 × 100.
+    act = t.commit(everyone(100), DAY0 + 100)
+    assert dict(act.user_cpu_seconds) == {("q", "a"): 100, ("q", "other"): 1000, ("q", "b"): 100, ("q", "c"): 400}
+    assert users.named == {"a", "b", "c"}
+    # The first poll of day 1 counts its 100 s under the names it finds (a 200, b 200, c 800, other 2000), then
+    # chooses by day 0's CPU-seconds, svc_backup aside: c 400, d 200, then a and b with 100 each, a first by
+    # name. d's series starts at 0; b leaves, and its series goes at the next poll.
+    act = t.commit(everyone(200), DAY1 + 100)
+    assert users.named == {"c", "d", "a"}
+    assert dict(act.user_cpu_seconds) == {
+        ("q", "a"): 200,
+        ("q", "other"): 2000,
+        ("q", "b"): 200,
+        ("q", "c"): 800,
+        ("q", "d"): 0,
+    }
+    # From now on b adds to other: other 2000 + b 100 + svc_backup 800; d 2 × 100.
+    act = t.commit(everyone(300), DAY1 + 200)
+    assert dict(act.user_cpu_seconds) == {("q", "a"): 300, ("q", "other"): 2900, ("q", "c"): 1200, ("q", "d"): 200}
+    # Each increment went to one series: these, plus the 200 b counted before it left, are all of the queue's.
+    assert sum(act.user_cpu_seconds.values()) + 200 == act.cpu_seconds["q"] == 16 * 300
+
+
+def test_between_choices_a_user_is_named_while_the_set_has_room_and_a_quiet_user_is_not_chosen() -> None:
+    users = UserNames(max_users=2)
+    t = JobTracker(users=users)
+    t.commit({"1": run("q", "running", 1, 0, "a"), "2": run("q", "running", 1, 0, "b")}, DAY0)
+    t.commit({"1": run("q", "running", 1, 60, "a"), "2": run("q", "completed", 1, 60, "b")}, DAY0 + 60)
+    # Day 1: a and b used 60 s each on day 0; both are chosen (b has no job left, its series stays).
+    t.commit({"1": run("q", "running", 1, 120, "a")}, DAY1)
+    assert users.named == {"a", "b"}
+    # Day 31: the 30 days before it are days 1 to 30, where only a used CPU (60 s on day 1). The choice names a
+    # alone (b's series goes), and e, new the next poll, takes the room left.
+    day31 = DAY0 + 31 * 86_400
+    t.commit({"1": run("q", "running", 1, 180, "a")}, day31)
+    assert users.named == {"a"}
+    act = t.commit({"1": run("q", "running", 1, 240, "a"), "3": run("q", "running", 2, 30, "e")}, day31 + 60)
+    assert users.named == {"a", "e"}
+    assert dict(act.user_cpu_seconds) == {("q", "a"): 240, ("q", "e"): 60}
+
+
+def test_a_restart_on_a_later_day_chooses_from_the_saved_daily_figures_of_the_last_30_days() -> None:
+    day0 = int(DAY0 // 86_400)
+    saved = SavedUsers(day0, ("a",), {day0: {"a": 10, "b": 50}, day0 - 30: {"c": 999}})
+    users = UserNames(max_users=1, saved=saved)
+    assert (users.name("a"), users.name("b")) == ("a", "other")  # the same set as before the restart: full
+    # Day 1: the 30 days before are day0 - 29 to day0; c's figure is of day0 - 30, a day too old.
+    assert users.take({}, DAY1) == {"a"}
+    assert users.named == {"b"}
+    assert users.name("a") == "other" and users.name("new") == "other"
+
+
+def test_at_most_10000_users_are_tracked_and_one_beyond_them_is_not_chosen() -> None:
+    users = UserNames(max_users=1)
+    users.take({f"u{i:05}": 1 for i in range(10_000)}, DAY0)
+    users.take({"zz": 1_000_000, "u00009": 5}, DAY0 + 60)
+    assert users.take({}, DAY1) is not None
+    assert users.named == {"u00009"}  # zz used the most, but came when 10,000 users were tracked
 
 
 def test_without_per_user_there_are_no_user_cpu_seconds() -> None:

@@ -220,3 +220,57 @@ def test_the_demo_shows_nodes_applications_and_run_times() -> None:
         assert total("sugon_running_job_max_seconds", cluster) > 0
         assert total("sugon_app_jobs", cluster, app="fluent") > 0
         assert total("sugon_app_jobs", cluster, app="none") > 0
+
+
+def test_with_more_users_than_max_users_each_cpu_second_goes_to_one_series_and_midnight_names_the_top() -> None:
+    """Twelve users, four names: the first come are named until the first UTC midnight, which names the four with
+    the most CPU-seconds of the day before (the ledger's figures) and drops the others' series. At every poll the
+    per-user series, with what the dropped ones had counted, add up to the per-queue counters; none decreases."""
+    midnight = 19_676 * 86_400.0  # 2023-11-15 00:00 UTC
+    now = [midnight - 1200]
+    sim = Simulator(token="t", jobs=300, max_page=100, arrival_rate=0.3, seed=4, clock=lambda: now[0])
+    sim.serve()
+    config = build_config(
+        {
+            "max_users": 4,
+            "clusters": [{"name": CLUSTER, "api_url": sim.url, "token": "t", "cluster_ids": [1638523853]}],
+        },
+        environ={},
+    )
+    exporter = Exporter(config, clock=lambda: now[0], retry_backoff=0)
+    poller = exporter.pollers[0]
+    ledger = Ledger()
+    before_midnight: Counter[str] = Counter()
+    last: Series = {}
+    dropped = 0.0
+
+    async def scenario() -> None:
+        nonlocal last, dropped
+        for _ in range(40):
+            now[0] += 60
+            sim.step(now[0])
+            if now[0] >= midnight and not before_midnight:  # the ledger as of the last poll of the day before
+                for (_, user), n in ledger.user_cpu_seconds.items():
+                    before_midnight[user] += n
+            truth = sim.truth()
+            assert await poller.poll_once()
+            ledger.take(truth)
+            m = metrics(exporter)
+            users = m.get("sugon_user_job_cpu_seconds_total", {})
+            assert all(value >= last[key] for key, value in users.items() if key in last)
+            dropped += sum(value for key, value in last.items() if key not in users)
+            last = users
+            assert sum(users.values()) + dropped == sum(m["sugon_job_cpu_seconds_total"].values())
+            # At the poll of the choice the users who leave still have their series, and those who come have
+            # theirs, at 0: twice max_users at most, for that one poll.
+            choice = midnight <= now[0] < midnight + 60
+            assert len({user for _, user in users} - {"other"}) <= (8 if choice else 4)
+        await exporter.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        sim.stop()
+    assert len(before_midnight) > 4 and dropped > 0  # more users than names, and midnight dropped some
+    top = set(sorted(before_midnight, key=lambda u: (-before_midnight[u], u))[:4])
+    assert {user for _, user in last} - {"other"} <= top

@@ -1,15 +1,25 @@
-"""The optional state file: first-seen times and run times that survive a restart. Written atomically; never
-fatal."""
+"""The optional state file: what a restart keeps of each cluster. Written atomically; never fatal.
+
+A file that cannot be read or decoded, or that holds anything of another shape anywhere, is ignored whole
+with a warning: the exporter starts fresh, as it does without one.
+"""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import os
 import re
 import tempfile
+from collections.abc import Mapping
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
+
+from exporter.counting.usernames import SavedUsers
+from exporter.model import ClusterSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -17,34 +27,200 @@ VERSION = 1
 TEMP_PREFIX = ".sugon-exporter-state."  # a temporary file while writing: .sugon-exporter-state.<name>.<random>
 # Earlier versions named their temporary files without <name>: the prefix and 8 random characters.
 _OLD_TEMP = re.compile(r"^\.sugon-exporter-state\.[a-z0-9_]{8}$")
+_EXACT = 2**53  # a number above this is not kept: a float no longer holds every integer
+_EPOCH = datetime.date(1970, 1, 1)
 
 
-def _times(value: Any) -> dict[str, float]:
+class BadShape(ValueError):
+    """A value of the file is not what the exporter writes there; the message names where."""
+
+
+def _number(value: Any, where: str, key: str | None = None) -> float:
+    """A finite JSON number (not a boolean) within ±2**53; ``where`` and ``key`` name it in the error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadShape(f"{_at(where, key)}: expected a number")
+    if isinstance(value, int) and abs(value) > _EXACT or isinstance(value, float) and not math.isfinite(value):
+        raise BadShape(f"{_at(where, key)}: {value!r:.40} is out of range")
+    return float(value)
+
+
+def _count(value: Any, where: str, key: str | None = None) -> int:
+    """A whole number, not negative (3600.0 is 3600)."""
+    number = _number(value, where, key)
+    if number < 0 or number != int(number):
+        raise BadShape(f"{_at(where, key)}: expected a whole number not below 0")
+    return int(number)
+
+
+def _at(where: str, key: str | None) -> str:
+    return where if key is None else f"{where}.{key}"
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        return {}
+        raise BadShape(f"{where}: expected an object")
+    return value
+
+
+def _times(value: Any, where: str) -> dict[str, float]:
+    return {k: _number(v, where, k) for k, v in _object(value, where).items()}
+
+
+def _counts(value: Any, where: str) -> dict[str, int]:
+    return {k: _count(v, where, k) for k, v in _object(value, where).items()}
+
+
+def _day(value: Any, where: str) -> int:
+    """A UTC day written as 2024-05-01, as days since 1970-01-01."""
+    try:
+        return (datetime.date.fromisoformat(value) - _EPOCH).days
+    except (TypeError, ValueError):
+        raise BadShape(f"{where}: expected a date like 2024-05-01") from None
+
+
+def _day_text(day: int) -> str:
+    return (_EPOCH + datetime.timedelta(days=day)).isoformat()
+
+
+def _users(value: Any, where: str) -> SavedUsers:
+    section = _object(value, where)
+    named = section.get("named")
+    if not isinstance(named, list) or not all(isinstance(user, str) for user in named):
+        raise BadShape(f"{where}.named: expected a list of names")
+    days = _object(section.get("cpu_seconds"), f"{where}.cpu_seconds")
+    return SavedUsers(
+        _day(section.get("day"), f"{where}.day"),
+        tuple(named),
+        {
+            _day(day, f"{where}.cpu_seconds"): _counts(by_user, f"{where}.cpu_seconds.{day}")
+            for day, by_user in days.items()
+        },
+    )
+
+
+def _users_json(users: SavedUsers) -> dict[str, Any]:
     return {
-        k: float(v)
-        for k, v in value.items()
-        if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        "day": _day_text(users.day),
+        "named": list(users.named),
+        "cpu_seconds": {_day_text(day): dict(by_user) for day, by_user in users.cpu_seconds.items()},
     }
 
 
-def _run_seconds(value: Any) -> dict[str, float]:
-    """Run seconds by job key: whole and not negative, kept as ints (exact; an int is a float to mypy)."""
-    return {k: int(v) for k, v in _times(value).items() if v >= 0}
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadShape(f"{where}: expected a name")
+    return value
+
+
+def _rows(value: Any, where: str, kinds: str) -> list[tuple[Any, ...]]:
+    """A list of rows, each a list of one value per letter of ``kinds``: s a name, n a whole number."""
+    if not isinstance(value, list):
+        raise BadShape(f"{where}: expected a list")
+    rows = []
+    for i, row in enumerate(value):
+        at = f"{where}[{i}]"
+        if not isinstance(row, list) or len(row) != len(kinds):
+            raise BadShape(f"{at}: expected a list of {len(kinds)} values")
+        rows.append(tuple(_name(v, at) if kind == "s" else _count(v, at) for v, kind in zip(row, kinds)))
+    return rows
+
+
+def _jobs(value: Any, where: str) -> ClusterSnapshot:
+    """The saved job gauges of a poll, as a snapshot of no cluster that expires when it was taken."""
+    saved = _object(value, where)
+
+    def rows(key: str, kinds: str) -> list[tuple[Any, ...]]:
+        return _rows(saved.get(key), f"{where}.{key}", kinds)
+
+    def count(key: str) -> int:
+        return _count(saved.get(key), where, key)
+
+    taken_at = _number(saved.get("taken_at"), where, "taken_at")
+    return ClusterSnapshot(
+        cluster="",
+        taken_at=taken_at,
+        expires_at=taken_at,
+        reported_total=count("reported_total"),
+        job_count=count("job_count"),
+        by_queue=MappingProxyType({(q, s): (n, c) for q, s, n, c in rows("by_queue", "ssnn")}),
+        by_user=MappingProxyType({(q, u, s): (n, c) for q, u, s, n, c in rows("by_user", "sssnn")}),
+        by_reason=MappingProxyType({(q, r): n for q, r, n in rows("by_reason", "ssn")}),
+        oldest_queued_age=MappingProxyType(_times(saved.get("oldest_queued_age"), f"{where}.oldest_queued_age")),
+        users_folded=count("users_folded"),
+        queues_folded=count("queues_folded"),
+        nodes_by_queue=MappingProxyType({(q, s): n for q, s, n in rows("nodes_by_queue", "ssn")}),
+        nodes_in_use=count("nodes_in_use"),
+        by_app=MappingProxyType({(a, s): (n, c) for a, s, n, c in rows("by_app", "ssnn")}),
+        running_max_seconds=MappingProxyType(_times(saved.get("running_max_seconds"), f"{where}.running_max_seconds")),
+    )
+
+
+def _jobs_json(snap: ClusterSnapshot) -> dict[str, Any]:
+    def rows(table: Mapping[Any, Any]) -> list[list[Any]]:
+        return [[*key, *(value if isinstance(value, tuple) else (value,))] for key, value in table.items()]
+
+    return {
+        "taken_at": snap.taken_at,
+        "reported_total": snap.reported_total,
+        "job_count": snap.job_count,
+        "by_queue": rows(snap.by_queue),
+        "by_user": rows(snap.by_user),
+        "by_reason": rows(snap.by_reason),
+        "oldest_queued_age": dict(snap.oldest_queued_age),
+        "users_folded": snap.users_folded,
+        "queues_folded": snap.queues_folded,
+        "nodes_by_queue": rows(snap.nodes_by_queue),
+        "nodes_in_use": snap.nodes_in_use,
+        "by_app": rows(snap.by_app),
+        "running_max_seconds": dict(snap.running_max_seconds),
+    }
+
+
+def _section(value: Any, where: str) -> dict[str, Any]:
+    """A cluster's section, checked whole (BadShape otherwise); the keys an earlier version did not write
+    may be missing."""
+    section = _object(value, where)
+    checked = {
+        "waiting_since": _times(section.get("waiting_since", {}), f"{where}.waiting_since"),
+        "queues_seen": _times(section.get("queues_seen", {}), f"{where}.queues_seen"),
+        "run_seconds": _counts(section.get("run_seconds", {}), f"{where}.run_seconds"),
+    }
+    if "users" in section:
+        checked["users"] = _users_json(_users(section["users"], f"{where}.users"))
+    if "jobs" in section:
+        checked["jobs"] = _jobs_json(_jobs(section["jobs"], f"{where}.jobs"))
+    return checked
+
+
+def _sections(data: Any) -> dict[str, dict[str, Any]]:
+    """Every cluster's section of a decoded file, checked (BadShape otherwise)."""
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise BadShape(f"not a sugon-exporter state file of version {VERSION}")
+    clusters = _object(data.get("clusters"), "clusters")
+    return {name: _section(section, f"clusters.{name}") for name, section in clusters.items()}
 
 
 class StateFile:
-    """One JSON file holding a section per cluster: ``{"version": 1, "clusters": {name: {"waiting_since": ...,
-    "queues_seen": ..., "run_seconds": ...}}}``. ``run_seconds`` (job key → its last run seconds) came later:
-    a section without it loads with none.
+    """One JSON file holding a section per cluster::
+
+        {"version": 1, "clusters": {name: {"waiting_since": {job key: first seen waiting},
+                                           "queues_seen": {queue: last seen},
+                                           "run_seconds": {job key: its last run seconds},
+                                           "users": {"day": "2024-05-01", "named": [user, ...],
+                                                     "cpu_seconds": {"2024-04-30": {user: CPU-seconds}}},
+                                           "jobs": {"taken_at": Unix time, "by_queue": [[queue, status, jobs,
+                                                    CPUs], ...], ...}}}}
+
+    ``run_seconds``, ``users`` (the named users and each user's CPU-seconds by UTC day, see UserNames) and
+    ``jobs`` (the job gauges of the last successful poll, as its ClusterSnapshot holds them: tables as lists
+    of rows) came later: a section without them loads with none.
 
     Several clusters may share one file; all writes happen on the pollers' single event-loop thread.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._clusters: dict[str, dict[str, dict[str, float]]] = {}
+        self._clusters: dict[str, dict[str, Any]] = {}
         self._failing = False
         self._folder = os.path.dirname(os.path.abspath(path))
         self._prefix = f"{TEMP_PREFIX}{os.path.basename(path)}."
@@ -77,39 +253,28 @@ class StateFile:
 
     def _load(self) -> None:
         try:
-            with open(self.path, encoding="utf-8") as handle:
-                data = json.load(handle)
+            with open(self.path, "rb") as handle:
+                self._clusters = _sections(json.loads(handle.read().decode("utf-8")))
         except FileNotFoundError:
             log.info(
                 "state_file %s does not exist yet; starting with no memory of earlier runs",
                 self.path,
                 extra={"file": self.path},
             )
-            return
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
+        # Whatever the file holds: JSON nested deeper than the decoder goes (RecursionError), bytes that are not
+        # UTF-8, a wrong shape anywhere. A start must never fail on it.
+        except Exception as exc:  # noqa: BLE001 - the reason is logged; the file is ignored whole
+            if isinstance(exc, OSError):
+                reason = exc.strerror or str(exc)
+            else:
+                reason = str(exc) if isinstance(exc, BadShape) else f"{type(exc).__name__}: {exc}"
             log.warning(
-                "state_file %s cannot be read (%s); starting fresh",
+                "state_file %s cannot be read (%.200s); starting fresh",
                 self.path,
                 reason,
-                extra={"file": self.path, "reason": reason},
+                extra={"file": self.path, "reason": reason[:200]},
             )
-            return
-        if not isinstance(data, dict) or data.get("version") != VERSION or not isinstance(data.get("clusters"), dict):
-            log.warning(
-                "state_file %s is not a sugon-exporter state file of version %d; starting fresh",
-                self.path,
-                VERSION,
-                extra={"file": self.path},
-            )
-            return
-        for name, section in data["clusters"].items():
-            if isinstance(name, str) and isinstance(section, dict):
-                self._clusters[name] = {
-                    "waiting_since": _times(section.get("waiting_since")),
-                    "queues_seen": _times(section.get("queues_seen")),
-                    "run_seconds": _run_seconds(section.get("run_seconds")),
-                }
+            self._clusters = {}
 
     def waiting_since(self, cluster: str) -> dict[str, float]:
         """Saved first-waiting times of a cluster's jobs, by job key."""
@@ -121,7 +286,21 @@ class StateFile:
 
     def run_seconds(self, cluster: str) -> dict[str, int]:
         """Saved run seconds of a cluster's started jobs, by job key."""
-        return {k: int(v) for k, v in self._clusters.get(cluster, {}).get("run_seconds", {}).items()}
+        return dict(self._clusters.get(cluster, {}).get("run_seconds", {}))
+
+    def users(self, cluster: str) -> SavedUsers | None:
+        """Saved named users and daily CPU-seconds by user of a cluster, if any."""
+        users = self._clusters.get(cluster, {}).get("users")
+        return None if users is None else _users(users, "users")
+
+    def jobs(self, cluster: str, max_staleness: float) -> ClusterSnapshot | None:
+        """The job gauges of a cluster's last successful poll, if saved: a snapshot that expires
+        ``max_staleness`` after it was taken, with no counts (counters start from 0 at a restart)."""
+        jobs = self._clusters.get(cluster, {}).get("jobs")
+        if jobs is None:
+            return None
+        snapshot = _jobs(jobs, "jobs")
+        return replace(snapshot, cluster=cluster, expires_at=snapshot.taken_at + max_staleness)
 
     def save(
         self,
@@ -129,10 +308,21 @@ class StateFile:
         waiting_since: dict[str, float],
         queues_seen: dict[str, float],
         run_seconds: dict[str, int] | None = None,
+        *,
+        users: SavedUsers | None = None,
+        jobs: ClusterSnapshot | None = None,
     ) -> None:
         """Replace a cluster's section and rewrite the file atomically (temporary file, then rename)."""
-        runs: dict[str, float] = dict(run_seconds or {})
-        self._clusters[cluster] = {"waiting_since": waiting_since, "queues_seen": queues_seen, "run_seconds": runs}
+        section: dict[str, Any] = {
+            "waiting_since": waiting_since,
+            "queues_seen": queues_seen,
+            "run_seconds": dict(run_seconds or {}),
+        }
+        if users is not None:
+            section["users"] = _users_json(users)
+        if jobs is not None:
+            section["jobs"] = _jobs_json(jobs)
+        self._clusters[cluster] = section
         try:
             fd, tmp = tempfile.mkstemp(prefix=self._prefix, dir=self._folder)
             try:
@@ -148,7 +338,7 @@ class StateFile:
         except OSError as exc:
             if not self._failing:
                 log.warning(
-                    "state_file %s cannot be written (%s); first-seen and run times will not survive a restart",
+                    "state_file %s cannot be written (%s); what it keeps will not survive a restart",
                     self.path,
                     exc.strerror or exc,
                     extra={"file": self.path, "reason": exc.strerror or str(exc)},

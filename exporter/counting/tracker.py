@@ -13,10 +13,10 @@ bound.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Mapping
 from types import MappingProxyType
 
+from exporter.counting.usernames import UserNames
 from exporter.model import (
     GONE,
     OTHER,
@@ -51,34 +51,6 @@ def _bucket_index(seconds: float, buckets: tuple[float, ...] = WAIT_BUCKETS) -> 
     return len(buckets)
 
 
-class UserNames:
-    """Which users keep their name in the per-user CPU-second counters: a counter must never vanish or go
-    down, so a user named once stays named for the life of the process. The first ``max_users`` users to
-    consume CPU-seconds are named (never one matching ``exclude``); every later one adds to ``other``."""
-
-    MAX_FOLDED_REMEMBERED = 100_000  # users known to fold; the memory starts over when full
-
-    def __init__(self, max_users: int, exclude: Iterable[re.Pattern[str]] = ()) -> None:
-        self._max_users = max_users
-        self._exclude = tuple(exclude)
-        self.named: set[str] = set()
-        self._folded: set[str] = set()
-
-    def name(self, user: str) -> str:
-        """The ``user`` label that ``user``'s CPU-seconds add to."""
-        if user in self.named:
-            return user
-        if user in self._folded:
-            return OTHER
-        if len(self.named) < self._max_users and not any(p.fullmatch(user) for p in self._exclude):
-            self.named.add(user)
-            return user
-        if len(self._folded) >= self.MAX_FOLDED_REMEMBERED:
-            self._folded.clear()
-        self._folded.add(user)
-        return OTHER
-
-
 class JobTracker:
     """Compares each successful poll's job list with the previous one; holds one small record per listed job.
 
@@ -104,6 +76,8 @@ class JobTracker:
         self._runs: dict[str, list[float]] = {}  # queue → jobs by run-time bucket..., then the sum of run times
         self._cpu: dict[str, int] = {}  # queue → CPU-seconds
         self._user_cpu: dict[str, dict[str, int]] = {}  # queue → user → CPU-seconds
+        self._spent: dict[str, int] = {}  # user → CPU-seconds of the poll being taken (for the daily choice)
+        self._leaving: set[str] = set()  # users the last poll's daily choice left out: their series go next poll
 
     def _count_end(self, queue: str, status: str) -> None:
         self._ended[(queue, status)] = self._ended.get((queue, status), 0) + 1
@@ -129,6 +103,7 @@ class JobTracker:
     def _count_cpu(self, queue: str, user: str, cpu_seconds: int) -> None:
         self._cpu[queue] = self._cpu.get(queue, 0) + cpu_seconds
         if self._users is not None:
+            self._spent[user] = self._spent.get(user, 0) + cpu_seconds
             name = self._users.name(user)
             by_user = self._user_cpu.get(queue)
             if by_user is None:
@@ -153,9 +128,14 @@ class JobTracker:
         With ``queues`` (the queue budget's names), ``current`` names every other queue "other": a job that
         left the list from one of them ends as "other" too, and their counts by name are forgotten."""
         seed = not self._seeded
+        if self._leaving:
+            for series in self._user_cpu.values():
+                for user in self._leaving:
+                    series.pop(user, None)
+            self._leaving = set()
         # Updated in place, not rebuilt: a second dict of every job would be the biggest thing a poll holds.
         memory = self._memory
-        cpu, user_cpu, users = self._cpu, self._user_cpu, self._users
+        cpu, user_cpu, users, spent = self._cpu, self._user_cpu, self._users, self._spent
         named = users.named if users is not None else set()
         first: dict[_Memory, _Memory] = {}  # records of jobs first seen in this poll, that have not run
         for key, (queue, status, user, cpus, run) in current.items():
@@ -189,6 +169,7 @@ class JobTracker:
                     amount = (run - base) * cpus
                     cpu[queue] = cpu.get(queue, 0) + amount
                     if users is not None:
+                        spent[user] = spent.get(user, 0) + amount
                         name = user if user in named else users.name(user)
                         by_user = user_cpu.get(queue)
                         if by_user is None:
@@ -223,12 +204,26 @@ class JobTracker:
                     gone_queue = gone_queue if queues is None or gone_queue in queues else OTHER
                     self._count_end(gone_queue, GONE)
                     self._observe_run(gone_queue, started, base)
+        left = users.take(spent, now) if users is not None else None
+        if users is not None and left is not None:
+            self._rename_users(users, left, current)
+        self._spent = {}
         self._seeded = True
         self._restored.clear()
         self._restored_runs.clear()
         if queues is not None:
             self._forget_queues_but(queues)
         return self.activity()
+
+    def _rename_users(self, users: UserNames, left: set[str], current: Mapping[str, Seen]) -> None:
+        """After a daily choice of the named users: the series of those ``left`` out go at the next poll (this
+        one has counted into them; what they counted stays in Prometheus, and increase() over a range still
+        counts it). Every job that may still add CPU-seconds has the series it adds to from now on, at 0 if
+        new, so that increase() sees its first growth too."""
+        self._leaving = left
+        for queue, status, user, cpus, _ in current.values():
+            if cpus and status in RAN and status not in TERMINAL:
+                self._user_cpu.setdefault(queue, {}).setdefault(users.name(user), 0)
 
     def _forget_queues_but(self, queues: Container[str]) -> None:
         for table in (self._submitted, self._started, self._waits, self._runs, self._cpu, self._user_cpu):

@@ -30,8 +30,9 @@ _JSON_CONTROLS = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
 
 
 def cluster_state(state: ClusterState, now: float) -> str:
-    """starting (no poll has ended), stale (the last good job data is past max_staleness: /metrics leaves it
-    out), up (the last poll succeeded) or down (it failed; the last good job data is served until it is stale)."""
+    """starting (no poll has ended; job data from the state file may be served), stale (the last good job data
+    is past max_staleness: /metrics leaves it out), up (the last poll succeeded) or down (it failed; the last
+    good job data is served until it is stale)."""
     if state.up is None:
         return "starting"
     if state.snapshot is not None and state.snapshot.stale(now):
@@ -130,19 +131,19 @@ def _cell(text: object, cls: str = "") -> str:
     return f"<td{attr}>{html.escape(str(text))}</td>"
 
 
-def _state_cell(c: dict[str, Any]) -> str:
+def _state_cell(c: dict[str, Any], now: float) -> str:
     state, until, error = c["state"], c["job_data_expires_at"], c["last_error"]
     shown = f"down ({error['reason']})" if state == "down" and error is not None else state
     note = ""
-    if state == "down" and until is not None:
+    if state in ("down", "starting") and until is not None and now < until:  # starting: from the state file
         note = "job data of the last success served until " + _stamp(until)
-    elif state == "stale":
+    elif state == "stale" or state == "starting" and until is not None:
         note = "job data older than max_staleness: not served"
     small = f"<br><small>{html.escape(note)}</small>" if note else ""
     return f'<td class="{html.escape(state)}">{html.escape(shown)}{small}</td>'
 
 
-def _row(c: dict[str, Any]) -> str:
+def _row(c: dict[str, Any], now: float) -> str:
     duration, pages = c["last_poll_duration"], c["last_poll_pages"]
     poll = "none" if duration is None else f"{duration:.2f}s" + ("" if pages is None else f", {pages} pages")
     jobs = c["jobs"] or {}
@@ -159,7 +160,7 @@ def _row(c: dict[str, Any]) -> str:
     return (
         "<tr>"
         + _cell(c["name"])
-        + _state_cell(c)
+        + _state_cell(c, now)
         + _cell(_when(c["last_success"], c["last_success_age"]))
         + _cell(poll)
         + "".join(_cell(jobs.get(key, "-"), "n") for key in JOB_KEYS)
@@ -211,7 +212,7 @@ def status_html(data: dict[str, Any]) -> bytes:
         "<table><tr>"
         + "".join(f"<th>{html.escape(h)}</th>" for h in _HEAD)
         + "</tr>"
-        + "".join(_row(c) for c in clusters)
+        + "".join(_row(c, data["now"]) for c in clusters)
         + "</table>"
         + "".join(_queues(c) for c in clusters)
         + "</body></html>"
