@@ -284,7 +284,7 @@ def bench_breakdown(runs: int) -> list[str]:
         for n in range(max(runs, 5)):
             parts["requests"].append(asyncio.run(fetch()))
             # Page by page, as a poll goes: each page's rows are counted, then freed.
-            tally = RowTally(RowParser(), SnapshotBuilder(True, 200), lambda _: False, lambda _: None)
+            tally = RowTally(RowParser(), SnapshotBuilder(True, 200), lambda _: False)
             decoding = counting = 0.0
             for body in bodies:
                 t0 = time.process_time()
@@ -553,7 +553,7 @@ def big_snapshot(cluster: int, t: float) -> ClusterState:
     same process (decoding the pages, the row loop, the tracker, the snapshot), without the requests."""
     tally = TALLIES[cluster] = next_tally(
         TALLIES.get(cluster),
-        lambda: RowTally(RowParser(), SnapshotBuilder(per_user=True, max_users=200), lambda _: False, lambda _: None),
+        lambda: RowTally(RowParser(), SnapshotBuilder(per_user=True, max_users=200), lambda _: False),
     )
     builder = tally.builder
     for body in big_pages():

@@ -71,7 +71,7 @@ NO_JOBS: Counts = (0, 0)
 WAIT_BUCKETS: tuple[float, ...] = (30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
 RUN_BUCKETS: tuple[float, ...] = (60, 300, 900, 3600, 14400, 43200, 86400, 172800, 604800)  # 1m ... 7d
 NO_APP = "none"  # the app label of a job whose appType is empty or null
-INVALID_FIELDS = ("jobRunTime", "nodeUsed", "procNumUsed")  # the field label of sugon_invalid_fields_total
+INVALID_FIELDS = ("jobRunTime", "jobStatus", "nodeUsed", "procNumUsed")  # the field label of sugon_invalid_fields_total
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ DISCOVERY_MAX_AGE = 3600  # a discovered HPC URL or scheduler id list is looked 
 # Failures after which a discovered HPC URL is looked up again: the region may have moved.
 URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
 DEFAULT_BUDGET = LabelBudget()
+SHOWN_STATUSES = 100  # unknown jobStatus values the log remembers having shown: the first ones, no more
 
 
 class ClusterPoller:
@@ -94,7 +95,7 @@ class ClusterPoller:
         self._queues = QueueBudget(
             budget.max_queues, budget.queues_exclude, state_file.queues_seen(name) if state_file else None
         )
-        self._unknown_statuses: set[str] = set()
+        self._shown_statuses: set[str] = set()  # unknown jobStatus values the log has shown (cut short)
         self._parser = RowParser()
         self._tally: RowTally | None = None
         self._failures = 0
@@ -116,16 +117,6 @@ class ClusterPoller:
                 self.name,
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.taken_at)),
                 self._max_staleness,
-            )
-
-    def _log_unknown_status(self, raw_status: str) -> None:
-        if raw_status not in self._unknown_statuses:
-            self._unknown_statuses.add(raw_status)
-            self._log.warning(
-                "cluster %s: unknown jobStatus %r counted as unknown",
-                self.name,
-                raw_status,
-                extra={"job_status": raw_status},
             )
 
     async def _endpoint(self) -> list[str]:
@@ -248,9 +239,12 @@ class ClusterPoller:
             self._log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
         for field, n in tally.invalid_fields().items():
             self._metrics.invalid_values(self.name, field, n)
-            self._log.debug(
-                "cluster %s: %d values of %s could not be read", self.name, n, field, extra={"field": field}
-            )
+            if field != "jobStatus":  # its own line follows
+                self._log.debug(
+                    "cluster %s: %d values of %s could not be read", self.name, n, field, extra={"field": field}
+                )
+        if tally.unknown_statuses:
+            self._log_unknown_statuses(tally)
         fields = {"jobs": builder.job_count, "api_total": reported, "duration_seconds": round(duration, 3)}
         self._log.debug(
             "cluster %s: %d jobs (API total %d) in %.2fs",
@@ -262,6 +256,21 @@ class ClusterPoller:
         )
         return True
 
+    def _log_unknown_statuses(self, tally: RowTally) -> None:
+        """One line a poll for its rows whose jobStatus maps to no status: a warning if it shows a value the log
+        has not shown before (of the first SHOWN_STATUSES), else a debug line."""
+        for shown in tally.status_examples:
+            if len(self._shown_statuses) < SHOWN_STATUSES:
+                self._shown_statuses.add(shown)
+        self._log.log(
+            logging.WARNING if tally.new_status_seen else logging.DEBUG,
+            "cluster %s: %d rows with an unknown jobStatus counted as unknown, such as %s",
+            self.name,
+            tally.unknown_statuses,
+            ", ".join(map(repr, tally.status_examples)),
+            extra={"rows": tally.unknown_statuses},
+        )
+
     def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
 
@@ -272,7 +281,7 @@ class ClusterPoller:
         def new() -> RowTally:
             budget = self._budget
             builder = SnapshotBuilder(self._per_user, budget.max_users, budget.users_exclude, budget.max_apps)
-            return RowTally(self._parser, builder, self._queues.is_excluded, self._log_unknown_status)
+            return RowTally(self._parser, builder, self._queues.is_excluded, self._shown_statuses)
 
         self._tally = next_tally(self._tally, new)
         return self._tally

@@ -262,8 +262,9 @@ class Exporter:
     def reload(self, config: Config, timeout: float = 30.0) -> str:
         """Apply a new config to the running poll loops (see ``start``); returns what changed, for the log.
 
-        A cluster whose settings are the same keeps its poller, state and data; a changed one starts afresh
-        (it may be another API now); a removed one stops and leaves /metrics.
+        A cluster whose settings are the same keeps its poller, state and data; a changed one starts afresh, as
+        at a restart (it may be another API now): every counter of it, the exporter's own too, from 0; a removed
+        one stops and leaves /metrics.
         """
         if self._loop is None or self._loop.is_closed():
             raise RuntimeError("the poll loops are not running")
@@ -276,7 +277,7 @@ class Exporter:
         await self._stop([c for name, c in old.items() if name not in kept])
         self.config = config
         self.store.set_clusters([c.name for c in config.clusters], kept)
-        for name in old.keys() - {c.name for c in config.clusters}:
+        for name in old.keys() - kept:  # removed, or changed: its new poller's series are created at 0 again
             self.metrics.forget(name)
         clusters = {c.name: old[c.name] if c.name in kept else self._cluster(c) for c in config.clusters}
         for name, cluster in clusters.items():

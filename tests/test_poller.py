@@ -259,16 +259,17 @@ def test_odd_rows_are_skipped_and_counted_and_the_rest_is_published() -> None:
 
 
 @respx.mock
-def test_an_unknown_status_is_logged_once_per_raw_value(caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unknown_status_is_a_warning_once_then_a_debug_line_a_poll(caplog: pytest.LogCaptureFixture) -> None:
     respx.get(JOBS).mock(
         return_value=httpx.Response(200, json=envelope({"total": 2, "list": [row(1, "statZZ"), row(2, "statZZ")]}))
     )
     rig = Rig()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.DEBUG, logger="exporter.poller"):
         rig.poll()
         rig.poll()
-    assert [r.getMessage() for r in caplog.records if "statZZ" in r.getMessage()] == [
-        "cluster kunshan: unknown jobStatus 'statZZ' counted as unknown"
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if "statZZ" in r.getMessage()] == [
+        (logging.WARNING, "cluster kunshan: 2 rows with an unknown jobStatus counted as unknown, such as 'statZZ'"),
+        (logging.DEBUG, "cluster kunshan: 2 rows with an unknown jobStatus counted as unknown, such as 'statZZ'"),
     ]
 
 

@@ -168,3 +168,84 @@ def test_sighup_reloads_the_config_and_the_web_config_and_an_invalid_one_changes
     assert "config error: clusters[0].api_url: expected an http:// or https:// URL" in err
     assert "config error: clusters[0].page_size: expected a whole number from 1 to 100000, got 0" in err
     assert "Traceback" not in err
+
+
+def counters(exporter: Exporter, name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of every counter and histogram of cluster ``name`` (not the _created ones)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in exporter.registry.collect()
+        if family.type in ("counter", "histogram")
+        for s in family.samples
+        if s.labels.get("hpc_cluster") == name and not s.name.endswith("_created")
+    }
+
+
+def counted(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> set[str]:
+    """The families (sample names) with a value above 0."""
+    return {name for (name, _), value in samples.items() if value}
+
+
+def test_a_reload_that_changes_a_cluster_restarts_every_counter_of_it_from_zero_and_no_other(sim: Simulator) -> None:
+    old_api, new_api = Simulator(token=TOKEN, jobs=90, max_page=40), Simulator(token=TOKEN, jobs=90, max_page=40)
+    old_api.serve()
+    new_api.serve()
+    config = {"interval": "0.2s", "clusters": [cluster("same", sim.url), cluster("changed", old_api.url)]}
+    exporter = Exporter(build_config(config, environ={}))
+    exporter.start()
+    try:
+
+        def polls(name: str) -> float:
+            labels = {"hpc_cluster": name, "result": "success"}
+            return exporter.registry.get_sample_value("sugon_polls_total", labels) or 0.0
+
+        def a_poll_of_each_after_this() -> None:
+            changed, same = polls("changed") + 1, polls("same") + 1  # a poll may be under way: the one after it
+            until(lambda: polls("changed") > changed and polls("same") > same)
+
+        # Jobs submitted, started and ended, and a failed attempt, so that the cluster to change counts
+        # something in every family the simulator can make count.
+        old_api.faults.inject("http_500")
+        now = time.time()
+        for step in range(1, 12):
+            for api in (sim, old_api):
+                api.add_jobs(2)
+                api.step(now + 1800 * step)
+            a_poll_of_each_after_this()
+        every = {
+            "sugon_polls_total",
+            "sugon_api_requests_total",
+            "sugon_api_errors_total",
+            "sugon_jobs_submitted_total",
+            "sugon_jobs_started_total",
+            "sugon_jobs_ended_total",
+            "sugon_job_wait_seconds_count",
+            "sugon_job_run_seconds_count",
+            "sugon_job_cpu_seconds_total",
+            "sugon_user_job_cpu_seconds_total",
+        }
+        assert every <= counted(counters(exporter, "changed")), counted(counters(exporter, "changed"))
+        assert every - {"sugon_api_errors_total"} <= counted(counters(exporter, "same"))
+
+        same = counters(exporter, "same")
+        config["clusters"] = [cluster("same", sim.url), cluster("changed", new_api.url, interval="1h")]
+        assert exporter.reload(build_config(config, environ={})) == (
+            "unchanged: same; changed: changed; added: none; removed: none"
+        )
+        until(lambda: polls("changed") > 0)  # the new poller's first poll has ended, and no other will come
+
+        # As at a restart: every counter of the changed cluster counts from 0, here its one poll and the
+        # requests the new API has seen, and nothing else.
+        changed = counters(exporter, "changed")
+        assert changed.pop(("sugon_polls_total", (("hpc_cluster", "changed"), ("result", "success")))) == 1
+        assert changed.pop(("sugon_api_requests_total", (("hpc_cluster", "changed"),))) == new_api.requests > 0
+        assert {key: value for key, value in changed.items() if value} == {}
+        assert ("sugon_job_cpu_seconds_total", (("hpc_cluster", "changed"), ("queue", "debug"))) in changed
+
+        # The unchanged cluster's counters go on from where they were.
+        after = counters(exporter, "same")
+        assert all(after[key] >= value for key, value in same.items())
+    finally:
+        exporter.stop()
+        old_api.stop()
+        new_api.stop()

@@ -12,7 +12,7 @@ from tests.helpers import SCHEDULER, row, take_rows
 
 
 def new_tally() -> RowTally:
-    return RowTally(RowParser(), SnapshotBuilder(per_user=True), lambda _: False, lambda _: None)
+    return RowTally(RowParser(), SnapshotBuilder(per_user=True), lambda _: False)
 
 
 def poll(previous: RowTally | None, users: list[str]) -> RowTally:

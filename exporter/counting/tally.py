@@ -11,7 +11,7 @@ and a test holds the two equal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from exporter.counting.rows import MAX_CPUS, RowParser, cpu_count, scalar_text
@@ -33,6 +33,11 @@ _Target = tuple[str, str, str, int, int, int, int, bool] | None
 RUN_TIMES_REMEMBERED = 4096
 UNREAD = -2  # neither a run time nor a node count: not read yet
 
+# Raw jobStatus values that map to no status: how many of them a poll keeps, as examples for its log line, and
+# how many characters of each (the rows themselves are only counted).
+STATUS_EXAMPLES = 5
+STATUS_SHOWN_LENGTH = 64
+
 # A tally is kept for the next poll while what it remembers is at most this many times what the last poll
 # used, plus SLACK: series and raw values of jobs long gone would otherwise pile up for ever.
 KEEP_FACTOR = 2
@@ -52,17 +57,22 @@ class RowTally:
         parser: RowParser,
         builder: SnapshotBuilder,
         is_excluded: Callable[[str], bool],
-        on_unknown_status: Callable[[str], None],
+        shown_statuses: Container[str] = (),
     ) -> None:
+        """``shown_statuses``: unknown jobStatus values (cut to STATUS_SHOWN_LENGTH) that the log has shown
+        already; the examples of a poll are values not among them when it has any."""
         self._parser = parser
         self.builder = builder  # where the counts go
         self._is_excluded = is_excluded
-        self._on_unknown_status = on_unknown_status
+        self._shown_statuses = shown_statuses
         self._counted: dict[str, Seen] = {}
         self.invalid = 0  # rows skipped as unusable, and counted rows whose procNumUsed was too big
         self.invalid_cpus = 0  # counted rows whose procNumUsed was too big (also in ``invalid``)
         self.invalid_run_times = 0  # counted rows whose jobRunTime could not be read
         self.invalid_node_lists = 0  # counted rows whose nodeUsed could not be read
+        self.unknown_statuses = 0  # counted rows whose jobStatus maps to no status (they count as unknown)
+        self.status_examples: list[str] = []  # a few of their values, cut short
+        self.new_status_seen = False  # whether one of them is not among shown_statuses
         self._targets: dict[tuple[Any, Any, Any], _Target] = {}
         # Raw reasons of queued jobs with their counts, labelled in finish(): one dict per queue, shared by
         # the targets of its users.
@@ -85,6 +95,7 @@ class RowTally:
         self.builder.reset()
         self._counted = {}
         self.invalid = self.invalid_cpus = self.invalid_run_times = self.invalid_node_lists = 0
+        self.unknown_statuses, self.status_examples, self.new_status_seen = 0, [], False
         self._raw_reasons = [{} for _ in self._raw_reasons]
         self._nodes, self._running_lists, self._run_times, self._idle = set(), {}, {}, {}
 
@@ -99,6 +110,7 @@ class RowTally:
         """This poll's values that could not be read, by field (only the fields with some)."""
         counts = {
             "jobRunTime": self.invalid_run_times,
+            "jobStatus": self.unknown_statuses,
             "nodeUsed": self.invalid_node_lists,
             "procNumUsed": self.invalid_cpus,
         }
@@ -117,9 +129,7 @@ class RowTally:
         if self._is_excluded(queue):
             target: _Target = None
         else:
-            raw_status, status = parser.status(raw[2])
-            if status == UNKNOWN:
-                self._on_unknown_status(raw_status)
+            status = parser.status(raw[2])[1]
             user = parser.label(raw[1])
             queue_slot, user_slot = self.builder.slots_of(queue, user, status)
             reasons_index = -1
@@ -136,6 +146,19 @@ class RowTally:
         if all(v is None or v.__class__ is str for v in raw):  # 1, 1.0 and True are equal keys: not remembered
             self._targets[raw] = target
         return target
+
+    def _unknown_status(self, raw: Any) -> None:
+        """One more counted row whose jobStatus maps to no status; its value may become an example."""
+        self.unknown_statuses += 1
+        examples = self.status_examples
+        if self.new_status_seen and len(examples) >= STATUS_EXAMPLES:
+            return
+        shown = self._parser.status(raw)[0][:STATUS_SHOWN_LENGTH]
+        new = shown not in self._shown_statuses
+        if new and not self.new_status_seen:  # the examples show new values when there are any
+            self.new_status_seen, examples[:] = True, []
+        if new == self.new_status_seen and len(examples) < STATUS_EXAMPLES and shown not in examples:
+            examples.append(shown)
 
     def _app_slot(self, raw: Any, status: str, apps: dict[Any, int]) -> int:
         slot = self.builder.app_slot(self._parser.app(raw), status)
@@ -213,6 +236,8 @@ class RowTally:
             if target is None:
                 continue
             queue, status, user, queue_slot, user_slot, reasons_index, apps_index, running = target
+            if status == UNKNOWN:
+                self._unknown_status(row.jobStatus)
             cpus = row.procNumUsed
             if cpus.__class__ is not int or cpus < 0 or cpus > max_cpus:
                 cpus = cpu_count(cpus)

@@ -39,8 +39,8 @@ class PollMetrics:
         )
         self.invalid_fields = Counter(
             "sugon_invalid_fields",
-            "Job-list values that could not be read, by field (jobRunTime, nodeUsed, procNumUsed): the row still "
-            "counts, the field does not.",
+            "Job-list values that could not be read, by field (jobRunTime, jobStatus, nodeUsed, procNumUsed): the row "
+            "still counts, the field does not (a jobStatus that is none of the known ones counts as status unknown).",
             ["hpc_cluster", "field"],
             registry=registry,
         )
