@@ -15,9 +15,11 @@ than before; see bench/RESULTS.md, issue 16).
 
 gzip: each text is deflated on its own up to a sync flush, so deflated texts join into one deflate stream;
 a scrape appends the runtime text with the final block and the gzip trailer. The result is one ordinary
-gzip stream, sent in two parts that are never joined: the stream up to the runtime text (one bytes object,
-kept while the job data and the live text stay the same) and its end, so that a new runtime rendering
-copies none of the megabytes before it (bench/RESULTS.md, issue 16). Plain text goes out in parts likewise.
+gzip stream, sent in parts that are never joined: the header, the cached text deflated (one bytes object
+while the job data stays the same), the live text deflated, and the end of the stream, so that neither a
+new runtime rendering nor a change of the exporter's own counters copies the megabytes before it, and
+scrapes that are slow to take their answer share them (bench/RESULTS.md, issues 16 and 23). Plain text goes
+out in parts likewise.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class _Gzipped(NamedTuple):
     cached: _CachedText
     version: int  # of the live text
     live: PrecompressedText
-    prefix: bytes  # gzip header, the cached text and the live text deflated
+    prefix: tuple[bytes, bytes, bytes]  # gzip header, the cached text and the live text deflated
     end: bytes  # the runtime text (and EOF)
     last: bytes  # that deflated with the final block, and the gzip trailer
 
@@ -160,9 +162,8 @@ class CachedExposition:
 
     def render_parts(self, states: Mapping[str, ClusterState], openmetrics: bool, compressed: bool) -> list[bytes]:
         """The whole exposition of ``states``: the cached text, the live text, then the runtime text, in parts
-        to send one after another. Gzipped, the parts are the deflate stream up to the runtime text (kept
-        while the job data and the live text stay the same) and the small end of the stream, so that a new
-        runtime text never copies the megabytes before it."""
+        to send one after another. Gzipped, the parts are the gzip header, the cached and the live text
+        deflated, and the small end of the stream, so that nothing copies the megabytes of the cached text."""
         version = self._live_version() if self._live_version is not None else None
         kept = None
         with self._lock:  # one rendering per change, however many scrapes arrive at once
@@ -173,7 +174,7 @@ class CachedExposition:
                 kept = self._gzipped.get(openmetrics)
                 if kept is not None and kept.cached is cached and kept.version == version:
                     if kept.end is end:
-                        return [kept.prefix, kept.last]
+                        return [*kept.prefix, kept.last]
                 else:
                     kept = None
         if kept is not None:  # the same stream up to the runtime text, live text included
@@ -182,7 +183,7 @@ class CachedExposition:
             live = self._live_text(openmetrics, version)
             if not compressed:
                 return [cached.plain, live.text, end]
-            prefix = b"".join((GZIP_HEADER, cached.deflated, live.deflated))
+            prefix = (GZIP_HEADER, cached.deflated, live.deflated)
         tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
         size = (cached.size + len(live.text) + len(end)) & 0xFFFFFFFF
         trailer = struct.pack("<II", zlib.crc32(end, zlib.crc32(live.text, cached.crc)), size)
@@ -190,7 +191,7 @@ class CachedExposition:
         if version is not None:
             with self._lock:
                 self._gzipped[openmetrics] = _Gzipped(cached, version, live, prefix, end, last)
-        return [prefix, last]
+        return [*prefix, last]
 
     def _end_text(self, openmetrics: bool) -> bytes:
         """The runtime text and, in OpenMetrics, the EOF line: the same bytes while younger than the max age."""
