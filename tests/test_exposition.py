@@ -28,6 +28,7 @@ from exporter.service import Exporter
 from exporter.serving.collector import JobCollector
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.families import ClusterFamilies, Families, StatePart
+from exporter.serving.runtime import RuntimeCollector
 from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
 from tests.helpers import fixed_runtime
@@ -410,17 +411,29 @@ class Ticking(Collector):
         yield CounterMetricFamily("ticks", "Collections so far.", value=self.count)
 
 
+class TickingRuntime(RuntimeCollector):
+    """A runtime part that is ``ticking``, as text and as a collector."""
+
+    def __init__(self, ticking: Ticking) -> None:
+        self._registry = CollectorRegistry()
+        self._registry.register(ticking)
+
+    def text(self, openmetrics: bool) -> bytes:
+        return render_registry(self._registry, openmetrics)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._registry.collect())
+
+
 def ticking_exposition(ticking: Ticking, now: list[float]) -> CachedExposition:
     """An exposition whose runtime part is ``ticking``, 0.1 s max age on the clock ``now[0]``."""
-    runtime = CollectorRegistry()
-    runtime.register(ticking)
     return CachedExposition(
         CollectorRegistry(),
         ClusterFamilies(False),
         CollectorRegistry(),
         lambda: NOW,
         live_version=lambda: 0,
-        runtime=lambda openmetrics: render_registry(runtime, openmetrics),
+        runtime=TickingRuntime(ticking),
         runtime_max_age=0.1,
         monotonic=lambda: now[0],
     )
