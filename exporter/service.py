@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 class _Concatenated(Collector):
     """One collector that yields what each of ``sources`` (collectors or registries) yields, in turn: one
-    collector, so that a scrape filtered by name[] keeps the exposition's order."""
+    collector, so that prometheus-client's name[] filter of it keeps the exposition's order."""
 
     def __init__(self, *sources: Collector) -> None:
         self._sources = sources
@@ -133,10 +133,11 @@ class Exporter:
             live,
             clock,
             live_version=lambda: metrics.version,
-            runtime=process.text if process is not None else None,
+            runtime=process,
         )
         self.store = StateStore([c.name for c in config.clusters], before_publish=self.exposition.render_ahead)
-        # The same families, built at each collect(): for --once, name[] scrapes and reading single values.
+        # The same families, built at each collect(): for --once and reading single values (name[] scrapes are
+        # answered from the cached texts, as prometheus-client filters this registry).
         self.registry = CollectorRegistry()
         parts: list[Collector] = [build_info, JobCollector(self.store, families, clock), live]
         if process is not None:

@@ -1,5 +1,5 @@
 """The job families as a prometheus-client collector: built from the published states at each collect()
-(what --once and a scrape that filters by name[] render); no I/O, never raises on odd data."""
+(what --once renders); no I/O, never raises on odd data."""
 
 from __future__ import annotations
 

@@ -15,9 +15,11 @@ than before; see bench/RESULTS.md, issue 16).
 
 gzip: each text is deflated on its own up to a sync flush, so deflated texts join into one deflate stream;
 a scrape appends the runtime text with the final block and the gzip trailer. The result is one ordinary
-gzip stream, sent in two parts that are never joined: the stream up to the runtime text (one bytes object,
-kept while the job data and the live text stay the same) and its end, so that a new runtime rendering
-copies none of the megabytes before it (bench/RESULTS.md, issue 16). Plain text goes out in parts likewise.
+gzip stream, sent in parts that are never joined: the header, the cached text deflated (one bytes object
+while the job data stays the same), the live text deflated, and the end of the stream, so that neither a
+new runtime rendering nor a change of the exporter's own counters copies the megabytes before it, and
+scrapes that are slow to take their answer share them (bench/RESULTS.md, issues 16 and 23). Plain text goes
+out in parts likewise.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.registry import Collector
 
 from exporter.model import ClusterState
 from exporter.serving.families import USER_FAMILIES, ClusterFamilies, StatePart, stale_families
+from exporter.serving.runtime import RuntimeCollector
 
 log = logging.getLogger(__name__)
 EOF_LINE = b"# EOF\n"
@@ -45,6 +49,8 @@ RUNTIME_MAX_AGE = 0.1
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, no mtime, unknown OS
 # What the cached text depends on: per cluster, its state (by identity) and the families it has gone stale in.
 _Key = tuple[tuple[int, frozenset[str]], ...]
+# The names of a job family's samples, after the family's name (families.py gives no _created samples).
+_SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
 
 
 class _FixedRegistry:
@@ -62,6 +68,20 @@ def _render(source: Any, openmetrics: bool) -> bytes:
         text: bytes = generate_openmetrics(source)  # type: ignore[no-untyped-call]
         return text.removesuffix(EOF_LINE)
     return generate_latest(source)
+
+
+def _restricted(source: Collector, names: frozenset[str], openmetrics: bool) -> bytes:
+    """What prometheus-client's own name[] filter renders of ``source``."""
+    registry = CollectorRegistry(auto_describe=True)  # which names it has: from a collect(), as the daemon's
+    registry.register(source)
+    return _render(registry.restricted_registry(names), openmetrics)
+
+
+def _samples_named(text: bytes, names: frozenset[str]) -> bytes:
+    """The sample lines of ``text`` whose metric name is one of ``names``."""
+    return b"".join(
+        line for line in text.splitlines(keepends=True) if line.split(b"{", 1)[0].split(b" ", 1)[0].decode() in names
+    )
 
 
 def _split_header(text: bytes) -> tuple[bytes, bytes]:
@@ -111,7 +131,7 @@ class _Gzipped(NamedTuple):
     cached: _CachedText
     version: int  # of the live text
     live: PrecompressedText
-    prefix: bytes  # gzip header, the cached text and the live text deflated
+    prefix: tuple[bytes, bytes, bytes]  # gzip header, the cached text and the live text deflated
     end: bytes  # the runtime text (and EOF)
     last: bytes  # that deflated with the final block, and the gzip trailer
 
@@ -120,7 +140,8 @@ class CachedExposition:
     """The /metrics body of given states: ``static`` (families that never change: build info), the job
     families (cached per cluster and per change), then ``live`` (cached while ``live_version`` stays the
     same; without it, rendered every time), then ``runtime`` (its text in a format, OpenMetrics or not:
-    asked again once ``runtime_max_age`` old), as text or OpenMetrics, optionally gzipped."""
+    asked again once ``runtime_max_age`` old), as text or OpenMetrics, optionally gzipped; or only the
+    samples a scrape names (``render_filtered``)."""
 
     def __init__(
         self,
@@ -129,7 +150,7 @@ class CachedExposition:
         live: CollectorRegistry,
         clock: Callable[[], float] = time.time,
         live_version: Callable[[], int] | None = None,
-        runtime: Callable[[bool], bytes] | None = None,
+        runtime: RuntimeCollector | None = None,
         runtime_max_age: float = RUNTIME_MAX_AGE,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -160,9 +181,8 @@ class CachedExposition:
 
     def render_parts(self, states: Mapping[str, ClusterState], openmetrics: bool, compressed: bool) -> list[bytes]:
         """The whole exposition of ``states``: the cached text, the live text, then the runtime text, in parts
-        to send one after another. Gzipped, the parts are the deflate stream up to the runtime text (kept
-        while the job data and the live text stay the same) and the small end of the stream, so that a new
-        runtime text never copies the megabytes before it."""
+        to send one after another. Gzipped, the parts are the gzip header, the cached and the live text
+        deflated, and the small end of the stream, so that nothing copies the megabytes of the cached text."""
         version = self._live_version() if self._live_version is not None else None
         kept = None
         with self._lock:  # one rendering per change, however many scrapes arrive at once
@@ -173,7 +193,7 @@ class CachedExposition:
                 kept = self._gzipped.get(openmetrics)
                 if kept is not None and kept.cached is cached and kept.version == version:
                     if kept.end is end:
-                        return [kept.prefix, kept.last]
+                        return [*kept.prefix, kept.last]
                 else:
                     kept = None
         if kept is not None:  # the same stream up to the runtime text, live text included
@@ -182,7 +202,7 @@ class CachedExposition:
             live = self._live_text(openmetrics, version)
             if not compressed:
                 return [cached.plain, live.text, end]
-            prefix = b"".join((GZIP_HEADER, cached.deflated, live.deflated))
+            prefix = (GZIP_HEADER, cached.deflated, live.deflated)
         tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
         size = (cached.size + len(live.text) + len(end)) & 0xFFFFFFFF
         trailer = struct.pack("<II", zlib.crc32(end, zlib.crc32(live.text, cached.crc)), size)
@@ -190,7 +210,7 @@ class CachedExposition:
         if version is not None:
             with self._lock:
                 self._gzipped[openmetrics] = _Gzipped(cached, version, live, prefix, end, last)
-        return [prefix, last]
+        return [*prefix, last]
 
     def _end_text(self, openmetrics: bool) -> bytes:
         """The runtime text and, in OpenMetrics, the EOF line: the same bytes while younger than the max age."""
@@ -198,10 +218,40 @@ class CachedExposition:
         found = self._ends.get(openmetrics)
         if found is not None and (self._runtime is None or now - found[0] < self._runtime_max_age):
             return found[1]
-        runtime = self._runtime(openmetrics) if self._runtime is not None else b""
+        runtime = self._runtime.text(openmetrics) if self._runtime is not None else b""
         end = runtime + (EOF_LINE if openmetrics else b"")
         self._ends[openmetrics] = (now, end)
         return end
+
+    def render_filtered(
+        self, states: Mapping[str, ClusterState], names: Collection[str], openmetrics: bool
+    ) -> list[bytes]:
+        """What prometheus-client's name[] filter gives of the whole exposition of ``states``: only the samples
+        named in ``names``, each family that has any behind its HELP and TYPE, in parts to send one after
+        another. A job family whose every sample is named is sent as cached, never copied; the other parts
+        are small and rendered afresh."""
+        wanted = frozenset(names)
+        with self._lock:
+            self._formats_scraped.add(openmetrics)
+            key = self._key(states)
+            clusters = self._cluster_texts(states, key, openmetrics)
+            headers = self._static_and_headers(openmetrics)[1]
+        parts = [_restricted(self._static, wanted, openmetrics)]
+        for name, empty in self._families.empty().items():
+            samples = {empty.name + suffix for suffix in _SAMPLE_SUFFIXES.get(empty.type, ("",))}
+            if not samples & wanted:
+                continue
+            texts = [cluster[name].text for cluster in clusters if name in cluster]
+            if not samples <= wanted:
+                texts = [text for text in (_samples_named(t, wanted) for t in texts) if text]
+            if texts:
+                parts += [headers[name].text, *texts]
+        parts.append(_restricted(self._live, wanted, openmetrics))
+        if self._runtime is not None:
+            parts.append(_restricted(self._runtime, wanted, openmetrics))
+        if openmetrics:
+            parts.append(EOF_LINE)
+        return parts
 
     def render_ahead(self, name: str, states: Mapping[str, ClusterState]) -> None:
         """Before cluster ``name`` publishes ``states``: render what changed, in the formats scraped so far,
@@ -246,17 +296,24 @@ class CachedExposition:
     def _build(self, states: Mapping[str, ClusterState], key: _Key, openmetrics: bool) -> _CachedText:
         """The cached text of ``states``, from each cluster's parts (rendered now if they changed)."""
         static, headers = self._static_and_headers(openmetrics)
-        clusters = []  # per cluster: family name → its samples' text
-        for (_, stale), (name, state) in zip(key, states.items()):
-            texts: dict[str, PrecompressedText] = {}
-            for part in StatePart:
-                texts.update(self._part(name, state, part, openmetrics))
-            clusters.append({family: text for family, text in texts.items() if family not in stale})
+        clusters = self._cluster_texts(states, key, openmetrics)
         ordered = [static]
         for family in self._order:
             ordered.append(headers[family])
             ordered.extend(cluster[family] for cluster in clusters if family in cluster)
         return _CachedText(ordered)
+
+    def _cluster_texts(
+        self, states: Mapping[str, ClusterState], key: _Key, openmetrics: bool
+    ) -> list[dict[str, PrecompressedText]]:
+        """Per cluster: family name → its samples' text, without the families gone stale."""
+        clusters = []
+        for (_, stale), (name, state) in zip(key, states.items()):
+            texts: dict[str, PrecompressedText] = {}
+            for part in StatePart:
+                texts.update(self._part(name, state, part, openmetrics))
+            clusters.append({family: text for family, text in texts.items() if family not in stale})
+        return clusters
 
     def _remember(self, openmetrics: bool, key: _Key, states: Mapping[str, ClusterState], cached: _CachedText) -> None:
         """Keep a cached text (the newest two per format; the states keep the ids in the key valid)."""

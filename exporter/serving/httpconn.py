@@ -37,7 +37,11 @@ from exporter.serving.httphead import (
 log = logging.getLogger("exporter.serving.httpserver")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-CHUNK = 256 * 1024  # an answer is handed to the transport this much at a time, as the client takes it
+# What a client that does not read can hold: an answer is handed to the transport CHUNK at a time (the
+# transport's high-water mark), and the kernel's send buffer is fixed at SEND_BUFFER rather than grown by the
+# kernel; the memory this leaves to each connection is in bench/RESULTS.md (issue 23) and the README.
+CHUNK = 16 * 1024
+SEND_BUFFER = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class Limits:
     """What clients can hold of the server, together or one by one."""
 
     workers: int = 16  # threads that run the app; requests wait in a queue for one
-    max_connections: int = 2048  # and at most 3/4 of the open-files limit
+    max_connections: int = 128  # and at most 3/4 of the open-files limit; a TLS one holds about 300 kB
     head_timeout: float = 10.0  # for a whole request head
     idle_timeout: float = 300.0  # a kept-alive connection with no request for this long is closed
     write_timeout: float = 60.0  # for handing over one answer, and then for closing

@@ -2,7 +2,7 @@
 fixed pool of worker threads (the WSGI app), and answers are written back from the loop.
 
 A thread that waits for a request head can be held by any client that never finishes one, so no thread
-ever does: idle and half-sent connections cost a few kilobytes in the loop, never a thread. Whatever
+ever does: idle and half-sent connections cost memory in the loop (a TLS one 300 kB), never a thread. Whatever
 clients do, the server runs ``workers`` + 1 threads and holds at most ``max_connections`` connections (at
 the cap, the least recently active connection with no request in progress makes room, so a scrape always
 gets in), and a request head must be whole within ``head_timeout`` of its first byte (of the accept for
@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from exporter.serving.httpconn import Connection, Limits, WSGIApp, run_app
+from exporter.serving.httpconn import SEND_BUFFER, Connection, Limits, WSGIApp, run_app
 from exporter.serving.httphead import HttpDate, RequestHead, wsgi_environ
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ class _ServerLoop:
         # TCP_NODELAY, as Go's servers (Prometheus's own) have it: otherwise the last part of a large answer
         # can wait for the scraper's delayed ACK; see bench/RESULTS.md.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)  # what a slow reader holds in the kernel
         sock.setblocking(False)
         if len(self.connections) >= self.connection_cap and not self.evict():
             log.debug(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,11 +40,12 @@ def make_app(
     """The exporter's WSGI application; with ``auth`` every path but OPEN_PATHS needs credentials.
 
     The metrics are served on ``telemetry_path`` (``--web.telemetry-path``), from ``exposition`` when given
-    (rendered once per change of the job data); a scrape that filters by ``name[]`` is left to
-    prometheus-client's own handler. / is the status page (see exporter.serving.status), with each cluster's
-    token expiry from ``token_expiry`` and ages by ``clock``. /healthz and /-/healthy answer 200 while the
-    process runs; /-/ready answers 503 until every cluster in ``store`` has ended its first poll (``up`` is
-    None until then; a cluster that a reload added or changed starts afresh), then 200.
+    (rendered once per change of the job data), also when filtered by ``name[]`` (as prometheus-client's
+    own handler filters; without ``exposition``, that handler serves). / is the status page (see
+    exporter.serving.status), with each cluster's token expiry from ``token_expiry`` and ages by ``clock``.
+    /healthz and /-/healthy answer 200 while the process runs; /-/ready answers 503 until every cluster in
+    ``store`` has ended its first poll (``up`` is None until then; a cluster that a reload added or changed
+    starts afresh), then 200.
     """
     metrics_app = make_wsgi_app(registry)
 
@@ -52,7 +54,13 @@ def make_app(
         _, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
         openmetrics = content_type.startswith("application/openmetrics-text")
         compressed = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
-        parts = exposition.render_parts(store.states(), openmetrics, compressed)
+        names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
+        if names:  # a few families, or large ones sent as cached
+            parts = exposition.render_filtered(store.states(), names, openmetrics)
+            if compressed:
+                parts = [gzip.compress(b"".join(parts), compresslevel=1)]
+        else:
+            parts = exposition.render_parts(store.states(), openmetrics, compressed)
         headers = [("Content-Type", content_type), ("Content-Length", str(sum(map(len, parts))))]
         if compressed:
             headers.append(("Content-Encoding", "gzip"))
@@ -93,7 +101,7 @@ def make_app(
             if verdict is not Verdict.ALLOW:
                 return refuse(verdict, start_response)
         if path == telemetry_path:
-            if exposition is not None and "name[]" not in parse_qs(environ.get("QUERY_STRING", "")):
+            if exposition is not None:
                 return cached_metrics(environ, start_response)
             return metrics_app(environ, start_response)  # type: ignore[no-any-return]
         if path == "/":
