@@ -348,7 +348,17 @@ class _Pages:
     async def fetch_jobs(self, sid: str, size: int, concurrency: int, sink: PageSink, *_: int) -> JobListRead:
         for rows in self.pages:
             sink.add_page(rows, sid)
-        return JobListRead(sum(map(len, self.pages)), len(self.pages))
+        jobs = sum(map(len, self.pages))
+        return JobListRead(
+            total=jobs,
+            pages=len(self.pages),
+            least_total=jobs,
+            complete=True,
+            extra=0,
+            recovered=0,
+            distinct=jobs,
+            spare=0,
+        )
 
 
 def _run_time(seconds: int) -> str:

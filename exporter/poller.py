@@ -19,8 +19,8 @@ from exporter.logs import Fields
 from exporter.model import OTHER, CapacitySettings, CapacitySnapshot, LabelBudget, PollFailure, QueueCapacity
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
-from exporter.sugon.conversation import ApiError
-from exporter.sugon.joblist import MAX_JOBS, SugonClient
+from exporter.sugon.conversation import ApiError, ApiInvalidResponse
+from exporter.sugon.joblist import MAX_JOBS, JobListRead, SugonClient
 from exporter.sugon.platform import Center
 from exporter.values import jwt_payload, without_secrets
 
@@ -96,6 +96,7 @@ class ClusterPoller:
             budget.max_queues, budget.queues_exclude, state_file.queues_seen(name) if state_file else None
         )
         self._shown_statuses: set[str] = set()  # unknown jobStatus values the log has shown (cut short)
+        self._find_ignored: float | None = None  # when (monotonic) a strJobId lookup was answered with other jobs
         self._parser = RowParser()
         self._tally: RowTally | None = None
         self._failures = 0
@@ -157,12 +158,13 @@ class ClusterPoller:
         started = self._monotonic()
         tally = self._tally_for_poll()
         builder = tally.builder
-        reported = pages = 0
-
         try:
-            for sid in await self._endpoint():
-                read = await self.client.fetch_jobs(sid, self._page_size, self._concurrency, tally, self._max_jobs)
-                reported, pages = reported + read.total, pages + read.pages
+            sids = await self._endpoint()
+            reads = [
+                await self.client.fetch_jobs(sid, self._page_size, self._concurrency, tally, self._max_jobs)
+                for sid in sids
+            ]
+            left, checks = await self._confirm_missing(tally, reads, sids)
         except ApiError as exc:
             tally.pop_counted()  # the keys counted so far are dropped, not kept until the next poll
             self._failed(exc.reason, str(exc), self._monotonic() - started)
@@ -177,6 +179,7 @@ class ClusterPoller:
                 )
             self._failed("internal", "unexpected error (see the traceback above)", self._monotonic() - started)
             return False
+        reported, pages = sum(r.total for r in reads), sum(r.pages for r in reads) + checks
         tally.finish()
         now = self._clock()
         with_series = (*self._tracker.known_queues(), *(self._capacity_raw or ()))
@@ -184,7 +187,9 @@ class ClusterPoller:
         counted = tally.pop_counted()
         if named is not None:
             fold_jobs(counted, named)
-        activity = self._tracker.commit(counted, now, None if named is None else {*named, OTHER})
+        departures = self._tracker.departures
+        activity = self._tracker.commit(counted, now, None if named is None else {*named, OTHER}, left)
+        self._metrics.departures(self.name, self._tracker.departures - departures)
         snapshot = builder.build(
             cluster=self.name,
             taken_at=now,
@@ -270,6 +275,7 @@ class ClusterPoller:
             ", ".join(map(repr, tally.status_examples)),
             extra={"rows": tally.unknown_statuses},
         )
+        self._find_ignored: float | None = None  # when (monotonic) a strJobId lookup was answered with other jobs
 
     def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.

@@ -140,10 +140,12 @@ def take_rows(tally: RowTally, rows: list[Any], scheduler_id: str) -> None:
 
 
 class RowsReceived:
-    """A page sink for SugonClient.fetch_jobs that keeps every row it is handed, in order."""
+    """A page sink for SugonClient.fetch_jobs that keeps every row it is handed, in order (overlapping pages
+    hand some rows twice)."""
 
     def __init__(self) -> None:
         self.rows: list[Row | None] = []
 
-    def add_page(self, rows: list[Row | None], scheduler_id: str) -> None:
+    def add_page(self, rows: list[Row | None], scheduler_id: str) -> int:
         self.rows.extend(rows)
+        return 0

@@ -119,18 +119,19 @@ def test_a_successful_poll_publishes_counts_and_cpu_sums() -> None:
     assert rig.value("sugon_api_reported_jobs") == 5
     assert rig.value("sugon_last_success_timestamp_seconds") == rig.clock.now
     assert rig.value("sugon_polls_total", result="success") == 1
-    assert rig.value("sugon_api_requests_total") == 3  # 5 rows, 2 per page
+    assert rig.value("sugon_api_requests_total") == 5  # 5 rows, 2 per page, neighbouring pages sharing one
 
 
 @respx.mock
 def test_a_job_seen_twice_because_the_list_moved_is_counted_once() -> None:
     server = serve([row(i, cpus=2) for i in range(300)])
-    server.before_answer = lambda start: server.rows.insert(0, row(1000 + start, cpus=2)) if start == 100 else None
+    server.before_answer = lambda start: server.rows.insert(0, row(1000 + start, cpus=2)) if start == 99 else None
     rig = Rig(concurrency=1)
     assert rig.poll()
-    # The newcomer landed on the page already read (the next poll sees it); every original job was
-    # read, row 99 twice (pages 1 and 2) and row 299 on a fourth page, since total grew to 301.
-    assert [s for s, _ in server.calls] == [0, 100, 200, 300]
+    # Pages of 100 rows share one with the next. The newcomer landed on the page already read (the next poll
+    # sees it); every original job was read, rows 98 and 99 twice (pages 1 and 2) and row 299 on a fourth
+    # page, since total grew to 301.
+    assert [s for s, _ in server.calls] == [0, 99, 198, 297]
     assert rig.value("sugon_jobs", queue="debug", status="running") == 300
     assert rig.value("sugon_job_cpus", queue="debug", status="running") == 600
 
@@ -156,7 +157,7 @@ def test_a_poll_that_fails_on_a_late_page_publishes_nothing() -> None:
     server = PagedList([row(i) for i in range(500)])
 
     async def fail_at_300(request: httpx.Request) -> httpx.Response:
-        if request.url.params["start"] == "300":
+        if request.url.params["start"] == "297":  # the fourth page: pages of 100 rows share one
             return httpx.Response(500)
         return await server(request)
 
@@ -387,7 +388,9 @@ def test_polls_never_overlap_and_a_long_poll_delays_the_next_one() -> None:
             mono[0] += next(durations)
             await asyncio.sleep(0)
             active[0] -= 1
-            return JobListRead(0, 1)
+            return JobListRead(
+                total=0, pages=1, least_total=0, complete=True, extra=0, recovered=0, distinct=0, spare=0
+            )
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)

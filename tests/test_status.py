@@ -418,8 +418,8 @@ def test_a_poll_publishes_its_page_count_and_the_run_loop_the_next_poll_without_
     server = PagedList([row(i, "statR" if i % 2 else "statH", SCRIPT) for i in range(7)], cap=3)
 
     async def slow(request: httpx.Request) -> httpx.Response:
-        rig.mono[0] += 4.0  # each page takes 4 s of the poll: 12 s for three pages
-        rig.now[0] += 4.0
+        rig.mono[0] += 3.0  # each page takes 3 s of the poll: 12 s for four pages (of 3 rows, sharing one)
+        rig.now[0] += 3.0
         return await server(request)
 
     respx.get(JOBS).mock(side_effect=slow)
@@ -429,7 +429,7 @@ def test_a_poll_publishes_its_page_count_and_the_run_loop_the_next_poll_without_
     assert rig.sleeps == [48.0, 48.0] and rig.publishes == 2  # one publish per poll, next_poll_at in it
     data = json.loads(rig.page("application/json"))["clusters"][0]
     # Second poll: started at NOW + 60, its pages took 12 s, the next one is due at NOW + 120.
-    assert data["last_poll_pages"] == 3 and data["next_poll_at"] == NOW + 120
+    assert data["last_poll_pages"] == 4 and data["next_poll_at"] == NOW + 120
     assert data["jobs"] == {"running": 3, "queued": 0, "held": 4, "other": 0, "total": 7}
     assert data["state"] == "up" and data["last_success_age"] == 48
 
@@ -491,10 +491,10 @@ def test_the_page_shows_a_real_polls_page_count_and_the_job_counts_metrics_has()
     finally:
         server.stop()
         sim.stop()
-    # Pages of at most 40 rows (the simulator's cap), per scheduler; and every request but the scheduler
-    # discovery was a page.
+    # Pages of at most 40 rows (the simulator's cap), per scheduler, sharing one row with the next; and every
+    # request but the scheduler discovery was a page.
     sizes = [len(sim.rows(s)) for s in ("11", "12")]
-    assert data["last_poll_pages"] == sum(-(-n // 40) or 1 for n in sizes) == sim.requests - 1
+    assert data["last_poll_pages"] == sum(1 if n <= 40 else -(-n // 39) for n in sizes) == sim.requests - 1
     assert f", {data['last_poll_pages']} pages" in page
     by_status: Counter[str] = Counter()
     for family in text_string_to_metric_families(metrics):

@@ -423,3 +423,42 @@ def test_a_users_cpu_seconds_series_starts_at_zero_when_their_job_is_first_seen_
     assert dict(act.user_cpu_seconds) == {("q", "alice"): 0}  # seeding counts nothing; bob has not run
     act = t.commit({"a": run("q", "running", 2, 400, "alice"), "b": run("q", "queued", 4, None, "bob")}, T + 300)
     assert dict(act.user_cpu_seconds) == {("q", "alice"): 600}
+
+
+def test_a_job_missed_by_paging_is_kept_unchanged_until_read_again_and_never_counted_as_gone_or_new() -> None:
+    t = JobTracker()
+    t.commit({"a": ("q", "running", "u", 4, 100), "b": ("q", "queued", "u", 1, None)}, T)
+    # Poll 2 did not read a, and nothing confirmed that it left: it stays as it was.
+    act = t.commit({"b": ("q", "queued", "u", 1, None)}, T + 60, left=frozenset())
+    assert dict(act.ended) == {} and dict(act.submitted) == {}
+    assert t.missing({"b"}) == (["a"], [])
+    # Poll 3 reads it again, 150 s further on: 4 CPUs × (250 - 100) s, not its whole run time again.
+    act = t.commit({"a": ("q", "running", "u", 4, 250), "b": ("q", "queued", "u", 1, None)}, T + 120, left=None)
+    assert dict(act.ended) == {} and dict(act.submitted) == {}
+    assert dict(act.cpu_seconds) == {"q": 4 * 150}
+    assert t.departures == 0
+
+
+def test_a_missed_job_is_gone_once_a_complete_read_or_a_lookup_confirms_it_or_after_ten_misses() -> None:
+    seen = {k: ("q", "queued", "u", 1, None) for k in ("a", "b", "c", "d")}
+    t = JobTracker()
+    t.commit(seen, T)
+    act = t.commit({"d": seen["d"]}, T + 60, left=frozenset({"a"}))  # a: looked up, not listed
+    assert dict(act.ended) == {("q", "gone"): 1} and t.departures == 1
+    act = t.commit({"d": seen["d"]}, T + 120, left=None)  # a read without gaps: b and c have left
+    assert dict(act.ended) == {("q", "gone"): 3} and t.departures == 3
+    t.commit({"e": ("q", "queued", "u", 1, None)}, T + 180, left=None)  # d leaves too; e arrives
+    for i in range(9):  # e goes unread, unconfirmed, nine polls: kept
+        act = t.commit({}, T + 240 + 60 * i, left=frozenset())
+        assert dict(act.ended) == {("q", "gone"): 4}
+    act = t.commit({}, T + 900, left=frozenset())  # the tenth: taken to have left
+    assert dict(act.ended) == {("q", "gone"): 5} and t.departures == 5
+
+
+def test_the_missing_jobs_are_told_apart_by_whether_they_had_ended() -> None:
+    t = JobTracker()
+    t.commit(
+        {"a": ("q", "running", "u", 1, 5), "b": ("q", "completed", "u", 1, 9), "c": ("q", "queued", "u", 1, None)}, T
+    )
+    assert t.missing({"c"}) == (["a"], ["b"])
+    assert t.missing({"a", "b", "c"}) == ([], [])

@@ -106,6 +106,10 @@ class RowTally:
         self._nodes, self._running_lists, self._run_times, self._idle = set(), {}, {}, {}
         return counted
 
+    def counted_keys(self) -> Container[str]:
+        """The keys of the jobs counted so far in this poll."""
+        return self._counted.keys()
+
     def invalid_fields(self) -> dict[str, int]:
         """This poll's values that could not be read, by field (only the fields with some)."""
         counts = {
@@ -193,9 +197,11 @@ class RowTally:
             self._running_lists[raw] = count
         return count
 
-    def add_page(self, rows: list[Row | None], scheduler_id: str) -> None:
-        """Count the rows of one page of ``scheduler_id``'s list; rows already counted this poll are skipped."""
+    def add_page(self, rows: list[Row | None], scheduler_id: str) -> int:
+        """Count the rows of one page of ``scheduler_id``'s list; rows already counted this poll are skipped.
+        Returns how many jobs the page added."""
         counted = self._counted
+        before = len(counted)
         targets = self._targets
         builder = self.builder
         job_counts, cpu_sums, node_sums, run_max = (
@@ -300,6 +306,7 @@ class RowTally:
                     reasons[reason] = 1
                 except TypeError:  # unhashable: labelled now (as "none", like every reason that is not a string)
                     self.builder.count_reason(queue, self._parser.reason(reason))
+        return len(counted) - before
 
     def finish(self) -> None:
         """Count the queued jobs by reason: each distinct raw reason is labelled once, not once per job; and

@@ -36,6 +36,7 @@ Seen = tuple[str, str, str, int, int | None]
 started, negative when the value could not be read (neither moves the job's base)."""
 
 UNKNOWN_RUN = -1  # the run base of a job whose run time is not known (seen first with one that was unreadable)
+MAX_MISSED = 10  # polls a job may go unread, unconfirmed, before it is taken to have left the list
 
 # What the tracker remembers of one job: (queue, status, first seen waiting in the current wait or None,
 # started, ended, run base: its last known run seconds). A plain tuple of strings, numbers and bools, which
@@ -65,6 +66,8 @@ class JobTracker:
         users: UserNames | None = None,
     ) -> None:
         self._memory: dict[str, _Memory] = {}
+        self._missed: dict[str, int] = {}  # jobs not read in the last polls, not yet confirmed gone: polls missed
+        self.departures = 0  # jobs confirmed to have left the list, so far
         self._seeded = False
         self._restored = dict(restored_waits or {})
         self._restored_runs = dict(restored_runs or {})
@@ -122,11 +125,31 @@ class JobTracker:
             return restored, 0
         return run, max(run - restored, 0)
 
-    def commit(self, current: Mapping[str, Seen], now: float, queues: Container[str] | None = None) -> Activity:
+    def missing(self, current: Container[str]) -> tuple[list[str], list[str]]:
+        """The jobs known from earlier polls that ``current`` (this poll's keys so far) lacks: (those that had
+        not ended, those that had), each in the order they were first seen."""
+        active: list[str] = []
+        ended: list[str] = []
+        for key, memory in self._memory.items():
+            if key not in current:
+                (ended if memory[4] else active).append(key)
+        return active, ended
+
+    def commit(
+        self,
+        current: Mapping[str, Seen],
+        now: float,
+        queues: Container[str] | None = None,
+        left: Container[str] | None = None,
+    ) -> Activity:
         """Take one successful poll: ``current`` maps every listed job's key to what the poll saw of it.
 
-        With ``queues`` (the queue budget's names), ``current`` names every other queue "other": a job that
-        left the list from one of them ends as "other" too, and their counts by name are forgotten."""
+        A known job that ``current`` lacks has left the list when ``left`` is None (the poll read the whole
+        list) or holds its key (its departure was confirmed otherwise); else it may have been skipped by
+        paging, and is kept as it was, uncounted, until it is read again or confirmed gone, or has been
+        missed MAX_MISSED polls in a row. With ``queues`` (the queue budget's names), ``current`` names every
+        other queue "other": a job that left the list from one of them ends as "other" too, and their counts
+        by name are forgotten."""
         seed = not self._seeded
         if self._leaving:
             for series in self._user_cpu.values():
@@ -197,8 +220,17 @@ class JobTracker:
                 self._count_end(queue, status)
                 self._observe_run(queue, started, base)
             memory[key] = (queue, status, since, started, ended, base)
-        if len(memory) > len(current):  # some jobs left the list: forget them (and count those that just vanished)
+        missed = self._missed
+        for key in [k for k in missed if k in current]:  # read again after being missed: it never left
+            del missed[key]
+        if len(memory) > len(current):  # some jobs were not read: those that have left are forgotten
             for key in [k for k in memory if k not in current]:
+                if left is not None and key not in left:
+                    missed[key] = times = missed.get(key, 0) + 1
+                    if times < MAX_MISSED:
+                        continue  # perhaps skipped by paging: kept as it was, not counted as gone
+                missed.pop(key, None)
+                self.departures += 1
                 gone_queue, _, _, started, ended, base = memory.pop(key)
                 if not seed and not ended:
                     gone_queue = gone_queue if queues is None or gone_queue in queues else OTHER

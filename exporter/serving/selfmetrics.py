@@ -44,6 +44,20 @@ class PollMetrics:
             ["hpc_cluster", "field"],
             registry=registry,
         )
+        self.recovered = Counter(
+            "sugon_rows_recovered",
+            "Job-list rows that a poll's pages skipped while the list moved, read by reading the stretch again or "
+            "by looking the job up (strJobId).",
+            ["hpc_cluster"],
+            registry=registry,
+        )
+        self.departed = Counter(
+            "sugon_departures_confirmed",
+            "Jobs confirmed to have left the job list: by a poll that read it without a gap, by a lookup of the job, "
+            "or after 10 polls unread.",
+            ["hpc_cluster"],
+            registry=registry,
+        )
         self.token_expiry = Gauge(
             "sugon_token_expiry_timestamp_seconds",
             "Expiry (expireTime) of the token in use, in Unix seconds, when the token shows it.",
@@ -82,6 +96,8 @@ class PollMetrics:
         label_sets: list[tuple[Any, tuple[str, ...]]] = [
             (self.requests, (cluster,)),
             (self.invalid_records, (cluster,)),
+            (self.recovered, (cluster,)),
+            (self.departed, (cluster,)),
             (self.token_expiry, (cluster,)),
         ]
         for result in ("success", "failure"):
@@ -131,6 +147,18 @@ class PollMetrics:
         self.invalid_fields.labels(cluster, field).inc(values)
         self.changed()
 
+    def rows_recovered(self, cluster: str, rows: int) -> None:
+        """``rows`` more rows of ``cluster``'s list that paging had skipped were read."""
+        if rows:
+            self.recovered.labels(cluster).inc(rows)
+            self.changed()
+
+    def departures(self, cluster: str, jobs: int) -> None:
+        """``jobs`` more jobs were confirmed to have left ``cluster``'s list."""
+        if jobs:
+            self.departed.labels(cluster).inc(jobs)
+            self.changed()
+
     def observer(self, cluster: str, logs_in: bool = False) -> ClusterObserver:
         """A per-cluster observer of requests and tokens; creates every label set so each series starts at 0."""
         for result in ("success", "failure"):
@@ -141,6 +169,8 @@ class PollMetrics:
         for reason in REASONS:
             self.errors.labels(cluster, reason)
         self.invalid_records.labels(cluster)
+        self.recovered.labels(cluster)
+        self.departed.labels(cluster)
         for field in INVALID_FIELDS:
             self.invalid_fields.labels(cluster, field)
         self.changed()

@@ -73,6 +73,12 @@ class Simulator:
         self.latency = latency
         self.faults = Faults(seed)
         self.hang_seconds = 5.0  # how long a "hang" fault keeps the client waiting
+        # The list changing while it is read: churn events per job-list request (see Population.churn), new
+        # jobs at the front of the list or at its end.
+        self.churn_per_request = 0.0
+        self.churn_front = False
+        self.ignore_job_id_filter = False  # a server that answers strJobId with the whole list
+        self._churn_owed = 0.0
         self._lock = threading.Lock()
         self.requests = 0
         self.in_flight = 0
@@ -164,6 +170,7 @@ class Simulator:
                 for s in self.schedulers
             ]
             return 200, _envelope("0", "success", data)
+        self._churn()
         sid = query.get("strClusterIDList", "").strip()
         if not sid:
             return 200, _envelope("10003", "参数不全: strClusterIDList", None)
@@ -177,7 +184,7 @@ class Simulator:
         filters = {
             "user": query.get("strJobOwner"),
             "jobName": query.get("strJobName"),
-            "jobId": query.get("strJobId"),
+            "jobId": None if self.ignore_job_id_filter else query.get("strJobId"),
             "queue": query.get("strQueueName"),
             "jobStatus": query.get("strJobStat"),
         }
@@ -187,6 +194,24 @@ class Simulator:
             rows = [r for r in rows if all(str(r[k]) == v for k, v in wanted.items())]
         page = rows[start : start + min(limit, self.max_page)]
         return 200, _envelope("0", "success", {"total": len(rows), "list": page})
+
+    def _churn(self) -> None:
+        """The churn one job-list request sees: whole events as the fractions add up (deterministic)."""
+        with self._lock:
+            self._churn_owed += self.churn_per_request
+            events = int(self._churn_owed)
+            self._churn_owed -= events
+        self.population.churn(events, self.churn_front)
+
+    @property
+    def departed(self) -> list[tuple[str, int]]:
+        """Jobs that left the list by churn, never shown finished: (scheduler id, job id)."""
+        return self.population.departed
+
+    @property
+    def arrived(self) -> list[tuple[str, int]]:
+        """Jobs that arrived by churn: (scheduler id, job id)."""
+        return self.population.arrived
 
     def serve(self, port: int = 0, tls: ssl.SSLContext | None = None) -> str:
         """Start serving on 127.0.0.1 (an ephemeral port by default), over TLS with ``tls``; returns the base URL."""

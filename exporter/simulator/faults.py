@@ -26,17 +26,17 @@ class Faults:
 
     def __init__(self, seed: int = 0) -> None:
         self._lock = threading.Lock()
-        self._queue: list[str] = []
+        self._queue: list[str | None] = []
         self._random: tuple[tuple[str, ...], float] | None = None
         self._rng = random.Random(seed)
         self.injected: Counter[str] = Counter()
 
-    def inject(self, kind: str, times: int = 1) -> None:
-        """The next ``times`` job-list requests answer with ``kind``."""
+    def inject(self, kind: str, times: int = 1, after: int = 0) -> None:
+        """The next ``times`` job-list requests answer with ``kind``, once ``after`` more have been answered well."""
         if kind not in ALL:
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
-            self._queue.extend([kind] * times)
+            self._queue.extend([None] * after + [kind] * times)
 
     def at_random(self, kinds: tuple[str, ...], probability: float) -> None:
         """From now on each request answers with a random one of ``kinds`` with this probability."""
@@ -55,6 +55,8 @@ class Faults:
             kind = None
             if self._queue:
                 kind = self._queue.pop(0)
+                if kind is None:  # a request answered well before an injected fault
+                    return None
             elif self._random is not None and self._rng.random() < self._random[1]:
                 kind = self._rng.choice(self._random[0])
             if kind is not None:

@@ -103,6 +103,12 @@ class Population:
         # Rendered rows per scheduler, kept until the population changes: rendering per request made paging quadratic.
         self._rendered: dict[str | None, list[dict[str, Any]]] = {}
         self._next_id = 1000
+        # Churn while the list is read (see churn()): its own generator, so that a population without churn
+        # draws the same jobs under a seed as before; and the record of what left and arrived.
+        self._churn_rng = random.Random(f"churn-{seed}")
+        self._churn_from: int | None = None  # the last job id listed when churn began
+        self.departed: list[tuple[str, int]] = []
+        self.arrived: list[tuple[str, int]] = []
         self._last_step = clock()
         self._shown_at = self._last_step  # the time the job list shows: its run times are as of then
         self.starts = 0
@@ -193,6 +199,34 @@ class Population:
                 ):
                     del self._jobs[key]
             self._start_what_fits(now)
+
+    def churn(self, events: int, front: bool = False) -> None:
+        """``events`` times: a waiting job leaves the list at once, never shown finished (cancelled and purged),
+        and a new job arrives, at the front of the list or at its end. Each is recorded in ``departed`` and
+        ``arrived`` by (scheduler id, job id). What the exporter must count exactly while it pages.
+
+        Only jobs listed when churn began leave, so that a poll before it has seen every job that leaves."""
+        if events <= 0:
+            return
+        with self._lock:
+            self._rendered.clear()
+            now = self._shown_at
+            if self._churn_from is None:
+                self._churn_from = self._next_id
+            for _ in range(events):
+                waiting = [
+                    key
+                    for key, job in self._jobs.items()
+                    if job.status in ("statQ", "statH") and job.job_id <= self._churn_from
+                ]
+                if waiting:
+                    gone = self._churn_rng.choice(waiting)
+                    del self._jobs[gone]
+                    self.departed.append(gone)
+                job = self._new_job(now)
+                key = (job.scheduler_id, job.job_id)
+                self._jobs = {key: job, **self._jobs} if front else {**self._jobs, key: job}
+                self.arrived.append(key)
 
     def add_jobs(
         self,

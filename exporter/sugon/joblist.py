@@ -13,6 +13,7 @@ import msgspec
 from exporter.model import QueueCapacity, Row
 from exporter.sugon.conversation import ApiInvalidResponse, Conversation, Decode, clip
 from exporter.sugon.pages import Page, decode_job_page
+from exporter.sugon.paging import Chain, allowance, next_lap
 from exporter.sugon.tokens import TokenProvider, with_token
 from exporter.values import ascii_int, count
 
@@ -25,20 +26,35 @@ CAPACITY_PATH = "/hpc/openapi/v2/queuenames/users/"
 
 MAX_QUEUE_SIZE = 10**9  # CPUs or nodes of one queue; a bigger figure is not one, and is left out like a missing one
 MAX_JOBS = 5_000_000  # the default of max_jobs
+FIND_LIMIT = 10  # rows asked for when looking one job up: one expected, more tell that the filter was ignored
 
 
 class PageSink(Protocol):
     """What ``SugonClient.fetch_jobs`` hands each page of a job list to, as it arrives (the poll's tally)."""
 
-    def add_page(self, rows: list[Row | None], scheduler_id: str) -> None:
-        """Take one page's decoded rows (None: a row that is not an object) of ``scheduler_id``'s list."""
+    def add_page(self, rows: list[Row | None], scheduler_id: str) -> int:
+        """Take one page's decoded rows (None: a row that is not an object) of ``scheduler_id``'s list; returns
+        how many of its jobs were not counted before in this poll."""
 
 
 class JobListRead(NamedTuple):
-    """What reading one scheduler's job list came to: the first page's ``data.total`` and the pages answered."""
+    """What reading one scheduler's job list came to.
+
+    ``total`` is the first page's ``data.total`` and ``least_total`` the least any page gave; ``pages`` the
+    pages answered; ``complete`` whether every two neighbouring pages were linked (so that, while the list
+    kept its order, no job listed throughout the read was missed); ``extra`` the pages read again for gaps,
+    ``recovered`` the jobs that only those pages showed, ``distinct`` the distinct job ids read, and ``spare``
+    the requests left of the read's allowance (for looking missing jobs up).
+    """
 
     total: int
     pages: int
+    least_total: int
+    complete: bool
+    extra: int
+    recovered: int
+    distinct: int
+    spare: int
 
 
 def _size(value: Any) -> int | None:
@@ -134,6 +150,7 @@ class SugonClient:
         self.authorization = authorization  # a gateway's Basic credentials, sent with every request
         self.tokens = tokens
         self._conversation = conversation
+        self._laps: dict[str, int] = {}  # scheduler id → rows its neighbouring pages share (paging.next_lap)
 
     async def call(self, path: str, params: dict[str, Any], decode: Decode[T] | None = None) -> Any:
         """GET ``path`` and return ``data`` (or what ``decode`` makes of the answer); a rejected token is
@@ -166,10 +183,20 @@ class SugonClient:
         """The scheduler ids this host serves (``GET /hpc/openapi/v2/cluster``)."""
         return self._shaped(parse_schedulers, await self.call(SCHEDULERS_PATH, {}))
 
-    async def _page(self, scheduler_id: str, start: int, limit: int) -> Page:
-        params = {"strClusterIDList": scheduler_id, "start": start, "limit": limit}
+    async def _page(self, scheduler_id: str, start: int, limit: int, job_id: str | None = None) -> Page:
+        params: dict[str, Any] = {"strClusterIDList": scheduler_id, "start": start, "limit": limit}
+        if job_id is not None:
+            params["strJobId"] = job_id
         page: Page = await self.call(JOBS_PATH, params, decode_job_page)
         return page
+
+    async def find_job(self, scheduler_id: str, job_id: str) -> list[Row | None] | None:
+        """The rows the list shows for one job (``strJobId``): one, or none when the job has left it; None when
+        the server ignores the filter (it answers rows of other jobs), so that its answer proves nothing."""
+        _, rows = await self._page(scheduler_id, 0, FIND_LIMIT, job_id)
+        if any(_job_id(row) is None or str(_job_id(row)).strip() != job_id for row in rows):
+            return None
+        return rows
 
     async def fetch_jobs(
         self,
@@ -181,13 +208,14 @@ class SugonClient:
     ) -> JobListRead:
         """Page through one scheduler's full job list, handing each page's rows to ``sink`` as it arrives.
 
-        Returns the first page's ``data.total`` and the number of pages answered (empty ones past a list
-        that shrank included). Pages are stepped by the rows the server really returns
-        (it may cap ``limit``); up to ``concurrency`` requests are in flight. Rows may repeat across pages
-        (the list changes while we read it): deduplication is the caller's. Raises ApiError on any failure,
-        after cancelling the requests still in flight, so that a caller never mistakes a part for the whole.
-        A ``total`` above ``max_jobs`` on any page, or more pages than ``2 * max_jobs`` rows' worth at the
-        first page's size, is an invalid response: the list may grow while it is read, not without end.
+        Pages are stepped by the rows the server really returns (it may cap ``limit``) less a few that
+        neighbouring pages share (see exporter.sugon.paging); up to ``concurrency`` requests are in flight.
+        Then, where two neighbouring pages share no job, the stretch between them is read again, one page at
+        a time, within the read's ``allowance``; ``complete`` says whether every gap was bridged. Rows repeat
+        across pages: deduplication is the sink's. Raises ApiError on any failure, after cancelling the
+        requests still in flight, so that a caller never mistakes a part for the whole. A ``total`` above
+        ``max_jobs`` on any page, or more pages than ``2 * max_jobs`` rows' worth at the first page's size,
+        is an invalid response: the list may grow while it is read, not without end.
         """
         total, rows = await self._page(scheduler_id, 0, page_size)
         self._within(total, max_jobs, 0)
@@ -197,11 +225,25 @@ class SugonClient:
             # Publishing this would be a false "no jobs"; a real list does not empty between count and read.
             raise self._invalid(f"start=0 answered no rows although total is {total}")
         if step >= total:
-            return JobListRead(total, 1)
+            return JobListRead(
+                total=total,
+                pages=1,
+                least_total=total,
+                complete=True,
+                extra=0,
+                recovered=0,
+                distinct=len(_job_ids(rows)),
+                spare=allowance(1) - 1,
+            )
+        lap = min(self._laps.get(scheduler_id, 1), step - 1)
+        stride = step - lap
+        allowed = allowance(math.ceil(total / step))
+        chain = Chain(step, lap)
+        chain.add(0, [_job_id(r) for r in rows])
         first_rows, first_ids = rows, _job_ids(rows)
-        target = total  # where the list ends, as far as we know
+        target = least = total  # where the list ends, as far as we know; the least total any page gave
         shrunk = False
-        next_offset = step
+        next_offset = stride
         refills: list[int] = []
         # The list may grow while we page, and is read to its new end; but never past twice max_jobs rows.
         most_pages = math.ceil(2 * max_jobs / step)
@@ -213,7 +255,7 @@ class SugonClient:
                     if refills:
                         offset = refills.pop()
                     elif next_offset < target:
-                        offset, next_offset = next_offset, next_offset + step
+                        offset, next_offset = next_offset, next_offset + stride
                     else:
                         break
                     if sent >= most_pages:
@@ -231,6 +273,7 @@ class SugonClient:
                     page_total, page_rows = task.result()
                     answered += 1
                     self._within(page_total, max_jobs, offset)
+                    least = min(least, page_total)
                     if not page_rows:
                         shrunk, target = True, min(target, offset)
                         continue
@@ -240,17 +283,39 @@ class SugonClient:
                             f"set page_size above the job count ({total}) for this cluster"
                         )
                     sink.add_page(page_rows, scheduler_id)
+                    chain.add(offset, [_job_id(r) for r in page_rows])
                     if not shrunk and page_total > target:
                         target = page_total
                     end = offset + len(page_rows)
                     if len(page_rows) < step and end < min(target, page_total):
-                        refills.append(end)  # a page shorter than the cap mid-list: fetch what it left out
+                        refills.append(max(end - lap, offset + 1))  # cut short mid-list: read on from there
         finally:
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        return JobListRead(total, answered)
+        extra = recovered = 0
+        gap, offset_next = chain.gap(), None
+        self._laps[scheduler_id] = next_lap(lap, step, gap is not None)
+        while gap is not None and answered + extra < allowed:
+            offset = chain.first_read(gap) if offset_next is None else offset_next
+            page_total, page_rows = await self._page(scheduler_id, offset, page_size)
+            extra += 1
+            self._within(page_total, max_jobs, offset)
+            least = min(least, page_total)
+            recovered += sink.add_page(page_rows, scheduler_id)
+            offset_next = chain.place(gap, offset, [_job_id(r) for r in page_rows])
+            gap = chain.gap()
+        return JobListRead(
+            total=total,
+            pages=answered + extra,
+            least_total=least,
+            complete=gap is None,
+            extra=extra,
+            recovered=recovered,
+            distinct=chain.distinct(),
+            spare=max(allowed - answered - extra, 0),
+        )
 
     def _within(self, total: int, max_jobs: int, offset: int) -> None:
         """Refuse a ``data.total`` above max_jobs: a bigger list is not one this exporter should hold."""
