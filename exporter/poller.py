@@ -275,7 +275,57 @@ class ClusterPoller:
             ", ".join(map(repr, tally.status_examples)),
             extra={"rows": tally.unknown_statuses},
         )
-        self._find_ignored: float | None = None  # when (monotonic) a strJobId lookup was answered with other jobs
+
+    async def _confirm_missing(
+        self, tally: RowTally, reads: list[JobListRead], sids: list[str]
+    ) -> tuple[frozenset[str] | None, int]:
+        """Settle the jobs known from the last poll that this one did not read: (which of them have left, the
+        lookups made). All of them have left when every read was complete (None). Those that had not ended
+        are looked up (``strJobId``) within what is left of the poll's extra requests: a job still listed is
+        counted into this poll, one not listed has left; the rest wait for a later poll (JobTracker.commit).
+
+        An incomplete read must still account for every job its pages promised (the least ``data.total``):
+        read now, or known and not read. Raises ApiInvalidResponse when it does not: a stretch was skipped.
+        """
+        complete = all(r.complete for r in reads)
+        recovered = sum(r.recovered for r in reads)
+        active, ended = self._tracker.missing(tally.counted_keys())
+        budget = sum(r.spare for r in reads)
+        left: set[str] = set()
+        lookups = 0
+        sids_known = set(sids)
+        ignored = self._find_ignored is not None and self._monotonic() - self._find_ignored < DISCOVERY_MAX_AGE
+        wanted = [] if ignored else [k for k in active if k.partition("\x00")[0] in sids_known][: max(budget, 0)]
+        found = 0
+        for start in range(0, len(wanted), self._concurrency):
+            batch = wanted[start : start + self._concurrency]
+            answers = await asyncio.gather(*(self.client.find_job(*key.split("\x00", 1)) for key in batch))
+            lookups += len(batch)
+            if any(rows is None for rows in answers):
+                if self._find_ignored is None:
+                    self._log.warning(
+                        "cluster %s: the API ignores strJobId (it answered other jobs); for an hour, jobs that a "
+                        "poll's pages missed wait for a later poll instead of being looked up",
+                        self.name,
+                    )
+                self._find_ignored = self._monotonic()
+                break
+            for key, rows in zip(batch, answers):
+                if rows:
+                    found += 1
+                    recovered += tally.add_page(rows, key.partition("\x00")[0])
+                else:
+                    left.add(key)
+        if not complete:
+            active, ended = self._tracker.missing(tally.counted_keys())
+            promised, accounted = sum(r.least_total for r in reads), sum(r.distinct for r in reads)
+            if accounted + found + len(active) + len(ended) - len(left) < promised:
+                raise ApiInvalidResponse(
+                    f"the pages promised {promised} jobs and {accounted} were read while the list moved, with "
+                    f"{len(active) + len(ended)} known ones not read: a stretch of the list was skipped"
+                )
+        self._metrics.rows_recovered(self.name, recovered)
+        return (None if complete else frozenset(left)), lookups
 
     def _tally_for_poll(self) -> RowTally:
         """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
