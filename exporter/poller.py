@@ -97,6 +97,7 @@ class ClusterPoller:
         )
         self._shown_statuses: set[str] = set()  # unknown jobStatus values the log has shown (cut short)
         self._find_ignored: float | None = None  # when (monotonic) a strJobId lookup was answered with other jobs
+        self._gaps_logged = False  # a poll's pages could not all be linked (logged once until one can)
         self._parser = RowParser()
         self._tally: RowTally | None = None
         self._failures = 0
@@ -325,6 +326,20 @@ class ClusterPoller:
                     f"{len(active) + len(ended)} known ones not read: a stretch of the list was skipped"
                 )
         self._metrics.rows_recovered(self.name, recovered)
+        if not complete:
+            unread = len(self._tracker.missing(tally.counted_keys())[0]) - len(left)
+            if unread > 0 and not self._gaps_logged:
+                self._log.warning(
+                    "cluster %s: the job list moved faster than its pages could be read again; %d jobs not read "
+                    "wait for a later poll, uncounted (logged once until a poll links every page)",
+                    self.name,
+                    unread,
+                    extra={"jobs": unread},
+                )
+                self._gaps_logged = True
+        elif self._gaps_logged:
+            self._log.info("cluster %s: every page of the job list is linked again", self.name)
+            self._gaps_logged = False
         return (None if complete else frozenset(left)), lookups
 
     def _tally_for_poll(self) -> RowTally:

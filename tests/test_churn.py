@@ -8,6 +8,7 @@ churn stops and two quiet polls have run, the exporter's counts must equal that 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -93,6 +94,25 @@ def test_arrivals_and_departures_during_polls_are_counted_exactly_once(rig: Rig,
     assert rig.total("sugon_departures_confirmed_total") == departed
     waiting = sum(1 for t in rig.sim.truth() if t.status in ("statQ", "statH"))
     assert rig.total("sugon_jobs", status="queued") + rig.total("sugon_jobs", status="held") == waiting
+
+
+def test_a_list_moving_faster_than_its_gaps_can_be_read_again_is_logged_when_it_starts_and_when_it_ends(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="exporter")
+    assert rig.poll()[0]
+    rig.sim.churn_per_request, rig.sim.churn_front = 5.0, True
+    for _ in range(4):
+        assert rig.poll()[0]
+    rig.sim.churn_per_request = 0
+    assert rig.poll()[0]
+    # A line when the pages cannot all be linked, one when they can again: never the same line twice running.
+    changes = [
+        "gaps" if "moved faster than its pages" in m else "linked"
+        for m in (r.getMessage() for r in caplog.records)
+        if "moved faster than its pages" in m or "is linked again" in m
+    ]
+    assert changes and changes == ["gaps", "linked"] * (len(changes) // 2)
 
 
 def test_a_quiet_poll_costs_a_handful_of_requests_beyond_its_pages(rig: Rig) -> None:
