@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import disable_created_metrics, generate_latest
+from prometheus_client import generate_latest
 
 from exporter import __version__, build_facts
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
 from exporter.config.schema import DEFAULTS
 from exporter.config.web import WebConfig, load_web_config
 from exporter.logs import FORMATS, LEVELS, formatter
-from exporter.service import Exporter, shorten_switch_interval
+from exporter.service import Exporter
 from exporter.serving.basicauth import BasicAuth
 from exporter.serving.web import OPEN_PATHS, ListenError, WebServer, make_app
 from exporter.simulator import Scheduler, SimPlatform, Simulator
@@ -173,11 +173,10 @@ def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Callabl
     auth = BasicAuth(web.users) if web.users else None
     return make_app(
         exporter.registry,
-        exporter.store,
+        exporter.exposition,
         auth,
         exporter.exposition,
         telemetry_path,
-        token_expiry=exporter.metrics.token_expires_at,
     )
 
 
@@ -223,7 +222,7 @@ class _Daemon:
                 log.error(
                     "reload failed, the running configuration stays: config error: %s", line, extra={"error": line}
                 )
-            self.exporter.metrics.reload_result(False, time.time())
+            self.exporter.exposition.reload_result(False, time.time())
             return
         if (self.args.listen_address or [config.listen_address]) != self.listen:
             serving = ", ".join(self.listen)
@@ -242,12 +241,12 @@ class _Daemon:
                 summary = "per_user changed: every cluster starts afresh"
         except Exception:  # a bug must not end the daemon; what was applied stays applied
             log.exception("reload failed")
-            self.exporter.metrics.reload_result(False, time.time())
+            self.exporter.exposition.reload_result(False, time.time())
             return
         assert self.server is not None
         self.server.reconfigure(_web_app(self.exporter, web, self.args.telemetry_path), web.tls)
         self.config, self.web = config, web
-        self.exporter.metrics.reload_result(True, time.time())
+        self.exporter.exposition.reload_result(True, time.time())
         log.info("configuration reloaded (%s)", summary)
 
     def serve(self) -> int:
@@ -271,7 +270,6 @@ class _Daemon:
 
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, on_signal)
-        shorten_switch_interval()
         self.exporter.start()
         self.server.start()
         names = ", ".join(c.name for c in self.config.clusters)
@@ -297,10 +295,6 @@ class _Daemon:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter; returns the process exit code."""
-    # One rule for every counter and histogram, as most exporters have it: no _created series (client_python
-    # would add them to the exporter's own counters only). The library's process-wide switch, set once here,
-    # where the process is configured, before any registry is collected.
-    disable_created_metrics()  # type: ignore[no-untyped-call]
     args = _parser().parse_args(argv)
     if args.version:
         sys.stdout.write(version_text())

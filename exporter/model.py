@@ -1,6 +1,5 @@
-"""The records that cross the layers: a row as decoded, the status map, what a poll publishes, what /metrics
-reads. Imports nothing of ours.
-"""
+"""The records that cross the layers: a row as decoded, a job as counted, what a poll publishes. Imports nothing
+of ours."""
 
 from __future__ import annotations
 
@@ -10,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from prometheus_client.core import Metric
 
 
-class Row(msgspec.Struct, gc=False):
+class Row(msgspec.Struct):
     """The fields of one job-list row that the exporter reads; None where the row has none."""
 
     jobId: Any = None  # the API's own names, as the JSON has them
@@ -49,8 +49,9 @@ EXTRA_STATUSES: dict[str, str] = {
 STATUS_MAP: dict[str, str] = {**DOCUMENTED_STATUSES, **EXTRA_STATUSES}
 ZERO_FILL_STATUSES: tuple[str, ...] = tuple(DOCUMENTED_STATUSES.values())
 UNKNOWN = "unknown"
-OTHER = "other"  # what label values beyond a budget (users, queues, reasons) are counted as
+OTHER = "other"  # what label values beyond a budget (users, queues, reasons, applications) are counted as
 NO_REASON = "none"
+NO_APP = "none"  # the app label of a job whose appType is empty or null
 
 WAITING = frozenset({"queued", "held", "waiting", "requeued"})
 # Statuses that mean the job has started, even if it was never seen running.
@@ -60,97 +61,69 @@ GONE = "gone"  # how a job that left the list without a terminal status ended
 
 # The reasons an API call fails with: the values of every `reason` label of the exporter's own metrics.
 REASONS = ("timeout", "connection", "http_status", "invalid_response", "auth", "api_code")
-
-QueueStatus = tuple[str, str]
-QueueUserStatus = tuple[str, str, str]
-QueueReason = tuple[str, str]
-Counts = tuple[int, int]
-"""(number of jobs, sum of their ``procNumUsed``). A plain tuple, which the garbage collector stops tracking."""
-NO_JOBS: Counts = (0, 0)
-
-WAIT_BUCKETS: tuple[float, ...] = (30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
-RUN_BUCKETS: tuple[float, ...] = (60, 300, 900, 3600, 14400, 43200, 86400, 172800, 604800)  # 1m ... 7d
-NO_APP = "none"  # the app label of a job whose appType is empty or null
 INVALID_FIELDS = ("jobRunTime", "jobStatus", "nodeUsed", "procNumUsed")  # the field label of sugon_invalid_fields_total
+NOT_STARTED = None  # run seconds of a job with an empty or null jobRunTime
+INVALID = -1  # run seconds (or a node count) that could not be read
 
 
-@dataclass(frozen=True)
-class WaitHistogram:
-    """Observations of one queue: per-bucket counts (the last is +Inf, not cumulative), their sum and count."""
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job of a poll, as its row reads: labels cleaned, numbers checked.
 
-    counts: tuple[int, ...]
-    total: float
-    count: int
+    ``run_seconds`` is None before the job started and INVALID when its jobRunTime could not be read;
+    ``node_count`` is None when it names no nodes and INVALID when nodeUsed is not a host list.
+    """
 
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, cumulative count) pairs, ending with +Inf."""
-        out, running = [], 0
-        for bound, n in zip((*WAIT_BUCKETS, float("inf")), self.counts):
-            running += n
-            out.append((float(bound), running))
-        return out
-
-
-@dataclass(frozen=True)
-class RunTimeHistogram:
-    """Run times of the jobs of one queue seen ending: per-bucket counts over RUN_BUCKETS (the last is +Inf, not
-    cumulative), their sum and count."""
-
-    counts: tuple[int, ...]
-    total: float
-    count: int
-
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, cumulative count) pairs, ending with +Inf."""
-        out, running = [], 0
-        for bound, n in zip((*RUN_BUCKETS, float("inf")), self.counts):
-            running += n
-            out.append((float(bound), running))
-        return out
+    key: str  # "jobmanagerId NUL jobId": unique across a cluster's schedulers
+    queue: str
+    user: str
+    status: str
+    cpus: int
+    run_seconds: int | None
+    node_count: int | None
+    nodes: str | None  # nodeUsed as listed, for the nodes in use (only a running job's are listed)
+    app: str
+    reason: str  # the scheduler's reason reduced to its kind (queued jobs)
 
 
-@dataclass(frozen=True)
-class Activity:
-    """What the tracker has counted so far (cumulative; never decreases) and the oldest wait per queue now."""
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the exporter keeps of a job from one poll to the next."""
 
-    submitted: Mapping[str, int] = field(default_factory=dict)
-    started: Mapping[str, int] = field(default_factory=dict)
-    ended: Mapping[QueueStatus, int] = field(default_factory=dict)
-    wait: Mapping[str, WaitHistogram] = field(default_factory=dict)
-    oldest_queued_since: Mapping[str, float] = field(default_factory=dict)
-    # Usage (cumulative): CPU-seconds by queue and by (queue, user), and the run times of jobs seen ending.
-    cpu_seconds: Mapping[str, float] = field(default_factory=dict)
-    user_cpu_seconds: Mapping[tuple[str, str], float] = field(default_factory=dict)
-    run_time: Mapping[str, RunTimeHistogram] = field(default_factory=dict)
+    queue: str
+    status: str
+    run: int  # its last known run seconds (the base its CPU-seconds grow from); INVALID when never known
+    since: float | None  # when it was first seen waiting in its current wait
+    started: bool
+    ended: bool
 
 
-@dataclass(frozen=True)
-class ClusterSnapshot:
-    """The job counts of one successful poll of one cluster; never changed after it is built."""
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One job of a poll and what changed since the last poll (no event on the first poll after start, which
+    only learns the list)."""
 
-    cluster: str
-    taken_at: float
-    expires_at: float
-    reported_total: int
-    job_count: int
-    by_queue: Mapping[QueueStatus, Counts] = field(default_factory=dict)
-    by_user: Mapping[QueueUserStatus, Counts] = field(default_factory=dict)
-    by_reason: Mapping[QueueReason, int] = field(default_factory=dict)
-    oldest_queued_age: Mapping[str, float] = field(default_factory=dict)
-    users_folded: int = 0
-    activity: Activity = field(default_factory=Activity)
-    queues_folded: int = 0
-    # The shape of the workload in this poll: nodes of the jobs by (queue, status) (zero-filled like by_queue),
-    # distinct nodes named by running jobs, jobs and CPUs by (app, status) within max_apps, and the longest
-    # run time of a running job by queue (a queue in by_queue without one has none here: 0).
-    nodes_by_queue: Mapping[QueueStatus, int] = field(default_factory=dict)
-    nodes_in_use: int = 0
-    by_app: Mapping[tuple[str, str], Counts] = field(default_factory=dict)
-    running_max_seconds: Mapping[str, float] = field(default_factory=dict)
+    job: Job
+    new: bool  # not known before this poll (on the first poll after start too)
+    submitted: bool  # event: seen for the first time
+    starts: bool  # event: seen starting (or seen first in a status that means it ran)
+    waited: float  # when it starts: seconds from first seen waiting to seen starting (0 if never seen waiting)
+    ends: bool  # event: seen entering a terminal status
+    started: bool  # it has started, now or before
+    ran: int  # run seconds gained since the last poll: CPU-seconds are this times its CPUs
+    run: int  # its run seconds as now known (INVALID: not known)
+    since: float | None  # when it was first seen waiting in its current wait
 
-    def stale(self, now: float) -> bool:
-        """Past max_staleness: /metrics leaves the job data out from ``now`` on (the one staleness rule)."""
-        return now >= self.expires_at
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """A job confirmed to have left the list, as it was last known."""
+
+    queue: str
+    status: str
+    run: int
+    started: bool
+    ended: bool
 
 
 @dataclass(frozen=True)
@@ -164,15 +137,6 @@ class QueueCapacity:
 
 
 @dataclass(frozen=True)
-class CapacitySnapshot:
-    """Queue capacity of one successful capacity poll."""
-
-    taken_at: float
-    expires_at: float
-    queues: Mapping[str, QueueCapacity]
-
-
-@dataclass(frozen=True)
 class PollFailure:
     """A failed poll: its reason (one of REASONS, or "internal"), its message with secrets masked, and when."""
 
@@ -182,12 +146,27 @@ class PollFailure:
 
 
 @dataclass(frozen=True)
-class ClusterState:
-    """The outcome of a cluster's polls so far. ``up`` is None until the first poll ends.
+class Served:
+    """Families of one cluster served until ``expires_at`` (job data past max_staleness, capacity likewise)."""
 
-    ``last_error`` is the reason of the failing poll while it fails; ``last_failure`` is kept after a
-    recovery, for the status page. ``pages`` counts the job-list pages of the last poll when it succeeded;
-    ``next_poll_at`` is when the run loop polls next (None outside it).
+    taken_at: float
+    expires_at: float
+    families: tuple[Metric, ...]
+
+    def stale(self, now: float) -> bool:
+        """Past max_staleness: /metrics leaves these families out from ``now`` on (the one staleness rule)."""
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """The outcome of a cluster's polls so far, as /metrics and the status page read it. ``up`` is None until
+    the first poll ends.
+
+    ``jobs`` holds the job gauges of the last successful poll; ``kept`` the families that stay through an outage
+    (counters, histograms, the API's total); ``own`` the exporter's own counters of the cluster (polls, requests,
+    errors, tokens); ``job_counts`` the jobs by (queue, status) of ``jobs``, for the status page.
+    ``last_error`` is the reason of the failing poll while it fails; ``last_failure`` is kept after a recovery.
     """
 
     name: str
@@ -195,28 +174,23 @@ class ClusterState:
     last_success: float | None = None
     poll_duration: float | None = None
     last_error: str | None = None
-    snapshot: ClusterSnapshot | None = None
-    capacity: CapacitySnapshot | None = None
     pages: int | None = None
     last_failure: PollFailure | None = None
     next_poll_at: float | None = None
+    token_expiry: float | None = None
+    jobs: Served | None = None
+    job_counts: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    kept: tuple[Metric, ...] = ()
+    capacity: Served | None = None
+    own: tuple[Metric, ...] = ()
 
 
 @dataclass(frozen=True)
-class LabelBudget:
-    """Bounds on label values: the users, queues and applications kept by name, and the queues left out
-    entirely."""
+class Budget:
+    """Bounds on label values: the users, queues and applications kept by name, and those left out."""
 
     max_users: int = 200
     users_exclude: tuple[re.Pattern[str], ...] = ()
     queues_exclude: tuple[re.Pattern[str], ...] = ()
     max_queues: int = 100
     max_apps: int = 50
-
-
-@dataclass(frozen=True)
-class CapacitySettings:
-    """Queue-capacity polling: how often, and as which account (empty: from /center or the token)."""
-
-    interval: float = 300.0
-    username: str = ""

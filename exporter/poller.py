@@ -1,36 +1,65 @@
-"""One loop per cluster: fetch every page (sugon) → count (counting) → publish a ClusterState (serving)."""
+"""One loop per cluster: the job list's pages → jobs (each read once) → every metric group → a published state.
+
+A poll publishes all of its data or none: groups and the book of known jobs count a poll's jobs only when it
+succeeds. Queue capacity, when enabled, is polled in a loop of its own, so it never delays the job data.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
 
-from exporter.counting.queues import QueueBudget, add_capacity, fold_jobs
-from exporter.counting.rows import RowParser
-from exporter.counting.snapshot import SnapshotBuilder
-from exporter.counting.statefile import StateFile
-from exporter.counting.tally import RowTally, next_tally
-from exporter.counting.tracker import JobTracker
-from exporter.counting.usernames import UserNames
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from exporter.book import JobBook
+from exporter.groups import GROUPS
+from exporter.groups.base import Group, PollEnd, Settings
+from exporter.groups.capacity import capacity_families
+from exporter.groups.own import Own
 from exporter.logs import Fields
-from exporter.model import OTHER, CapacitySettings, CapacitySnapshot, LabelBudget, PollFailure, QueueCapacity
-from exporter.serving.selfmetrics import PollMetrics
-from exporter.serving.store import StateStore
+from exporter.model import INVALID_FIELDS, PollFailure, QueueCapacity, Row, Served
+from exporter.queues import QueueBudget, add_capacity
+from exporter.render import Exposition
+from exporter.rows import job_key, label, raw_status, read_job
+from exporter.statefile import StateFile
 from exporter.sugon.conversation import ApiError, ApiInvalidResponse
+from exporter.sugon.discovery import MAX_AGE, Endpoint
 from exporter.sugon.joblist import MAX_JOBS, JobListRead, SugonClient
-from exporter.sugon.platform import Center
 from exporter.values import jwt_payload, without_secrets
 
 log = logging.getLogger(__name__)
 
-DISCOVERY_MAX_AGE = 3600  # a discovered HPC URL or scheduler id list is looked up again after this long
-# Failures after which a discovered HPC URL is looked up again: the region may have moved.
-URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
-DEFAULT_BUDGET = LabelBudget()
 SHOWN_STATUSES = 100  # unknown jobStatus values the log remembers having shown: the first ones, no more
+EXAMPLES = 5  # unknown jobStatus values a poll's log line shows, each cut to EXAMPLE_LENGTH characters
+EXAMPLE_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """How one cluster is polled (see the configuration's keys of the same names)."""
+
+    interval: float
+    page_size: int
+    concurrency: int
+    max_staleness: float
+    max_jobs: int = MAX_JOBS
+    capacity_interval: float | None = None  # None: queue capacity is not polled
+    username: str = ""  # the account for the capacity endpoint; empty: from /center or the token
+
+
+@dataclass
+class _Reading:
+    """What one poll read, beyond the jobs the book and the groups take."""
+
+    by_queue: dict[str, int] = field(default_factory=dict)  # jobs by queue, for the queue budget
+    invalid_records: int = 0
+    invalid_fields: dict[str, int] = field(default_factory=lambda: dict.fromkeys(INVALID_FIELDS, 0))
+    unknown: dict[str, None] = field(default_factory=dict)  # the unknown jobStatus values met, in order
+    recovered: int = 0  # jobs that only pages read again, or lookups, showed
 
 
 class ClusterPoller:
@@ -40,19 +69,11 @@ class ClusterPoller:
         self,
         name: str,
         client: SugonClient,
-        store: StateStore,
-        metrics: PollMetrics,
-        *,
-        scheduler_ids: tuple[str, ...],
-        url_source: Callable[[], Awaitable[Center]] | None = None,
-        interval: float,
-        page_size: int,
-        concurrency: int,
-        max_staleness: float,
-        per_user: bool,
-        budget: LabelBudget = DEFAULT_BUDGET,
-        max_jobs: int = MAX_JOBS,
-        capacity: CapacitySettings | None = None,
+        endpoint: Endpoint,
+        exposition: Exposition,
+        own: Own,
+        settings: PollSettings,
+        groups: Settings,
         state_file: StateFile | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -60,248 +81,135 @@ class ClusterPoller:
     ) -> None:
         self.name = name
         self._log = Fields(log, {"cluster": name})
-        self._internal = {"cluster": name, "reason": "internal"}  # the fields of a bug's traceback
         self.client = client
-        self._store = store
-        self._metrics = metrics
-        self._configured_ids = scheduler_ids
-        self._discovered_ids: tuple[list[str], float] | None = None
-        self._url_source = url_source
-        self._url_checked: float | None = None
-        self._url_stale = False
-        self.interval = interval
-        self._page_size = page_size
-        self._concurrency = concurrency
-        self._max_staleness = max_staleness
-        self._per_user = per_user
-        self._clock = clock
-        self._monotonic = monotonic
-        self._sleep = sleep
-        self._budget = budget
-        self._max_jobs = max_jobs
-        self._discovery_lock = asyncio.Lock()
-        self._capacity = capacity
-        self._capacity_failing: str | None = None
-        self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before folding
-        self._center_user: str | None = None
+        self._endpoint = endpoint
+        self._exposition = exposition
+        self._own = own
+        self.settings = settings
+        self._clock, self._monotonic, self._sleep = clock, monotonic, sleep
         self._state_file = state_file
-        saved_users = state_file.users(name) if state_file and per_user else None
-        self._users = UserNames(budget.max_users, budget.users_exclude, saved_users) if per_user else None
-        self._tracker = JobTracker(
-            state_file.waiting_since(name) if state_file else None,
-            state_file.run_seconds(name) if state_file else None,
-            self._users,
+        saved = {"users": state_file.users(name)} if state_file is not None else {}
+        self._groups: list[Group] = [group(replace(groups, cluster=name, saved=saved)) for group in GROUPS]
+        self._book = JobBook(
+            state_file.waiting_since(name) if state_file else None, state_file.run_seconds(name) if state_file else None
         )
+        budget = groups.budget
         self._queues = QueueBudget(
             budget.max_queues, budget.queues_exclude, state_file.queues_seen(name) if state_file else None
         )
-        self._shown_statuses: set[str] = set()  # unknown jobStatus values the log has shown (cut short)
+        self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before naming
+        self._capacity_failing: str | None = None
+        self._shown_statuses: set[str] = set()
         self._find_ignored: float | None = None  # when (monotonic) a strJobId lookup was answered with other jobs
-        self._gaps_logged = False  # a poll's pages could not all be linked (logged once until one can)
-        self._parser = RowParser()
-        self._tally: RowTally | None = None
+        self._gaps_logged = False
         self._failures = 0
         self._stale_logged = False
         self._due: float | None = None  # when (monotonic) run() polls the job list next; None outside run()
-        if state_file is not None:
-            self._serve_saved(state_file)
+        self._start(state_file)
 
-    def _serve_saved(self, state_file: StateFile) -> None:
-        """Publish the job data of the last successful poll before a restart, as during an outage: the job gauges
-        until it is max_staleness old, the 0-valued counters of its queues, its time as the last success."""
-        saved = state_file.jobs(self.name, self._max_staleness)
-        if saved is None or saved.taken_at > self._clock():
-            return
-        self._store.publish(replace(self._store.get(self.name), last_success=saved.taken_at, snapshot=saved))
-        if not saved.stale(self._clock()):
+    def _start(self, state_file: StateFile | None) -> None:
+        """The state before any poll: the job gauges a state file kept (served as during an outage, until
+        max_staleness), and a 0-valued series of every counter of every queue known."""
+        saved = state_file.gauges(self.name, self.settings.max_staleness) if state_file else None
+        if saved is not None and saved.taken_at > self._clock():
+            saved = None
+        end = PollEnd(now=self._clock(), zero_fill=frozenset(self._queues.seen), series=frozenset(self._queues.seen))
+        kept = [f for group in self._groups for f in group.kept(end)]
+        self._exposition.publish(
+            replace(
+                self._exposition.get(self.name),
+                last_success=saved.taken_at if saved else None,
+                jobs=saved,
+                kept=tuple(kept),
+                own=tuple(self._own.families()),
+            )
+        )
+        if saved is not None and not saved.stale(self._clock()):
             self._log.info(
                 "cluster %s: serving the job data saved in the state file, of %s, until it is %gs old",
                 self.name,
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(saved.taken_at)),
-                self._max_staleness,
+                self.settings.max_staleness,
             )
-
-    async def _endpoint(self) -> list[str]:
-        """The HPC URL and scheduler ids, discovered where not configured; one discovery at a time."""
-        async with self._discovery_lock:
-            await self._resolve_url()
-            return await self._scheduler_ids()
-
-    async def _resolve_url(self) -> None:
-        if self._url_source is None:
-            return
-        now = self._monotonic()
-        if self._url_checked is not None and not self._url_stale and now - self._url_checked <= DISCOVERY_MAX_AGE:
-            return
-        center = await self._url_source()
-        url, self._center_user = center.hpc_url, center.user_name
-        self.client.authorization = center.hpc_authorization
-        if url != self.client.base_url:
-            self._log.info("cluster %s: HPC URL is %s", self.name, url, extra={"url": url})
-            self.client.base_url = url
-            self._discovered_ids = None
-        self._url_checked, self._url_stale = now, False
-
-    async def _scheduler_ids(self) -> list[str]:
-        if self._configured_ids:
-            return list(self._configured_ids)
-        now = self._monotonic()
-        if self._discovered_ids is None or now - self._discovered_ids[1] > DISCOVERY_MAX_AGE:
-            ids = await self.client.schedulers()
-            self._log.info(
-                "cluster %s: discovered scheduler ids %s", self.name, ", ".join(ids), extra={"ids": ",".join(ids)}
-            )
-            self._discovered_ids = (ids, now)
-        return self._discovered_ids[0]
 
     async def poll_once(self) -> bool:
-        """Fetch every page of every scheduler, then publish a new state; True if the poll succeeded."""
-        started = self._monotonic()
-        tally = self._tally_for_poll()
-        builder = tally.builder
+        """Read every page of every scheduler, then publish a new state; True if the poll succeeded."""
+        started, now = self._monotonic(), self._clock()
+        reading = _Reading()
+        self._book.begin()
         try:
-            sids = await self._endpoint()
-            reads = [
-                await self.client.fetch_jobs(sid, self._page_size, self._concurrency, tally, self._max_jobs)
-                for sid in sids
-            ]
-            left, checks = await self._confirm_missing(tally, reads, sids)
+            sids = await self._endpoint.scheduler_ids()
+            reads: list[JobListRead] = []
+            for sid in sids:
+                reader = self.client.job_list(
+                    sid, self.settings.page_size, self.settings.concurrency, self.settings.max_jobs
+                )
+                async with aclosing(reader.pages()) as pages:
+                    async for rows, again in pages:
+                        new = self._take(rows, sid, now, reading)
+                        reading.recovered += new if again else 0
+                assert reader.read is not None
+                reads.append(reader.read)
+            left = await self._settle(reads, sids, now, reading)
         except ApiError as exc:
-            tally.pop_counted()  # the keys counted so far are dropped, not kept until the next poll
+            self._abandon()
             self._failed(exc.reason, str(exc), self._monotonic() - started)
             return False
         except Exception:  # a bug must not kill the loop; the poll counts as failed
-            self._tally = None  # whatever it holds, the next poll starts afresh
-            if self._store.get(self.name).last_error != "internal":  # the traceback once, not every poll
-                log.exception("cluster %s: unexpected error during poll", self.name, extra=self._internal)
+            self._abandon()
+            internal = {"cluster": self.name, "reason": "internal"}
+            if self._exposition.get(self.name).last_error != "internal":  # the traceback once, not every poll
+                log.exception("cluster %s: unexpected error during poll", self.name, extra=internal)
             else:
                 self._log.debug(
-                    "cluster %s: unexpected error during poll, again", self.name, exc_info=True, extra=self._internal
+                    "cluster %s: unexpected error during poll, again", self.name, exc_info=True, extra=internal
                 )
             self._failed("internal", "unexpected error (see the traceback above)", self._monotonic() - started)
             return False
-        reported, pages = sum(r.total for r in reads), sum(r.pages for r in reads) + checks
-        tally.finish()
-        now = self._clock()
-        with_series = (*self._tracker.known_queues(), *(self._capacity_raw or ()))
-        named, folded = self._queues.name(builder.queue_jobs(), now, with_series)
-        counted = tally.pop_counted()
-        if named is not None:
-            fold_jobs(counted, named)
-        departures = self._tracker.departures
-        activity = self._tracker.commit(counted, now, None if named is None else {*named, OTHER}, left)
-        self._metrics.departures(self.name, self._tracker.departures - departures)
-        snapshot = builder.build(
-            cluster=self.name,
-            taken_at=now,
-            expires_at=now + self._max_staleness,
-            reported_total=reported,
-            zero_fill_queues=self._queues.seen,
-            activity=activity,
-            named=named,
-            queues_folded=folded,
-        )
-        if self._state_file is not None:
-            self._state_file.save(
-                self.name,
-                self._tracker.waiting_since(),
-                dict(self._queues.seen),
-                self._tracker.run_seconds(),
-                users=self._users.saved() if self._users is not None else None,
-                jobs=snapshot,
-            )
-        duration = self._monotonic() - started
-        if self._failures:
-            self._log.info(
-                "cluster %s: recovered after %d failed poll(s)",
-                self.name,
-                self._failures,
-                extra={"failures": self._failures},
-            )
-        self._failures = 0
-        self._stale_logged = False
-        previous = self._store.get(self.name)
-        capacity = previous.capacity
-        if capacity is not None and self._capacity_raw is not None:
-            queues = self._queues.capacity_view(self._capacity_raw)  # named as the job data now is
-            if queues != capacity.queues:
-                capacity = replace(capacity, queues=queues)
-        self._store.publish(
-            replace(
-                previous,
-                up=True,
-                last_success=now,
-                poll_duration=duration,
-                last_error=None,
-                snapshot=snapshot,
-                capacity=capacity,
-                pages=pages,
-                next_poll_at=self._next_poll_at(),
-            )
-        )
-        self._metrics.poll_result(self.name, "success")
-        if tally.invalid:
-            self._metrics.invalid_rows(self.name, tally.invalid)
-            self._log.debug("cluster %s: skipped %d unusable rows", self.name, tally.invalid)
-        for field, n in tally.invalid_fields().items():
-            self._metrics.invalid_values(self.name, field, n)
-            if field != "jobStatus":  # its own line follows
-                self._log.debug(
-                    "cluster %s: %d values of %s could not be read", self.name, n, field, extra={"field": field}
-                )
-        if tally.unknown_statuses:
-            self._log_unknown_statuses(tally)
-        fields = {"jobs": builder.job_count, "api_total": reported, "duration_seconds": round(duration, 3)}
-        self._log.debug(
-            "cluster %s: %d jobs (API total %d) in %.2fs",
-            self.name,
-            builder.job_count,
-            reported,
-            duration,
-            extra=fields,
-        )
+        self._publish(reads, left, reading, now, self._monotonic() - started)
         return True
 
-    def _log_unknown_statuses(self, tally: RowTally) -> None:
-        """One line a poll for its rows whose jobStatus maps to no status: a warning if it shows a value the log
-        has not shown before (of the first SHOWN_STATUSES), else a debug line."""
-        for shown in tally.status_examples:
-            if len(self._shown_statuses) < SHOWN_STATUSES:
-                self._shown_statuses.add(shown)
-        self._log.log(
-            logging.WARNING if tally.new_status_seen else logging.DEBUG,
-            "cluster %s: %d rows with an unknown jobStatus counted as unknown, such as %s",
-            self.name,
-            tally.unknown_statuses,
-            ", ".join(map(repr, tally.status_examples)),
-            extra={"rows": tally.unknown_statuses},
-        )
+    def _take(self, rows: list[Row | None], sid: str, now: float, reading: _Reading) -> int:
+        """Count one page's rows into the book and the groups; returns how many jobs it added to the poll."""
+        new = 0
+        for row in rows:
+            key = job_key(row, sid) if row is not None else None
+            if row is None or key is None:  # not an object, or no jobId
+                reading.invalid_records += 1
+                continue
+            if self._book.has(key) or self._queues.is_excluded(label(row.queue)):
+                continue
+            job, unread = read_job(row, key)
+            for name in unread:
+                reading.invalid_fields[name] += 1
+            if "procNumUsed" in unread:  # counted with 0 CPUs: the row is reported too
+                reading.invalid_records += 1
+            if "jobStatus" in unread:
+                reading.unknown[raw_status(row)] = None
+            seen = self._book.take(job, now)
+            for group in self._groups:
+                group.observe(seen)
+            reading.by_queue[job.queue] = reading.by_queue.get(job.queue, 0) + 1
+            new += 1
+        return new
 
-    async def _confirm_missing(
-        self, tally: RowTally, reads: list[JobListRead], sids: list[str]
-    ) -> tuple[frozenset[str] | None, int]:
-        """Settle the jobs known from the last poll that this one did not read: (which of them have left, the
-        lookups made). All of them have left when every read was complete (None). Those that had not ended
-        are looked up (``strJobId``) within what is left of the poll's extra requests: a job still listed is
-        counted into this poll, one not listed has left; the rest wait for a later poll (JobTracker.commit).
-
-        An incomplete read must still account for every job its pages promised (the least ``data.total``):
-        read now, or known and not read. Raises ApiInvalidResponse when it does not: a stretch was skipped.
-        """
+    async def _settle(
+        self, reads: list[JobListRead], sids: list[str], now: float, reading: _Reading
+    ) -> frozenset[str] | None:
+        """Settle the known jobs this poll did not read; returns which of them have left (None: all of them, the
+        reads being complete). Those that had not ended are looked up (``strJobId``) within what is left of the
+        reads' allowance: a job still listed is counted into this poll, one not listed has left; the rest wait
+        for a later poll (JobBook.commit). An incomplete read must still account for every job its pages
+        promised (the least ``data.total``): read now, or known and not read; else ApiInvalidResponse."""
         complete = all(r.complete for r in reads)
-        recovered = sum(r.recovered for r in reads)
-        active, ended = self._tracker.missing(tally.counted_keys())
-        budget = sum(r.spare for r in reads)
+        active, ended = self._book.missing()
+        ignored = self._find_ignored is not None and self._monotonic() - self._find_ignored < MAX_AGE
+        wanted = [k for k in active if k.partition("\x00")[0] in sids][: sum(r.spare for r in reads)]
         left: set[str] = set()
-        lookups = 0
-        sids_known = set(sids)
-        ignored = self._find_ignored is not None and self._monotonic() - self._find_ignored < DISCOVERY_MAX_AGE
-        wanted = [] if ignored else [k for k in active if k.partition("\x00")[0] in sids_known][: max(budget, 0)]
         found = 0
-        for start in range(0, len(wanted), self._concurrency):
-            batch = wanted[start : start + self._concurrency]
+        for start in range(0, 0 if ignored else len(wanted), self.settings.concurrency):
+            batch = wanted[start : start + self.settings.concurrency]
             answers = await asyncio.gather(*(self.client.find_job(*key.split("\x00", 1)) for key in batch))
-            lookups += len(batch)
             if any(rows is None for rows in answers):
                 if self._find_ignored is None:
                     self._log.warning(
@@ -314,74 +222,164 @@ class ClusterPoller:
             for key, rows in zip(batch, answers):
                 if rows:
                     found += 1
-                    recovered += tally.add_page(rows, key.partition("\x00")[0])
+                    reading.recovered += self._take(rows, key.partition("\x00")[0], now, reading)
                 else:
                     left.add(key)
-        if not complete:
-            active, ended = self._tracker.missing(tally.counted_keys())
-            promised, accounted = sum(r.least_total for r in reads), sum(r.distinct for r in reads)
-            if accounted + found + len(active) + len(ended) - len(left) < promised:
-                raise ApiInvalidResponse(
-                    f"the pages promised {promised} jobs and {accounted} were read while the list moved, with "
-                    f"{len(active) + len(ended)} known ones not read: a stretch of the list was skipped"
-                )
-        self._metrics.rows_recovered(self.name, recovered)
-        if not complete:
-            unread = len(self._tracker.missing(tally.counted_keys())[0]) - len(left)
-            if unread > 0 and not self._gaps_logged:
-                self._log.warning(
-                    "cluster %s: the job list moved faster than its pages could be read again; %d jobs not read "
-                    "wait for a later poll, uncounted (logged once until a poll links every page)",
-                    self.name,
-                    unread,
-                    extra={"jobs": unread},
-                )
-                self._gaps_logged = True
-        elif self._gaps_logged:
-            self._log.info("cluster %s: every page of the job list is linked again", self.name)
-            self._gaps_logged = False
-        return (None if complete else frozenset(left)), lookups
+        if complete:
+            if self._gaps_logged:
+                self._log.info("cluster %s: every page of the job list is linked again", self.name)
+                self._gaps_logged = False
+            return None
+        active, ended = self._book.missing()
+        promised, accounted = sum(r.least_total for r in reads), sum(r.distinct for r in reads) + found
+        if accounted + len(active) + len(ended) - len(left) < promised:
+            raise ApiInvalidResponse(
+                f"the pages promised {promised} jobs and {accounted} were read while the list moved, with "
+                f"{len(active) + len(ended)} known ones not read: a stretch of the list was skipped"
+            )
+        unread = len(active) - len(left)
+        if unread > 0 and not self._gaps_logged:
+            self._log.warning(
+                "cluster %s: the job list moved faster than its pages could be read again; %d jobs not read wait "
+                "for a later poll, uncounted (logged once until a poll links every page)",
+                self.name,
+                unread,
+                extra={"jobs": unread},
+            )
+            self._gaps_logged = True
+        return frozenset(left)
 
-    def _tally_for_poll(self) -> RowTally:
-        """The last poll's tally and builder, begun anew; fresh ones when none or it remembers too much.
+    def _abandon(self) -> None:
+        self._book.abandon()
+        for group in self._groups:
+            group.abandon()
 
-        Each counted job's key → what the tracker needs of it (``tally.pop_counted``) is the one entry per job
-        that a poll holds; the rest is per distinct (queue, user, status), kept from poll to poll.
-        """
+    def _publish(
+        self, reads: list[JobListRead], left: frozenset[str] | None, reading: _Reading, now: float, duration: float
+    ) -> None:
+        """The poll succeeded: commit it everywhere, publish its families, keep what a restart needs."""
+        departures = self._book.departures
+        for gone in self._book.commit(left):
+            for group in self._groups:
+                group.depart(gone)
+        with_series = {*(q for g in self._groups for q in g.queues()), *(self._capacity_raw or ())}
+        named, folded = self._queues.name(reading.by_queue, now, with_series)
+        zero_fill = frozenset(self._queues.seen)
+        end = PollEnd(now=now, named=named, folded=folded, zero_fill=zero_fill, series=zero_fill)
+        end = replace(end, series=zero_fill | {end.queue(q) for q in with_series})
+        gauges: list[Metric] = []
+        kept: list[Metric] = [self._reported(sum(r.total for r in reads))]
+        for group in self._groups:
+            families = group.finish(end)
+            gauges += families.gauges
+            kept += families.kept
+        jobs = Served(taken_at=now, expires_at=now + self.settings.max_staleness, families=tuple(gauges))
+        own = self._own
+        own.polls["success"] += 1
+        own.invalid_records += reading.invalid_records
+        for name, n in reading.invalid_fields.items():
+            own.invalid_fields[name] += n
+        own.recovered += reading.recovered
+        own.departures += self._book.departures - departures
+        if self._state_file is not None:
+            users = next((g.saved()["users"] for g in self._groups if "users" in g.saved()), None)
+            self._state_file.save(
+                self.name,
+                self._book.waiting_since(),
+                dict(self._queues.seen),
+                self._book.run_seconds(),
+                users=users,
+                gauges=jobs,
+            )
+        if self._failures:
+            self._log.info(
+                "cluster %s: recovered after %d failed poll(s)",
+                self.name,
+                self._failures,
+                extra={"failures": self._failures},
+            )
+        self._failures, self._stale_logged = 0, False
+        previous = self._exposition.get(self.name)
+        self._exposition.publish(
+            replace(
+                previous,
+                up=True,
+                last_success=now,
+                poll_duration=duration,
+                last_error=None,
+                pages=sum(r.pages for r in reads),
+                next_poll_at=self._next_poll_at(),
+                token_expiry=own.expiry,
+                jobs=jobs,
+                kept=tuple(kept),
+                capacity=self._capacity(previous.capacity),
+                own=tuple(own.families()),
+            )
+        )
+        if reading.unknown:
+            self._log_unknown_statuses(reading)
+        self._log.debug(
+            "cluster %s: %d jobs (API total %d) in %.2fs",
+            self.name,
+            sum(reading.by_queue.values()),
+            sum(r.total for r in reads),
+            duration,
+            extra={"jobs": sum(reading.by_queue.values()), "duration_seconds": round(duration, 3)},
+        )
 
-        def new() -> RowTally:
-            budget = self._budget
-            builder = SnapshotBuilder(self._per_user, budget.max_users, budget.users_exclude, budget.max_apps)
-            return RowTally(self._parser, builder, self._queues.is_excluded, self._shown_statuses)
+    def _reported(self, total: int) -> Metric:
+        family = GaugeMetricFamily(
+            "sugon_api_reported_jobs",
+            "data.total reported by the API in the last successful poll.",
+            labels=["hpc_cluster"],
+        )
+        family.add_metric([self.name], total)
+        return family
 
-        self._tally = next_tally(self._tally, new)
-        return self._tally
+    def _log_unknown_statuses(self, reading: _Reading) -> None:
+        """One line a poll for its rows whose jobStatus maps to no status: a warning if it shows a value the log
+        has not shown before (of the first SHOWN_STATUSES), else a debug line."""
+        values = [v[:EXAMPLE_LENGTH] for v in reading.unknown]
+        fresh = [v for v in values if v not in self._shown_statuses]
+        examples = list(dict.fromkeys([*fresh, *values]))[:EXAMPLES]
+        for shown in examples:
+            if len(self._shown_statuses) < SHOWN_STATUSES:
+                self._shown_statuses.add(shown)
+        rows = reading.invalid_fields["jobStatus"]
+        self._log.log(
+            logging.WARNING if any(v in fresh for v in examples) else logging.DEBUG,
+            "cluster %s: %d rows with an unknown jobStatus counted as unknown, such as %s",
+            self.name,
+            rows,
+            ", ".join(map(repr, examples)),
+            extra={"rows": rows},
+        )
 
     def _failed(self, reason: str, message: str, duration: float) -> None:
-        previous = self._store.get(self.name)
+        previous = self._exposition.get(self.name)
         self._failures += 1
-        self._discovered_ids = None  # the URL may have moved on; look the schedulers up again
-        self._url_stale = self._url_stale or reason in URL_FAILURES
-        self._metrics.poll_result(self.name, "failure")
-        failure = PollFailure(reason, without_secrets(message), self._clock())
-        self._store.publish(
+        self._endpoint.failed(reason)
+        self._own.polls["failure"] += 1
+        self._exposition.publish(
             replace(
                 previous,
                 up=False,
                 poll_duration=duration,
                 last_error=reason,
                 pages=None,
-                last_failure=failure,
+                last_failure=PollFailure(reason=reason, message=without_secrets(message), at=self._clock()),
                 next_poll_at=self._next_poll_at(),
+                token_expiry=self._own.expiry,
+                own=tuple(self._own.families()),
             )
         )
-        snapshot = previous.snapshot
-        if snapshot is not None and not self._stale_logged and snapshot.stale(self._clock()):
+        jobs = previous.jobs
+        if jobs is not None and not self._stale_logged and jobs.stale(self._clock()):
             self._stale_logged = True
             self._log.warning(
                 "cluster %s: last good job data is older than max_staleness (%gs); no longer served",
                 self.name,
-                self._max_staleness,
+                self.settings.max_staleness,
             )
         if previous.up is False and previous.last_error == reason:
             self._log.debug(
@@ -395,19 +393,28 @@ class ClusterPoller:
             )
         else:
             self._log.warning("cluster %s: poll failed (%s): %s", self.name, reason, message, extra={"reason": reason})
-        if snapshot is not None and not self._stale_logged:
+        if jobs is not None and not self._stale_logged:
             self._log.warning(
                 "cluster %s: serving job data of %s until it is %gs old",
                 self.name,
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at)),
-                self._max_staleness,
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(jobs.taken_at)),
+                self.settings.max_staleness,
             )
 
+    def _capacity(self, previous: Served | None) -> Served | None:
+        """The capacity families, named as the job data now is (new families only when the names changed)."""
+        if previous is None or self._capacity_raw is None:
+            return previous
+        families = tuple(capacity_families(self.name, self._queues.capacity_view(self._capacity_raw)))
+        if [f.samples for f in families] == [f.samples for f in previous.families]:
+            return previous
+        return replace(previous, families=families)
+
     async def _username(self) -> str | None:
-        if self._capacity is not None and self._capacity.username:
-            return self._capacity.username
-        if self._center_user:
-            return self._center_user
+        if self.settings.username:
+            return self.settings.username
+        if self._endpoint.user_name:
+            return self._endpoint.user_name
         claims = jwt_payload(await self.client.tokens.get())
         for claim in ("computeUser", "user"):
             value = claims.get(claim)
@@ -416,17 +423,15 @@ class ClusterPoller:
         return None
 
     async def poll_capacity_once(self) -> bool:
-        """Fetch the queue capacity of every scheduler and publish it; a failure never touches the job data."""
-        if self._capacity is None:
-            return False
+        """Read the queue capacity of every scheduler and publish it; a failure never touches the job data."""
         try:
-            ids = await self._endpoint()
+            sids = await self._endpoint.scheduler_ids()
             username = await self._username()
             if username is None:
                 self._capacity_failed("no username", "set username: neither /center nor the token names the account")
                 return False
             queues: dict[str, QueueCapacity] = {}
-            for sid in ids:
+            for sid in sids:
                 for queue, cap in (await self.client.queue_capacity(username, sid)).items():
                     if not self._queues.is_excluded(queue):
                         queues[queue] = add_capacity(queues.get(queue), cap)
@@ -434,15 +439,9 @@ class ClusterPoller:
             self._capacity_failed(exc.reason, str(exc))
             return False
         except Exception:  # a bug must not kill the loop; its traceback is logged once, not every poll
+            internal = {"cluster": self.name, "reason": "internal"}
             if self._capacity_failing != "internal":
-                log.exception("cluster %s: unexpected error during the capacity poll", self.name, extra=self._internal)
-            else:
-                self._log.debug(
-                    "cluster %s: unexpected error during the capacity poll, again",
-                    self.name,
-                    exc_info=True,
-                    extra=self._internal,
-                )
+                log.exception("cluster %s: unexpected error during the capacity poll", self.name, extra=internal)
             self._capacity_failing = "internal"
             return False
         now = self._clock()
@@ -450,8 +449,9 @@ class ClusterPoller:
             self._log.info("cluster %s: queue capacity available again", self.name)
         self._capacity_failing = None
         self._capacity_raw = queues
-        capacity = CapacitySnapshot(now, now + self._max_staleness, self._queues.capacity_view(queues))
-        self._store.publish(replace(self._store.get(self.name), capacity=capacity))
+        families = tuple(capacity_families(self.name, self._queues.capacity_view(queues)))
+        capacity = Served(taken_at=now, expires_at=now + self.settings.max_staleness, families=families)
+        self._exposition.publish(replace(self._exposition.get(self.name), capacity=capacity))
         return True
 
     def _capacity_failed(self, reason: str, message: str) -> None:
@@ -463,7 +463,7 @@ class ClusterPoller:
 
     def _next_poll_at(self) -> float | None:
         """When run() polls the job list next, in Unix seconds (now, if that poll is overdue); published with
-        each poll's outcome, so that it never costs a publish (and a /metrics rendering) of its own."""
+        each poll's outcome, so that it never costs a publish of its own."""
         if self._due is None:
             return None
         return self._clock() + max(0.0, self._due - self._monotonic())
@@ -479,14 +479,8 @@ class ClusterPoller:
                 await self._sleep(delay)
 
     async def run(self) -> None:
-        """Poll forever; a poll that outlives the interval delays the next one. Cancel the task to stop.
-
-        Queue capacity, when enabled, is polled in a loop of its own, so it never delays the job data.
-        """
-        if self._capacity is None:
-            await self._every(self.interval, self.poll_once, job_list=True)
-            return
-        await asyncio.gather(
-            self._every(self.interval, self.poll_once, job_list=True),
-            self._every(self._capacity.interval, self.poll_capacity_once),
-        )
+        """Poll forever; a poll that outlives the interval delays the next one. Cancel the task to stop."""
+        loops: Iterable[Awaitable[None]] = [self._every(self.settings.interval, self.poll_once, job_list=True)]
+        if self.settings.capacity_interval is not None:
+            loops = [*loops, self._every(self.settings.capacity_interval, self.poll_capacity_once)]
+        await asyncio.gather(*loops)

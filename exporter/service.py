@@ -1,4 +1,4 @@
-"""Wiring: one Config in, the registry, state store and a poller per cluster out; runs them on an asyncio loop."""
+"""Wiring: one Config in, the exposition and a poller per cluster out; runs the pollers on an asyncio loop."""
 
 from __future__ import annotations
 
@@ -6,68 +6,30 @@ import asyncio
 import logging
 import re
 import ssl
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-from prometheus_client import CollectorRegistry, Info, PlatformCollector
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 
-from exporter import __version__, build_facts
+from exporter import __version__
 from exporter.config import ClusterConfig, Config
-from exporter.counting.statefile import StateFile
-from exporter.model import CapacitySettings, LabelBudget
-from exporter.poller import ClusterPoller
-from exporter.serving.collector import JobCollector
-from exporter.serving.exposition import CachedExposition
-from exporter.serving.families import ClusterFamilies
-from exporter.serving.runtime import RuntimeCollector
-from exporter.serving.selfmetrics import PollMetrics
-from exporter.serving.store import StateStore
+from exporter.groups.base import Settings
+from exporter.groups.own import Own
+from exporter.model import Budget
+from exporter.poller import ClusterPoller, PollSettings
+from exporter.render import Exposition
+from exporter.statefile import StateFile
 from exporter.sugon.conversation import Conversation
+from exporter.sugon.discovery import Endpoint
 from exporter.sugon.joblist import SugonClient
-from exporter.sugon.platform import Center, PlatformClient
-from exporter.sugon.tokens import token_provider, with_token
+from exporter.sugon.platform import PlatformClient
+from exporter.sugon.tokens import token_provider
 from exporter.sugon.transport import transport_for
 
 log = logging.getLogger(__name__)
-
-
-class _Concatenated(Collector):
-    """One collector that yields what each of ``sources`` (collectors or registries) yields, in turn: one
-    collector, so that prometheus-client's name[] filter of it keeps the exposition's order."""
-
-    def __init__(self, *sources: Collector) -> None:
-        self._sources = sources
-
-    def collect(self) -> Iterator[Metric]:
-        for source in self._sources:
-            yield from source.collect()
-
-    def describe(self) -> Iterator[Metric]:
-        """Every family, so that a registry can filter by name (called at registration, before any data)."""
-        return self.collect()
-
-
-# How long a thread may hold the interpreter lock while another waits for it: short, so that a scrape is not
-# held up by a poll's Python code in the same process (bench 5 in bench/RESULTS.md).
-SWITCH_INTERVAL = 0.0002
-
-
-def shorten_switch_interval() -> None:
-    """Make threads hand the interpreter lock over after SWITCH_INTERVAL, so that polls and scrapes share
-    one process well (the daemon calls it once, before the first poll)."""
-    sys.setswitchinterval(SWITCH_INTERVAL)
-
-
-def _env_proxies() -> bool:
-    """True when HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (or their lower-case forms) are set."""
-    return any(scheme != "no" for scheme in urllib.request.getproxies())
 
 
 def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
@@ -84,12 +46,6 @@ def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
     return context
 
 
-def runtime_metrics() -> RuntimeCollector:
-    """What client_python's process collector (CPU seconds, resident and virtual memory, open and maximum fds,
-    start time) and GC collector show in every client_python exporter, and what changes at every scrape."""
-    return RuntimeCollector()
-
-
 @dataclass
 class _Cluster:
     """A cluster's poller, the HTTP client it alone uses, and its poll loop once running."""
@@ -103,46 +59,14 @@ class _Cluster:
 class Exporter:
     """Everything between a validated Config and the /metrics registry."""
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        clock: Callable[[], float] = time.time,
-        retry_backoff: float = 0.5,
-        runtime: Callable[[], RuntimeCollector | None] = runtime_metrics,
-    ) -> None:
-        """``runtime`` builds the collector read afresh for each scrape (None: no such part); tests give one
-        with fixed figures, so that two renderings are byte for byte equal."""
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time, retry_backoff: float = 0.5) -> None:
         self.config = config
         self._clock = clock
         self._retry_backoff = retry_backoff
-        # /metrics has four parts: build and Python info, which never change; the job data, which changes only
-        # when a poll publishes (rendered ahead, once per change); the exporter's own counters, which change
-        # with each request (rendered once per change); the process's CPU, memory, fds and GC, which change
-        # all the time (read afresh for each scrape; scrapes within RUNTIME_MAX_AGE share one reading).
-        build_info = CollectorRegistry()
-        Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=build_info).info(build_facts())
-        PlatformCollector(registry=build_info)  # python_info: the interpreter's version, fixed for the process
-        live = CollectorRegistry()
-        metrics = self.metrics = PollMetrics(live, started=clock())
-        families = ClusterFamilies(config.per_user)
-        process = runtime()
-        self.exposition = CachedExposition(
-            build_info,
-            families,
-            live,
-            clock,
-            live_version=lambda: metrics.version,
-            runtime=process,
-        )
-        self.store = StateStore([c.name for c in config.clusters], before_publish=self.exposition.render_ahead)
-        # The same families, built at each collect(): for --once and reading single values (name[] scrapes are
-        # answered from the cached texts, as prometheus-client filters this registry).
-        self.registry = CollectorRegistry()
-        parts: list[Collector] = [build_info, JobCollector(self.store, families, clock), live]
-        if process is not None:
-            parts.append(process)
-        self.registry.register(_Concatenated(*parts))
+        self.exposition = Exposition([c.name for c in config.clusters], clock)
+        # Everything /metrics serves, as a registry (--once; reading single values).
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.exposition)
         self._state_files: dict[str, StateFile] = {}
         self._clusters = {c.name: self._cluster(c) for c in config.clusters}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,12 +79,8 @@ class Exporter:
         return [c.poller for c in self._clusters.values()]
 
     def _cluster(self, cluster: ClusterConfig) -> _Cluster:
-        clock, retry_backoff = self._clock, self._retry_backoff
-        # The lean transport, unless turned off or the environment names a proxy (httpx honours those only
-        # with its own transport).
-        use_lean = self.config.lean_http and not _env_proxies()
         context = tls_context(cluster)
-        lean = transport_for(context, cluster.concurrency) if use_lean else None
+        lean = transport_for(context, cluster.concurrency)
         http = httpx.AsyncClient(
             verify=context,
             timeout=httpx.Timeout(cluster.timeout),
@@ -168,43 +88,41 @@ class Exporter:
             transport=lean,
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
-        observer = self.metrics.observer(cluster.name, logs_in=cluster.auth is not None)
-        conversation = Conversation(http, cluster.timeout, observer, retry_backoff, lean=lean)
+        own = Own(cluster.name, logs_in=cluster.auth is not None)
+        conversation = Conversation(http, cluster.timeout, own, self._retry_backoff, lean=lean)
         platform = None
         if cluster.auth is not None:
             platform = PlatformClient(cluster.auth.url, conversation, cluster.auth.url_authorization)
-        tokens = token_provider(cluster, platform, observer, clock)
-        url_source = None
-        if cluster.api_url is None and platform is not None:
-            ac = platform
-
-            async def url_source() -> Center:
-                return await with_token(tokens, ac.center)
-
+        tokens = token_provider(cluster, platform, own, self._clock)
         client = SugonClient(cluster.api_url or "", tokens, conversation, cluster.api_authorization)
         poller = ClusterPoller(
             cluster.name,
             client,
-            self.store,
-            self.metrics,
-            scheduler_ids=cluster.cluster_ids,
-            url_source=url_source,
-            interval=cluster.interval,
-            page_size=cluster.page_size,
-            concurrency=cluster.concurrency,
-            max_staleness=self.config.max_staleness,
-            per_user=self.config.per_user,
-            budget=LabelBudget(
-                cluster.max_users,
-                tuple(re.compile(p) for p in cluster.users_exclude),
-                tuple(re.compile(p) for p in cluster.queues_exclude),
-                cluster.max_queues,
-                cluster.max_apps,
+            Endpoint(cluster.name, client, cluster.cluster_ids, platform),
+            self.exposition,
+            own,
+            PollSettings(
+                interval=cluster.interval,
+                page_size=cluster.page_size,
+                concurrency=cluster.concurrency,
+                max_staleness=self.config.max_staleness,
+                max_jobs=cluster.max_jobs,
+                capacity_interval=cluster.capacity_interval if cluster.queue_capacity else None,
+                username=cluster.username,
             ),
-            max_jobs=cluster.max_jobs,
-            capacity=CapacitySettings(cluster.capacity_interval, cluster.username) if cluster.queue_capacity else None,
+            Settings(
+                cluster=cluster.name,
+                budget=Budget(
+                    max_users=cluster.max_users,
+                    users_exclude=tuple(re.compile(p) for p in cluster.users_exclude),
+                    queues_exclude=tuple(re.compile(p) for p in cluster.queues_exclude),
+                    max_queues=cluster.max_queues,
+                    max_apps=cluster.max_apps,
+                ),
+                per_user=self.config.per_user,
+            ),
             state_file=self._state_file(cluster.state_file),
-            clock=clock,
+            clock=self._clock,
         )
         return _Cluster(cluster, poller, http)
 
@@ -272,14 +190,12 @@ class Exporter:
         return asyncio.run_coroutine_threadsafe(self._apply(config), self._loop).result(timeout)
 
     async def _apply(self, config: Config) -> str:
-        same = (config.max_staleness, config.lean_http) == (self.config.max_staleness, self.config.lean_http)
+        same = config.max_staleness == self.config.max_staleness
         old = self._clusters
         kept = {c.name for c in config.clusters if same and c.name in old and old[c.name].config == c}
         await self._stop([c for name, c in old.items() if name not in kept])
         self.config = config
-        self.store.set_clusters([c.name for c in config.clusters], kept)
-        for name in old.keys() - kept:  # removed, or changed: its new poller's series are created at 0 again
-            self.metrics.forget(name)
+        self.exposition.set_clusters([c.name for c in config.clusters], kept)  # changed: a new poller, from 0
         clusters = {c.name: old[c.name] if c.name in kept else self._cluster(c) for c in config.clusters}
         for name, cluster in clusters.items():
             if name not in kept:

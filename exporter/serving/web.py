@@ -12,12 +12,11 @@ from urllib.parse import parse_qs
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import choose_encoder
 
+from exporter.render import Exposition
 from exporter.serving.basicauth import REALM, BasicAuth, Verdict
-from exporter.serving.exposition import CachedExposition
 from exporter.serving.httpconn import Limits
 from exporter.serving.httpserver import ListenError, WebServer
-from exporter.serving.status import TokenExpiry, status_answer
-from exporter.serving.store import StateStore
+from exporter.status import status_answer
 
 __all__ = ["OPEN_PATHS", "Limits", "ListenError", "WebServer", "make_app"]
 
@@ -29,12 +28,11 @@ TEXT = "text/plain; charset=utf-8"
 
 def make_app(
     registry: CollectorRegistry,
-    store: StateStore,
+    store: Exposition,
     auth: BasicAuth | None = None,
-    exposition: CachedExposition | None = None,
+    exposition: Exposition | None = None,
     telemetry_path: str = "/metrics",
     *,
-    token_expiry: TokenExpiry | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     """The exporter's WSGI application; with ``auth`` every path but OPEN_PATHS needs credentials.
@@ -55,12 +53,11 @@ def make_app(
         openmetrics = content_type.startswith("application/openmetrics-text")
         compressed = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
         names = parse_qs(environ.get("QUERY_STRING", "")).get("name[]")
-        if names:  # a few families, or large ones sent as cached
-            parts = exposition.render_filtered(store.states(), names, openmetrics)
-            if compressed:
-                parts = [gzip.compress(b"".join(parts), compresslevel=1)]
+        if names:
+            body = exposition.filtered(names, openmetrics)
+            parts = [gzip.compress(body, compresslevel=1) if compressed else body]
         else:
-            parts = exposition.render_parts(store.states(), openmetrics, compressed)
+            parts = [exposition.body(openmetrics, compressed)]
         headers = [("Content-Type", content_type), ("Content-Length", str(sum(map(len, parts))))]
         if compressed:
             headers.append(("Content-Encoding", "gzip"))
@@ -79,7 +76,7 @@ def make_app(
         return [body]
 
     def status_page(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        body, ctype = status_answer(store.states(), environ.get("HTTP_ACCEPT"), clock(), token_expiry, telemetry_path)
+        body, ctype = status_answer(store.states(), environ.get("HTTP_ACCEPT"), clock(), telemetry_path)
         headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Vary", "Accept")]
         start_response("200 OK", headers)
         return [body]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -14,6 +14,7 @@ from exporter.model import QueueCapacity, Row
 from exporter.sugon.conversation import ApiInvalidResponse, Conversation, Decode, clip
 from exporter.sugon.pages import Page, decode_job_page
 from exporter.sugon.paging import Chain, allowance, next_lap
+from exporter.sugon.platform import Center
 from exporter.sugon.tokens import TokenProvider, with_token
 from exporter.values import ascii_int, count
 
@@ -29,22 +30,14 @@ MAX_JOBS = 5_000_000  # the default of max_jobs
 FIND_LIMIT = 10  # rows asked for when looking one job up: one expected, more tell that the filter was ignored
 
 
-class PageSink(Protocol):
-    """What ``SugonClient.fetch_jobs`` hands each page of a job list to, as it arrives (the poll's tally)."""
-
-    def add_page(self, rows: list[Row | None], scheduler_id: str) -> int:
-        """Take one page's decoded rows (None: a row that is not an object) of ``scheduler_id``'s list; returns
-        how many of its jobs were not counted before in this poll."""
-
-
 class JobListRead(NamedTuple):
     """What reading one scheduler's job list came to.
 
     ``total`` is the first page's ``data.total`` and ``least_total`` the least any page gave; ``pages`` the
     pages answered; ``complete`` whether every two neighbouring pages were linked (so that, while the list
     kept its order, no job listed throughout the read was missed); ``extra`` the pages read again for gaps,
-    ``recovered`` the jobs that only those pages showed, ``distinct`` the distinct job ids read, and ``spare``
-    the requests left of the read's allowance (for looking missing jobs up).
+    ``distinct`` the distinct job ids read, and ``spare`` the requests left of the read's allowance (for
+    looking missing jobs up).
     """
 
     total: int
@@ -52,7 +45,6 @@ class JobListRead(NamedTuple):
     least_total: int
     complete: bool
     extra: int
-    recovered: int
     distinct: int
     spare: int
 
@@ -150,7 +142,7 @@ class SugonClient:
         self.authorization = authorization  # a gateway's Basic credentials, sent with every request
         self.tokens = tokens
         self._conversation = conversation
-        self._laps: dict[str, int] = {}  # scheduler id → rows its neighbouring pages share (paging.next_lap)
+        self.laps: dict[str, int] = {}  # scheduler id → rows its neighbouring pages share (paging.next_lap)
 
     async def call(self, path: str, params: dict[str, Any], decode: Decode[T] | None = None) -> Any:
         """GET ``path`` and return ``data`` (or what ``decode`` makes of the answer); a rejected token is
@@ -167,9 +159,9 @@ class SugonClient:
         try:
             return parse(data)
         except ApiInvalidResponse as exc:
-            raise self._invalid(str(exc)) from None
+            raise self.invalid(str(exc)) from None
 
-    def _invalid(self, message: str) -> ApiInvalidResponse:
+    def invalid(self, message: str) -> ApiInvalidResponse:
         """An answer that was fine as a request but wrong for paging; counted like any invalid response."""
         self._conversation.observer.request_failed(ApiInvalidResponse.reason)
         return ApiInvalidResponse(message)
@@ -183,7 +175,7 @@ class SugonClient:
         """The scheduler ids this host serves (``GET /hpc/openapi/v2/cluster``)."""
         return self._shaped(parse_schedulers, await self.call(SCHEDULERS_PATH, {}))
 
-    async def _page(self, scheduler_id: str, start: int, limit: int, job_id: str | None = None) -> Page:
+    async def page(self, scheduler_id: str, start: int, limit: int, job_id: str | None = None) -> Page:
         params: dict[str, Any] = {"strClusterIDList": scheduler_id, "start": start, "limit": limit}
         if job_id is not None:
             params["strJobId"] = job_id
@@ -193,49 +185,74 @@ class SugonClient:
     async def find_job(self, scheduler_id: str, job_id: str) -> list[Row | None] | None:
         """The rows the list shows for one job (``strJobId``): one, or none when the job has left it; None when
         the server ignores the filter (it answers rows of other jobs), so that its answer proves nothing."""
-        _, rows = await self._page(scheduler_id, 0, FIND_LIMIT, job_id)
+        _, rows = await self.page(scheduler_id, 0, FIND_LIMIT, job_id)
         if any(_job_id(row) is None or str(_job_id(row)).strip() != job_id for row in rows):
             return None
         return rows
 
-    async def fetch_jobs(
-        self,
-        scheduler_id: str,
-        page_size: int,
-        concurrency: int,
-        sink: PageSink,
-        max_jobs: int = MAX_JOBS,
-    ) -> JobListRead:
-        """Page through one scheduler's full job list, handing each page's rows to ``sink`` as it arrives.
+    def use_center(self, center: Center) -> None:
+        """Send requests to the HPC URL that /center named, with the gateway credentials its URL carried."""
+        self.base_url = center.hpc_url
+        self.authorization = center.hpc_authorization
+
+    def job_list(self, scheduler_id: str, page_size: int, concurrency: int, max_jobs: int = MAX_JOBS) -> JobListReader:
+        """One scheduler's full job list, to read page by page (see JobListReader)."""
+        return JobListReader(self, scheduler_id, page_size, concurrency, max_jobs)
+
+    def check_total(self, total: int, max_jobs: int, offset: int) -> None:
+        """Refuse a ``data.total`` above max_jobs: a bigger list is not one this exporter should hold."""
+        if total > max_jobs:
+            raise self.invalid(
+                f"start={offset} answered total {clip(total, 40)}, above max_jobs ({max_jobs}); "
+                "raise max_jobs if the list is really that long"
+            )
+
+
+class JobListReader:
+    """One scheduler's job list, read page by page: ``async for rows, again in reader.pages()``; ``read`` says
+    what the read came to once the last page is given."""
+
+    def __init__(self, client: SugonClient, scheduler_id: str, page_size: int, concurrency: int, max_jobs: int) -> None:
+        self._client = client
+        self._scheduler_id = scheduler_id
+        self._page_size = page_size
+        self._concurrency = concurrency
+        self._max_jobs = max_jobs
+        self.read: JobListRead | None = None
+
+    async def pages(self) -> AsyncGenerator[tuple[list[Row | None], bool], None]:
+        """Each page's rows as it arrives, and whether it is a page read again for a gap; ``read`` is set once
+        the last one is given.
 
         Pages are stepped by the rows the server really returns (it may cap ``limit``) less a few that
         neighbouring pages share (see exporter.sugon.paging); up to ``concurrency`` requests are in flight.
         Then, where two neighbouring pages share no job, the stretch between them is read again, one page at
         a time, within the read's ``allowance``; ``complete`` says whether every gap was bridged. Rows repeat
-        across pages: deduplication is the sink's. Raises ApiError on any failure, after cancelling the
+        across pages: deduplication is the reader's. Raises ApiError on any failure, after cancelling the
         requests still in flight, so that a caller never mistakes a part for the whole. A ``total`` above
         ``max_jobs`` on any page, or more pages than ``2 * max_jobs`` rows' worth at the first page's size,
         is an invalid response: the list may grow while it is read, not without end.
         """
-        total, rows = await self._page(scheduler_id, 0, page_size)
-        self._within(total, max_jobs, 0)
-        sink.add_page(rows, scheduler_id)
+        client, scheduler_id, page_size, max_jobs = self._client, self._scheduler_id, self._page_size, self._max_jobs
+        total, rows = await client.page(scheduler_id, 0, page_size)
+        client.check_total(total, max_jobs, 0)
+        yield rows, False
         step = len(rows)
         if step == 0 and total > 0:
             # Publishing this would be a false "no jobs"; a real list does not empty between count and read.
-            raise self._invalid(f"start=0 answered no rows although total is {total}")
+            raise client.invalid(f"start=0 answered no rows although total is {total}")
         if step >= total:
-            return JobListRead(
+            self.read = JobListRead(
                 total=total,
                 pages=1,
                 least_total=total,
                 complete=True,
                 extra=0,
-                recovered=0,
                 distinct=len(_job_ids(rows)),
                 spare=allowance(1) - 1,
             )
-        lap = min(self._laps.get(scheduler_id, 1), step - 1)
+            return
+        lap = min(client.laps.get(scheduler_id, 1), step - 1)
         stride = step - lap
         allowed = allowance(math.ceil(total / step))
         chain = Chain(step, lap)
@@ -251,7 +268,7 @@ class SugonClient:
         pending: dict[asyncio.Task[Page], int] = {}
         try:
             while True:
-                while len(pending) < concurrency:
+                while len(pending) < self._concurrency:
                     if refills:
                         offset = refills.pop()
                     elif next_offset < target:
@@ -259,11 +276,11 @@ class SugonClient:
                     else:
                         break
                     if sent >= most_pages:
-                        raise self._invalid(
+                        raise client.invalid(
                             f"the job list did not end within {sent} pages of {step} rows "
                             f"(twice max_jobs, {max_jobs}); last total {target}"
                         )
-                    pending[asyncio.ensure_future(self._page(scheduler_id, offset, page_size))] = offset
+                    pending[asyncio.ensure_future(client.page(scheduler_id, offset, page_size))] = offset
                     sent += 1
                 if not pending:
                     break
@@ -272,17 +289,17 @@ class SugonClient:
                     offset = pending.pop(task)
                     page_total, page_rows = task.result()
                     answered += 1
-                    self._within(page_total, max_jobs, offset)
+                    client.check_total(page_total, max_jobs, offset)
                     least = min(least, page_total)
                     if not page_rows:
                         shrunk, target = True, min(target, offset)
                         continue
                     if _same_rows(page_rows, first_rows) or _mostly_repeats(page_rows, first_ids):
-                        raise self._invalid(
+                        raise client.invalid(
                             f"start={offset} answered the rows of start=0: the server ignores the offset; "
                             f"set page_size above the job count ({total}) for this cluster"
                         )
-                    sink.add_page(page_rows, scheduler_id)
+                    yield page_rows, False
                     chain.add(offset, [_job_id(r) for r in page_rows])
                     if not shrunk and page_total > target:
                         target = page_total
@@ -294,33 +311,24 @@ class SugonClient:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-        extra = recovered = 0
+        extra = 0
         gap, offset_next = chain.gap(), None
-        self._laps[scheduler_id] = next_lap(lap, step, gap is not None)
+        client.laps[scheduler_id] = next_lap(lap, step, gap is not None)
         while gap is not None and answered + extra < allowed:
             offset = chain.first_read(gap) if offset_next is None else offset_next
-            page_total, page_rows = await self._page(scheduler_id, offset, page_size)
+            page_total, page_rows = await client.page(scheduler_id, offset, page_size)
             extra += 1
-            self._within(page_total, max_jobs, offset)
+            client.check_total(page_total, max_jobs, offset)
             least = min(least, page_total)
-            recovered += sink.add_page(page_rows, scheduler_id)
+            yield page_rows, True
             offset_next = chain.place(gap, offset, [_job_id(r) for r in page_rows])
             gap = chain.gap()
-        return JobListRead(
+        self.read = JobListRead(
             total=total,
             pages=answered + extra,
             least_total=least,
             complete=gap is None,
             extra=extra,
-            recovered=recovered,
             distinct=chain.distinct(),
             spare=max(allowed - answered - extra, 0),
         )
-
-    def _within(self, total: int, max_jobs: int, offset: int) -> None:
-        """Refuse a ``data.total`` above max_jobs: a bigger list is not one this exporter should hold."""
-        if total > max_jobs:
-            raise self._invalid(
-                f"start={offset} answered total {clip(total, 40)}, above max_jobs ({max_jobs}); "
-                "raise max_jobs if the list is really that long"
-            )

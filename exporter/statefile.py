@@ -13,13 +13,12 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Mapping
-from dataclasses import replace
-from types import MappingProxyType
 from typing import Any
 
-from exporter.counting.usernames import SavedUsers
-from exporter.model import ClusterSnapshot
+from prometheus_client.core import Metric
+
+from exporter.groups.users import SavedUsers
+from exporter.model import Served
 
 log = logging.getLogger(__name__)
 
@@ -125,54 +124,40 @@ def _rows(value: Any, where: str, kinds: str) -> list[tuple[Any, ...]]:
     return rows
 
 
-def _jobs(value: Any, where: str) -> ClusterSnapshot:
-    """The saved job gauges of a poll, as a snapshot of no cluster that expires when it was taken."""
+_TYPES = ("gauge", "counter", "histogram", "info", "stateset", "unknown")
+
+
+def _gauges(value: Any, where: str) -> Served:
+    """The saved job gauges of a poll: families of gauges, expiring when they were taken."""
     saved = _object(value, where)
-
-    def rows(key: str, kinds: str) -> list[tuple[Any, ...]]:
-        return _rows(saved.get(key), f"{where}.{key}", kinds)
-
-    def count(key: str) -> int:
-        return _count(saved.get(key), where, key)
-
     taken_at = _number(saved.get("taken_at"), where, "taken_at")
-    return ClusterSnapshot(
-        cluster="",
-        taken_at=taken_at,
-        expires_at=taken_at,
-        reported_total=count("reported_total"),
-        job_count=count("job_count"),
-        by_queue=MappingProxyType({(q, s): (n, c) for q, s, n, c in rows("by_queue", "ssnn")}),
-        by_user=MappingProxyType({(q, u, s): (n, c) for q, u, s, n, c in rows("by_user", "sssnn")}),
-        by_reason=MappingProxyType({(q, r): n for q, r, n in rows("by_reason", "ssn")}),
-        oldest_queued_age=MappingProxyType(_times(saved.get("oldest_queued_age"), f"{where}.oldest_queued_age")),
-        users_folded=count("users_folded"),
-        queues_folded=count("queues_folded"),
-        nodes_by_queue=MappingProxyType({(q, s): n for q, s, n in rows("nodes_by_queue", "ssn")}),
-        nodes_in_use=count("nodes_in_use"),
-        by_app=MappingProxyType({(a, s): (n, c) for a, s, n, c in rows("by_app", "ssnn")}),
-        running_max_seconds=MappingProxyType(_times(saved.get("running_max_seconds"), f"{where}.running_max_seconds")),
-    )
+    families = saved.get("families")
+    if not isinstance(families, list):
+        raise BadShape(f"{where}.families: expected a list")
+    out = []
+    for i, item in enumerate(families):
+        at = f"{where}.families[{i}]"
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], list)):
+            raise BadShape(f"{at}: expected [name, help, samples]")
+        name, documentation = _name(item[0], at), _name(item[1], at)
+        family = Metric(name, documentation, "gauge")
+        for sample in item[2]:
+            if not (isinstance(sample, list) and len(sample) == 2):
+                raise BadShape(f"{at}: expected samples as [labels, value]")
+            labels = _object(sample[0], at)
+            family.add_sample(name, {k: _name(v, at) for k, v in labels.items()}, _number(sample[1], at))
+        out.append(family)
+    return Served(taken_at=taken_at, expires_at=taken_at, families=tuple(out))
 
 
-def _jobs_json(snap: ClusterSnapshot) -> dict[str, Any]:
-    def rows(table: Mapping[Any, Any]) -> list[list[Any]]:
-        return [[*key, *(value if isinstance(value, tuple) else (value,))] for key, value in table.items()]
-
+def _gauges_json(served: Served) -> dict[str, Any]:
     return {
-        "taken_at": snap.taken_at,
-        "reported_total": snap.reported_total,
-        "job_count": snap.job_count,
-        "by_queue": rows(snap.by_queue),
-        "by_user": rows(snap.by_user),
-        "by_reason": rows(snap.by_reason),
-        "oldest_queued_age": dict(snap.oldest_queued_age),
-        "users_folded": snap.users_folded,
-        "queues_folded": snap.queues_folded,
-        "nodes_by_queue": rows(snap.nodes_by_queue),
-        "nodes_in_use": snap.nodes_in_use,
-        "by_app": rows(snap.by_app),
-        "running_max_seconds": dict(snap.running_max_seconds),
+        "taken_at": served.taken_at,
+        "families": [
+            [family.name, family.documentation, [[dict(s.labels), s.value] for s in family.samples]]
+            for family in served.families
+            if family.type == "gauge"
+        ],
     }
 
 
@@ -187,8 +172,8 @@ def _section(value: Any, where: str) -> dict[str, Any]:
     }
     if "users" in section:
         checked["users"] = _users_json(_users(section["users"], f"{where}.users"))
-    if "jobs" in section:
-        checked["jobs"] = _jobs_json(_jobs(section["jobs"], f"{where}.jobs"))
+    if "gauges" in section:
+        checked["gauges"] = _gauges_json(_gauges(section["gauges"], f"{where}.gauges"))
     return checked
 
 
@@ -208,12 +193,12 @@ class StateFile:
                                            "run_seconds": {job key: its last run seconds},
                                            "users": {"day": "2024-05-01", "named": [user, ...],
                                                      "cpu_seconds": {"2024-04-30": {user: CPU-seconds}}},
-                                           "jobs": {"taken_at": Unix time, "by_queue": [[queue, status, jobs,
-                                                    CPUs], ...], ...}}}}
+                                           "gauges": {"taken_at": Unix time, "families": [[name, help,
+                                                      [[labels, value], ...]], ...]}}}}
 
     ``run_seconds``, ``users`` (the named users and each user's CPU-seconds by UTC day, see UserNames) and
-    ``jobs`` (the job gauges of the last successful poll, as its ClusterSnapshot holds them: tables as lists
-    of rows) came later: a section without them loads with none.
+    ``gauges`` (the job gauges of the last successful poll) came later: a section without them loads with
+    none. A section's ``jobs`` (the job gauges as an earlier version wrote them) is not read.
 
     Several clusters may share one file; all writes happen on the pollers' single event-loop thread.
     """
@@ -293,14 +278,14 @@ class StateFile:
         users = self._clusters.get(cluster, {}).get("users")
         return None if users is None else _users(users, "users")
 
-    def jobs(self, cluster: str, max_staleness: float) -> ClusterSnapshot | None:
-        """The job gauges of a cluster's last successful poll, if saved: a snapshot that expires
-        ``max_staleness`` after it was taken, with no counts (counters start from 0 at a restart)."""
-        jobs = self._clusters.get(cluster, {}).get("jobs")
-        if jobs is None:
+    def gauges(self, cluster: str, max_staleness: float) -> Served | None:
+        """The job gauges of a cluster's last successful poll, if saved: served until ``max_staleness`` after
+        they were taken."""
+        gauges = self._clusters.get(cluster, {}).get("gauges")
+        if gauges is None:
             return None
-        snapshot = _jobs(jobs, "jobs")
-        return replace(snapshot, cluster=cluster, expires_at=snapshot.taken_at + max_staleness)
+        served = _gauges(gauges, "gauges")
+        return Served(taken_at=served.taken_at, expires_at=served.taken_at + max_staleness, families=served.families)
 
     def save(
         self,
@@ -310,7 +295,7 @@ class StateFile:
         run_seconds: dict[str, int] | None = None,
         *,
         users: SavedUsers | None = None,
-        jobs: ClusterSnapshot | None = None,
+        gauges: Served | None = None,
     ) -> None:
         """Replace a cluster's section and rewrite the file atomically (temporary file, then rename)."""
         section: dict[str, Any] = {
@@ -320,8 +305,8 @@ class StateFile:
         }
         if users is not None:
             section["users"] = _users_json(users)
-        if jobs is not None:
-            section["jobs"] = _jobs_json(jobs)
+        if gauges is not None:
+            section["gauges"] = _gauges_json(gauges)
         self._clusters[cluster] = section
         try:
             fd, tmp = tempfile.mkstemp(prefix=self._prefix, dir=self._folder)

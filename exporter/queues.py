@@ -9,8 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from exporter.counting.snapshot import name_queues
-from exporter.counting.tracker import Seen
+from exporter.groups.base import top
 from exporter.model import OTHER, QueueCapacity
 
 QUEUE_MEMORY_SECONDS = 24 * 3600  # a queue seen within this long keeps its zero-filled series
@@ -44,7 +43,7 @@ class QueueBudget:
         seen = {q: t for q, t in self.seen.items() if now - t <= QUEUE_MEMORY_SECONDS and not self.is_excluded(q)}
         candidates = dict.fromkeys((*seen, *with_series), 0)
         candidates.update(jobs)
-        named = name_queues(candidates, self._max_queues)
+        named = top(candidates, self._max_queues)
         for queue in jobs:
             seen[queue if named is None or queue in named else OTHER] = now
         if named is None:
@@ -67,13 +66,6 @@ class QueueBudget:
             name = queue if queue in kept else OTHER
             queues[name] = add_capacity(queues.get(name), cap)
         return queues
-
-
-def fold_jobs(counted: dict[str, Seen], named: set[str]) -> None:
-    """Name every job of a queue outside ``named`` as queue "other", in place."""
-    for key, (queue, status, user, cpus, run) in counted.items():
-        if queue not in named:
-            counted[key] = (OTHER, status, user, cpus, run)  # the same keys: changing values while iterating is allowed
 
 
 def add_capacity(a: QueueCapacity | None, b: QueueCapacity) -> QueueCapacity:

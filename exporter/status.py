@@ -11,13 +11,12 @@ from __future__ import annotations
 import html
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from exporter import __version__
-from exporter.model import ClusterSnapshot, ClusterState
+from exporter.model import ClusterState, Served
 
-TokenExpiry = Callable[[str], float | None]  # cluster → when its token expires (Unix seconds), None: unknown
 STATUS_COLUMNS = ("running", "queued", "held")  # every other status counts as "other"
 JOB_KEYS = (*STATUS_COLUMNS, "other", "total")
 HTML_TYPE = "text/html; charset=utf-8"
@@ -35,7 +34,7 @@ def cluster_state(state: ClusterState, now: float) -> str:
     good job data is served until it is stale)."""
     if state.up is None:
         return "starting"
-    if state.snapshot is not None and state.snapshot.stale(now):
+    if state.jobs is not None and state.jobs.stale(now):
         return "stale"
     return "up" if state.up else "down"
 
@@ -46,14 +45,19 @@ def _jobs(by_status: Mapping[str, int]) -> dict[str, int]:
     return {**out, "other": total - sum(out.values()), "total": total}
 
 
-def job_counts(snap: ClusterSnapshot) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """Jobs by status (running, queued, held, other, total) of the whole cluster and of each queue, by name."""
+def job_counts(jobs: Served) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Jobs by status (running, queued, held, other, total) of the whole cluster and of each queue, by name, as
+    its sugon_jobs family has them."""
     cluster: dict[str, int] = {}
     queues: dict[str, dict[str, int]] = {}
-    for (queue, status), (jobs, _) in snap.by_queue.items():
-        cluster[status] = cluster.get(status, 0) + jobs
-        of_queue = queues.setdefault(queue, {})
-        of_queue[status] = of_queue.get(status, 0) + jobs
+    for family in jobs.families:
+        if family.name != "sugon_jobs":
+            continue
+        for sample in family.samples:
+            queue, status, n = sample.labels["queue"], sample.labels["status"], int(sample.value)
+            cluster[status] = cluster.get(status, 0) + n
+            of_queue = queues.setdefault(queue, {})
+            of_queue[status] = of_queue.get(status, 0) + n
     return _jobs(cluster), [{"queue": q, **_jobs(queues[q])} for q in sorted(queues)]
 
 
@@ -62,15 +66,15 @@ def _age(now: float, then: float | None) -> float | None:
     return None if then is None else round(now - then, 3)
 
 
-def _cluster(state: ClusterState, now: float, token_expiry: TokenExpiry | None) -> dict[str, Any]:
-    snap = state.snapshot
-    jobs, queues = job_counts(snap) if snap is not None else (None, [])
+def _cluster(state: ClusterState, now: float) -> dict[str, Any]:
+    served = state.jobs
+    jobs, queues = job_counts(served) if served is not None else (None, [])
     failure = state.last_failure
-    expiry = token_expiry(state.name) if token_expiry is not None else None
+    expiry = state.token_expiry
     return {
         "name": state.name,
         "state": cluster_state(state, now),
-        "job_data_expires_at": snap.expires_at if snap is not None else None,
+        "job_data_expires_at": served.expires_at if served is not None else None,
         "last_success": state.last_success,
         "last_success_age": _age(now, state.last_success),
         "last_poll_duration": state.poll_duration,
@@ -87,19 +91,14 @@ def _cluster(state: ClusterState, now: float, token_expiry: TokenExpiry | None) 
     }
 
 
-def status_data(
-    states: Mapping[str, ClusterState],
-    now: float,
-    token_expiry: TokenExpiry | None = None,
-    metrics_path: str = "/metrics",
-) -> dict[str, Any]:
+def status_data(states: Mapping[str, ClusterState], now: float, metrics_path: str = "/metrics") -> dict[str, Any]:
     """The status of every cluster at ``now`` as plain data (JSON types only): times in Unix seconds, ages and
     waits in seconds. The keys are listed in the README (Running it for real)."""
     return {
         "version": __version__,
         "now": now,
         "metrics_path": metrics_path,
-        "clusters": [_cluster(state, now, token_expiry) for state in states.values()],
+        "clusters": [_cluster(state, now) for state in states.values()],
     }
 
 
@@ -252,14 +251,10 @@ def wants_json(accept: str | None) -> bool:
 
 
 def status_answer(
-    states: Mapping[str, ClusterState],
-    accept: str | None,
-    now: float,
-    token_expiry: TokenExpiry | None = None,
-    metrics_path: str = "/metrics",
+    states: Mapping[str, ClusterState], accept: str | None, now: float, metrics_path: str = "/metrics"
 ) -> tuple[bytes, str]:
     """(body, content type) of / for a request's Accept header: JSON when preferred, else HTML."""
-    data = status_data(states, now, token_expiry, metrics_path)
+    data = status_data(states, now, metrics_path)
     if wants_json(accept):
         return json.dumps(data, ensure_ascii=False).translate(_JSON_CONTROLS).encode("utf-8"), JSON_TYPE
     return status_html(data), HTML_TYPE

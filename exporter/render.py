@@ -1,0 +1,217 @@
+"""/metrics: every cluster's state, rendered by prometheus-client once per publish, and the process's own
+metrics (client_python's collectors), read for each scrape.
+
+Families of one name from several clusters are merged into one, in the order their names first appear:
+build information, each cluster's health, job gauges, kept families, capacity and own counters, then the
+exporter's reload gauges. A cluster's job gauges (and its capacity) are left out once past max_staleness.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import MappingProxyType
+
+from prometheus_client import CollectorRegistry, GCCollector, Info, PlatformCollector, ProcessCollector
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.registry import Collector
+
+from exporter import build_facts
+from exporter.model import ClusterState
+
+EOF_LINE = b"# EOF\n"
+
+
+class _Fixed(Collector):
+    """Given families, as a collector (prometheus-client's renderers ask only for collect())."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def _render(families: Iterable[Metric], openmetrics: bool) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(families))
+    if openmetrics:
+        text: bytes = generate_openmetrics(registry)  # type: ignore[no-untyped-call]
+        return text.removesuffix(EOF_LINE)
+    return generate_latest(registry)
+
+
+def runtime_registry() -> CollectorRegistry:
+    """client_python's process and garbage-collector metrics, as every client_python exporter has them."""
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+def _static_families() -> list[Metric]:
+    registry = CollectorRegistry(auto_describe=False)
+    Info("sugon_exporter_build", "Version of sugon-exporter; always 1.", registry=registry).info(build_facts())
+    PlatformCollector(registry=registry)  # python_info
+    return list(registry.collect())
+
+
+def _health(state: ClusterState) -> list[Metric]:
+    name = state.name
+    up = GaugeMetricFamily(
+        "sugon_up", "1 if the most recent poll of the cluster succeeded, else 0.", labels=["hpc_cluster"]
+    )
+    last = GaugeMetricFamily(
+        "sugon_last_success_timestamp_seconds", "Unix time of the last successful poll.", labels=["hpc_cluster"]
+    )
+    duration = GaugeMetricFamily(
+        "sugon_poll_duration_seconds", "Wall time of the most recent poll, in seconds.", labels=["hpc_cluster"]
+    )
+    if state.up is not None:
+        up.add_metric([name], 1.0 if state.up else 0.0)
+    if state.last_success is not None:
+        last.add_metric([name], state.last_success)
+    if state.poll_duration is not None:
+        duration.add_metric([name], state.poll_duration)
+    return [up, last, duration]
+
+
+def cluster_families(state: ClusterState, now: float) -> list[Metric]:
+    """One cluster's families as /metrics serves them at ``now``."""
+    families = _health(state)
+    if state.jobs is not None and not state.jobs.stale(now):
+        families += state.jobs.families
+    families += state.kept
+    if state.capacity is not None and not state.capacity.stale(now):
+        families += state.capacity.families
+    return families + list(state.own)
+
+
+def merged(families: Iterable[Metric]) -> list[Metric]:
+    """Families of one name merged into one, in the order their names first appear; empty ones left out."""
+    by_name: dict[str, Metric] = {}
+    for family in families:
+        into = by_name.get(family.name)
+        if into is None:
+            into = by_name[family.name] = Metric(family.name, family.documentation, family.type)
+        into.samples.extend(family.samples)
+    return [family for family in by_name.values() if family.samples]
+
+
+class Exposition:
+    """The states of every cluster, and what /metrics serves of them. ``publish`` swaps one cluster's state
+    and renders the text ahead (in the publishing thread), so that scrapes find it ready."""
+
+    def __init__(self, clusters: Iterable[str], clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._states: Mapping[str, ClusterState] = MappingProxyType({n: ClusterState(n) for n in clusters})
+        self._static = _static_families()
+        self._runtime = runtime_registry()
+        self._reload = (1.0, clock())
+        # Per format (OpenMetrics or not): the states it was rendered from, the rest of what it shows, the text.
+        self._texts: dict[bool, tuple[Mapping[str, ClusterState], tuple[object, ...], bytes]] = {}
+
+    def states(self) -> Mapping[str, ClusterState]:
+        """A consistent view of every cluster's state at this instant."""
+        return self._states
+
+    def get(self, name: str) -> ClusterState:
+        """One cluster's current state."""
+        return self._states[name]
+
+    def publish(self, state: ClusterState) -> None:
+        """Replace one cluster's state (each cluster has a single writer, its poller) and render ahead."""
+        with self._lock:
+            self._states = MappingProxyType({**self._states, state.name: state})
+        self._ahead()
+
+    def set_clusters(self, names: list[str], keep: Iterable[str]) -> None:
+        """Make ``names`` the clusters, in that order: those in ``keep`` keep their state, others start afresh (a
+        configuration reload); clusters not named leave."""
+        keep = set(keep)
+        with self._lock:
+            states = self._states
+            self._states = MappingProxyType(
+                {n: states[n] if n in keep and n in states else ClusterState(n) for n in names}
+            )
+        self._ahead()
+
+    def reload_result(self, ok: bool, now: float) -> None:
+        """A configuration reload (or the start) succeeded or failed."""
+        with self._lock:
+            self._reload = (1.0 if ok else 0.0, now if ok else self._reload[1])
+        self._ahead()
+
+    def _ahead(self) -> None:
+        for openmetrics in list(self._texts):
+            self._text(openmetrics)
+
+    def families(self, now: float | None = None, states: Mapping[str, ClusterState] | None = None) -> list[Metric]:
+        """Every family /metrics serves of ``states`` (the current ones) but the process's own, as at ``now``."""
+        now = self._clock() if now is None else now
+        states = self._states if states is None else states
+        clusters = [f for state in states.values() for f in cluster_families(state, now)]
+        ok = GaugeMetricFamily(
+            "sugon_config_last_reload_successful",
+            "1 if the last configuration reload (SIGHUP) succeeded, else 0; 1 from the start.",
+            value=self._reload[0],
+        )
+        at = GaugeMetricFamily(
+            "sugon_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload, or of the start.",
+            value=self._reload[1],
+        )
+        return [*self._static, *merged(clusters), ok, at]
+
+    def _text(self, openmetrics: bool) -> bytes:
+        """The text of everything but the process's own metrics, rendered again only when what it shows changed:
+        the states (a new mapping at each publish), the reload gauges, or what is stale now."""
+        now = self._clock()
+        states = self._states
+        rest = (
+            self._reload,
+            tuple(
+                (s.jobs is not None and s.jobs.stale(now), s.capacity is not None and s.capacity.stale(now))
+                for s in states.values()
+            ),
+        )
+        found = self._texts.get(openmetrics)
+        if found is not None and found[0] is states and found[1] == rest:
+            return found[2]
+        text = _render(self.families(now, states), openmetrics)
+        self._texts[openmetrics] = (states, rest, text)
+        return text
+
+    def body(self, openmetrics: bool = False, compressed: bool = False) -> bytes:
+        """The whole /metrics answer: the cached text, then the process's own metrics read now (and the EOF line
+        in OpenMetrics); gzipped when ``compressed``."""
+        text = self._text(openmetrics) + _render(self._runtime.collect(), openmetrics)
+        if openmetrics:
+            text += EOF_LINE
+        return gzip.compress(text, compresslevel=1, mtime=0) if compressed else text
+
+    def filtered(self, names: Iterable[str], openmetrics: bool = False) -> bytes:
+        """Only the samples named (``name[]``), as prometheus-client's own filter gives them: families none of
+        whose samples can be named are skipped without looking at their samples."""
+        wanted = set(names)
+        selected = []
+        for family in [*self.families(), *self._runtime.collect()]:
+            if not any(name.startswith(family.name) for name in wanted):
+                continue
+            samples = [s for s in family.samples if s.name in wanted]
+            if samples:
+                restricted = Metric(family.name, family.documentation, family.type)
+                restricted.samples = samples
+                selected.append(restricted)
+        text = _render(selected, openmetrics)
+        return text + EOF_LINE if openmetrics else text
+
+    def collect(self) -> Iterator[Metric]:
+        """Everything /metrics serves, for a registry (``--once``)."""
+        yield from self.families()
+        yield from self._runtime.collect()
