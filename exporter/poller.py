@@ -442,6 +442,13 @@ class ClusterPoller:
             internal = {"cluster": self.name, "reason": "internal"}
             if self._capacity_failing != "internal":
                 log.exception("cluster %s: unexpected error during the capacity poll", self.name, extra=internal)
+            else:
+                self._log.debug(
+                    "cluster %s: unexpected error during the capacity poll, again",
+                    self.name,
+                    exc_info=True,
+                    extra=internal,
+                )
             self._capacity_failing = "internal"
             return False
         now = self._clock()
@@ -451,10 +458,13 @@ class ClusterPoller:
         self._capacity_raw = queues
         families = tuple(capacity_families(self.name, self._queues.capacity_view(queues)))
         capacity = Served(taken_at=now, expires_at=now + self.settings.max_staleness, families=families)
-        self._exposition.publish(replace(self._exposition.get(self.name), capacity=capacity))
+        self._exposition.publish(
+            replace(self._exposition.get(self.name), capacity=capacity, own=tuple(self._own.families()))
+        )
         return True
 
     def _capacity_failed(self, reason: str, message: str) -> None:
+        self._exposition.publish(replace(self._exposition.get(self.name), own=tuple(self._own.families())))
         if self._capacity_failing != reason:
             self._log.warning(
                 "cluster %s: queue capacity poll failed (%s): %s", self.name, reason, message, extra={"reason": reason}

@@ -6,8 +6,19 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from exporter.hostlists import parse
+from exporter.hostlists import MAX_COUNT, parse
 from exporter.model import INVALID, NO_APP, NO_REASON, NOT_STARTED, STATUS_MAP, UNKNOWN, Job, Row
+
+__all__ = [
+    "INVALID",
+    "MAX_COUNT",
+    "MAX_NODES",
+    "MAX_RUN_SECONDS",
+    "NOT_STARTED",
+    "node_count",
+    "node_names",
+    "run_seconds",
+]
 
 REASON_MAX_LENGTH = 64
 LABEL_MAX_LENGTH = 256  # queue and user label values; longer ones are cut
@@ -100,18 +111,17 @@ def run_seconds(value: Any) -> int | None:
 
 
 def node_count(value: Any) -> int | None:
-    """How many distinct nodes a Slurm host list names (0 for null or blank); INVALID when ``value`` is not one
-    (or names more than hostlists.MAX_COUNT)."""
+    """How many distinct nodes a Slurm host list names, without listing them (0 for null or blank); None when
+    ``value`` is not one (or names more than hostlists.MAX_COUNT)."""
     hosts = parse(value)
-    count = None if hosts is None else hosts.count()
-    return INVALID if count is None else count
+    return None if hosts is None else hosts.count()
 
 
-def node_names(value: Any, limit: int = MAX_NODES) -> list[str]:
-    """The first ``limit`` distinct nodes of a host list, in its order; none when it is not one, or names the
-    same nodes over and over (built to cost, not a job's nodes)."""
+def node_names(value: Any, limit: int = MAX_NODES) -> list[str] | None:
+    """The first ``limit`` distinct nodes of a host list, in its order; None when ``value`` is not one (as
+    node_count says), or names the same nodes over and over (built to cost, not a job's nodes)."""
     hosts = parse(value)
-    return (hosts.names(limit) or []) if hosts is not None and hosts.count() is not None else []
+    return None if hosts is None or hosts.count() is None else hosts.names(limit)
 
 
 @lru_cache(maxsize=_CACHED)
@@ -165,7 +175,8 @@ def read_job(row: Row, key: str) -> tuple[Job, tuple[str, ...]]:
         unread.append("jobRunTime")
     nodes = row.nodeUsed if row.nodeUsed not in (None, "") else None
     count = None if nodes is None else node_count(nodes)
-    if count == INVALID:
+    if nodes is not None and count is None:
+        count = INVALID
         unread.append("nodeUsed")
     job = Job(
         key=key,

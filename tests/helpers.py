@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import os
 import socket
 import subprocess
 from collections.abc import Callable
@@ -14,33 +13,12 @@ from typing import Any
 
 import httpx
 
-from exporter.counting.tally import RowTally
 from exporter.model import Row
-from exporter.serving.runtime import ProcessReader, RuntimeCollector
+from exporter.sugon.joblist import SugonClient
 from tests.tools import find_tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PROC = FIXTURES / "proc"  # a stand-in /proc of one process, 4242
 SCHEDULER = "1638523853"
-
-
-TICKS = os.sysconf("SC_CLK_TCK")
-# What the stand-in /proc holds (tests/fixtures/proc/README), with the CPU time and the open-files limit that
-# this process's system calls would give in its place.
-PROC_CPU_SECONDS = (1234 + 566) / TICKS
-PROC_MAX_FDS = 1024.0
-FIXED_GC = [
-    {"collections": 40, "collected": 613, "uncollectable": 0},
-    {"collections": 3, "collected": 5, "uncollectable": 0},
-    {"collections": 1, "collected": 0, "uncollectable": 2},
-]
-
-
-def fixed_runtime() -> RuntimeCollector:
-    """The exporter's per-scrape part over the stand-in /proc and fixed GC figures: values that do not
-    change, so that two renderings of /metrics are byte for byte equal."""
-    reader = ProcessReader(str(PROC), "4242", cpu=lambda: PROC_CPU_SECONDS, limit=lambda: PROC_MAX_FDS)
-    return RuntimeCollector(reader.read, gc_stats=lambda: FIXED_GC)
 
 
 def fixture(name: str) -> Any:
@@ -131,21 +109,17 @@ def decoded(raw: Any) -> Row | None:
     where it has none); None for a row that is not an object."""
     if not isinstance(raw, dict):
         return None
-    return Row(*(raw.get(name) for name in Row.__struct_fields__))
+    return Row(**{name: raw.get(name) for name in Row.__struct_fields__})
 
 
-def take_rows(tally: RowTally, rows: list[Any], scheduler_id: str) -> None:
-    """Count decoded rows (dicts, or anything else a list may hold) as the poll counts a page's Rows."""
-    tally.add_page([decoded(r) for r in rows], scheduler_id)
-
-
-class RowsReceived:
-    """A page sink for SugonClient.fetch_jobs that keeps every row it is handed, in order (overlapping pages
-    hand some rows twice)."""
-
-    def __init__(self) -> None:
-        self.rows: list[Row | None] = []
-
-    def add_page(self, rows: list[Row | None], scheduler_id: str) -> int:
-        self.rows.extend(rows)
-        return 0
+async def read_list(
+    client: SugonClient, scheduler_id: str, page_size: int, concurrency: int, max_jobs: int | None = None
+) -> tuple[int, list[Row | None]]:
+    """Read one scheduler's job list through ``client``: (the first page's data.total, every row of every page, in
+    the order the pages came; overlapping pages give some rows twice)."""
+    reader = client.job_list(scheduler_id, page_size, concurrency, **({"max_jobs": max_jobs} if max_jobs else {}))
+    rows: list[Row | None] = []
+    async for page, _ in reader.pages():
+        rows.extend(page)
+    assert reader.read is not None
+    return reader.read.total, rows

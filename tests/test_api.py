@@ -27,7 +27,7 @@ from exporter.sugon.conversation import (
 from exporter.sugon.joblist import SugonClient, _mostly_repeats, _same_rows, parse_capacity, parse_schedulers
 from exporter.sugon.pages import parse_job_page
 from exporter.sugon.tokens import FileToken, StaticToken
-from tests.helpers import FIXTURES, SCHEDULER, PagedList, RowsReceived, envelope, fixture, row
+from tests.helpers import FIXTURES, SCHEDULER, PagedList, envelope, fixture, read_list, row
 
 BASE = "https://hpc.example.com:65106"
 JOBS = BASE + "/hpc/openapi/v2/jobs"
@@ -55,15 +55,14 @@ def client(
 
 
 def fetch(page_size: int = 500, concurrency: int = 4, observer: Observer | None = None) -> tuple[int, list[Any]]:
-    """Run fetch_jobs for the default scheduler; returns (reported total, every row delivered, in order)."""
-    delivered = RowsReceived()
+    """Read the default scheduler's job list; returns (reported total, every row delivered, in order)."""
 
-    async def go() -> int:
+    async def go() -> tuple[int, list[Any]]:
         c, http = client(observer)
         async with http:
-            return (await c.fetch_jobs(SCHEDULER, page_size, concurrency, delivered)).total
+            return await read_list(c, SCHEDULER, page_size, concurrency)
 
-    return asyncio.run(go()), delivered.rows
+    return asyncio.run(go())
 
 
 def run_async(coro: Any) -> Any:
@@ -416,7 +415,7 @@ def test_error_messages_never_contain_the_token() -> None:
         async def go() -> None:
             c, http = client(token=secret)
             async with http:
-                await c.fetch_jobs(SCHEDULER, 10, 1, RowsReceived())
+                await read_list(c, SCHEDULER, 10, 1)
 
         with pytest.raises(ApiError) as err:
             asyncio.run(go())

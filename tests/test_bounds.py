@@ -12,9 +12,9 @@ import pytest
 import respx
 from prometheus_client import CollectorRegistry
 
-from exporter.poller import CapacitySettings, LabelBudget
+from exporter.model import Budget
 from tests.helpers import PagedList, envelope, row
-from tests.test_poller import BASE, JOBS, Rig
+from tests.test_poller import BASE, JOBS, Rig, nonzero
 
 CAPACITY = BASE + "/hpc/openapi/v2/queuenames/users/alice"
 
@@ -57,7 +57,7 @@ def test_thousands_of_queues_leave_every_family_with_at_most_max_queues_names_an
     server = PagedList(rows, cap=1000)
     respx.get(JOBS).mock(side_effect=server)
     respx.get(CAPACITY).mock(return_value=capacity_of({q: 64 for q in heavy + light}))
-    rig = Rig(page_size=1000, capacity=CapacitySettings(username="alice"))
+    rig = Rig(page_size=1000, capacity="alice")
     assert rig.poll()
     # The next poll: every job starts, and each light queue gets one new queued job.
     server.rows = [{**r, "jobStatus": "statR"} for r in rows] + [
@@ -103,8 +103,7 @@ def test_thousands_of_queues_leave_every_family_with_at_most_max_queues_names_an
     assert rig.value("sugon_queued_jobs_by_reason", queue="other", reason="Priority") == 5000  # the new jobs
     assert rig.value("sugon_queue_cpus", queue="other") == 64 * 5000
     assert rig.value("sugon_queue_cpus", queue="heavy042") == 64
-    snap = rig.store.get("kunshan").snapshot
-    assert snap is not None and len(snap.by_queue) <= 101 * 13  # 101 queue names, 13 statuses at most
+    assert len({dict(labels)["queue"] for labels in rig.values("sugon_jobs")}) == 101  # 100 names and other
 
 
 @respx.mock
@@ -113,7 +112,7 @@ def test_the_queues_with_most_jobs_keep_their_names_ties_broken_by_name() -> Non
     rows += [row(4, "statQ", "c"), row(5, "statQ", "c"), row(6, "statQ", "b"), row(7, "statQ", "b")]  # 2 each
     rows += [row(8, "statQ", "d", cpus=16)]
     respx.get(JOBS).mock(side_effect=PagedList(rows))
-    rig = Rig(budget=LabelBudget(max_queues=2))
+    rig = Rig(budget=Budget(max_queues=2))
     assert rig.poll()
     assert rig.value("sugon_jobs", queue="a", status="running") == 3
     assert rig.value("sugon_jobs", queue="b", status="queued") == 2  # b before c: by name
@@ -130,7 +129,7 @@ def test_the_queues_with_most_jobs_keep_their_names_ties_broken_by_name() -> Non
 def test_a_queue_that_loses_its_name_loses_its_series_and_other_only_ever_grows() -> None:
     server = PagedList([row(1, "statQ", "a"), row(2, "statQ", "a"), row(3, "statQ", "b")])
     respx.get(JOBS).mock(side_effect=server)
-    rig = Rig(budget=LabelBudget(max_queues=1))
+    rig = Rig(budget=Budget(max_queues=1))
     assert rig.poll()  # a: named; b: other
     server.rows = [row(1, "statR", "a"), row(3, "statR", "b"), row(4, "statQ", "b"), row(5, "statQ", "b")]
     rig.clock.now += 60
@@ -159,8 +158,8 @@ def test_queues_exclude_applies_before_the_queue_budget() -> None:
     rows = [row(i, "statQ", "test-big") for i in range(10)] + [row(20, "statQ", "a"), row(21, "statQ", "b")]
     respx.get(JOBS).mock(side_effect=PagedList(rows))
     respx.get(CAPACITY).mock(return_value=capacity_of({"test-big": 8, "a": 8, "b": 8}))
-    budget = LabelBudget(queues_exclude=(re.compile("test-.*"),), max_queues=2)
-    rig = Rig(budget=budget, capacity=CapacitySettings(username="alice"))
+    budget = Budget(queues_exclude=(re.compile("test-.*"),), max_queues=2)
+    rig = Rig(budget=budget, capacity="alice")
     assert rig.poll() and asyncio.run(rig.poller.poll_capacity_once())
     assert {q for qs in queue_values(rig.registry).values() for q in qs} == {"a", "b"}  # no "other", no test-
     assert rig.value("sugon_queues_folded") == 0
@@ -170,7 +169,7 @@ def test_queues_exclude_applies_before_the_queue_budget() -> None:
 def test_within_the_budget_nothing_is_renamed_and_an_idle_queue_keeps_its_capacity() -> None:
     respx.get(JOBS).mock(side_effect=PagedList([row(1, "statR", "a")]))
     respx.get(CAPACITY).mock(return_value=capacity_of({"a": 8, "idle": 16}))
-    rig = Rig(budget=LabelBudget(max_queues=2), capacity=CapacitySettings(username="alice"))
+    rig = Rig(budget=Budget(max_queues=2), capacity="alice")
     assert asyncio.run(rig.poller.poll_capacity_once())  # before any job poll: named while there is room
     assert rig.poll()
     assert (rig.value("sugon_queue_cpus", queue="a"), rig.value("sugon_queue_cpus", queue="idle")) == (8, 16)
@@ -182,7 +181,7 @@ def test_capacity_is_named_as_the_job_data_is_even_when_the_job_poll_changes_the
     server = PagedList([row(1, "statR", "a"), row(2, "statR", "b"), row(3, "statR", "b")])
     respx.get(JOBS).mock(side_effect=server)
     respx.get(CAPACITY).mock(return_value=capacity_of({"a": 8, "b": 16, "c": 32}))
-    rig = Rig(budget=LabelBudget(max_queues=1), capacity=CapacitySettings(username="alice"))
+    rig = Rig(budget=Budget(max_queues=1), capacity="alice")
     assert rig.poll() and asyncio.run(rig.poller.poll_capacity_once())
     assert rig.value("sugon_queue_cpus", queue="b") == 16 and rig.value("sugon_queue_cpus", queue="other") == 40
     server.rows = [row(1, "statR", "a"), row(4, "statR", "a")]  # a now has the most jobs: a job poll renames
@@ -198,20 +197,19 @@ def test_cpu_seconds_and_run_times_of_a_folded_queue_add_to_other_and_never_go_d
 
     server = PagedList([job(1, "a", "statR", "00:01:00"), job(2, "a", "statQ", ""), job(3, "b", "statR", "00:01:00")])
     respx.get(JOBS).mock(side_effect=server)
-    rig = Rig(budget=LabelBudget(max_queues=1))
+    rig = Rig(budget=Budget(max_queues=1))
     assert rig.poll()  # a (2 jobs) is named, b is other; seeds
     server.rows = [job(1, "a", "statR", "00:02:00"), job(2, "a", "statQ", ""), job(3, "b", "statR", "00:03:00")]
     rig.clock.now += 60
     assert rig.poll()
-    act = rig.store.get("kunshan").snapshot.activity  # type: ignore[union-attr]
-    assert dict(act.cpu_seconds) == {"a": 2 * 60, "other": 2 * 120}
-    assert dict(act.user_cpu_seconds) == {("a", "u"): 120, ("other", "u"): 240}
+    assert nonzero(rig, "sugon_job_cpu_seconds_total", "queue") == {"a": 2 * 60, "other": 2 * 120}
+    assert nonzero(rig, "sugon_user_job_cpu_seconds_total", "queue", "user") == {("a", "u"): 120, ("other", "u"): 240}
     server.rows = [job(1, "a", "statC", "00:02:30")]  # job 3 of b leaves the list: observed as other
     rig.clock.now += 60
     assert rig.poll()
-    act = rig.store.get("kunshan").snapshot.activity  # type: ignore[union-attr]
-    assert dict(act.cpu_seconds) == {"a": 120 + 60, "other": 240}
-    assert {q: (h.count, h.total) for q, h in act.run_time.items()} == {"a": (1, 150.0), "other": (1, 180.0)}
+    assert nonzero(rig, "sugon_job_cpu_seconds_total", "queue") == {"a": 120 + 60, "other": 240}
+    assert nonzero(rig, "sugon_job_run_seconds_count", "queue") == {"a": 1, "other": 1}
+    assert nonzero(rig, "sugon_job_run_seconds_sum", "queue") == {"a": 150.0, "other": 180.0}
 
 
 @respx.mock
@@ -222,9 +220,8 @@ def test_nodes_in_use_stop_at_100000_and_nodes_by_queue_still_count_every_node()
     respx.get(JOBS).mock(side_effect=PagedList([job(1, "a[00001-60000]"), job(2, "b[00001-60000]")]))
     rig = Rig()
     assert rig.poll()
-    snap = rig.store.get("kunshan").snapshot
-    assert snap is not None and snap.nodes_in_use == 100_000
-    assert snap.nodes_by_queue[("big", "running")] == 120_000
+    assert rig.value("sugon_nodes_in_use") == 100_000
+    assert rig.value("sugon_job_nodes", queue="big", status="running") == 120_000
 
 
 # ---- the size of a poll -----------------------------------------------------------------------------
@@ -285,8 +282,7 @@ def test_a_list_that_grows_fast_during_a_poll_is_read_to_its_end_not_cut_short()
     respx.get(JOBS).mock(side_effect=server)
     rig = Rig()
     assert rig.poll()
-    snap = rig.store.get("kunshan").snapshot
-    assert snap is not None and snap.job_count == 2000 and len(server.calls) == 21  # 0, 99, ..., 1980
+    assert sum(rig.values("sugon_jobs").values()) == 2000 and len(server.calls) == 21  # 0, 99, ..., 1980
 
 
 # ---- failures are reasons ---------------------------------------------------------------------------
@@ -306,7 +302,7 @@ def test_json_nested_100000_deep_is_an_invalid_response_logged_once_without_a_tr
     for _ in range(5):
         assert not rig.poll()
     assert rig.value("sugon_api_errors_total", reason="invalid_response") == 5
-    assert rig.store.get("kunshan").last_error == "invalid_response"
+    assert rig.state.last_error == "invalid_response"
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.getMessage() for r in warnings] == [
         f"cluster kunshan: poll failed (invalid_response): body is JSON nested too deeply ({len(deep(100_000))} bytes)"
@@ -328,7 +324,7 @@ def test_a_row_nested_about_as_deep_as_json_allows_is_counted_or_an_invalid_resp
     if rig.poll():
         assert total == 3 and rig.value("sugon_jobs", queue="unknown", status="running") == 1  # job 3
     else:
-        assert rig.store.get("kunshan").last_error == "invalid_response"
+        assert rig.state.last_error == "invalid_response"
         assert rig.value("sugon_api_errors_total", reason="invalid_response") == 1
 
 
@@ -338,10 +334,10 @@ def test_an_unexpected_error_logs_its_traceback_once_then_only_at_debug(caplog: 
     respx.get(JOBS).mock(side_effect=PagedList([row(1)]))
     rig = Rig()
 
-    async def broken(*args: Any) -> int:
+    def broken(*args: Any) -> Any:
         raise RuntimeError("a bug")
 
-    rig.client.fetch_jobs = broken  # type: ignore[method-assign]
+    rig.client.job_list = broken  # type: ignore[method-assign]
     for _ in range(4):
         assert not rig.poll()
     tracebacks = [r for r in caplog.records if r.exc_info]
@@ -354,7 +350,7 @@ def test_an_unexpected_error_logs_its_traceback_once_then_only_at_debug(caplog: 
 def test_an_unexpected_error_in_the_capacity_poll_logs_its_traceback_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="exporter.poller")
     respx.get(CAPACITY).mock(return_value=capacity_of({"a": 8}))
-    rig = Rig(capacity=CapacitySettings(username="alice"))
+    rig = Rig(capacity="alice")
 
     async def broken(*args: Any) -> dict[str, Any]:
         raise RuntimeError("a bug")

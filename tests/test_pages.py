@@ -18,7 +18,7 @@ from exporter.sugon.conversation import ApiError, parse_envelope
 from exporter.sugon.http1 import Answer
 from exporter.sugon.joblist import _same_rows
 from exporter.sugon.pages import decode_job_page, parse_job_page, row_of
-from tests.helpers import RowsReceived, envelope, fixture
+from tests.helpers import envelope, fixture, read_list
 
 FIELDS = Row.__struct_fields__
 
@@ -314,7 +314,7 @@ def test_a_server_that_ignores_the_offset_is_found_though_the_run_times_grow() -
     async def go() -> None:
         async with httpx.AsyncClient() as http:
             client = SugonClient("https://h", StaticToken("t"), Conversation(http, 5, retry_backoff=0))
-            await client.fetch_jobs("1", 3, 1, RowsReceived())
+            await read_list(client, "1", 3, 1)
 
     with respx.mock:
         respx.get("https://h/hpc/openapi/v2/jobs").mock(side_effect=again)

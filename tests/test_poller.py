@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,15 @@ import pytest
 import respx
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.counting.statefile import StateFile
-from exporter.model import ClusterSnapshot
-from exporter.poller import CapacitySettings, ClusterPoller, LabelBudget
-from exporter.serving.collector import JobCollector
-from exporter.serving.families import ClusterFamilies
-from exporter.serving.selfmetrics import PollMetrics
-from exporter.serving.store import StateStore
+from exporter.groups.base import Settings
+from exporter.groups.own import Own
+from exporter.model import Budget, ClusterState
+from exporter.poller import ClusterPoller, PollSettings
+from exporter.render import Exposition
+from exporter.statefile import StateFile
 from exporter.sugon.conversation import Conversation
-from exporter.sugon.joblist import JobListRead, SugonClient
+from exporter.sugon.discovery import Endpoint
+from exporter.sugon.joblist import MAX_JOBS, JobListRead, SugonClient
 from exporter.sugon.platform import Center
 from exporter.sugon.tokens import FileToken, StaticToken, TokenProvider
 from tests.helpers import SCHEDULER, PagedList, envelope, fixture, row
@@ -43,7 +43,8 @@ class Clock:
 
 
 class Rig:
-    """One poller wired like the real thing, with its registry, store and a hand clock."""
+    """One poller wired like the real thing, with its exposition and a hand clock. ``platform`` (anything with
+    an async ``center(token)``) makes the HPC URL discovered; ``capacity`` the account of capacity polls."""
 
     def __init__(
         self,
@@ -53,40 +54,60 @@ class Rig:
         per_user: bool = True,
         page_size: int = 100,
         concurrency: int = 2,
-        url_source: Callable[[], Awaitable[Center]] | None = None,
-        **options: Any,
+        platform: Any = None,
+        budget: Budget | None = None,
+        capacity: str | None = None,
+        state_file: StateFile | None = None,
+        max_jobs: int = MAX_JOBS,
     ) -> None:
         self.clock = Clock()
         self.mono = [0.0]
-        self.registry = CollectorRegistry()
-        self.metrics = PollMetrics(self.registry)
-        self.store = StateStore(["kunshan"])
-        self.registry.register(JobCollector(self.store, ClusterFamilies(per_user), self.clock))
+        self.exposition = Exposition(["kunshan"], self.clock)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.exposition)
+        self.own = Own("kunshan")
         self.http = httpx.AsyncClient()
-        caller = Conversation(self.http, 5.0, self.metrics.observer("kunshan"), retry_backoff=0)
-        self.client = SugonClient(BASE, tokens or StaticToken("tok"), caller)
+        caller = Conversation(self.http, 5.0, self.own, retry_backoff=0)
+        self.client = SugonClient("" if platform else BASE, tokens or StaticToken("tok"), caller)
         self.poller = ClusterPoller(
             "kunshan",
             self.client,
-            self.store,
-            self.metrics,
-            scheduler_ids=ids,
-            url_source=url_source,
-            interval=60,
-            page_size=page_size,
-            concurrency=concurrency,
-            max_staleness=max_staleness,
-            per_user=per_user,
+            Endpoint("kunshan", self.client, ids, platform, monotonic=lambda: self.mono[0]),
+            self.exposition,
+            self.own,
+            PollSettings(
+                interval=60,
+                page_size=page_size,
+                concurrency=concurrency,
+                max_staleness=max_staleness,
+                max_jobs=max_jobs,
+                capacity_interval=300 if capacity is not None else None,
+                username=capacity or "",
+            ),
+            Settings(cluster="kunshan", budget=budget or Budget(), per_user=per_user),
+            state_file=state_file,
             clock=self.clock,
             monotonic=lambda: self.mono[0],
-            **options,
         )
+
+    @property
+    def state(self) -> ClusterState:
+        return self.exposition.get("kunshan")
 
     def poll(self) -> bool:
         return asyncio.run(self.poller.poll_once())
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, {"hpc_cluster": "kunshan", **labels})
+
+    def values(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Every sample of ``name`` of the cluster: {its labels but hpc_cluster, sorted: value}."""
+        return {
+            tuple(sorted((k, v) for k, v in s.labels.items() if k != "hpc_cluster")): s.value
+            for family in self.registry.collect()
+            for s in family.samples
+            if s.name == name and s.labels.get("hpc_cluster") == "kunshan"
+        }
 
 
 def serve(rows: list[dict[str, Any]], cap: int = 100) -> PagedList:
@@ -164,7 +185,7 @@ def test_a_poll_that_fails_on_a_late_page_publishes_nothing() -> None:
     respx.get(JOBS).mock(side_effect=fail_at_300)
     rig = Rig()
     assert rig.poll() is False
-    assert rig.store.get("kunshan").snapshot is None
+    assert rig.state.jobs is None
     assert rig.value("sugon_jobs", queue="debug", status="running") is None
     assert rig.value("sugon_up") == 0
     assert rig.value("sugon_polls_total", result="failure") == 1
@@ -180,11 +201,11 @@ def test_after_a_failure_the_last_good_data_is_served_until_max_staleness_then_d
     )
     rig = Rig(max_staleness=300)
     assert rig.poll()
-    good = rig.store.get("kunshan").snapshot
+    good = rig.state.jobs
     route.mock(side_effect=httpx.ConnectError("refused"))
     rig.clock.now += 60
     assert rig.poll() is False
-    assert rig.store.get("kunshan").snapshot is good
+    assert rig.state.jobs is good
     assert rig.value("sugon_up") == 0
     assert rig.value("sugon_jobs", queue="debug", status="queued") == 1  # kept, not a false 0
     rig.clock.now += 239
@@ -211,7 +232,7 @@ def test_each_poll_counts_only_its_own_jobs_though_the_poller_keeps_what_it_lear
 
     first = [row(1, "statR", "debug", "a", 4), queued(2, "b", "Priority"), row(3, "statD", "gpu", "c", 2)]
     server = serve(first, cap=1)
-    rig = Rig(budget=LabelBudget(max_users=1))
+    rig = Rig(budget=Budget(max_users=1))
     assert rig.poll()
     assert rig.value("sugon_user_jobs", queue="debug", user="a", status="running") == 1  # a: first by name
     assert rig.value("sugon_user_jobs", queue="debug", user="other", status="queued") == 1  # b, folded
@@ -244,7 +265,7 @@ def test_each_poll_counts_only_its_own_jobs_though_the_poller_keeps_what_it_lear
     assert rig.value("sugon_users_folded") == 0  # a, c and d are gone: not counted as folded
     assert rig.value("sugon_queued_jobs_by_reason", queue="debug", reason="Priority") is None
     assert rig.value("sugon_queued_jobs_by_reason", queue="debug", reason="Resources") is None
-    assert rig.store.get("kunshan").snapshot.job_count == 1  # type: ignore[union-attr]
+    assert sum(rig.values("sugon_jobs").values()) == 1
 
 
 @respx.mock
@@ -318,12 +339,11 @@ def test_a_queue_stays_zero_filled_for_24_hours_after_it_was_last_seen() -> None
     route.mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(2, queue="long")]})))
     rig.clock.now += 23 * 3600
     assert rig.poll()
-    snap = rig.store.get("kunshan").snapshot
-    assert snap is not None and snap.by_queue[("short", "running")] == (0, 0)
+    assert rig.value("sugon_jobs", queue="short", status="running") == 0
+    assert rig.value("sugon_job_cpus", queue="short", status="running") == 0
     rig.clock.now += 2 * 3600
     assert rig.poll()
-    snap = rig.store.get("kunshan").snapshot
-    assert snap is not None and {q for q, _ in snap.by_queue} == {"long"}
+    assert {dict(labels)["queue"] for labels in rig.values("sugon_jobs")} == {"long"}
 
 
 @respx.mock
@@ -358,11 +378,12 @@ def test_a_discovered_url_is_kept_and_looked_up_again_only_after_it_stopped_answ
     urls = [BASE, BASE, other]
     lookups = []
 
-    async def url_source() -> Center:
-        lookups.append(1)
-        return Center(urls[len(lookups) - 1], None)
+    class Platform:
+        async def center(self, token: str) -> Center:
+            lookups.append(1)
+            return Center(hpc_url=urls[len(lookups) - 1], user_name=None)
 
-    rig = Rig(url_source=url_source)
+    rig = Rig(platform=Platform())
     assert rig.poll() and rig.poll()
     assert len(lookups) == 1  # cached
     rig.mono[0] = 3601.0
@@ -381,16 +402,24 @@ def test_polls_never_overlap_and_a_long_poll_delays_the_next_one() -> None:
     sleeps: list[float] = []
     active = [0, 0]  # in progress, most at once
 
-    class Stub:
-        async def fetch_jobs(self, *args: Any) -> JobListRead:
+    class Reader:
+        read: JobListRead | None = None
+
+        async def pages(self) -> AsyncGenerator[tuple[list[Any], bool], None]:
             active[0] += 1
             active[1] = max(active)
             mono[0] += next(durations)
             await asyncio.sleep(0)
             active[0] -= 1
-            return JobListRead(
-                total=0, pages=1, least_total=0, complete=True, extra=0, recovered=0, distinct=0, spare=0
-            )
+            self.read = JobListRead(total=0, pages=1, least_total=0, complete=True, extra=0, distinct=0, spare=0)
+            return
+            yield
+
+    class Stub:
+        base_url = "https://hpc.example.com"
+
+        def job_list(self, *args: Any) -> Reader:
+            return Reader()
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
@@ -398,18 +427,15 @@ def test_polls_never_overlap_and_a_long_poll_delays_the_next_one() -> None:
         if len(sleeps) == 2:
             raise asyncio.CancelledError
 
-    registry = CollectorRegistry()
+    stub = Stub()
     poller = ClusterPoller(
         "kunshan",
-        Stub(),
-        StateStore(["kunshan"]),
-        PollMetrics(registry),  # type: ignore[arg-type]
-        scheduler_ids=("1",),
-        interval=60,
-        page_size=10,
-        concurrency=1,
-        max_staleness=300,
-        per_user=False,
+        stub,  # type: ignore[arg-type]
+        Endpoint("kunshan", stub, ("1",)),  # type: ignore[arg-type]
+        Exposition(["kunshan"]),
+        Own("kunshan"),
+        PollSettings(interval=60, page_size=10, concurrency=1, max_staleness=300),
+        Settings(cluster="kunshan", per_user=False),
         monotonic=lambda: mono[0],
         sleep=sleep,
     )
@@ -443,8 +469,8 @@ def test_excluded_queues_are_left_out_of_every_family() -> None:
             200, json=envelope([{"queueName": "debug", "queNcpus": 8}, {"queueName": "test-small", "queNcpus": 8}])
         )
     )
-    budget = LabelBudget(queues_exclude=(re.compile("test-.*"),))
-    rig = Rig(budget=budget, capacity=CapacitySettings(username="alice"))
+    budget = Budget(queues_exclude=(re.compile("test-.*"),))
+    rig = Rig(budget=budget, capacity="alice")
     assert rig.poll() and rig.poll()
     assert asyncio.run(rig.poller.poll_capacity_once())
     text = generate_latest(rig.registry).decode()
@@ -502,20 +528,9 @@ def hostile(part: str) -> bytes:
     return ('{"version": 1, "clusters": {"kunshan": {' + good + ", " + part + "}}}").encode("utf-8")
 
 
-SAVED_JOBS = {  # a poll's job data as the state file keeps it
+SAVED_GAUGES = {  # a poll's job gauges as the state file keeps them
     "taken_at": 1_699_999_400,
-    "reported_total": 1,
-    "job_count": 1,
-    "by_queue": [["debug", "queued", 1, 1]],
-    "by_user": [],
-    "by_reason": [],
-    "oldest_queued_age": {"debug": 0},
-    "users_folded": 0,
-    "queues_folded": 0,
-    "nodes_by_queue": [],
-    "nodes_in_use": 0,
-    "by_app": [],
-    "running_max_seconds": {},
+    "families": [["sugon_jobs", "Jobs.", [[{"hpc_cluster": "kunshan", "queue": "debug", "status": "queued"}, 1]]]],
 }
 HOSTILE_STATE_FILES = {
     "nested 100,000 deep": b"[" * 100_000,
@@ -537,9 +552,13 @@ HOSTILE_STATE_FILES = {
         '"users": {"day": "2024-05-01", "named": [], "cpu_seconds": {"2024-05-01": {"a": -1}}}'
     ),
     "users without their figures": hostile('"users": {"day": "2024-05-01", "named": []}'),
-    "job data without its tables": hostile('"jobs": {"taken_at": 1699999400}'),
-    "a job row of three values": hostile('"jobs": ' + json.dumps({**SAVED_JOBS, "by_queue": [["debug", "queued", 1]]})),
-    "a queue that is a number": hostile('"jobs": ' + json.dumps({**SAVED_JOBS, "by_app": [[7, "queued", 1, 1]]})),
+    "job gauges without their families": hostile('"gauges": {"taken_at": 1699999400}'),
+    "a sample of three values": hostile(
+        '"gauges": ' + json.dumps({**SAVED_GAUGES, "families": [["sugon_jobs", "Jobs.", [[{}, 1, 2]]]]})
+    ),
+    "a label value that is a number": hostile(
+        '"gauges": ' + json.dumps({**SAVED_GAUGES, "families": [["sugon_jobs", "Jobs.", [[{"queue": 7}, 1]]]]})
+    ),
     "negative run seconds": hostile('"run_seconds": {"k": -5}'),
     "run seconds not whole": hostile('"run_seconds": {"k": 1.5}'),
 }
@@ -566,10 +585,10 @@ def test_a_hostile_state_file_is_ignored_whole_with_a_warning_and_the_exporter_s
 def test_the_hostile_files_would_restore_the_wait_were_it_not_for_their_hostile_part(tmp_path: Path) -> None:
     """So that the test above shows the whole file ignored, not a key it failed to find."""
     path = tmp_path / "state.json"
-    path.write_bytes(hostile('"queues_seen": {"debug": 1699999400}, "jobs": ' + json.dumps(SAVED_JOBS)))
+    path.write_bytes(hostile('"queues_seen": {"debug": 1699999400}, "gauges": ' + json.dumps(SAVED_GAUGES)))
     state = StateFile(str(path))
     assert state.waiting_since("kunshan") == {f"{SCHEDULER}\x001": 1_699_999_400}
-    assert state.jobs("kunshan", 300) is not None
+    assert state.gauges("kunshan", 300) is not None
 
 
 @respx.mock
@@ -591,7 +610,7 @@ def test_an_unwritable_state_file_warns_once_and_polling_goes_on(
 def test_capacity_failures_are_counted_and_never_touch_the_job_data() -> None:
     respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 1, "list": [row(1)]})))
     cap = respx.get(CAPACITY + "alice").mock(return_value=httpx.Response(500))
-    rig = Rig(capacity=CapacitySettings(username="alice"))
+    rig = Rig(capacity="alice")
     assert rig.poll()
     assert not asyncio.run(rig.poller.poll_capacity_once())
     assert rig.value("sugon_api_errors_total", reason="http_status") == 2  # the request and its retry
@@ -638,10 +657,11 @@ def test_the_capacity_account_comes_from_config_then_center_then_the_token(
     respx.get(JOBS).mock(return_value=httpx.Response(200, json=envelope({"total": 0, "list": []})))
     cap = respx.get(url__startswith=CAPACITY).mock(return_value=httpx.Response(200, json=envelope([])))
 
-    async def center() -> Center:
-        return Center(BASE, center_user)
+    class Platform:
+        async def center(self, token: str) -> Center:
+            return Center(hpc_url=BASE, user_name=center_user)
 
-    rig = Rig(tokens=StaticToken(token), url_source=center, capacity=CapacitySettings(username=configured))
+    rig = Rig(tokens=StaticToken(token), platform=Platform(), capacity=configured)
     assert asyncio.run(rig.poller.poll_capacity_once())
     assert cap.calls.last.request.url.path.endswith("/" + expected)
 
@@ -653,10 +673,14 @@ def used(job_id: int, status: str, queue: str, user: str, cpus: int, run_time: A
     return {**row(job_id, status, queue, user, cpus), "jobRunTime": run_time, "nodeUsed": nodes, "appType": app}
 
 
-def snapshot_of(rig: Rig) -> ClusterSnapshot:
-    snap = rig.store.get("kunshan").snapshot
-    assert snap is not None
-    return snap
+def nonzero(rig: Rig, name: str, *labels: str) -> dict[Any, float]:
+    """The non-zero samples of ``name``: {its ``labels``' values (one value: alone, else a tuple): value}."""
+    out = {}
+    for key, value in rig.values(name).items():
+        if value:
+            values = tuple(dict(key)[label] for label in labels)
+            out[values[0] if len(values) == 1 else values] = value
+    return out
 
 
 @respx.mock
@@ -669,8 +693,7 @@ def test_usage_goes_from_the_rows_to_the_published_snapshot() -> None:
     )
     rig = Rig()
     assert rig.poll()  # seeds: no CPU-second yet
-    snap = snapshot_of(rig)
-    assert dict(snap.activity.cpu_seconds) == {} and snap.nodes_in_use == 2
+    assert nonzero(rig, "sugon_job_cpu_seconds_total", "queue") == {} and rig.value("sugon_nodes_in_use") == 2
     server.rows = [
         used(1, "statR", "debug", "a", 4, "00:02:40", "n[01-02]", "fluent"),  # +60 s on 4 CPUs
         used(2, "statR", "gpu", "b", 2, "00:00:30", "g1", None),  # started: 30 s on 2 CPUs
@@ -678,19 +701,26 @@ def test_usage_goes_from_the_rows_to_the_published_snapshot() -> None:
     ]
     rig.clock.now += 60
     assert rig.poll()
-    snap = snapshot_of(rig)
-    assert dict(snap.activity.cpu_seconds) == {"debug": 240 + 600, "gpu": 60}
-    assert dict(snap.activity.user_cpu_seconds) == {("debug", "a"): 840, ("gpu", "b"): 60}
-    assert (snap.activity.run_time["debug"].count, snap.activity.run_time["debug"].total) == (1, 600)
-    assert snap.nodes_in_use == 3  # n01, n02, g1: n03's job is not running
-    assert (snap.nodes_by_queue[("debug", "running")], snap.nodes_by_queue[("debug", "completed")]) == (2, 1)
-    assert snap.nodes_by_queue[("gpu", "running")] == 1 and snap.nodes_by_queue[("gpu", "queued")] == 0
-    assert dict(snap.by_app) == {
-        ("fluent", "running"): (1, 4),
-        ("none", "running"): (1, 2),
-        ("vasp", "completed"): (1, 1),
+    assert nonzero(rig, "sugon_job_cpu_seconds_total", "queue") == {"debug": 240 + 600, "gpu": 60}
+    assert nonzero(rig, "sugon_user_job_cpu_seconds_total", "queue", "user") == {("debug", "a"): 840, ("gpu", "b"): 60}
+    assert rig.value("sugon_job_run_seconds_count", queue="debug") == 1
+    assert rig.value("sugon_job_run_seconds_sum", queue="debug") == 600
+    assert rig.value("sugon_nodes_in_use") == 3  # n01, n02, g1: n03's job is not running
+    assert rig.value("sugon_job_nodes", queue="debug", status="running") == 2
+    assert rig.value("sugon_job_nodes", queue="debug", status="completed") == 1
+    assert rig.value("sugon_job_nodes", queue="gpu", status="running") == 1
+    assert rig.value("sugon_job_nodes", queue="gpu", status="queued") == 0
+    assert nonzero(rig, "sugon_app_jobs", "app", "status") == {
+        ("fluent", "running"): 1,
+        ("none", "running"): 1,
+        ("vasp", "completed"): 1,
     }
-    assert dict(snap.running_max_seconds) == {"debug": 160.0, "gpu": 30.0}
+    assert nonzero(rig, "sugon_app_job_cpus", "app", "status") == {
+        ("fluent", "running"): 4,
+        ("none", "running"): 2,
+        ("vasp", "completed"): 1,
+    }
+    assert nonzero(rig, "sugon_running_job_max_seconds", "queue") == {"debug": 160.0, "gpu": 30.0}
 
 
 @respx.mock
@@ -700,8 +730,8 @@ def test_without_per_user_cpu_seconds_are_counted_by_queue_only() -> None:
     assert rig.poll()
     server.rows = [used(1, "statR", "debug", "a", 4, "00:02:40", "n1", "fluent")]
     assert rig.poll()
-    snap = snapshot_of(rig)
-    assert dict(snap.activity.cpu_seconds) == {"debug": 240} and dict(snap.activity.user_cpu_seconds) == {}
+    assert nonzero(rig, "sugon_job_cpu_seconds_total", "queue") == {"debug": 240}
+    assert rig.values("sugon_user_job_cpu_seconds_total") == {}
 
 
 @respx.mock
@@ -721,7 +751,7 @@ def test_values_that_cannot_be_read_are_counted_by_field_and_their_rows_still_co
     assert rig.value("sugon_invalid_fields_total", field="procNumUsed") == 1
     assert rig.value("sugon_invalid_records_total") == 1  # the CPU count, as before
     assert rig.value("sugon_jobs", queue="debug", status="running") == 4  # every row counts
-    assert snapshot_of(rig).nodes_by_queue[("debug", "running")] == 2  # n1 and n2
+    assert rig.value("sugon_job_nodes", queue="debug", status="running") == 2  # n1 and n2
     server.rows = server.rows[1:2]
     assert rig.poll()
     assert rig.value("sugon_invalid_fields_total", field="nodeUsed") == 3
@@ -730,19 +760,17 @@ def test_values_that_cannot_be_read_are_counted_by_field_and_their_rows_still_co
 
 def test_every_field_starts_at_zero() -> None:
     rig = Rig()
-    assert [rig.value("sugon_invalid_fields_total", field=f) for f in ("jobRunTime", "nodeUsed", "procNumUsed")] == [
-        0,
-        0,
-        0,
-    ]
+    fields = ("jobRunTime", "jobStatus", "nodeUsed", "procNumUsed")
+    assert [rig.value("sugon_invalid_fields_total", field=f) for f in fields] == [0, 0, 0, 0]
 
 
 @respx.mock
 def test_applications_beyond_max_apps_are_other() -> None:
     serve([used(i, "statR", "debug", "a", 1, "00:01:00", "n1", app) for i, app in enumerate(["v", "v", "f", "g"])])
-    rig = Rig(budget=LabelBudget(max_apps=1))
+    rig = Rig(budget=Budget(max_apps=1))
     assert rig.poll()
-    assert dict(snapshot_of(rig).by_app) == {("v", "running"): (2, 2), ("other", "running"): (2, 2)}
+    assert nonzero(rig, "sugon_app_jobs", "app", "status") == {("v", "running"): 2, ("other", "running"): 2}
+    assert nonzero(rig, "sugon_app_job_cpus", "app", "status") == {("v", "running"): 2, ("other", "running"): 2}
 
 
 @respx.mock
@@ -754,7 +782,7 @@ def test_the_state_file_keeps_run_times_so_a_restart_loses_no_cpu_second(tmp_pat
     server.rows = [used(1, "statR", "debug", "a", 4, "00:02:40", "n1", "x")]
     first.clock.now += 60
     assert first.poll()
-    assert dict(snapshot_of(first).activity.cpu_seconds) == {"debug": 240}
+    assert nonzero(first, "sugon_job_cpu_seconds_total", "queue") == {"debug": 240}
     saved = json.loads(Path(path).read_text())["clusters"]["kunshan"]
     assert saved["run_seconds"] == {f"{SCHEDULER}\x001": 160}
     # Restarted 10 minutes later: job 1 ran on (600 s more on 4 CPUs); job 2 is not in the file: seeded.
@@ -765,8 +793,8 @@ def test_the_state_file_keeps_run_times_so_a_restart_loses_no_cpu_second(tmp_pat
     again = Rig(state_file=StateFile(path))
     again.clock.now = first.clock.now + 600
     assert again.poll()
-    assert dict(snapshot_of(again).activity.cpu_seconds) == {"debug": 2400}  # from 0, as counters restart
-    assert dict(snapshot_of(again).activity.submitted) == {}  # the first poll after a restart still seeds
+    assert nonzero(again, "sugon_job_cpu_seconds_total", "queue") == {"debug": 2400}  # from 0: counters restart
+    assert nonzero(again, "sugon_jobs_submitted_total", "queue") == {}  # the first poll after a restart seeds
 
 
 @respx.mock
@@ -777,10 +805,10 @@ def test_a_state_file_written_before_run_times_were_kept_still_loads_and_seeds(t
     server = serve([used(1, "statR", "debug", "a", 4, "00:12:40", "n1", "x")])
     rig = Rig(state_file=StateFile(str(path)))
     assert rig.poll()
-    assert dict(snapshot_of(rig).activity.cpu_seconds) == {}
+    assert nonzero(rig, "sugon_job_cpu_seconds_total", "queue") == {}
     server.rows = [used(1, "statR", "debug", "a", 4, "00:13:40", "n1", "x")]
     assert rig.poll()
-    assert dict(snapshot_of(rig).activity.cpu_seconds) == {"debug": 240}
+    assert nonzero(rig, "sugon_job_cpu_seconds_total", "queue") == {"debug": 240}
     assert json.loads(path.read_text())["clusters"]["kunshan"]["run_seconds"] == {key: 820}
 
 
@@ -810,7 +838,7 @@ def test_the_users_named_by_cpu_seconds_stay_named_across_a_restart_with_the_sta
 ) -> None:
     path = str(tmp_path / "state.json")
     server = serve(running({"a": "00:00:00", "b": "00:00:00"}))
-    first = Rig(state_file=StateFile(path), budget=LabelBudget(max_users=2))
+    first = Rig(state_file=StateFile(path), budget=Budget(max_users=2))
     first.clock.now = DAY0
     assert first.poll()  # a and b come first: named while there is room
     # 10 minutes on: a and b 600 each; c and d started meanwhile (5 minutes ago): c 1200, d 900, both other.
@@ -828,7 +856,7 @@ def test_the_users_named_by_cpu_seconds_stay_named_across_a_restart_with_the_sta
     def restarted(state_file: StateFile | None) -> dict[str, float]:
         """A restart at DAY1 + 120, and the CPU-seconds of its second poll, a minute later."""
         server.rows = running({"a": "00:12:00", "b": "00:12:00", "c": "00:07:00", "d": "00:07:00"})
-        rig = Rig(state_file=state_file, budget=LabelBudget(max_users=2))
+        rig = Rig(state_file=state_file, budget=Budget(max_users=2))
         rig.clock.now = DAY1 + 120
         assert rig.poll()
         server.rows = running({"a": "00:13:00", "b": "00:13:00", "c": "00:08:00", "d": "00:08:00"})

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from exporter.counting.usage import (
+from exporter.rows import (
     INVALID,
     MAX_COUNT,
     MAX_NODES,

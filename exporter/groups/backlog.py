@@ -32,6 +32,8 @@ class Backlog(Group):
         self._reasons: dict[tuple[str, str], int] = {}  # this poll: (queue, reason) → queued jobs
         self._oldest: dict[str, float] = {}  # this poll: queue → the earliest first-waiting time of a queued job
         self._events: list[tuple[str, str, float]] = []  # this poll: (queue, event, wait) to count at its end
+        self._gone: list[str] = []  # this poll: the queues of the jobs that left the list without ending
+        self._last: PollEnd | None = None  # how the last poll named queues: a job that left is counted so
         self._submitted: dict[str, int] = {}
         self._started: dict[str, int] = {}
         self._ended: dict[tuple[str, str], int] = {}
@@ -52,7 +54,7 @@ class Backlog(Group):
 
     def depart(self, gone: Gone) -> None:
         if not gone.ended:
-            self._events.append((gone.queue, GONE, 0.0))
+            self._gone.append(gone.queue)
 
     def queues(self) -> set[str]:
         return {*self._submitted, *self._started, *self._waits, *(q for q, _ in self._ended)}
@@ -67,6 +69,10 @@ class Backlog(Group):
                 self._waits.setdefault(queue, Histogram(WAIT_BUCKETS)).observe(waited)
             else:
                 self._ended[(queue, event)] = self._ended.get((queue, event), 0) + 1
+        for queue in self._gone:  # under the name its queue had when the job was last seen
+            key = ((self._last or end).queue(queue), GONE)
+            self._ended[key] = self._ended.get(key, 0) + 1
+        self._last = end
         self._forget_queues_but(end)
         families = Families(gauges=[self._by_reason(end), self._oldest_age(end)], kept=self.kept(end))
         self.abandon()
@@ -141,4 +147,4 @@ class Backlog(Group):
         return [submitted, started, ended, waits]
 
     def abandon(self) -> None:
-        self._reasons, self._oldest, self._events = {}, {}, []
+        self._reasons, self._oldest, self._events, self._gone = {}, {}, [], []

@@ -23,7 +23,7 @@ class Nodes(Group):
         nodes = seen.job.nodes  # only a running job's
         if nodes is None or len(self._nodes) >= MAX_NODES:
             return
-        names = node_names(nodes)
+        names = node_names(nodes) or []
         if len(self._nodes) + len(names) <= MAX_NODES:
             self._nodes.update(names)
             return

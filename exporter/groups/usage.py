@@ -26,6 +26,8 @@ class Usage(Group):
         super().__init__(settings)
         self._spent: dict[str, int] = {}  # this poll: queue → CPU-seconds
         self._ended: list[tuple[str, int]] = []  # this poll: (queue, run seconds) of the jobs seen ending
+        self._gone: list[tuple[str, int]] = []  # this poll: the same of the jobs that left the list without ending
+        self._last: PollEnd | None = None  # how the last poll named queues: a job that left is counted so
         self._longest: dict[str, int] = {}  # this poll: queue → the longest run time of a running job
         self._queues: set[str] = set()  # this poll: the queues with jobs
         self._cpu: dict[str, int] = {}
@@ -46,8 +48,8 @@ class Usage(Group):
             self._longest[job.queue] = job.run_seconds
 
     def depart(self, gone: Gone) -> None:
-        if not gone.ended:
-            self._ended_run(gone.queue, gone.started, gone.run)
+        if not gone.ended and gone.run >= 0 and (gone.started or gone.run > 0):
+            self._gone.append((gone.queue, gone.run))
 
     def _ended_run(self, queue: str, started: bool, run: int) -> None:
         """A job seen ending: its last known run time, if it ran and that is known."""
@@ -63,6 +65,9 @@ class Usage(Group):
             self._cpu[named] = self._cpu.get(named, 0) + seconds
         for queue, run in self._ended:
             self._runs.setdefault(end.queue(queue), Histogram(RUN_BUCKETS)).observe(run)
+        for queue, run in self._gone:  # under the name its queue had when the job was last seen
+            self._runs.setdefault((self._last or end).queue(queue), Histogram(RUN_BUCKETS)).observe(run)
+        self._last = end
         if end.named is not None:  # counts of a queue that lost its name are forgotten: its series go
             keep = {*end.named, OTHER}
             for table in (self._cpu, self._runs):
@@ -105,4 +110,4 @@ class Usage(Group):
         return [cpu, runs]
 
     def abandon(self) -> None:
-        self._spent, self._ended, self._longest, self._queues = {}, [], {}, set()
+        self._spent, self._ended, self._gone, self._longest, self._queues = {}, [], [], {}, set()
