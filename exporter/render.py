@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry, GCCollector, Info, PlatformCollector, ProcessCollector
@@ -102,6 +102,26 @@ def merged(families: Iterable[Metric]) -> list[Metric]:
     return [family for family in by_name.values() if family.samples]
 
 
+class _All:
+    """Every name."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+ALL: Container[str] = _All()
+
+
+class _Prefixes:
+    """The family names that samples named ``wanted`` may belong to (a sample's name starts with its family's)."""
+
+    def __init__(self, wanted: Iterable[str]) -> None:
+        self._wanted = tuple(wanted)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(w.startswith(name) for w in self._wanted)
+
+
 class Exposition:
     """The states of every cluster, and what /metrics serves of them. ``publish`` swaps one cluster's state
     and renders the text ahead (in the publishing thread), so that scrapes find it ready."""
@@ -151,11 +171,14 @@ class Exposition:
         for openmetrics in list(self._texts):
             self._text(openmetrics)
 
-    def families(self, now: float | None = None, states: Mapping[str, ClusterState] | None = None) -> list[Metric]:
-        """Every family /metrics serves of ``states`` (the current ones) but the process's own, as at ``now``."""
+    def families(
+        self, now: float | None = None, states: Mapping[str, ClusterState] | None = None, names: Container[str] = ALL
+    ) -> list[Metric]:
+        """Every family /metrics serves of ``states`` (the current ones) but the process's own, as at ``now``;
+        only those whose names are in ``names``."""
         now = self._clock() if now is None else now
         states = self._states if states is None else states
-        clusters = [f for state in states.values() for f in cluster_families(state, now)]
+        clusters = [f for state in states.values() for f in cluster_families(state, now) if f.name in names]
         ok = GaugeMetricFamily(
             "sugon_config_last_reload_successful",
             "1 if the last configuration reload (SIGHUP) succeeded, else 0; 1 from the start.",
@@ -166,7 +189,7 @@ class Exposition:
             "Unix time of the last successful configuration reload, or of the start.",
             value=self._reload[1],
         )
-        return [*self._static, *merged(clusters), ok, at]
+        return [f for f in (*self._static, *merged(clusters), ok, at) if f.name in names]
 
     def _text(self, openmetrics: bool) -> bytes:
         """The text of everything but the process's own metrics, rendered again only when what it shows changed:
@@ -200,8 +223,9 @@ class Exposition:
         whose samples can be named are skipped without looking at their samples."""
         wanted = set(names)
         selected = []
-        for family in [*self.families(), *self._runtime.collect()]:
-            if not any(name.startswith(family.name) for name in wanted):
+        candidates = _Prefixes(wanted)
+        for family in [*self.families(names=candidates), *self._runtime.collect()]:
+            if family.name not in candidates:
                 continue
             samples = [s for s in family.samples if s.name in wanted]
             if samples:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.core import Metric
 
-from exporter.model import Row
+from exporter.model import ClusterState, Row
 from exporter.sugon.joblist import SugonClient
 from tests.tools import find_tool
 
@@ -123,3 +124,40 @@ async def read_list(
         rows.extend(page)
     assert reader.read is not None
     return reader.read.total, rows
+
+
+def job_counts(state: ClusterState) -> dict[tuple[str, str], int]:
+    """A cluster's published jobs by (queue, status), as its sugon_jobs family has them (zeros included)."""
+    assert state.jobs is not None, f"cluster {state.name} has no job data"
+    return {
+        (s.labels["queue"], s.labels["status"]): int(s.value)
+        for family in state.jobs.families
+        if family.name == "sugon_jobs"
+        for s in family.samples
+    }
+
+
+def job_count(state: ClusterState) -> int:
+    """How many jobs a cluster's published job data counts."""
+    return sum(job_counts(state).values())
+
+
+def polled_families() -> list[Metric]:
+    """Every family /metrics has once the demo's two clusters have been polled (job list and queue capacity)."""
+    from exporter.cli import start_demo
+    from exporter.service import Exporter
+
+    config, simulators = start_demo()
+    try:
+        exporter = Exporter(config)
+
+        async def polls() -> None:
+            for poller in exporter.pollers:
+                assert await poller.poll_once() and await poller.poll_capacity_once()
+            await exporter.aclose()
+
+        asyncio.run(polls())
+        return list(exporter.registry.collect())
+    finally:
+        for simulator in simulators:
+            simulator.stop()

@@ -85,11 +85,12 @@ class Polls:
         saved: Mapping[str, Any] | None = None,
         queues_seen: Mapping[str, float] | None = None,
         groups: Iterable[type[Group]] = GROUPS,
+        cluster: str = CLUSTER,
     ) -> None:
         budget = budget or Budget()
         self.book = JobBook(restored_waits, restored_runs)
         self.queues = QueueBudget(budget.max_queues, budget.queues_exclude, queues_seen)
-        settings = Settings(cluster=CLUSTER, budget=budget, per_user=per_user, saved=saved or {})
+        settings = Settings(cluster=cluster, budget=budget, per_user=per_user, saved=saved or {})
         self.groups = [group(settings) for group in groups]
 
     def poll(self, jobs: Iterable[Job], now: float, left: Container[str] | None = None) -> Samples:

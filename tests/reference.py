@@ -15,6 +15,7 @@ from exporter.counting.rows import RowParser, cpu_count, scalar_text
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.tracker import Seen
 from exporter.counting.usage import MAX_NODES, node_count, node_names, run_seconds
+
 from exporter.model import NO_REASON, RAN, TERMINAL, WAITING
 
 

@@ -18,6 +18,7 @@ from exporter.config import build_config
 from exporter.service import Exporter
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import SimPlatform, Simulator
+from tests.helpers import job_count
 
 PASSWORD = "alice-pa55word-do-not-print"
 ACCESS_KEY = "AK-bob-do-not-print"
@@ -115,7 +116,7 @@ def test_many_token_lifetimes_pass_with_no_failed_poll_and_no_secret_in_any_outp
         environ={},
     )
     exporter = Exporter(config)
-    server = WebServer(make_app(exporter.registry, exporter.store), "127.0.0.1", 0)
+    server = WebServer(make_app(exporter.registry, exporter.exposition, None, exporter.exposition), "127.0.0.1", 0)
     server.start()
     try:
         with caplog.at_level(logging.DEBUG):
@@ -135,9 +136,9 @@ def test_many_token_lifetimes_pass_with_no_failed_poll_and_no_secret_in_any_outp
         )
         expiry = value(exporter, "sugon_token_expiry_timestamp_seconds", hpc_cluster=name)
         assert expiry is not None and abs(expiry - time.time()) < 4
-        state = exporter.store.get(name)
-        assert state.up and state.snapshot is not None
-        assert state.snapshot.job_count == len(sim.rows())
+        state = exporter.exposition.get(name)
+        assert state.up and state.jobs is not None
+        assert job_count(state) == len(sim.rows())
     assert exporter.pollers[0].client.base_url == a.url  # the enabled URL from /center, /hpc stripped
     assert_no_secret(every_log_text(caplog) + [metrics, index], secrets_of(a, b))
 
@@ -173,7 +174,7 @@ def test_a_wrong_password_means_up_0_a_clear_log_no_crash_and_no_hammering(
     assert value(exporter, "sugon_token_refreshes_total", hpc_cluster="pw", method="login", result="failure") == (
         a.platform.logins
     )
-    assert exporter.store.get("pw").last_error == "auth"
+    assert exporter.exposition.get("pw").last_error == "auth"
     messages = [r.getMessage() for r in caplog.records]
     assert any("login of user alice" in m and "用户名或密码错误" in m for m in messages)
     assert any("check the password credentials of user alice" in m for m in messages)

@@ -8,6 +8,7 @@ import asyncio
 from exporter.config import build_config
 from exporter.service import Exporter
 from exporter.simulator import Scheduler, Simulator
+from tests.helpers import job_counts
 
 T0 = 1_700_000_000.0
 
@@ -47,9 +48,7 @@ def test_started_jobs_and_wait_observations_equal_the_starts_the_simulator_made(
         assert await poller.poll_capacity_once()
         starts = sim.population.starts - baseline
         assert starts > 20  # the simulator really moved
-        snapshot = exporter.store.get("sim").snapshot
-        assert snapshot is not None
-        queues = {q for q, _ in snapshot.by_queue}
+        queues = {q for q, _ in job_counts(exporter.exposition.get("sim"))}
         started = sum(value("sugon_jobs_started_total", {"hpc_cluster": "sim", "queue": q}) or 0 for q in queues)
         waits = sum(value("sugon_job_wait_seconds_count", {"hpc_cluster": "sim", "queue": q}) or 0 for q in queues)
         assert started == starts

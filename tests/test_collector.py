@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from exporter.counting.snapshot import SnapshotBuilder
+from exporter.serving.collector import JobCollector
+from exporter.serving.families import ClusterFamilies
+from exporter.serving.store import StateStore
 from prometheus_client import CollectorRegistry, generate_latest
 
-from exporter.counting.snapshot import SnapshotBuilder
 from exporter.model import (
     Activity,
     CapacitySnapshot,
@@ -17,9 +20,6 @@ from exporter.model import (
     RunTimeHistogram,
     WaitHistogram,
 )
-from exporter.serving.collector import JobCollector
-from exporter.serving.families import ClusterFamilies
-from exporter.serving.store import StateStore
 from tests.helpers import FIXTURES, promtool_check_metrics
 from tests.reference import Job, add_job
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import promql_parser
 import pytest
 
-from exporter.config import build_config
-from exporter.service import Exporter
+from tests.helpers import polled_families
 
 DASHBOARD = json.loads((Path(__file__).parent.parent / "deploy" / "grafana" / "sugon-exporter.json").read_text())
 PANELS = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
@@ -27,9 +26,8 @@ def concrete(expr: str) -> str:
 
 
 def emitted_series_names() -> set[str]:
-    config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
     names = set()
-    for fam in Exporter(config).registry.collect():
+    for fam in polled_families():
         if fam.type == "counter":
             names.add(fam.name + "_total")
         elif fam.type == "histogram":

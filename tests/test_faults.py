@@ -15,6 +15,7 @@ from exporter.model import REASONS
 from exporter.service import Exporter
 from exporter.simulator import Simulator
 from exporter.simulator.faults import CODES
+from tests.helpers import job_count, job_counts
 
 # fault → (does the poll still succeed, {reason: failed requests}); transient faults are retried once.
 MATRIX: dict[str, tuple[bool, dict[str, int]]] = {
@@ -68,7 +69,7 @@ class Rig:
         return Counter({r: int(get("sugon_api_errors_total", {"hpc_cluster": "c", "reason": r}) or 0) for r in REASONS})
 
     def running_jobs(self) -> float:
-        return sum(jobs for jobs, _ in self.exporter.store.get("c").snapshot.by_queue.values())  # type: ignore[union-attr]
+        return job_count(self.exporter.exposition.get("c"))
 
     def close(self) -> None:
         self.loop.run_until_complete(self.exporter.aclose())
@@ -86,8 +87,8 @@ def rig() -> Iterator[Rig]:
 @pytest.mark.parametrize("fault", list(MATRIX))
 def test_every_fault_is_survived_reported_and_recovered_from(rig: Rig, fault: str) -> None:
     assert rig.poll()
-    good = rig.exporter.store.get("c").snapshot
-    assert good is not None and good.job_count == len(rig.sim.rows())
+    good = rig.exporter.exposition.get("c")
+    assert good.jobs is not None and job_count(good) == len(rig.sim.rows())
     before = rig.errors()
 
     # The fault hits the first job-list request of the poll (and its retry, if any); the listing quirks
@@ -97,26 +98,26 @@ def test_every_fault_is_survived_reported_and_recovered_from(rig: Rig, fault: st
     rig.sim.faults.inject(fault, times=times)
     rig.clock[0] += 60
     assert rig.poll() is survives
-    state = rig.exporter.store.get("c")
+    state = rig.exporter.exposition.get("c")
     assert (rig.errors() - before) == Counter(expected)
     if survives:
-        assert state.up and state.snapshot is not None
-        assert state.snapshot.job_count == len(rig.sim.rows())  # counted right despite the quirk
+        assert state.up and state.jobs is not None
+        assert job_count(state) == len(rig.sim.rows())  # counted right despite the quirk
     else:
         assert state.up is False and state.last_error == next(iter(expected))
-        assert state.snapshot is good  # nothing partial was published; the last good data is still served
+        assert state.jobs is good.jobs  # nothing partial was published; the last good data is still served
         assert (
             rig.exporter.registry.get_sample_value(
                 "sugon_jobs", {"hpc_cluster": "c", "queue": "debug", "status": "running"}
             )
-            == good.by_queue[("debug", "running")][0]
+            == job_counts(good)[("debug", "running")]
         )
 
     rig.sim.faults.clear()
     rig.clock[0] += 60
     assert rig.poll()
-    state = rig.exporter.store.get("c")
-    assert state.up and state.snapshot is not None and state.snapshot.job_count == len(rig.sim.rows())
+    state = rig.exporter.exposition.get("c")
+    assert state.up and state.jobs is not None and job_count(state) == len(rig.sim.rows())
 
 
 def test_a_single_transient_failure_is_absorbed_by_the_retry(rig: Rig) -> None:
@@ -131,10 +132,10 @@ def test_connection_refused_then_the_server_comes_back(rig: Rig) -> None:
     rig.sim.stop()
     assert not rig.poll()
     assert rig.errors()["connection"] == 2
-    assert rig.exporter.store.get("c").snapshot is not None
+    assert rig.exporter.exposition.get("c").jobs is not None
     rig.sim.serve(port)
     assert rig.poll()
-    assert rig.exporter.store.get("c").up
+    assert rig.exporter.exposition.get("c").up
 
 
 def test_the_fault_matrix_names_every_fault_the_simulator_can_inject() -> None:

@@ -14,16 +14,16 @@ import httpx
 import pytest
 import respx
 import yaml
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from prometheus_client import generate_latest
-
-from exporter.config import Config, ConfigError, build_config, load_config
 from exporter.counting.rows import RowParser, cpu_count
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.tally import RowTally, next_tally
 from exporter.counting.tracker import JobTracker, Seen
 from exporter.counting.usernames import UserNames
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+
+from exporter.config import Config, ConfigError, build_config, load_config
 from exporter.service import Exporter
 from exporter.sugon.conversation import ApiError, parse_envelope
 from exporter.sugon.joblist import parse_capacity, parse_schedulers

@@ -16,12 +16,12 @@ from typing import Any
 
 import bcrypt
 import pytest
+from exporter.serving.store import StateStore
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.serving.basicauth import BasicAuth
-from exporter.serving.store import StateStore
 from exporter.serving.web import Limits, WebServer, make_app
 from tests.helpers import read_answer
 from tests.test_hostile_clients import GET, closed_by_server, connect, scrape, still_open, wait_until

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
-from exporter.service import Exporter, shorten_switch_interval
+from exporter.service import Exporter
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
 from tests.helpers import promtool_check_metrics
@@ -99,7 +98,7 @@ def test_metrics_equal_the_simulators_job_list_before_and_after_it_changes_and_t
         environ={},
     )
     exporter = Exporter(config, clock=clock, retry_backoff=0)
-    server = WebServer(make_app(exporter.registry, exporter.store), "127.0.0.1", 0)
+    server = WebServer(make_app(exporter.registry, exporter.exposition, None, exporter.exposition), "127.0.0.1", 0)
     server.start()
     url = f"http://127.0.0.1:{server.port}"
     poller = exporter.pollers[0]
@@ -159,28 +158,18 @@ def test_a_slow_cluster_does_not_delay_another_clusters_data_or_the_metrics_answ
         environ={},
     )
     exporter = Exporter(config)
-    server = WebServer(make_app(exporter.registry, exporter.store), "127.0.0.1", 0)
+    server = WebServer(make_app(exporter.registry, exporter.exposition, None, exporter.exposition), "127.0.0.1", 0)
     server.start()
     exporter.start()
     try:
         deadline = time.monotonic() + 4
-        while exporter.store.get("fast").up is None and time.monotonic() < deadline:
+        while exporter.exposition.get("fast").up is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert exporter.store.get("fast").up is True
-        assert exporter.store.get("slow").up is None  # its first poll is still waiting on the API
+        assert exporter.exposition.get("fast").up is True
+        assert exporter.exposition.get("slow").up is None  # its first poll is still waiting on the API
         m = scrape(f"http://127.0.0.1:{server.port}", "fast")
         assert sum(m["sugon_jobs"].values()) == 20
     finally:
         exporter.stop()
         server.stop()
         slow.stop(), fast.stop()
-
-
-def test_the_daemon_makes_threads_hand_the_interpreter_lock_over_sooner_than_pythons_default() -> None:
-    # The daemon calls this before its first poll, so that a scrape is not held up by a poll's Python code.
-    sys.setswitchinterval(0.005)  # Python's default
-    try:
-        shorten_switch_interval()
-        assert sys.getswitchinterval() == pytest.approx(0.0002)
-    finally:
-        sys.setswitchinterval(0.005)

@@ -52,7 +52,7 @@ def test_a_reload_keeps_unchanged_clusters_restarts_changed_ones_and_drops_remov
     exporter = Exporter(build_config(config, environ={}))
     exporter.start()
     try:
-        until(lambda: all(exporter.store.get(n).up for n in ("same", "changed", "gone")))
+        until(lambda: all(exporter.exposition.get(n).up for n in ("same", "changed", "gone")))
         same = exporter.pollers[0]
         polls = exporter.registry.get_sample_value("sugon_polls_total", {"hpc_cluster": "same", "result": "success"})
         assert polls
@@ -63,13 +63,13 @@ def test_a_reload_keeps_unchanged_clusters_restarts_changed_ones_and_drops_remov
         ]
         summary = exporter.reload(build_config(config, environ={}))
         assert summary == "unchanged: same; changed: changed; added: new; removed: gone"
-        assert exporter.pollers[0] is same and exporter.store.get("same").up  # its state and data stay
-        assert exporter.store.get("changed").snapshot is None  # another API, maybe: afresh
-        assert list(exporter.store.states()) == ["same", "changed", "new"]
-        until(lambda: bool(exporter.store.get("changed").up and exporter.store.get("new").up))
+        assert exporter.pollers[0] is same and exporter.exposition.get("same").up  # its state and data stay
+        assert exporter.exposition.get("changed").jobs is None  # another API, maybe: afresh
+        assert list(exporter.exposition.states()) == ["same", "changed", "new"]
+        until(lambda: bool(exporter.exposition.get("changed").up and exporter.exposition.get("new").up))
         after = exporter.registry.get_sample_value("sugon_polls_total", {"hpc_cluster": "same", "result": "success"})
         assert after is not None and after >= polls
-        text = exporter.exposition.render(exporter.store.states(), False, False).decode()
+        text = exporter.exposition.body().decode()
         assert 'hpc_cluster="gone"' not in text and 'sugon_up{hpc_cluster="new"} 1.0' in text
     finally:
         exporter.stop()
@@ -78,7 +78,7 @@ def test_a_reload_keeps_unchanged_clusters_restarts_changed_ones_and_drops_remov
 def test_after_a_reload_ready_waits_for_the_first_poll_of_every_added_or_changed_cluster(sim: Simulator) -> None:
     config = {"interval": "0.2s", "clusters": [cluster("same", sim.url), cluster("changed", sim.url)]}
     exporter = Exporter(build_config(config, environ={}))
-    server = WebServer(make_app(exporter.registry, exporter.store, None, exporter.exposition), "127.0.0.1", 0)
+    server = WebServer(make_app(exporter.registry, exporter.exposition, None, exporter.exposition), "127.0.0.1", 0)
     server.start()
     exporter.start()
     ready = f"http://127.0.0.1:{server.port}/-/ready"
@@ -96,9 +96,9 @@ def test_after_a_reload_ready_waits_for_the_first_poll_of_every_added_or_changed
             exporter.reload(build_config(config, environ={}))
             answer = httpx.get(ready)
             assert (answer.status_code, answer.text) == (503, "not ready: 2 of 3 clusters not polled yet\n")
-            assert exporter.store.get("same").up  # the unchanged cluster kept its state
+            assert exporter.exposition.get("same").up  # the unchanged cluster kept its state
         until(lambda: httpx.get(ready).status_code == 200)  # closed: the held polls failed, so they ended
-        assert exporter.store.get("changed").up is False and exporter.store.get("new").up is False
+        assert exporter.exposition.get("changed").up is False and exporter.exposition.get("new").up is False
     finally:
         exporter.stop()
         server.stop()

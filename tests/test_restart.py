@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
 from exporter.service import Exporter
-from exporter.serving.status import status_data
 from exporter.simulator import Simulator
+from exporter.status import status_data
 from tests.helpers import promtool_check_metrics
 
 T0 = 1_700_000_000.0
@@ -33,7 +33,7 @@ def exporter(sim: Simulator, state: Path, now: list[float]) -> Exporter:
 def scrape(ex: Exporter) -> Samples:
     """/metrics as a scrape gets it (the cached exposition), checked by promtool, as {(name, labels): value};
     the registry's own rendering (--once, name[] scrapes) must agree."""
-    text = ex.exposition.render(ex.store.states(), False, False).decode()
+    text = ex.exposition.body().decode()
     checked = promtool_check_metrics(text)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     samples = {
@@ -82,7 +82,7 @@ def test_a_restart_while_every_poll_fails_serves_the_saved_job_data_until_max_st
         assert counters == dict.fromkeys(queues, 0.0)  # every known queue, at 0
         assert set(named(first, "sugon_job_cpu_seconds_total").values()) == {0.0}
         assert set(named(first, "sugon_job_wait_seconds_count").values()) == {0.0}
-        assert status_data(after.store.states(), now[0])["clusters"][0]["state"] == "starting"
+        assert status_data(after.exposition.states(), now[0])["clusters"][0]["state"] == "starting"
 
         # A failed poll: sugon_up 0, the saved data still served until T0 + 300.
         now[0] = T0 + 299

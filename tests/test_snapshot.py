@@ -6,8 +6,8 @@ import gc
 import re
 
 import pytest
-
 from exporter.counting.snapshot import SnapshotBuilder, fold_users, name_queues, top_reasons
+
 from tests.reference import Job, add_job
 
 

@@ -9,23 +9,20 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client.core import GaugeMetricFamily
 
-from exporter.counting.statefile import StateFile
-from exporter.counting.usernames import SavedUsers
-from exporter.model import Activity, ClusterSnapshot
+from exporter.groups.users import SavedUsers
+from exporter.model import Served
 from exporter.simulator import Simulator
+from exporter.statefile import StateFile
 
 # A child that writes the state file and is killed while it writes: os.replace never comes.
 KILLED_WRITER = """
 import os, sys, time
-from exporter.counting.statefile import StateFile
-from exporter.counting.usernames import SavedUsers
-from exporter.model import Activity, ClusterSnapshot
-from exporter.simulator import Simulator
+from exporter.statefile import StateFile
 state = StateFile(sys.argv[1])
 def hang(*args):
     print("writing", flush=True)
@@ -112,35 +109,31 @@ def test_the_named_users_and_their_daily_cpu_seconds_are_kept_as_plain_json(tmp_
     assert (again.users("kunshan"), again.users("wuxi")) == (users, None)
 
 
-def test_the_last_polls_job_gauges_are_kept_and_come_back_as_a_snapshot_that_expires_max_staleness_later(
-    tmp_path: Path,
-) -> None:
+def test_the_last_polls_job_gauges_are_kept_and_come_back_served_until_max_staleness_later(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    snap = ClusterSnapshot(
-        cluster="kunshan",
-        taken_at=1_700_000_000.5,
-        expires_at=1_700_000_300.5,
-        reported_total=9,
-        job_count=7,
-        by_queue={("debug", "running"): (3, 96), ("debug", "queued"): (4, 8)},
-        by_user={("debug", "alice", "running"): (3, 96), ("debug", "other", "queued"): (4, 8)},
-        by_reason={("debug", "Priority"): 4},
-        oldest_queued_age={"debug": 120.5},
-        users_folded=2,
-        activity=Activity(submitted={"debug": 5}),  # counts are not kept: counters start from 0 at a restart
-        queues_folded=1,
-        nodes_by_queue={("debug", "running"): 3},
-        nodes_in_use=2,
-        by_app={("vasp", "running"): (3, 96)},
-        running_max_seconds={"debug": 600.0},
-    )
-    StateFile(str(path)).save("kunshan", {}, {}, {}, jobs=snap)
-    saved = json.loads(path.read_text())["clusters"]["kunshan"]["jobs"]
-    assert saved["by_queue"] == [["debug", "running", 3, 96], ["debug", "queued", 4, 8]]
-    assert saved["by_user"][0] == ["debug", "alice", "running", 3, 96]
-    again = StateFile(str(path))
-    assert again.jobs("kunshan", 60) == replace(snap, expires_at=1_700_000_060.5, activity=Activity())
-    assert again.jobs("wuxi", 60) is None
+    jobs = GaugeMetricFamily("sugon_jobs", "Jobs.", labels=["hpc_cluster", "queue", "status"])
+    jobs.add_metric(["kunshan", "debug", "running"], 3)
+    jobs.add_metric(["kunshan", 'd"e\nb', "queued"], 4)
+    nodes = GaugeMetricFamily("sugon_nodes_in_use", "Nodes.", labels=["hpc_cluster"])
+    nodes.add_metric(["kunshan"], 2)
+    served = Served(taken_at=1_700_000_000.5, expires_at=1_700_000_300.5, families=(jobs, nodes))
+    StateFile(str(path)).save("kunshan", {}, {}, {}, gauges=served)
+    saved = json.loads(path.read_text())["clusters"]["kunshan"]["gauges"]
+    assert saved["taken_at"] == 1_700_000_000.5
+    assert saved["families"][0] == [
+        "sugon_jobs",
+        "Jobs.",
+        [
+            [{"hpc_cluster": "kunshan", "queue": "debug", "status": "running"}, 3.0],
+            [{"hpc_cluster": "kunshan", "queue": 'd"e\nb', "status": "queued"}, 4.0],
+        ],
+    ]
+    again = StateFile(str(path)).gauges("kunshan", 60)
+    assert again is not None and (again.taken_at, again.expires_at) == (1_700_000_000.5, 1_700_000_060.5)
+    assert [(f.name, f.documentation, f.type, f.samples) for f in again.families] == [
+        (f.name, f.documentation, f.type, f.samples) for f in (jobs, nodes)
+    ]
+    assert StateFile(str(path)).gauges("wuxi", 60) is None
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ import bcrypt
 import httpx
 import pytest
 import respx
+from exporter.serving.selfmetrics import PollMetrics
+from exporter.serving.store import StateStore
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,11 +25,9 @@ from exporter.model import ClusterSnapshot, ClusterState, PollFailure
 from exporter.poller import ClusterPoller
 from exporter.service import Exporter
 from exporter.serving.basicauth import BasicAuth
-from exporter.serving.selfmetrics import PollMetrics
-from exporter.serving.status import status_data, wants_json
-from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
+from exporter.status import status_data, wants_json
 from exporter.sugon.conversation import Conversation
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.tokens import StaticToken

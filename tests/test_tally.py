@@ -8,6 +8,7 @@ from typing import Any
 from exporter.counting.rows import RowParser
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.tally import KEEP_FACTOR, SLACK, RowTally, next_tally
+
 from tests.helpers import SCHEDULER, row, take_rows
 
 

@@ -7,6 +7,7 @@ import re
 
 from exporter.counting.tracker import JobTracker, Seen
 from exporter.counting.usernames import SavedUsers, UserNames
+
 from exporter.model import WAIT_BUCKETS
 
 T = 1_700_000_000.0

@@ -16,6 +16,7 @@ from typing import Any
 import bcrypt
 import httpx
 import pytest
+from exporter.serving.store import StateStore
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -24,7 +25,6 @@ from exporter.config import build_config
 from exporter.model import ClusterState, PollFailure
 from exporter.service import Exporter
 from exporter.serving.basicauth import BasicAuth
-from exporter.serving.store import StateStore
 from exporter.serving.web import ListenError, WebServer, make_app
 from tests.helpers import read_answer
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
+from exporter.serving.store import StateStore
 from prometheus_client import CollectorRegistry
 
 from exporter.config import ConfigError
 from exporter.config.web import load_web_config
 from exporter.serving.basicauth import BasicAuth
-from exporter.serving.store import StateStore
 from exporter.serving.web import WebServer, make_app
 
 WEBCONFIGS = Path(__file__).parent / "webconfigs"
