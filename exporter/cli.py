@@ -16,14 +16,13 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from exporter import __version__, build_facts
-from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
+from exporter.config import Config, ConfigError, load_config, parse_listen_address
 from exporter.config.schema import DEFAULTS
 from exporter.config.web import WebConfig, load_web_config
 from exporter.logs import FORMATS, LEVELS, formatter
 from exporter.service import Exporter
 from exporter.serving.basicauth import BasicAuth
 from exporter.serving.web import OPEN_PATHS, ListenError, WebServer, make_app
-from exporter.simulator import Scheduler, SimPlatform, Simulator
 
 log = logging.getLogger("exporter")
 
@@ -117,56 +116,6 @@ def _setup_logging(level: str, fmt: str) -> None:
         # httpx logs every request at INFO; that is debug detail for an exporter.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("httpcore").setLevel(logging.WARNING)
-
-
-def start_demo() -> tuple[Config, list[Simulator]]:
-    """Start two evolving simulators on 127.0.0.1 and a config that polls them.
-
-    demo-kunshan logs in with a password (10-minute tokens, renewed as they age) and discovers its HPC
-    URL through /center; demo-wuxi uses a static token and discovers its scheduler ids. Both poll queue
-    capacity and fold users beyond a budget of 10.
-    """
-    east = Simulator(
-        token=None,
-        schedulers=[
-            Scheduler("1638523853", "Cluster"),
-            Scheduler("1638523854", "Cluster_gpu", {"gpu": 512, "a100": 256}),
-        ],
-        jobs=400,
-        max_page=100,
-        arrival_rate=0.4,
-        seed=7,
-        platform=SimPlatform(passwords={"demo": "demo-password"}, org_id="demo-org", token_lifetime=600),
-    )
-    west = Simulator(token="demo-token-wuxi", jobs=150, max_page=50, arrival_rate=0.15, seed=11)
-    for sim in (east, west):
-        sim.serve()
-        sim.start_evolving(5.0)
-    data: dict[str, Any] = {
-        "interval": "10s",
-        "timeout": "5s",
-        "page_size": 500,
-        "queue_capacity": True,
-        "capacity_interval": "30s",
-        "max_users": 10,  # of 12 simulated users, so that folding shows
-        "users_exclude": ["zhou"],
-        "clusters": [
-            {
-                "name": "demo-kunshan",
-                "cluster_ids": [1638523853, 1638523854],
-                "auth": {
-                    "kind": "password",
-                    "url": east.url,
-                    "user": "demo",
-                    "password": "demo-password",
-                    "org_id": "demo-org",
-                },
-            },
-            # a static token names no account, so the capacity endpoint needs one
-            {"name": "demo-wuxi", "api_url": west.url + "/hpc", "token": west.token, "username": "demo"},
-        ],
-    }
-    return build_config(data, environ={}), [east, west]
 
 
 def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Callable[..., Iterable[bytes]]:
@@ -306,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning(
             "--log-level is deprecated and goes in the next release; use --log.level", extra={"flag": "--log-level"}
         )
-    sims: list[Simulator] = []
+    sims: list[Any] = []  # the demo's simulators, stopped at the end
     try:
         return _run(args, sims)
     finally:
@@ -314,13 +263,15 @@ def main(argv: list[str] | None = None) -> int:
             sim.stop()
 
 
-def _run(args: argparse.Namespace, sims: list[Simulator]) -> int:
+def _run(args: argparse.Namespace, sims: list[Any]) -> int:
     try:
         _check_listen_flags(args.listen_address)
         if args.demo:
             if args.config:
                 print("sugon-exporter: --demo needs no --config; give one or the other", file=sys.stderr)
                 return 2
+            from exporter.simulator.demo import start_demo  # only --demo needs the simulator
+
             config, started = start_demo()
             sims.extend(started)
             web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()

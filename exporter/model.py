@@ -194,3 +194,16 @@ class Budget:
     queues_exclude: tuple[re.Pattern[str], ...] = ()
     max_queues: int = 100
     max_apps: int = 50
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """How one cluster is polled (see the configuration's keys of the same names)."""
+
+    interval: float
+    page_size: int
+    concurrency: int
+    max_staleness: float
+    max_jobs: int = 5_000_000  # per scheduler: a larger data.total fails the poll
+    capacity_interval: float | None = None  # None: queue capacity is not polled
+    username: str = ""  # the account for the capacity endpoint; empty: from /center or the token

@@ -16,39 +16,22 @@ from dataclasses import dataclass, field, replace
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.book import JobBook
+from exporter.capacity import CapacityPoller
 from exporter.groups import GROUPS
 from exporter.groups.base import Group, PollEnd, Settings
-from exporter.groups.capacity import capacity_families
 from exporter.groups.own import Own
 from exporter.logs import Fields
-from exporter.model import INVALID_FIELDS, PollFailure, QueueCapacity, Row, Served
-from exporter.queues import QueueBudget, add_capacity
+from exporter.model import INVALID_FIELDS, PollFailure, PollSettings, Row, Served
+from exporter.queues import QueueBudget
 from exporter.render import Exposition
 from exporter.rows import job_key, label, raw_status, read_job
 from exporter.statefile import StateFile
 from exporter.sugon.conversation import ApiError, ApiInvalidResponse
 from exporter.sugon.discovery import MAX_AGE, Endpoint
-from exporter.sugon.joblist import MAX_JOBS, JobListRead, SugonClient
-from exporter.values import jwt_payload, without_secrets
+from exporter.sugon.joblist import JobListRead, SugonClient
+from exporter.values import without_secrets
 
 log = logging.getLogger(__name__)
-
-SHOWN_STATUSES = 100  # unknown jobStatus values the log remembers having shown: the first ones, no more
-EXAMPLES = 5  # unknown jobStatus values a poll's log line shows, each cut to EXAMPLE_LENGTH characters
-EXAMPLE_LENGTH = 64
-
-
-@dataclass(frozen=True)
-class PollSettings:
-    """How one cluster is polled (see the configuration's keys of the same names)."""
-
-    interval: float
-    page_size: int
-    concurrency: int
-    max_staleness: float
-    max_jobs: int = MAX_JOBS
-    capacity_interval: float | None = None  # None: queue capacity is not polled
-    username: str = ""  # the account for the capacity endpoint; empty: from /center or the token
 
 
 @dataclass
@@ -97,9 +80,9 @@ class ClusterPoller:
         self._queues = QueueBudget(
             budget.max_queues, budget.queues_exclude, state_file.queues_seen(name) if state_file else None
         )
-        self._capacity_raw: dict[str, QueueCapacity] | None = None  # the last capacity poll's, before naming
-        self._capacity_failing: str | None = None
-        self._shown_statuses: set[str] = set()
+        self.capacity = CapacityPoller(
+            name, client, endpoint, exposition, own, self._queues, settings.max_staleness, settings.username, clock
+        )
         self._find_ignored: float | None = None  # when (monotonic) a strJobId lookup was answered with other jobs
         self._gaps_logged = False
         self._failures = 0
@@ -204,34 +187,27 @@ class ClusterPoller:
         complete = all(r.complete for r in reads)
         active, ended = self._book.missing()
         ignored = self._find_ignored is not None and self._monotonic() - self._find_ignored < MAX_AGE
-        wanted = [k for k in active if k.partition("\x00")[0] in sids][: sum(r.spare for r in reads)]
-        left: set[str] = set()
-        found = 0
-        for start in range(0, 0 if ignored else len(wanted), self.settings.concurrency):
-            batch = wanted[start : start + self.settings.concurrency]
-            answers = await asyncio.gather(*(self.client.find_job(*key.split("\x00", 1)) for key in batch))
-            if any(rows is None for rows in answers):
-                if self._find_ignored is None:
-                    self._log.warning(
-                        "cluster %s: the API ignores strJobId (it answered other jobs); for an hour, jobs that a "
-                        "poll's pages missed wait for a later poll instead of being looked up",
-                        self.name,
-                    )
-                self._find_ignored = self._monotonic()
-                break
-            for key, rows in zip(batch, answers):
-                if rows:
-                    found += 1
-                    reading.recovered += self._take(rows, key.partition("\x00")[0], now, reading)
-                else:
-                    left.add(key)
+        wanted = [] if ignored else [k for k in active if k.partition("\x00")[0] in sids][: sum(r.spare for r in reads)]
+        found = await self.client.find_jobs(wanted, self.settings.concurrency) if wanted else ({}, set())
+        if found is None:
+            if self._find_ignored is None:
+                self._log.warning(
+                    "cluster %s: the API ignores strJobId (it answered other jobs); for an hour, jobs that a "
+                    "poll's pages missed wait for a later poll instead of being looked up",
+                    self.name,
+                )
+            self._find_ignored = self._monotonic()
+            found = ({}, set())
+        listed, left = found
+        for key, rows in listed.items():
+            reading.recovered += self._take(rows, key.partition("\x00")[0], now, reading)
         if complete:
             if self._gaps_logged:
                 self._log.info("cluster %s: every page of the job list is linked again", self.name)
                 self._gaps_logged = False
             return None
         active, ended = self._book.missing()
-        promised, accounted = sum(r.least_total for r in reads), sum(r.distinct for r in reads) + found
+        promised, accounted = sum(r.least_total for r in reads), sum(r.distinct for r in reads) + len(listed)
         if accounted + len(active) + len(ended) - len(left) < promised:
             raise ApiInvalidResponse(
                 f"the pages promised {promised} jobs and {accounted} were read while the list moved, with "
@@ -262,7 +238,7 @@ class ClusterPoller:
         for gone in self._book.commit(left):
             for group in self._groups:
                 group.depart(gone)
-        with_series = {*(q for g in self._groups for q in g.queues()), *(self._capacity_raw or ())}
+        with_series = {*(q for g in self._groups for q in g.queues()), *(self.capacity.raw or ())}
         named, folded = self._queues.name(reading.by_queue, now, with_series)
         zero_fill = frozenset(self._queues.seen)
         end = PollEnd(now=now, named=named, folded=folded, zero_fill=zero_fill, series=zero_fill)
@@ -312,12 +288,12 @@ class ClusterPoller:
                 token_expiry=own.expiry,
                 jobs=jobs,
                 kept=tuple(kept),
-                capacity=self._capacity(previous.capacity),
+                capacity=self.capacity.named(previous.capacity),
                 own=tuple(own.families()),
             )
         )
         if reading.unknown:
-            self._log_unknown_statuses(reading)
+            own.unknown_statuses(list(reading.unknown), reading.invalid_fields["jobStatus"])
         self._log.debug(
             "cluster %s: %d jobs (API total %d) in %.2fs",
             self.name,
@@ -335,25 +311,6 @@ class ClusterPoller:
         )
         family.add_metric([self.name], total)
         return family
-
-    def _log_unknown_statuses(self, reading: _Reading) -> None:
-        """One line a poll for its rows whose jobStatus maps to no status: a warning if it shows a value the log
-        has not shown before (of the first SHOWN_STATUSES), else a debug line."""
-        values = [v[:EXAMPLE_LENGTH] for v in reading.unknown]
-        fresh = [v for v in values if v not in self._shown_statuses]
-        examples = list(dict.fromkeys([*fresh, *values]))[:EXAMPLES]
-        for shown in examples:
-            if len(self._shown_statuses) < SHOWN_STATUSES:
-                self._shown_statuses.add(shown)
-        rows = reading.invalid_fields["jobStatus"]
-        self._log.log(
-            logging.WARNING if any(v in fresh for v in examples) else logging.DEBUG,
-            "cluster %s: %d rows with an unknown jobStatus counted as unknown, such as %s",
-            self.name,
-            rows,
-            ", ".join(map(repr, examples)),
-            extra={"rows": rows},
-        )
 
     def _failed(self, reason: str, message: str, duration: float) -> None:
         previous = self._exposition.get(self.name)
@@ -401,75 +358,9 @@ class ClusterPoller:
                 self.settings.max_staleness,
             )
 
-    def _capacity(self, previous: Served | None) -> Served | None:
-        """The capacity families, named as the job data now is (new families only when the names changed)."""
-        if previous is None or self._capacity_raw is None:
-            return previous
-        families = tuple(capacity_families(self.name, self._queues.capacity_view(self._capacity_raw)))
-        if [f.samples for f in families] == [f.samples for f in previous.families]:
-            return previous
-        return replace(previous, families=families)
-
-    async def _username(self) -> str | None:
-        if self.settings.username:
-            return self.settings.username
-        if self._endpoint.user_name:
-            return self._endpoint.user_name
-        claims = jwt_payload(await self.client.tokens.get())
-        for claim in ("computeUser", "user"):
-            value = claims.get(claim)
-            if isinstance(value, str) and value.strip():
-                return value.strip()
-        return None
-
     async def poll_capacity_once(self) -> bool:
-        """Read the queue capacity of every scheduler and publish it; a failure never touches the job data."""
-        try:
-            sids = await self._endpoint.scheduler_ids()
-            username = await self._username()
-            if username is None:
-                self._capacity_failed("no username", "set username: neither /center nor the token names the account")
-                return False
-            queues: dict[str, QueueCapacity] = {}
-            for sid in sids:
-                for queue, cap in (await self.client.queue_capacity(username, sid)).items():
-                    if not self._queues.is_excluded(queue):
-                        queues[queue] = add_capacity(queues.get(queue), cap)
-        except ApiError as exc:
-            self._capacity_failed(exc.reason, str(exc))
-            return False
-        except Exception:  # a bug must not kill the loop; its traceback is logged once, not every poll
-            internal = {"cluster": self.name, "reason": "internal"}
-            if self._capacity_failing != "internal":
-                log.exception("cluster %s: unexpected error during the capacity poll", self.name, extra=internal)
-            else:
-                self._log.debug(
-                    "cluster %s: unexpected error during the capacity poll, again",
-                    self.name,
-                    exc_info=True,
-                    extra=internal,
-                )
-            self._capacity_failing = "internal"
-            return False
-        now = self._clock()
-        if self._capacity_failing:
-            self._log.info("cluster %s: queue capacity available again", self.name)
-        self._capacity_failing = None
-        self._capacity_raw = queues
-        families = tuple(capacity_families(self.name, self._queues.capacity_view(queues)))
-        capacity = Served(taken_at=now, expires_at=now + self.settings.max_staleness, families=families)
-        self._exposition.publish(
-            replace(self._exposition.get(self.name), capacity=capacity, own=tuple(self._own.families()))
-        )
-        return True
-
-    def _capacity_failed(self, reason: str, message: str) -> None:
-        self._exposition.publish(replace(self._exposition.get(self.name), own=tuple(self._own.families())))
-        if self._capacity_failing != reason:
-            self._log.warning(
-                "cluster %s: queue capacity poll failed (%s): %s", self.name, reason, message, extra={"reason": reason}
-            )
-        self._capacity_failing = reason
+        """Read the queue capacity of every scheduler and publish it (see CapacityPoller)."""
+        return await self.capacity.poll_once()
 
     def _next_poll_at(self) -> float | None:
         """When run() polls the job list next, in Unix seconds (now, if that poll is overdue); published with
@@ -492,5 +383,5 @@ class ClusterPoller:
         """Poll forever; a poll that outlives the interval delays the next one. Cancel the task to stop."""
         loops: Iterable[Awaitable[None]] = [self._every(self.settings.interval, self.poll_once, job_list=True)]
         if self.settings.capacity_interval is not None:
-            loops = [*loops, self._every(self.settings.capacity_interval, self.poll_capacity_once)]
+            loops = [*loops, self._every(self.settings.capacity_interval, self.capacity.poll_once)]
         await asyncio.gather(*loops)

@@ -18,8 +18,8 @@ from exporter import __version__
 from exporter.config import ClusterConfig, Config
 from exporter.groups.base import Settings
 from exporter.groups.own import Own
-from exporter.model import Budget
-from exporter.poller import ClusterPoller, PollSettings
+from exporter.model import Budget, PollSettings
+from exporter.poller import ClusterPoller
 from exporter.render import Exposition
 from exporter.statefile import StateFile
 from exporter.sugon.conversation import Conversation

@@ -144,7 +144,7 @@ def job_count(state: ClusterState) -> int:
 
 def polled_families() -> list[Metric]:
     """Every family /metrics has once the demo's two clusters have been polled (job list and queue capacity)."""
-    from exporter.cli import start_demo
+    from exporter.simulator.demo import start_demo
     from exporter.service import Exporter
 
     config, simulators = start_demo()

@@ -348,7 +348,7 @@ def test_an_unexpected_error_logs_its_traceback_once_then_only_at_debug(caplog: 
 
 @respx.mock
 def test_an_unexpected_error_in_the_capacity_poll_logs_its_traceback_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="exporter.poller")
+    caplog.set_level(logging.DEBUG, logger="exporter.capacity")
     respx.get(CAPACITY).mock(return_value=capacity_of({"a": 8}))
     rig = Rig(capacity="alice")
 

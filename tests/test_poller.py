@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.groups.base import Settings
 from exporter.groups.own import Own
-from exporter.model import Budget, ClusterState
-from exporter.poller import ClusterPoller, PollSettings
+from exporter.model import Budget, ClusterState, PollSettings
+from exporter.poller import ClusterPoller
 from exporter.render import Exposition
 from exporter.statefile import StateFile
 from exporter.sugon.conversation import Conversation

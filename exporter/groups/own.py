@@ -10,12 +10,19 @@ Every series the cluster can have starts at 0.
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client.core import Metric
 
 from exporter.groups.base import counter, gauge
 from exporter.model import INVALID_FIELDS, REASONS
 
+log = logging.getLogger("exporter.poller")
+
 RESULTS = ("success", "failure")
+SHOWN_STATUSES = 100  # unknown jobStatus values the log remembers having shown: the first ones, no more
+EXAMPLES = 5  # unknown jobStatus values a poll's log line shows, each cut to EXAMPLE_LENGTH characters
+EXAMPLE_LENGTH = 64
 METHODS = ("renew", "login")
 
 
@@ -35,6 +42,24 @@ class Own:
         self.departures = 0
         self.expiry: float | None = None
         self.refreshes = {(m, r): 0 for m in METHODS for r in RESULTS} if logs_in else {}
+        self._shown_statuses: set[str] = set()
+
+    def unknown_statuses(self, values: list[str], rows: int) -> None:
+        """A poll's ``rows`` whose jobStatus maps to no status, in one log line with a few of ``values``: a warning
+        if it shows a value the log has not shown before (of the first SHOWN_STATUSES), else a debug line."""
+        values = [v[:EXAMPLE_LENGTH] for v in values]
+        fresh = [v for v in values if v not in self._shown_statuses]
+        examples = list(dict.fromkeys([*fresh, *values]))[:EXAMPLES]
+        for shown in examples[: max(SHOWN_STATUSES - len(self._shown_statuses), 0)]:
+            self._shown_statuses.add(shown)
+        log.log(
+            logging.WARNING if fresh else logging.DEBUG,
+            "cluster %s: %d rows with an unknown jobStatus counted as unknown, such as %s",
+            self.cluster,
+            rows,
+            ", ".join(map(repr, examples)),
+            extra={"cluster": self.cluster, "rows": rows},
+        )
 
     def request_sent(self) -> None:
         """One more HTTP request."""

@@ -190,6 +190,24 @@ class SugonClient:
             return None
         return rows
 
+    async def find_jobs(self, keys: list[str], concurrency: int) -> tuple[dict[str, list[Row | None]], set[str]] | None:
+        """Look jobs up by key (``jobmanagerId NUL jobId``), ``concurrency`` at a time: (the rows of those still
+        listed, the keys of those that are not); None when the server ignores the filter (a lookup answered other
+        jobs), so that no answer proves anything."""
+        listed: dict[str, list[Row | None]] = {}
+        left: set[str] = set()
+        for start in range(0, len(keys), concurrency):
+            batch = keys[start : start + concurrency]
+            answers = await asyncio.gather(*(self.find_job(*key.split("\x00", 1)) for key in batch))
+            for key, rows in zip(batch, answers):
+                if rows is None:
+                    return None
+                if rows:
+                    listed[key] = rows
+                else:
+                    left.add(key)
+        return listed, left
+
     def use_center(self, center: Center) -> None:
         """Send requests to the HPC URL that /center named, with the gateway credentials its URL carried."""
         self.base_url = center.hpc_url
