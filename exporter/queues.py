@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from exporter.groups.base import top
 from exporter.model import OTHER, QueueCapacity
 
 QUEUE_MEMORY_SECONDS = 24 * 3600  # a queue seen within this long keeps its zero-filled series
@@ -79,3 +78,11 @@ def add_capacity(a: QueueCapacity | None, b: QueueCapacity) -> QueueCapacity:
     return QueueCapacity(
         plus(a.cpus, b.cpus), plus(a.free_cpus, b.free_cpus), plus(a.nodes, b.nodes), plus(a.free_nodes, b.free_nodes)
     )
+
+
+def top(counts: Mapping[str, int], limit: int) -> set[str] | None:
+    """The ``limit`` names with the highest counts (ties by name), never one called "other"; None when every
+    name fits (nothing folds)."""
+    if len(counts) - (OTHER in counts) <= limit:
+        return None
+    return set(sorted((n for n in counts if n != OTHER), key=lambda n: (-counts[n], n))[:limit])

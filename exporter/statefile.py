@@ -111,22 +111,6 @@ def _name(value: Any, where: str) -> str:
     return value
 
 
-def _rows(value: Any, where: str, kinds: str) -> list[tuple[Any, ...]]:
-    """A list of rows, each a list of one value per letter of ``kinds``: s a name, n a whole number."""
-    if not isinstance(value, list):
-        raise BadShape(f"{where}: expected a list")
-    rows = []
-    for i, row in enumerate(value):
-        at = f"{where}[{i}]"
-        if not isinstance(row, list) or len(row) != len(kinds):
-            raise BadShape(f"{at}: expected a list of {len(kinds)} values")
-        rows.append(tuple(_name(v, at) if kind == "s" else _count(v, at) for v, kind in zip(row, kinds)))
-    return rows
-
-
-_TYPES = ("gauge", "counter", "histogram", "info", "stateset", "unknown")
-
-
 def _gauges(value: Any, where: str) -> Served:
     """The saved job gauges of a poll: families of gauges, expiring when they were taken."""
     saved = _object(value, where)

@@ -8,8 +8,9 @@ by name), the rest are ``other``.
 
 from __future__ import annotations
 
-from exporter.groups.base import CACHED, Families, Group, PollEnd, Settings, gauge, top
+from exporter.groups.base import CACHED, Families, Group, PollEnd, Settings, gauge
 from exporter.model import OTHER, Seen
+from exporter.queues import top
 
 LABELS = ("hpc_cluster", "app", "status")
 

@@ -131,11 +131,3 @@ class Histogram:
             running += n
             out.append((le(bound), running))
         return out
-
-
-def top(counts: Mapping[str, int], limit: int) -> set[str] | None:
-    """The ``limit`` names with the highest counts (ties by name), never one called "other"; None when every
-    name fits (nothing folds)."""
-    if len(counts) - (OTHER in counts) <= limit:
-        return None
-    return set(sorted((n for n in counts if n != OTHER), key=lambda n: (-counts[n], n))[:limit])
