@@ -41,6 +41,7 @@ from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.tally import RowTally, next_tally
 from exporter.counting.tracker import JobTracker
 from exporter.counting.usage import MAX_NODES, node_count, node_names, run_seconds
+from exporter.endpoints import make_app
 from exporter.model import ClusterState, Row
 from exporter.poller import ClusterPoller
 from exporter.service import Exporter, runtime_metrics, shorten_switch_interval
@@ -48,12 +49,12 @@ from exporter.serving.exposition import CachedExposition
 from exporter.serving.runtime import RuntimeCollector
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.store import StateStore
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator.population import Population
 from exporter.sugon.http1 import Answer
 from exporter.sugon.joblist import JobListRead, PageSink, SugonClient
 from exporter.sugon.pages import decode_job_page
 from exporter.sugon.transport import LeanTransport
+from exporter.web import WebServer
 
 HERE = Path(__file__).parent
 SID = "1638523853"

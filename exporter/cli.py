@@ -10,20 +10,20 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import disable_created_metrics, generate_latest
 
 from exporter import __version__, build_facts
+from exporter.basicauth import BasicAuth
 from exporter.config import Config, ConfigError, build_config, load_config, parse_listen_address
 from exporter.config.schema import DEFAULTS
-from exporter.config.web import WebConfig, load_web_config
+from exporter.config.webconfig import WebConfig, load_web_config
+from exporter.endpoints import OPEN_PATHS, make_app
 from exporter.logs import FORMATS, LEVELS, formatter
 from exporter.service import Exporter, shorten_switch_interval
-from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import OPEN_PATHS, ListenError, WebServer, make_app
 from exporter.simulator import Scheduler, SimPlatform, Simulator
+from exporter.web import Handler, ListenError, WebServer
 
 log = logging.getLogger("exporter")
 
@@ -169,7 +169,7 @@ def start_demo() -> tuple[Config, list[Simulator]]:
     return build_config(data, environ={}), [east, west]
 
 
-def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Callable[..., Iterable[bytes]]:
+def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Handler:
     auth = BasicAuth(web.users) if web.users else None
     return make_app(
         exporter.registry,

@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from exporter.config import build_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import SimPlatform, Simulator
+from exporter.web import WebServer
 
 PASSWORD = "alice-pa55word-do-not-print"
 ACCESS_KEY = "AK-bob-do-not-print"

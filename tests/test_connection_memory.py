@@ -29,7 +29,8 @@ from exporter.config import build_config
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.model import ClusterState
 from exporter.service import Exporter
-from exporter.serving.web import WebServer, make_app
+from exporter.endpoints import make_app
+from exporter.web import WebServer
 from tests.reference import Job, add_job
 
 config = build_config(

@@ -17,12 +17,13 @@ import httpx
 import pytest
 import yaml
 
+from exporter.basicauth import BasicAuth
 from exporter.config import build_config
-from exporter.config.web import load_web_config
+from exporter.config.webconfig import load_web_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter
-from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
+from exporter.web import WebServer
 from tests.helpers import promtool_check_metrics
 from tests.tools import find_tool
 

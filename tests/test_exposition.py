@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from exporter.config import build_config
 from exporter.counting.snapshot import SnapshotBuilder
+from exporter.endpoints import make_app
 from exporter.model import Activity, CapacitySnapshot, ClusterSnapshot, ClusterState, QueueCapacity, RunTimeHistogram
 from exporter.service import Exporter
 from exporter.serving.collector import JobCollector
@@ -30,7 +31,7 @@ from exporter.serving.exposition import CachedExposition
 from exporter.serving.families import ClusterFamilies, Families, StatePart
 from exporter.serving.runtime import RuntimeCollector
 from exporter.serving.store import StateStore
-from exporter.serving.web import WebServer, make_app
+from exporter.web import WebServer
 from tests.helpers import fixed_runtime
 from tests.reference import Job, add_job
 

@@ -13,9 +13,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter, shorten_switch_interval
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
+from exporter.web import WebServer
 from tests.helpers import promtool_check_metrics
 
 # Written out by hand from the API documentation, independently of the status map in exporter/model.py.

@@ -17,12 +17,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
 from exporter.counting.snapshot import SnapshotBuilder
+from exporter.endpoints import make_app
 from exporter.model import Activity, CapacitySnapshot, ClusterState
 from exporter.service import Exporter
 from exporter.serving.collector import JobCollector
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.store import StateStore
-from exporter.serving.web import WebServer, make_app
+from exporter.web import WebServer
 from tests.helpers import fixed_runtime
 from tests.reference import Job, add_job
 from tests.test_exposition import CAPACITY, NOW, CountingFamilies, with_usage

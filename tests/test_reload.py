@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from exporter.config import build_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Simulator
+from exporter.web import WebServer
 from tests.test_cli import free_port
 
 TOKEN = "reload-token"

@@ -7,7 +7,7 @@ import base64
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from html.parser import HTMLParser
 from typing import Any
 
@@ -15,23 +15,26 @@ import bcrypt
 import httpx
 import pytest
 import respx
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.basicauth import BasicAuth
 from exporter.config import build_config
+from exporter.endpoints import make_app
 from exporter.model import ClusterSnapshot, ClusterState, PollFailure
 from exporter.poller import ClusterPoller
 from exporter.service import Exporter
-from exporter.serving.basicauth import BasicAuth
 from exporter.serving.selfmetrics import PollMetrics
 from exporter.serving.status import status_data, wants_json
 from exporter.serving.store import StateStore
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
 from exporter.sugon.conversation import Conversation
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.tokens import StaticToken
 from exporter.values import without_secrets
+from exporter.web import Handler, WebServer
 from tests.helpers import SCHEDULER, PagedList, envelope, row
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -157,19 +160,12 @@ class Cells(HTMLParser):
             self._cell.append(data)
 
 
-StartResponse = Callable[[str, list[tuple[str, str]]], None]
-
-
-def get(app: Callable[[dict[str, Any], Any], Iterable[bytes]], **headers: str) -> tuple[str, dict[str, str], bytes]:
-    """GET / from a WSGI app: (status, headers, body)."""
-    answer: dict[str, Any] = {}
-
-    def start_response(status: str, head: list[tuple[str, str]]) -> None:
-        answer.update(status=status, headers={k.lower(): v for k, v in head})
-
-    environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET", **{"HTTP_" + k.upper(): v for k, v in headers.items()}}
-    body = b"".join(app(environ, start_response))
-    return answer["status"], answer["headers"], body
+def get(app: Handler, **headers: str) -> tuple[str, dict[str, str], bytes]:
+    """GET / from a request handler: (status, headers, body)."""
+    request = make_mocked_request("GET", "/", headers={k.replace("_", "-"): v for k, v in headers.items()})
+    response = asyncio.run(app(request))
+    assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+    return f"{response.status} {response.reason}", {k.lower(): v for k, v in response.headers.items()}, response.body
 
 
 def app_of(cluster_states: Mapping[str, ClusterState], **options: Any) -> Any:

@@ -12,11 +12,12 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.basicauth import BasicAuth
 from exporter.config import ConfigError
-from exporter.config.web import load_web_config
-from exporter.serving.basicauth import BasicAuth
+from exporter.config.webconfig import load_web_config
+from exporter.endpoints import make_app
 from exporter.serving.store import StateStore
-from exporter.serving.web import WebServer, make_app
+from exporter.web import WebServer
 
 WEBCONFIGS = Path(__file__).parent / "webconfigs"
 FAILURES = sorted(WEBCONFIGS.glob("*.yaml"))
