@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -17,12 +17,30 @@ from exporter.basicauth import REALM, BasicAuth, Verdict
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.status import TokenExpiry, status_answer
 from exporter.serving.store import StateStore
-from exporter.web import Handler, Parts
+from exporter.web import CHUNK, Handler
 
 # The probes' paths: open without credentials, and never the telemetry path.
 OPEN_PATHS = ("/healthz", "/-/healthy", "/-/ready")
 ALLOWED_METHODS = ("GET", "HEAD")
 TEXT = "text/plain; charset=utf-8"
+
+
+class Parts(web.StreamResponse):
+    """An answer whose body is ``parts`` sent one after another, CHUNK bytes at a time as the client takes
+    them: a /metrics body is megabytes of cached bytes that every scrape shares, never joined or copied."""
+
+    def __init__(self, request: web.BaseRequest, parts: Sequence[bytes], headers: dict[str, str]) -> None:
+        super().__init__(headers=headers)
+        self.content_length = sum(map(len, parts))
+        self._parts = parts if request.method != "HEAD" else ()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        parts, self._parts = self._parts, ()
+        for part in parts:
+            view = memoryview(part)
+            for start in range(0, len(view), CHUNK):
+                await self.write(view[start : start + CHUNK])
+        await super().write_eof(data)
 
 
 def _text(status: int, body: str, headers: dict[str, str] | None = None) -> web.Response:

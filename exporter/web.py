@@ -53,24 +53,6 @@ class Limits:
     write_timeout: float = 60.0  # for taking an answer, or the connection is reset
 
 
-class Parts(web.StreamResponse):
-    """An answer whose body is ``parts`` sent one after another, CHUNK bytes at a time as the client takes
-    them: a /metrics body is megabytes of cached bytes that every scrape shares, never joined or copied."""
-
-    def __init__(self, request: web.BaseRequest, parts: Sequence[bytes], headers: dict[str, str]) -> None:
-        super().__init__(headers=headers)
-        self.content_length = sum(map(len, parts))
-        self._parts = parts if request.method != "HEAD" else ()
-
-    async def write_eof(self, data: bytes = b"") -> None:
-        parts, self._parts = self._parts, ()
-        for part in parts:
-            view = memoryview(part)
-            for start in range(0, len(view), CHUNK):
-                await self.write(view[start : start + CHUNK])
-        await super().write_eof(data)
-
-
 class ListenError(OSError):
     """An address the server cannot listen on: ``address`` (host, port), with the errno and reason why."""
 

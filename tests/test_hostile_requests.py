@@ -22,9 +22,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter.basicauth import BasicAuth
-from exporter.endpoints import make_app
+from exporter.endpoints import Parts, make_app
 from exporter.serving.store import StateStore
-from exporter.web import Handler, Limits, Parts, WebServer
+from exporter.web import Handler, Limits, WebServer
 from tests.helpers import read_answer
 from tests.test_hostile_clients import GET, closed_by_server, connect, scrape, still_open, wait_until
 from tests.test_web import server_end

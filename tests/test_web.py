@@ -22,11 +22,11 @@ from prometheus_client.registry import Collector
 
 from exporter.basicauth import BasicAuth
 from exporter.config import build_config
-from exporter.endpoints import make_app
+from exporter.endpoints import Parts, make_app
 from exporter.model import ClusterState, PollFailure
 from exporter.service import Exporter
 from exporter.serving.store import StateStore
-from exporter.web import ListenError, Parts, WebServer
+from exporter.web import ListenError, WebServer
 from tests.helpers import read_answer
 
 
