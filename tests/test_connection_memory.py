@@ -140,8 +140,8 @@ def test_slow_readers_and_stalled_tls_handshakes_hold_at_most_the_documented_mem
             assert scrape() == "HTTP/1.1 200 OK"  # accepted after every connection above: a scrape gets in
             wait_until(lambda: server.fds() <= fds + MAX_CONNECTIONS, what="at most the cap held")
             with_all = settled(server.rss)
-            for sock in readers + stalled:
-                sock.close()
+            for connection in [*readers, *stalled]:
+                connection.close()
             wait_until(lambda: server.fds() <= fds, what="every connection closed")
             return with_readers, with_all
 
