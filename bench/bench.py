@@ -31,29 +31,30 @@ from urllib.parse import urlsplit
 
 import hostlist
 import httpx
-from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
-from prometheus_client.core import Metric
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-
-from exporter.config import build_config
 from exporter.counting.rows import RowParser
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.counting.tally import RowTally, next_tally
 from exporter.counting.tracker import JobTracker
 from exporter.counting.usage import MAX_NODES, node_count, node_names, run_seconds
-from exporter.model import ClusterState, Row
-from exporter.poller import ClusterPoller
-from exporter.service import Exporter, runtime_metrics, shorten_switch_interval
 from exporter.serving.exposition import CachedExposition
 from exporter.serving.runtime import RuntimeCollector
 from exporter.serving.selfmetrics import PollMetrics
-from exporter.serving.store import StateStore
-from exporter.serving.web import WebServer, make_app
+from prometheus_client import CollectorRegistry, GCCollector, ProcessCollector, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from exporter.config import build_config
+from exporter.endpoints import make_app
+from exporter.model import ClusterState, Row
+from exporter.poller import ClusterPoller
+from exporter.render import Exposition
+from exporter.service import Exporter, runtime_metrics, shorten_switch_interval
 from exporter.simulator.population import Population
 from exporter.sugon.http1 import Answer
 from exporter.sugon.joblist import JobListRead, PageSink, SugonClient
 from exporter.sugon.pages import decode_job_page
 from exporter.sugon.transport import LeanTransport
+from exporter.web import WebServer
 
 HERE = Path(__file__).parent
 SID = "1638523853"
@@ -389,7 +390,7 @@ def rows_child() -> None:
     6 applications, half of them running: see _busy_rows), without HTTP or decoding: the poller's own work
     (row loop, tracker, snapshot), as a list (JSON). Each poll's rows are made before it is timed."""
     population = Population(jobs=200_000).rows()
-    store = StateStore(["c0"])
+    store = Exposition(["c0"])
     source = _Pages([])
     poller = ClusterPoller(
         "c0",
@@ -691,7 +692,7 @@ def bench_scrapes(runs: int, seconds: float = 30.0) -> list[str]:
     big_pages()
     shorten_switch_interval()  # as the daemon does before its first poll
     big_store(ex, time.time())
-    server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
+    server = WebServer(make_app(ex.exposition), "127.0.0.1", 0)
     server.start()
     url = f"http://127.0.0.1:{server.port}/metrics"
     size = len(httpx.get(url, timeout=60, headers={"Accept-Encoding": "identity"}).content)

@@ -10,19 +10,19 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import generate_latest
 
 from exporter import __version__, build_facts
+from exporter.basicauth import BasicAuth
 from exporter.config import Config, ConfigError, load_config, parse_listen_address
 from exporter.config.schema import DEFAULTS
-from exporter.config.web import WebConfig, load_web_config
+from exporter.config.webconfig import WebConfig, load_web_config
+from exporter.endpoints import OPEN_PATHS, make_app
 from exporter.logs import FORMATS, LEVELS, formatter
 from exporter.service import Exporter
-from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import OPEN_PATHS, ListenError, WebServer, make_app
+from exporter.web import Handler, ListenError, WebServer
 
 log = logging.getLogger("exporter")
 
@@ -118,15 +118,9 @@ def _setup_logging(level: str, fmt: str) -> None:
         logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Callable[..., Iterable[bytes]]:
+def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Handler:
     auth = BasicAuth(web.users) if web.users else None
-    return make_app(
-        exporter.registry,
-        exporter.exposition,
-        auth,
-        exporter.exposition,
-        telemetry_path,
-    )
+    return make_app(exporter.exposition, auth, telemetry_path)
 
 
 def _check_listen_flags(values: list[str] | None) -> None:

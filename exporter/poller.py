@@ -149,7 +149,7 @@ class ClusterPoller:
                 )
             self._failed("internal", "unexpected error (see the traceback above)", self._monotonic() - started)
             return False
-        self._publish(reads, left, reading, now, self._monotonic() - started)
+        self._publish(reads, left, reading, self._clock(), self._monotonic() - started)
         return True
 
     def _take(self, rows: list[Row | None], sid: str, now: float, reading: _Reading) -> int:

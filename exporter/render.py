@@ -9,8 +9,10 @@ exporter's reload gauges. A cluster's job gauges (and its capacity) are left out
 from __future__ import annotations
 
 import gzip
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from types import MappingProxyType
 
@@ -24,6 +26,7 @@ from exporter import build_facts
 from exporter.model import ClusterState
 
 EOF_LINE = b"# EOF\n"
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no time, unknown OS
 
 
 class _Fixed(Collector):
@@ -122,6 +125,50 @@ class _Prefixes:
         return isinstance(name, str) and any(w.startswith(name) for w in self._wanted)
 
 
+def _filtered(families: Iterable[Metric], wanted: set[str], openmetrics: bool) -> list[bytes]:
+    """The samples of ``families`` named in ``wanted``, rendered; families none of whose samples can be named are
+    skipped without looking at their samples."""
+    candidates = _Prefixes(wanted)
+    selected = []
+    for family in families:
+        if family.name in candidates:
+            samples = [s for s in family.samples if s.name in wanted]
+            if samples:
+                restricted = Metric(family.name, family.documentation, family.type)
+                restricted.samples = samples
+                selected.append(restricted)
+    return [_render(selected, openmetrics)] if selected else []
+
+
+class _Text:
+    """The families of one rendering, each family's text (a part of every answer, shared by all), and the whole
+    deflated up to a sync flush with its CRC and length, as a gzip stream's start."""
+
+    def __init__(self, shown: tuple[object, ...], families: list[Metric], openmetrics: bool) -> None:
+        self.shown = shown
+        self.families = families
+        self.parts = [_render([family], openmetrics) for family in families]
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        deflated = [compressor.compress(part) for part in self.parts]
+        self.deflated = b"".join([*deflated, compressor.flush(zlib.Z_SYNC_FLUSH)])
+        self.crc = 0
+        for part in self.parts:
+            self.crc = zlib.crc32(part, self.crc)
+        self.size = sum(map(len, self.parts))
+
+    def only(self, wanted: set[str], openmetrics: bool) -> list[bytes]:
+        """The samples named in ``wanted``: a family's cached text when every sample of it is wanted."""
+        candidates = _Prefixes(wanted)
+        out: list[bytes] = []
+        for family, part in zip(self.families, self.parts):
+            if family.name in candidates:
+                if {s.name for s in family.samples} <= wanted:
+                    out.append(part)
+                else:
+                    out += _filtered([family], wanted, openmetrics)
+        return out
+
+
 class Exposition:
     """The states of every cluster, and what /metrics serves of them. ``publish`` swaps one cluster's state
     and renders the text ahead (in the publishing thread), so that scrapes find it ready."""
@@ -134,7 +181,7 @@ class Exposition:
         self._runtime = runtime_registry()
         self._reload = (1.0, clock())
         # Per format (OpenMetrics or not): the states it was rendered from, the rest of what it shows, the text.
-        self._texts: dict[bool, tuple[Mapping[str, ClusterState], tuple[object, ...], bytes]] = {}
+        self._texts: dict[bool, _Text] = {}
 
     def states(self) -> Mapping[str, ClusterState]:
         """A consistent view of every cluster's state at this instant."""
@@ -191,12 +238,13 @@ class Exposition:
         )
         return [f for f in (*self._static, *merged(clusters), ok, at) if f.name in names]
 
-    def _text(self, openmetrics: bool) -> bytes:
+    def _text(self, openmetrics: bool) -> _Text:
         """The text of everything but the process's own metrics, rendered again only when what it shows changed:
         the states (a new mapping at each publish), the reload gauges, or what is stale now."""
         now = self._clock()
         states = self._states
-        rest = (
+        shown = (
+            states,
             self._reload,
             tuple(
                 (s.jobs is not None and s.jobs.stale(now), s.capacity is not None and s.capacity.stale(now))
@@ -204,36 +252,31 @@ class Exposition:
             ),
         )
         found = self._texts.get(openmetrics)
-        if found is not None and found[0] is states and found[1] == rest:
-            return found[2]
-        text = _render(self.families(now, states), openmetrics)
-        self._texts[openmetrics] = (states, rest, text)
+        if found is not None and found.shown[0] is states and found.shown[1:] == shown[1:]:
+            return found
+        text = self._texts[openmetrics] = _Text(shown, self.families(now, states), openmetrics)
         return text
 
-    def body(self, openmetrics: bool = False, compressed: bool = False) -> bytes:
-        """The whole /metrics answer: the cached text, then the process's own metrics read now (and the EOF line
-        in OpenMetrics); gzipped when ``compressed``."""
-        text = self._text(openmetrics) + _render(self._runtime.collect(), openmetrics)
-        if openmetrics:
-            text += EOF_LINE
-        return gzip.compress(text, compresslevel=1, mtime=0) if compressed else text
-
-    def filtered(self, names: Iterable[str], openmetrics: bool = False) -> bytes:
-        """Only the samples named (``name[]``), as prometheus-client's own filter gives them: families none of
-        whose samples can be named are skipped without looking at their samples."""
-        wanted = set(names)
-        selected = []
-        candidates = _Prefixes(wanted)
-        for family in [*self.families(names=candidates), *self._runtime.collect()]:
-            if family.name not in candidates:
-                continue
-            samples = [s for s in family.samples if s.name in wanted]
-            if samples:
-                restricted = Metric(family.name, family.documentation, family.type)
-                restricted.samples = samples
-                selected.append(restricted)
-        text = _render(selected, openmetrics)
-        return text + EOF_LINE if openmetrics else text
+    def body(self, openmetrics: bool = False, compressed: bool = False, names: Iterable[str] = ()) -> list[bytes]:
+        """The /metrics answer, in parts to send one after another: the cached text, then the process's own
+        metrics read now (and the EOF line in OpenMetrics); gzipped when ``compressed``. With ``names``
+        (``name[]``) only the samples named, as prometheus-client's own filter gives them."""
+        cached = self._text(openmetrics)
+        live = _render(self._runtime.collect(), openmetrics) + (EOF_LINE if openmetrics else b"")
+        if names:
+            parts = [
+                *cached.only(set(names), openmetrics),
+                *_filtered(self._runtime.collect(), set(names), openmetrics),
+            ]
+            text = b"".join(parts) + (EOF_LINE if openmetrics else b"")
+            return [gzip.compress(text, compresslevel=1, mtime=0) if compressed else text]
+        if not compressed:
+            return [*cached.parts, live]
+        # The cached text deflated up to a sync flush, the live text deflated to the end: one deflate stream.
+        tail = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+        end = tail.compress(live) + tail.flush()
+        trailer = struct.pack("<II", zlib.crc32(live, cached.crc), (cached.size + len(live)) & 0xFFFFFFFF)
+        return [GZIP_HEADER, cached.deflated, end, trailer]
 
     def collect(self) -> Iterator[Metric]:
         """Everything /metrics serves, for a registry (``--once``)."""

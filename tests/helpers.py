@@ -144,8 +144,8 @@ def job_count(state: ClusterState) -> int:
 
 def polled_families() -> list[Metric]:
     """Every family /metrics has once the demo's two clusters have been polled (job list and queue capacity)."""
-    from exporter.simulator.demo import start_demo
     from exporter.service import Exporter
+    from exporter.simulator.demo import start_demo
 
     config, simulators = start_demo()
     try:

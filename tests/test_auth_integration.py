@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from exporter.config import build_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import SimPlatform, Simulator
+from exporter.web import WebServer
 from tests.helpers import job_count
 
 PASSWORD = "alice-pa55word-do-not-print"
@@ -116,7 +117,7 @@ def test_many_token_lifetimes_pass_with_no_failed_poll_and_no_secret_in_any_outp
         environ={},
     )
     exporter = Exporter(config)
-    server = WebServer(make_app(exporter.registry, exporter.exposition, None, exporter.exposition), "127.0.0.1", 0)
+    server = WebServer(make_app(exporter.exposition), "127.0.0.1", 0)
     server.start()
     try:
         with caplog.at_level(logging.DEBUG):

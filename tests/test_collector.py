@@ -8,7 +8,6 @@ from dataclasses import replace
 from exporter.counting.snapshot import SnapshotBuilder
 from exporter.serving.collector import JobCollector
 from exporter.serving.families import ClusterFamilies
-from exporter.serving.store import StateStore
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.model import (
@@ -20,6 +19,7 @@ from exporter.model import (
     RunTimeHistogram,
     WaitHistogram,
 )
+from exporter.render import Exposition
 from tests.helpers import FIXTURES, promtool_check_metrics
 from tests.reference import Job, add_job
 
@@ -59,7 +59,7 @@ def store_with(jobs: list[Job], per_user: bool = True) -> StateStore:
         add_job(builder, j)
     snap = builder.build("kunshan", NOW, NOW + 300, reported_total=3, zero_fill_queues=["debug"], activity=ACTIVITY)
     snap = with_usage(snap)
-    store = StateStore(["kunshan", "wuxi"])
+    store = Exposition(["kunshan", "wuxi"])
     capacity = CapacitySnapshot(NOW, NOW + 300, {"debug": QueueCapacity(256, 64, 4, 1)})
     store.publish(ClusterState("kunshan", True, NOW, 1.5, None, snap, capacity))
     store.publish(ClusterState("wuxi", False, None, 30.0, "timeout", None))
@@ -95,7 +95,7 @@ def test_per_user_off_leaves_out_the_user_families() -> None:
 
 
 def test_a_cluster_that_has_not_finished_a_poll_shows_no_up_series_yet() -> None:
-    text = render(StateStore(["kunshan"]))
+    text = render(Exposition(["kunshan"]))
     assert "sugon_up{" not in text and "sugon_jobs{" not in text
 
 
@@ -141,7 +141,7 @@ def test_every_known_queue_has_zero_nodes_a_zero_longest_run_and_empty_usage_cou
     snap = with_usage(
         builder.build("kunshan", NOW, NOW + 300, 3, zero_fill_queues=["debug", "idle"], activity=activity)
     )
-    store = StateStore(["kunshan"])
+    store = Exposition(["kunshan"])
     store.publish(ClusterState("kunshan", True, NOW, 1.0, None, snap))
     registry = registry_of(store)
 

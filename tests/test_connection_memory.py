@@ -19,42 +19,30 @@ from pathlib import Path
 from tests.helpers import read_answer
 from tests.test_hostile_clients import Child, wait_until
 
-# The exporter with one cluster of 40,000 running jobs (40 queues × 1,000 users): 6.6 MB of /metrics, more
-# than the kernel buffers of a connection, rendered once and served from the cache like every scrape, while
-# its own counters change all the time, as they do during a poll. argv[1] is the open-files limit (0: leave
-# it), argv[2] the directory with server.pem and server.key.
+# The exporter with one cluster of 40,000 running jobs (40 queues × 1,000 users): megabytes of /metrics, more
+# than the kernel buffers of a connection, rendered once and served from the cache like every scrape. argv[1]
+# is the open-files limit (0: leave it), argv[2] the directory with server.pem and server.key.
 CHILD = r"""
-import ssl, sys, threading, time
+import ssl, sys, time
 from exporter.config import build_config
-from exporter.counting.snapshot import SnapshotBuilder
-from exporter.model import ClusterState
+from exporter.model import Budget, ClusterState, Served
 from exporter.service import Exporter
-from exporter.serving.web import WebServer, make_app
-from tests.reference import Job, add_job
+from exporter.endpoints import make_app
+from exporter.web import WebServer
+from tests.polls import Polls, job
 
 config = build_config(
     {"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}], "max_users": 1000}, environ={}
 )
 exporter = Exporter(config)
-builder = SnapshotBuilder(per_user=True, max_users=1000)
-for i in range(40000):
-    add_job(builder, Job(str(i), f"q{i % 40}", f"user{i // 40 % 1000}", "running", "statR", 2))
 now = time.time()
-exporter.store.publish(ClusterState("a", True, now, 1.0, None, builder.build("a", now, now + 3600, 40000, ["q0"])))
+jobs = [job(str(i), f"q{i % 40}", "running", user=f"user{i // 40 % 1000}", cpus=2) for i in range(40000)]
+families = Polls(Budget(max_users=1000), cluster="a").poll(jobs, now).families
+exporter.exposition.publish(ClusterState("a", True, now, 1.0, None, 1, jobs=Served(now, now + 3600, tuple(families))))
 tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 tls.load_cert_chain(sys.argv[2] + "/server.pem", sys.argv[2] + "/server.key")
-server = WebServer(make_app(exporter.registry, exporter.store, None, exporter.exposition), "127.0.0.1", 0, tls)
+server = WebServer(make_app(exporter.exposition), "127.0.0.1", 0, tls)
 server.start()
-observer = exporter.metrics.observer("a")
-
-
-def requests():
-    while True:
-        observer.request_sent()
-        time.sleep(0.005)
-
-
-threading.Thread(target=requests, daemon=True).start()
 print(server.port, flush=True)
 sys.stdin.read()
 server.stop()
@@ -139,8 +127,8 @@ def test_slow_readers_and_stalled_tls_handshakes_hold_at_most_the_documented_mem
             assert scrape() == "HTTP/1.1 200 OK"  # accepted after every connection above: a scrape gets in
             wait_until(lambda: server.fds() <= fds + MAX_CONNECTIONS, what="at most the cap held")
             with_all = settled(server.rss)
-            for sock in readers + stalled:
-                sock.close()
+            for connection in [*readers, *stalled]:
+                connection.close()
             wait_until(lambda: server.fds() <= fds, what="every connection closed")
             return with_readers, with_all
 

@@ -17,12 +17,13 @@ import httpx
 import pytest
 import yaml
 
+from exporter.basicauth import BasicAuth
 from exporter.config import build_config
-from exporter.config.web import load_web_config
+from exporter.config.webconfig import load_web_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter
-from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
+from exporter.web import WebServer
 from tests.helpers import promtool_check_metrics
 from tests.tools import find_tool
 
@@ -91,12 +92,7 @@ class Stack:
             )
             web = self.web_config = load_web_config(str(tmp / "web.yml"))
         self.web = WebServer(
-            make_app(
-                self.exporter.registry,
-                self.exporter.store,
-                BasicAuth(web.users) if web else None,
-                self.exporter.exposition,
-            ),
+            make_app(self.exporter.exposition, BasicAuth(web.users) if web else None),
             "127.0.0.1",
             0,
             web.tls if web else None,

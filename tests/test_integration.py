@@ -12,9 +12,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
+from exporter.web import WebServer
 from tests.helpers import promtool_check_metrics
 
 # Written out by hand from the API documentation, independently of the status map in exporter/model.py.
@@ -98,7 +99,7 @@ def test_metrics_equal_the_simulators_job_list_before_and_after_it_changes_and_t
         environ={},
     )
     exporter = Exporter(config, clock=clock, retry_backoff=0)
-    server = WebServer(make_app(exporter.registry, exporter.exposition, None, exporter.exposition), "127.0.0.1", 0)
+    server = WebServer(make_app(exporter.exposition), "127.0.0.1", 0)
     server.start()
     url = f"http://127.0.0.1:{server.port}"
     poller = exporter.pollers[0]
@@ -158,7 +159,7 @@ def test_a_slow_cluster_does_not_delay_another_clusters_data_or_the_metrics_answ
         environ={},
     )
     exporter = Exporter(config)
-    server = WebServer(make_app(exporter.registry, exporter.exposition, None, exporter.exposition), "127.0.0.1", 0)
+    server = WebServer(make_app(exporter.exposition), "127.0.0.1", 0)
     server.start()
     exporter.start()
     try:

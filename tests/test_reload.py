@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from exporter.config import build_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Simulator
+from exporter.web import WebServer
 from tests.test_cli import free_port
 
 TOKEN = "reload-token"
@@ -69,7 +70,7 @@ def test_a_reload_keeps_unchanged_clusters_restarts_changed_ones_and_drops_remov
         until(lambda: bool(exporter.exposition.get("changed").up and exporter.exposition.get("new").up))
         after = exporter.registry.get_sample_value("sugon_polls_total", {"hpc_cluster": "same", "result": "success"})
         assert after is not None and after >= polls
-        text = exporter.exposition.body().decode()
+        text = b"".join(exporter.exposition.body()).decode()
         assert 'hpc_cluster="gone"' not in text and 'sugon_up{hpc_cluster="new"} 1.0' in text
     finally:
         exporter.stop()
@@ -78,7 +79,7 @@ def test_a_reload_keeps_unchanged_clusters_restarts_changed_ones_and_drops_remov
 def test_after_a_reload_ready_waits_for_the_first_poll_of_every_added_or_changed_cluster(sim: Simulator) -> None:
     config = {"interval": "0.2s", "clusters": [cluster("same", sim.url), cluster("changed", sim.url)]}
     exporter = Exporter(build_config(config, environ={}))
-    server = WebServer(make_app(exporter.registry, exporter.exposition, None, exporter.exposition), "127.0.0.1", 0)
+    server = WebServer(make_app(exporter.exposition), "127.0.0.1", 0)
     server.start()
     exporter.start()
     ready = f"http://127.0.0.1:{server.port}/-/ready"

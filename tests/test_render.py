@@ -4,7 +4,9 @@ the staleness rule applied at the time of the scrape, gzip, OpenMetrics and name
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -59,6 +61,11 @@ def exposition() -> Iterator[Exposition]:
     yield ex
 
 
+def whole(ex: Exposition, **options: Any) -> bytes:
+    """The /metrics answer's parts joined."""
+    return b"".join(ex.body(**options))
+
+
 def lines(text: bytes) -> list[str]:
     """The lines of an exposition but those of the families read for each scrape."""
     return [line for line in text.decode().splitlines() if not any(name in line for name in RUNTIME)]
@@ -84,7 +91,7 @@ def registry_of(ex: Exposition) -> CollectorRegistry:
 def test_the_cached_text_is_what_prometheus_client_renders_of_the_same_families_and_promtool_passes_it(
     exposition: Exposition,
 ) -> None:
-    body = exposition.body()
+    body = whole(exposition)
     assert lines(body) == lines(generate_latest(registry_of(exposition)))
     checked = promtool_check_metrics(body.decode())
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -98,8 +105,8 @@ def test_the_cached_text_is_what_prometheus_client_renders_of_the_same_families_
 
 
 def test_gzip_is_the_plain_text_compressed_and_openmetrics_ends_with_one_eof(exposition: Exposition) -> None:
-    assert lines(gzip.decompress(exposition.body(compressed=True))) == lines(exposition.body())
-    text = exposition.body(openmetrics=True).decode()
+    assert lines(gzip.decompress(whole(exposition, compressed=True))) == lines(whole(exposition))
+    text = whole(exposition, openmetrics=True).decode()
     assert text.endswith("# EOF\n") and text.count("# EOF") == 1
     assert {f.name for f in openmetrics_families(text)} >= {"sugon_jobs", "sugon_jobs_submitted", "process_cpu_seconds"}
 
@@ -108,30 +115,30 @@ def test_job_gauges_go_once_stale_and_the_counters_stay_without_a_publish() -> N
     clock = [NOW]
     ex = Exposition(["a"], clock=lambda: clock[0])
     ex.publish(polled("a", NOW, 2))
-    assert "sugon_jobs{" in ex.body().decode()
+    assert "sugon_jobs{" in whole(ex).decode()
     clock[0] = NOW + 299.9
-    assert "sugon_jobs{" in ex.body().decode()
+    assert "sugon_jobs{" in whole(ex).decode()
     clock[0] = NOW + 300  # max_staleness after the poll: the job data goes, not to zero
-    text = ex.body().decode()
+    text = whole(ex).decode()
     assert "sugon_jobs{" not in text and "sugon_job_cpus{" not in text and "sugon_users_folded{" not in text
     assert 'sugon_jobs_submitted_total{hpc_cluster="a",queue="q0"} 0.0' in text
     assert 'sugon_last_success_timestamp_seconds{hpc_cluster="a"}' in text
 
 
 def test_a_publish_reaches_the_next_scrape_and_a_cluster_that_left_leaves_it(exposition: Exposition) -> None:
-    before = exposition.body().decode()
+    before = whole(exposition).decode()
     assert 'sugon_jobs{hpc_cluster="b",queue="q0",status="queued"} 3.0' in before
     exposition.publish(polled("b", NOW, 2))
-    assert 'sugon_jobs{hpc_cluster="b",queue="q0",status="queued"} 1.0' in exposition.body().decode()
+    assert 'sugon_jobs{hpc_cluster="b",queue="q0",status="queued"} 1.0' in whole(exposition).decode()
     exposition.set_clusters(["a"], keep=["a"])
-    assert 'hpc_cluster="b"' not in exposition.body().decode()
+    assert 'hpc_cluster="b"' not in whole(exposition).decode()
 
 
 def test_the_reload_gauges_follow_the_last_reload() -> None:
     ex = Exposition(["a"], clock=lambda: NOW)
 
     def reload_gauges() -> dict[str, float]:
-        text = ex.body().decode()
+        text = whole(ex).decode()
         return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if "reload" in s.name}
 
     ok, at = "sugon_config_last_reload_successful", "sugon_config_last_reload_success_timestamp_seconds"
@@ -157,7 +164,7 @@ NAME_FILTERS = [
 def test_a_name_filter_gives_what_prometheus_clients_own_filtering_gives(
     exposition: Exposition, openmetrics: bool, names: list[str], expected: set[str]
 ) -> None:
-    got = exposition.filtered(names, openmetrics)
+    got = whole(exposition, names=names, openmetrics=openmetrics)
     restricted = registry_of(exposition).restricted_registry(names)
     own = generate_openmetrics(restricted) if openmetrics else generate_latest(restricted)  # type: ignore[no-untyped-call]
     parse = openmetrics_families if openmetrics else text_string_to_metric_families
@@ -179,17 +186,29 @@ class Untouchable(list):  # type: ignore[type-arg]
 
 
 def test_a_name_filter_never_looks_at_the_samples_of_a_family_no_name_can_select() -> None:
-    """A name[] scrape costs what the families it asks for hold, not the whole exposition's size."""
+    """A name[] scrape costs what the families it asks for hold, not the whole exposition's size: the text is
+    rendered once per publish, and a family no name can select is not looked at again."""
     big = GaugeMetricFamily("sugon_user_jobs", "Jobs per user.", labels=["hpc_cluster"])
-    big.samples = Untouchable()
+    big.add_metric(["a"], 1)
     state = ClusterState(name="a", up=True, jobs=Served(taken_at=NOW, expires_at=NOW + 300, families=(big,)))
     ex = Exposition(["a"], clock=lambda: NOW)
     ex.publish(state)
-    assert ex.filtered(["sugon_up"]).decode().splitlines() == [
+    assert "sugon_user_jobs" in whole(ex).decode()
+    big.samples = Untouchable(big.samples)
+    assert whole(ex, names=["sugon_up"]).decode().splitlines() == [
         "# HELP sugon_up 1 if the most recent poll of the cluster succeeded, else 0.",
         "# TYPE sugon_up gauge",
         'sugon_up{hpc_cluster="a"} 1.0',
     ]
+
+
+def test_a_gzipped_answer_is_one_gzip_member_that_a_single_stream_reader_reads_whole(exposition: Exposition) -> None:
+    """curl and httpx read only the first member of a gzip body: the answer must be one member."""
+    for openmetrics in (False, True):
+        reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        text = reader.decompress(whole(exposition, openmetrics=openmetrics, compressed=True))
+        assert reader.eof and not reader.unused_data
+        assert lines(text) == lines(whole(exposition, openmetrics=openmetrics))
 
 
 def test_merged_families_keep_one_type_and_one_help(exposition: Exposition) -> None:

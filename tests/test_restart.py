@@ -33,7 +33,7 @@ def exporter(sim: Simulator, state: Path, now: list[float]) -> Exporter:
 def scrape(ex: Exporter) -> Samples:
     """/metrics as a scrape gets it (the cached exposition), checked by promtool, as {(name, labels): value};
     the registry's own rendering (--once, name[] scrapes) must agree."""
-    text = ex.exposition.body().decode()
+    text = b"".join(ex.exposition.body()).decode()
     checked = promtool_check_metrics(text)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     samples = {

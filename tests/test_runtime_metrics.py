@@ -16,8 +16,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import build_config
+from exporter.endpoints import make_app
 from exporter.service import Exporter
-from exporter.serving.web import WebServer, make_app
+from exporter.web import WebServer
 from tests.helpers import promtool_check_metrics
 
 PROCESS = {
@@ -36,7 +37,7 @@ def url() -> Iterator[str]:
     """/metrics of a running exporter (its default per-scrape part: the real process and GC collectors)."""
     config = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
     ex = Exporter(config)
-    server = WebServer(make_app(ex.registry, ex.store, None, ex.exposition), "127.0.0.1", 0)
+    server = WebServer(make_app(ex.exposition), "127.0.0.1", 0)
     server.start()
     try:
         yield f"http://127.0.0.1:{server.port}/metrics"

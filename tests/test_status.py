@@ -7,7 +7,7 @@ import base64
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from html.parser import HTMLParser
 from typing import Any
 
@@ -15,23 +15,28 @@ import bcrypt
 import httpx
 import pytest
 import respx
-from exporter.serving.selfmetrics import PollMetrics
-from exporter.serving.store import StateStore
-from prometheus_client import CollectorRegistry
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.basicauth import BasicAuth
 from exporter.config import build_config
-from exporter.model import ClusterSnapshot, ClusterState, PollFailure
+from exporter.endpoints import make_app
+from exporter.groups.base import Settings
+from exporter.groups.own import Own
+from exporter.model import ClusterState, PollFailure, PollSettings, Served
 from exporter.poller import ClusterPoller
+from exporter.render import Exposition
 from exporter.service import Exporter
-from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import WebServer, make_app
 from exporter.simulator import Scheduler, Simulator
 from exporter.status import status_data, wants_json
 from exporter.sugon.conversation import Conversation
+from exporter.sugon.discovery import Endpoint
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.tokens import StaticToken
 from exporter.values import without_secrets
+from exporter.web import Handler, WebServer
 from tests.helpers import SCHEDULER, PagedList, envelope, row
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -40,39 +45,59 @@ BASE = "https://hpc.example.com:65106"
 JOBS = BASE + "/hpc/openapi/v2/jobs"
 
 
-def snapshot(taken_at: float, expires_at: float) -> ClusterSnapshot:
-    """Running 3+5, queued 2, held 1, and 4 suspended + 1 completed + 0 exiting as other: 16 jobs."""
-    by_queue = {
-        ("debug", "running"): (3, 12),
-        ("debug", "queued"): (2, 4),
-        ("debug", "suspended"): (4, 8),
-        ("debug", "exiting"): (0, 0),
-        (SCRIPT, "held"): (1, 1),
-        (SCRIPT, "completed"): (1, 2),
-        ("batch", "running"): (5, 10),
-    }
-    return ClusterSnapshot("x", taken_at, expires_at, 16, 16, by_queue)
+def served(taken_at: float, expires_at: float, by_queue: Mapping[tuple[str, str], int] | None = None) -> Served:
+    """Job data as a poll publishes it (its sugon_jobs family); by default running 3+5, queued 2, held 1, and
+    4 suspended + 1 completed + 0 exiting as other: 16 jobs."""
+    jobs = GaugeMetricFamily("sugon_jobs", "Jobs.", labels=["hpc_cluster", "queue", "status"])
+    for (queue, status), n in (
+        by_queue
+        or {
+            ("debug", "running"): 3,
+            ("debug", "queued"): 2,
+            ("debug", "suspended"): 4,
+            ("debug", "exiting"): 0,
+            (SCRIPT, "held"): 1,
+            (SCRIPT, "completed"): 1,
+            ("batch", "running"): 5,
+        }
+    ).items():
+        jobs.add_metric(["x", queue, status], n)
+    return Served(taken_at=taken_at, expires_at=expires_at, families=(jobs,))
 
 
 def states() -> dict[str, ClusterState]:
     failure = PollFailure("timeout", "no answer within 30s <img src=x onerror=alert(1)>", NOW - 20)
     return {
         "up": ClusterState(
-            "up", True, NOW - 75, 1.5, None, snapshot(NOW - 75, NOW + 225), pages=4, next_poll_at=NOW + 45
+            name="up",
+            up=True,
+            last_success=NOW - 75,
+            poll_duration=1.5,
+            jobs=served(NOW - 75, NOW + 225),
+            pages=4,
+            next_poll_at=NOW + 45,
+            token_expiry=NOW + 7200.0,
         ),
         "down": ClusterState(
-            "down",
-            False,
-            NOW - 200,
-            30.0,
-            "timeout",
-            snapshot(NOW - 200, NOW + 100),
+            name="down",
+            up=False,
+            last_success=NOW - 200,
+            poll_duration=30.0,
+            last_error="timeout",
+            jobs=served(NOW - 200, NOW + 100),
             last_failure=failure,
             next_poll_at=NOW + 30,
+            token_expiry=NOW - 60.0,
         ),
-        "starting": ClusterState("starting"),
+        "starting": ClusterState(name="starting"),
         "stale": ClusterState(
-            "stale", False, NOW - 4000, 2.0, "auth", snapshot(NOW - 4000, NOW - 3700), last_failure=failure
+            name="stale",
+            up=False,
+            last_success=NOW - 4000,
+            poll_duration=2.0,
+            last_error="auth",
+            jobs=served(NOW - 4000, NOW - 3700),
+            last_failure=failure,
         ),
     }
 
@@ -82,8 +107,7 @@ def by_name(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_each_cluster_shows_its_state_ages_poll_and_jobs_by_status_at_the_clock_given() -> None:
-    expiry = {"up": NOW + 7200.0, "down": NOW - 60.0}
-    data = by_name(status_data(states(), NOW, expiry.get))
+    data = by_name(status_data(states(), NOW))
     up, down, starting, stale = data["up"], data["down"], data["starting"], data["stale"]
     assert [c["state"] for c in (up, down, starting, stale)] == ["up", "down", "starting", "stale"]
     assert up["last_success"] == NOW - 75 and up["last_success_age"] == 75
@@ -127,7 +151,9 @@ def test_each_cluster_shows_its_state_ages_poll_and_jobs_by_status_at_the_clock_
 
 def test_a_cluster_that_succeeds_past_its_staleness_is_stale_too() -> None:
     """A poll still running when the data expires: /metrics leaves the job data out, so the page says stale."""
-    state = ClusterState("slow", True, NOW - 301, 1.0, None, snapshot(NOW - 301, NOW - 1))
+    state = ClusterState(
+        name="slow", up=True, last_success=NOW - 301, poll_duration=1.0, jobs=served(NOW - 301, NOW - 1)
+    )
     assert status_data({"slow": state}, NOW)["clusters"][0]["state"] == "stale"
 
 
@@ -157,30 +183,23 @@ class Cells(HTMLParser):
             self._cell.append(data)
 
 
-StartResponse = Callable[[str, list[tuple[str, str]]], None]
-
-
-def get(app: Callable[[dict[str, Any], Any], Iterable[bytes]], **headers: str) -> tuple[str, dict[str, str], bytes]:
-    """GET / from a WSGI app: (status, headers, body)."""
-    answer: dict[str, Any] = {}
-
-    def start_response(status: str, head: list[tuple[str, str]]) -> None:
-        answer.update(status=status, headers={k.lower(): v for k, v in head})
-
-    environ = {"PATH_INFO": "/", "REQUEST_METHOD": "GET", **{"HTTP_" + k.upper(): v for k, v in headers.items()}}
-    body = b"".join(app(environ, start_response))
-    return answer["status"], answer["headers"], body
+def get(app: Handler, **headers: str) -> tuple[str, dict[str, str], bytes]:
+    """GET / from a request handler: (status, headers, body)."""
+    request = make_mocked_request("GET", "/", headers={k.replace("_", "-"): v for k, v in headers.items()})
+    response = asyncio.run(app(request))
+    assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+    return f"{response.status} {response.reason}", {k.lower(): v for k, v in response.headers.items()}, response.body
 
 
 def app_of(cluster_states: Mapping[str, ClusterState], **options: Any) -> Any:
-    store = StateStore(list(cluster_states))
+    store = Exposition(list(cluster_states))
     for state in cluster_states.values():
         store.publish(state)
-    return make_app(CollectorRegistry(), store, clock=lambda: NOW, **options)
+    return make_app(store, clock=lambda: NOW, **options)
 
 
 def test_the_html_shows_what_the_json_says_in_words_a_person_reads() -> None:
-    app = app_of(states(), token_expiry={"up": NOW + 7200.0, "down": NOW - 60.0}.get)
+    app = app_of(states())
     _, _, raw = get(app, accept="application/json")
     data = by_name(json.loads(raw))
     status, headers, page = get(app)
@@ -222,8 +241,8 @@ def test_the_html_shows_what_the_json_says_in_words_a_person_reads() -> None:
 def test_a_cluster_started_with_saved_job_data_is_starting_with_its_last_success_and_the_data_while_served() -> None:
     """After a restart with a state file, before the first poll ends (issue 23, D16)."""
     restored = {
-        "saved": ClusterState("saved", last_success=NOW - 100, snapshot=snapshot(NOW - 100, NOW + 200)),
-        "too old": ClusterState("too old", last_success=NOW - 400, snapshot=snapshot(NOW - 400, NOW - 100)),
+        "saved": ClusterState(name="saved", last_success=NOW - 100, jobs=served(NOW - 100, NOW + 200)),
+        "too old": ClusterState(name="too old", last_success=NOW - 400, jobs=served(NOW - 400, NOW - 100)),
     }
     data = by_name(status_data(restored, NOW))
     assert data["saved"]["state"] == data["too old"]["state"] == "starting"
@@ -263,8 +282,16 @@ RAW_CONTROLS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")  # tab a
 
 def test_control_characters_of_a_queue_name_and_an_error_are_shown_escaped_not_sent_raw() -> None:
     failure = PollFailure("api_code", "API code 1: " + CONTROLS, NOW - 20)
-    snap = ClusterSnapshot("x", NOW - 75, NOW + 225, 1, 1, {("q" + CONTROLS, "running"): (1, 4)})
-    state = ClusterState("k\x1b[2J", False, NOW - 75, 1.0, "api_code", snap, last_failure=failure)
+    jobs = served(NOW - 75, NOW + 225, {("q" + CONTROLS, "running"): 1})
+    state = ClusterState(
+        name="k\x1b[2J",
+        up=False,
+        last_success=NOW - 75,
+        poll_duration=1.0,
+        last_error="api_code",
+        jobs=jobs,
+        last_failure=failure,
+    )
     app = app_of({state.name: state})
     _, _, page = get(app)
     assert RAW_CONTROLS.search(page) is None
@@ -369,35 +396,43 @@ def test_a_long_message_is_cut_after_masking() -> None:
     assert len(shown) == 100 and shown.endswith("...")
 
 
+class Counting(Exposition):
+    """An exposition that counts what is published to it."""
+
+    publishes = 0
+
+    def publish(self, state: ClusterState) -> None:
+        self.publishes += 1
+        super().publish(state)
+
+
 class Rig:
     """A poller over respx with a hand clock, a hand monotonic clock and a sleep that stops it."""
 
     def __init__(self, page_size: int = 100) -> None:
         self.now, self.mono = [NOW], [0.0]
-        self.metrics = PollMetrics(CollectorRegistry())
-        self.publishes = 0
-        self.store = StateStore(["kunshan"], before_publish=self._published)
+        self.own = Own("kunshan")
+        self.store = Counting(["kunshan"], clock=lambda: self.now[0])
         self.http = httpx.AsyncClient()
-        conversation = Conversation(self.http, 5.0, self.metrics.observer("kunshan"), retry_backoff=0)
+        client = SugonClient(BASE, StaticToken("tok"), Conversation(self.http, 5.0, self.own, retry_backoff=0))
         self.poller = ClusterPoller(
             "kunshan",
-            SugonClient(BASE, StaticToken("tok"), conversation),
+            client,
+            Endpoint("kunshan", client, (SCHEDULER,)),
             self.store,
-            self.metrics,
-            scheduler_ids=(SCHEDULER,),
-            interval=60,
-            page_size=page_size,
-            concurrency=2,
-            max_staleness=300,
-            per_user=False,
+            self.own,
+            PollSettings(interval=60, page_size=page_size, concurrency=2, max_staleness=300),
+            Settings(cluster="kunshan", per_user=False),
             clock=lambda: self.now[0],
             monotonic=lambda: self.mono[0],
             sleep=self._sleep,
         )
+        self.store.publishes = 0  # the state before any poll is published at the start
         self.sleeps: list[float] = []
 
-    def _published(self, name: str, cluster_states: Mapping[str, ClusterState]) -> None:
-        self.publishes += 1
+    @property
+    def publishes(self) -> int:
+        return self.store.publishes
 
     async def _sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -407,9 +442,7 @@ class Rig:
             raise asyncio.CancelledError
 
     def page(self, accept: str | None = None) -> str:
-        app = make_app(
-            CollectorRegistry(), self.store, clock=lambda: self.now[0], token_expiry=self.metrics.token_expires_at
-        )
+        app = make_app(self.store, clock=lambda: self.now[0])
         return get(app, **({"accept": accept} if accept else {}))[2].decode()
 
 
@@ -451,19 +484,16 @@ def test_a_failed_polls_message_reaches_the_page_without_its_secrets() -> None:
     )
 
 
-def test_the_page_reads_the_token_expiry_the_observer_was_told() -> None:
-    metrics = PollMetrics(CollectorRegistry())
-    observer = metrics.observer("kunshan")
-    assert metrics.token_expires_at("kunshan") is None
-    observer.token_expiry(NOW + 600)
-    assert metrics.token_expires_at("kunshan") == NOW + 600
-    state = {"kunshan": ClusterState("kunshan")}
-    assert status_data(state, NOW, metrics.token_expires_at)["clusters"][0]["token_expires_in"] == 600
-    observer.token_expiry(None)
-    assert metrics.token_expires_at("kunshan") is None
-    observer.token_expiry(NOW + 600)
-    metrics.forget("kunshan")
-    assert metrics.token_expires_at("kunshan") is None
+@respx.mock
+def test_the_page_shows_the_expiry_of_the_token_as_the_client_last_told_it() -> None:
+    respx.get(JOBS).mock(return_value=httpx.Response(503))
+    rig = Rig()
+    rig.own.token_expiry(NOW + 600)  # as the token provider reports it
+    assert not asyncio.run(rig.poller.poll_once())
+    assert json.loads(rig.page("application/json"))["clusters"][0]["token_expires_in"] == 600
+    rig.own.token_expiry(None)
+    assert not asyncio.run(rig.poller.poll_once())
+    assert json.loads(rig.page("application/json"))["clusters"][0]["token_expires_in"] is None
 
 
 # ---- end to end: the simulator over real HTTP --------------------------------------------------------
@@ -479,7 +509,7 @@ def test_the_page_shows_a_real_polls_page_count_and_the_job_counts_metrics_has()
         environ={},
     )
     exporter = Exporter(config, retry_backoff=0)
-    app = make_app(exporter.registry, exporter.store, None, exporter.exposition)
+    app = make_app(exporter.exposition)
     server = WebServer(app, "127.0.0.1", 0)
     server.start()
     try:

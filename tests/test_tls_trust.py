@@ -65,7 +65,7 @@ def test_without_ca_file_a_private_ca_is_refused_by_both_transports(
     exporter = Exporter(build_config({"lean_http": lean_http, "clusters": [cluster(ac_host, hpc_host)]}, environ={}))
     assert not asyncio.run(exporter.poll_all_once())
     assert exporter.registry.get_sample_value("sugon_api_errors_total", {"hpc_cluster": "a", "reason": "connection"})
-    assert exporter.store.get("a").last_error == "connection"
+    assert exporter.exposition.get("a").last_error == "connection"
 
 
 @pytest.mark.parametrize("lean_http", [True, False])

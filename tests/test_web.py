@@ -2,77 +2,89 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gzip
 import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import bcrypt
 import httpx
 import pytest
-from exporter.serving.store import StateStore
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily
 
+from exporter.basicauth import BasicAuth
 from exporter.config import build_config
+from exporter.endpoints import Parts, make_app
 from exporter.model import ClusterState, PollFailure
+from exporter.render import Exposition
 from exporter.service import Exporter
-from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import ListenError, WebServer, make_app
+from exporter.web import ListenError, WebServer
 from tests.helpers import read_answer
+
+KUNSHAN = ClusterState("kunshan", True, 1_700_000_000.0, 1.0, None, None)
+
+
+class Switchable(Exposition):
+    """An exposition whose /metrics body can be made to wait or fail, as a test needs."""
+
+    before_body: Callable[[], None] = staticmethod(lambda: None)
+
+    def body(self, openmetrics: bool = False, compressed: bool = False, names: Iterable[str] = ()) -> list[bytes]:
+        self.before_body()
+        return super().body(openmetrics, compressed, names)
 
 
 @pytest.fixture
-def store() -> StateStore:
-    s = StateStore(["kunshan", "<wuxi>"])
-    s.publish(ClusterState("kunshan", True, 1_700_000_000.0, 1.0, None, None))
+def store() -> Switchable:
+    s = Switchable(["kunshan", "<wuxi>"])
+    s.publish(KUNSHAN)
     failure = PollFailure("timeout", "no answer within 30s", 1_700_000_000.0)
     s.publish(ClusterState("<wuxi>", False, None, 2.0, "timeout", None, last_failure=failure))
     return s
 
 
 @pytest.fixture
-def served(store: StateStore) -> Iterator[tuple[str, CollectorRegistry]]:
-    registry = CollectorRegistry()
-    server = WebServer(make_app(registry, store), "127.0.0.1", 0)
+def served(store: Switchable) -> Iterator[tuple[str, Switchable]]:
+    server = WebServer(make_app(store), "127.0.0.1", 0)
     server.start()
     try:
-        yield f"http://127.0.0.1:{server.port}", registry
+        yield f"http://127.0.0.1:{server.port}", store
     finally:
         server.stop()
 
 
-class Fixed(Collector):
-    def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("sugon_test_value", "A test gauge.", value=42)
+def add_test_gauge(exposition: Exposition) -> None:
+    """Kunshan's state with a gauge sugon_test_value 42 among the families it keeps."""
+    gauge = GaugeMetricFamily("sugon_test_value", "A test gauge.", value=42)
+    exposition.publish(dataclasses.replace(KUNSHAN, kept=(gauge,)))
 
 
-def test_metrics_is_served_as_text(served: tuple[str, CollectorRegistry]) -> None:
-    url, registry = served
-    registry.register(Fixed())
+def test_metrics_is_served_as_text(served: tuple[str, Switchable]) -> None:
+    url, store = served
+    add_test_gauge(store)
     r = httpx.get(url + "/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert "sugon_test_value 42.0" in r.text
 
 
-def test_metrics_speaks_openmetrics_when_asked(served: tuple[str, CollectorRegistry]) -> None:
-    url, registry = served
-    registry.register(Fixed())
+def test_metrics_speaks_openmetrics_when_asked(served: tuple[str, Switchable]) -> None:
+    url, store = served
+    add_test_gauge(store)
     r = httpx.get(url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
     assert r.headers["content-type"].startswith("application/openmetrics-text")
     assert r.text.rstrip().endswith("# EOF")
 
 
-def test_metrics_is_gzipped_when_accepted(served: tuple[str, CollectorRegistry]) -> None:
-    url, registry = served
-    registry.register(Fixed())
+def test_metrics_is_gzipped_when_accepted(served: tuple[str, Switchable]) -> None:
+    url, store = served
+    add_test_gauge(store)
     with httpx.Client() as c:
         r = c.get(url + "/metrics", headers={"Accept-Encoding": "gzip"})
         raw = c.send(c.build_request("GET", url + "/metrics", headers={"Accept-Encoding": "gzip"}), stream=True)
@@ -81,7 +93,7 @@ def test_metrics_is_gzipped_when_accepted(served: tuple[str, CollectorRegistry])
     assert b"sugon_test_value 42.0" in gzip.decompress(body)
 
 
-def test_healthz_index_and_404(served: tuple[str, CollectorRegistry]) -> None:
+def test_healthz_index_and_404(served: tuple[str, Switchable]) -> None:
     url, _ = served
     assert httpx.get(url + "/healthz").status_code == 200
     index = httpx.get(url + "/")
@@ -92,17 +104,10 @@ def test_healthz_index_and_404(served: tuple[str, CollectorRegistry]) -> None:
     assert httpx.get(url + "/nope").status_code == 404
 
 
-def test_concurrent_scrapes_are_served_in_parallel(served: tuple[str, CollectorRegistry]) -> None:
+def test_concurrent_scrapes_are_served_in_parallel(served: tuple[str, Switchable]) -> None:
     """Each scrape waits in collect() for the other: a server that answers one at a time would time out."""
-    url, registry = served
-    barrier = threading.Barrier(2, timeout=5)
-
-    class Rendezvous(Collector):
-        def collect(self) -> Iterator[Metric]:
-            barrier.wait()
-            yield GaugeMetricFamily("sugon_test_value", "A test gauge.", value=1)
-
-    registry.register(Rendezvous())
+    url, store = served
+    store.before_body = threading.Barrier(2, timeout=5).wait
     with ThreadPoolExecutor(2) as pool:
         codes = list(pool.map(lambda _: httpx.get(url + "/metrics", timeout=10).status_code, range(2)))
     assert codes == [200, 200]
@@ -114,17 +119,15 @@ def _closed(sock: socket.socket) -> bool:
 
 
 @pytest.fixture
-def conn(served: tuple[str, CollectorRegistry]) -> Iterator[socket.socket]:
+def conn(served: tuple[str, Switchable]) -> Iterator[socket.socket]:
     port = int(served[0].rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         yield sock
 
 
-def test_a_scraper_keeps_its_connection_across_scrapes(
-    served: tuple[str, CollectorRegistry], conn: socket.socket
-) -> None:
+def test_a_scraper_keeps_its_connection_across_scrapes(served: tuple[str, Switchable], conn: socket.socket) -> None:
     # Prometheus keeps the connection open between scrapes: no new connection, thread or TLS handshake each.
-    served[1].register(Fixed())
+    add_test_gauge(served[1])
     buffered = bytearray()
     for _ in range(3):
         conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -136,7 +139,7 @@ def test_a_scraper_keeps_its_connection_across_scrapes(
 
 
 def test_a_scraper_that_asks_to_close_and_an_http_1_0_one_are_closed_after_theread_answer(
-    served: tuple[str, CollectorRegistry],
+    served: tuple[str, Switchable],
 ) -> None:
     port = int(served[0].rsplit(":", 1)[1])
     for request in (
@@ -146,7 +149,9 @@ def test_a_scraper_that_asks_to_close_and_an_http_1_0_one_are_closed_after_there
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
             sock.sendall(request)
             _, headers, body = read_answer(sock, bytearray())
-            assert body == b"ok\n" and headers["connection"] == "close" and _closed(sock)
+            # HTTP/1.0 closes unless asked otherwise: "Connection: close" is only needed in HTTP/1.1
+            closing = headers.get("connection", "close" if b"HTTP/1.0" in request else None)
+            assert body == b"ok\n" and closing == "close" and _closed(sock)
 
 
 def test_a_request_body_is_never_read_as_the_next_request(conn: socket.socket) -> None:
@@ -168,16 +173,15 @@ def test_head_gets_the_headers_without_the_body(conn: socket.socket) -> None:
     assert read_answer(conn, bytearray())[2] == b"ok\n"
 
 
-def test_a_failing_collector_gets_500_and_the_server_serves_on(
-    served: tuple[str, CollectorRegistry], conn: socket.socket, caplog: pytest.LogCaptureFixture
+def broken_rendering() -> None:
+    raise RuntimeError("renderer bug")
+
+
+def test_a_failing_rendering_gets_500_and_the_server_serves_on(
+    served: tuple[str, Switchable], conn: socket.socket, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url, registry = served
-
-    class Broken(Collector):
-        def collect(self) -> Iterator[Metric]:
-            raise RuntimeError("collector bug")
-
-    registry.register(Broken())
+    url, store = served
+    store.before_body = broken_rendering
     conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     status, headers, _ = read_answer(conn, bytearray())
     assert status.startswith("HTTP/1.1 500") and headers["connection"] == "close" and _closed(conn)
@@ -185,8 +189,8 @@ def test_a_failing_collector_gets_500_and_the_server_serves_on(
     assert httpx.get(url + "/healthz").status_code == 200
 
 
-def test_stopping_the_server_ends_its_kept_alive_connections(store: StateStore) -> None:
-    server = WebServer(make_app(CollectorRegistry(), store), "127.0.0.1", 0)
+def test_stopping_the_server_ends_its_kept_alive_connections(store: Switchable) -> None:
+    server = WebServer(make_app(store), "127.0.0.1", 0)
     server.start()
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -224,33 +228,32 @@ def test_answers_are_sent_without_waiting_for_acknowledgements(conn: socket.sock
 
 
 def test_reconfigure_gives_new_connections_the_new_tls_and_new_requests_the_new_app(
-    store: StateStore, certs: Path
+    store: Switchable, certs: Path
 ) -> None:
-    server = WebServer(make_app(CollectorRegistry(), store), "127.0.0.1", 0)
+    server = WebServer(make_app(store), "127.0.0.1", 0)
     server.start()
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as kept:
             kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             assert b"sugon_test_value" not in read_answer(kept, bytearray())[2]
-            registry = CollectorRegistry()
-            registry.register(Fixed())
+            add_test_gauge(store)
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
-            server.reconfigure(make_app(registry, store), tls)
+            server.reconfigure(make_app(store), tls)
             kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # an open connection keeps plain HTTP
             assert b"sugon_test_value 42.0" in read_answer(kept, bytearray())[2]
         verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
         assert "sugon_test_value 42.0" in httpx.get(f"https://127.0.0.1:{server.port}/metrics", verify=verify).text
-        server.reconfigure(make_app(CollectorRegistry(), store), None)
+        server.reconfigure(make_app(store), None)
         assert httpx.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200
     finally:
         server.stop()
 
 
 def test_a_server_on_several_addresses_answers_on_each_and_one_it_cannot_bind_releases_the_others(
-    store: StateStore,
+    store: Switchable,
 ) -> None:
-    app = make_app(CollectorRegistry(), store)
+    app = make_app(store)
     server = WebServer(app, "127.0.0.1", 0, more_addresses=[("127.0.0.1", 0)])
     server.start()
     try:
@@ -275,13 +278,12 @@ def test_a_server_on_several_addresses_answers_on_each_and_one_it_cannot_bind_re
 
 @pytest.mark.parametrize("sizes", [(5, 0, 7), (300_000, 3, 600_000, 0, 11)])
 def test_an_answer_in_parts_is_sent_whole_in_order_without_them_joined(sizes: tuple[int, ...]) -> None:
-    """A WSGI app's iterable is sent part after part (a /metrics body is a large cached part and a small
-    one), small answers in one write and large ones in chunks; HEAD gets their total length and no body."""
+    """An answer's parts are sent one after another (a /metrics body is a large cached part and small ones),
+    large ones in chunks; HEAD gets their total length and no body."""
     parts = [bytes([65 + i]) * size for i, size in enumerate(sizes)]
 
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        start_response("200 OK", [("Content-Length", str(sum(sizes)))])
-        return parts
+    async def app(request: web.BaseRequest) -> web.StreamResponse:
+        return Parts(request, parts, {"Content-Type": "text/plain"})
 
     server = WebServer(app, "127.0.0.1", 0)
     server.start()
@@ -305,11 +307,11 @@ def test_an_answer_in_parts_is_sent_whole_in_order_without_them_joined(sizes: tu
 
 
 @pytest.fixture
-def fresh() -> Iterator[tuple[str, StateStore]]:
+def fresh() -> Iterator[tuple[str, Exposition]]:
     """A server over two clusters that have not polled yet, with basic auth (user prom, password pw)."""
-    store = StateStore(["kunshan", "wuxi"])
+    store = Exposition(["kunshan", "wuxi"])
     auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
-    server = WebServer(make_app(CollectorRegistry(), store, auth), "127.0.0.1", 0)
+    server = WebServer(make_app(store, auth), "127.0.0.1", 0)
     server.start()
     try:
         yield f"http://127.0.0.1:{server.port}", store
@@ -318,7 +320,7 @@ def fresh() -> Iterator[tuple[str, StateStore]]:
 
 
 def test_healthy_answers_200_from_the_start_and_ready_503_until_every_cluster_has_ended_its_first_poll(
-    fresh: tuple[str, StateStore],
+    fresh: tuple[str, Exposition],
 ) -> None:
     url, store = fresh
     healthy = httpx.get(url + "/-/healthy")
@@ -336,7 +338,7 @@ def test_healthy_answers_200_from_the_start_and_ready_503_until_every_cluster_ha
 
 
 def test_the_probes_need_no_credentials_while_metrics_and_the_status_page_still_do(
-    fresh: tuple[str, StateStore],
+    fresh: tuple[str, Exposition],
 ) -> None:
     url, _ = fresh
     for path in ("/-/healthy", "/-/ready", "/healthz"):
@@ -347,7 +349,7 @@ def test_the_probes_need_no_credentials_while_metrics_and_the_status_page_still_
     assert httpx.get(url + "/metrics", auth=("prom", "pw")).status_code == 200
 
 
-def test_head_of_the_probes_gets_their_status_and_length_without_a_body(fresh: tuple[str, StateStore]) -> None:
+def test_head_of_the_probes_gets_their_status_and_length_without_a_body(fresh: tuple[str, Exposition]) -> None:
     url, _ = fresh
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
@@ -369,19 +371,13 @@ def test_head_of_the_probes_gets_their_status_and_length_without_a_body(fresh: t
 def test_every_answer_says_nosniff() -> None:
     """The status page, the metrics (cached and filtered by name[]), the probes, and every error."""
     exporter = Exporter(build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={}))
-    store, registry = exporter.store, exporter.registry
-
-    class Broken(Collector):
-        def collect(self) -> Iterator[Metric]:
-            raise RuntimeError("collector bug")
-
-    broken = CollectorRegistry()
-    broken.register(Broken())
+    broken = Switchable(["a"])
+    broken.before_body = broken_rendering
     auth = BasicAuth({"prom": bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4))})
     apps = {
-        "open": make_app(registry, store, None, exporter.exposition),
-        "auth": make_app(registry, store, auth, exporter.exposition),
-        "broken": make_app(broken, store),
+        "open": make_app(exporter.exposition),
+        "auth": make_app(exporter.exposition, auth),
+        "broken": make_app(broken),
     }
     seen: list[tuple[str, str, int]] = []
     for name, app in apps.items():

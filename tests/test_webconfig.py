@@ -10,13 +10,13 @@ from pathlib import Path
 import bcrypt
 import httpx
 import pytest
-from exporter.serving.store import StateStore
-from prometheus_client import CollectorRegistry
 
+from exporter.basicauth import BasicAuth
 from exporter.config import ConfigError
-from exporter.config.web import load_web_config
-from exporter.serving.basicauth import BasicAuth
-from exporter.serving.web import WebServer, make_app
+from exporter.config.webconfig import load_web_config
+from exporter.endpoints import make_app
+from exporter.render import Exposition
+from exporter.web import WebServer
 
 WEBCONFIGS = Path(__file__).parent / "webconfigs"
 FAILURES = sorted(WEBCONFIGS.glob("*.yaml"))
@@ -69,10 +69,8 @@ def serve(tmp_path: Path) -> Iterator[object]:
 
     def start(web_yaml: str) -> str:
         web = load_web_config(write(tmp_path, web_yaml))
-        store = StateStore(["kunshan"])
-        server = WebServer(
-            make_app(CollectorRegistry(), store, BasicAuth(web.users) if web.users else None), "127.0.0.1", 0, web.tls
-        )
+        store = Exposition(["kunshan"])
+        server = WebServer(make_app(store, BasicAuth(web.users) if web.users else None), "127.0.0.1", 0, web.tls)
         server.start()
         servers.append(server)
         return f"{'https' if web.tls else 'http'}://127.0.0.1:{server.port}"
