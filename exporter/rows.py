@@ -6,12 +6,12 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from exporter.hostlists import MAX_COUNT, parse
+from exporter.hostlists import MAX_LISTED, expand
 from exporter.model import INVALID, NO_APP, NO_REASON, NOT_STARTED, STATUS_MAP, UNKNOWN, Job, Row
 
 __all__ = [
     "INVALID",
-    "MAX_COUNT",
+    "MAX_LISTED",
     "MAX_NODES",
     "MAX_RUN_SECONDS",
     "NOT_STARTED",
@@ -110,18 +110,21 @@ def run_seconds(value: Any) -> int | None:
     return total if total <= MAX_RUN_SECONDS else INVALID
 
 
-def node_count(value: Any) -> int | None:
-    """How many distinct nodes a Slurm host list names, without listing them (0 for null or blank); None when
-    ``value`` is not one (or names more than hostlists.MAX_COUNT)."""
-    hosts = parse(value)
-    return None if hosts is None else hosts.count()
-
-
 def node_names(value: Any, limit: int = MAX_NODES) -> list[str] | None:
-    """The first ``limit`` distinct nodes of a host list, in its order; None when ``value`` is not one (as
-    node_count says), or names the same nodes over and over (built to cost, not a job's nodes)."""
-    hosts = parse(value)
-    return None if hosts is None or hosts.count() is None else hosts.names(limit)
+    """The first ``limit`` distinct nodes a Slurm host list names, in its order ([] for null or blank); None when
+    ``value`` is not one (see exporter.hostlists)."""
+    if value is None:
+        return []
+    if not isinstance(value, str):
+        return None
+    names = expand(value.strip()) if value.strip() else []
+    return None if names is None else names[:limit]
+
+
+def node_count(value: Any) -> int | None:
+    """How many distinct nodes a Slurm host list names (0 for null or blank); None when ``value`` is not one."""
+    names = node_names(value, MAX_LISTED)
+    return None if names is None else len(names)
 
 
 @lru_cache(maxsize=_CACHED)
