@@ -21,7 +21,9 @@ _RANGE = re.compile(r"([0-9]+)-([0-9]+)")
 
 def _terms(text: str) -> list[str] | None:
     """The terms between top-level commas; None when brackets nest or do not pair."""
-    terms, term, level = [], [], 0
+    terms: list[str] = []
+    term: list[str] = []
+    level = 0
     for char in text:
         if char == "," and level == 0:
             terms.append("".join(term))
