@@ -7,14 +7,13 @@ with a warning: the exporter starts fresh, as it does without one.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
-import math
 import os
 import re
 import tempfile
-from typing import Any
+from typing import Annotated, Literal
 
+import msgspec
 from prometheus_client.core import Metric
 
 from exporter.groups.users import SavedUsers
@@ -22,151 +21,41 @@ from exporter.model import Served
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
 TEMP_PREFIX = ".sugon-exporter-state."  # a temporary file while writing: .sugon-exporter-state.<name>.<random>
 # Earlier versions named their temporary files without <name>: the prefix and 8 random characters.
 _OLD_TEMP = re.compile(r"^\.sugon-exporter-state\.[a-z0-9_]{8}$")
-_EXACT = 2**53  # a number above this is not kept: a float no longer holds every integer
 _EPOCH = datetime.date(1970, 1, 1)
+# Numbers a double holds exactly; NaN and the infinities are not JSON, so the decoder refuses them.
+Time = Annotated[float, msgspec.Meta(ge=-(2**53), le=2**53)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 
 
-class BadShape(ValueError):
-    """A value of the file is not what the exporter writes there; the message names where."""
+class _Users(msgspec.Struct):
+    day: datetime.date
+    named: list[str]
+    cpu_seconds: dict[datetime.date, dict[str, Count]]
 
 
-def _number(value: Any, where: str, key: str | None = None) -> float:
-    """A finite JSON number (not a boolean) within ±2**53; ``where`` and ``key`` name it in the error."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadShape(f"{_at(where, key)}: expected a number")
-    if isinstance(value, int) and abs(value) > _EXACT or isinstance(value, float) and not math.isfinite(value):
-        raise BadShape(f"{_at(where, key)}: {value!r:.40} is out of range")
-    return float(value)
+class _Gauges(msgspec.Struct):
+    taken_at: Time
+    families: list[tuple[str, str, list[tuple[dict[str, str], Time]]]]  # [name, help, [[labels, value], ...]]
 
 
-def _count(value: Any, where: str, key: str | None = None) -> int:
-    """A whole number, not negative (3600.0 is 3600)."""
-    number = _number(value, where, key)
-    if number < 0 or number != int(number):
-        raise BadShape(f"{_at(where, key)}: expected a whole number not below 0")
-    return int(number)
+class _Section(msgspec.Struct):
+    waiting_since: dict[str, Time] = {}
+    queues_seen: dict[str, Time] = {}
+    run_seconds: dict[str, Count] = {}  # these and the later keys may be missing from an earlier version's file
+    users: _Users | None = None
+    gauges: _Gauges | None = None
 
 
-def _at(where: str, key: str | None) -> str:
-    return where if key is None else f"{where}.{key}"
+class _File(msgspec.Struct):
+    version: Literal[1]
+    clusters: dict[str, _Section]
 
 
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadShape(f"{where}: expected an object")
-    return value
-
-
-def _times(value: Any, where: str) -> dict[str, float]:
-    return {k: _number(v, where, k) for k, v in _object(value, where).items()}
-
-
-def _counts(value: Any, where: str) -> dict[str, int]:
-    return {k: _count(v, where, k) for k, v in _object(value, where).items()}
-
-
-def _day(value: Any, where: str) -> int:
-    """A UTC day written as 2024-05-01, as days since 1970-01-01."""
-    try:
-        return (datetime.date.fromisoformat(value) - _EPOCH).days
-    except (TypeError, ValueError):
-        raise BadShape(f"{where}: expected a date like 2024-05-01") from None
-
-
-def _day_text(day: int) -> str:
-    return (_EPOCH + datetime.timedelta(days=day)).isoformat()
-
-
-def _users(value: Any, where: str) -> SavedUsers:
-    section = _object(value, where)
-    named = section.get("named")
-    if not isinstance(named, list) or not all(isinstance(user, str) for user in named):
-        raise BadShape(f"{where}.named: expected a list of names")
-    days = _object(section.get("cpu_seconds"), f"{where}.cpu_seconds")
-    return SavedUsers(
-        _day(section.get("day"), f"{where}.day"),
-        tuple(named),
-        {
-            _day(day, f"{where}.cpu_seconds"): _counts(by_user, f"{where}.cpu_seconds.{day}")
-            for day, by_user in days.items()
-        },
-    )
-
-
-def _users_json(users: SavedUsers) -> dict[str, Any]:
-    return {
-        "day": _day_text(users.day),
-        "named": list(users.named),
-        "cpu_seconds": {_day_text(day): dict(by_user) for day, by_user in users.cpu_seconds.items()},
-    }
-
-
-def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise BadShape(f"{where}: expected a name")
-    return value
-
-
-def _gauges(value: Any, where: str) -> Served:
-    """The saved job gauges of a poll: families of gauges, expiring when they were taken."""
-    saved = _object(value, where)
-    taken_at = _number(saved.get("taken_at"), where, "taken_at")
-    families = saved.get("families")
-    if not isinstance(families, list):
-        raise BadShape(f"{where}.families: expected a list")
-    out = []
-    for i, item in enumerate(families):
-        at = f"{where}.families[{i}]"
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], list)):
-            raise BadShape(f"{at}: expected [name, help, samples]")
-        name, documentation = _name(item[0], at), _name(item[1], at)
-        family = Metric(name, documentation, "gauge")
-        for sample in item[2]:
-            if not (isinstance(sample, list) and len(sample) == 2):
-                raise BadShape(f"{at}: expected samples as [labels, value]")
-            labels = _object(sample[0], at)
-            family.add_sample(name, {k: _name(v, at) for k, v in labels.items()}, _number(sample[1], at))
-        out.append(family)
-    return Served(taken_at=taken_at, expires_at=taken_at, families=tuple(out))
-
-
-def _gauges_json(served: Served) -> dict[str, Any]:
-    return {
-        "taken_at": served.taken_at,
-        "families": [
-            [family.name, family.documentation, [[dict(s.labels), s.value] for s in family.samples]]
-            for family in served.families
-            if family.type == "gauge"
-        ],
-    }
-
-
-def _section(value: Any, where: str) -> dict[str, Any]:
-    """A cluster's section, checked whole (BadShape otherwise); the keys an earlier version did not write
-    may be missing."""
-    section = _object(value, where)
-    checked = {
-        "waiting_since": _times(section.get("waiting_since", {}), f"{where}.waiting_since"),
-        "queues_seen": _times(section.get("queues_seen", {}), f"{where}.queues_seen"),
-        "run_seconds": _counts(section.get("run_seconds", {}), f"{where}.run_seconds"),
-    }
-    if "users" in section:
-        checked["users"] = _users_json(_users(section["users"], f"{where}.users"))
-    if "gauges" in section:
-        checked["gauges"] = _gauges_json(_gauges(section["gauges"], f"{where}.gauges"))
-    return checked
-
-
-def _sections(data: Any) -> dict[str, dict[str, Any]]:
-    """Every cluster's section of a decoded file, checked (BadShape otherwise)."""
-    if not isinstance(data, dict) or data.get("version") != VERSION:
-        raise BadShape(f"not a sugon-exporter state file of version {VERSION}")
-    clusters = _object(data.get("clusters"), "clusters")
-    return {name: _section(section, f"clusters.{name}") for name, section in clusters.items()}
+def _date(days: int) -> datetime.date:
+    return _EPOCH + datetime.timedelta(days=days)
 
 
 class StateFile:
@@ -189,7 +78,7 @@ class StateFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._clusters: dict[str, dict[str, Any]] = {}
+        self._clusters: dict[str, _Section] = {}
         self._failing = False
         self._folder = os.path.dirname(os.path.abspath(path))
         self._prefix = f"{TEMP_PREFIX}{os.path.basename(path)}."
@@ -223,53 +112,60 @@ class StateFile:
     def _load(self) -> None:
         try:
             with open(self.path, "rb") as handle:
-                self._clusters = _sections(json.loads(handle.read().decode("utf-8")))
+                self._clusters = msgspec.json.decode(handle.read(), type=_File).clusters
         except FileNotFoundError:
             log.info(
                 "state_file %s does not exist yet; starting with no memory of earlier runs",
                 self.path,
                 extra={"file": self.path},
             )
-        # Whatever the file holds: JSON nested deeper than the decoder goes (RecursionError), bytes that are not
-        # UTF-8, a wrong shape anywhere. A start must never fail on it.
+        # Whatever the file holds (a wrong shape anywhere, bytes that are not UTF-8, JSON nested deeper than the
+        # decoder goes), a start must never fail on it.
         except Exception as exc:  # noqa: BLE001 - the reason is logged; the file is ignored whole
-            if isinstance(exc, OSError):
-                reason = exc.strerror or str(exc)
-            else:
-                reason = str(exc) if isinstance(exc, BadShape) else f"{type(exc).__name__}: {exc}"
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
             log.warning(
                 "state_file %s cannot be read (%.200s); starting fresh",
                 self.path,
                 reason,
                 extra={"file": self.path, "reason": reason[:200]},
             )
-            self._clusters = {}
+
+    def _section(self, cluster: str) -> _Section:
+        return self._clusters.get(cluster) or _Section()
 
     def waiting_since(self, cluster: str) -> dict[str, float]:
         """Saved first-waiting times of a cluster's jobs, by job key."""
-        return dict(self._clusters.get(cluster, {}).get("waiting_since", {}))
+        return dict(self._section(cluster).waiting_since)
 
     def queues_seen(self, cluster: str) -> dict[str, float]:
         """Saved last-seen times of a cluster's queues."""
-        return dict(self._clusters.get(cluster, {}).get("queues_seen", {}))
+        return dict(self._section(cluster).queues_seen)
 
     def run_seconds(self, cluster: str) -> dict[str, int]:
         """Saved run seconds of a cluster's started jobs, by job key."""
-        return dict(self._clusters.get(cluster, {}).get("run_seconds", {}))
+        return dict(self._section(cluster).run_seconds)
 
     def users(self, cluster: str) -> SavedUsers | None:
         """Saved named users and daily CPU-seconds by user of a cluster, if any."""
-        users = self._clusters.get(cluster, {}).get("users")
-        return None if users is None else _users(users, "users")
+        users = self._section(cluster).users
+        if users is None:
+            return None
+        days = {(day - _EPOCH).days: by_user for day, by_user in users.cpu_seconds.items()}
+        return SavedUsers((users.day - _EPOCH).days, tuple(users.named), days)
 
     def gauges(self, cluster: str, max_staleness: float) -> Served | None:
         """The job gauges of a cluster's last successful poll, if saved: served until ``max_staleness`` after
         they were taken."""
-        gauges = self._clusters.get(cluster, {}).get("gauges")
+        gauges = self._section(cluster).gauges
         if gauges is None:
             return None
-        served = _gauges(gauges, "gauges")
-        return Served(taken_at=served.taken_at, expires_at=served.taken_at + max_staleness, families=served.families)
+        families = []
+        for name, documentation, samples in gauges.families:
+            family = Metric(name, documentation, "gauge")
+            for labels, value in samples:
+                family.add_sample(name, labels, value)
+            families.append(family)
+        return Served(gauges.taken_at, gauges.taken_at + max_staleness, tuple(families))
 
     def save(
         self,
@@ -282,21 +178,33 @@ class StateFile:
         gauges: Served | None = None,
     ) -> None:
         """Replace a cluster's section and rewrite the file atomically (temporary file, then rename)."""
-        section: dict[str, Any] = {
-            "waiting_since": waiting_since,
-            "queues_seen": queues_seen,
-            "run_seconds": dict(run_seconds or {}),
-        }
-        if users is not None:
-            section["users"] = _users_json(users)
-        if gauges is not None:
-            section["gauges"] = _gauges_json(gauges)
-        self._clusters[cluster] = section
+        self._clusters[cluster] = _Section(
+            waiting_since,
+            queues_seen,
+            dict(run_seconds or {}),
+            users=None
+            if users is None
+            else _Users(
+                _date(users.day),
+                list(users.named),
+                {_date(d): dict(by_user) for d, by_user in users.cpu_seconds.items()},
+            ),
+            gauges=None
+            if gauges is None
+            else _Gauges(
+                gauges.taken_at,
+                [
+                    (f.name, f.documentation, [(dict(s.labels), s.value) for s in f.samples])
+                    for f in gauges.families
+                    if f.type == "gauge"
+                ],
+            ),
+        )
         try:
             fd, tmp = tempfile.mkstemp(prefix=self._prefix, dir=self._folder)
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump({"version": VERSION, "clusters": self._clusters}, handle, separators=(",", ":"))
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(msgspec.json.encode(_File(1, self._clusters)))
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(tmp, self.path)
