@@ -134,11 +134,9 @@ class ClusterPoller:
         if self._url_checked is not None and not self._url_stale and now - self._url_checked <= DISCOVERY_MAX_AGE:
             return
         center = await self._url_source()
-        url, self._center_user = center.hpc_url, center.user_name
-        self.client.authorization = center.hpc_authorization
-        if url != self.client.base_url:
-            self._log.info("cluster %s: HPC URL is %s", self.name, url, extra={"url": url})
-            self.client.base_url = url
+        self._center_user = center.user_name
+        if self.client.use_center(center):
+            self._log.info("cluster %s: HPC URL is %s", self.name, center.hpc_url, extra={"url": center.hpc_url})
             self._discovered_ids = None
         self._url_checked, self._url_stale = now, False
 

@@ -14,6 +14,7 @@ from exporter.model import QueueCapacity, Row
 from exporter.sugon.conversation import ApiInvalidResponse, Conversation, Decode, clip
 from exporter.sugon.pages import Page, decode_job_page
 from exporter.sugon.paging import Chain, allowance, next_lap
+from exporter.sugon.platform import Center
 from exporter.sugon.tokens import TokenProvider, with_token
 from exporter.values import ascii_int, count
 
@@ -151,6 +152,12 @@ class SugonClient:
         self.tokens = tokens
         self._conversation = conversation
         self._laps: dict[str, int] = {}  # scheduler id → rows its neighbouring pages share (paging.next_lap)
+
+    def use_center(self, center: Center) -> bool:
+        """Talk to the HPC URL a ``/center`` answer names, with its gateway credentials; True if the URL changed."""
+        moved = center.hpc_url != self.base_url
+        self.base_url, self.authorization = center.hpc_url, center.hpc_authorization
+        return moved
 
     async def call(self, path: str, params: dict[str, Any], decode: Decode[T] | None = None) -> Any:
         """GET ``path`` and return ``data`` (or what ``decode`` makes of the answer); a rejected token is
