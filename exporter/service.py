@@ -32,6 +32,7 @@ from exporter.serving.store import StateStore
 from exporter.sugon.conversation import Conversation
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.platform import Center, PlatformClient
+from exporter.sugon.settings import LoginSettings, TokenSettings
 from exporter.sugon.tokens import token_provider, with_token
 from exporter.sugon.transport import transport_for
 
@@ -82,6 +83,32 @@ def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def token_settings(cluster: ClusterConfig) -> TokenSettings:
+    """What the API client needs to know of a cluster's token source, from its configuration."""
+    auth = cluster.auth
+    login = None
+    if auth is not None:
+        login = LoginSettings(
+            kind=auth.kind,
+            url=auth.url,
+            user=auth.user,
+            region=auth.region,
+            password=auth.password,
+            password_file=auth.password_file,
+            org_id=auth.org_id,
+            access_key=auth.access_key,
+            secret_key=auth.secret_key,
+            secret_key_file=auth.secret_key_file,
+        )
+    return TokenSettings(
+        cluster=cluster.name,
+        token=cluster.token,
+        token_file=cluster.token_file,
+        login=login,
+        login_gap=cluster.interval,
+    )
 
 
 def runtime_metrics() -> RuntimeCollector:
@@ -173,7 +200,7 @@ class Exporter:
         platform = None
         if cluster.auth is not None:
             platform = PlatformClient(cluster.auth.url, conversation, cluster.auth.url_authorization)
-        tokens = token_provider(cluster, platform, observer, clock)
+        tokens = token_provider(token_settings(cluster), platform, observer, clock)
         url_source = None
         if cluster.api_url is None and platform is not None:
             ac = platform
