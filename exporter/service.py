@@ -9,7 +9,6 @@ import ssl
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -66,16 +65,10 @@ def shorten_switch_interval() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
 
 
-def _env_proxies() -> bool:
-    """True when HTTP_PROXY, HTTPS_PROXY, ALL_PROXY (or their lower-case forms) are set."""
-    return any(scheme != "no" for scheme in urllib.request.getproxies())
-
-
 def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
-    """The one TLS context of a cluster's connections, whichever transport makes them: the system's trust
-    store (OpenSSL's default paths, which SSL_CERT_FILE and SSL_CERT_DIR override) with ``ca_file`` added to
-    it, or no verification at all with ``verify_tls: false``. httpx would otherwise trust certifi's CAs, so
-    that setting a proxy (which selects httpx's transport) would change which CAs are trusted."""
+    """The one TLS context of a cluster's connections: the system's trust store (OpenSSL's default paths, which
+    SSL_CERT_FILE and SSL_CERT_DIR override) with ``ca_file`` added to it, or no verification at all with
+    ``verify_tls: false``."""
     context = ssl.create_default_context()
     if cluster.ca_file is not None:
         context.load_verify_locations(cafile=cluster.ca_file)  # adds to the system's CAs, for the AC host too
@@ -183,20 +176,13 @@ class Exporter:
 
     def _cluster(self, cluster: ClusterConfig) -> _Cluster:
         clock, retry_backoff = self._clock, self._retry_backoff
-        # The lean transport, unless turned off or the environment names a proxy (httpx honours those only
-        # with its own transport).
-        use_lean = self.config.lean_http and not _env_proxies()
-        context = tls_context(cluster)
-        lean = transport_for(context, cluster.concurrency) if use_lean else None
         http = httpx.AsyncClient(
-            verify=context,
             timeout=httpx.Timeout(cluster.timeout),
-            limits=httpx.Limits(max_connections=cluster.concurrency, max_keepalive_connections=cluster.concurrency),
-            transport=lean,
+            transport=transport_for(tls_context(cluster), cluster.concurrency),
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
         observer = self.metrics.observer(cluster.name, logs_in=cluster.auth is not None)
-        conversation = Conversation(http, cluster.timeout, observer, retry_backoff, lean=lean)
+        conversation = Conversation(http, cluster.timeout, observer, retry_backoff)
         platform = None
         if cluster.auth is not None:
             platform = PlatformClient(cluster.auth.url, conversation, cluster.auth.url_authorization)
@@ -299,7 +285,7 @@ class Exporter:
         return asyncio.run_coroutine_threadsafe(self._apply(config), self._loop).result(timeout)
 
     async def _apply(self, config: Config) -> str:
-        same = (config.max_staleness, config.lean_http) == (self.config.max_staleness, self.config.lean_http)
+        same = config.max_staleness == self.config.max_staleness
         old = self._clusters
         kept = {c.name for c in config.clusters if same and c.name in old and old[c.name].config == c}
         await self._stop([c for name, c in old.items() if name not in kept])

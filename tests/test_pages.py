@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 import exporter.sugon.pages
 from exporter.model import Row
-from exporter.sugon.conversation import ApiError, parse_envelope
-from exporter.sugon.http1 import Answer
+from exporter.sugon.conversation import ApiError, Reply, parse_envelope
 from exporter.sugon.joblist import _same_rows
 from exporter.sugon.pages import decode_job_page, parse_job_page, row_of
 from tests.helpers import RowsReceived, envelope, fixture
@@ -23,8 +22,8 @@ from tests.helpers import RowsReceived, envelope, fixture
 FIELDS = Row.__struct_fields__
 
 
-def answer(body: bytes, status: int = 200) -> Answer:
-    return Answer(status, [(b"content-type", b"application/json")], body)
+def answer(body: bytes, status: int = 200) -> Reply:
+    return Reply(status_code=status, headers=httpx.Headers({"content-type": "application/json"}), content=body)
 
 
 def outcome(decode: Any, body: bytes, status: int = 200) -> str:
@@ -36,7 +35,7 @@ def outcome(decode: Any, body: bytes, status: int = 200) -> str:
     return repr((total, [None if r is None else msgspec.structs.astuple(r) for r in rows]))
 
 
-def fallback(a: Answer) -> tuple[int, list[Row | None]]:
+def fallback(a: Reply) -> tuple[int, list[Row | None]]:
     """The JSON path alone, as the exporter read every page before the fast path."""
     total, rows = parse_job_page(parse_envelope(a))
     return total, [row_of(r) for r in rows]

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from exporter.model import Row
-from exporter.sugon.conversation import ApiInvalidResponse, ResponseLike, clip, parse_envelope
+from exporter.sugon.conversation import ApiInvalidResponse, Reply, clip, parse_envelope
 from exporter.values import count
 
 Page = tuple[int, list["Row | None"]]  # (data.total, the rows; None for a row that is not an object)
@@ -115,7 +115,7 @@ def _decode(body: bytes, levels: int = 10) -> _Envelope:
     return _DECODER.decode(body) if levels == 0 else _decode(body, levels - 1)
 
 
-def decode_job_page(answer: ResponseLike) -> Page:
+def decode_job_page(answer: Reply) -> Page:
     """``(data.total, rows)`` of a job-list answer; every failure is the ApiError parse_envelope would raise."""
     body = answer.content
     if 200 <= answer.status_code < 300 and _as_json_reads(body):
