@@ -212,8 +212,10 @@ class Conversation:
 
     async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
         _check_headers(headers.items())
-        # Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
-        async with self.http.stream(method, url, params=params, headers=headers) as response:
+        # ``url`` has no query of its own: built with ``params``, it is parsed once (httpx would parse it again to
+        # add them). Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
+        target = httpx.URL(url, params=params) if params else url
+        async with self.http.stream(method, target, headers=headers) as response:
             content = await read_limited(response, MAX_BODY)
             return Reply(status_code=response.status_code, headers=response.headers, content=content)
 
