@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from exporter.sugon.connection import HIGH_WATER, Connection, NoAnswer
+from exporter.sugon.connection import HIGH_WATER, ClientConnection, NoAnswer
 from exporter.sugon.http1 import MAX_BODY, BodyTooLarge
 
 Reading = tuple[
@@ -55,7 +55,7 @@ class Wire(asyncio.Transport):
 
 async def read(pieces: list[bytes], method: str = "GET", max_body: int = MAX_BODY) -> Reading:
     """What the connection reads from ``pieces`` arriving one by one and then the end of the stream."""
-    conn = Connection()
+    conn = ClientConnection()
     conn.connection_made(Wire())
     task = asyncio.ensure_future(conn.read_response(method, max_body))
     for piece in pieces:
@@ -320,7 +320,7 @@ def test_a_body_over_the_limit_is_refused_however_it_is_framed(stream: bytes) ->
 
 def test_an_end_before_any_answer_is_no_answer_and_says_why() -> None:
     async def ended(error: Exception | None, sent: bytes = b"") -> NoAnswer:
-        conn = Connection()
+        conn = ClientConnection()
         conn.connection_made(Wire())
         task = asyncio.ensure_future(conn.read_response("GET", MAX_BODY))
         await asyncio.sleep(0)
@@ -346,7 +346,7 @@ def test_bytes_on_an_idle_connection_pause_reading_and_make_it_unusable() -> Non
         far.setblocking(False)
         far.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(Connection, sock=near)
+        _, conn = await loop.create_connection(ClientConnection, sock=near)
         conn.rest()
         quiet = conn.wake()
         conn.rest()
@@ -374,7 +374,7 @@ def test_an_idle_connection_with_unread_bytes_in_the_socket_is_not_taken() -> No
     async def go() -> tuple[bool, bool, bool]:
         near, far = socket.socketpair()
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(Connection, sock=near)
+        _, conn = await loop.create_connection(ClientConnection, sock=near)
         conn.rest()
         before = conn.wake()
         conn.rest()

@@ -47,7 +47,7 @@ class NoAnswer(Exception):
 
 
 @dataclass(frozen=True)
-class Response:
+class WholeAnswer:
     """A whole answer: its head and body, and whether the connection may carry another request."""
 
     head: Head
@@ -55,7 +55,7 @@ class Response:
     keep: bool
 
 
-class Connection(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol):
     """One client connection. Received bytes wait in ``buffer``; ``eof`` says nothing more will come.
 
     Reading is paused while more than HIGH_WATER bytes wait beyond what the reader asked for, and at once
@@ -265,7 +265,7 @@ class Connection(asyncio.Protocol):
         self.buffer.clear()
         return data
 
-    async def read_response(self, method: str, max_body: int) -> Response:
+    async def read_response(self, method: str, max_body: int) -> WholeAnswer:
         """The answer to the request just sent: interim (1xx) answers skipped, the body read whole (none for a
         tunnel a CONNECT opened).
 
@@ -290,4 +290,4 @@ class Connection(asyncio.Protocol):
         else:
             body = await self._read_to_end(max_body)
             keep = False
-        return Response(head=head, body=body, keep=keep)
+        return WholeAnswer(head=head, body=body, keep=keep)

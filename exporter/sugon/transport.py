@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from exporter.sugon.connection import Connection, NoAnswer, Response
+from exporter.sugon.connection import ClientConnection, NoAnswer, WholeAnswer
 from exporter.sugon.http1 import MAX_BODY, MAX_HEAD
 from exporter.values import is_header
 
@@ -129,7 +129,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: dict[Origin, list[Connection]] = {}
+        self._idle: dict[Origin, list[ClientConnection]] = {}
         self._max_body = max_body
         self._closed = False
 
@@ -167,7 +167,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         method: str,
         connect_timeout: float | None,
         read_timeout: float | None,
-    ) -> Response:
+    ) -> WholeAnswer:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # used from another event loop: what belonged to the old one is useless
             self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
@@ -182,7 +182,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             conn = await self._connect(origin, proxy, connect_timeout)
             return await self._exchange(conn, data, method, origin, read_timeout, reused=False)
 
-    def _take_idle(self, origin: Origin) -> Connection | None:
+    def _take_idle(self, origin: Origin) -> ClientConnection | None:
         """A kept-alive connection to ``origin`` that nothing arrived on since its last answer."""
         idle = self._idle.get(origin)
         while idle:
@@ -191,7 +191,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 return conn
         return None
 
-    async def _connect(self, origin: Origin, proxy: Proxy | None, timeout: float | None) -> Connection:
+    async def _connect(self, origin: Origin, proxy: Proxy | None, timeout: float | None) -> ClientConnection:
         scheme, host, port = origin
         tls = (self._ssl or ssl.create_default_context()) if scheme == "https" else None
         through = f" (through {proxy})" if proxy is not None else ""
@@ -202,14 +202,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         except OSError as exc:  # ssl.SSLError too
             raise httpx.ConnectError(f"{type(exc).__name__}: {exc}{through}") from None
 
-    async def _open(self, host: str, port: int, tls: ssl.SSLContext | None, proxy: Proxy | None) -> Connection:
+    async def _open(self, host: str, port: int, tls: ssl.SSLContext | None, proxy: Proxy | None) -> ClientConnection:
         loop = asyncio.get_running_loop()
         if proxy is None:
             _, conn = await loop.create_connection(
-                Connection, host, port, ssl=tls, server_hostname=host if tls else None
+                ClientConnection, host, port, ssl=tls, server_hostname=host if tls else None
             )
             return conn
-        _, conn = await loop.create_connection(Connection, proxy.host, proxy.port)
+        _, conn = await loop.create_connection(ClientConnection, proxy.host, proxy.port)
         if tls is None:
             return conn
         try:
@@ -220,7 +220,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return conn
 
     @staticmethod
-    async def _tunnel(conn: Connection, proxy: Proxy, host: str, port: int, tls: ssl.SSLContext) -> None:
+    async def _tunnel(conn: ClientConnection, proxy: Proxy, host: str, port: int, tls: ssl.SSLContext) -> None:
         """Ask ``proxy`` over ``conn`` for a tunnel to host:port (CONNECT), then TLS to the host through it."""
         target = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("ascii")
         lines = [b"CONNECT %s HTTP/1.1" % target, b"Host: %s" % target]
@@ -241,8 +241,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         await conn.start_tls(tls, host)
 
     async def _exchange(
-        self, conn: Connection, data: bytes, method: str, origin: Origin, read_timeout: float | None, reused: bool
-    ) -> Response:
+        self, conn: ClientConnection, data: bytes, method: str, origin: Origin, read_timeout: float | None, reused: bool
+    ) -> WholeAnswer:
         keep = False
         try:
             conn.send(data)
