@@ -24,7 +24,7 @@ def reset(sock: socket.socket) -> None:
     sock.close()
 
 
-class Proxy:
+class ForwardingProxy:
     """``credentials`` (user, password): requests without them get 407. ``refusal``: an answer every request
     gets instead of a tunnel or a relay (the connection is then closed)."""
 
@@ -58,7 +58,7 @@ class Proxy:
         with self._lock:
             return not readable and self._busy == 0
 
-    def __enter__(self) -> Proxy:  # noqa: PYI034  (typing.Self needs Python 3.11)
+    def __enter__(self) -> ForwardingProxy:  # noqa: PYI034  (typing.Self needs Python 3.11)
         thread = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
         self._threads.append(thread)
         thread.start()

@@ -25,7 +25,7 @@ import pytest
 from exporter.sugon.conversation import ApiError, Conversation
 from exporter.sugon.transport import LeanTransport
 from tests.gateway import MODES, Gateway
-from tests.proxy import Proxy
+from tests.proxy import ForwardingProxy
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class Rig:
     """A gateway in one mode and the exporter's Conversation towards it, directly or through the proxy."""
 
     gateway: Gateway
-    proxy: Proxy | None
+    proxy: ForwardingProxy | None
     client: Conversation
     attempts: Attempts
 
@@ -125,7 +125,7 @@ def rig(mode: str, route: str, certs: Path, timeout: float = 5.0) -> Iterator[Ri
         server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_tls.load_cert_chain(certs / "server.pem", certs / "server.key")
         client_tls = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-    with Gateway(mode, tls=server_tls) as gateway, Proxy() as proxy:
+    with Gateway(mode, tls=server_tls) as gateway, ForwardingProxy() as proxy:
         proxies = {"http": proxy.url, "https": proxy.url} if proxied else {}
         transport = LeanTransport(client_tls, max_connections=4, proxies=proxies)
         attempts = Attempts()

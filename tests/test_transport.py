@@ -22,7 +22,7 @@ from exporter.sugon.conversation import ApiConnectionError, ApiError, ApiInvalid
 from exporter.sugon.http1 import BodyTooLarge
 from exporter.sugon.transport import LeanTransport, transport_for
 from exporter.values import is_header
-from tests.proxy import Proxy
+from tests.proxy import ForwardingProxy
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -373,7 +373,7 @@ def test_the_exporter_polls_through_the_proxy_the_environment_names_unless_no_pr
     from exporter.config import build_config
     from exporter.service import Exporter
 
-    async def go(proxy: Proxy) -> None:
+    async def go(proxy: ForwardingProxy) -> None:
         async with Server([b"\r\n\r\n" + ok(EMPTY_PAGE)]) as api:
             for name, value in variables.items():
                 environment.setenv(name, value.format(proxy=proxy.url))
@@ -389,7 +389,7 @@ def test_the_exporter_polls_through_the_proxy_the_environment_names_unless_no_pr
             else:
                 assert proxy.heads == [] and api.requests[0].startswith(b"GET /hpc/openapi/v2/jobs?")
 
-    with Proxy() as proxy:
+    with ForwardingProxy() as proxy:
         run(go(proxy))
 
 
@@ -414,7 +414,7 @@ async def fetch(transport: LeanTransport, *urls: str) -> list[bytes]:
 def test_no_proxy_sends_the_host_it_names_direct_and_another_host_through_the_proxy(
     environment: pytest.MonkeyPatch,
 ) -> None:
-    async def go(proxy: Proxy) -> None:
+    async def go(proxy: ForwardingProxy) -> None:
         async with Server([ok(b"[1]")]) as named, Server([ok(b"[2]")]) as other:
             environment.setenv("http_proxy", proxy.url)
             environment.setenv("no_proxy", "127.0.0.1")
@@ -423,7 +423,7 @@ def test_no_proxy_sends_the_host_it_names_direct_and_another_host_through_the_pr
             assert named.requests[0].startswith(b"GET /a HTTP/1.1\r\n")
             assert [head.split(b"\r\n")[0] for head in proxy.heads] == [f"GET {other_url}/b HTTP/1.1".encode()]
 
-    with Proxy() as proxy:
+    with ForwardingProxy() as proxy:
         run(go(proxy))
 
 
@@ -444,7 +444,7 @@ def test_proxy_credentials_are_sent_to_the_proxy_alone_and_never_appear_in_a_log
     user, password = "proxy-user", SECRET
     encoded = f"http://{user}:s3cr3t%20pa%3Ass@"
 
-    async def go(proxy: Proxy) -> list[str]:
+    async def go(proxy: ForwardingProxy) -> list[str]:
         async with Server([ok(b"[1]")]) as plain, Server([ok(b"[2]")], tls=tls_server(certs)) as secure:
             url = encoded + proxy.address
             transport = LeanTransport(trusted, proxies={"http": url, "https": url})
@@ -462,7 +462,7 @@ def test_proxy_credentials_are_sent_to_the_proxy_alone_and_never_appear_in_a_log
                 errors.append(f"{caught.value.reason}: {caught.value}")
             return errors
 
-    with caplog.at_level(logging.DEBUG), Proxy(credentials=(user, password)) as proxy:
+    with caplog.at_level(logging.DEBUG), ForwardingProxy(credentials=(user, password)) as proxy:
         errors = run(go(proxy))
     expected = "Basic " + __import__("base64").b64encode(f"{user}:{password}".encode()).decode()
     authorizations = [line for head in proxy.heads for line in head.split(b"\r\n") if line.startswith(b"Proxy-")]
@@ -491,7 +491,7 @@ def test_proxy_credentials_are_sent_to_the_proxy_alone_and_never_appear_in_a_log
 def test_a_proxy_that_refuses_fails_the_request_with_a_clear_reason(
     refusal: bytes | None, scheme: str, expected: str, certs: Path
 ) -> None:
-    async def go(proxy: Proxy) -> tuple[ApiError, int]:
+    async def go(proxy: ForwardingProxy) -> tuple[ApiError, int]:
         async with Server([ok()], tls=tls_server(certs) if scheme == "https" else None) as server:
             address = proxy.address
             if refusal is None:
@@ -505,7 +505,7 @@ def test_a_proxy_that_refuses_fails_the_request_with_a_clear_reason(
             port = int(server.url.rsplit(":", 1)[1])
             return caught.value, port
 
-    with Proxy(refusal=refusal or b"") as proxy:
+    with ForwardingProxy(refusal=refusal or b"") as proxy:
         error, port = run(go(proxy))
     assert error.reason == ("http_status" if scheme == "http" else "connection")
     assert expected.format(port=port) in str(error)
