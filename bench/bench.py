@@ -50,7 +50,7 @@ from exporter.poller import ClusterPoller
 from exporter.render import Exposition
 from exporter.service import Exporter, runtime_metrics, shorten_switch_interval
 from exporter.simulator.population import Population
-from exporter.sugon.http1 import Answer
+from exporter.sugon.conversation import Reply
 from exporter.sugon.joblist import JobListRead, PageSink, SugonClient
 from exporter.sugon.pages import decode_job_page
 from exporter.sugon.transport import LeanTransport
@@ -129,6 +129,11 @@ def page_bodies(url: str, jobs: int, page: int = 100) -> list[bytes]:
             client.get(url + "/hpc/openapi/v2/jobs", params={"strClusterIDList": SID, "start": s, "limit": 500}).content
             for s in range(0, jobs, page)
         ]
+
+
+def page_reply(body: bytes) -> Reply:
+    """A job page's body as the client hands it to decoding."""
+    return Reply(status_code=200, headers=httpx.Headers(), content=body)
 
 
 def json_seconds(bodies: list[bytes]) -> float:
@@ -255,7 +260,7 @@ def bench_cpu(runs: int) -> list[str]:
 
 def bench_breakdown(runs: int) -> list[str]:
     """Where a later poll's CPU goes, each part timed alone on the same 2,000 pages, round by round: the
-    requests (the lean transport, 8 in flight, no decoding), the decoding (decode_job_page), the row loop,
+    requests (httpx over the transport, 8 in flight, no decoding), the decoding (decode_job_page), the row loop,
     the tracker and the snapshot; json.loads of the same bodies beside them."""
     jobs = 200_000
     parts: dict[str, list[float]] = {k: [] for k in ("requests", "decode", "row loop", "tracker", "snapshot", "json")}
@@ -265,20 +270,20 @@ def bench_breakdown(runs: int) -> list[str]:
             httpx.URL(url + f"/hpc/openapi/v2/jobs?strClusterIDList={SID}&start={s}&limit=500")
             for s in range(0, jobs, 100)
         ]
-        headers = b"token: bench-token\r\nAccept-Encoding: gzip, deflate\r\n"
 
         async def fetch() -> float:
-            lean = LeanTransport(None, 8)
+            client = httpx.AsyncClient(transport=LeanTransport(None, 8), headers={"token": "bench-token"})
             todo = list(urls)
 
             async def work() -> None:
                 while todo:
-                    await lean.get(todo.pop(), headers)
+                    async with client.stream("GET", todo.pop()) as response:
+                        await response.aread()
 
             t = time.process_time()
             await asyncio.gather(*(work() for _ in range(8)))
             spent = time.process_time() - t
-            await lean.aclose()
+            await client.aclose()
             return spent
 
         tracker = JobTracker()
@@ -289,7 +294,7 @@ def bench_breakdown(runs: int) -> list[str]:
             decoding = counting = 0.0
             for body in bodies:
                 t0 = time.process_time()
-                rows = decode_job_page(Answer(200, [], body))[1]
+                rows = decode_job_page(page_reply(body))[1]
                 t1 = time.process_time()
                 tally.add_page(rows, SID)
                 counting += time.process_time() - t1
@@ -568,7 +573,7 @@ def big_snapshot(cluster: int, t: float) -> ClusterState:
     )
     builder = tally.builder
     for body in big_pages():
-        tally.add_page(decode_job_page(Answer(200, [], body))[1], SID)
+        tally.add_page(decode_job_page(page_reply(body))[1], SID)
     tally.finish()
     activity = TRACKERS.setdefault(cluster, JobTracker()).commit(tally.pop_counted(), t)
     snap = builder.build(

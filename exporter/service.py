@@ -26,6 +26,7 @@ from exporter.sugon.conversation import Conversation
 from exporter.sugon.discovery import Endpoint
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.platform import PlatformClient
+from exporter.sugon.settings import LoginSettings, TokenSettings
 from exporter.sugon.tokens import token_provider
 from exporter.sugon.transport import transport_for
 
@@ -33,10 +34,9 @@ log = logging.getLogger(__name__)
 
 
 def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
-    """The one TLS context of a cluster's connections, whichever transport makes them: the system's trust
-    store (OpenSSL's default paths, which SSL_CERT_FILE and SSL_CERT_DIR override) with ``ca_file`` added to
-    it, or no verification at all with ``verify_tls: false``. httpx would otherwise trust certifi's CAs, so
-    that setting a proxy (which selects httpx's transport) would change which CAs are trusted."""
+    """The one TLS context of a cluster's connections: the system's trust store (OpenSSL's default paths, which
+    SSL_CERT_FILE and SSL_CERT_DIR override) with ``ca_file`` added to it, or no verification at all with
+    ``verify_tls: false``."""
     context = ssl.create_default_context()
     if cluster.ca_file is not None:
         context.load_verify_locations(cafile=cluster.ca_file)  # adds to the system's CAs, for the AC host too
@@ -44,6 +44,32 @@ def tls_context(cluster: ClusterConfig) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def token_settings(cluster: ClusterConfig) -> TokenSettings:
+    """What the API client needs to know of a cluster's token source, from its configuration."""
+    auth = cluster.auth
+    login = None
+    if auth is not None:
+        login = LoginSettings(
+            kind=auth.kind,
+            url=auth.url,
+            user=auth.user,
+            region=auth.region,
+            password=auth.password,
+            password_file=auth.password_file,
+            org_id=auth.org_id,
+            access_key=auth.access_key,
+            secret_key=auth.secret_key,
+            secret_key_file=auth.secret_key_file,
+        )
+    return TokenSettings(
+        cluster=cluster.name,
+        token=cluster.token,
+        token_file=cluster.token_file,
+        login=login,
+        login_gap=cluster.interval,
+    )
 
 
 @dataclass
@@ -79,21 +105,17 @@ class Exporter:
         return [c.poller for c in self._clusters.values()]
 
     def _cluster(self, cluster: ClusterConfig) -> _Cluster:
-        context = tls_context(cluster)
-        lean = transport_for(context, cluster.concurrency)
         http = httpx.AsyncClient(
-            verify=context,
             timeout=httpx.Timeout(cluster.timeout),
-            limits=httpx.Limits(max_connections=cluster.concurrency, max_keepalive_connections=cluster.concurrency),
-            transport=lean,
+            transport=transport_for(tls_context(cluster), cluster.concurrency),
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
         own = Own(cluster.name, logs_in=cluster.auth is not None)
-        conversation = Conversation(http, cluster.timeout, own, self._retry_backoff, lean=lean)
+        conversation = Conversation(http, cluster.timeout, own, self._retry_backoff)
         platform = None
         if cluster.auth is not None:
             platform = PlatformClient(cluster.auth.url, conversation, cluster.auth.url_authorization)
-        tokens = token_provider(cluster, platform, own, self._clock)
+        tokens = token_provider(token_settings(cluster), platform, own, self._clock)
         client = SugonClient(cluster.api_url or "", tokens, conversation, cluster.api_authorization)
         poller = ClusterPoller(
             cluster.name,

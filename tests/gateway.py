@@ -1,4 +1,5 @@
-"""A misbehaving HTTP/1.1 gateway on raw sockets (127.0.0.1), one mode per case, for tests/test_gateway.py.
+"""A misbehaving HTTP/1.1 gateway on raw sockets (127.0.0.1), one mode per case, for tests/test_gateway.py; over
+TLS when given a server context (the modes then misbehave inside TLS, as a gateway that terminates it does).
 
 Each mode is a function that serves one accepted connection. Every answer carries the envelope
 ``{"code": "0", "msg": "ok", "data": {"request": n}}``, where ``n`` counts requests over all connections
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import struct
 import threading
 import zlib
@@ -93,6 +95,10 @@ class Peer:
         """Sit idle a moment, as a connection does between requests."""
         if self.gateway.stopping.wait(IDLE_DELAY):
             raise Gone()
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """The TLS handshake, as the server: from then on the modes talk inside TLS."""
+        self.sock = context.wrap_socket(self.sock, server_side=True)
 
     def reset(self) -> None:
         """Close with a TCP RST instead of a FIN."""
@@ -282,8 +288,9 @@ MODES: dict[str, Mode] = {
 class Gateway:
     """A server on 127.0.0.1 that serves every connection with one mode of MODES (a context manager)."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, tls: ssl.SSLContext | None = None) -> None:
         self.mode = MODES[mode]
+        self.tls = tls
         self.connections = 0
         self.requests = 0
         self.stopping = threading.Event()
@@ -295,7 +302,7 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def count_request(self) -> int:
         with self._lock:
@@ -316,6 +323,9 @@ class Gateway:
             except OSError:
                 return
             sock.settimeout(None)
+            # Without it, an answer written after TLS's own records waits for an ACK (Nagle's algorithm), and a
+            # reset soon after drops it unsent.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = Peer(self, sock)
             with self._lock:
                 self.connections += 1
@@ -326,8 +336,10 @@ class Gateway:
 
     def _serve(self, peer: Peer) -> None:
         try:
+            if self.tls is not None:
+                peer.start_tls(self.tls)
             self.mode(peer)
-        except Gone:
+        except (Gone, OSError):  # OSError: a TLS handshake that failed
             pass
         finally:
             peer.sock.close()

@@ -525,3 +525,25 @@ def test_a_queue_size_above_a_billion_is_left_out_like_a_missing_one() -> None:
         "queFreeNodes": 1e308,
     }
     assert parse_capacity([item])["q"] == QueueCapacity(10**9, None, None, None)
+
+
+@respx.mock
+def test_after_a_center_discovery_requests_go_to_the_url_it_names_with_its_gateway_credentials() -> None:
+    from exporter.sugon.platform import Center
+
+    old = respx.get(BASE + "/hpc/openapi/v2/cluster").mock(return_value=httpx.Response(200, json=envelope([])))
+    moved = respx.get("https://other.example/hpc/openapi/v2/cluster").mock(
+        return_value=httpx.Response(200, json=envelope([{"id": 7}]))
+    )
+
+    async def go() -> tuple[bool, bool, list[str]]:
+        c, http = client()
+        async with http:
+            same = c.use_center(Center(hpc_url=BASE, user_name=None))
+            other = c.use_center(
+                Center(hpc_url="https://other.example", user_name="alice", hpc_authorization="Basic Z3c6cHc=")
+            )
+            return same, other, await c.schedulers()
+
+    assert run_async(go()) == (False, True, ["7"])
+    assert not old.called and moved.calls.last.request.headers["Authorization"] == "Basic Z3c6cHc="

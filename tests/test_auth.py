@@ -12,7 +12,6 @@ import httpx
 import pytest
 import respx
 
-from exporter.config import AuthConfig
 from exporter.sugon.conversation import ApiAuthError, ApiInvalidResponse, Conversation
 from exporter.sugon.joblist import SugonClient
 from exporter.sugon.platform import (
@@ -23,6 +22,7 @@ from exporter.sugon.platform import (
     parse_regions,
     parse_renewal,
 )
+from exporter.sugon.settings import LoginSettings, TokenSettings
 from exporter.sugon.tokens import FileToken, LoginToken, StaticToken
 from exporter.values import jwt_expiry
 from tests.helpers import envelope, fixture, row
@@ -86,12 +86,16 @@ class Seen:
         pass
 
 
-def password_auth(region: str | None = "11250") -> AuthConfig:
-    return AuthConfig(kind="password", url=AC, user="alice", password=PASSWORD, org_id="org-1", region=region)
+def password_auth(region: str | None = "11250") -> LoginSettings:
+    return LoginSettings(kind="password", url=AC, user="alice", password=PASSWORD, org_id="org-1", region=region)
 
 
 def login_tokens(
-    http: httpx.AsyncClient, clock: Clock, seen: Seen | None = None, auth: AuthConfig | None = None, gap: float = 60.0
+    http: httpx.AsyncClient,
+    clock: Clock,
+    seen: Seen | None = None,
+    auth: LoginSettings | None = None,
+    gap: float = 60.0,
 ) -> LoginToken:
     platform = PlatformClient(AC, Conversation(http, 5.0, seen, retry_backoff=0))
     return LoginToken("kunshan", auth or password_auth(), platform, min_login_gap=gap, observer=seen, clock=clock)
@@ -152,7 +156,7 @@ def test_the_aksk_signature_matches_a_vector_computed_with_openssl() -> None:
 @respx.mock
 def test_an_aksk_login_sends_user_key_timestamp_and_signature_but_never_the_secret() -> None:
     route = respx.post(AKSK).mock(return_value=httpx.Response(200, json=login_answer(jwt(T0 + 3600))))
-    auth = AuthConfig(
+    auth = LoginSettings(
         kind="aksk",
         url=AC,
         user="bob",
@@ -453,12 +457,13 @@ def test_a_static_token_near_expiry_warns_once_and_publishes_its_expiry(
 
 
 def test_reprs_hide_every_secret() -> None:
-    auth = AuthConfig(kind="aksk", url=AC, user="bob", access_key="AK-s3cr3t", secret_key="SK-s3cr3t")
+    auth = LoginSettings(kind="aksk", url=AC, user="bob", access_key="AK-s3cr3t", secret_key="SK-s3cr3t")
     platform = PlatformClient(AC, Conversation(httpx.AsyncClient(), 5.0))
     assert "s3cr3t" not in repr(auth) + repr(LoginToken("c", auth, platform, min_login_gap=60)) + repr(
         StaticToken("s3cr3t")
     )
     assert "pa55" not in repr(password_auth())
+    assert "s3cr3t" not in repr(TokenSettings(cluster="c", token="tok-s3cr3t", login=auth))
 
 
 @pytest.mark.parametrize("bad", ["with space", "line\nbreak", "tök"])

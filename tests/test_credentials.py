@@ -99,15 +99,11 @@ def gateway() -> Iterator[Simulator]:
     sim.stop()
 
 
-@pytest.mark.parametrize("lean_http", [True, False])
-def test_credentials_in_the_urls_go_with_every_request_through_both_transports(
-    gateway: Simulator, lean_http: bool, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_credentials_in_the_urls_go_with_every_request(gateway: Simulator, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     host = gateway.url.removeprefix("http://")
     config = build_config(
         {
-            "lean_http": lean_http,
             "page_size": 25,
             "clusters": [
                 {"name": "static", "api_url": f"http://gw:pa%20ss@{host}/hpc", "token": "sim-token"},
@@ -133,16 +129,12 @@ def test_credentials_in_the_urls_go_with_every_request_through_both_transports(
     assert not any(part in logged for part in SECRET_PARTS)
 
 
-@pytest.mark.parametrize("lean_http", [True, False])
 def test_wrong_gateway_credentials_are_named_as_such_not_blamed_on_the_token(
-    gateway: Simulator, lean_http: bool, caplog: pytest.LogCaptureFixture
+    gateway: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     host = gateway.url.removeprefix("http://")
     config = build_config(
-        {
-            "lean_http": lean_http,
-            "clusters": [{"name": "a", "api_url": f"http://gw:wrong@{host}", "token": "sim-token"}],
-        },
+        {"clusters": [{"name": "a", "api_url": f"http://gw:wrong@{host}", "token": "sim-token"}]},
         environ={},
     )
     exporter = Exporter(config)

@@ -381,16 +381,16 @@ CAPACITY_FAMILIES = ("sugon_queue_cpus", "sugon_queue_free_cpus", "sugon_queue_n
 
 
 def polled(job_pages: list[bytes], capacity: bytes) -> Exporter:
-    """An exporter whose one cluster was polled for jobs and capacity by its real poller, over httpx's
-    transport (respx behind it), after a first scrape (so that publishing renders ahead, as in the daemon)."""
+    """An exporter whose one cluster was polled for jobs and capacity by its real poller, with respx in place of
+    the transport, after a first scrape (so that publishing renders ahead, as in the daemon)."""
     cluster = {"name": "kunshan", "api_url": BASE, "token": "t", "cluster_ids": ["1"], "page_size": 100}
-    config = {"clusters": [cluster], "lean_http": False, "queue_capacity": True, "username": "alice"}
+    config = {"clusters": [cluster], "queue_capacity": True, "username": "alice"}
     ex = Exporter(build_config(config, environ={}), retry_backoff=0, runtime=fixed_runtime)
     ex.exposition.render(ex.store.states(), False, False)
     answers = iter(job_pages)
-    with respx.mock:
-        respx.get(BASE + "/hpc/openapi/v2/jobs").mock(side_effect=lambda _: httpx.Response(200, content=next(answers)))
-        respx.get(BASE + "/hpc/openapi/v2/queuenames/users/alice").mock(
+    with respx.mock(using="httpx") as api:  # in place of any transport the client has
+        api.get(BASE + "/hpc/openapi/v2/jobs").mock(side_effect=lambda _: httpx.Response(200, content=next(answers)))
+        api.get(BASE + "/hpc/openapi/v2/queuenames/users/alice").mock(
             return_value=httpx.Response(200, content=capacity)
         )
 

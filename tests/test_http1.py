@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from exporter.sugon.connection import HIGH_WATER, Connection, NoAnswer
+from exporter.sugon.connection import HIGH_WATER, ClientConnection, NoAnswer
 from exporter.sugon.http1 import MAX_BODY, BodyTooLarge
 
 Reading = tuple[
@@ -55,7 +55,7 @@ class Wire(asyncio.Transport):
 
 async def read(pieces: list[bytes], method: str = "GET", max_body: int = MAX_BODY) -> Reading:
     """What the connection reads from ``pieces`` arriving one by one and then the end of the stream."""
-    conn = Connection()
+    conn = ClientConnection()
     conn.connection_made(Wire())
     task = asyncio.ensure_future(conn.read_response(method, max_body))
     for piece in pieces:
@@ -320,7 +320,7 @@ def test_a_body_over_the_limit_is_refused_however_it_is_framed(stream: bytes) ->
 
 def test_an_end_before_any_answer_is_no_answer_and_says_why() -> None:
     async def ended(error: Exception | None, sent: bytes = b"") -> NoAnswer:
-        conn = Connection()
+        conn = ClientConnection()
         conn.connection_made(Wire())
         task = asyncio.ensure_future(conn.read_response("GET", MAX_BODY))
         await asyncio.sleep(0)
@@ -337,18 +337,19 @@ def test_an_end_before_any_answer_is_no_answer_and_says_why() -> None:
     assert not asyncio.run(ended(OSError(113, "no route"))).stale
 
 
-def test_bytes_on_an_idle_connection_pause_reading_and_mark_it_stale() -> None:
+def test_bytes_on_an_idle_connection_pause_reading_and_make_it_unusable() -> None:
     # A socket pair: the far end keeps writing at an idle connection, filling the kernel's buffers five
-    # times over. The connection takes the first read, is marked stale and stops reading, so the rest
-    # stays in the kernel's buffers instead of piling up in the process.
+    # times over. The connection takes the first read, stops reading and is never taken for a request again,
+    # so the rest stays in the kernel's buffers instead of piling up in the process.
     async def go() -> tuple[bool, int, int, bool]:
         near, far = socket.socketpair()
         far.setblocking(False)
         far.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(Connection, sock=near)
-        quiet = conn.reusable()
-        conn.idle = True
+        _, conn = await loop.create_connection(ClientConnection, sock=near)
+        conn.rest()
+        quiet = conn.wake()
+        conn.rest()
         sent = 0
         for _ in range(5):
             try:
@@ -359,27 +360,27 @@ def test_bytes_on_an_idle_connection_pause_reading_and_mark_it_stale() -> None:
             for _ in range(20):
                 await asyncio.sleep(0)
         held = len(conn.buffer)
-        stale = conn.stale and not conn.reusable()
-        conn.close()
+        usable = conn.wake()
         far.close()
-        return quiet, sent, held, stale
+        return quiet, sent, held, usable
 
-    quiet, sent, held, stale = asyncio.run(go())
-    assert quiet and stale and 0 < held <= HIGH_WATER < sent
+    quiet, sent, held, usable = asyncio.run(go())
+    assert quiet and not usable and 0 < held <= HIGH_WATER < sent
 
 
-def test_an_idle_connection_with_unread_bytes_in_the_socket_is_not_reusable() -> None:
+def test_an_idle_connection_with_unread_bytes_in_the_socket_is_not_taken() -> None:
     # Bytes the event loop has not delivered yet (no await between the write and the check): only the
     # socket's readability shows them.
     async def go() -> tuple[bool, bool, bool]:
         near, far = socket.socketpair()
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(Connection, sock=near)
-        before = conn.reusable()
+        _, conn = await loop.create_connection(ClientConnection, sock=near)
+        conn.rest()
+        before = conn.wake()
+        conn.rest()
         far.send(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")
-        after = conn.reusable()
-        unseen = not conn.buffer and not conn.stale
-        conn.close()
+        after = conn.wake()
+        unseen = not conn.buffer
         far.close()
         return before, after, unseen
 

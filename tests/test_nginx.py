@@ -4,8 +4,7 @@ nginx runs as one unprivileged-friendly process (``daemon off``, ``master_proces
 configuration, pid file, temporary directories and logs in the test's own directory, and is stopped at
 teardown. Its access log records, for every request, the connection it came on and how the answer went
 out; the exporter's own request count, nginx's log and the simulator's count must agree exactly, as must
-the jobs the exporter publishes and the simulator's list. Each case runs over the lean transport and over
-httpx's standard one.
+the jobs the exporter publishes and the simulator's list.
 """
 
 from __future__ import annotations
@@ -169,10 +168,9 @@ def value(exporter: Exporter, name: str, **labels: str) -> float:
     return 0.0 if found is None else found
 
 
-@pytest.mark.parametrize("stack", ["lean", "httpx"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_polls_through_nginx_publish_exactly_the_simulators_jobs_with_no_api_error(
-    case: str, stack: str, sim: Simulator, tmp_path: Path, certs: Path, monkeypatch: pytest.MonkeyPatch
+    case: str, sim: Simulator, tmp_path: Path, certs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -181,9 +179,7 @@ def test_polls_through_nginx_publish_exactly_the_simulators_jobs_with_no_api_err
         cluster = {"name": "gw", "api_url": nginx.url + "/hpc/", "token": "t"}
         if tls is not None:
             cluster["ca_file"] = str(certs / "ca.pem")
-        config = build_config(
-            {"page_size": 100, "concurrency": 4, "lean_http": stack == "lean", "clusters": [cluster]}, environ={}
-        )
+        config = build_config({"page_size": 100, "concurrency": 4, "clusters": [cluster]}, environ={})
         exporter = Exporter(config, retry_backoff=0)
         poller = exporter.pollers[0]
 

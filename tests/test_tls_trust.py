@@ -40,39 +40,35 @@ def cluster(ac_host: Simulator, hpc_host: Simulator, **extra: object) -> dict[st
     return {"name": "a", "api_url": hpc_host.url, "auth": login, **extra}
 
 
-@pytest.mark.parametrize("lean_http", [True, False])
-def test_ca_file_adds_to_the_system_trust_store_for_both_transports(
+def test_ca_file_adds_to_the_system_trust_store(
     ac_host: Simulator,
     hpc_host: Simulator,
     certs: Path,
     other_certs: Path,
-    lean_http: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The system store is OpenSSL's default paths; SSL_CERT_FILE stands in for it here.
     monkeypatch.setenv("SSL_CERT_FILE", str(certs / "ca.pem"))
-    data = {"lean_http": lean_http, "clusters": [cluster(ac_host, hpc_host, ca_file=str(other_certs / "ca.pem"))]}
+    data = {"clusters": [cluster(ac_host, hpc_host, ca_file=str(other_certs / "ca.pem"))]}
     exporter = Exporter(build_config(data, environ={}))
     assert asyncio.run(exporter.poll_all_once())
     assert exporter.registry.get_sample_value("sugon_api_reported_jobs", {"hpc_cluster": "a"}) == 60
 
 
-@pytest.mark.parametrize("lean_http", [True, False])
-def test_without_ca_file_a_private_ca_is_refused_by_both_transports(
-    ac_host: Simulator, hpc_host: Simulator, certs: Path, lean_http: bool, monkeypatch: pytest.MonkeyPatch
+def test_without_ca_file_a_private_ca_is_refused(
+    ac_host: Simulator, hpc_host: Simulator, certs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(certs / "ca.pem"))
-    exporter = Exporter(build_config({"lean_http": lean_http, "clusters": [cluster(ac_host, hpc_host)]}, environ={}))
+    exporter = Exporter(build_config({"clusters": [cluster(ac_host, hpc_host)]}, environ={}))
     assert not asyncio.run(exporter.poll_all_once())
     assert exporter.registry.get_sample_value("sugon_api_errors_total", {"hpc_cluster": "a", "reason": "connection"})
     assert exporter.exposition.get("a").last_error == "connection"
 
 
-@pytest.mark.parametrize("lean_http", [True, False])
-def test_verify_tls_false_checks_no_certificate_in_either_transport(
-    ac_host: Simulator, hpc_host: Simulator, lean_http: bool, monkeypatch: pytest.MonkeyPatch
+def test_verify_tls_false_checks_no_certificate(
+    ac_host: Simulator, hpc_host: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    data = {"lean_http": lean_http, "clusters": [cluster(ac_host, hpc_host, verify_tls=False)]}
+    data = {"clusters": [cluster(ac_host, hpc_host, verify_tls=False)]}
     exporter = Exporter(build_config(data, environ={}))
     assert asyncio.run(exporter.poll_all_once())

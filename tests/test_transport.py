@@ -1,4 +1,5 @@
-"""The lean HTTP/1.1 transport against scripted servers on 127.0.0.1: framing, keep-alive, failures, TLS."""
+"""The exporter's HTTP/1.1 transport against scripted servers on 127.0.0.1: framing, keep-alive, failures, TLS,
+proxies."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import socket
 import ssl
 import struct
+import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,9 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.sugon.conversation import ApiConnectionError, ApiInvalidResponse, Conversation
-from exporter.sugon.transport import BodyTooLarge, LeanTransport, transport_for
+from exporter.sugon.conversation import ApiConnectionError, ApiError, ApiInvalidResponse, Conversation
+from exporter.sugon.http1 import BodyTooLarge
+from exporter.sugon.transport import LeanTransport, transport_for
 from exporter.values import is_header
+from tests.proxy import ForwardingProxy
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -321,63 +325,212 @@ PROXY_VARIABLES = (
     "all_proxy",
     "NO_PROXY",
     "no_proxy",
+    "REQUEST_METHOD",  # in a CGI environment the standard library ignores HTTP_PROXY
 )
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The process environment without any proxy variable, to set the ones a test wants."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
 
 
 EMPTY_PAGE = b'{"code": "0", "msg": "success", "data": {"total": 0, "list": []}}'
 
 
 @pytest.mark.parametrize(
-    ("environment", "setting", "answered_by", "polled"),
+    ("variables", "setting", "proxied"),
     [
-        ({}, {}, "api", True),
-        ({}, {"lean_http": False}, "api", False),
-        ({"NO_PROXY": "*"}, {}, "api", True),
-        ({"HTTP_PROXY": "{proxy}"}, {}, "proxy", True),
-        ({"all_proxy": "{proxy}"}, {"lean_http": True}, "proxy", True),
-        ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "127.0.0.1"}, {}, "api", False),
-        ({"HTTPS_PROXY": "{proxy}"}, {}, "api", False),  # a proxy for https only: http:// goes direct
+        ({}, {}, False),
+        ({"NO_PROXY": "*"}, {}, False),
+        ({"HTTP_PROXY": "{proxy}"}, {}, True),
+        ({"all_proxy": "{proxy}"}, {}, True),
+        ({"http_proxy": "{proxy}"}, {"lean_http": False}, True),
+        ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "127.0.0.1"}, {}, False),
+        ({"HTTP_PROXY": "{proxy}", "no_proxy": "example.com, .127.0.0.1"}, {}, False),
+        ({"HTTP_PROXY": "{proxy}", "NO_PROXY": "localhost"}, {}, True),
+        ({"HTTPS_PROXY": "{proxy}"}, {}, False),  # a proxy for https only: http:// goes direct
     ],
     ids=[
-        "default",
-        "lean_http off",
+        "no variable",
         "NO_PROXY only",
         "HTTP_PROXY",
         "all_proxy",
+        "http_proxy, lean_http false",
         "NO_PROXY names the host",
+        "no_proxy names a suffix of it",
+        "NO_PROXY names another host",
         "HTTPS_PROXY",
     ],
 )
-def test_the_exporter_uses_the_lean_transport_unless_turned_off_and_a_proxy_whenever_one_is_set(
-    monkeypatch: pytest.MonkeyPatch,
-    environment: dict[str, str],
-    setting: dict[str, bool],
-    answered_by: str,
-    polled: bool,
+def test_the_exporter_polls_through_the_proxy_the_environment_names_unless_no_proxy_names_the_host(
+    environment: pytest.MonkeyPatch, variables: dict[str, str], setting: dict[str, bool], proxied: bool
 ) -> None:
-    """The API answers after two empty lines, which only the lean transport reads (h11 refuses them): a poll
-    that succeeds there went through the lean transport. A proxy on 127.0.0.1 answers plainly, itself."""
+    """The API answers after two empty lines, which only the exporter's transport reads (h11 refuses them): every
+    poll succeeds, through the proxy (which relays the bytes as they come) or without it."""
     from exporter.config import build_config
     from exporter.service import Exporter
 
-    async def go() -> None:
-        async with Server([b"\r\n\r\n" + ok(EMPTY_PAGE)]) as api, Server([ok(EMPTY_PAGE)]) as proxy:
-            for name in PROXY_VARIABLES:
-                monkeypatch.delenv(name, raising=False)
-            for name, value in environment.items():
-                monkeypatch.setenv(name, value.format(proxy=proxy.url))
+    async def go(proxy: ForwardingProxy) -> None:
+        async with Server([b"\r\n\r\n" + ok(EMPTY_PAGE)]) as api:
+            for name, value in variables.items():
+                environment.setenv(name, value.format(proxy=proxy.url))
             clusters = [{"name": "a", "api_url": api.url, "token": "t", "cluster_ids": [1]}]
             exporter = Exporter(build_config({**setting, "clusters": clusters}, environ={}))
-            assert await exporter.poll_all_once() is polled
-            servers = {"api": api, "proxy": proxy}
-            assert [name for name, server in servers.items() if server.requests] == [answered_by]
-            if answered_by == "proxy":  # in absolute form, as a client asks an HTTP proxy
-                assert proxy.requests[0].startswith(f"GET {api.url}/hpc/openapi/v2/jobs?".encode())
+            assert await exporter.poll_all_once()
+            assert len(api.requests) == 1
+            if proxied:  # in absolute form, as a client asks an HTTP proxy
+                assert [head.split(b" ")[:2] for head in proxy.heads] == [
+                    [b"GET", f"{api.url}/hpc/openapi/v2/jobs?strClusterIDList=1&start=0&limit=500".encode()]
+                ]
+                assert api.requests[0].startswith(b"GET http://127.0.0.1:")
+            else:
+                assert proxy.heads == [] and api.requests[0].startswith(b"GET /hpc/openapi/v2/jobs?")
+
+    with ForwardingProxy() as proxy:
+        run(go(proxy))
+
+
+def test_lean_http_is_accepted_and_ignored_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from exporter.config import build_config
+
+    cluster = {"name": "a", "api_url": "http://127.0.0.1:1", "token": "t"}
+    with caplog.at_level(logging.WARNING, logger="exporter.config"):
+        build_config({"clusters": [cluster]}, environ={})
+        assert caplog.records == []
+        build_config({"lean_http": False, "clusters": [cluster]}, environ={})
+    assert [r.getMessage() for r in caplog.records] == [
+        "lean_http is ignored: one HTTP transport now serves every request, proxies included"
+    ]
+
+
+async def fetch(transport: LeanTransport, *urls: str) -> list[bytes]:
+    async with httpx.AsyncClient(transport=transport) as client:
+        return [(await client.get(url)).content for url in urls]
+
+
+def test_no_proxy_sends_the_host_it_names_direct_and_another_host_through_the_proxy(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    async def go(proxy: ForwardingProxy) -> None:
+        async with Server([ok(b"[1]")]) as named, Server([ok(b"[2]")]) as other:
+            environment.setenv("http_proxy", proxy.url)
+            environment.setenv("no_proxy", "127.0.0.1")
+            other_url = other.url.replace("127.0.0.1", "localhost")  # another name for this machine
+            assert await fetch(LeanTransport(), named.url + "/a", other_url + "/b") == [b"[1]", b"[2]"]
+            assert named.requests[0].startswith(b"GET /a HTTP/1.1\r\n")
+            assert [head.split(b"\r\n")[0] for head in proxy.heads] == [f"GET {other_url}/b HTTP/1.1".encode()]
+
+    with ForwardingProxy() as proxy:
+        run(go(proxy))
+
+
+def tls_server(certs: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs / "server.pem", certs / "server.key")
+    return context
+
+
+SECRET = "s3cr3t pa:ss"
+
+
+def test_proxy_credentials_are_sent_to_the_proxy_alone_and_never_appear_in_a_log_error_or_repr(
+    certs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proxy asks for Basic credentials (407 without them); the URL carries them percent-encoded."""
+    trusted = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    user, password = "proxy-user", SECRET
+    encoded = f"http://{user}:s3cr3t%20pa%3Ass@"
+
+    async def go(proxy: ForwardingProxy) -> list[str]:
+        async with Server([ok(b"[1]")]) as plain, Server([ok(b"[2]")], tls=tls_server(certs)) as secure:
+            url = encoded + proxy.address
+            transport = LeanTransport(trusted, proxies={"http": url, "https": url})
+            assert await fetch(transport, plain.url + "/p", secure.url + "/s") == [b"[1]", b"[2]"]
+            assert b"roxy-" not in secure.requests[0]  # the tunnel carries only the request
+            assert SECRET not in repr(transport)
+            wrong = encoded.replace("s3cr3t", "wrong") + proxy.address
+            errors = []
+            for target in (plain.url, secure.url):
+                conversation = Conversation(
+                    httpx.AsyncClient(transport=LeanTransport(trusted, proxies={"all": wrong})), 5.0, retry_backoff=0
+                )
+                with pytest.raises(ApiError) as caught:
+                    await conversation.call("GET", target + "/x")
+                errors.append(f"{caught.value.reason}: {caught.value}")
+            return errors
+
+    with caplog.at_level(logging.DEBUG), ForwardingProxy(credentials=(user, password)) as proxy:
+        errors = run(go(proxy))
+    expected = "Basic " + __import__("base64").b64encode(f"{user}:{password}".encode()).decode()
+    authorizations = [line for head in proxy.heads for line in head.split(b"\r\n") if line.startswith(b"Proxy-")]
+    assert authorizations[:2] == [f"Proxy-Authorization: {expected}".encode()] * 2
+    assert errors[0].startswith("http_status: HTTP 407 from the proxy: it wants credentials")
+    assert errors[1].startswith(f"connection: ProxyError: proxy {proxy.address} refused CONNECT 127.0.0.1:")
+    assert errors[1].endswith("HTTP 407 Proxy Authentication Required")
+    for text in (*errors, caplog.text):
+        assert "s3cr3t" not in text and "wrong" not in text and "cHJveHktdXNlcj" not in text
+
+
+@pytest.mark.parametrize(
+    ("refusal", "scheme", "expected"),
+    [
+        (
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+            "https",
+            "refused CONNECT 127.0.0.1:{port}: HTTP 502",
+        ),
+        (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", "http", "HTTP 503"),
+        (b"", "https", "closed the connection without answering CONNECT"),
+        (None, "https", "ConnectionRefusedError"),
+    ],
+    ids=["502 to CONNECT", "503 to an http request", "closed without an answer", "connection refused"],
+)
+def test_a_proxy_that_refuses_fails_the_request_with_a_clear_reason(
+    refusal: bytes | None, scheme: str, expected: str, certs: Path
+) -> None:
+    async def go(proxy: ForwardingProxy) -> tuple[ApiError, int]:
+        async with Server([ok()], tls=tls_server(certs) if scheme == "https" else None) as server:
+            address = proxy.address
+            if refusal is None:
+                proxy.__exit__()  # nothing listens there any more
+            transport = LeanTransport(
+                ssl.create_default_context(cafile=str(certs / "ca.pem")), proxies={"all": address}
+            )
+            conversation = Conversation(httpx.AsyncClient(transport=transport), 5.0, retry_backoff=0)
+            with pytest.raises(ApiError) as caught:
+                await conversation.call("GET", server.url + "/x")
+            port = int(server.url.rsplit(":", 1)[1])
+            return caught.value, port
+
+    with ForwardingProxy(refusal=refusal or b"") as proxy:
+        error, port = run(go(proxy))
+    assert error.reason == ("http_status" if scheme == "http" else "connection")
+    assert expected.format(port=port) in str(error)
+    if error.reason == "connection":
+        assert f"proxy {proxy.address}" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("socks5://user:s3cr3t@127.0.0.1:1080", "proxy scheme 'socks5' is not supported, only http://"),
+        ("https://user:s3cr3t@127.0.0.1:3128", "proxy scheme 'https' is not supported, only http://"),
+        ("http://user:s3cr3t@127.0.0.1:99999", "the proxy URL has a port that is not a number from 0 to 65535"),
+    ],
+)
+def test_a_proxy_url_the_transport_cannot_use_fails_every_request_without_showing_it(url: str, message: str) -> None:
+    async def go() -> None:
+        conversation = Conversation(
+            httpx.AsyncClient(transport=LeanTransport(proxies={"all": url})), 5.0, retry_backoff=0
+        )
+        with pytest.raises(ApiConnectionError, match=message) as caught:
+            await conversation.call("GET", "http://127.0.0.1:1/x")
+        assert "s3cr3t" not in str(caught.value)
 
     run(go())
-
-
-# The fast path: Conversation sends GETs straight to LeanTransport.get, past httpx's request and response objects.
 
 
 def deflated(data: bytes, wbits: int) -> bytes:
@@ -394,36 +547,46 @@ def deflated(data: bytes, wbits: int) -> bytes:
         (b"identity", b'{"code": "0", "data": 1}'),
     ],
 )
-def test_the_fast_path_undoes_content_encoding(encoding: bytes, body: bytes) -> None:
+def test_content_encodings_are_undone(encoding: bytes, body: bytes) -> None:
     async def go() -> None:
         async with Server([ok(body, b"Content-Encoding: " + encoding + b"\r\n")]) as server:
-            transport = LeanTransport()
-            conversation = Conversation(httpx.AsyncClient(transport=transport), 5.0, lean=transport)
+            conversation = Conversation(httpx.AsyncClient(transport=LeanTransport()), 5.0)
             assert await conversation.call("GET", server.url + "/x", {"a": 1}, {"token": "t"}) == 1
 
     run(go())
 
 
-def test_the_fast_path_refuses_bad_or_huge_encoded_bodies() -> None:
+def test_a_bad_compressed_body_is_a_failed_request() -> None:
     async def go() -> None:
-        bomb = gzip.compress(b"0" * 10_000)
-        async with Server(
-            [ok(b"not gzip", b"Content-Encoding: gzip\r\n"), ok(bomb, b"Content-Encoding: gzip\r\n")]
-        ) as s:
-            transport = LeanTransport(max_body=5_000)
-            url = httpx.URL(s.url + "/x")
-            with pytest.raises(httpx.DecodingError, match="bad gzip body"):
-                await transport.get(url, b"")
-            with pytest.raises(httpx.DecodingError, match="too large once decompressed"):
-                await transport.get(url, b"")
-        async with Server([ok(b"x", b"Content-Encoding: br\r\n")]) as s:
-            with pytest.raises(httpx.DecodingError, match="unsupported content-encoding 'br'"):
-                await LeanTransport().get(httpx.URL(s.url), b"")
+        async with Server([ok(b"not gzip", b"Content-Encoding: gzip\r\n")]) as server:
+            conversation = Conversation(httpx.AsyncClient(transport=LeanTransport()), 5.0, retry_backoff=0)
+            with pytest.raises(ApiConnectionError, match="DecodingError"):
+                await conversation.call("GET", server.url + "/x")
 
     run(go())
 
 
-def test_the_fast_path_sends_the_clients_headers_and_reads_status_and_retry_after(
+def test_a_compressed_body_that_expands_past_the_bound_is_refused_before_it_is_all_decompressed() -> None:
+    # 256 MiB of zeros, gzipped to a quarter of a megabyte: decompressed whole it would take 256 MiB at once.
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(packer.compress(bytes(1 << 20)) for _ in range(256)) + packer.flush()
+
+    async def go() -> None:
+        async with Server([ok(bomb, b"Content-Encoding: gzip\r\n")]) as server:
+            conversation = Conversation(httpx.AsyncClient(transport=LeanTransport()), 30.0, retry_backoff=0)
+            tracemalloc.start()
+            try:
+                with pytest.raises(ApiInvalidResponse, match="body too large"):
+                    await conversation.call("GET", server.url + "/x")
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak < 100 * 1024 * 1024  # the 64 MiB bound and one piece's expansion, not 256 MiB
+
+    run(go())
+
+
+def test_requests_carry_the_clients_headers_and_a_retry_after_is_heeded_on_the_same_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def go() -> None:
@@ -432,17 +595,16 @@ def test_the_fast_path_sends_the_clients_headers_and_reads_status_and_retry_afte
             ok(b'{"code": "0", "data": [7]}'),
         ]
         async with Server(replies) as server:
-            transport = LeanTransport()
-            client = httpx.AsyncClient(transport=transport, headers={"User-Agent": "sugon-exporter/test"})
-            conversation = Conversation(client, 5.0, retry_backoff=0, lean=transport)
-            with caplog.at_level(logging.DEBUG, logger="exporter.sugon.conversation"):
+            client = httpx.AsyncClient(transport=LeanTransport(), headers={"User-Agent": "sugon-exporter/test"})
+            conversation = Conversation(client, 5.0, retry_backoff=0)
+            with caplog.at_level(logging.DEBUG, logger="httpx"):
                 assert await conversation.call("GET", server.url + "/jobs", {"start": 100}, {"token": "tok"}) == [7]
             first = server.requests[0].decode()
             assert first.startswith("GET /jobs?start=100 HTTP/1.1\r\nHost: 127.0.0.1:")
             for line in ("User-Agent: sugon-exporter/test", "Accept-Encoding: gzip, deflate", "token: tok"):
-                assert f"\r\n{line}\r\n" in first
+                assert f"\r\n{line}" in first
             assert server.requests[1] == server.requests[0] and server.connections == 1  # retried on the same one
-            assert "HTTP Request: GET http://127.0.0.1" in caplog.text and '"HTTP/1.1 429"' in caplog.text
+            assert "HTTP Request: GET http://127.0.0.1" in caplog.text and '"HTTP/1.1 429 Too Many"' in caplog.text
 
     run(go())
 
@@ -468,17 +630,14 @@ def test_the_one_header_rule_takes_visible_ascii_values_under_token_names(name: 
     assert is_header(name, value) is allowed
 
 
-@pytest.mark.parametrize(("method", "lean"), [("GET", True), ("POST", True), ("GET", False), ("POST", False)])
+@pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize(
     "secret", ["secret\r\nX-Injected: 1", "secrét", "secret\x00"], ids=["CRLF", "non-ASCII", "NUL"]
 )
-def test_a_header_the_rule_refuses_is_refused_on_every_path_never_sent_and_never_quoted(
-    method: str, lean: bool, secret: str
-) -> None:
+def test_a_header_the_rule_refuses_is_refused_never_sent_and_never_quoted(method: str, secret: str) -> None:
     async def go() -> None:
         async with Server([ok()]) as server:
-            transport = LeanTransport() if lean else None
-            conversation = Conversation(httpx.AsyncClient(transport=transport), 5.0, retry_backoff=0, lean=transport)
+            conversation = Conversation(httpx.AsyncClient(transport=LeanTransport()), 5.0, retry_backoff=0)
             with pytest.raises(
                 ApiConnectionError, match="header 'password' has a character HTTP does not allow"
             ) as caught:
@@ -680,7 +839,7 @@ def test_a_body_over_max_body_is_refused_however_framed_and_the_conversation_rep
                 await get(server, LeanTransport(max_body=1000))
         async with Server([ok(b" " * 1001)]) as server:
             transport = LeanTransport(max_body=1000)
-            conversation = Conversation(httpx.AsyncClient(transport=transport), 5.0, retry_backoff=0, lean=transport)
+            conversation = Conversation(httpx.AsyncClient(transport=transport), 5.0, retry_backoff=0)
             with pytest.raises(ApiInvalidResponse, match="body too large") as caught:
                 await conversation.call("GET", server.url)
             assert not caught.value.transient and len(server.requests) == 1  # not retried

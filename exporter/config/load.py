@@ -4,6 +4,7 @@ inline or as ``*_file``. Every problem is collected with its dotted path and rai
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -37,6 +38,8 @@ from exporter.config.schema import (
     Config,
 )
 from exporter.values import token_problem
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_.-]+$")
 _ENV_RE = re.compile(r"\$\$|\$\{([^}]*)\}")
@@ -225,6 +228,11 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
         raise ConfigError([f"(top level): expected a mapping of settings, got {show(data)}"])
     data = _expand(c, os.environ if environ is None else environ, data, "")
     c.known_keys(data, TOP_KEYS, "")
+    if "lean_http" in data:
+        log.warning(
+            "lean_http is ignored: one HTTP transport now serves every request, proxies included",
+            extra={"key": "lean_http"},
+        )
     top: dict[str, Any] = dict(DEFAULTS)
     for key in TOP_KEYS:
         if key in data and key in SETTINGS:

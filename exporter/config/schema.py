@@ -72,7 +72,7 @@ class Config(PollSettings):
     web_config_file: str | None = None
     max_staleness: float = 300.0
     per_user: bool = True
-    lean_http: bool = True  # the exporter's own HTTP/1.1 transport; false: httpx's standard one
+    lean_http: bool = True  # accepted and ignored: one transport serves every request (a warning at load)
     clusters: tuple[ClusterConfig, ...] = ()
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from exporter.simulator.faults import HTML_PAGE, WIRE, Faults, spoil, with_duplicates
-from exporter.simulator.platform import SimPlatform
+from exporter.simulator.logins import SimPlatform
 from exporter.simulator.population import DEFAULT_USERS, LINGER_SECONDS, JobTruth, Population, Scheduler
 
 __all__ = ["LINGER_SECONDS", "JobTruth", "Scheduler", "SimPlatform", "Simulator"]

@@ -1,23 +1,24 @@
 """One HTTP/1.1 client connection of the lean transport: an asyncio.Protocol with its own buffer, and the
 reading of its answers.
 
-A kept-alive connection must never be reused while anything waits on it (a gateway may write a ``408`` or
-a stray CRLF on an idle connection, which would be read as the next answer), and asyncio.StreamReader does
-not show its buffer: so the connection keeps its bytes, its end and whether anything arrived while idle
-where the transport can see them. Empty lines before a status line are skipped (h11 refuses them).
-Failures are httpx's exceptions; a body over the limit is BodyTooLarge.
+A kept-alive connection must never be reused once anything arrived on it while idle (a gateway may write a
+``408`` or a stray CRLF before it closes, which would be read as the next answer). asyncio's streams show
+neither their buffer nor the moment bytes arrive (bench/RESULTS.md, issue 25), so the connection keeps its
+own bytes and notes what arrives while it is idle. Empty lines before a status line are skipped (h11
+refuses them). Failures are httpx's exceptions; a body over the limit is BodyTooLarge.
 """
 
 from __future__ import annotations
 
 import asyncio
 import select
+import ssl
+from dataclasses import dataclass
 
 import httpx
 
 from exporter.sugon.http1 import (
     CHUNK_LINE,
-    HEAD_END,
     MAX_CHUNK_LINE,
     MAX_HEAD,
     BodyTooLarge,
@@ -30,7 +31,6 @@ from exporter.sugon.http1 import (
 HIGH_WATER = 256 * 1024  # bytes held beyond what the reader waits for before reading is paused
 _NO_BODY_STATUSES = frozenset({204, 304})
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError)
-_CR_LF = (10, 13)
 
 
 class NoAnswer(Exception):
@@ -46,56 +46,21 @@ class NoAnswer(Exception):
         return self.error is None or isinstance(self.error, _STALE_ERRORS)
 
 
-class Response:
+@dataclass(frozen=True)
+class WholeAnswer:
     """A whole answer: its head and body, and whether the connection may carry another request."""
 
-    __slots__ = ("body", "head", "keep")
-
-    def __init__(self, head: Head, body: bytes, keep: bool) -> None:
-        self.head = head
-        self.body = body
-        self.keep = keep
+    head: Head
+    body: bytes
+    keep: bool
 
 
-class _Readable:
-    """Whether a socket has bytes or its end waiting that the event loop has not taken yet."""
-
-    __slots__ = ("fd", "poller")
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.poller = select.poll() if hasattr(select, "poll") else None
-        if self.poller is not None and fd >= 0:
-            self.poller.register(fd, select.POLLIN)
-
-    def __call__(self) -> bool:
-        if self.fd < 0:
-            return True
-        if self.poller is None:  # pragma: no cover (Windows)
-            return bool(select.select([self.fd], [], [], 0)[0])
-        return bool(self.poller.poll(0))
-
-
-class Connection(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol):
     """One client connection. Received bytes wait in ``buffer``; ``eof`` says nothing more will come.
 
     Reading is paused while more than HIGH_WATER bytes wait beyond what the reader asked for, and at once
     when anything arrives on an idle connection (which is then never reused).
     """
-
-    __slots__ = (
-        "_loop",
-        "_paused",
-        "_readable",
-        "_waiter",
-        "_want",
-        "buffer",
-        "eof",
-        "error",
-        "idle",
-        "stale",
-        "transport",
-    )
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -103,32 +68,29 @@ class Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.eof = False
         self.error: BaseException | None = None
-        self.idle = False
-        self.stale = False  # bytes or an end arrived while idle
-        self._readable = _Readable(-1)
+        self._idle = False
+        self._stale = False  # bytes or an end arrived while idle
+        self._socket = select.poll()  # bytes the event loop has not read yet show only here
         self._waiter: asyncio.Future[None] | None = None
         self._want = 0
         self._paused = False
-
-    # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         sock = transport.get_extra_info("socket")
-        self._readable = _Readable(sock.fileno() if sock is not None else -1)
+        if sock is not None:
+            self._socket.register(sock.fileno(), select.POLLIN)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        if self.idle:
-            self.stale = True
+        self.buffer += data
+        if self._idle:
+            self._stale = True
             self._pause()
             return
-        waiter = self._waiter
-        if waiter is not None and len(buffer) >= self._want and not waiter.done():
-            waiter.set_result(None)
-        if len(buffer) > self._want + HIGH_WATER:
+        if self._waiter is not None and len(self.buffer) >= self._want and not self._waiter.done():
+            self._waiter.set_result(None)
+        if len(self.buffer) > self._want + HIGH_WATER:
             self._pause()
 
     def eof_received(self) -> None:
@@ -141,38 +103,54 @@ class Connection(asyncio.Protocol):
 
     def _ended(self) -> None:
         self.eof = True
-        self.stale = self.stale or self.idle
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._stale = self._stale or self._idle
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def _pause(self) -> None:
         if not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
-    # Used by the pool
+    def rest(self) -> None:
+        """The answer is read: from now on anything that arrives makes the connection unusable."""
+        self._idle = True
 
-    def reusable(self) -> bool:
-        """Whether this idle connection can carry a request: nothing received, not ended, socket quiet."""
+    def wake(self) -> bool:
+        """Take the idle connection for a request: True if nothing arrived while it was idle, it has not
+        ended, and its socket is quiet; else it is closed at once (no TLS goodbye to a server that left)."""
+        self._idle = False
         transport = self.transport
-        if self.stale or self.eof or self.buffer or transport is None or transport.is_closing():
+        if (
+            self._stale
+            or self.eof
+            or self.buffer
+            or transport is None
+            or transport.is_closing()
+            or self._socket.poll(0)
+        ):
+            self.abort()
             return False
-        return not self._readable()
+        return True
 
     def send(self, data: bytes) -> None:
         """Write a request (the transport buffers what the socket does not take at once)."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
             raise NoAnswer(self.error)
-        transport.write(data)
+        self.transport.write(data)
+
+    async def start_tls(self, context: ssl.SSLContext, hostname: str) -> None:
+        """TLS to ``hostname`` over this connection (a tunnel a proxy opened to it)."""
+        assert self.transport is not None
+        tls = await self._loop.start_tls(self.transport, self, context, server_hostname=hostname)
+        assert isinstance(tls, asyncio.Transport)
+        self.transport = tls
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
-        """Close at once, without a TLS goodbye: for a connection the server already dropped or wrote on."""
         if self.transport is not None:
             self.transport.abort()
 
@@ -187,9 +165,9 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.resume_reading()
         self._want = want
-        waiter = self._waiter = self._loop.create_future()
+        self._waiter = self._loop.create_future()
         try:
-            await waiter
+            await self._waiter
         finally:
             self._waiter = None
             self._want = 0
@@ -203,89 +181,62 @@ class Connection(asyncio.Protocol):
         return httpx.RemoteProtocolError("server closed the connection in mid-answer")
 
     async def _read_head(self, started: bool) -> Head:
+        """The next head; its end is the first LF CR? LF, as h11 finds it. Empty lines before it are skipped
+        (a stray CRLF after a body) and count towards MAX_HEAD."""
         buffer = self.buffer
         skipped = searched = 0
         while True:
-            if buffer:
-                if buffer[0] in _CR_LF and buffer.startswith((b"\n", b"\r\n")):
-                    skipped += self._skip_empty_lines()
-                    searched = 0
-                # The end of the head is the first LF CR? LF (as h11 finds it), told by two plain searches.
-                end = buffer.find(b"\n\r\n", searched)
-                bare = buffer.find(b"\n\n", searched, len(buffer) if end < 0 else end + 1)
-                end = bare + 2 if bare >= 0 else end + 3 if end >= 0 else -1
-                if end >= 0:
-                    if end + skipped > MAX_HEAD:
-                        break
-                    head = bytes(buffer[:end])
-                    del buffer[:end]
-                    return parse_head(head)
-            if len(buffer) + skipped > MAX_HEAD:
-                break
+            while buffer.startswith((b"\r\n", b"\n")):
+                blank = 2 if buffer[0] == 13 else 1
+                del buffer[:blank]
+                skipped += blank
+                searched = 0
+            end = buffer.find(b"\n\r\n", searched)
+            bare = buffer.find(b"\n\n", searched, len(buffer) if end < 0 else end + 1)
+            end = bare + 2 if bare >= 0 else end + 3 if end >= 0 else -1
+            if end >= 0 and end + skipped <= MAX_HEAD:
+                head = bytes(buffer[:end])
+                del buffer[:end]
+                return parse_head(head)
+            if max(end, len(buffer)) + skipped > MAX_HEAD:
+                raise httpx.RemoteProtocolError(f"response head too large (over {MAX_HEAD} bytes)")
             if self.eof:
                 raise self._gone(started or bool(buffer))
-            searched = len(buffer) - 2 if len(buffer) > 2 else 0
+            searched = max(len(buffer) - 2, 0)
             await self._wait(len(buffer) + 1)
-        raise httpx.RemoteProtocolError(f"response head too large (over {MAX_HEAD} bytes)")
-
-    def _skip_empty_lines(self) -> int:
-        """Drops the empty lines at the start of the buffer (a stray CRLF after a body, before a status line)."""
-        buffer = self.buffer
-        blank = 0
-        while True:
-            if buffer.startswith(b"\r\n", blank):
-                blank += 2
-            elif buffer.startswith(b"\n", blank):
-                blank += 1
-            else:
-                break
-        del buffer[:blank]
-        return blank
 
     async def _read_exactly(self, size: int) -> bytes:
-        buffer = self.buffer
-        while len(buffer) < size:
+        while len(self.buffer) < size:
             if self.eof:
                 raise self._gone(True)
             await self._wait(size)
-        if len(buffer) == size:
-            data = bytes(buffer)
-            buffer.clear()
-            return data
-        with memoryview(buffer) as view:
-            data = bytes(view[:size])
-        del buffer[:size]
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
         return data
 
-    async def _read_line(self, limit: int) -> int:
-        """The length of the CRLF-ended line at the start of ``buffer``, CRLF included."""
-        buffer = self.buffer
+    async def _read_line(self, limit: int, what: str) -> bytes:
+        """The CRLF-ended (or, for h11's checks, LF-ended) line at the start of ``buffer``, its end included."""
         searched = 0
-        while True:
-            end = buffer.find(b"\r\n", searched)
-            if end >= 0:
-                if end + 2 > limit:
-                    break
-                return end + 2
-            if len(buffer) > limit:
-                break
+        while (end := self.buffer.find(b"\n", searched)) < 0:
+            if len(self.buffer) > limit:
+                raise httpx.RemoteProtocolError(f"{what} too long")
             if self.eof:
                 raise self._gone(True)
-            searched = max(0, len(buffer) - 1)
-            await self._wait(len(buffer) + 1)
-        raise httpx.RemoteProtocolError("chunk size line too long")
+            searched = len(self.buffer)
+            await self._wait(len(self.buffer) + 1)
+        if end + 1 > limit:
+            raise httpx.RemoteProtocolError(f"{what} too long")
+        return await self._read_exactly(end + 1)
 
     async def _read_chunked(self, limit: int) -> bytes:
-        buffer = self.buffer
         parts: list[bytes] = []
         total = 0
         while True:
-            end = await self._read_line(MAX_CHUNK_LINE)
-            line = CHUNK_LINE.fullmatch(buffer, 0, end)
-            if line is None:
-                raise httpx.RemoteProtocolError(f"bad chunk size {bytes(buffer[: min(end, 40)])!r}")
-            size = int(line.group(1), 16)
-            del buffer[:end]
+            line = await self._read_line(MAX_CHUNK_LINE, "chunk size line")
+            found = CHUNK_LINE.fullmatch(line)
+            if found is None:
+                raise httpx.RemoteProtocolError(f"bad chunk size {line[:40]!r}")
+            size = int(found.group(1), 16)
             if size == 0:
                 break
             total += size
@@ -295,44 +246,28 @@ class Connection(asyncio.Protocol):
             if data[-2:] != b"\r\n":
                 raise httpx.RemoteProtocolError("chunk not followed by CRLF")
             parts.append(data[:-2])
-        await self._read_trailers()
+        trailers: list[bytes] = []
+        size = 0
+        while (line := await self._read_line(MAX_HEAD - size, "trailer section")) not in (b"\n", b"\r\n"):
+            trailers.append(line)
+            size += len(line)
+        framing(parse_fields(b"".join(trailers).replace(b"\r\n", b"\n")))  # checked as h11 does, then dropped
         return b"".join(parts)
 
-    async def _read_trailers(self) -> None:
-        """The trailer section: checked as h11 checks it, then dropped."""
-        buffer = self.buffer
-        while True:
-            if buffer[:1] == b"\n" or buffer[:2] == b"\r\n":
-                del buffer[: 1 if buffer[:1] == b"\n" else 2]
-                return
-            found = HEAD_END.search(buffer)
-            if found is not None:
-                trailers = bytes(buffer[: found.end()]).replace(b"\r\n", b"\n")[:-1]
-                del buffer[: found.end()]
-                framing(*parse_fields(trailers))
-                return
-            if len(buffer) > MAX_HEAD:
-                raise httpx.RemoteProtocolError("trailer section too large")
-            if self.eof:
-                raise self._gone(True)
-            await self._wait(len(buffer) + 1)
-
     async def _read_to_end(self, limit: int) -> bytes:
-        buffer = self.buffer
-        while not self.eof:
-            if len(buffer) > limit:
-                break
-            await self._wait(len(buffer) + 1)
-        if len(buffer) > limit:
+        while not self.eof and len(self.buffer) <= limit:
+            await self._wait(len(self.buffer) + 1)
+        if len(self.buffer) > limit:
             raise BodyTooLarge(f"response body too large (over {limit} bytes)")
         if self.error is not None:
             raise self._gone(True)
-        data = bytes(buffer)
-        buffer.clear()
+        data = bytes(self.buffer)
+        self.buffer.clear()
         return data
 
-    async def read_response(self, method: str, max_body: int) -> Response:
-        """The answer to the request just sent: interim (1xx) answers skipped, the body read whole.
+    async def read_response(self, method: str, max_body: int) -> WholeAnswer:
+        """The answer to the request just sent: interim (1xx) answers skipped, the body read whole (none for a
+        tunnel a CONNECT opened).
 
         Raises NoAnswer when the connection ends before any byte of an answer, BodyTooLarge when the
         body is over ``max_body``, and httpx's RemoteProtocolError or ReadError otherwise."""
@@ -342,7 +277,8 @@ class Connection(asyncio.Protocol):
                 raise httpx.RemoteProtocolError("101 Switching Protocols, which was not asked for")
             head = await self._read_head(True)
         keep = head.keep
-        if method == "HEAD" or head.status in _NO_BODY_STATUSES:
+        tunnel = method == "CONNECT" and head.status < 300
+        if method == "HEAD" or head.status in _NO_BODY_STATUSES or tunnel:
             body = b""
         elif head.chunked:
             body = await self._read_chunked(max_body)
@@ -354,4 +290,4 @@ class Connection(asyncio.Protocol):
         else:
             body = await self._read_to_end(max_body)
             keep = False
-        return Response(head, body, keep)
+        return WholeAnswer(head=head, body=body, keep=keep)

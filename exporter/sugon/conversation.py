@@ -1,5 +1,5 @@
 """How every request to the Sugon API goes: one whole-exchange timeout, errors as types, one retry when transient,
-and the {code, msg, data} envelope read. Job pages go through the lean transport's GET when there is one."""
+a bound on the body, and the {code, msg, data} envelope read."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 
-from exporter.sugon.http1 import MAX_BODY, Answer, BodyTooLarge, read_limited
-from exporter.sugon.transport import LeanTransport, check_header, within
+from exporter.sugon.http1 import MAX_BODY, BodyTooLarge
+from exporter.sugon.transport import check_header
 from exporter.values import ascii_int, without_userinfo
 
 log = logging.getLogger(__name__)
@@ -98,30 +99,42 @@ def clip(value: Any, limit: int = 200) -> str:
 MAX_RETRY_AFTER = 10.0  # a Retry-After longer than this is not waited for within a poll
 
 
-class ResponseLike(Protocol):
-    """What parse_envelope reads of an answer: an http1.Answer (what a Conversation gets from either path)."""
+@dataclass(frozen=True)
+class Reply:
+    """An answer as the exporter reads it: status, headers and the body (decoded, read whole)."""
 
-    @property
-    def status_code(self) -> int: ...
-
-    @property
-    def headers(self) -> Any: ...
-
-    @property
-    def content(self) -> bytes: ...
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
 
 
-Decode = Callable[[ResponseLike], T]  # an answer → what the caller wants of it, or an ApiError
+Decode = Callable[[Reply], T]  # an answer → what the caller wants of it, or an ApiError
 
 
-def _retry_after(response: ResponseLike) -> float | None:
+async def read_limited(response: httpx.Response, limit: int = MAX_BODY) -> bytes:
+    """The decoded body of a streamed httpx response; BodyTooLarge as soon as it, or what came over the
+    wire, is over ``limit`` (and at once when Content-Length says so)."""
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise BodyTooLarge(f"response body too large ({length} bytes, over {limit})")
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_bytes():
+        size += len(part)
+        if size > limit or response.num_bytes_downloaded > limit:
+            raise BodyTooLarge(f"response body too large (over {limit} bytes)")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _retry_after(response: Reply | httpx.Response) -> float | None:
     """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
     value = response.headers.get("retry-after", "").strip()
     seconds = ascii_int(value)
     return float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None  # a huge one is no float
 
 
-def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any:
+def parse_envelope(response: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
     """``data`` of a successful answer; otherwise the ApiError that the answer amounts to.
 
     With ``refusal_is_auth`` (logins and renewals) every non-zero code means "credentials not accepted".
@@ -135,6 +148,11 @@ def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any
         )
     if status in (401, 403):
         raise ApiAuthError(f"HTTP {status}")
+    if status == 407:
+        raise ApiHttpError(
+            "HTTP 407 from the proxy: it wants credentials; give them in the proxy variable's URL as "
+            "http://user:password@host:port (percent-encoded), or check the ones given"
+        )
     if 300 <= status < 400:
         location = response.headers.get("location")
         where = f" to {clip(without_userinfo(location.strip()), 120)}" if location else ""
@@ -168,23 +186,15 @@ def parse_envelope(response: ResponseLike, refusal_is_auth: bool = False) -> Any
     raise ApiCodeError(code, msg)
 
 
-MAX_CACHED_URLS = 4096  # page URLs remembered per cluster (a 400,000-job list at 100 rows a page)
-MAX_HEADER_BLOCKS = 16  # header sets remembered; tokens change rarely, and these must never pile up
-
-
 def _check_headers(headers: Iterable[tuple[str, str]]) -> None:
-    """Refuse a header that breaks the one header rule before either path sends anything: httpx would raise
+    """Refuse a header that breaks the one header rule before anything is sent: httpx would raise
     UnicodeEncodeError for one beyond ASCII, and h11 would quote its value, which may be a secret."""
     for name, value in headers:
         check_header(name, value)
 
 
 class Conversation:
-    """Sends requests over one pooled HTTP client with a whole-exchange timeout and one retry when transient.
-
-    With ``lean`` (the transport the client ``http`` itself uses), GETs go straight to its ``get``, past
-    httpx's request and response objects: a poll is thousands of them. Everything else goes through ``http``.
-    """
+    """Sends requests over one pooled HTTP client with a whole-exchange timeout and one retry when transient."""
 
     def __init__(
         self,
@@ -193,64 +203,21 @@ class Conversation:
         observer: RequestObserver | None = None,
         retry_backoff: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        lean: LeanTransport | None = None,
     ) -> None:
         self.http = http
         self.timeout = timeout
         self.observer = observer or _NullObserver()
-        self._lean = lean
-        self._urls: dict[tuple[str, tuple[tuple[str, Any], ...]], httpx.URL] = {}
-        self._header_blocks: dict[tuple[tuple[str, str], ...], bytes] = {}
         self._retry_backoff = retry_backoff
         self._sleep = sleep
 
-    def _parsed_url(self, url: str, params: dict[str, Any] | None) -> httpx.URL:
-        """``url`` with ``params``, parsed once: a poll asks for the same page URLs every time."""
-        key = (url, tuple(params.items()) if params else ())
-        try:
-            return self._urls[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable parameter value
-            return httpx.URL(url, params=params)
-        if len(self._urls) >= MAX_CACHED_URLS:
-            self._urls.clear()
-        found = self._urls[key] = httpx.URL(url, params=params)
-        return found
-
-    def _header_block(self, headers: dict[str, str]) -> bytes:
-        """The client's headers and ``headers`` as request lines for the lean transport's ``get``."""
-        key = tuple(headers.items())
-        try:
-            return self._header_blocks[key]
-        except KeyError:
-            pass
-        client = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.http.headers.raw]
-        merged = {name.lower(): (name, value) for name, value in client}
-        merged["accept-encoding"] = ("Accept-Encoding", "gzip, deflate")  # what the lean transport can undo
-        merged.update((name.lower(), (name, value)) for name, value in headers.items())
-        _check_headers(merged.values())
-        block = "".join(f"{name}: {value}\r\n" for name, value in merged.values()).encode("ascii")
-        if len(self._header_blocks) >= MAX_HEADER_BLOCKS:
-            self._header_blocks.clear()
-        self._header_blocks[key] = block
-        return block
-
-    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Answer:
-        if self._lean is not None and method == "GET":
-            full = self._parsed_url(url, params)
-            answer = await self._lean.get(full, self._header_block(headers))
-            log.debug(  # as httpx logs its own
-                'HTTP Request: GET %s "HTTP/1.1 %d"',
-                full,
-                answer.status_code,
-                extra={"method": "GET", "url": full, "status": answer.status_code},
-            )
-            return answer
+    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
         _check_headers(headers.items())
-        # Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
-        async with self.http.stream(method, self._parsed_url(url, params), headers=headers) as response:
-            return Answer(response.status_code, response.headers.raw, await read_limited(response, MAX_BODY))
+        # ``url`` has no query of its own: built with ``params``, it is parsed once (httpx would parse it again to
+        # add them). Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
+        target = httpx.URL(url, params=params) if params else url
+        async with self.http.stream(method, target, headers=headers) as response:
+            content = await read_limited(response, MAX_BODY)
+            return Reply(status_code=response.status_code, headers=response.headers, content=content)
 
     async def _attempt(
         self,
@@ -264,8 +231,8 @@ class Conversation:
         self.observer.request_sent()
         try:
             # This bounds the whole exchange; httpx's own timeout is per read, and a trickling body could outlast it.
-            response = await within(self.timeout, self._send(method, url, params, headers))
-        except httpx.TimeoutException:
+            response = await asyncio.wait_for(self._send(method, url, params, headers), self.timeout)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
             raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
         except BodyTooLarge as exc:  # what the server sends is wrong: asking again would not help
             raise ApiInvalidResponse(clip(exc)) from None

@@ -53,7 +53,7 @@ class Endpoint:
             ):
                 center = await with_token(self._client.tokens, self._platform.center)
                 self.user_name = center.user_name
-                if center.hpc_url != self._client.base_url:
+                if self._client.use_center(center):
                     log.info(
                         "cluster %s: HPC URL is %s",
                         self._cluster,
@@ -61,7 +61,6 @@ class Endpoint:
                         extra={"cluster": self._cluster, "url": center.hpc_url},
                     )
                     self._ids = None
-                self._client.use_center(center)
                 self._url_checked, self._url_stale = now, False
             if self._configured_ids:
                 return list(self._configured_ids)

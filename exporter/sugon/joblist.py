@@ -144,6 +144,12 @@ class SugonClient:
         self._conversation = conversation
         self.laps: dict[str, int] = {}  # scheduler id → rows its neighbouring pages share (paging.next_lap)
 
+    def use_center(self, center: Center) -> bool:
+        """Talk to the HPC URL a ``/center`` answer names, with its gateway credentials; True if the URL changed."""
+        moved = center.hpc_url != self.base_url
+        self.base_url, self.authorization = center.hpc_url, center.hpc_authorization
+        return moved
+
     async def call(self, path: str, params: dict[str, Any], decode: Decode[T] | None = None) -> Any:
         """GET ``path`` and return ``data`` (or what ``decode`` makes of the answer); a rejected token is
         replaced once and the request sent again."""
@@ -207,11 +213,6 @@ class SugonClient:
                 else:
                     left.add(key)
         return listed, left
-
-    def use_center(self, center: Center) -> None:
-        """Send requests to the HPC URL that /center named, with the gateway credentials its URL carried."""
-        self.base_url = center.hpc_url
-        self.authorization = center.hpc_authorization
 
     def job_list(self, scheduler_id: str, page_size: int, concurrency: int, max_jobs: int = MAX_JOBS) -> JobListReader:
         """One scheduler's full job list, to read page by page (see JobListReader)."""

@@ -9,10 +9,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from exporter.config import AuthConfig, ClusterConfig
 from exporter.logs import Fields
 from exporter.sugon.conversation import ApiAuthError, ApiError
 from exporter.sugon.platform import PlatformClient, choose_region
+from exporter.sugon.settings import LoginSettings, TokenSettings
 from exporter.values import jwt_expiry, token_problem
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class LoginToken:
     def __init__(
         self,
         cluster: str,
-        auth: AuthConfig,
+        auth: LoginSettings,
         platform: PlatformClient,
         *,
         min_login_gap: float,
@@ -356,20 +356,25 @@ class LoginToken:
 
 
 def token_provider(
-    cluster: ClusterConfig,
+    settings: TokenSettings,
     platform: PlatformClient | None = None,
     observer: TokenObserver | None = None,
     clock: Callable[[], float] = time.time,
 ) -> TokenProvider:
-    """The TokenProvider a cluster's config asks for (``platform`` is needed with ``auth``)."""
-    if cluster.auth is not None:
+    """The TokenProvider ``settings`` ask for (``platform`` is needed with a login)."""
+    if settings.login is not None:
         if platform is None:
             raise ValueError("a login needs a PlatformClient")
         return LoginToken(
-            cluster.name, cluster.auth, platform, min_login_gap=cluster.interval, observer=observer, clock=clock
+            settings.cluster,
+            settings.login,
+            platform,
+            min_login_gap=settings.login_gap,
+            observer=observer,
+            clock=clock,
         )
-    if cluster.token_file is not None:
-        return FileToken(cluster.token_file, cluster.name, observer, clock)
-    if cluster.token is not None:
-        return StaticToken(cluster.token, cluster.name, observer, clock)
-    raise ValueError(f"cluster {cluster.name} has no token source")  # config validation prevents this
+    if settings.token_file is not None:
+        return FileToken(settings.token_file, settings.cluster, observer, clock)
+    if settings.token is not None:
+        return StaticToken(settings.token, settings.cluster, observer, clock)
+    raise ValueError(f"cluster {settings.cluster} has no token source")  # config validation prevents this

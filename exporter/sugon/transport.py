@@ -1,57 +1,34 @@
-"""The lean transport: keep-alive HTTP/1.1 over asyncio for httpx, and a GET for job pages without httpx's objects.
+"""The lean transport: keep-alive HTTP/1.1 over asyncio for httpx; every request of the exporter goes through it.
 
-httpx's own transport costs more CPU per request than everything else a poll does (bench/RESULTS.md), and a
-poll is thousands of small requests. This one does what the exporter needs: GET and POST, Content-Length,
-chunked or close-delimited bodies, TLS through an ``ssl.SSLContext``. It knows no proxies, so the service
-uses httpx's transport when the environment names one. A kept-alive connection the server dropped while
-idle gets the request once more on a fresh one. Failures are the httpx exceptions httpx's own transport
-raises, so callers cannot tell the two apart; a body over ``max_body`` is ``BodyTooLarge``.
+It does what the exporter needs: GET and POST, Content-Length, chunked or close-delimited answers, TLS through an
+``ssl.SSLContext``, and the proxies the environment names (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, in
+either case, as the standard library reads them): https through a CONNECT tunnel, http in absolute form, with
+the proxy URL's credentials as Proxy-Authorization. A kept-alive connection the server dropped while idle gets the
+request once more on a fresh one. Failures are the httpx exceptions httpx's own transport raises; a body over
+``max_body`` is BodyTooLarge. Why the project keeps a transport of its own: bench/RESULTS.md, issue 25.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
-import zlib
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from exporter.sugon.connection import Connection, NoAnswer, Response
-from exporter.sugon.http1 import MAX_BODY, Answer, AnswerHeaders, BodyTooLarge
+from exporter.sugon.connection import ClientConnection, NoAnswer, WholeAnswer
+from exporter.sugon.http1 import MAX_BODY, MAX_HEAD
 from exporter.values import is_header
 
-__all__ = ["Answer", "AnswerHeaders", "BodyTooLarge", "LeanTransport", "check_header", "transport_for", "within"]
-
-T = TypeVar("T")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+PIECE = 16 * 1024  # httpx decodes a body piece by piece, and a compressed piece expands at most about 1,000-fold
 
 Origin = tuple[str, str, int]
-
-
-def _timeout(request: httpx.Request, kind: str) -> float | None:
-    value = request.extensions.get("timeout", {}).get(kind)
-    return float(value) if value is not None else None
-
-
-_timeout_cm = getattr(asyncio, "timeout", None)
-
-
-async def within(
-    seconds: float | None, awaitable: Awaitable[T], error: type[httpx.TimeoutException] = httpx.TimeoutException
-) -> T:
-    """``await awaitable``, or ``error`` once ``seconds`` have passed (None: no limit). On Python 3.11 and
-    later this needs no task per call, as asyncio.wait_for does."""
-    if seconds is None:
-        return await awaitable
-    try:
-        if _timeout_cm is None:
-            return await asyncio.wait_for(awaitable, seconds)
-        async with _timeout_cm(seconds):
-            return await awaitable
-    except asyncio.TimeoutError:
-        raise error(f"no answer within {seconds:g}s") from None
 
 
 def check_header(name: str, value: str) -> None:
@@ -61,89 +38,136 @@ def check_header(name: str, value: str) -> None:
         raise httpx.LocalProtocolError(f"header {name[:40]!r} has a character HTTP does not allow")
 
 
-def _request_head(request: httpx.Request, body: bytes) -> bytes:
-    lines = [b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.url.raw_path)]
+@dataclass(frozen=True)
+class Proxy:
+    """A forwarding proxy: where it listens, and the Proxy-Authorization value its URL's credentials make."""
+
+    host: str
+    port: int
+    authorization: str | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        return f"proxy {self.host}:{self.port}"
+
+
+def parse_proxy(url: str) -> Proxy:
+    """A proxy URL as the environment gives it, ``http://[user:password@]host[:port]`` (the scheme may be left
+    out). Errors never quote the URL, which may hold a password."""
+    parts = urlsplit(url if "://" in url else "http://" + url)
+    if parts.scheme != "http":
+        raise httpx.ProxyError(f"proxy scheme {parts.scheme[:20]!r} is not supported, only http://")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise httpx.ProxyError("the proxy URL has a port that is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise httpx.ProxyError("the proxy URL names no host")
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        authorization = "Basic " + base64.b64encode(pair).decode("ascii")
+    return Proxy(host=parts.hostname, port=port, authorization=authorization)
+
+
+def route(url: httpx.URL, proxies: Mapping[str, str]) -> Proxy | None:
+    """The proxy that ``proxies`` (as urllib.request.getproxies_environment() gives them) name for ``url``:
+    the one for its scheme, else ALL_PROXY's; None (direct) when there is none or NO_PROXY names the host."""
+    name = proxies.get(url.scheme) or proxies.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed's stubs
+    if not name or bypass(url.netloc.decode("ascii"), proxies):
+        return None
+    return parse_proxy(name)
+
+
+def _request_head(request: httpx.Request, body: bytes, proxy: Proxy | None) -> bytes:
+    url = request.url
+    target = url.raw_path
+    lines: list[bytes] = []
+    if proxy is not None and url.scheme == "http":  # absolute form, as a proxy is asked
+        target = b"http://" + url.netloc + url.raw_path
+        if proxy.authorization:
+            lines.append(b"Proxy-Authorization: " + proxy.authorization.encode("ascii"))
     for name, value in request.headers.raw:
         check_header(name.decode("latin-1"), value.decode("latin-1"))  # for any caller, not only the conversation
         if name.lower() not in (b"content-length", b"transfer-encoding"):  # the body goes whole, with its length
             lines.append(b"%s: %s" % (name, value))
     if body or request.method in ("POST", "PUT", "PATCH"):
         lines.append(b"Content-Length: %d" % len(body))
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+    return b"\r\n".join([b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target), *lines, b"\r\n"])
+
+
+class _Body(httpx.AsyncByteStream):
+    """A body that was read whole, handed to httpx in pieces (so that decompressing one is bounded)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._body), PIECE):
+            yield self._body[start : start + PIECE]
+
+
+class _StaleConnection(Exception):
+    """A reused connection the server had already dropped: it ended before any answer, or answered 408."""
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time."""
+    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time.
+
+    ``proxies`` maps a scheme (and "all", "no") to a proxy URL; None: what the environment names, read once.
+    """
 
     def __init__(
         self,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 8,
         max_body: int = MAX_BODY,
+        proxies: Mapping[str, str] | None = None,
     ) -> None:
         self._ssl = ssl_context
+        self._proxies = dict(urllib.request.getproxies_environment() if proxies is None else proxies)
         self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._idle: dict[Origin, list[Connection]] = {}
+        self._idle: dict[Origin, list[ClientConnection]] = {}
         self._max_body = max_body
         self._closed = False
 
-    async def _connect(self, origin: Origin, timeout: float | None) -> Connection:
-        scheme, host, port = origin
-        context: ssl.SSLContext | None = None
-        if scheme == "https":
-            context = self._ssl or ssl.create_default_context()
-        loop = asyncio.get_running_loop()
-        try:
-            _, conn = await within(
-                timeout,
-                loop.create_connection(Connection, host, port, ssl=context, server_hostname=host if context else None),
-                httpx.ConnectTimeout,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
-        return conn
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
+        if self._closed:
+            raise httpx.ConnectError("transport is closed")
+        if url.scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
+        origin = (url.scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[url.scheme])
+        proxy = route(url, self._proxies)
         body = await request.aread()
+        timeouts = request.extensions.get("timeout", {})
         answer = await self._send(
-            url,
-            _request_head(request, body) + body,
+            origin,
+            proxy,
+            _request_head(request, body, proxy) + body,
             request.method,
-            _timeout(request, "connect"),
-            _timeout(request, "read"),
+            timeouts.get("connect"),
+            timeouts.get("read"),
         )
         head = answer.head
         return httpx.Response(
             head.status,
             headers=head.fields,
-            content=answer.body,
+            stream=_Body(answer.body),
             extensions={"http_version": b"HTTP/" + head.version, "reason_phrase": head.reason},
         )
 
-    async def get(self, url: httpx.URL, headers: bytes) -> Answer:
-        """GET ``url`` with ``headers`` (``Name: value\\r\\n`` lines, checked by the caller) without building
-        httpx's request and response objects: the job list's pages go this way. Content-Encoding (gzip,
-        deflate) is undone here; timeouts are the caller's."""
-        head = b"GET %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (url.raw_path, url.netloc, headers)
-        response = await self._send(url, head, "GET", None, None)
-        answer = Answer(response.head.status, response.head.fields, response.body)
-        encoding = answer.headers.get("content-encoding")
-        if encoding:
-            answer.content = _decoded(response.body, encoding, self._max_body)
-        return answer
-
     async def _send(
-        self, url: httpx.URL, data: bytes, method: str, connect_timeout: float | None, read_timeout: float | None
-    ) -> Response:
-        if self._closed:
-            raise httpx.ConnectError("transport is closed")
-        if url.scheme not in _DEFAULT_PORTS:
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}")
-        origin = (url.scheme, url.host, url.port or _DEFAULT_PORTS[url.scheme])
+        self,
+        origin: Origin,
+        proxy: Proxy | None,
+        data: bytes,
+        method: str,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+    ) -> WholeAnswer:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # used from another event loop: what belonged to the old one is useless
             self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
@@ -155,31 +179,79 @@ class LeanTransport(httpx.AsyncBaseTransport):
                     return await self._exchange(conn, data, method, origin, read_timeout, reused=True)
                 except _StaleConnection:
                     pass  # the server had dropped the kept-alive connection: once more, on a fresh one
-            conn = await self._connect(origin, connect_timeout)
+            conn = await self._connect(origin, proxy, connect_timeout)
             return await self._exchange(conn, data, method, origin, read_timeout, reused=False)
 
-    def _take_idle(self, origin: Origin) -> Connection | None:
+    def _take_idle(self, origin: Origin) -> ClientConnection | None:
         """A kept-alive connection to ``origin`` that nothing arrived on since its last answer."""
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            if conn.reusable():
-                conn.idle = False
+            if conn.wake():
                 return conn
-            conn.abort()
         return None
 
+    async def _connect(self, origin: Origin, proxy: Proxy | None, timeout: float | None) -> ClientConnection:
+        scheme, host, port = origin
+        tls = (self._ssl or ssl.create_default_context()) if scheme == "https" else None
+        through = f" (through {proxy})" if proxy is not None else ""
+        try:
+            return await asyncio.wait_for(self._open(host, port, tls, proxy), timeout)
+        except asyncio.TimeoutError:
+            raise httpx.ConnectTimeout(f"no connection within {timeout:g}s{through}") from None
+        except OSError as exc:  # ssl.SSLError too
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}{through}") from None
+
+    async def _open(self, host: str, port: int, tls: ssl.SSLContext | None, proxy: Proxy | None) -> ClientConnection:
+        loop = asyncio.get_running_loop()
+        if proxy is None:
+            _, conn = await loop.create_connection(
+                ClientConnection, host, port, ssl=tls, server_hostname=host if tls else None
+            )
+            return conn
+        _, conn = await loop.create_connection(ClientConnection, proxy.host, proxy.port)
+        if tls is None:
+            return conn
+        try:
+            await self._tunnel(conn, proxy, host, port, tls)
+        except BaseException:
+            conn.abort()
+            raise
+        return conn
+
+    @staticmethod
+    async def _tunnel(conn: ClientConnection, proxy: Proxy, host: str, port: int, tls: ssl.SSLContext) -> None:
+        """Ask ``proxy`` over ``conn`` for a tunnel to host:port (CONNECT), then TLS to the host through it."""
+        target = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode("ascii")
+        lines = [b"CONNECT %s HTTP/1.1" % target, b"Host: %s" % target]
+        if proxy.authorization:
+            lines.append(b"Proxy-Authorization: " + proxy.authorization.encode("ascii"))
+        conn.send(b"\r\n".join([*lines, b"\r\n"]))
+        try:
+            answer = await conn.read_response("CONNECT", MAX_HEAD)
+        except NoAnswer:
+            raise httpx.ProxyError(f"{proxy} closed the connection without answering CONNECT") from None
+        except httpx.HTTPError as exc:
+            raise httpx.ProxyError(f"{proxy} gave no proper answer to CONNECT: {exc}") from None
+        if not 200 <= answer.head.status < 300:
+            reason = answer.head.reason.decode("latin-1")[:60]
+            raise httpx.ProxyError(f"{proxy} refused CONNECT {target.decode()}: HTTP {answer.head.status} {reason}")
+        if conn.buffer:
+            raise httpx.ProxyError(f"{proxy} sent bytes after its answer to CONNECT")
+        await conn.start_tls(tls, host)
+
     async def _exchange(
-        self, conn: Connection, data: bytes, method: str, origin: Origin, read_timeout: float | None, reused: bool
-    ) -> Response:
+        self, conn: ClientConnection, data: bytes, method: str, origin: Origin, read_timeout: float | None, reused: bool
+    ) -> WholeAnswer:
         keep = False
         try:
             conn.send(data)
-            reading = conn.read_response(method, self._max_body)
-            response = await (reading if read_timeout is None else within(read_timeout, reading, httpx.ReadTimeout))
+            response = await asyncio.wait_for(conn.read_response(method, self._max_body), read_timeout)
             if reused and response.head.status == 408:  # the server's idle timeout, met as we sent
                 raise _StaleConnection()
             keep = response.keep and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
+        except asyncio.TimeoutError:
+            raise httpx.ReadTimeout(f"no answer within {read_timeout:g}s") from None
         except NoAnswer as exc:
             if reused and exc.stale:
                 raise _StaleConnection() from None
@@ -191,7 +263,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 conn.close()
         idle = self._idle.setdefault(origin, [])
         if len(idle) < self._max_connections and not self._closed:
-            conn.idle = True
+            conn.rest()
             idle.append(conn)
         else:
             conn.close()
@@ -211,39 +283,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self._drop_idle()
 
 
-def _decoded(content: bytes, encoding: str, limit: int) -> bytes:
-    """A body with its Content-Encoding undone (gzip, deflate with or without its zlib wrapper)."""
-    out = content
-    for coding in reversed([c.strip().lower() for c in encoding.split(",") if c.strip()]):
-        if coding == "identity":
-            continue
-        if coding in ("gzip", "x-gzip"):
-            wbits = [16 + zlib.MAX_WBITS]
-        elif coding == "deflate":
-            wbits = [zlib.MAX_WBITS, -zlib.MAX_WBITS]
-        else:
-            raise httpx.DecodingError(f"unsupported content-encoding {coding[:40]!r}")
-        for i, bits in enumerate(wbits):
-            try:
-                inflate = zlib.decompressobj(bits)
-                decoded = inflate.decompress(out, limit + 1)
-            except zlib.error as exc:
-                if i + 1 < len(wbits):
-                    continue
-                raise httpx.DecodingError(f"bad {coding} body: {exc}") from None
-            if len(decoded) > limit or inflate.unconsumed_tail:
-                raise BodyTooLarge(f"response body too large once decompressed (over {limit} bytes)")
-            out = decoded
-            break
-    return out
-
-
-class _StaleConnection(Exception):
-    """A reused connection the server had already dropped: it ended before any answer, or answered 408."""
-
-
 def transport_for(verify: Any, max_connections: int) -> LeanTransport:
-    """A LeanTransport checking certificates as httpx would for ``verify`` (True, False or an SSLContext)."""
+    """A LeanTransport checking certificates as httpx would for ``verify`` (True, False or an SSLContext), with
+    the proxies the environment names."""
     if isinstance(verify, ssl.SSLContext):
         context = verify
     else:
