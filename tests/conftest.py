@@ -1,4 +1,5 @@
-"""Session fixtures: a throw-away CA with a server and a client certificate, made with the openssl CLI."""
+"""Session fixtures: a throw-away CA with a server and a client certificate, made with the openssl CLI; and the
+one Hypothesis profile, derandomised, so that every run tries the same examples and a red run can be reproduced."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.tools import find_tool
+
+settings.register_profile(
+    "deterministic", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("deterministic")
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -297,3 +297,20 @@ def test_reasons_beyond_twenty_per_cluster_become_other_with_ties_broken_by_name
     # 21 reasons of one job each: the 20 first by name keep theirs, "u" becomes other.
     s = Polls().poll([job(c, reason=c) for c in "abcdefghijklmnopqrstu"], T)
     assert reasons(s) == {**{("q", c): 1 for c in "abcdefghijklmnopqrst"}, ("q", "other"): 1}
+
+
+def test_a_job_missed_by_paging_is_counted_neither_gone_nor_new_and_is_gone_once_confirmed() -> None:
+    p = Polls()
+    p.poll([job(k) for k in "abcd"], T)
+    s = p.poll([job("d")], T + 60, left=frozenset({"a"}))  # a: looked up, not listed; b and c: not read
+    assert (submitted(s), ended(s)) == ({"q": 0}, ends("q", gone=1))
+    s = p.poll([job("b"), job("d")], T + 120, left=frozenset())  # b is read again: it never left
+    assert (submitted(s), ended(s)) == ({"q": 0}, ends("q", gone=1))
+    s = p.poll([job("d")], T + 180)  # read without gaps: b and c have left
+    assert (submitted(s), ended(s)) == ({"q": 0}, ends("q", gone=3))
+    p.poll([job("e")], T + 240)  # d leaves, e arrives
+    for i in range(9):  # e goes unread, unconfirmed, nine polls: kept
+        s = p.poll([], T + 300 + 60 * i, left=frozenset())
+        assert ended(s) == ends("q", gone=4), i
+    s = p.poll([], T + 900, left=frozenset())  # the tenth: taken to have left
+    assert (submitted(s), ended(s)) == ({"q": 1}, ends("q", gone=5))

@@ -278,3 +278,12 @@ def test_the_counters_before_any_poll_are_zero_for_every_queue_with_series() -> 
     s = Samples(Usage(Settings(cluster="c")).kept(PollEnd(now=T, series=frozenset({"a", "b"}))))
     assert cpu(s) == {"a": 0, "b": 0}
     assert runs(s, "a") == runs(s, "b") == NO_RUNS
+
+
+def test_a_job_missed_by_paging_adds_only_its_growth_when_read_again() -> None:
+    p = Polls()
+    p.poll([job("a", status="running", cpus=4, run=100), job("b")], T)
+    s = p.poll([job("b")], T + 60, left=frozenset())  # a not read, not confirmed gone: kept as it was
+    assert cpu(s) == {"q": 0} and runs(s, "q") == NO_RUNS
+    s = p.poll([job("a", status="running", cpus=4, run=250), job("b")], T + 120)
+    assert cpu(s) == {"q": 4 * 150} and runs(s, "q") == NO_RUNS  # 250 - 100 s, not its whole run time again
