@@ -373,3 +373,22 @@ def test_a_restored_run_without_a_run_time_now_keeps_the_saved_base() -> None:
     assert book.run_seconds() == {"a": 300}  # it waits again having run: still kept
     a2 = job("a", status="running", run=360)
     assert poll(book, [a2], T + 60)[0] == [seen(a2, starts=True, waited=60.0, started=True, ran=60, run=360)]
+
+
+def test_a_job_first_seen_in_a_status_that_is_neither_waiting_nor_running_waited_nothing_when_it_starts() -> None:
+    book = JobBook()
+    poll(book, [], T)
+    o, u = job("o", status="other"), job("u", status="unknown")
+    assert poll(book, [o, u], T + 60)[0] == [seen(o, new=True, submitted=True), seen(u, new=True, submitted=True)]
+    o2, u2 = job("o", status="running", run=5), job("u", status="completed", run=7)
+    readings, _ = poll(book, [o2, u2], T + 120)
+    assert readings == [
+        seen(o2, starts=True, waited=0.0, started=True, ran=5, run=5),
+        seen(u2, starts=True, waited=0.0, ends=True, started=True, ran=7, run=7),
+    ]
+
+
+def test_a_waiting_job_that_ran_a_second_is_kept_in_the_state_file() -> None:
+    book = JobBook()
+    poll(book, [job("a", status="requeued", run=1), job("b", status="requeued", run=0)], T)
+    assert book.run_seconds() == {"a": 1}  # b never ran: nothing to keep

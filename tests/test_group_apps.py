@@ -31,13 +31,16 @@ def test_jobs_and_cpus_by_application_and_status_with_none_for_no_application() 
             read(5, "statQ", None, 1),  # none
             read(6, "statC", "fluent", 1),
             read(7, "statR", 12, 16),  # a number is a name
+            read(8, "statQ", ["fluent"], 1),  # anything else is none
+            read(9, "statQ", {"app": "vasp"}, 1),
+            read(10, "statQ", True, 1),
         ],
         T,
     )
     assert apps(s) == {
         ("fluent", "running"): (2, 6),
         ("vasp", "running"): (1, 2),
-        ("none", "queued"): (2, 9),
+        ("none", "queued"): (5, 12),
         ("fluent", "completed"): (1, 1),
         ("12", "running"): (1, 16),
     }

@@ -314,3 +314,35 @@ def test_a_job_missed_by_paging_is_counted_neither_gone_nor_new_and_is_gone_once
         assert ended(s) == ends("q", gone=4), i
     s = p.poll([], T + 900, left=frozenset())  # the tenth: taken to have left
     assert (submitted(s), ended(s)) == ({"q": 1}, ends("q", gone=5))
+
+
+def test_a_job_seen_first_neither_waiting_nor_running_waited_nothing_when_it_starts() -> None:
+    p = Polls()
+    p.poll([], T)
+    p.poll([job("o", status="other")], T + 60)
+    s = p.poll([job("o", status="running")], T + 3600)
+    assert started(s) == {"q": 1} and waits(s, "q") == (cumulative(*[1] * 13), 1, 0.0)
+
+
+def test_reasons_are_ranked_by_their_jobs_over_every_queue_not_by_name() -> None:
+    # zz has 6 jobs, 3 in each of two queues; a..t one each: zz and a..s keep their names, t is other.
+    jobs = [job(f"zz{i}", queue="p" if i % 2 else "q", reason="zz") for i in range(6)]
+    jobs += [job(c, reason=c) for c in "abcdefghijklmnopqrst"]
+    s = Polls().poll(jobs, T)
+    assert reasons(s) == {
+        ("q", "zz"): 3,
+        ("p", "zz"): 3,
+        **{("q", c): 1 for c in "abcdefghijklmnopqrs"},
+        ("q", "other"): 1,
+    }
+    # two reasons of 2 jobs each, one in one queue, the other split over two: each counts 2, ties by name
+    jobs = [job("1", reason="y"), job("2", queue="p", reason="y"), job("3", reason="x"), job("4", reason="x")]
+    jobs += [job(f"r{i:02}", reason=f"r{i:02}") for i in range(19)]
+    s = Polls().poll(jobs, T)
+    assert reasons(s) == {
+        ("q", "y"): 1,
+        ("p", "y"): 1,
+        ("q", "x"): 2,
+        **{("q", f"r{i:02}"): 1 for i in range(18)},
+        ("q", "other"): 1,  # r18
+    }

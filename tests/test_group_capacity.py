@@ -56,14 +56,14 @@ def test_capacity_names_queues_as_the_job_data_does_folded_ones_adding_up_as_oth
 
 def test_idle_queues_with_capacity_are_named_by_name_while_the_budget_has_room() -> None:
     p = Polls(budget=Budget(max_queues=3))
-    p.poll([job("1", queue="busy")], T)  # every queue fits: busy is named, two names left
-    raw = {q: QueueCapacity(1, 1, 1, 1) for q in ("zeta", "busy", "beta", "alpha")}
+    p.poll([job("1", queue="work")], T)  # every queue fits: work is named, two names left
+    raw = {q: QueueCapacity(1, 1, 1, 1) for q in ("gamma", "work", "beta", "alpha")}
     view = p.queues.capacity_view(raw)
     assert view == {
-        "busy": QueueCapacity(1, 1, 1, 1),
+        "work": QueueCapacity(1, 1, 1, 1),
         "alpha": QueueCapacity(1, 1, 1, 1),
         "beta": QueueCapacity(1, 1, 1, 1),
-        "other": QueueCapacity(1, 1, 1, 1),  # zeta
+        "other": QueueCapacity(1, 1, 1, 1),  # gamma, though before work by name: work has jobs
     }
 
 

@@ -53,6 +53,7 @@ def test_jobs_and_cpus_by_queue_and_status_with_every_seen_queue_zero_filled() -
         **filled("debug", running=12, queued=16),
         **filled("gpu", running=2, cancelled=3, unknown=0),
     }
+    assert table(s, "sugon_job_nodes") == {**filled("debug"), **filled("gpu", cancelled=0, unknown=0)}
     assert folded(s) == 0
 
 
@@ -94,6 +95,9 @@ def test_a_row_becomes_the_job_the_tables_count() -> None:
     job_, unread = read_job(queued, "1\x008")
     assert job_ == job("1\x008", queue="unknown", user="unknown", cpus=2, node_count=INVALID, reason="Resources")
     assert unread == ("nodeUsed",)
+    for nodes in ("", None):  # no host list: no node, none listed
+        bare = Row(jobId=10, jobStatus="statR", queue="q", user="u", jobRunTime="01:00", nodeUsed=nodes)
+        assert read_job(bare, "1\x0010") == (job("1\x0010", status="running", run=60), ())
     odd = Row(jobId="9", jobStatus="statZZ", procNumUsed=10**8, jobRunTime="x", nodeUsed="n1", reason="Priority")
     job_, unread = read_job(odd, "1\x009")
     assert job_ == job("1\x009", queue="unknown", user="unknown", status="unknown", run=INVALID, node_count=1)
@@ -134,6 +138,12 @@ def test_queues_known_without_jobs_compete_for_a_name_with_zero_jobs_ties_by_nam
     assert table(s, "sugon_jobs") == {**filled("busy", queued=5), **filled("mmm")}
     assert folded(s) == 1
     assert p.queues.seen == {"busy": T, "mmm": T - 60}
+
+
+def test_a_queue_known_without_jobs_ranks_below_one_with_a_job_whatever_their_names() -> None:
+    p = Polls(budget=Budget(max_queues=1), queues_seen={"a": T - 60})
+    s = p.poll([job("1", queue="b")], T)
+    assert table(s, "sugon_jobs") == filled("b", queued=1) and folded(s) == 1
 
 
 def test_a_queue_stays_zero_filled_for_a_day_after_it_was_last_seen() -> None:

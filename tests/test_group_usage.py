@@ -160,7 +160,7 @@ def test_what_is_observed_of_a_job_without_a_known_run_time_or_that_never_ran() 
             job("r0", status="running", run=0),  # started, ran 0 s so far
             job("ri", status="running", run=INVALID),  # started, run time never known
             job("q0", run=0),  # waiting, never ran
-            job("rq", status="requeued", run=30),  # waiting again after running 30 s
+            job("rq", status="requeued", run=1),  # waiting again after running 1 s
         ],
         T,
     )
@@ -170,12 +170,12 @@ def test_what_is_observed_of_a_job_without_a_known_run_time_or_that_never_ran() 
         [
             job("c0", status="completed", run=0),  # new and completed after 0 s: observed
             job("x0", status="cancelled", run=0),  # cancelled, never ran: not observed
-            job("x5", status="cancelled", run=5),  # cancelled after running 5 s: observed
+            job("x1", status="cancelled", run=1),  # cancelled after running 1 s: observed
         ],
         T + 180,
     )
-    # Observed: r0 (0 s) and rq (30 s) when they left; c0 (0 s) and x5 (5 s) when seen ending.
-    assert runs(s, "q") == ([4, 4, 4, 4, 4, 4, 4, 4, 4, 4], 4, 0 + 30 + 0 + 5)
+    # Observed: r0 (0 s) and rq (1 s) when they left; c0 (0 s) and x1 (1 s) when seen ending.
+    assert runs(s, "q") == ([4, 4, 4, 4, 4, 4, 4, 4, 4, 4], 4, 0 + 1 + 0 + 1)
 
 
 def test_cpu_seconds_of_a_folded_queue_add_to_other_and_a_queue_that_loses_its_name_loses_them() -> None:

@@ -266,3 +266,85 @@ def test_a_user_who_used_no_cpu_in_the_window_is_not_chosen() -> None:
     users.take({"a": 10, "b": 0}, DAY0)
     assert users.name("b") == "b"  # named as it came: the set had room
     assert users.take({}, DAY1) == {"b"} and users.named == {"a"}
+
+
+def test_a_users_jobs_in_every_status_count_toward_their_rank() -> None:
+    # carol: one running, two queued (3 jobs); alice: two running. With one name, carol keeps hers.
+    jobs = [job("c1", user="carol", status="running"), job("c2", user="carol"), job("c3", user="carol")]
+    jobs += [job("a1", user="alice", status="running"), job("a2", user="alice", status="running")]
+    s = Polls(budget=Budget(max_users=1)).poll(jobs, T)
+    assert user_jobs(s) == {("q", "carol", "running"): 1, ("q", "carol", "queued"): 2, ("q", "other", "running"): 2}
+    assert users_folded(s) == 1
+
+
+def test_a_queue_that_loses_its_name_loses_its_users_cpu_seconds_series() -> None:
+    p = Polls(budget=Budget(max_queues=1))
+    p.poll([job("a", queue="a", user="alice", status="running", cpus=1, run=0)], T)
+    s = p.poll([job("a", queue="a", user="alice", status="running", cpus=1, run=60)], T + 60)
+    assert user_cpu_seconds(s) == {("a", "alice"): 60}
+    # b comes with two jobs and takes the one name: a's jobs are other's now, and a's series go.
+    jobs = [
+        job("a", queue="a", user="alice", status="running", cpus=1, run=90),
+        job("b1", queue="b"),
+        job("b2", queue="b"),
+    ]
+    s = p.poll(jobs, T + 120)
+    assert user_cpu_seconds(s) == {("other", "alice"): 30}
+
+
+def test_the_daily_figures_add_up_every_job_of_a_user() -> None:
+    day0 = int(DAY0 // 86_400)
+    p = Polls()
+    two = [job("1", user="a", status="running", cpus=1, run=0), job("2", user="a", status="running", cpus=2, run=0)]
+    p.poll(two, DAY0)
+    p.poll(
+        [job("1", user="a", status="running", cpus=1, run=10), job("2", user="a", status="running", cpus=2, run=10)],
+        DAY0 + 60,
+    )
+    assert p.groups[-1].saved() == {"users": SavedUsers(day0, ("a",), {day0: {"a": 10 + 20}})}
+
+
+def test_without_per_user_the_state_file_keeps_no_users() -> None:
+    p = Polls(per_user=False)
+    p.poll([job("1", user="a", status="running", cpus=1, run=0)], DAY0)
+    assert p.groups[-1].saved() == {}
+
+
+def test_before_any_poll_the_saved_users_are_of_day_zero_and_none() -> None:
+    assert UserNames(max_users=3).saved() == SavedUsers(0, (), {})
+
+
+def test_a_choice_counts_the_30_days_before_it_summed_over_days_and_not_the_day_it_is_made() -> None:
+    users = UserNames(max_users=1)
+    users.take({"a": 10, "b": 15}, DAY0)
+    users.take({"a": 10}, DAY1)  # day 1's choice: by day 0 alone, b (15) before a (10)
+    assert users.named == {"b"}
+    users.take({"c": 1000}, DAY1 + 86_400)  # day 2's: a 20 over days 0 and 1, b 15; c's 1,000 s are today's
+    assert users.named == {"a"}
+
+
+def test_users_with_nothing_to_count_or_excluded_are_skipped_and_the_rest_tracked() -> None:
+    users = UserNames(max_users=1, exclude=[re.compile("svc")])
+    users.take({"svc": 50, "zero": 0, "a": 10}, DAY0)
+    assert users.take({}, DAY1) is not None and users.named == {"a"}
+    assert users.saved() == SavedUsers(int(DAY1 // 86_400), ("a",), {int(DAY0 // 86_400): {"a": 10}})
+
+
+def test_saved_users_without_figures_rank_last_when_too_many_are_saved() -> None:
+    day0 = int(DAY0 // 86_400)
+    saved = SavedUsers(day0, ("a", "aa", "b"), {day0 - 1: {"a": 5, "b": 1}})
+    assert UserNames(max_users=2, saved=saved).named == {"a", "b"}  # aa has none: after b, though first by name
+
+
+def test_the_memory_of_folded_users_starts_over_when_it_holds_100000() -> None:
+    """Until then a user who left at a choice adds to other, though the set has room; after, it may be named."""
+    assert UserNames.MAX_FOLDED_REMEMBERED == 100_000
+    users = UserNames(max_users=2, exclude=[re.compile("svc.*")])
+    users.take({"a": 10, "b": 0}, DAY0)
+    users.name("b")  # named as it came
+    assert users.take({}, DAY1) == {"b"} and users.named == {"a"}  # b used nothing: it leaves, room for one
+    for i in range(99_999):  # excluded users: folded and remembered, with b: 100,000
+        assert users.name(f"svc{i}") == "other"
+    assert users.name("b") == "other"  # still remembered
+    assert users.name("svc-last") == "other"  # the memory is full: it starts over with svc-last
+    assert users.name("b") == "b"  # b is no longer remembered, and the set has room
