@@ -106,8 +106,6 @@ class JobBook:
         if job.status in WAITING:
             if before.status not in WAITING:  # waiting again (requeued): a new wait and a new start
                 since, started = now, False
-            elif since is None:
-                since = now
         if job.status in RAN and not started:
             started = starts = True
             waited = now - since if since is not None else 0.0
