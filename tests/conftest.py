@@ -9,12 +9,21 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from exporter import rows
 from tests.tools import find_tool
 
 settings.register_profile(
     "deterministic", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("deterministic")
+
+
+@pytest.fixture(autouse=True)
+def _rows_read_afresh() -> None:
+    """Each test reads rows afresh: no value an earlier test left in the caches of exporter.rows answers for
+    this one (mutation testing changes the code behind them from test to test)."""
+    for cached in (rows._label, rows._reason, rows._app):
+        cached.cache_clear()
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -392,3 +392,20 @@ def test_a_waiting_job_that_ran_a_second_is_kept_in_the_state_file() -> None:
     book = JobBook()
     poll(book, [job("a", status="requeued", run=1), job("b", status="requeued", run=0)], T)
     assert book.run_seconds() == {"a": 1}  # b never ran: nothing to keep
+
+
+def test_a_restored_run_whose_job_runs_again_from_zero_grows_from_zero() -> None:
+    book = JobBook(restored_runs={"a": 500})
+    a = job("a", status="running", run=0)  # requeued meanwhile and started again: 0 s so far
+    assert poll(book, [a], T)[0] == [seen(a, new=True, started=True, run=0)]
+    a2 = job("a", status="running", run=30)
+    assert poll(book, [a2], T + 60)[0] == [seen(a2, started=True, ran=30, run=30)]
+
+
+def test_a_confirmed_departure_is_counted_whatever_comes_before_it_in_the_book() -> None:
+    book = JobBook()
+    poll(book, [job("a"), job("b"), job("c")], T)
+    gone = poll(book, [job("c")], T + 60, frozenset({"b"}))[1]  # a: unread, unconfirmed; b: confirmed
+    assert gone == [Gone(queue="q", status="queued", run=0, started=False, ended=False)]
+    book.begin()
+    assert book.missing() == (["a", "c"], [])  # a is kept (c, read last time, too)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from exporter.groups.backlog import Backlog
 from exporter.groups.base import PollEnd, Settings
 from exporter.model import Budget
+from exporter.rows import normalise_reason
 from tests.polls import Polls, Samples, job
 
 T = 1_700_000_000.0
@@ -346,3 +347,23 @@ def test_reasons_are_ranked_by_their_jobs_over_every_queue_not_by_name() -> None
         **{("q", f"r{i:02}"): 1 for i in range(18)},
         ("q", "other"): 1,  # r18
     }
+
+
+def test_a_reason_is_reduced_to_its_kind() -> None:
+    cases = {
+        "ReqNodeNotAvail, UnavailableNodes:n[1-3]": "ReqNodeNotAvail",
+        "Resources": "Resources",
+        "Dependency (job 12 not finished)": "Dependency",
+        "AssocGrpCpuLimit:cpu=256": "AssocGrpCpuLimit",
+        "a:b:c": "a",
+        "a,b,c": "a",
+        "x (1) y (2), z": "x  y",
+        "  QOSMaxJobsPerUserLimit  ": "QOSMaxJobsPerUserLimit",
+        "(null)": "none",
+        ":x": "none",
+        "": "none",
+        "x" * 100: "x" * 64,
+        "Bad\udfffReason": "Bad?Reason",
+    }
+    assert {raw: normalise_reason(raw) for raw in cases} == cases
+    assert [normalise_reason(v) for v in (None, 42, ["Priority"])] == ["none"] * 3

@@ -10,7 +10,7 @@ import httpx
 import respx
 
 from exporter.model import INVALID, Budget, Row
-from exporter.rows import read_job
+from exporter.rows import clean_label, job_key, label, read_job
 from tests.helpers import envelope, row
 from tests.polls import Polls, Samples, job
 from tests.test_poller import JOBS, Rig
@@ -102,6 +102,26 @@ def test_a_row_becomes_the_job_the_tables_count() -> None:
     job_, unread = read_job(odd, "1\x009")
     assert job_ == job("1\x009", queue="unknown", user="unknown", status="unknown", run=INVALID, node_count=1)
     assert unread == ("jobStatus", "procNumUsed", "jobRunTime")
+
+
+def test_a_row_is_keyed_by_its_scheduler_and_job_id_and_a_row_without_a_job_id_has_no_key() -> None:
+    assert job_key(Row(jobId=" 42 ", jobmanagerId=7), "1") == "7\x0042"
+    assert job_key(Row(jobId=42, jobmanagerId=True), "1") == "1\x0042"  # not an id: the scheduler asked
+    for no_id in (None, "", "  ", True, False, 4.0, ["1"]):
+        assert job_key(Row(jobId=no_id), "1") is None, no_id
+
+
+def test_labels_are_text_cut_and_encodable_and_unknown_when_there_is_none() -> None:
+    assert [label(v) for v in (" debug ", 7, True, None, "", ["q"])] == [
+        "debug",
+        "7",
+        "unknown",
+        "unknown",
+        "unknown",
+        "unknown",
+    ]
+    assert clean_label("q\ud800x" + "u" * 300) == "q?x" + "u" * 253
+    assert clean_label("abcdef", limit=3) == "abc"
 
 
 def test_queues_beyond_max_queues_fold_into_other_ranked_by_jobs_with_ties_by_name() -> None:
