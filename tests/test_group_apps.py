@@ -86,3 +86,9 @@ def test_each_poll_counts_its_own_jobs_and_a_failed_one_none() -> None:
     p.failed([job(str(i), status="running", cpus=1, app="vasp") for i in range(2, 5)], T + 60)
     s = p.poll([job("1", status="completed", cpus=4, app="fluent")], T + 120)
     assert apps(s) == {("fluent", "completed"): (1, 4)}
+
+
+def test_an_application_is_ranked_by_its_jobs_in_every_status() -> None:
+    jobs = [job("1", status="running", app="zeta"), job("2", app="zeta"), job("3", status="running", app="alpha")]
+    s = Polls(budget=Budget(max_apps=1)).poll(jobs, T)  # zeta has 2 jobs, alpha 1
+    assert apps(s) == {("zeta", "running"): (1, 0), ("zeta", "queued"): (1, 0), ("other", "running"): (1, 0)}

@@ -87,3 +87,10 @@ def test_queues_with_capacity_compete_for_a_name_in_the_next_job_poll() -> None:
     assert (named, folded) == ({"busy"}, 1)
     named, folded = budget.name({"idle": 1}, T + 120, with_series=set())
     assert (named, folded) == ({"idle"}, 1)
+
+
+def test_the_queues_the_job_data_names_take_no_room_from_idle_ones() -> None:
+    p = Polls(budget=Budget(max_queues=2))
+    p.poll([job("1", queue="a")], T)  # a is named, one name left
+    raw = {q: QueueCapacity(1, None, None, None) for q in ("a", "b", "c")}
+    assert p.queues.capacity_view(raw) == {"a": raw["a"], "b": raw["b"], "other": raw["c"]}

@@ -74,7 +74,7 @@ def test_a_running_job_whose_host_list_is_too_costly_to_list_still_counts_its_no
 
 def test_at_most_max_nodes_are_tracked_the_last_job_filling_what_room_is_left() -> None:
     assert MAX_NODES == 100_000
-    jobs = [read(1, "statR", "n[1-99998]"), read(2, "statR", "m[1-5]"), read(3, "statR", "x1")]
-    assert in_use(Polls().poll(jobs, T)) == 100_000  # 99,998, then m1 and m2; m3-m5 and x1 find no room
+    jobs = [read(1, "statR", "n[1-99998]"), read(2, "statR", "m[1-5]"), read(3, "statR", "x[1-5]")]
+    assert in_use(Polls().poll(jobs, T)) == 100_000  # 99,998, then m1 and m2; m3-m5 and x1-x5 find no room
     jobs = [read(1, "statR", "n[1-99995]"), read(2, "statR", "m[1-5]"), read(3, "statR", "n1")]
     assert in_use(Polls().poll(jobs, T)) == 100_000  # exactly full, then a node already counted

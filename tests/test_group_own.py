@@ -90,6 +90,60 @@ def test_a_report_the_series_were_not_made_for_starts_its_own_at_one() -> None:
 
 
 def test_every_series_is_the_clusters_own() -> None:
-    own = Own("kunshan")
-    clusters = {s.labels.get("hpc_cluster") for f in own.families() for s in f.samples}
-    assert clusters == {"kunshan"}
+    own = Own("kunshan", logs_in=True)
+    own.token_expiry(1.0)
+    families = own.families()
+    assert all(family.samples for family in families)
+    assert {s.labels.get("hpc_cluster") for f in families for s in f.samples} == {"kunshan"}
+
+
+# The contract: the HELP of each family, as served before issue 25 (and typed out by hand here).
+HELP = {
+    "sugon_polls": ("counter", "Polls of the job list by result."),
+    "sugon_api_requests": ("counter", "HTTP requests sent to the Sugon API."),
+    "sugon_api_errors": (
+        "counter",
+        "Failed Sugon API requests by reason (timeout, connection, http_status, invalid_response, auth, api_code).",
+    ),
+    "sugon_invalid_records": (
+        "counter",
+        (
+            "Job-list rows skipped as unusable (not an object, or no jobId), or whose job was counted with 0 CPUs "
+            "because procNumUsed was above 10000000."
+        ),
+    ),
+    "sugon_invalid_fields": (
+        "counter",
+        (
+            "Job-list values that could not be read, by field (jobRunTime, jobStatus, nodeUsed, procNumUsed): the row "
+            "still counts, the field does not (a jobStatus that is none of the known ones counts as status unknown)."
+        ),
+    ),
+    "sugon_rows_recovered": (
+        "counter",
+        (
+            "Job-list rows that a poll's pages skipped while the list moved, read by reading the stretch again or by "
+            "looking the job up (strJobId)."
+        ),
+    ),
+    "sugon_departures_confirmed": (
+        "counter",
+        (
+            "Jobs confirmed to have left the job list: by a poll that read it without a gap, by a lookup of the job, or "
+            "after 10 polls unread."
+        ),
+    ),
+    "sugon_token_expiry_timestamp_seconds": (
+        "gauge",
+        "Expiry (expireTime) of the token in use, in Unix seconds, when the token shows it.",
+    ),
+    "sugon_token_refreshes": (
+        "counter",
+        "Token refreshes by method (renew = tokens/next, login) and result (success, failure).",
+    ),
+}
+
+
+def test_each_family_has_its_help_and_type() -> None:
+    families = Own("c", logs_in=True).families()
+    assert {f.name: (f.type, f.documentation) for f in families} == HELP

@@ -6,6 +6,7 @@ from __future__ import annotations
 from exporter.groups.base import PollEnd, Settings
 from exporter.groups.usage import Usage
 from exporter.model import INVALID, Budget
+from exporter.rows import run_seconds
 from tests.polls import Polls, Samples, job
 
 T = 1_700_000_000.0
@@ -287,3 +288,22 @@ def test_a_job_missed_by_paging_adds_only_its_growth_when_read_again() -> None:
     assert cpu(s) == {"q": 0} and runs(s, "q") == NO_RUNS
     s = p.poll([job("a", status="running", cpus=4, run=250), job("b")], T + 120)
     assert cpu(s) == {"q": 4 * 150} and runs(s, "q") == NO_RUNS  # 250 - 100 s, not its whole run time again
+
+
+def test_a_run_time_is_read_with_minutes_and_seconds_below_60() -> None:
+    assert [run_seconds(v) for v in ("00:59:59", "1-00:59:00", "59:59")] == [3599, 86_400 + 3540, 3599]
+    assert [run_seconds(v) for v in ("00:60:00", "1-00:60:00", "1:60:00", "00:00:60", "60:60")] == [INVALID] * 5
+    assert run_seconds("60:00") == 3600  # the leading field takes any number of its unit
+
+
+def test_the_longest_run_of_a_queue_is_one_second_when_that_is_all_it_has_run() -> None:
+    s = Polls().poll([job("a", status="running", run=1), job("b", queue="r", status="running", run=0)], T)
+    assert longest(s) == {"q": 1, "r": 0}
+
+
+def test_a_queue_whose_jobs_never_counted_a_cpu_second_goes_a_day_after_its_last_job() -> None:
+    p = Polls(per_user=False)
+    p.poll([job("x", queue="short", status="completed", cpus=2, run=100), job("y", queue="long")], T)
+    p.poll([job("y", queue="long")], T + 60)  # x left having completed: no counter moved
+    s = p.poll([job("y", queue="long")], T + 86_401)
+    assert cpu(s) == {"long": 0} and set(s.by("sugon_job_run_seconds_count", "queue", nonzero=False)) == {"long"}

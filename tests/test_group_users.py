@@ -348,3 +348,26 @@ def test_the_memory_of_folded_users_starts_over_when_it_holds_100000() -> None:
     assert users.name("b") == "other"  # still remembered
     assert users.name("svc-last") == "other"  # the memory is full: it starts over with svc-last
     assert users.name("b") == "b"  # b is no longer remembered, and the set has room
+
+
+def test_a_daily_choice_gives_a_series_to_the_users_of_running_jobs_only() -> None:
+    p = Polls(budget=Budget(max_users=5))
+    p.poll([job("a", user="a", status="running", cpus=1, run=0)], DAY0)
+    p.poll([job("a", user="a", status="running", cpus=1, run=60)], DAY0 + 60)
+    jobs = [
+        job("a", user="a", status="running", cpus=1, run=120),
+        job("w", user="w", cpus=4),  # queued: it adds nothing
+        job("z", user="z", status="exiting", run=5),  # no CPU: it adds nothing
+    ]
+    p.poll([*jobs, job("c", user="c", status="completed", cpus=2)], DAY0 + 120)
+    s = p.poll([*jobs, job("c", user="c", status="completed", cpus=2)], DAY1)  # the choice: a (60 s on day 0)
+    assert user_cpu_seconds(s) == {("q", "a"): 120, ("q", "z"): 0, ("q", "c"): 0}  # z and c: first seen started
+    assert p.groups[-1].saved()["users"].named == ("a",)
+
+
+def test_saved_figures_are_taken_newest_day_first_when_more_users_than_are_tracked_are_saved() -> None:
+    day0 = int(DAY0 // 86_400)
+    old = {f"u{i:05}": 1 for i in range(10_000)}
+    saved = SavedUsers(day0, (), {day0 - 2: old, day0 - 1: {"new": 5}})
+    users = UserNames(max_users=1, saved=saved)
+    assert users.take({}, DAY1) is not None and users.named == {"new"}  # u09999 of the older day is not kept
