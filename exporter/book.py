@@ -103,11 +103,8 @@ class JobBook:
                 ran = run - base
             base = run
         since, started, ended, waited, starts = before.since, before.started, before.ended, 0.0, False
-        if job.status in WAITING:
-            if before.status not in WAITING:  # waiting again (requeued): a new wait and a new start
-                since, started = now, False
-            elif since is None:
-                since = now
+        if job.status in WAITING and before.status not in WAITING:  # waiting again (requeued): a new wait, a new start
+            since, started = now, False
         if job.status in RAN and not started:
             started = starts = True
             waited = now - since if since is not None else 0.0

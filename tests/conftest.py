@@ -1,4 +1,5 @@
-"""Session fixtures: a throw-away CA with a server and a client certificate, made with the openssl CLI."""
+"""Session fixtures: a throw-away CA with a server and a client certificate, made with the openssl CLI; and the
+one Hypothesis profile, derandomised, so that every run tries the same examples and a red run can be reproduced."""
 
 from __future__ import annotations
 
@@ -6,8 +7,23 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
+from exporter import rows
 from tests.tools import find_tool
+
+settings.register_profile(
+    "deterministic", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("deterministic")
+
+
+@pytest.fixture(autouse=True)
+def _rows_read_afresh() -> None:
+    """Each test reads rows afresh: no value an earlier test left in the caches of exporter.rows answers for
+    this one (mutation testing changes the code behind them from test to test)."""
+    for cached in (rows._label, rows._reason, rows._app):
+        cached.cache_clear()
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import string
 import tempfile
 from typing import Any
@@ -14,23 +15,20 @@ import httpx
 import pytest
 import respx
 import yaml
-from exporter.counting.rows import RowParser, cpu_count
-from exporter.counting.snapshot import SnapshotBuilder
-from exporter.counting.tally import RowTally, next_tally
-from exporter.counting.tracker import JobTracker, Seen
-from exporter.counting.usernames import UserNames
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import generate_latest
 
 from exporter.config import Config, ConfigError, build_config, load_config
-from exporter.service import Exporter
+from exporter.model import INVALID, ZERO_FILL_STATUSES, Budget, Job
+from exporter.rows import cpu_count, job_key, read_job
 from exporter.sugon.conversation import ApiError, parse_envelope
 from exporter.sugon.joblist import parse_capacity, parse_schedulers
 from exporter.sugon.pages import parse_job_page
-from tests.helpers import fixed_runtime, promtool_check_metrics, take_rows
-from tests.helpers import row as seed_shaped_row  # `row` names the loop variable of the tests above
-from tests.reference import Job, add_job, nodes_in_use, parse_job, seen, usage_of
+from tests.helpers import decoded, promtool_check_metrics
+from tests.helpers import row as seed_shaped_row
+from tests.polls import Polls, Samples
+from tests.polls import job as make_job
+from tests.test_poller import CAPACITY, JOBS, Rig
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -88,220 +86,159 @@ def test_any_bytes_and_status_are_data_or_a_typed_api_error(raw: bytes, status: 
         pass
 
 
+def read_rows(rows: list[Any], exclude: set[str]) -> tuple[list[Job], int]:
+    """The jobs a poll counts of raw rows, as the poller reads them (exporter.poller): rows without a jobId
+    skipped, the first row of each key kept, excluded queues left out; and how many rows were skipped."""
+    jobs: dict[str, Job] = {}
+    skipped = 0
+    for raw in rows:
+        decoded_row = decoded(raw)
+        key = job_key(decoded_row, "7") if decoded_row is not None else None
+        if decoded_row is None or key is None:
+            skipped += 1
+            continue
+        job, _ = read_job(decoded_row, key)
+        if key not in jobs and job.queue not in exclude:
+            jobs[key] = job
+    return list(jobs.values()), skipped
+
+
+def total(s: Samples, name: str, by: str | None = None) -> dict[str, float]:
+    """The sum of a family's samples, per value of the label ``by`` (or all of them under "")."""
+    out: dict[str, float] = {}
+    for labels, value in s.of(name).items():
+        key = dict(labels)[by] if by else ""
+        out[key] = out.get(key, 0) + value
+    return out
+
+
+def nonzero(values: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if v}
+
+
 @SETTINGS
 @given(rows=st.lists(ROW, max_size=40))
 def test_any_rows_aggregate_into_consistent_counts(rows: list[Any]) -> None:
-    builder = SnapshotBuilder(per_user=True, max_users=3)
-    keys: set[str] = set()
-    cpus = 0
-    for row in rows:
-        job = parse_job(row, "1")
-        if job is None:
-            assert (
-                not isinstance(row, dict)
-                or row.get("jobId") in (None, "", True, False)
-                or not isinstance(row.get("jobId"), (str, int))
-                or (isinstance(row.get("jobId"), str) and not row["jobId"].strip())
-            )
-            continue
-        assert job.cpus >= 0 and job.queue and job.user and job.status
-        if job.key not in keys:
-            keys.add(job.key)
-            cpus += job.cpus
-            add_job(builder, job)
-    snap = builder.build("c", 0.0, 1.0, len(rows), zero_fill_queues=["z"])
-    assert snap.job_count == len(keys)
-    assert sum(jobs for jobs, _ in snap.by_queue.values()) == len(keys)
-    assert sum(used for _, used in snap.by_queue.values()) == cpus
-    assert sum(jobs for jobs, _ in snap.by_user.values()) == len(keys)
-    assert len({u for _, u, _ in snap.by_user}) <= 4  # three users by name, plus "other"
-
-
-# Rows that mix value types which compare equal (1, 1.0, True) and keys padded with blanks: the cases a
-# fast path that remembers raw values could get wrong.
-TRICKY = st.sampled_from([1, 1.0, True, "1", " 1 ", "1\t", "", " ", None, 0, False, "statQ", "q", "q "])
-TALLY_ROW = (
-    st.fixed_dictionaries(
-        {},
-        optional={
-            "jobId": TRICKY | FIELD,
-            "jobStatus": st.sampled_from(["statR", "statQ", "statC", "bogus"]) | TRICKY,
-            "queue": TRICKY | FIELD,
-            "user": TRICKY | FIELD,
-            "procNumUsed": st.sampled_from([-1, 2, 2.0, "3", True]) | FIELD,
-            "jobmanagerId": TRICKY,
-            "reason": st.sampled_from(["Priority", "Resources (x)"]) | FIELD,
-            "jobRunTime": st.sampled_from(["01:02:03", "2-00:00:58", "05:09", "1-02:03", "x", 5]) | TRICKY | FIELD,
-            "nodeUsed": st.sampled_from(["n1", "n[01-04,07]", "a,b", "n[03-05]", "n[1-", "x[3-1]", 7]) | TRICKY | FIELD,
-            "appType": st.sampled_from(["fluent", " fluent", "none", "other", "BASE"]) | TRICKY | FIELD,
-        },
+    """Whatever the rows, every family adds up to the jobs read: by queue, by user, by application."""
+    budget = Budget(max_users=3, max_queues=3, max_apps=2, queues_exclude=(re.compile("q"),))
+    jobs, skipped = read_rows(rows, {"q"})
+    assert skipped == sum(
+        not isinstance(r, dict)
+        or not isinstance(r.get("jobId"), (str, int))
+        or isinstance(r.get("jobId"), bool)
+        or (isinstance(r["jobId"], str) and not r["jobId"].strip())
+        for r in rows
     )
-    | JSON
-)
-
-
-@SETTINGS
-@given(pages=st.lists(st.lists(TALLY_ROW, max_size=15), max_size=4), per_user=st.booleans())
-def test_the_fast_tally_counts_exactly_what_parsing_row_by_row_counts(pages: list[list[Any]], per_user: bool) -> None:
-    """The poll's fast path against the plain one (tests/reference.py): parse_job, first key wins, add_job."""
-    exclude = {"q"}
-    fast = SnapshotBuilder(per_user=per_user, max_users=1000, max_apps=3)
-    shown = {"bogus"}  # an unknown status the log has shown already
-    tally = RowTally(RowParser(), fast, exclude.__contains__, shown)
-    slow = SnapshotBuilder(per_user=per_user, max_users=1000, max_apps=3)
-    current: dict[str, Seen] = {}
-    jobs: list[Job] = []
-    unknown_slow: set[str] = set()
-    invalid = 0
-    invalid_fields = {"jobRunTime": 0, "jobStatus": 0, "nodeUsed": 0, "procNumUsed": 0}
-    for page in pages:
-        take_rows(tally, page, "7")
-        for row in page:
-            job = parse_job(row, "7")
-            if job is None:
-                invalid += 1
-            elif job.key not in current and job.queue not in exclude:
-                current[job.key] = seen(job)
-                jobs.append(job)
-                add_job(slow, job)
-                too_many = cpu_count(row.get("procNumUsed")) is None  # counted with 0 CPUs, and reported
-                invalid += too_many
-                invalid_fields["procNumUsed"] += too_many
-                invalid_fields["jobRunTime"] += job.run is not None and job.run < 0
-                invalid_fields["nodeUsed"] += job.nodes is None
-                if job.status == "unknown":
-                    unknown_slow.add(job.raw_status[:64])
-                    invalid_fields["jobStatus"] += 1
-    tally.finish()
-    slow.nodes_in_use = nodes_in_use(jobs)
-    a = fast.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
-    b = slow.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
-    assert (tally.pop_counted(), tally.invalid) == (current, invalid)
-    assert tally.invalid_fields() == {k: n for k, n in invalid_fields.items() if n}
-    assert (a.by_queue, a.by_user, a.by_reason, a.job_count) == (b.by_queue, b.by_user, b.by_reason, b.job_count)
-    assert (a.nodes_by_queue, a.nodes_in_use, a.by_app, a.running_max_seconds) == (
-        b.nodes_by_queue,
-        b.nodes_in_use,
-        b.by_app,
-        b.running_max_seconds,
-    )
-    # The examples the poller logs: distinct, at most 5, values not shown before if there are any.
-    new = unknown_slow - shown
-    pool = new or unknown_slow
-    assert tally.new_status_seen == bool(new)
-    assert len(set(tally.status_examples)) == len(tally.status_examples) == min(5, len(pool))
-    assert set(tally.status_examples) <= pool
-
-
-@SETTINGS
-@given(
-    polls=st.lists(st.lists(st.lists(TALLY_ROW, max_size=10), max_size=3), min_size=2, max_size=4),
-    per_user=st.booleans(),
-)
-def test_a_tally_kept_from_poll_to_poll_counts_each_poll_as_a_new_one_does(
-    polls: list[list[list[Any]]], per_user: bool
-) -> None:
-    """What a tally remembers from earlier polls (raw values, series, slots) never shows in a later poll's
-    counts, folded users or reasons: each poll's snapshot equals that of a tally built for it alone."""
-    exclude = {"q"}
-
-    def new() -> RowTally:
-        builder = SnapshotBuilder(per_user, max_users=2, max_apps=2)
-        return RowTally(RowParser(), builder, exclude.__contains__)
-
-    kept: RowTally | None = None
-    for pages in polls:
-        previous = kept
-        kept = next_tally(kept, new)
-        assert previous is None or kept is previous  # far below the limit: always kept
-        fresh = new()
-        for tally in (kept, fresh):
-            for page in pages:
-                take_rows(tally, page, "7")
-            tally.finish()
-        a = kept.builder.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
-        b = fresh.builder.build("c", 0.0, 1.0, 0, zero_fill_queues=["z"])
-        assert (kept.invalid, kept.builder.queues) == (fresh.invalid, fresh.builder.queues)
-        assert kept.pop_counted() == fresh.pop_counted()
-        assert (a.by_queue, a.by_user, a.by_reason, a.job_count, a.users_folded) == (
-            b.by_queue,
-            b.by_user,
-            b.by_reason,
-            b.job_count,
-            b.users_folded,
+    assert all(j.cpus >= 0 and j.queue and j.user and j.status for j in jobs)
+    s = Polls(budget=budget).poll(jobs, 0.0)
+    cpus = sum(j.cpus for j in jobs)
+    assert total(s, "sugon_jobs").get("", 0) == len(jobs)
+    assert total(s, "sugon_job_cpus").get("", 0) == cpus
+    for per_queue, per_user in (("sugon_jobs", "sugon_user_jobs"), ("sugon_job_cpus", "sugon_user_job_cpus")):
+        assert nonzero(total(s, per_queue, "queue")) == nonzero(total(s, per_user, "queue"))
+    assert total(s, "sugon_app_jobs").get("", 0) == len(jobs) and total(s, "sugon_app_job_cpus").get("", 0) == cpus
+    assert total(s, "sugon_queued_jobs_by_reason").get("", 0) == sum(j.status == "queued" for j in jobs)
+    assert len(set(total(s, "sugon_user_jobs", "user")) - {"other"}) <= 3
+    assert len(set(total(s, "sugon_app_jobs", "app")) - {"other"}) <= 2
+    queues = set(total(s, "sugon_jobs", "queue"))
+    assert len(queues - {"other"}) <= 3 and "q" not in queues
+    for queue in queues:  # every queue with series is zero-filled with the eight documented statuses
+        assert {st for (q, st) in s.by("sugon_jobs", "queue", "status", nonzero=False) if q == queue} >= set(
+            ZERO_FILL_STATUSES
         )
-        assert (a.nodes_by_queue, a.nodes_in_use, a.by_app, a.running_max_seconds) == (
-            b.nodes_by_queue,
-            b.nodes_in_use,
-            b.by_app,
-            b.running_max_seconds,
-        )
-        assert kept.invalid_fields() == fresh.invalid_fields()
-
-
-@SETTINGS
-@given(
-    polls=st.lists(
-        st.dictionaries(
-            st.sampled_from("abcdefgh"),
-            st.tuples(
-                st.sampled_from(["q1", "q2"]),
-                st.sampled_from(
-                    ["queued", "held", "running", "completed", "cancelled", "failed", "requeued", "exiting"]
-                ),
-            ),
-            max_size=8,
-        ),
-        min_size=1,
-        max_size=12,
-    )
-)
-def test_tracker_counters_never_go_backwards(polls: list[dict[str, tuple[str, str]]]) -> None:
-    tracker = JobTracker()
-    previous: dict[str, float] = {}
-    for i, current in enumerate(polls):
-        act = tracker.commit({k: (q, s, "u", 0, None) for k, (q, s) in current.items()}, 1000.0 + 60 * i)
-        now = {f"s{k}": float(v) for k, v in act.submitted.items()} | {
-            f"t{k}": float(v) for k, v in act.started.items()
-        }
-        now |= {f"e{k}": float(v) for k, v in act.ended.items()}
-        assert all(now.get(k, 0) >= v for k, v in previous.items())
-        assert sum(h.count for h in act.wait.values()) == sum(act.started.values())
-        previous = now
 
 
 STATUSES = ["queued", "held", "running", "suspended", "completed", "cancelled", "failed", "requeued", "exiting"]
-SEEN = st.tuples(
-    st.sampled_from(["q1", "q2"]),
+READING = st.tuples(
+    st.sampled_from(["q1", "q2", "q3"]),
     st.sampled_from(STATUSES),
     st.sampled_from(["alice", "bob", "other"]),
     st.sampled_from([0, 1, 4]),
-    st.none() | st.sampled_from([-1, 0]) | st.integers(0, 10**6),
+    st.none() | st.sampled_from([INVALID, 0]) | st.integers(0, 10**6),
 )
+POLLS = st.lists(st.dictionaries(st.sampled_from("abcdefgh"), READING, max_size=8), min_size=1, max_size=8)
+
+
+def as_jobs(poll: dict[str, tuple[str, str, str, int, int | None]]) -> list[Job]:
+    return [
+        make_job(key, queue=q, status=status, user=user, cpus=cpus, run=run)
+        for key, (q, status, user, cpus, run) in poll.items()
+    ]
+
+
+def counted(s: Samples) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of every counter and histogram: they only grow."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in s.families
+        if family.type in ("counter", "histogram")
+        for sample in family.samples
+    }
+
+
+def cpu_ledger(polls: list[dict[str, tuple[str, str, str, int, int | None]]]) -> dict[str, int]:
+    """CPU-seconds by queue, job by job, by the README's rule: each job's CPUs times how much its run time grew
+    since the last one read. A job new since the last poll grows from 0; at the first poll, a job's run time so
+    far is where it grows from (0 if not started, unknown if unreadable). A run time that cannot be read, or a
+    null one, changes nothing; one that goes backwards adds nothing and is where it grows from. Every poll reads
+    the whole list: a job not listed has left."""
+    last: dict[str, int | None] = {}  # each listed job's run time to grow from (None: unknown)
+    spent: dict[str, int] = {}
+    for i, poll in enumerate(polls):
+        now: dict[str, int | None] = {}
+        for key, (queue, _, _, cpus, run) in poll.items():
+            readable = run if run is not None and run >= 0 else None
+            if key in last:
+                before = last[key]
+            elif i > 0:
+                before = 0
+            else:
+                before = readable if readable is not None else 0 if run is None else None
+            grew = readable - before if readable is not None and before is not None and readable > before else 0
+            spent[queue] = spent.get(queue, 0) + grew * cpus
+            now[key] = readable if readable is not None else before
+        last = now
+    return spent
 
 
 @SETTINGS
-@given(
-    polls=st.lists(st.dictionaries(st.sampled_from("abcdefgh"), SEEN, max_size=8), min_size=1, max_size=8),
-    restored=st.dictionaries(st.sampled_from("abcd"), st.integers(0, 10**6), max_size=3),
-)
-def test_the_tracker_counts_cpu_seconds_and_run_times_as_the_job_by_job_reference_does(
-    polls: list[dict[str, Seen]], restored: dict[str, int]
+@given(polls=POLLS)
+def test_counters_never_go_backwards_and_cpu_seconds_are_the_ledger_of_run_time_growth(
+    polls: list[dict[str, tuple[str, str, str, int, int | None]]],
 ) -> None:
-    """JobTracker against tests/reference.py's usage_of, and counters that never go down."""
-    tracker = JobTracker(restored_runs=restored, users=UserNames(max_users=1000))
+    p = Polls()
     before: dict[Any, float] = {}
-    for i in range(len(polls)):
-        act = tracker.commit(polls[i], 1000.0 + 60 * i)
-        expected = usage_of(polls[: i + 1], restored)
-        assert dict(act.cpu_seconds) == expected.cpu_seconds
-        assert dict(act.user_cpu_seconds) == expected.user_cpu_seconds
-        assert {q: (h.count, h.total) for q, h in act.run_time.items()} == {
-            q: (len(runs), sum(runs)) for q, runs in expected.run_times.items()
-        }
-        assert all(sum(h.counts) == h.count for h in act.run_time.values())
-        now = {**act.cpu_seconds, **act.user_cpu_seconds}
+    for i, poll in enumerate(polls):
+        s = p.poll(as_jobs(poll), 1000.0 + 60 * i)
+        assert total(s, "sugon_jobs").get("", 0) == len(poll)
+        now = counted(s)
         assert all(now[k] >= v for k, v in before.items())  # no series vanishes, none goes down
+        before = now
+        assert total(s, "sugon_job_wait_seconds_count") == total(s, "sugon_jobs_started_total")
+        for name in ("sugon_job_wait_seconds", "sugon_job_run_seconds"):  # +Inf holds every observation
+            inf = {dict(k)["queue"]: v for k, v in s.of(name + "_bucket").items() if dict(k)["le"] == "+Inf"}
+            assert inf == s.by(name + "_count", "queue", nonzero=False)
+        cpu = s.by("sugon_job_cpu_seconds_total", "queue")
+        assert cpu == nonzero(cpu_ledger(polls[: i + 1]))
+        assert nonzero(total(s, "sugon_user_job_cpu_seconds_total", "queue")) == cpu
+
+
+@SETTINGS
+@given(polls=POLLS, missed=st.lists(st.booleans(), min_size=8, max_size=8))
+def test_with_queues_folding_and_pages_missing_jobs_a_series_never_goes_down(
+    polls: list[dict[str, tuple[str, str, str, int, int | None]]], missed: list[bool]
+) -> None:
+    """One queue's name for three queues: a queue's series may go with its name, but none that stays goes down,
+    other only grows, and every job is counted under exactly one name."""
+    p = Polls(budget=Budget(max_queues=1, max_users=1))
+    before: dict[Any, float] = {}
+    for i, poll in enumerate(polls):
+        s = p.poll(as_jobs(poll), 1000.0 + 60 * i, left=frozenset() if missed[i] else None)
+        assert total(s, "sugon_jobs").get("", 0) == len(poll)
+        assert len(set(total(s, "sugon_jobs", "queue")) - {"other"}) <= 1
+        now = counted(s)
+        assert all(now[k] >= v for k, v in before.items() if k in now)
+        assert all(k in now for k in before if ("queue", "other") in k[1])  # other's series never go
         before = now
 
 
@@ -375,32 +312,24 @@ def test_a_typical_hostile_config_is_still_just_errors() -> None:
     ]
 
 
-BASE = "https://hpc.example.com:65106"
 CAPACITY_FIELDS = ("queNcpus", "queFreeNcpus", "queNodes", "queFreeNodes")
 CAPACITY_FAMILIES = ("sugon_queue_cpus", "sugon_queue_free_cpus", "sugon_queue_nodes", "sugon_queue_free_nodes")
 
 
-def polled(job_pages: list[bytes], capacity: bytes) -> Exporter:
-    """An exporter whose one cluster was polled for jobs and capacity by its real poller, with respx in place of
-    the transport, after a first scrape (so that publishing renders ahead, as in the daemon)."""
-    cluster = {"name": "kunshan", "api_url": BASE, "token": "t", "cluster_ids": ["1"], "page_size": 100}
-    config = {"clusters": [cluster], "queue_capacity": True, "username": "alice"}
-    ex = Exporter(build_config(config, environ={}), retry_backoff=0, runtime=fixed_runtime)
-    ex.exposition.render(ex.store.states(), False, False)
-    answers = iter(job_pages)
-    with respx.mock(using="httpx") as api:  # in place of any transport the client has
-        api.get(BASE + "/hpc/openapi/v2/jobs").mock(side_effect=lambda _: httpx.Response(200, content=next(answers)))
-        api.get(BASE + "/hpc/openapi/v2/queuenames/users/alice").mock(
-            return_value=httpx.Response(200, content=capacity)
-        )
+def polled(job_page: bytes, capacity: bytes) -> Rig:
+    """A cluster polled for jobs and capacity by its real poller, over httpx (respx behind it)."""
+    rig = Rig(capacity="alice")
+    with respx.mock:
+        respx.get(JOBS).mock(return_value=httpx.Response(200, content=job_page))
+        respx.get(CAPACITY + "alice").mock(return_value=httpx.Response(200, content=capacity))
 
         async def go() -> None:
-            await ex.pollers[0].poll_once()
-            await ex.pollers[0].poll_capacity_once()
-            await ex.aclose()
+            await rig.poller.poll_once()
+            await rig.poller.poll_capacity_once()
+            await rig.http.aclose()
 
         asyncio.run(go())
-    return ex
+    return rig
 
 
 def queue_size(value: Any) -> int | None:
@@ -427,20 +356,15 @@ def test_huge_numbers_go_through_poll_publish_and_render_and_promtool_accepts_th
     # json.dumps writes inf as Infinity, which Python's json reads back: a server may send it as well.
     page = {"code": "0", "msg": "", "data": {"total": len(rows) if total is None else total, "list": rows}}
     capacity = {"code": "0", "msg": "", "data": [{"queueName": "q0", **dict(zip(CAPACITY_FIELDS, sizes))}]}
-    ex = polled([json.dumps(page).encode()], json.dumps(capacity).encode())
-    text = ex.exposition.render(ex.store.states(), False, False)
-    assert text == generate_latest(ex.registry)  # and the other render path (--once, name[] scrapes) agrees
-    result = promtool_check_metrics(text.decode())
+    rig = polled(json.dumps(page).encode(), json.dumps(capacity).encode())
+    result = promtool_check_metrics(b"".join(rig.exposition.body()).decode())
     assert result.returncode == 0, result.stdout + result.stderr
-
-    def value(name: str, **labels: str) -> float | None:
-        return ex.registry.get_sample_value(name, {"hpc_cluster": "kunshan", **labels})
+    value = rig.value
 
     if total is None:
         assert value("sugon_up") == 1
         assert value("sugon_invalid_records_total") == sum(cpu_count(c) is None for c in cpus)
-        jobs = [s.value for fam in ex.registry.collect() if fam.name == "sugon_jobs" for s in fam.samples]
-        assert sum(jobs) == len(rows)
+        assert sum(rig.values("sugon_jobs").values()) == len(rows)
     else:  # above max_jobs
         assert value("sugon_up") == 0
         assert value("sugon_api_errors_total", reason="invalid_response") == 1

@@ -211,7 +211,7 @@ def answers(draw: st.DrawFn) -> tuple[bytes, bytes]:
     return pick([b"", b"", b"\r\n", b"\n", b"\r\n\r\n"]), stream
 
 
-@settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answer=answers(), method=st.sampled_from(["GET", "GET", "HEAD"]), data=st.data())
 def test_answers_are_read_as_h11_reads_them_or_refused_as_h11_refuses_them(
     answer: tuple[bytes, bytes], method: str, data: st.DataObject

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from exporter.sugon.paging import Chain, allowance, next_lap
 
-SETTINGS = settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 class MovingList:

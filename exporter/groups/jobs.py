@@ -32,13 +32,6 @@ class Jobs(Group):
         if job.node_count is not None and job.node_count > 0:
             counts[2] += job.node_count
 
-    def by_queue(self) -> dict[str, int]:
-        """This poll's jobs by queue, before any folding (the queue budget ranks queues by them)."""
-        out: dict[str, int] = {}
-        for (queue, _), (jobs, _, _) in self._counts.items():
-            out[queue] = out.get(queue, 0) + jobs
-        return out
-
     def finish(self, end: PollEnd) -> Families:
         cluster = self.settings.cluster
         named: dict[tuple[str, str], list[int]] = {}
