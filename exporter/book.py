@@ -58,7 +58,7 @@ class JobBook:
         self._read.add(job.key)
         before = self._known.get(job.key)
         seen, after = self._first(job, now) if before is None else self._again(job, before, now)
-        if after != before:
+        if after is not before:
             self._changed[job.key] = after
         return seen
 
@@ -112,6 +112,8 @@ class JobBook:
             since = None
         ends = job.status in TERMINAL and not ended
         after = Known(queue=job.queue, status=job.status, run=base, since=since, started=started, ended=ended or ends)
+        if after == before:
+            after = before
         seen = Seen(
             job=job,
             new=False,

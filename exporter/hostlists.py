@@ -14,6 +14,8 @@ from itertools import product
 from math import prod
 
 MAX_LISTED = 200_000  # names a host list may write, repeats included; one that writes more is not a host list
+_BRACKETS = re.compile(r"[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*")  # pairs of brackets, none inside another
+_TOP_COMMA = re.compile(r",(?![^\[\]]*\])")  # a comma not inside brackets
 _GROUP = re.compile(r"(\[[^\]]*\])")
 _NUMBER = re.compile(r"[0-9]+")
 _RANGE = re.compile(r"([0-9]+)-([0-9]+)")
@@ -21,20 +23,9 @@ _RANGE = re.compile(r"([0-9]+)-([0-9]+)")
 
 def _terms(text: str) -> list[str] | None:
     """The terms between top-level commas; None when brackets nest or do not pair."""
-    terms: list[str] = []
-    term: list[str] = []
-    level = 0
-    for char in text:
-        if char == "," and level == 0:
-            terms.append("".join(term))
-            term = []
-            continue
-        term.append(char)
-        level += {"[": 1, "]": -1}.get(char, 0)
-        if not 0 <= level <= 1:
-            return None
-    terms.append("".join(term))
-    return None if level else [t for t in terms if t]
+    if _BRACKETS.fullmatch(text) is None:
+        return None
+    return [term for term in _TOP_COMMA.split(text) if term]
 
 
 def _group(text: str) -> list[str] | None:
@@ -54,7 +45,7 @@ def _group(text: str) -> list[str] | None:
         if high < low or high - low >= MAX_LISTED:
             return None
         width = len(bounds[1])
-        written += [f"{i:0{width}d}" for i in range(low, high + 1)]
+        written += [str(i).zfill(width) for i in range(low, high + 1)]
     return written
 
 
@@ -68,6 +59,9 @@ def expand(text: str) -> list[str] | None:
         return None
     names: list[str] = []
     for term in terms:
+        if "[" not in term:
+            names.append(term)
+            continue
         pieces: list[list[str]] = []
         for i, piece in enumerate(_GROUP.split(term)):
             written = _group(piece[1:-1]) if i % 2 else [piece]
@@ -77,4 +71,6 @@ def expand(text: str) -> list[str] | None:
         if len(names) + prod(map(len, pieces)) > MAX_LISTED:
             return None
         names += map("".join, product(*pieces))
+    if len(names) > MAX_LISTED:
+        return None
     return list(dict.fromkeys(names))

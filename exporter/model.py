@@ -66,7 +66,7 @@ NOT_STARTED = None  # run seconds of a job with an empty or null jobRunTime
 INVALID = -1  # run seconds (or a node count) that could not be read
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Job:
     """One job of a poll, as its row reads: labels cleaned, numbers checked.
 
@@ -86,7 +86,7 @@ class Job:
     reason: str  # the scheduler's reason reduced to its kind (queued jobs)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Known:
     """What the exporter keeps of a job from one poll to the next."""
 
@@ -98,7 +98,7 @@ class Known:
     ended: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Seen:
     """One job of a poll and what changed since the last poll (no event on the first poll after start, which
     only learns the list)."""
@@ -115,7 +115,7 @@ class Seen:
     since: float | None  # when it was first seen waiting in its current wait
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Gone:
     """A job confirmed to have left the list, as it was last known."""
 

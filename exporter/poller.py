@@ -163,12 +163,13 @@ class ClusterPoller:
             if self._book.has(key) or self._queues.is_excluded(label(row.queue)):
                 continue
             job, unread = read_job(row, key)
-            for name in unread:
-                reading.invalid_fields[name] += 1
-            if "procNumUsed" in unread:  # counted with 0 CPUs: the row is reported too
-                reading.invalid_records += 1
-            if "jobStatus" in unread:
-                reading.unknown[raw_status(row)] = None
+            if unread:
+                for name in unread:
+                    reading.invalid_fields[name] += 1
+                if "procNumUsed" in unread:  # counted with 0 CPUs: the row is reported too
+                    reading.invalid_records += 1
+                if "jobStatus" in unread:
+                    reading.unknown[raw_status(row)] = None
             seen = self._book.take(job, now)
             for group in self._groups:
                 group.observe(seen)

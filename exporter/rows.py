@@ -34,13 +34,10 @@ _CACHED = 20_000  # distinct raw values of each kind whose cleaning is remembere
 
 def scalar_text(value: Any) -> str | None:
     """A non-empty string form of a scalar id or name, or None."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return str(value)
     if isinstance(value, str):
-        value = value.strip()
-        return value or None
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
     return None
 
 
