@@ -144,8 +144,11 @@ class JobBook:
         A known job this poll did not read has left when ``left`` is None (the poll read the whole list) or
         holds its key (confirmed otherwise); else paging may have skipped it, and it is kept as it was until it
         is read again, confirmed gone, or has been missed MAX_MISSED polls in a row."""
+        if self._known:
+            self._known.update(self._changed)
+        else:  # the first poll: what it learnt is all there is (no second table of every job)
+            self._known = self._changed
         known, read, missed = self._known, self._read, self._missed
-        known.update(self._changed)
         for key in [k for k in missed if k in read]:  # read again after being missed: it never left
             del missed[key]
         gone: list[Gone] = []

@@ -160,37 +160,44 @@ def job_key(row: Row, scheduler_id: str) -> str | None:
 
 def read_job(row: Row, key: str) -> tuple[Job, tuple[str, ...]]:
     """The Job of a row whose key is ``key``, and the fields of it that could not be read (each counted in
-    sugon_invalid_fields_total; the job counts all the same, without them)."""
-    unread: list[str] = []
-    raw_status = scalar_text(row.jobStatus) or ""
-    status = STATUS_MAP.get(raw_status, UNKNOWN)
-    if status == UNKNOWN:
-        unread.append("jobStatus")
-    cpus = cpu_count(row.procNumUsed)
-    if cpus is None:
-        cpus = 0
-        unread.append("procNumUsed")
-    run = run_seconds(row.jobRunTime)
+    sugon_invalid_fields_total; the job counts all the same, without them). Every row of every poll comes
+    here: a well-formed value takes the first branch of each field."""
+    unread: tuple[str, ...] = ()
+    raw = row.jobStatus
+    status = STATUS_MAP.get(raw) if type(raw) is str else None
+    if status is None:
+        status = STATUS_MAP.get(scalar_text(raw) or "", UNKNOWN)
+        if status == UNKNOWN:
+            unread += ("jobStatus",)
+    cpus = row.procNumUsed
+    if type(cpus) is not int or not 0 <= cpus <= MAX_CPUS:
+        cpus = cpu_count(cpus)
+        if cpus is None:
+            cpus = 0
+            unread += ("procNumUsed",)
+    run = row.jobRunTime
+    run = NOT_STARTED if run is None or run == "" else run_seconds(run)
     if run == INVALID:
-        unread.append("jobRunTime")
+        unread += ("jobRunTime",)
     nodes = row.nodeUsed if row.nodeUsed not in (None, "") else None
     count = None if nodes is None else node_count(nodes)
     if nodes is not None and count is None:
         count = INVALID
-        unread.append("nodeUsed")
+        unread += ("nodeUsed",)
+    queue, user, app, reason = row.queue, row.user, row.appType, row.reason
     job = Job(
         key=key,
-        queue=label(row.queue),
-        user=label(row.user),
+        queue=_label(queue) if type(queue) is str else clean_label(queue) or UNKNOWN,
+        user=_label(user) if type(user) is str else clean_label(user) or UNKNOWN,
         status=status,
         cpus=cpus,
         run_seconds=run,
         node_count=count,
         nodes=nodes if status == "running" and isinstance(nodes, str) and count != INVALID else None,
-        app=app_label(row.appType),
-        reason=_reason(row.reason) if status == "queued" and isinstance(row.reason, str) else NO_REASON,
+        app=_app(app) if type(app) is str else clean_label(app) or NO_APP,
+        reason=_reason(reason) if status == "queued" and type(reason) is str else NO_REASON,
     )
-    return job, tuple(unread)
+    return job, unread
 
 
 def raw_status(row: Row) -> str:
