@@ -8,7 +8,9 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -86,3 +88,19 @@ def test_ci_runs_the_readmes_test_command_in_a_fresh_virtualenv() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r'^  "\$python" -m venv "\$venv"\n(.*\n)*?  \. "\$venv/bin/activate"$', ci, re.MULTILINE)
     assert f"\n  {' && '.join(install_and_test)}\n" in ci
+
+
+def test_the_worked_example_of_a_metric_group_runs_and_its_table_test_passes(monkeypatch: Any) -> None:
+    """The Development section's group module and table test, as written: the module imports as
+    exporter.groups.widest, and each of the test's functions passes."""
+    section = README.split("### Adding a metric group: a worked example\n")[1].split("\n### ")[0]
+    module_code, test_code = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    module = types.ModuleType("exporter.groups.widest")
+    monkeypatch.setitem(sys.modules, "exporter.groups.widest", module)
+    exec(compile(module_code, "exporter/groups/widest.py", "exec"), module.__dict__)
+    tests: dict[str, Any] = {}
+    exec(compile(test_code, "tests/test_group_widest.py", "exec"), tests)
+    names = [name for name in tests if name.startswith("test_")]
+    assert names == ["test_the_widest_job_of_each_queue", "test_queues_beyond_max_queues_share_other"]
+    for name in names:
+        tests[name]()
