@@ -5,6 +5,7 @@ goes to bench/RESULTS.md. From the repository root, after `pip install .`:
     python bench/bench.py cpu [--old DIR]       # a later 200k-job poll against the leanest stdlib pager
     python bench/bench.py memory [--old DIR]    # peak RSS over polls of 200k and 1M jobs
     python bench/bench.py scrapes --old DIR     # two scrapers every second while 200k-job polls run
+    python bench/bench.py gzip                  # a gzipped /metrics body: stitched onto the cached deflate or not
 
 DIR is another tree's exporter package, for comparison: ``git archive REV exporter | tar -x -C DIR``. Each
 exporter runs in a child process with its tree first on the path.
@@ -56,6 +57,31 @@ async def polls():
 polls = asyncio.run(polls())
 peak = int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1)) / 1024
 print(json.dumps({"polls": polls, "peak_mb": peak}))
+"""
+
+# A child: one poll of a 200k-job cluster, then ROUNDS gzipped /metrics bodies built alternately as the exporter
+# builds them (the cached text's deflate and a per-scrape tail) and by gzip of the whole text, level 1. argv: URL ROUNDS.
+GZIPPER = r"""
+import asyncio, gzip, json, sys, time
+from exporter.config import build_config
+from exporter.service import Exporter
+config = {"page_size": 500, "concurrency": 8, "timeout": "120s",
+          "clusters": [{"name": "c0", "api_url": sys.argv[1], "token": "bench-token", "cluster_ids": [1638523853]}]}
+exporter = Exporter(build_config(config, environ={}))
+async def poll():
+    assert await exporter.pollers[0].poll_once()
+    await exporter.aclose()
+asyncio.run(poll())
+ex = exporter.exposition
+stitched, whole = [], []
+for _ in range(int(sys.argv[2])):
+    t = time.perf_counter()
+    body = b"".join(ex.body(compressed=True))
+    stitched.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    gzip.compress(b"".join(ex.body()), compresslevel=1, mtime=0)
+    whole.append(time.perf_counter() - t)
+print(json.dumps({"text": len(b"".join(ex.body())), "gzipped": len(body), "stitched": stitched, "whole": whole}))
 """
 
 
@@ -237,6 +263,25 @@ def bench_scrapes(trees: dict[str, str], rounds: int, seconds: float) -> None:
         )
 
 
+def bench_gzip(rounds: int) -> None:
+    """The CPU a gzipped scrape costs at 200k jobs: built on the cached deflate against gzip of the whole text."""
+    with simulator(200_000) as url:
+        done = subprocess.run(
+            [sys.executable, "-c", GZIPPER, url, str(rounds)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": TREE},
+            cwd=tempfile.gettempdir(),
+            check=True,
+        )
+    got = json.loads(done.stdout)
+    print(f"/metrics: {got['text']:,} bytes, {got['gzipped']:,} gzipped")
+    for name in ("stitched", "whole"):
+        ordered = sorted(got[name])
+        p50, p99 = ordered[len(ordered) // 2], ordered[int(0.99 * (len(ordered) - 1))]
+        print(f"{name}: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms over {len(ordered)} bodies")
+
+
 def _get(url: str) -> str:
     try:
         return httpx.get(url, timeout=30).text
@@ -246,7 +291,7 @@ def _get(url: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["cpu", "memory", "scrapes"])
+    parser.add_argument("what", choices=["cpu", "memory", "scrapes", "gzip"])
     parser.add_argument("--old", metavar="DIR", help="another tree to compare with (holding its exporter/)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=60.0, help="scrapes: seconds of scraping per round")
@@ -256,6 +301,8 @@ def main() -> int:
         bench_cpu(trees, args.rounds)
     elif args.what == "memory":
         bench_memory(trees, args.rounds)
+    elif args.what == "gzip":
+        bench_gzip(args.rounds * 40)
     else:
         bench_scrapes(trees, args.rounds, args.seconds)
     return 0
