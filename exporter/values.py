@@ -1,9 +1,5 @@
-"""Rules for single values, shared by every layer. Pure; imports nothing of ours.
-
-ASCII decimals (counts and ids written as text), the one rule for what may go in an HTTP header we send,
-the API's base URLs (checked, normalised, userinfo split off as Basic credentials, so that no URL the
-exporter logs, raises or shows can carry it), JWT payloads and expiry, and secrets masked in messages.
-"""
+"""Rules for single values, shared by every layer (pure; imports nothing of ours): ASCII decimals, the header rule,
+API base URLs and their userinfo (never shown), JWT payloads and expiry, and secrets masked out of messages."""
 
 from __future__ import annotations
 
@@ -18,10 +14,8 @@ MAX_DIGITS = 4000  # int() refuses more than 4,300 digits; no count or id we rea
 
 
 def ascii_int(value: object) -> int | None:
-    """``value`` as a non-negative int when it is a string of ASCII digits (space around allowed), else None.
-
-    Not str.isdigit(): "²", "①" and other digits of Unicode pass it, and int() refuses them.
-    """
+    """``value`` as a non-negative int when it is a string of ASCII digits (space around allowed), else None
+    (not str.isdigit(), which "²" and "①" pass)."""
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -85,10 +79,8 @@ def without_userinfo(url: str) -> str:
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
-    """(``url`` without its userinfo, the ``Authorization`` header value its userinfo asks for, or None).
-
-    User and password are percent-decoded and sent as UTF-8, as httpx does for a URL with userinfo.
-    """
+    """(``url`` without its userinfo, the ``Authorization`` its userinfo asks for or None); user and password are
+    percent-decoded and sent as UTF-8, as httpx does."""
     parts = _split(url)
     if parts is None or "@" not in parts.netloc:
         return url, None
@@ -98,9 +90,8 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     return parts._replace(netloc=host).geturl(), "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-# What we send in a request head (RFC 9110): a field name is a token, a value is visible ASCII with spaces
-# and tabs. Bytes beyond ASCII (obs-text) are read in answers but never sent: httpx would not encode them,
-# and a server may read them in any charset. Nothing here allows CR or LF, so no header can inject another.
+# What we send in a request head (RFC 9110): a name is a token, a value visible ASCII, spaces and tabs; never
+# obs-text (a server may read it in any charset), never CR or LF (no header can inject another).
 _VISIBLE = r"\x21-\x7e"  # visible ASCII: no space, no control character, nothing beyond ASCII
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(rf"[{_VISIBLE} \t]*")
@@ -108,13 +99,12 @@ _TOKEN = re.compile(rf"[{_VISIBLE}]+")
 
 
 def is_header(name: str, value: str) -> bool:
-    """Whether ``name: value`` may go in a request we send: the one header rule, for both transports."""
+    """Whether ``name: value`` may go in a request we send."""
     return _HEADER_NAME.fullmatch(name) is not None and _HEADER_VALUE.fullmatch(value) is not None
 
 
 def token_problem(token: str) -> str | None:
-    """Why a token cannot be sent in a ``token:`` header, or None: it must be a header value without whitespace
-    (a token read from a file or a login answer is stripped; one with space inside is not a token)."""
+    """Why a token cannot be sent in a ``token:`` header (a header value without whitespace), or None."""
     if not token:
         return "is empty"
     if _TOKEN.fullmatch(token) is None:
@@ -152,11 +142,9 @@ def jwt_expiry(token: str) -> float | None:
 
 
 MASK = "***"
-# Messages the exporter keeps to show (the status page) may quote what a server said. These mask, in order:
-# a JWT anywhere; a URL's userinfo; the value after a secret-looking key ("token: …", "password=…",
-# "Authorization: Basic …", '"accessToken": "…"'); a credential after Bearer or Basic (base64-looking: a digit,
-# "+", "/", "=" or a capital after a small letter, so that "Basic credentials" stays prose); any other long
-# run of letters and digits (an opaque token), which no message of ours needs to show.
+# Masked, in order: a JWT; a URL's userinfo; the value after a secret-looking key ("token: …", "password=…",
+# '"accessToken": "…"'); a credential after Bearer or Basic (base64-looking, so that "Basic credentials" stays
+# prose); any other long run of letters and digits (an opaque token).
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^\s/?#@]*@)+")
 _SECRET_KEY = re.compile(
@@ -170,8 +158,7 @@ _OPAQUE = re.compile(r"(?<![A-Za-z0-9_+=-])(?=[A-Za-z_+=-]*[0-9])(?=[0-9_+=-]*[A
 
 
 def without_secrets(text: str, limit: int = 500) -> str:
-    """``text`` with URL userinfo, tokens, JWTs and credentials masked, cut to ``limit`` characters: for a
-    message kept to show (a poll's error on the status page), whatever a server put in it."""
+    """``text`` (a message kept to show, quoting a server, say) with secrets masked, cut to ``limit`` characters."""
     text = _JWT.sub(MASK, text)
     text = _USERINFO.sub(rf"\1{MASK}@", text)
     text = _SECRET_KEY.sub(rf"\1{MASK}", text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -66,12 +67,10 @@ class AuthConfig:
     url_authorization: str | None = field(default=None, repr=False)  # Basic credentials from url's userinfo
 
 
-# The keys of each kind of login, and what it needs: a secret (password, secret_key) may instead be a *_file.
 AUTH_KEYS = {
     "password": ("kind", "url", "user", "region", "password", "password_file", "org_id"),
     "aksk": ("kind", "url", "user", "region", "access_key", "secret_key", "secret_key_file"),
 }
-_NEEDS = {"password": ("url", "user", "password", "org_id"), "aksk": ("url", "user", "access_key", "secret_key")}
 
 
 def _auth(c: Checker, path: str, raw: Any) -> AuthConfig | None:
@@ -83,17 +82,15 @@ def _auth(c: Checker, path: str, raw: Any) -> AuthConfig | None:
     if kind is None:
         return None
     c.known_keys(raw, AUTH_KEYS[kind], path)
-    both: list[str] = []
-    for name in _NEEDS[kind]:
-        file_key = f"{name}_file"
-        if file_key not in AUTH_KEYS[kind]:
-            if name not in raw:
-                c.error(path, "missing url (the AC host)" if name == "url" else f"missing {name}")
-        elif name in raw and file_key in raw:
-            c.error(path, f"{name} and {file_key} are both set; set exactly one")
-            both += [name, file_key]
-        elif name not in raw and file_key not in raw:
-            c.error(path, f"missing {name}; set {name} or {file_key}")
+    for name in ("url", "user", "org_id" if kind == "password" else "access_key"):
+        if name not in raw:
+            c.error(path, "missing url (the AC host)" if name == "url" else f"missing {name}")
+    secret = "password" if kind == "password" else "secret_key"  # or else its file
+    both = (secret, f"{secret}_file") if secret in raw and f"{secret}_file" in raw else ()
+    if both:
+        c.error(path, f"{secret} and {secret}_file are both set; set exactly one")
+    elif secret not in raw and f"{secret}_file" not in raw:
+        c.error(path, f"missing {secret}; set {secret} or {secret}_file")
     values = _read(c, path, raw, (name for name in AUTH_KEYS[kind] if name not in both))
     if c.errors:
         return None
@@ -164,28 +161,16 @@ def _cluster(c: Checker, path: str, raw: Any, top: Mapping[str, Any]) -> Cluster
     values = _read(c, path, raw, (name for name in CLUSTER_KEYS if len(given) == 1 or name not in given))
     if values.get("ca_file") and values.get("verify_tls") is False:
         c.error(f"{path}.ca_file", "set, but verify_tls is false; remove one of them")
-    elif values.get("ca_file") and not checks.loads_as_ca(values["ca_file"]):
-        c.error(f"{path}.ca_file", "cannot load CA certificates from it (a PEM file?)")
+    elif values.get("ca_file"):
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=values["ca_file"])
+        except (ssl.SSLError, OSError, ValueError):
+            c.error(f"{path}.ca_file", "cannot load CA certificates from it (a PEM file?)")
     if c.errors:
         return None
     authorization = split_credentials(raw["api_url"].strip())[1] if values.get("api_url") else None
     settings = {name: top[name] for name in POLL_KEYS}
     return ClusterConfig(**{**settings, **values}, api_authorization=authorization)
-
-
-def _clusters(c: Checker, raw: Any, top: Mapping[str, Any]) -> tuple[ClusterConfig, ...]:
-    """The clusters of the list, with the top level's settings as their defaults; names must be unique."""
-    if not isinstance(raw, list) or not raw:
-        c.error("clusters", f"expected a non-empty list of clusters, got {show(raw)}")
-        return ()
-    clusters = []
-    first: dict[str, int] = {}
-    for i, item in enumerate(raw):
-        clusters.append(_cluster(c, f"clusters[{i}]", item, top))
-        name = item.get("name") if isinstance(item, dict) else None
-        if isinstance(name, str) and first.setdefault(name, i) != i:
-            c.error(f"clusters[{i}].name", f'duplicate cluster name "{name}" (also clusters[{first[name]}])')
-    return tuple(cluster for cluster in clusters if cluster is not None)
 
 
 _ENV = re.compile(r"\$\$|\$\{([^}]*)\}")
@@ -229,30 +214,35 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
         message = "lean_http is ignored: one HTTP transport now serves every request, proxies included"
         log.warning(message, extra={"key": "lean_http"})
     top = {**DEFAULTS, **_read(c, "", data, (name for name in TOP_KEYS if name != "clusters"))}
-    top["clusters"] = _clusters(c, data.get("clusters"), top)
+    clusters = data.get("clusters")
+    if not isinstance(clusters, list) or not clusters:
+        c.error("clusters", f"expected a non-empty list of clusters, got {show(clusters)}")
+        clusters = []
+    first: dict[str, int] = {}  # the index of each name's first cluster
+    for i, item in enumerate(clusters):
+        clusters[i] = _cluster(c, f"clusters[{i}]", item, top)
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and first.setdefault(name, i) != i:
+            c.error(f"clusters[{i}].name", f'duplicate cluster name "{name}" (also clusters[{first[name]}])')
     if c.errors:
         raise ConfigError(c.errors)
+    top["clusters"] = tuple(clusters)
     return Config(**top)
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
 
-    def construct_unique_mapping(self, node: yaml.MappingNode) -> dict[Any, Any]:
-        seen: set[Any] = set()
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
         for key_node, _ in node.value:
-            name = self.construct_object(key_node)
+            name = self.construct_object(key_node, deep=deep)
             if not isinstance(name, Hashable):
-                break  # construct_mapping reports it
+                break  # the SafeLoader reports it
             if name in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(name)}", key_node.start_mark)
             seen.add(name)
-        return dict(self.construct_mapping(node))
-
-
-UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_unique_mapping
-)
+        return super().construct_mapping(node, deep)
 
 
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:

@@ -7,7 +7,6 @@ import difflib
 import math
 import os
 import re
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,20 +82,39 @@ def id_text(v: Any) -> str | None:
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else nonempty_str(v)
 
 
-def loads_as_ca(path: str) -> bool:
-    """Whether a file holds CA certificates that TLS can load (PEM)."""
-    try:
-        ssl.create_default_context().load_verify_locations(cafile=path)
-    except (ssl.SSLError, OSError, ValueError):
-        return False
-    return True
+@dataclass(frozen=True)
+class Expect:
+    """A check that takes what ``ok`` makes of the value; when that is None, ``expected {kind}, got ...``."""
+
+    kind: str
+    ok: Callable[[Any], Any]
+
+    def __call__(self, c: Checker, path: str, raw: Any) -> Any:
+        value = self.ok(raw)
+        if value is None:
+            shown = "a value that is not shown" if path.rpartition(".")[2] in SECRET_KEYS else show(raw)
+            c.error(path, f"expected {self.kind}, got {shown}")
+        return value
+
+
+def whole(low: int, high: int) -> Expect:
+    return Expect(f"a whole number from {low} to {high}", lambda v: v if type(v) is int and low <= v <= high else None)
+
+
+def duration(example: str) -> Expect:
+    return Expect(f"a duration like {example}", parse_duration)
+
+
+FLAG = Expect("true or false", lambda v: v if isinstance(v, bool) else None)
+TEXT = Expect("a non-empty string", nonempty_str)
+ID = Expect("a non-empty string", id_text)
+NAME = Expect("letters, digits, _ . or -", lambda v: v if isinstance(v, str) and _NAME.fullmatch(v) else None)
+FILE_PATH = Expect("a file path", nonempty_str)
 
 
 class Checker:
     """Collects every problem instead of stopping at the first; relative file paths are taken from ``base_dir``.
-
-    Its checks take a key's dotted path and YAML value, and return the value or None.
-    """
+    Its checks take a key's dotted path and YAML value, and return the value or None."""
 
     def __init__(self, base_dir: str) -> None:
         self.errors: list[str] = []
@@ -116,17 +134,9 @@ class Checker:
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 self.error(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
 
-    def expect(self, path: str, raw: Any, kind: str, ok: Callable[[Any], Any]) -> Any:
-        """``ok(raw)``; when that is None, ``expected {kind}, got ...`` is recorded (never with a secret's value)."""
-        value = ok(raw)
-        if value is None:
-            shown = "a value that is not shown" if path.rpartition(".")[2] in SECRET_KEYS else show(raw)
-            self.error(path, f"expected {kind}, got {shown}")
-        return value
-
     def file(self, path: str, raw: Any) -> str | None:
         """An existing, readable regular file."""
-        name = self.expect(path, raw, "a file path", nonempty_str)
+        name = FILE_PATH(self, path, raw)
         name = name and os.path.join(self.base_dir, name)
         if not name:
             return None
@@ -140,7 +150,7 @@ class Checker:
 
     def state_file(self, path: str, raw: Any) -> str | None:
         """A file the exporter may create: its directory must exist."""
-        name = self.expect(path, raw, "a file path", nonempty_str)
+        name = FILE_PATH(self, path, raw)
         name = name and os.path.join(self.base_dir, name)
         if not name:
             return None
@@ -182,17 +192,18 @@ class Checker:
 
     def url(self, path: str, raw: Any) -> str | None:
         """An API base URL, normalised and without userinfo (values.split_credentials makes that Basic credentials)."""
-        problem = values.url_problem(raw.strip()) if isinstance(raw, str) else "expected an http:// or https:// URL"
+        if not isinstance(raw, str):
+            self.error(path, f"expected an http:// or https:// URL, got {show(raw)}")
+            return None
+        problem = values.url_problem(raw.strip())
         if problem:
-            self.error(
-                path, f"{problem}, got {show(values.without_userinfo(raw.strip()) if isinstance(raw, str) else raw)}"
-            )
+            self.error(path, f"{problem}, got {show(values.without_userinfo(raw.strip()))}")
             return None
         return values.normalise_api_url(values.split_credentials(raw.strip())[0])
 
     def token(self, path: str, raw: Any) -> str | None:
         """A static token: a string that can be sent as a header value."""
-        token: str | None = self.expect(path, raw, "a non-empty string", nonempty_str)
+        token: str | None = TEXT(self, path, raw)
         problem = token and values.token_problem(token)
         if problem:
             self.error(path, problem)
@@ -215,31 +226,6 @@ class Checker:
 Check = Callable[[Checker, str, Any], Any]  # a Checker method, or an Expect
 
 
-@dataclass(frozen=True)
-class Expect:
-    """A check of a value that ``ok`` takes (or else returns None) as ``kind``."""
-
-    kind: str
-    ok: Callable[[Any], Any]
-
-    def __call__(self, c: Checker, path: str, raw: Any) -> Any:
-        return c.expect(path, raw, self.kind, self.ok)
-
-
 def optional(check: Check) -> Check:
     """``check``, but null is taken as the key left out."""
     return lambda c, path, raw: None if raw is None else check(c, path, raw)
-
-
-def whole(low: int, high: int) -> Expect:
-    return Expect(f"a whole number from {low} to {high}", lambda v: v if type(v) is int and low <= v <= high else None)
-
-
-def duration(example: str) -> Expect:
-    return Expect(f"a duration like {example}", parse_duration)
-
-
-FLAG = Expect("true or false", lambda v: v if isinstance(v, bool) else None)
-TEXT = Expect("a non-empty string", nonempty_str)
-ID = Expect("a non-empty string", id_text)
-NAME = Expect("letters, digits, _ . or -", lambda v: v if isinstance(v, str) and _NAME.fullmatch(v) else None)
