@@ -78,7 +78,7 @@ def _auth(c: Checker, path: str, raw: Any) -> AuthConfig | None:
     if not isinstance(raw, dict):
         c.error(path, f"expected a mapping, got {show(raw)}")
         return None
-    kind = CHECKS["kind"](c, f"{path}.kind" if "kind" in raw else path, raw.get("kind"))
+    kind = c.check(f"{path}.kind" if "kind" in raw else path, raw.get("kind"), CHECKS["kind"])
     if kind is None:
         return None
     c.known_keys(raw, AUTH_KEYS[kind], path)
@@ -139,7 +139,7 @@ def _read(c: Checker, path: str, raw: Mapping[str, Any], keys: Iterable[str]) ->
     for name in keys:
         where = f"{path}.{name}" if path else name
         if name in raw and not c.has_error(where):
-            values[name] = CHECKS[name](c, where, raw[name])
+            values[name] = c.check(where, raw[name], CHECKS[name])
     return values
 
 

@@ -82,6 +82,10 @@ def id_text(v: Any) -> str | None:
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else nonempty_str(v)
 
 
+class Invalid(Exception):
+    """A value's problem, raised by a check; Checker.check records it under the key's path."""
+
+
 @dataclass(frozen=True)
 class Expect:
     """A check that takes what ``ok`` makes of the value; when that is None, ``expected {kind}, got ...``."""
@@ -93,7 +97,7 @@ class Expect:
         value = self.ok(raw)
         if value is None:
             shown = "a value that is not shown" if path.rpartition(".")[2] in SECRET_KEYS else show(raw)
-            c.error(path, f"expected {self.kind}, got {shown}")
+            raise Invalid(f"expected {self.kind}, got {shown}")
         return value
 
 
@@ -114,7 +118,7 @@ FILE_PATH = Expect("a file path", nonempty_str)
 
 class Checker:
     """Collects every problem instead of stopping at the first; relative file paths are taken from ``base_dir``.
-    Its checks take a key's dotted path and YAML value, and return the value or None."""
+    Its checks take a key's dotted path and YAML value, and return the value or raise Invalid."""
 
     def __init__(self, base_dir: str) -> None:
         self.errors: list[str] = []
@@ -126,6 +130,14 @@ class Checker:
     def has_error(self, path: str) -> bool:
         return any(e.startswith(f"{path}: ") for e in self.errors)
 
+    def check(self, path: str, raw: Any, check: Check) -> Any:
+        """What ``check`` makes of ``raw``, or None with its problem recorded."""
+        try:
+            return check(self, path, raw)
+        except Invalid as exc:
+            self.error(path, str(exc))
+            return None
+
     def known_keys(self, data: Mapping[Any, Any], allowed: tuple[str, ...], path: str) -> None:
         """Record each key of ``data`` not in ``allowed`` as unknown, with the closest allowed one as a hint."""
         for key in data:
@@ -134,39 +146,28 @@ class Checker:
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 self.error(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
 
-    def file(self, path: str, raw: Any) -> str | None:
+    def file(self, path: str, raw: Any) -> str:
         """An existing, readable regular file."""
-        name = FILE_PATH(self, path, raw)
-        name = name and os.path.join(self.base_dir, name)
-        if not name:
-            return None
+        name = os.path.join(self.base_dir, FILE_PATH(self, path, raw))
         if not os.path.isfile(name):
-            self.error(path, "no such file" if not os.path.exists(name) else "not a regular file")
-        elif not os.access(name, os.R_OK):
-            self.error(path, "file is not readable")
-        else:
-            return name
-        return None
+            raise Invalid("no such file" if not os.path.exists(name) else "not a regular file")
+        if not os.access(name, os.R_OK):
+            raise Invalid("file is not readable")
+        return name
 
-    def state_file(self, path: str, raw: Any) -> str | None:
+    def state_file(self, path: str, raw: Any) -> str:
         """A file the exporter may create: its directory must exist."""
-        name = FILE_PATH(self, path, raw)
-        name = name and os.path.join(self.base_dir, name)
-        if not name:
-            return None
+        name = os.path.join(self.base_dir, FILE_PATH(self, path, raw))
         folder = os.path.dirname(name) or "."
         if not os.path.isdir(folder):
-            self.error(path, f"directory {folder} does not exist")
-        elif os.path.isdir(name):
-            self.error(path, "is a directory")
-        else:
-            return name
-        return None
+            raise Invalid(f"directory {folder} does not exist")
+        if os.path.isdir(name):
+            raise Invalid("is a directory")
+        return name
 
-    def regexes(self, path: str, raw: Any) -> tuple[str, ...] | None:
+    def regexes(self, path: str, raw: Any) -> tuple[str, ...]:
         if not isinstance(raw, list):
-            self.error(path, f"expected a list of regular expressions, got {show(raw)}")
-            return None
+            raise Invalid(f"expected a list of regular expressions, got {show(raw)}")
         for i, item in enumerate(raw):
             if not isinstance(item, str):
                 self.error(f"{path}[{i}]", f"expected a regular expression, got {show(item)}")
@@ -177,49 +178,43 @@ class Checker:
                 self.error(f"{path}[{i}]", f"invalid regular expression: {exc}")
         return tuple(raw)
 
-    def scheduler_ids(self, path: str, raw: Any) -> tuple[str, ...] | None:
+    def scheduler_ids(self, path: str, raw: Any) -> tuple[str, ...]:
         """A non-empty list of numeric ids (strings or numbers), without repeats."""
         if not isinstance(raw, list) or not raw:
-            self.error(
-                path, f"expected a non-empty list of scheduler ids (omit the key to discover them), got {show(raw)}"
+            raise Invalid(
+                f"expected a non-empty list of scheduler ids (omit the key to discover them), got {show(raw)}"
             )
-            return None
         ids = [id_text(item) for item in raw]
         for i, text in enumerate(ids):
             if values.ascii_int(text) is None:
                 self.error(f"{path}[{i}]", f"expected a numeric scheduler id, got {show(raw[i])}")
         return tuple(dict.fromkeys(text for text in ids if text))
 
-    def url(self, path: str, raw: Any) -> str | None:
+    def url(self, path: str, raw: Any) -> str:
         """An API base URL, normalised and without userinfo (values.split_credentials makes that Basic credentials)."""
         if not isinstance(raw, str):
-            self.error(path, f"expected an http:// or https:// URL, got {show(raw)}")
-            return None
+            raise Invalid(f"expected an http:// or https:// URL, got {show(raw)}")
         problem = values.url_problem(raw.strip())
         if problem:
-            self.error(path, f"{problem}, got {show(values.without_userinfo(raw.strip()))}")
-            return None
+            raise Invalid(f"{problem}, got {show(values.without_userinfo(raw.strip()))}")
         return values.normalise_api_url(values.split_credentials(raw.strip())[0])
 
-    def token(self, path: str, raw: Any) -> str | None:
+    def token(self, path: str, raw: Any) -> str:
         """A static token: a string that can be sent as a header value."""
-        token: str | None = TEXT(self, path, raw)
-        problem = token and values.token_problem(token)
+        token: str = TEXT(self, path, raw)
+        problem = values.token_problem(token)
         if problem:
-            self.error(path, problem)
-            return None
+            raise Invalid(problem)
         return token
 
-    def listen_address(self, path: str, raw: Any) -> str | None:
+    def listen_address(self, path: str, raw: Any) -> str:
         """``host:port`` as parse_listen_address takes it."""
         if not isinstance(raw, str):
-            self.error(path, f"expected host:port like 0.0.0.0:10863, got {show(raw)}")
-            return None
+            raise Invalid(f"expected host:port like 0.0.0.0:10863, got {show(raw)}")
         try:
             parse_listen_address(raw)
         except ValueError as exc:
-            self.error(path, str(exc))
-            return None
+            raise Invalid(str(exc)) from None
         return raw
 
 

@@ -54,11 +54,11 @@ def _tls(c: Checker, where: str, raw: Any) -> ssl.SSLContext | None:
     for needed in ("cert_file", "key_file"):
         if needed not in raw:
             c.error(where, f"missing {needed}")
-    cert = c.file(f"{where}.cert_file", raw["cert_file"]) if "cert_file" in raw else None
-    key = c.file(f"{where}.key_file", raw["key_file"]) if "key_file" in raw else None
+    cert = c.check(f"{where}.cert_file", raw["cert_file"], Checker.file) if "cert_file" in raw else None
+    key = c.check(f"{where}.key_file", raw["key_file"], Checker.file) if "key_file" in raw else None
     auth = raw.get("client_auth_type", "NoClientCert")
     verify = _choice(c, f"{where}.client_auth_type", auth, CLIENT_AUTH)
-    ca = c.file(f"{where}.client_ca_file", raw["client_ca_file"]) if "client_ca_file" in raw else None
+    ca = c.check(f"{where}.client_ca_file", raw["client_ca_file"], Checker.file) if "client_ca_file" in raw else None
     if verify in (ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED) and "client_ca_file" not in raw:
         c.error(f"{where}.client_ca_file", f"needed for client_auth_type {auth}")
     versions = {n: _choice(c, f"{where}.{n}", raw[n], VERSIONS) for n in ("min_version", "max_version") if n in raw}
