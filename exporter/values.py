@@ -1,5 +1,5 @@
-"""Rules for single values, shared by every layer (pure; imports nothing of ours): ASCII decimals, the header rule,
-API base URLs and their userinfo (never shown), JWT payloads and expiry, and secrets masked out of messages."""
+"""Rules for single values, shared by every layer (imports nothing of ours): ASCII decimals, API base URLs and
+their userinfo, header values, JWT expiry, and secrets masked out of messages."""
 
 from __future__ import annotations
 
@@ -10,18 +10,13 @@ import re
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-MAX_DIGITS = 4000  # int() refuses more than 4,300 digits; no count or id we read comes near either
+MAX_DIGITS = 4000  # int() refuses more than 4,300 digits
 
 
 def ascii_int(value: object) -> int | None:
-    """``value`` as a non-negative int when it is a string of ASCII digits (space around allowed), else None
-    (not str.isdigit(), which "²" and "①" pass)."""
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if not text or len(text) > MAX_DIGITS or not text.isascii() or not text.isdigit():
-        return None
-    return int(text)
+    """A string of ASCII digits (spaces around allowed) as an int, else None; str.isdigit() alone passes "²"."""
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS else None
 
 
 def count(value: object, limit: int | None = None) -> int | None:
@@ -37,10 +32,7 @@ _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]<>\"\\^`{|}%:]+)$")
 
 def normalise_api_url(url: str) -> str:
     """Strip trailing slashes and one trailing ``/hpc``: deployments hand the HPC URL out both ways."""
-    url = url.rstrip("/")
-    if url.endswith("/hpc"):
-        url = url[: -len("/hpc")].rstrip("/")
-    return url
+    return url.rstrip("/").removesuffix("/hpc").rstrip("/")
 
 
 def _split(url: str) -> SplitResult | None:
@@ -90,9 +82,8 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     return parts._replace(netloc=host).geturl(), "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-# What we send in a request head (RFC 9110): a name is a token, a value visible ASCII, spaces and tabs; never
-# obs-text (a server may read it in any charset), never CR or LF (no header can inject another).
-_VISIBLE = r"\x21-\x7e"  # visible ASCII: no space, no control character, nothing beyond ASCII
+# A header we send (RFC 9110): a name is a token, a value visible ASCII, spaces and tabs; never CR or LF.
+_VISIBLE = r"\x21-\x7e"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(rf"[{_VISIBLE} \t]*")
 _TOKEN = re.compile(rf"[{_VISIBLE}]+")
@@ -124,12 +115,11 @@ def jwt_payload(token: str) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
-MAX_EXPIRY = 253402300799.0  # 9999-12-31 23:59:59 UTC: later is no time at all (and overflows float and time)
+MAX_EXPIRY = 253402300799.0  # 9999-12-31 23:59:59 UTC
 
 
 def jwt_expiry(token: str) -> float | None:
-    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature
-    check. A value that is not a time from 1970 to 9999 counts as absent."""
+    """Expiry (Unix seconds) from a JWT's ``expireTime`` (epoch ms, a string) or else ``exp``, if from 1970 to 9999."""
     payload = jwt_payload(token)
     for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
         value = payload.get(key)
@@ -142,9 +132,8 @@ def jwt_expiry(token: str) -> float | None:
 
 
 MASK = "***"
-# Masked, in order: a JWT; a URL's userinfo; the value after a secret-looking key ("token: …", "password=…",
-# '"accessToken": "…"'); a credential after Bearer or Basic (base64-looking, so that "Basic credentials" stays
-# prose); any other long run of letters and digits (an opaque token).
+# Masked, in order: a JWT; a URL's userinfo; the value after a secret-looking key; a base64-looking credential
+# after Bearer or Basic; any other long run of letters and digits (an opaque token).
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^\s/?#@]*@)+")
 _SECRET_KEY = re.compile(
