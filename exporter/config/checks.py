@@ -1,5 +1,5 @@
-"""The checks of single config values, shared by the config and the web config. A Checker records every problem under
-the dotted path of its key, so that one run reports them all; each check returns the value, or None if invalid."""
+"""Checks of single config values, shared by the config and the web config. A Checker records every problem under its
+key's dotted path, so that one run reports them all."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from exporter import values
 SECRET_KEYS = frozenset({"token", "password", "access_key", "secret_key", "org_id"})  # values never shown in errors
 _NAME = re.compile(r"[a-zA-Z0-9_.-]+")
 _DURATION = re.compile(r"(?=\d)(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+class Invalid(ValueError):
+    """A value's problem, raised by a check; Checker.check records it under the key's path."""
 
 
 class ConfigError(Exception):
@@ -43,47 +47,41 @@ def show(value: Any) -> str:
 
 def parse_duration(value: Any) -> float | None:
     """Seconds for ``30s`` / ``5m`` / ``1h30m`` / a plain number; None when it is not a positive duration."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if isinstance(value, bool):
         return None
-    try:
-        seconds = float(value)
-    except OverflowError:  # an int beyond any float
-        return None
-    except ValueError:
-        match = _DURATION.fullmatch(str(value).strip())
-        if match is None:
-            return None
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match:
         seconds = sum(float(n) * unit for n, unit in zip(match.groups("0"), (3600, 60, 1), strict=True))
+    else:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError, OverflowError):  # not a number, or an int beyond any float
+            return None
     return seconds if seconds > 0 and math.isfinite(seconds) else None
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6; empty host = all interfaces) → (host, port); ValueError if not."""
+    """``host:port`` (``[::1]:port`` for IPv6; empty host = all interfaces) → (host, port), or raise Invalid."""
     host, sep, port_text = value.rpartition(":")
     port = values.ascii_int(port_text) if sep else None
     if port is None:
-        raise ValueError(f'expected host:port like 0.0.0.0:10863, got "{value}"')
+        raise Invalid(f'expected host:port like 0.0.0.0:10863, got "{value}"')
     if not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range 1-65535")
+        raise Invalid(f"port {port} is out of range 1-65535")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ValueError(f'IPv6 addresses need brackets, like [::]:10863, got "{value}"')
+        raise Invalid(f'IPv6 addresses need brackets, like [::]:10863, got "{value}"')
     return host or "0.0.0.0", port
 
 
 def nonempty_str(v: Any) -> str | None:
-    """A string with something besides spaces, stripped."""
     return v.strip() if isinstance(v, str) and v.strip() else None
 
 
 def id_text(v: Any) -> str | None:
     """A string or a number (YAML reads 11250 as an int) as a non-empty string."""
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else nonempty_str(v)
-
-
-class Invalid(Exception):
-    """A value's problem, raised by a check; Checker.check records it under the key's path."""
 
 
 @dataclass(frozen=True)
@@ -181,9 +179,8 @@ class Checker:
     def scheduler_ids(self, path: str, raw: Any) -> tuple[str, ...]:
         """A non-empty list of numeric ids (strings or numbers), without repeats."""
         if not isinstance(raw, list) or not raw:
-            raise Invalid(
-                f"expected a non-empty list of scheduler ids (omit the key to discover them), got {show(raw)}"
-            )
+            message = "expected a non-empty list of scheduler ids (omit the key to discover them)"
+            raise Invalid(f"{message}, got {show(raw)}")
         ids = [id_text(item) for item in raw]
         for i, text in enumerate(ids):
             if values.ascii_int(text) is None:
@@ -211,10 +208,7 @@ class Checker:
         """``host:port`` as parse_listen_address takes it."""
         if not isinstance(raw, str):
             raise Invalid(f"expected host:port like 0.0.0.0:10863, got {show(raw)}")
-        try:
-            parse_listen_address(raw)
-        except ValueError as exc:
-            raise Invalid(str(exc)) from None
+        parse_listen_address(raw)
         return raw
 
 
