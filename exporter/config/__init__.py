@@ -1,7 +1,5 @@
 """The exporter's configuration: frozen dataclasses whose fields carry each key's default and check (a setting is
-declared once, here), and the loader that reads YAML into them and reports every problem with its dotted path.
-The problems of a mapping come in one order: unknown keys, missing or clashing keys, then each value's own.
-"""
+declared once, here), and the loader that reads YAML into them, reporting every problem under its dotted path."""
 
 from __future__ import annotations
 
@@ -76,8 +74,7 @@ AUTH_KEYS = {
 def _auth(c: Checker, path: str, raw: Any) -> AuthConfig | None:
     """The ``auth`` key of a cluster: a login, whose keys depend on its kind."""
     if not isinstance(raw, dict):
-        c.error(path, f"expected a mapping, got {show(raw)}")
-        return None
+        raise checks.Invalid(f"expected a mapping, got {show(raw)}")
     kind = c.check(f"{path}.kind" if "kind" in raw else path, raw.get("kind"), CHECKS["kind"])
     if kind is None:
         return None
@@ -249,13 +246,11 @@ def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a YAML config file; every failure is a ConfigError naming the file or key."""
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            data = yaml.load(handle.read(), Loader=UniqueKeyLoader)  # a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         # Only the problem and its position: the YAML error's own text quotes the line, which may hold a secret.
         mark = exc.problem_mark
