@@ -66,8 +66,7 @@ def _tls(c: Checker, where: str, raw: Any) -> ssl.SSLContext | None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = versions.get("min_version", ssl.TLSVersion.TLSv1_2)
-    if "max_version" in versions:
-        context.maximum_version = versions["max_version"]
+    context.maximum_version = versions.get("max_version", ssl.TLSVersion.MAXIMUM_SUPPORTED)
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError):
@@ -123,4 +122,4 @@ def load_web_config(path: str) -> WebConfig:
     users = {} if users is None else _users(c, f"{prefix}basic_auth_users", users)
     if c.errors:
         raise ConfigError(c.errors)
-    return WebConfig(tls, users)
+    return WebConfig(tls=tls, users=users)
