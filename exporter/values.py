@@ -105,11 +105,9 @@ def token_problem(token: str) -> str | None:
 
 def jwt_payload(token: str) -> dict[str, Any]:
     """The decoded payload of a JWT (no signature check), or {} when it is not one."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        _, body, _ = token.split(".")  # ValueError unless three parts
+        payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # Recursion: JSON nested too deep
         return {}
     return payload if isinstance(payload, dict) else {}

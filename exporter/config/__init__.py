@@ -175,8 +175,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _expand(c: Checker, environ: Mapping[str, str], value: Any, path: str) -> Any:
-    """``value`` with ``${VAR}`` replaced in every string (``$$`` is a literal ``$``). A bad reference is reported
-    and left as it is."""
+    """``value`` with ``${VAR}`` replaced in every string (``$$`` is a literal ``$``); a bad reference is reported."""
     if isinstance(value, list):
         return [_expand(c, environ, v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
