@@ -135,7 +135,7 @@ def _read(c: Checker, path: str, raw: Mapping[str, Any], keys: Iterable[str]) ->
     values = {}
     for name in keys:
         where = f"{path}.{name}" if path else name
-        if name in raw and not c.has_error(where):
+        if name in raw and not any(e.startswith(f"{where}: ") for e in c.errors):
             values[name] = c.check(where, raw[name], CHECKS[name])
     return values
 

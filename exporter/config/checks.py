@@ -115,8 +115,7 @@ FILE_PATH = Expect("a file path", nonempty_str)
 
 
 class Checker:
-    """Collects every problem instead of stopping at the first; relative file paths are taken from ``base_dir``.
-    Its checks take a key's dotted path and YAML value, and return the value or raise Invalid."""
+    """Collects every problem instead of stopping at the first; relative file paths are taken from ``base_dir``."""
 
     def __init__(self, base_dir: str) -> None:
         self.errors: list[str] = []
@@ -124,9 +123,6 @@ class Checker:
 
     def error(self, path: str, message: str) -> None:
         self.errors.append(f"{path}: {message}")
-
-    def has_error(self, path: str) -> bool:
-        return any(e.startswith(f"{path}: ") for e in self.errors)
 
     def check(self, path: str, raw: Any, check: Check) -> Any:
         """What ``check`` makes of ``raw``, or None with its problem recorded."""
