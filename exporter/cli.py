@@ -16,8 +16,7 @@ from prometheus_client import generate_latest
 
 from exporter import __version__, build_facts
 from exporter.basicauth import BasicAuth
-from exporter.config import Config, ConfigError, load_config, parse_listen_address
-from exporter.config.schema import DEFAULTS
+from exporter.config import DEFAULTS, Config, ConfigError, load_config, parse_listen_address
 from exporter.config.webconfig import WebConfig, load_web_config
 from exporter.endpoints import OPEN_PATHS, make_app
 from exporter.logs import FORMATS, LEVELS, formatter
