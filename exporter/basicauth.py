@@ -15,8 +15,6 @@ from collections.abc import Callable
 
 import bcrypt
 
-REALM = "sugon-exporter"
-
 
 class Verdict(enum.Enum):
     """What BasicAuth makes of a request's credentials."""
@@ -24,11 +22,6 @@ class Verdict(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
     BUSY = "busy"  # too many checks wait for bcrypt already: answer 503 at once rather than queue
-
-
-def bcrypt_cost(hashed: bytes) -> int:
-    """The cost (log2 of the rounds) of a bcrypt hash: 12 in ``$2b$12$...``."""
-    return int(hashed[4:6])
 
 
 class BasicAuth:
@@ -48,21 +41,14 @@ class BasicAuth:
         self, users: dict[str, bytes], max_pending: int = 4, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._users = users
-        self._max_pending = max_pending
         self._clock = clock
-        cost = max((bcrypt_cost(h) for h in users.values()), default=10)
-        # A hash of a random password, checked for unknown users so that their answers take as long as known ones'.
+        cost = max((int(hashed[4:6]) for hashed in users.values()), default=10)  # 12 in $2b$12$...
         self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=cost))
         self._key = os.urandom(32)  # fingerprints of pairs are keyed: no password's plain hash sits in memory
         self._ok: set[bytes] = set()
         self._failed: OrderedDict[bytes, float] = OrderedDict()  # fingerprint -> when it is forgotten
-        self._pending = 0
-        self._lock = threading.Lock()  # guards the three above
-        self._bcrypt = threading.Lock()  # one bcrypt check at a time
-
-    def allows(self, header: str | None) -> bool:
-        """True when the header carries a known user and the right password."""
-        return self.check(header) is Verdict.ALLOW
+        self._pending = threading.Semaphore(max_pending)  # checks that run or wait
+        self._bcrypt = threading.Lock()  # one check at a time; the only writer of the two above
 
     def check(self, header: str | None) -> Verdict:
         """ALLOW, DENY, or BUSY when too many bcrypt checks are waiting; never raises on what a client sends."""
@@ -72,40 +58,33 @@ class BasicAuth:
         user, password = pair
         hashed = self._users.get(user)
         fingerprint = hmac.new(self._key, b"\0".join((user.encode(), password, hashed or b"")), hashlib.sha256).digest()
-        with self._lock:
-            known = self._known(fingerprint, hashed)
-            if known is not None:
-                return known
-            if self._pending >= self._max_pending:
-                return Verdict.BUSY
-            self._pending += 1
+        known = self._known(fingerprint, hashed)
+        if known is not None:
+            return known
+        if not self._pending.acquire(blocking=False):
+            return Verdict.BUSY
         try:
             with self._bcrypt:
-                with self._lock:  # another thread may have checked the same pair while this one waited
-                    known = self._known(fingerprint, hashed)
+                known = self._known(fingerprint, hashed)  # another thread may have checked it while this one waited
                 if known is None:
                     known = Verdict.ALLOW if self._checkpw(password, hashed) else Verdict.DENY
-            with self._lock:
-                if known is Verdict.ALLOW:
-                    self._ok.add(fingerprint)
-                else:
-                    self._failed[fingerprint] = self._clock() + self.FAILED_FOR
-                    self._failed.move_to_end(fingerprint)
-                    while len(self._failed) > self.FAILED_KEPT:
-                        self._failed.popitem(last=False)
+                    if known is Verdict.ALLOW:
+                        self._ok.add(fingerprint)
+                    else:
+                        self._failed[fingerprint] = self._clock() + self.FAILED_FOR
+                        self._failed.move_to_end(fingerprint)
+                        while len(self._failed) > self.FAILED_KEPT:
+                            self._failed.popitem(last=False)
             return known
         finally:
-            with self._lock:
-                self._pending -= 1
+            self._pending.release()
 
     def _known(self, fingerprint: bytes, hashed: bytes | None) -> Verdict | None:
         if hashed is not None and fingerprint in self._ok:
             return Verdict.ALLOW
         until = self._failed.get(fingerprint)
-        if until is not None:
-            if until > self._clock():
-                return Verdict.DENY
-            del self._failed[fingerprint]
+        if until is not None and until > self._clock():
+            return Verdict.DENY
         return None
 
     def _checkpw(self, password: bytes, hashed: bytes | None) -> bool:
@@ -122,7 +101,7 @@ def _credentials(header: str | None) -> tuple[str, bytes] | None:
     if scheme.lower() != "basic":
         return None
     try:
-        # WSGI hands header values over as Latin-1: any character above ASCII is not base64, hence ValueError.
+        # A character above ASCII is not base64: ValueError.
         decoded = base64.b64decode(encoded.strip(), validate=True)
         user, sep, password = decoded.decode("utf-8").partition(":")
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
