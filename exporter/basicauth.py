@@ -9,9 +9,7 @@ import hashlib
 import hmac
 import os
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 import bcrypt
 
@@ -27,26 +25,22 @@ class Verdict(enum.Enum):
 class BasicAuth:
     """Checks ``Authorization: Basic`` against bcrypt hashes.
 
-    bcrypt is slow on purpose, so: right (user, password) pairs are remembered for good, wrong ones for
-    ``FAILED_FOR`` seconds (at most ``FAILED_KEPT`` of them); one bcrypt check runs at a time, and when
+    bcrypt is slow on purpose, so: right (user, password) pairs are remembered for good, the last ``FAILED_KEPT``
+    wrong ones too (a pair's verdict never changes); one bcrypt check runs at a time, and when
     ``max_pending`` already run or wait, a further check is answered BUSY at once, so that a flood of
     passwords ties up at most that many of the server's workers. Unknown users are checked against a hash of
     the users' highest cost, so that timing does not tell which users exist.
     """
 
-    FAILED_FOR = 60.0
     FAILED_KEPT = 4096
 
-    def __init__(
-        self, users: dict[str, bytes], max_pending: int = 4, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, users: dict[str, bytes], max_pending: int = 4) -> None:
         self._users = users
-        self._clock = clock
         cost = max((int(hashed[4:6]) for hashed in users.values()), default=10)  # 12 in $2b$12$...
         self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=cost))
         self._key = os.urandom(32)  # fingerprints of pairs are keyed: no password's plain hash sits in memory
         self._ok: set[bytes] = set()
-        self._failed: OrderedDict[bytes, float] = OrderedDict()  # fingerprint -> when it is forgotten
+        self._failed: OrderedDict[bytes, None] = OrderedDict()  # the oldest first
         self._pending = threading.Semaphore(max_pending)  # checks that run or wait
         self._bcrypt = threading.Lock()  # one check at a time; the only writer of the two above
 
@@ -71,8 +65,7 @@ class BasicAuth:
                     if known is Verdict.ALLOW:
                         self._ok.add(fingerprint)
                     else:
-                        self._failed[fingerprint] = self._clock() + self.FAILED_FOR
-                        self._failed.move_to_end(fingerprint)
+                        self._failed[fingerprint] = None
                         while len(self._failed) > self.FAILED_KEPT:
                             self._failed.popitem(last=False)
             return known
@@ -82,10 +75,7 @@ class BasicAuth:
     def _known(self, fingerprint: bytes, hashed: bytes | None) -> Verdict | None:
         if hashed is not None and fingerprint in self._ok:
             return Verdict.ALLOW
-        until = self._failed.get(fingerprint)
-        if until is not None and until > self._clock():
-            return Verdict.DENY
-        return None
+        return Verdict.DENY if fingerprint in self._failed else None
 
     def _checkpw(self, password: bytes, hashed: bytes | None) -> bool:
         try:

@@ -86,17 +86,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def version_text() -> str:
-    """What --version prints: the facts that sugon_exporter_build_info's labels carry, as Prometheus's own
-    exporters print theirs."""
-    facts = build_facts()
-    return (
-        f"sugon-exporter, version {facts['version']}\n"
-        f"  python version: {facts['python_version']} ({facts['python_implementation']})\n"
-        f"  platform:       {facts['platform']}\n"
-    )
-
-
 def _telemetry_path(value: str) -> str:
     """--web.telemetry-path: an absolute path that no other page of the exporter uses."""
     if not _PATH.fullmatch(value):
@@ -148,11 +137,8 @@ class _Daemon:
             web = _web_config(self.args, config)
             if (self.args.listen_address or [config.listen_address]) != self.listen:
                 serving = ", ".join(self.listen)
-                log.warning(
-                    "listen_address changed: it takes effect at the next start; still serving %s",
-                    serving,
-                    extra={"listen_address": serving},
-                )
+                message = "listen_address changed: it takes effect at the next start; still serving %s"
+                log.warning(message, serving, extra={"listen_address": serving})
             if self.exporter.can_reload(config):
                 summary = self.exporter.reload(config)
             else:  # per_user changed: /metrics has other families now
@@ -189,14 +175,8 @@ class _Daemon:
         scheme = "https" if self.web.tls else "http"
         guarded = " (basic auth)" if self.web.users else ""
         urls = ", ".join(f"{scheme}://{address}{self.args.telemetry_path}" for address in self.listen)
-        log.info(
-            "sugon-exporter %s serving %s%s for %s",
-            __version__,
-            urls,
-            guarded,
-            self.clusters,
-            extra={"version": __version__, "url": urls, "clusters": self.clusters},
-        )
+        extra = {"version": __version__, "url": urls, "clusters": self.clusters}
+        log.info("sugon-exporter %s serving %s%s for %s", __version__, urls, guarded, self.clusters, extra=extra)
         while (signum := signals.get()) == signal.SIGHUP:
             self.reload(server)
         name = signal.Signals(signum).name
@@ -209,8 +189,11 @@ class _Daemon:
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter; returns the process exit code."""
     args = _parser().parse_args(argv)
-    if args.version:
-        sys.stdout.write(version_text())
+    if args.version:  # the facts that sugon_exporter_build_info's labels carry, as Prometheus's exporters print them
+        facts = build_facts()
+        print(f"sugon-exporter, version {facts['version']}")
+        print(f"  python version: {facts['python_version']} ({facts['python_implementation']})")
+        print(f"  platform:       {facts['platform']}")
         return 0
     if args.old_log_level is not None:
         args.log_level = "warn" if args.old_log_level == "warning" else args.old_log_level

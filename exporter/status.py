@@ -128,20 +128,11 @@ def _row(c: dict[str, Any], now: float) -> str:
     token = _when(c["token_expiry"], None if expires_in is None else -expires_in, "not known")
     if expires_in is not None and expires_in <= 0:
         token = "expired " + token
-    return "".join(
-        (
-            "<tr>",
-            _cell(c["name"]),
-            f'<td class="{state}">{html.escape(shown)}{note}</td>',
-            _cell(_when(c["last_success"], c["last_success_age"])),
-            _cell(poll),
-            *(_cell(jobs.get(key, "-"), "n") for key in JOB_KEYS),
-            _cell(failed),
-            _cell(token),
-            _cell(_when(c["next_poll_at"], None if next_in is None else -next_in, "not scheduled")),
-            "</tr>",
-        )
-    )
+    next_poll = _when(c["next_poll_at"], None if next_in is None else -next_in, "not scheduled")
+    cells = [_cell(c["name"]), f'<td class="{state}">{html.escape(shown)}{note}</td>']
+    cells += [_cell(text) for text in (_when(c["last_success"], c["last_success_age"]), poll)]
+    cells += [_cell(jobs.get(key, "-"), "n") for key in JOB_KEYS] + [_cell(text) for text in (failed, token, next_poll)]
+    return "<tr>" + "".join(cells) + "</tr>"
 
 
 def _queues(c: dict[str, Any]) -> str:

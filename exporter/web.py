@@ -7,7 +7,6 @@ accept, and one for taking an answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import logging
@@ -15,7 +14,6 @@ import resource
 import socket
 import ssl
 import struct
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -80,19 +78,18 @@ class _Request(web.BaseRequest):
         response.headers["X-Content-Type-Options"] = "nosniff"
 
 
-class _RefusedRequests(logging.Filter):
-    """aiohttp logs a malformed request it refuses as an error with a traceback; it is a client's doing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            log.debug("malformed request refused: %s %s", exc.code, exc.message.splitlines()[0] if exc.message else "")
-            return False
-        return True
+def _not_a_refusal(record: logging.LogRecord) -> bool:
+    """aiohttp logs each malformed request it refuses (with 400) as an error with a traceback: a client's doing,
+    logged at debug level instead."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):
+        log.debug("malformed request refused: %s", exc.message.splitlines()[0] if exc.message else exc.code)
+        return False
+    return True
 
 
 _AIOHTTP_LOG = logging.getLogger(__name__ + ".aiohttp")  # what aiohttp logs of the connections it serves
-_AIOHTTP_LOG.addFilter(_RefusedRequests())
+_AIOHTTP_LOG.addFilter(_not_a_refusal)
 
 
 class WebServer:
@@ -138,10 +135,10 @@ class WebServer:
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
         self._cap = self._limits.max_connections
         # Every connection from its accept until it is seen closed, least recently active first, with its
-        # socket; those in their TLS handshake, those with no request yet (their deadline), those with one in progress.
+        # socket; those in their TLS handshake, those with no request yet, and those with one in progress.
         self._connections: OrderedDict[web.RequestHandler, socket.socket] = OrderedDict()
         self._opening: dict[web.RequestHandler, asyncio.Task[None]] = {}
-        self._head_due: dict[web.RequestHandler, asyncio.TimerHandle] = {}
+        self._fresh: set[web.RequestHandler] = set()
         self._busy: set[web.RequestHandler] = set()
         self._backoff = 0.0  # > 0 while accepting is paused (out of file descriptors or the like)
 
@@ -150,14 +147,9 @@ class WebServer:
         self._app, self._tls = app, tls
 
     def start(self) -> None:
-        """Start answering requests, with the open-files soft limit raised to the hard one, as Go's runtime does:
-        at the usual soft limit of 1,024, idle connections alone could use up the descriptors."""
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY:
-            with contextlib.suppress(OSError, ValueError):  # e.g. a system-call filter
-                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-                soft = hard
-        self._cap = max(1, min(self._limits.max_connections, soft * 3 // 4))
+        """Start answering requests."""
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # lest idle connections use up the descriptors
+        self._cap = max(1, min(self._limits.max_connections, soft_limit * 3 // 4))
         self._thread.start()
 
     def stop(self) -> None:
@@ -211,7 +203,8 @@ class WebServer:
             return
         handler = self._server()  # aiohttp's protocol for this connection's requests
         self._connections[handler] = sock
-        self._head_due[handler] = self._loop.call_later(self._limits.head_timeout, self._head_late, handler)
+        self._fresh.add(handler)
+        self._loop.call_later(self._limits.head_timeout, self._head_late, handler)
         self._opening[handler] = self._loop.create_task(self._open(handler, sock, self._tls))
         self._opening[handler].add_done_callback(functools.partial(self._opened, handler, sock))
 
@@ -223,19 +216,17 @@ class WebServer:
             self._loop.call_soon(self._loop.add_reader, listener.fileno(), self._accept, listener)
             return
         if not self._backoff:
-            log.warning(
-                "cannot accept connections: %s (%d open); retrying with back-off, logged once until it works again",
-                exc.strerror or exc,
-                len(self._connections),
-                extra={"reason": exc.strerror or str(exc), "connections": len(self._connections)},
+            reason, count = exc.strerror or str(exc), len(self._connections)
+            message = (
+                "cannot accept connections: %s (%d open); retrying with back-off, logged once until it works again"
             )
+            log.warning(message, reason, count, extra={"reason": reason, "connections": count})
         self._backoff = min(max(2 * self._backoff, 0.005), 1.0)
         self._loop.call_later(self._backoff, self._loop.add_reader, listener.fileno(), self._accept, listener)
 
     async def _open(self, handler: web.RequestHandler, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
         """Hand the connection to aiohttp, after a TLS handshake with the ``tls`` of its accept."""
-        extra: dict[str, Any] = {"ssl_shutdown_timeout": 5.0} if tls and sys.version_info >= (3, 11) else {}
-        transport, _ = await self._loop.connect_accepted_socket(lambda: handler, sock, ssl=tls, **extra)
+        transport, _ = await self._loop.connect_accepted_socket(lambda: handler, sock, ssl=tls)
         transport.set_write_buffer_limits(high=CHUNK)
 
     def _opened(self, handler: web.RequestHandler, sock: socket.socket, opening: asyncio.Task[None]) -> None:
@@ -263,9 +254,9 @@ class WebServer:
         return True
 
     def _head_late(self, handler: web.RequestHandler) -> None:
-        self._head_due.pop(handler, None)
-        log.debug("a connection sent no request head within %s s", self._limits.head_timeout)
-        self._close(handler)
+        if handler in self._fresh:
+            log.debug("a connection sent no request head within %s s", self._limits.head_timeout)
+            self._close(handler)
 
     def _close(self, handler: web.RequestHandler, reset: bool = False) -> None:
         """End a connection at once; with a reset, so that the kernel stops trickling what it holds to the client."""
@@ -280,10 +271,8 @@ class WebServer:
 
     def _forget(self, handler: web.RequestHandler) -> None:
         self._connections.pop(handler, None)
+        self._fresh.discard(handler)
         self._busy.discard(handler)
-        timer = self._head_due.pop(handler, None)
-        if timer is not None:
-            timer.cancel()
 
     def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
         return _Request(message, payload, protocol, writer, task, self._loop)
@@ -292,9 +281,7 @@ class WebServer:
         """Answer one request, with a request in progress on its connection; the answer must be taken within the
         write deadline, or the connection is reset."""
         handler = request.protocol
-        timer = self._head_due.pop(handler, None)
-        if timer is not None:
-            timer.cancel()
+        self._fresh.discard(handler)
         self._busy.add(handler)
         try:
             try:

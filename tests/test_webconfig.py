@@ -137,15 +137,12 @@ def checkpw(monkeypatch: pytest.MonkeyPatch) -> CountingCheckpw:
     return counting
 
 
-def test_a_wrong_password_is_hashed_once_a_minute(checkpw: CountingCheckpw) -> None:
-    now = [1000.0]
-    auth = BasicAuth({"prometheus": HASH.encode()}, clock=lambda: now[0])
+def test_a_wrong_password_is_hashed_once_however_often_it_is_tried(checkpw: CountingCheckpw) -> None:
+    auth = BasicAuth({"prometheus": HASH.encode()})
     for _ in range(5):
         assert not allows(auth, header("prometheus", "guess"))
-    now[0] += 59
-    assert not allows(auth, header("prometheus", "guess"))
     assert len(checkpw.hashes) == 1
-    now[0] += 2
+    assert not allows(auth, header("prometheus", "other"))  # another guess is hashed in its turn
     assert not allows(auth, header("prometheus", "guess"))
     assert len(checkpw.hashes) == 2
 
