@@ -1,12 +1,11 @@
-"""The exporter's pages, one request handler for exporter.web.WebServer: the metrics (on --web.telemetry-path),
-the status page /, and the probes /healthz, /-/healthy and /-/ready. Password checks and renderings run in the
-server's worker threads, never in its event loop."""
+"""The exporter's pages for exporter.web.WebServer: the metrics, the status page / and the probes. Password checks
+and renderings run in the server's worker threads, never in its event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
@@ -50,13 +49,9 @@ def make_app(
     *,
     clock: Callable[[], float] = time.time,
 ) -> Handler:
-    """The exporter's request handler; with ``auth`` every path but OPEN_PATHS needs credentials.
-
-    The metrics are served on ``telemetry_path`` from ``exposition`` (rendered once per publish), also when
-    filtered by ``name[]``. / is the status page (see exporter.status), with ages by ``clock``. /healthz and
-    /-/healthy answer 200 while the process runs; /-/ready answers 503 until every cluster has ended its first
-    poll (``up`` is None until then), then 200. Methods other than GET and HEAD get 405.
-    """
+    """The request handler: the metrics on ``telemetry_path`` (``name[]`` filters them), / the status page, with
+    ages by ``clock``. /-/ready answers 503 until every cluster has ended its first poll. With ``auth`` every
+    path but OPEN_PATHS needs credentials."""
 
     async def pages(request: web.BaseRequest) -> web.StreamResponse:
         path, headers = request.path, request.headers
@@ -68,9 +63,14 @@ def make_app(
                 return _text(503, "503 Service Unavailable\n", {"Retry-After": "1"})
             if verdict is Verdict.DENY:
                 return _text(401, "401 Unauthorized\n", {"WWW-Authenticate": CHALLENGE})
-        if path == telemetry_path:
-            parts, answer = await asyncio.to_thread(_metrics, exposition, headers, request.query.getall("name[]", []))
-            return Parts(request, parts, answer)
+        if path == telemetry_path:  # in the format Accept asks for, gzipped if Accept-Encoding takes it
+            _, content_type = choose_encoder(headers.get("Accept", ""))
+            gzipped = "gzip" in headers.get("Accept-Encoding", "")
+            openmetrics = content_type.startswith("application/openmetrics-text")
+            names = request.query.getall("name[]", [])
+            parts = await asyncio.to_thread(exposition.body, openmetrics, gzipped, names)
+            encoding = {"Content-Encoding": "gzip"} if gzipped else {}
+            return Parts(request, parts, {"Content-Type": content_type, **encoding})
         if path == "/":
             states, accept = exposition.states(), headers.get("Accept")
             body, ctype = await asyncio.to_thread(status_answer, states, accept, clock(), telemetry_path)
@@ -88,14 +88,3 @@ def make_app(
         return _text(404, "not found\n")
 
     return pages
-
-
-def _metrics(
-    exposition: Exposition, headers: Mapping[str, str], names: list[str]
-) -> tuple[list[bytes], dict[str, str]]:
-    """The exposition in the format Accept asks for, gzipped if Accept-Encoding takes it, only the samples in
-    ``names`` if any (as prometheus-client's own name[] filter); in a worker thread."""
-    _, content_type = choose_encoder(headers.get("Accept", ""))
-    compressed = "gzip" in headers.get("Accept-Encoding", "")
-    parts = exposition.body(content_type.startswith("application/openmetrics-text"), compressed, names)
-    return parts, {"Content-Type": content_type, **({"Content-Encoding": "gzip"} if compressed else {})}
