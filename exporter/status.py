@@ -1,10 +1,6 @@
-"""The / page: per cluster its state, last poll, jobs by status, last error, token expiry and next poll.
-
-``status_data`` is the page as plain data (what ``Accept: application/json`` gets); the HTML renders that same
-data as one page, every value escaped, no script and nothing fetched from elsewhere. Neither answer holds a raw
-control character (upstream names and messages may: a terminal would act on them), so that ``curl`` of the page
-is safe to read.
-"""
+"""The / page: per cluster its state, last poll, jobs by status, last error, token expiry and next poll, as JSON
+(``status_data``) or as HTML of that data: every value escaped, no script, no raw control character (upstream
+names may hold them, and a terminal would act on them)."""
 
 from __future__ import annotations
 
@@ -43,13 +39,13 @@ def _job_counts(jobs: Served) -> tuple[dict[str, int], list[dict[str, Any]]]:
     return _jobs(sum(queues.values(), Counter())), [{"queue": q, **_jobs(queues[q])} for q in sorted(queues)]
 
 
-def _age(now: float, then: float | None) -> float | None:
-    """Seconds from ``then`` to ``now`` (negative: ``then`` is ahead), rounded to milliseconds."""
-    return None if then is None else round(now - then, 3)
+def _age(later: float | None, earlier: float | None) -> float | None:
+    """Seconds from ``earlier`` to ``later``, rounded to milliseconds; None if either is."""
+    return None if later is None or earlier is None else round(later - earlier, 3)
 
 
 def _cluster(state: ClusterState, now: float) -> dict[str, Any]:
-    served, failure, expiry, next_at = state.jobs, state.last_failure, state.token_expiry, state.next_poll_at
+    served, failure = state.jobs, state.last_failure
     jobs, queues = _job_counts(served) if served is not None else (None, [])
     # starting: no poll has ended (job data from the state file may be served); stale: the last good job data is
     # past max_staleness (/metrics leaves it out); up or down: the last poll succeeded or failed.
@@ -72,10 +68,10 @@ def _cluster(state: ClusterState, now: float) -> dict[str, Any]:
         "last_error": None
         if failure is None
         else {"reason": failure.reason, "message": failure.message, "at": failure.at, "age": _age(now, failure.at)},
-        "token_expiry": expiry,
-        "token_expires_in": _age(expiry, now) if expiry is not None else None,
-        "next_poll_at": next_at,
-        "next_poll_in": _age(next_at, now) if next_at is not None else None,
+        "token_expiry": state.token_expiry,
+        "token_expires_in": _age(state.token_expiry, now),
+        "next_poll_at": state.next_poll_at,
+        "next_poll_in": _age(state.next_poll_at, now),
     }
 
 
@@ -102,11 +98,11 @@ def _stamp(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
-def _when(at: float | None, age: float | None, never: str = "never") -> str:
-    """A time in UTC with how long ago (``age`` >= 0) or from now it is."""
-    if at is None or age is None:
+def _when(at: float | None, now: float, never: str = "never") -> str:
+    """A time in UTC with how long before or after ``now`` it is."""
+    if at is None:
         return never
-    return f"{_stamp(at)} ({_span(age)} ago)" if age >= 0 else f"{_stamp(at)} (in {_span(age)})"
+    return f"{_stamp(at)} ({_span(now - at)} ago)" if at <= now else f"{_stamp(at)} (in {_span(at - now)})"
 
 
 def _cell(text: object, cls: str = "") -> str:
@@ -123,14 +119,12 @@ def _row(c: dict[str, Any], now: float) -> str:
     shown = f"down ({error['reason']})" if state == "down" and error is not None else state
     duration, pages, jobs = c["last_poll_duration"], c["last_poll_pages"], c["jobs"] or {}
     poll = "none" if duration is None else f"{duration:.2f}s" + ("" if pages is None else f", {pages} pages")
-    failed = "none" if error is None else f"{error['reason']}: {error['message']} ({_when(error['at'], error['age'])})"
-    expires_in, next_in = c["token_expires_in"], c["next_poll_in"]
-    token = _when(c["token_expiry"], None if expires_in is None else -expires_in, "not known")
-    if expires_in is not None and expires_in <= 0:
-        token = "expired " + token
-    next_poll = _when(c["next_poll_at"], None if next_in is None else -next_in, "not scheduled")
+    failed = "none" if error is None else f"{error['reason']}: {error['message']} ({_when(error['at'], now)})"
+    expiry = c["token_expiry"]
+    token = ("expired " if expiry is not None and expiry <= now else "") + _when(expiry, now, "not known")
+    next_poll = _when(c["next_poll_at"], now, "not scheduled")
     cells = [_cell(c["name"]), f'<td class="{state}">{html.escape(shown)}{note}</td>']
-    cells += [_cell(text) for text in (_when(c["last_success"], c["last_success_age"]), poll)]
+    cells += [_cell(text) for text in (_when(c["last_success"], now), poll)]
     cells += [_cell(jobs.get(key, "-"), "n") for key in JOB_KEYS] + [_cell(text) for text in (failed, token, next_poll)]
     return "<tr>" + "".join(cells) + "</tr>"
 
@@ -162,7 +156,7 @@ def _html(data: dict[str, Any]) -> bytes:
         f"<h1>sugon-exporter {html.escape(data['version'])}</h1>"
         "<p>Prometheus exporter for the Sugon HPC OpenAPI job list. "
         f'<a href="{html.escape(metrics)}">Metrics</a> · the same as JSON: <code>Accept: application/json</code>. '
-        f"Shown at {html.escape(_when(data['now'], 0))}.</p>"
+        f"Shown at {html.escape(_when(data['now'], data['now']))}.</p>"
         "<table><tr>"
         + "".join(f"<th>{h}</th>" for h in _HEAD)
         + "</tr>"
