@@ -1,14 +1,10 @@
-"""The HTTP server: aiohttp.web's low-level server, with what it lacks added on top (bench/RESULTS.md, issue 25):
-an accept loop that holds at most ``max_connections`` connections, TLS handshakes included (at the cap the least
-recently active one with no request in progress makes room), a deadline for the first request head from the
-accept, and one for taking an answer.
-"""
+"""The HTTP server: aiohttp.web's low-level server with what it lacks on top (bench/RESULTS.md, issue 25): a cap
+on connections, TLS handshakes included, a deadline for the first request head and one for taking an answer."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import logging
 import resource
 import socket
@@ -52,26 +48,9 @@ class ListenError(OSError):
         self.address = address
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A non-blocking socket listening on ``host:port``; ListenError if it cannot be had."""
-    listener = None
-    try:
-        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(socket.SOMAXCONN)
-    except OSError as exc:
-        if listener is not None:
-            listener.close()
-        raise ListenError((host, port), exc) from exc
-    listener.setblocking(False)
-    return listener
-
-
 class _Request(web.BaseRequest):
-    """aiohttp's request, whose answers (aiohttp's own refusals of malformed heads included, which no public hook
-    reaches) carry no Server header, which would only tell attackers what runs here, and ``nosniff``, so that a
-    browser takes an answer as its Content-Type says (never a status page with upstream names in it as HTML)."""
+    """aiohttp's request, whose answers (its own refusals of malformed heads included) carry no Server header and
+    ``nosniff``, so that a browser takes an answer as its Content-Type says."""
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         response.headers.popall("Server", None)
@@ -79,8 +58,7 @@ class _Request(web.BaseRequest):
 
 
 def _not_a_refusal(record: logging.LogRecord) -> bool:
-    """aiohttp logs each malformed request it refuses (with 400) as an error with a traceback: a client's doing,
-    logged at debug level instead."""
+    """aiohttp logs each malformed request it refuses as an error with a traceback: a client's doing, so debug."""
     exc = record.exc_info[1] if record.exc_info else None
     if isinstance(exc, HttpProcessingError):
         log.debug("malformed request refused: %s", exc.message.splitlines()[0] if exc.message else exc.code)
@@ -93,12 +71,8 @@ _AIOHTTP_LOG.addFilter(_not_a_refusal)
 
 
 class WebServer:
-    """Serves ``app`` on ``host:port`` and each of ``more_addresses`` (TLS when ``tls`` is given) from one
-    background event loop; blocking work runs in ``Limits.workers`` threads (the loop's default executor).
-
-    Binds in the constructor (a ListenError naming the address if it cannot); ``start()`` and ``stop()`` from
-    the main thread, ``reconfigure()`` from any thread.
-    """
+    """Serves ``app`` on ``host:port`` and each of ``more_addresses`` (TLS when ``tls`` is given) from a background
+    event loop; blocking work runs in its default executor. Binds in the constructor (ListenError if it cannot)."""
 
     def __init__(
         self,
@@ -113,13 +87,18 @@ class WebServer:
         self._app, self._tls = app, tls
         self._limits = limits or Limits()
         self._listeners: list[socket.socket] = []
-        try:
-            for address in ((host, port), *more_addresses):
-                self._listeners.append(_listen(*address))
-        except ListenError:
-            for listener in self._listeners:
-                listener.close()
-            raise
+        for address in ((host, port), *more_addresses):
+            try:
+                listener = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+                self._listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(address)
+                listener.listen(socket.SOMAXCONN)
+                listener.setblocking(False)
+            except OSError as exc:
+                for opened in self._listeners:
+                    opened.close()
+                raise ListenError(address, exc) from exc
         self.ports: list[int] = [listener.getsockname()[1] for listener in self._listeners]  # in the order given
         self.port: int = self.ports[0]
         self._loop = asyncio.new_event_loop()
@@ -133,9 +112,10 @@ class WebServer:
             logger=_AIOHTTP_LOG,
         )
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
-        self._cap = self._limits.max_connections
-        # Every connection from its accept until it is seen closed, least recently active first, with its
-        # socket; those in their TLS handshake, those with no request yet, and those with one in progress.
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # lest idle connections use up the descriptors
+        self._cap = max(1, min(self._limits.max_connections, soft_limit * 3 // 4))
+        # Every connection from its accept until seen closed, least recently active first; those in their TLS
+        # handshake, those with no request yet, and those with one in progress.
         self._connections: OrderedDict[web.RequestHandler, socket.socket] = OrderedDict()
         self._opening: dict[web.RequestHandler, asyncio.Task[None]] = {}
         self._fresh: set[web.RequestHandler] = set()
@@ -148,8 +128,6 @@ class WebServer:
 
     def start(self) -> None:
         """Start answering requests."""
-        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # lest idle connections use up the descriptors
-        self._cap = max(1, min(self._limits.max_connections, soft_limit * 3 // 4))
         self._thread.start()
 
     def stop(self) -> None:
@@ -192,9 +170,6 @@ class WebServer:
         if self._backoff:
             log.info("accepting connections again (%d open)", len(self._connections))
             self._backoff = 0.0
-        # TCP_NODELAY, as Go's servers (Prometheus's own) have it: otherwise the last part of a large answer can
-        # wait for the scraper's delayed ACK.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         sock.setblocking(False)
         if len(self._connections) >= self._cap and not self._make_room():
@@ -206,7 +181,6 @@ class WebServer:
         self._fresh.add(handler)
         self._loop.call_later(self._limits.head_timeout, self._head_late, handler)
         self._opening[handler] = self._loop.create_task(self._open(handler, sock, self._tls))
-        self._opening[handler].add_done_callback(functools.partial(self._opened, handler, sock))
 
     def _accept_failed(self, listener: socket.socket, exc: OSError) -> None:
         """Out of descriptors or memory: make room or back off, rather than spin on a readable socket."""
@@ -226,21 +200,18 @@ class WebServer:
 
     async def _open(self, handler: web.RequestHandler, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
         """Hand the connection to aiohttp, after a TLS handshake with the ``tls`` of its accept."""
-        transport, _ = await self._loop.connect_accepted_socket(lambda: handler, sock, ssl=tls)
-        transport.set_write_buffer_limits(high=CHUNK)
-
-    def _opened(self, handler: web.RequestHandler, sock: socket.socket, opening: asyncio.Task[None]) -> None:
-        """A connection whose TLS handshake failed, or that _close() ended before it began, is closed."""
-        self._opening.pop(handler, None)
-        failure = "cancelled" if opening.cancelled() else opening.exception()
-        if failure is not None:
-            log.debug("connection ended before its first request: %s", failure)
+        try:
+            transport, _ = await self._loop.connect_accepted_socket(lambda: handler, sock, ssl=tls)
+            transport.set_write_buffer_limits(high=CHUNK)
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - whatever failed, the connection ends
+            log.debug("connection ended before its first request: %r", exc)
             sock.close()
             self._forget(handler)
+        finally:
+            self._opening.pop(handler, None)
 
     def _make_room(self) -> bool:
-        """Forget the connections seen closed; if none was, end the least recently active connection that has
-        no request in progress. False if none could be ended."""
+        """Forget the connections seen closed, or else end the least recently active one not busy; False if none."""
         closed = [handler for handler, sock in self._connections.items() if sock.fileno() < 0]
         for handler in closed:
             self._forget(handler)
@@ -278,8 +249,7 @@ class WebServer:
         return _Request(message, payload, protocol, writer, task, self._loop)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Answer one request, with a request in progress on its connection; the answer must be taken within the
-        write deadline, or the connection is reset."""
+        """Answer one request; an answer not taken within the write deadline resets the connection."""
         handler = request.protocol
         self._fresh.discard(handler)
         self._busy.add(handler)
@@ -299,8 +269,7 @@ class WebServer:
                 self._close(handler, reset=True)
             except ConnectionError:
                 pass  # the client went away
-            status = response.status
-            log.debug("answered", extra={"peer": request.remote, "path": request.path, "status": status})
+            log.debug("answered", extra={"peer": request.remote, "path": request.path, "status": response.status})
             return response
         finally:
             self._busy.discard(handler)
