@@ -1,5 +1,4 @@
-"""Basic auth for the web server: ``Authorization: Basic`` checked against bcrypt hashes, without letting a flood
-of passwords tie up the server's workers."""
+"""Basic auth for the web server, without letting a flood of passwords tie up the server's workers."""
 
 from __future__ import annotations
 
@@ -23,14 +22,9 @@ class Verdict(enum.Enum):
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` against bcrypt hashes.
-
-    bcrypt is slow on purpose, so: right (user, password) pairs are remembered for good, the last ``FAILED_KEPT``
-    wrong ones too (a pair's verdict never changes); one bcrypt check runs at a time, and when
-    ``max_pending`` already run or wait, a further check is answered BUSY at once, so that a flood of
-    passwords ties up at most that many of the server's workers. Unknown users are checked against a hash of
-    the users' highest cost, so that timing does not tell which users exist.
-    """
+    """Checks ``Authorization: Basic`` against bcrypt hashes. bcrypt is slow on purpose, so verdicts are remembered
+    (right pairs all, the last ``FAILED_KEPT`` wrong ones), one check runs at a time, and beyond ``max_pending``
+    a check is answered BUSY. Unknown users cost a hash of the highest cost: timing does not tell who exists."""
 
     FAILED_KEPT = 4096
 
@@ -60,15 +54,7 @@ class BasicAuth:
         try:
             with self._bcrypt:
                 known = self._known(fingerprint, hashed)  # another thread may have checked it while this one waited
-                if known is None:
-                    known = Verdict.ALLOW if self._checkpw(password, hashed) else Verdict.DENY
-                    if known is Verdict.ALLOW:
-                        self._ok.add(fingerprint)
-                    else:
-                        self._failed[fingerprint] = None
-                        while len(self._failed) > self.FAILED_KEPT:
-                            self._failed.popitem(last=False)
-            return known
+                return known if known is not None else self._verify(fingerprint, password, hashed)
         finally:
             self._pending.release()
 
@@ -77,12 +63,19 @@ class BasicAuth:
             return Verdict.ALLOW
         return Verdict.DENY if fingerprint in self._failed else None
 
-    def _checkpw(self, password: bytes, hashed: bytes | None) -> bool:
+    def _verify(self, fingerprint: bytes, password: bytes, hashed: bytes | None) -> Verdict:
+        """bcrypt's verdict on a pair, remembered."""
         try:
-            ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
+            ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy) and hashed is not None
         except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
-            return False
-        return ok and hashed is not None
+            ok = False
+        if ok:
+            self._ok.add(fingerprint)
+            return Verdict.ALLOW
+        self._failed[fingerprint] = None
+        while len(self._failed) > self.FAILED_KEPT:
+            self._failed.popitem(last=False)
+        return Verdict.DENY
 
 
 def _credentials(header: str | None) -> tuple[str, bytes] | None:
