@@ -104,7 +104,6 @@ def _setup_logging(level: str, fmt: str) -> None:
     if level != "debug":
         # httpx logs every request at INFO; that is debug detail for an exporter.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Handler:

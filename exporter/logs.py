@@ -1,10 +1,6 @@
-"""Log lines as promslog writes them: logfmt (the default) or one JSON object per line; cli.py picks one.
-
-Every line has ``time`` (UTC, RFC 3339 with milliseconds), ``level`` (debug, info, warn, error), ``source``
-(file:line) and ``msg``, then the fields the call passed with ``extra=`` (cluster, reason, ...), then a traceback
-in one escaped ``exc`` field: whatever a message or a field holds (a newline in an API's error text, a quote in a
-queue name), a record stays one line and cannot forge another line or key.
-"""
+"""Log lines as promslog writes them, logfmt or JSON: ``time``, ``level``, ``source`` and ``msg``, then the fields
+passed with ``extra=``, then a traceback in one ``exc`` field. Whatever a message or field holds, a record stays
+one line and cannot forge another line or key."""
 
 from __future__ import annotations
 
