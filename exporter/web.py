@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import resource
 import socket
@@ -15,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -105,7 +105,7 @@ class WebServer:
         self._loop.set_default_executor(ThreadPoolExecutor(self._limits.workers, thread_name_prefix="web-worker"))
         self._server = web.Server(
             self._handle,
-            request_factory=self._request,
+            request_factory=functools.partial(_Request, loop=self._loop),
             loop=self._loop,
             keepalive_timeout=self._limits.idle_timeout,
             access_log=None,
@@ -244,9 +244,6 @@ class WebServer:
         self._connections.pop(handler, None)
         self._fresh.discard(handler)
         self._busy.discard(handler)
-
-    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
-        return _Request(message, payload, protocol, writer, task, self._loop)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request; an answer not taken within the write deadline resets the connection."""
