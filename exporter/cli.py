@@ -20,7 +20,7 @@ from exporter.config import Config, ConfigError, load_config, parse_listen_addre
 from exporter.config.schema import DEFAULTS
 from exporter.config.webconfig import WebConfig, load_web_config
 from exporter.endpoints import OPEN_PATHS, make_app
-from exporter.logs import FORMATS, LEVELS, formatter
+from exporter.logs import FORMATTERS, LEVELS
 from exporter.service import Exporter
 from exporter.web import Handler, ListenError, WebServer
 
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         "--log.format",
         dest="log_format",
         default="logfmt",
-        choices=FORMATS,
+        choices=list(FORMATTERS),
         help="logfmt, or json: one object per line (default: %(default)s)",
     )
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit 0 (valid) or 1")
@@ -99,7 +99,7 @@ def _telemetry_path(value: str) -> str:
 
 def _setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(fmt))
+    handler.setFormatter(FORMATTERS[fmt]())
     logging.basicConfig(level=LEVELS[level], handlers=[handler])
     if level != "debug":
         # httpx logs every request at INFO; that is debug detail for an exporter.
@@ -194,9 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  python version: {facts['python_version']} ({facts['python_implementation']})")
         print(f"  platform:       {facts['platform']}")
         return 0
-    if args.old_log_level is not None:
-        args.log_level = "warn" if args.old_log_level == "warning" else args.old_log_level
-    _setup_logging(args.log_level, args.log_format)
+    level = args.log_level if args.old_log_level is None else args.old_log_level.replace("warning", "warn")
+    _setup_logging(level, args.log_format)
     if args.old_log_level is not None:
         log.warning(
             "--log-level is deprecated and goes in the next release; use --log.level", extra={"flag": "--log-level"}

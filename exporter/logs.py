@@ -9,7 +9,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 else:  # subscriptable only from Python 3.11 on
     _Adapter = logging.LoggerAdapter
 
-FORMATS = ("logfmt", "json")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 # What every LogRecord has; any other attribute came with extra= and is a field.
@@ -55,9 +54,6 @@ def _json_value(value: object) -> Any:
 
 class Fields(_Adapter):
     """A logger that adds fixed fields (a cluster's name) to each line, beside the call's own ``extra=``."""
-
-    def __init__(self, logger: logging.Logger, fields: Mapping[str, object]) -> None:
-        super().__init__(logger, dict(fields))
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
@@ -110,6 +106,4 @@ class JsonFormatter(_Formatter):
         return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in line)
 
 
-def formatter(name: str) -> logging.Formatter:
-    """The formatter that ``--log.format`` names (one of FORMATS)."""
-    return JsonFormatter() if name == "json" else LogfmtFormatter()
+FORMATTERS: dict[str, type[_Formatter]] = {"logfmt": LogfmtFormatter, "json": JsonFormatter}  # by --log.format
