@@ -22,9 +22,8 @@ class Verdict(enum.Enum):
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` against bcrypt hashes. bcrypt is slow on purpose, so verdicts are remembered
-    (right pairs all, the last ``FAILED_KEPT`` wrong ones), one check runs at a time, and beyond ``max_pending``
-    a check is answered BUSY. Unknown users cost a hash of the highest cost: timing does not tell who exists."""
+    """Checks ``Authorization: Basic`` against bcrypt hashes: verdicts remembered (the last ``FAILED_KEPT`` wrong
+    ones), one check at a time, BUSY beyond ``max_pending``; unknown users cost as much as known ones."""
 
     FAILED_KEPT = 4096
 
@@ -84,11 +83,8 @@ def _credentials(header: str | None) -> tuple[str, bytes] | None:
     if scheme.lower() != "basic":
         return None
     try:
-        # A character above ASCII is not base64: ValueError.
         decoded = base64.b64decode(encoded.strip(), validate=True)
         user, sep, password = decoded.decode("utf-8").partition(":")
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+    except ValueError:  # not ASCII, not base64 or not UTF-8
         return None
-    if not sep:
-        return None
-    return user, password.encode("utf-8")
+    return (user, password.encode("utf-8")) if sep else None

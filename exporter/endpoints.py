@@ -49,9 +49,8 @@ def make_app(
     *,
     clock: Callable[[], float] = time.time,
 ) -> Handler:
-    """The request handler: the metrics on ``telemetry_path`` (``name[]`` filters them), / the status page, with
-    ages by ``clock``. /-/ready answers 503 until every cluster has ended its first poll. With ``auth`` every
-    path but OPEN_PATHS needs credentials."""
+    """The request handler: the metrics on ``telemetry_path``, / the status page at ``clock``'s time, the probes;
+    with ``auth`` every path but OPEN_PATHS needs credentials."""
 
     async def pages(request: web.BaseRequest) -> web.StreamResponse:
         path, headers = request.path, request.headers

@@ -1,6 +1,5 @@
-"""Log lines as promslog writes them, logfmt or JSON: ``time``, ``level``, ``source`` and ``msg``, then the fields
-passed with ``extra=``, then a traceback in one ``exc`` field. Whatever a message or field holds, a record stays
-one line and cannot forge another line or key."""
+"""Log lines as promslog writes them, logfmt or JSON: ``time``, ``level``, ``source``, ``msg``, the ``extra=`` fields,
+a traceback in ``exc``. Whatever a message or field holds, a record is one line and cannot forge a line or key."""
 
 from __future__ import annotations
 
@@ -10,12 +9,7 @@ import math
 import re
 import time
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    _Adapter = logging.LoggerAdapter[logging.Logger]
-else:  # subscriptable only from Python 3.11 on
-    _Adapter = logging.LoggerAdapter
+from typing import Any
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
@@ -52,7 +46,7 @@ def _json_value(value: object) -> Any:
     return str(value)
 
 
-class Fields(_Adapter):
+class Fields(logging.LoggerAdapter):  # type: ignore[type-arg]  # LoggerAdapter[...] fails on Python 3.10
     """A logger that adds fixed fields (a cluster's name) to each line, beside the call's own ``extra=``."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:

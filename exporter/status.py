@@ -1,6 +1,5 @@
-"""The / page: per cluster its state, last poll, jobs by status, last error, token expiry and next poll, as JSON
-(``status_data``) or as HTML of that data: every value escaped, no script, no raw control character (upstream
-names may hold them, and a terminal would act on them)."""
+"""The / page: each cluster's state, last poll, jobs, last error, token expiry and next poll, as JSON or HTML; every
+value escaped, no script, no raw control character (upstream names may hold them; a terminal would act on them)."""
 
 from __future__ import annotations
 
@@ -76,8 +75,7 @@ def _cluster(state: ClusterState, now: float) -> dict[str, Any]:
 
 
 def status_data(states: Mapping[str, ClusterState], now: float, metrics_path: str = "/metrics") -> dict[str, Any]:
-    """The status of every cluster at ``now`` as plain data (JSON types only): times in Unix seconds, ages and
-    waits in seconds. The keys are listed in the README (Running it for real)."""
+    """The status of every cluster at ``now`` as JSON types, times in Unix seconds (keys: README, Running it)."""
     clusters = [_cluster(state, now) for state in states.values()]
     return {"version": __version__, "now": now, "metrics_path": metrics_path, "clusters": clusters}
 
@@ -169,8 +167,7 @@ def _html(data: dict[str, Any]) -> bytes:
 
 
 def wants_json(accept: str | None) -> bool:
-    """Whether an Accept header prefers application/json to text/html (a tie, or no header, is HTML). Each takes
-    the q-value of the most specific media range that matches it, the highest of equally specific ones."""
+    """Whether Accept prefers application/json to text/html (a tie is HTML), by the most specific range's q-value."""
     ranges = []
     for part in (accept or "").split(","):
         media, *params = (p.strip() for p in part.split(";"))
