@@ -106,10 +106,6 @@ def _setup_logging(level: str, fmt: str) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Handler:
-    return make_app(exporter.exposition, BasicAuth(web.users) if web.users else None, telemetry_path)
-
-
 def _web_config(args: argparse.Namespace, config: Config) -> WebConfig:
     web_file = args.web_config_file or config.web_config_file
     return load_web_config(web_file) if web_file else WebConfig()
@@ -124,6 +120,10 @@ class _Daemon:
         self.exporter = Exporter(config)
         self.clusters = ", ".join(c.name for c in config.clusters)
         self.web = web
+
+    def _app(self, web: WebConfig) -> Handler:
+        """The exporter's pages, with ``web``'s basic auth."""
+        return make_app(self.exporter.exposition, BasicAuth(web.users) if web.users else None, self.args.telemetry_path)
 
     def reload(self, server: WebServer) -> None:
         """Read the configuration again and apply it; an invalid one is logged in full and changes nothing."""
@@ -145,7 +145,7 @@ class _Daemon:
                 self.exporter.start()
                 old.stop()
                 summary = "per_user changed: every cluster starts afresh"
-            server.reconfigure(_web_app(self.exporter, web, self.args.telemetry_path), web.tls)
+            server.reconfigure(self._app(web), web.tls)
             ok = True
             log.info("configuration reloaded (%s)", summary)
         except ConfigError as exc:
@@ -159,9 +159,8 @@ class _Daemon:
 
     def serve(self) -> int:
         addresses = [parse_listen_address(address) for address in self.listen]
-        app = _web_app(self.exporter, self.web, self.args.telemetry_path)
         try:
-            server = WebServer(app, *addresses[0], self.web.tls, more_addresses=addresses[1:])
+            server = WebServer(self._app(self.web), *addresses[0], self.web.tls, more_addresses=addresses[1:])
         except ListenError as exc:
             given, reason = self.listen[addresses.index(exc.address)], exc.strerror or str(exc)
             log.error("cannot listen on %s: %s", given, reason, extra={"listen_address": given, "reason": reason})

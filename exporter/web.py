@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 CHUNK = 16 * 1024  # an answer is written this much at a time, as the client takes it
-SEND_BUFFER = 64 * 1024  # each connection's kernel send buffer: what a client that does not read holds there
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _CLIENTS_DOING = (errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO)  # none waiting, or it gave up before its accept
 
@@ -170,7 +169,7 @@ class WebServer:
         if self._backoff:
             log.info("accepting connections again (%d open)", len(self._connections))
             self._backoff = 0.0
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)  # what a client that does not read holds
         sock.setblocking(False)
         if len(self._connections) >= self._cap and not self._make_room():
             log.debug("connection from %s refused: %d connections, all busy", peer[0], len(self._connections))
