@@ -111,9 +111,18 @@ class JobBook:
         if job.status not in WAITING:
             since = None
         ends = job.status in TERMINAL and not ended
-        after = Known(queue=job.queue, status=job.status, run=base, since=since, started=started, ended=ended or ends)
-        if after == before:
-            after = before
+        after = before
+        if (job.status, job.queue, base, since, started, ends) != (
+            before.status,
+            before.queue,
+            before.run,
+            before.since,
+            before.started,
+            False,
+        ):
+            after = Known(
+                queue=job.queue, status=job.status, run=base, since=since, started=started, ended=ended or ends
+            )
         seen = Seen(
             job=job,
             new=False,
