@@ -6,18 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol
 
 import httpx
+import msgspec
 
+from exporter.model import Row
 from exporter.sugon.http1 import MAX_BODY, BodyTooLarge
 from exporter.sugon.transport import check_header
-from exporter.values import ascii_int, without_userinfo
+from exporter.values import ascii_int, count, without_userinfo
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # 10012 "connection interrupted" and 10013 "timed out" are the server's own transient failures.
 TRANSIENT_CODES = frozenset({"10012", "10013"})
@@ -108,9 +109,6 @@ class Reply:
     content: bytes
 
 
-Decode = Callable[[Reply], T]  # an answer → what the caller wants of it, or an ApiError
-
-
 async def read_limited(response: httpx.Response, limit: int = MAX_BODY) -> bytes:
     """The decoded body of a streamed httpx response; BodyTooLarge as soon as it, or what came over the
     wire, is over ``limit`` (and at once when Content-Length says so)."""
@@ -134,13 +132,10 @@ def _retry_after(response: Reply | httpx.Response) -> float | None:
     return float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None  # a huge one is no float
 
 
-def parse_envelope(response: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
-    """``data`` of a successful answer; otherwise the ApiError that the answer amounts to.
-
-    With ``refusal_is_auth`` (logins and renewals) every non-zero code means "credentials not accepted".
-    """
-    status = response.status_code
-    if status == 401 and response.headers.get("www-authenticate", "").strip().partition(" ")[0].lower() == "basic":
+def check_status(answer: Reply | httpx.Response) -> None:
+    """Raise the ApiError that an answer's status other than a success amounts to."""
+    status = answer.status_code
+    if status == 401 and answer.headers.get("www-authenticate", "").strip().partition(" ")[0].lower() == "basic":
         # A gateway in front of the API, not the API refusing the token (which never asks for Basic).
         raise ApiHttpError(
             "HTTP 401 from a gateway that asks for Basic credentials: give them in the URL as "
@@ -154,43 +149,111 @@ def parse_envelope(response: Reply | httpx.Response, refusal_is_auth: bool = Fal
             "http://user:password@host:port (percent-encoded), or check the ones given"
         )
     if 300 <= status < 400:
-        location = response.headers.get("location")
+        location = answer.headers.get("location")
         where = f" to {clip(without_userinfo(location.strip()), 120)}" if location else ""
         raise ApiHttpError(
             f"HTTP {status} redirect{where}: redirects are not followed; set api_url (or auth.url) to the new address"
         )
     if status >= 300:
         transient = status >= 500 or status == 429
-        raise ApiHttpError(f"HTTP {status}", transient=transient, retry_after=_retry_after(response))
-    try:
-        body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        kind = response.headers.get("content-type", "no content-type")
-        raise ApiInvalidResponse(f"body is not JSON ({clip(kind, 60)}, {len(response.content)} bytes)") from None
-    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
-        raise ApiInvalidResponse(f"body is JSON nested too deeply ({len(response.content)} bytes)") from None
-    if not isinstance(body, dict) or "code" not in body:
-        raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
-    code = body["code"]
+        raise ApiHttpError(f"HTTP {status}", transient=transient, retry_after=_retry_after(answer))
+
+
+def check_code(code: Any, msg: Any, refusal_is_auth: bool = False) -> None:
+    """Raise the ApiError that an envelope's ``code`` other than "0" amounts to.
+
+    With ``refusal_is_auth`` (logins and renewals) every non-zero code means "credentials not accepted".
+    """
     code = str(code).strip() if isinstance(code, (str, int)) and not isinstance(code, bool) else None
     if code is None:
         raise ApiInvalidResponse("envelope code is not a string")
     if code == "0":
-        return body.get("data")
+        return
     try:
-        msg = clip(body.get("msg"))
-    except RecursionError:  # a msg nested nearly as deep as json allows
-        msg = "(nested too deeply to show)"
+        text = clip(msg)
+    except RecursionError:  # a msg nested nearly as deep as the decoder allows
+        text = "(nested too deeply to show)"
     if code in AUTH_CODES or (refusal_is_auth and code not in TRANSIENT_CODES):
-        raise ApiAuthError(f"API code {code}: {msg}")
-    raise ApiCodeError(code, msg)
+        raise ApiAuthError(f"API code {code}: {text}")
+    raise ApiCodeError(code, text)
 
 
-def _check_headers(headers: Iterable[tuple[str, str]]) -> None:
-    """Refuse a header that breaks the one header rule before anything is sent: httpx would raise
-    UnicodeEncodeError for one beyond ASCII, and h11 would quote its value, which may be a secret."""
-    for name, value in headers:
-        check_header(name, value)
+def _not_json(answer: Reply | httpx.Response, why: object) -> ApiInvalidResponse:
+    kind = answer.headers.get("content-type", "no content-type")
+    return ApiInvalidResponse(f"body is not JSON ({clip(kind, 60)}, {len(answer.content)} bytes: {clip(why, 80)})")
+
+
+def _too_deep(answer: Reply | httpx.Response) -> ApiInvalidResponse:
+    return ApiInvalidResponse(f"body is JSON nested too deeply ({len(answer.content)} bytes)")
+
+
+def parse_envelope(answer: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
+    """``data`` of a successful answer, decoded by stdlib json; otherwise the ApiError the answer amounts to."""
+    check_status(answer)
+    try:
+        body = json.loads(answer.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _not_json(answer, exc) from None
+    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
+        raise _too_deep(answer) from None
+    if not isinstance(body, dict) or "code" not in body:
+        raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
+    check_code(body["code"], body.get("msg"), refusal_is_auth)
+    return body.get("data")
+
+
+# A job page decoded by msgspec straight into Rows, the fields a row is not counted by skipped. Every other JSON
+# value is allowed where the page has an object or a list, so that an odd page is read as json would read it:
+# a row that is not an object is one invalid row, and odd data is refused by the checks below, not the decoder.
+_Rows = list[Row | None | bool | int | float | str | list[Any]]  # a field named ``list`` hides the builtin below
+
+
+class _Data(msgspec.Struct):
+    total: Any = None
+    list: _Rows | None | bool | int | float | str | dict[str, Any] = None
+
+
+class _JobEnvelope(msgspec.Struct):
+    code: Any
+    msg: Any = None
+    data: _Data | None | bool | int | float | str | list[Any] = None
+
+
+_JOB_PAGE = msgspec.json.Decoder(_JobEnvelope)
+Page = tuple[int, list["Row | None"]]  # (data.total, the rows; None for a row that is not an object)
+
+
+def _show(value: Any) -> str:
+    """A short repr of a scalar, the type of anything else (a nested value's repr could be huge or too deep)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return clip(repr(value), 40)
+    return type(value).__name__
+
+
+def decode_job_page(answer: Reply | httpx.Response) -> Page:
+    """``(data.total, rows)`` of a job-list answer, decoded by msgspec; otherwise the ApiError it amounts to."""
+    check_status(answer)
+    try:
+        envelope = _JOB_PAGE.decode(answer.content)
+    except msgspec.ValidationError as exc:  # JSON, but a value no Python type holds, or no envelope
+        raise ApiInvalidResponse(f"body is not the {{code, msg, data}} envelope ({clip(exc, 120)})") from None
+    except msgspec.DecodeError as exc:
+        raise _not_json(answer, exc) from None
+    except RecursionError:
+        raise _too_deep(answer) from None
+    check_code(envelope.code, envelope.msg)
+    data = envelope.data
+    if not isinstance(data, _Data):
+        raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
+    total = count(data.total)
+    if total is None:
+        raise ApiInvalidResponse(f"job list total is missing or not a count ({_show(data.total)})")
+    rows = data.list
+    if rows is None and total == 0:
+        return 0, []
+    if not isinstance(rows, list):
+        raise ApiInvalidResponse(f"job list 'list' is {type(rows).__name__}, not a list")
+    return total, [row if isinstance(row, Row) else None for row in rows]
 
 
 class Conversation:
@@ -210,38 +273,6 @@ class Conversation:
         self._retry_backoff = retry_backoff
         self._sleep = sleep
 
-    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
-        _check_headers(headers.items())
-        # ``url`` has no query of its own: built with ``params``, it is parsed once (httpx would parse it again to
-        # add them). Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
-        target = httpx.URL(url, params=params) if params else url
-        async with self.http.stream(method, target, headers=headers) as response:
-            content = await read_limited(response, MAX_BODY)
-            return Reply(status_code=response.status_code, headers=response.headers, content=content)
-
-    async def _attempt(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, Any] | None,
-        headers: dict[str, str],
-        refusal_is_auth: bool,
-        decode: Decode[Any] | None,
-    ) -> Any:
-        self.observer.request_sent()
-        try:
-            # This bounds the whole exchange; httpx's own timeout is per read, and a trickling body could outlast it.
-            response = await asyncio.wait_for(self._send(method, url, params, headers), self.timeout)
-        except (httpx.TimeoutException, asyncio.TimeoutError):
-            raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
-        except BodyTooLarge as exc:  # what the server sends is wrong: asking again would not help
-            raise ApiInvalidResponse(clip(exc)) from None
-        except httpx.TransportError as exc:
-            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}", transient=True) from None
-        except httpx.HTTPError as exc:
-            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}") from None
-        return parse_envelope(response, refusal_is_auth) if decode is None else decode(response)
-
     async def call(
         self,
         method: str,
@@ -249,15 +280,14 @@ class Conversation:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         refusal_is_auth: bool = False,
-        decode: Decode[Any] | None = None,
+        job_page: bool = False,
     ) -> Any:
-        """``data`` of the answer (or what ``decode`` makes of it: an ApiError, or a value); every failed attempt
-        is counted, and a transient one is retried once."""
+        """``data`` of the answer (with ``job_page``, its Page); every failed attempt is counted, and a transient
+        one is retried once."""
         headers = headers or {}
         try:
-            return await self._attempt(method, url, params, headers, refusal_is_auth, decode)
+            return await self._attempt(method, url, params, headers, refusal_is_auth, job_page)
         except ApiError as exc:
-            self.observer.request_failed(exc.reason)
             if not exc.transient or (exc.retry_after or 0) > MAX_RETRY_AFTER:
                 raise
             log.debug(
@@ -269,8 +299,45 @@ class Conversation:
             )
             delay = max(self._retry_backoff, exc.retry_after or 0)  # a server that says when gets its wish
         await self._sleep(delay)
+        return await self._attempt(method, url, params, headers, refusal_is_auth, job_page)
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, Any] | None,
+        headers: dict[str, str],
+        refusal_is_auth: bool,
+        job_page: bool,
+    ) -> Any:
+        self.observer.request_sent()
         try:
-            return await self._attempt(method, url, params, headers, refusal_is_auth, decode)
+            answer = await self._send(method, url, params, headers)
+            return decode_job_page(answer) if job_page else parse_envelope(answer, refusal_is_auth)
         except ApiError as exc:
             self.observer.request_failed(exc.reason)
             raise
+
+    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
+        try:
+            # This bounds the whole exchange; httpx's own timeout is per read, and a trickling body could outlast it.
+            return await asyncio.wait_for(self._exchange(method, url, params, headers), self.timeout)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
+            raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
+        except BodyTooLarge as exc:  # what the server sends is wrong: asking again would not help
+            raise ApiInvalidResponse(clip(exc)) from None
+        except httpx.TransportError as exc:
+            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}", transient=True) from None
+        except httpx.HTTPError as exc:
+            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}") from None
+
+    async def _exchange(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
+        # httpx would raise UnicodeEncodeError for a header beyond ASCII, quoting it: it may be a secret.
+        for name, value in headers.items():
+            check_header(name, value)
+        # ``url`` has no query of its own: built with ``params``, it is parsed once (httpx would parse it again to
+        # add them). Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
+        target = httpx.URL(url, params=params) if params else url
+        async with self.http.stream(method, target, headers=headers) as response:
+            content = await read_limited(response, MAX_BODY)
+            return Reply(status_code=response.status_code, headers=response.headers, content=content)

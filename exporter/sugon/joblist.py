@@ -11,8 +11,7 @@ from urllib.parse import quote
 import msgspec
 
 from exporter.model import QueueCapacity, Row
-from exporter.sugon.conversation import ApiInvalidResponse, Conversation, Decode, clip
-from exporter.sugon.pages import Page, decode_job_page
+from exporter.sugon.conversation import ApiInvalidResponse, Conversation, Page, clip
 from exporter.sugon.paging import Chain, allowance, next_lap
 from exporter.sugon.platform import Center
 from exporter.sugon.tokens import TokenProvider, with_token
@@ -150,15 +149,14 @@ class SugonClient:
         self.base_url, self.authorization = center.hpc_url, center.hpc_authorization
         return moved
 
-    async def call(self, path: str, params: dict[str, Any], decode: Decode[T] | None = None) -> Any:
-        """GET ``path`` and return ``data`` (or what ``decode`` makes of the answer); a rejected token is
-        replaced once and the request sent again."""
-        url = self.base_url + path
-        gateway = {"Authorization": self.authorization} if self.authorization else {}
-        return await with_token(
-            self.tokens,
-            lambda token: self._conversation.call("GET", url, params, {**gateway, "token": token}, decode=decode),
-        )
+    async def call(self, path: str, params: dict[str, Any], job_page: bool = False) -> Any:
+        """GET ``path`` and return ``data`` (with ``job_page``, its Page); a rejected token is replaced once and the
+        request sent again."""
+        return await with_token(self.tokens, self._get, path, params, job_page)
+
+    async def _get(self, token: str, path: str, params: dict[str, Any], job_page: bool) -> Any:
+        headers = {"Authorization": self.authorization, "token": token} if self.authorization else {"token": token}
+        return await self._conversation.call("GET", self.base_url + path, params, headers, job_page=job_page)
 
     def _shaped(self, parse: Callable[[Any], T], data: Any) -> T:
         """``parse(data)``; an answer of the wrong shape is counted like any other invalid response."""
@@ -185,7 +183,7 @@ class SugonClient:
         params: dict[str, Any] = {"strClusterIDList": scheduler_id, "start": start, "limit": limit}
         if job_id is not None:
             params["strJobId"] = job_id
-        page: Page = await self.call(JOBS_PATH, params, decode_job_page)
+        page: Page = await self.call(JOBS_PATH, params, job_page=True)
         return page
 
     async def find_job(self, scheduler_id: str, job_id: str) -> list[Row | None] | None:

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from exporter.logs import Fields
 from exporter.sugon.conversation import ApiAuthError, ApiError
@@ -56,17 +56,21 @@ class TokenProvider(Protocol):
 
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
-async def with_token(tokens: TokenProvider, send: Callable[[str], Awaitable[T]]) -> T:
-    """``send(token)``; if the API rejects the token, it is replaced once (single-flight) and sent again."""
+async def with_token(
+    tokens: TokenProvider, send: Callable[Concatenate[str, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """``send(token, *args, **kwargs)``; if the API rejects the token, it is replaced once (single-flight) and sent
+    again."""
     token = await tokens.get()
     try:
-        return await send(token)
+        return await send(token, *args, **kwargs)
     except ApiAuthError:
         if not await tokens.rejected(token):
             raise
-    return await send(await tokens.get())
+    return await send(await tokens.get(), *args, **kwargs)
 
 
 def _read_secret(path: str, what: str) -> str:
