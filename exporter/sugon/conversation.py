@@ -1,5 +1,5 @@
 """How every request to the Sugon API goes: one whole-exchange timeout, errors as types, one retry when transient,
-a bound on the body, and the {code, msg, data} envelope read."""
+a bound on the body, and the {code, msg, data} envelope read (by json; job pages by msgspec, into Rows)."""
 
 from __future__ import annotations
 
@@ -109,26 +109,9 @@ class Reply:
     content: bytes
 
 
-async def read_limited(response: httpx.Response, limit: int = MAX_BODY) -> bytes:
-    """The decoded body of a streamed httpx response; BodyTooLarge as soon as it, or what came over the
-    wire, is over ``limit`` (and at once when Content-Length says so)."""
-    length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise BodyTooLarge(f"response body too large ({length} bytes, over {limit})")
-    parts: list[bytes] = []
-    size = 0
-    async for part in response.aiter_bytes():
-        size += len(part)
-        if size > limit or response.num_bytes_downloaded > limit:
-            raise BodyTooLarge(f"response body too large (over {limit} bytes)")
-        parts.append(part)
-    return b"".join(parts)
-
-
-def _retry_after(response: Reply | httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
-    value = response.headers.get("retry-after", "").strip()
-    seconds = ascii_int(value)
+def _retry_after(answer: Reply | httpx.Response) -> float | None:
+    """Seconds from ``Retry-After: <seconds>`` (the HTTP-date form is not worth waiting for within a poll)."""
+    seconds = ascii_int(answer.headers.get("retry-after", "").strip())
     return float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None  # a huge one is no float
 
 
@@ -285,38 +268,26 @@ class Conversation:
         """``data`` of the answer (with ``job_page``, its Page); every failed attempt is counted, and a transient
         one is retried once."""
         headers = headers or {}
-        try:
-            return await self._attempt(method, url, params, headers, refusal_is_auth, job_page)
-        except ApiError as exc:
-            if not exc.transient or (exc.retry_after or 0) > MAX_RETRY_AFTER:
-                raise
-            log.debug(
-                "%s %s failed (%s), retrying once",
-                method,
-                url,
-                exc,
-                extra={"method": method, "url": url, "reason": exc.reason},
-            )
-            delay = max(self._retry_backoff, exc.retry_after or 0)  # a server that says when gets its wish
-        await self._sleep(delay)
-        return await self._attempt(method, url, params, headers, refusal_is_auth, job_page)
-
-    async def _attempt(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, Any] | None,
-        headers: dict[str, str],
-        refusal_is_auth: bool,
-        job_page: bool,
-    ) -> Any:
-        self.observer.request_sent()
-        try:
-            answer = await self._send(method, url, params, headers)
-            return decode_job_page(answer) if job_page else parse_envelope(answer, refusal_is_auth)
-        except ApiError as exc:
-            self.observer.request_failed(exc.reason)
-            raise
+        retried = False
+        while True:
+            self.observer.request_sent()
+            try:
+                answer = await self._send(method, url, params, headers)
+                return decode_job_page(answer) if job_page else parse_envelope(answer, refusal_is_auth)
+            except ApiError as exc:
+                self.observer.request_failed(exc.reason)
+                if retried or not exc.transient or (exc.retry_after or 0) > MAX_RETRY_AFTER:
+                    raise
+                log.debug(
+                    "%s %s failed (%s), retrying once",
+                    method,
+                    url,
+                    exc,
+                    extra={"method": method, "url": url, "reason": exc.reason},
+                )
+                delay = max(self._retry_backoff, exc.retry_after or 0)  # a server that says when gets its wish
+            retried = True
+            await self._sleep(delay)
 
     async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
         try:
@@ -335,9 +306,15 @@ class Conversation:
         # httpx would raise UnicodeEncodeError for a header beyond ASCII, quoting it: it may be a secret.
         for name, value in headers.items():
             check_header(name, value)
-        # ``url`` has no query of its own: built with ``params``, it is parsed once (httpx would parse it again to
-        # add them). Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
+        # Built with ``params``, the URL is parsed once (httpx would parse it again to add them).
         target = httpx.URL(url, params=params) if params else url
         async with self.http.stream(method, target, headers=headers) as response:
-            content = await read_limited(response, MAX_BODY)
-            return Reply(status_code=response.status_code, headers=response.headers, content=content)
+            # The transport bounds the body as sent; this bounds it decompressed, piece by piece.
+            parts: list[bytes] = []
+            size = 0
+            async for part in response.aiter_bytes():
+                size += len(part)
+                if size > MAX_BODY:
+                    raise BodyTooLarge(f"response body too large (over {MAX_BODY} bytes, decompressed)")
+                parts.append(part)
+            return Reply(status_code=response.status_code, headers=response.headers, content=b"".join(parts))

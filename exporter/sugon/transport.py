@@ -1,12 +1,6 @@
-"""The lean transport: keep-alive HTTP/1.1 over asyncio for httpx; every request of the exporter goes through it.
-
-It does what the exporter needs: GET and POST, Content-Length, chunked or close-delimited answers, TLS through an
-``ssl.SSLContext``, and the proxies the environment names (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, in
-either case, as the standard library reads them): https through a CONNECT tunnel, http in absolute form, with
-the proxy URL's credentials as Proxy-Authorization. A kept-alive connection the server dropped while idle gets the
-request once more on a fresh one. Failures are the httpx exceptions httpx's own transport raises; a body over
-``max_body`` is BodyTooLarge. Why the project keeps a transport of its own: bench/RESULTS.md, issue 25.
-"""
+"""The exporter's own transport under httpx, for every request: keep-alive HTTP/1.1 over asyncio, TLS, and the
+proxies the environment names. Failures are the exceptions httpx's own transport raises; a body over ``max_body``
+is BodyTooLarge. Why the exporter keeps a transport of its own: bench/RESULTS.md, issue 25."""
 
 from __future__ import annotations
 
@@ -50,10 +44,15 @@ class Proxy:
         return f"proxy {self.host}:{self.port}"
 
 
-def parse_proxy(url: str) -> Proxy:
-    """A proxy URL as the environment gives it, ``http://[user:password@]host[:port]`` (the scheme may be left
-    out). Errors never quote the URL, which may hold a password."""
-    parts = urlsplit(url if "://" in url else "http://" + url)
+def route(url: httpx.URL, proxies: Mapping[str, str]) -> Proxy | None:
+    """The proxy that ``proxies`` (as urllib.request.getproxies_environment() gives them) name for ``url``, its
+    scheme's or ALL_PROXY's; None (direct) when there is none or NO_PROXY names the host. Errors never quote the
+    proxy URL, which may hold a password."""
+    name = proxies.get(url.scheme) or proxies.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed's stubs
+    if not name or bypass(url.netloc.decode("ascii"), proxies):
+        return None
+    parts = urlsplit(name if "://" in name else "http://" + name)
     if parts.scheme != "http":
         raise httpx.ProxyError(f"proxy scheme {parts.scheme[:20]!r} is not supported, only http://")
     try:
@@ -69,16 +68,6 @@ def parse_proxy(url: str) -> Proxy:
     return Proxy(host=parts.hostname, port=port, authorization=authorization)
 
 
-def route(url: httpx.URL, proxies: Mapping[str, str]) -> Proxy | None:
-    """The proxy that ``proxies`` (as urllib.request.getproxies_environment() gives them) name for ``url``:
-    the one for its scheme, else ALL_PROXY's; None (direct) when there is none or NO_PROXY names the host."""
-    name = proxies.get(url.scheme) or proxies.get("all")
-    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed's stubs
-    if not name or bypass(url.netloc.decode("ascii"), proxies):
-        return None
-    return parse_proxy(name)
-
-
 def _request_head(request: httpx.Request, body: bytes, proxy: Proxy | None) -> bytes:
     url = request.url
     target = url.raw_path
@@ -88,7 +77,7 @@ def _request_head(request: httpx.Request, body: bytes, proxy: Proxy | None) -> b
         if proxy.authorization:
             lines.append(b"Proxy-Authorization: " + proxy.authorization.encode("ascii"))
     for name, value in request.headers.raw:
-        check_header(name.decode("latin-1"), value.decode("latin-1"))  # for any caller, not only the conversation
+        check_header(name.decode("latin-1"), value.decode("latin-1"))
         if name.lower() not in (b"content-length", b"transfer-encoding"):  # the body goes whole, with its length
             lines.append(b"%s: %s" % (name, value))
     if body or request.method in ("POST", "PUT", "PATCH"):
@@ -112,7 +101,8 @@ class _StaleConnection(Exception):
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time.
+    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time. A kept-alive connection
+    the server dropped while idle gets the request once more on a fresh one.
 
     ``proxies`` maps a scheme (and "all", "no") to a proxy URL; None: what the environment names, read once.
     """
@@ -142,15 +132,23 @@ class LeanTransport(httpx.AsyncBaseTransport):
         origin = (url.scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[url.scheme])
         proxy = route(url, self._proxies)
         body = await request.aread()
+        data = _request_head(request, body, proxy) + body
         timeouts = request.extensions.get("timeout", {})
-        answer = await self._send(
-            origin,
-            proxy,
-            _request_head(request, body, proxy) + body,
-            request.method,
-            timeouts.get("connect"),
-            timeouts.get("read"),
-        )
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # used from another event loop: what belonged to the old one is useless
+            self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
+            self._drop_idle()
+        async with self._slots:
+            answer = None
+            conn = self._take_idle(origin)
+            if conn is not None:
+                try:
+                    answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=True)
+                except _StaleConnection:
+                    pass  # the server had dropped the kept-alive connection: once more, on a fresh one
+            if answer is None:
+                conn = await self._connect(origin, proxy, timeouts.get("connect"))
+                answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=False)
         head = answer.head
         return httpx.Response(
             head.status,
@@ -158,29 +156,6 @@ class LeanTransport(httpx.AsyncBaseTransport):
             stream=_Body(answer.body),
             extensions={"http_version": b"HTTP/" + head.version, "reason_phrase": head.reason},
         )
-
-    async def _send(
-        self,
-        origin: Origin,
-        proxy: Proxy | None,
-        data: bytes,
-        method: str,
-        connect_timeout: float | None,
-        read_timeout: float | None,
-    ) -> WholeAnswer:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # used from another event loop: what belonged to the old one is useless
-            self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
-            self._drop_idle()
-        async with self._slots:
-            conn = self._take_idle(origin)
-            if conn is not None:
-                try:
-                    return await self._exchange(conn, data, method, origin, read_timeout, reused=True)
-                except _StaleConnection:
-                    pass  # the server had dropped the kept-alive connection: once more, on a fresh one
-            conn = await self._connect(origin, proxy, connect_timeout)
-            return await self._exchange(conn, data, method, origin, read_timeout, reused=False)
 
     def _take_idle(self, origin: Origin) -> ClientConnection | None:
         """A kept-alive connection to ``origin`` that nothing arrived on since its last answer."""
@@ -210,13 +185,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             )
             return conn
         _, conn = await loop.create_connection(ClientConnection, proxy.host, proxy.port)
-        if tls is None:
-            return conn
-        try:
-            await self._tunnel(conn, proxy, host, port, tls)
-        except BaseException:
-            conn.abort()
-            raise
+        if tls is not None:
+            try:
+                await self._tunnel(conn, proxy, host, port, tls)
+            except BaseException:
+                conn.abort()
+                raise
         return conn
 
     @staticmethod
@@ -287,10 +261,9 @@ def transport_for(verify: Any, max_connections: int) -> LeanTransport:
     """A LeanTransport checking certificates as httpx would for ``verify`` (True, False or an SSLContext), with
     the proxies the environment names."""
     if isinstance(verify, ssl.SSLContext):
-        context = verify
-    else:
-        context = ssl.create_default_context()
-        if verify is False:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        return LeanTransport(verify, max_connections)
+    context = ssl.create_default_context()
+    if verify is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     return LeanTransport(context, max_connections)
