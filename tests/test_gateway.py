@@ -83,7 +83,7 @@ ROUTES = {
 
 
 class Attempts:
-    """A RequestObserver that counts the attempts and keeps the reasons of failed ones."""
+    """An Observer that counts the attempts and keeps the reasons of failed ones."""
 
     def __init__(self) -> None:
         self.sent = 0

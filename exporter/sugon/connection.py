@@ -1,11 +1,8 @@
-"""One HTTP/1.1 client connection of the lean transport: an asyncio.Protocol with its own buffer, and the
-reading of its answers.
+"""One HTTP/1.1 client connection of the lean transport, and the reading of its answers.
 
-A kept-alive connection must never be reused once anything arrived on it while idle (a gateway may write a
-``408`` or a stray CRLF before it closes, which would be read as the next answer). asyncio's streams show
-neither their buffer nor the moment bytes arrive (bench/RESULTS.md, issue 25), so the connection keeps its
-own bytes and notes what arrives while it is idle. Empty lines before a status line are skipped (h11
-refuses them). Failures are httpx's exceptions; a body over the limit is BodyTooLarge.
+A kept-alive connection must never be reused once anything arrived on it while idle (a gateway's ``408`` or stray
+CRLF would be read as the next answer). asyncio's streams show neither their buffer nor when bytes arrive
+(bench/RESULTS.md, issue 25), so this is an asyncio.Protocol with its own buffer. Failures are httpx's exceptions.
 """
 
 from __future__ import annotations
@@ -56,11 +53,9 @@ class WholeAnswer:
 
 
 class ClientConnection(asyncio.Protocol):
-    """One client connection. Received bytes wait in ``buffer``; ``eof`` says nothing more will come.
-
-    Reading is paused while more than HIGH_WATER bytes wait beyond what the reader asked for, and at once
-    when anything arrives on an idle connection (which is then never reused).
-    """
+    """One client connection. Received bytes wait in ``buffer``; ``eof`` says nothing more will come. Reading is
+    paused while more than HIGH_WATER bytes wait beyond what the reader asked for, and when anything arrives on an
+    idle connection (which is then never reused)."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -117,18 +112,13 @@ class ClientConnection(asyncio.Protocol):
         self._idle = True
 
     def wake(self) -> bool:
-        """Take the idle connection for a request: True if nothing arrived while it was idle, it has not
-        ended, and its socket is quiet; else it is closed at once (no TLS goodbye to a server that left)."""
+        """Take the idle connection for a request: True if nothing arrived while it was idle, it has not ended, and
+        its socket is quiet; else it is closed at once (no TLS goodbye to a server that left)."""
         self._idle = False
-        transport = self.transport
-        if (
-            self._stale
-            or self.eof
-            or self.buffer
-            or transport is None
-            or transport.is_closing()
-            or self._socket.poll(0)
-        ):
+        if self._stale or self.eof or self.buffer or self.transport is None or self.transport.is_closing():
+            self.abort()
+            return False
+        if self._socket.poll(0):
             self.abort()
             return False
         return True

@@ -76,20 +76,35 @@ class ApiCodeError(ApiError):
         self.code = code
 
 
-class RequestObserver(Protocol):
-    """Told of every request sent and every failed attempt (for self-metrics)."""
+class Observer(Protocol):
+    """Told of every request, failed attempt, token in use and token refresh (for a cluster's self-metrics)."""
 
     def request_sent(self) -> None: ...
 
     def request_failed(self, reason: str) -> None: ...
 
+    def token_expiry(self, timestamp: float | None) -> None: ...
 
-class _NullObserver:
+    def token_refresh(self, method: str, result: str) -> None: ...
+
+
+class _Unobserved:
+    """The observer where nobody keeps self-metrics (tests, benchmarks)."""
+
     def request_sent(self) -> None:
         pass
 
     def request_failed(self, reason: str) -> None:
         pass
+
+    def token_expiry(self, timestamp: float | None) -> None:
+        pass
+
+    def token_refresh(self, method: str, result: str) -> None:
+        pass
+
+
+UNOBSERVED: Observer = _Unobserved()
 
 
 def clip(value: Any, limit: int = 200) -> str:
@@ -246,13 +261,13 @@ class Conversation:
         self,
         http: httpx.AsyncClient,
         timeout: float,
-        observer: RequestObserver | None = None,
+        observer: Observer | None = None,
         retry_backoff: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.http = http
         self.timeout = timeout
-        self.observer = observer or _NullObserver()
+        self.observer = observer or UNOBSERVED
         self._retry_backoff = retry_backoff
         self._sleep = sleep
 
