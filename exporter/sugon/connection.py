@@ -14,16 +14,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from exporter.sugon.http1 import (
-    CHUNK_LINE,
-    MAX_CHUNK_LINE,
-    MAX_HEAD,
-    BodyTooLarge,
-    Head,
-    framing,
-    parse_fields,
-    parse_head,
-)
+from exporter.sugon import http1
+from exporter.sugon.http1 import MAX_HEAD, BodyTooLarge, Head
 
 HIGH_WATER = 256 * 1024  # bytes held beyond what the reader waits for before reading is paused
 _NO_BODY_STATUSES = frozenset({204, 304})
@@ -187,7 +179,7 @@ class ClientConnection(asyncio.Protocol):
             if end >= 0 and end + skipped <= MAX_HEAD:
                 head = bytes(buffer[:end])
                 del buffer[:end]
-                return parse_head(head)
+                return http1.parse_head(head)
             if max(end, len(buffer)) + skipped > MAX_HEAD:
                 raise httpx.RemoteProtocolError(f"response head too large (over {MAX_HEAD} bytes)")
             if self.eof:
@@ -222,8 +214,8 @@ class ClientConnection(asyncio.Protocol):
         parts: list[bytes] = []
         total = 0
         while True:
-            line = await self._read_line(MAX_CHUNK_LINE, "chunk size line")
-            found = CHUNK_LINE.fullmatch(line)
+            line = await self._read_line(http1.MAX_CHUNK_LINE, "chunk size line")
+            found = http1.CHUNK_LINE.fullmatch(line)
             if found is None:
                 raise httpx.RemoteProtocolError(f"bad chunk size {line[:40]!r}")
             size = int(found.group(1), 16)
@@ -241,7 +233,7 @@ class ClientConnection(asyncio.Protocol):
         while (line := await self._read_line(MAX_HEAD - size, "trailer section")) not in (b"\n", b"\r\n"):
             trailers.append(line)
             size += len(line)
-        framing(parse_fields(b"".join(trailers).replace(b"\r\n", b"\n")))  # checked as h11 does, then dropped
+        http1.framing(http1.parse_fields(b"".join(trailers).replace(b"\r\n", b"\n")))  # checked as h11 does, dropped
         return b"".join(parts)
 
     async def _read_to_end(self, limit: int) -> bytes:

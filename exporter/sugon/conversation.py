@@ -80,28 +80,18 @@ class Observer(Protocol):
     """Told of every request, failed attempt, token in use and token refresh (for a cluster's self-metrics)."""
 
     def request_sent(self) -> None: ...
-
     def request_failed(self, reason: str) -> None: ...
-
     def token_expiry(self, timestamp: float | None) -> None: ...
-
     def token_refresh(self, method: str, result: str) -> None: ...
 
 
 class _Unobserved:
-    """The observer where nobody keeps self-metrics (tests, benchmarks)."""
+    """Where nobody keeps self-metrics (tests, benchmarks): every report is dropped."""
 
-    def request_sent(self) -> None:
-        pass
-
-    def request_failed(self, reason: str) -> None:
-        pass
-
-    def token_expiry(self, timestamp: float | None) -> None:
-        pass
-
-    def token_refresh(self, method: str, result: str) -> None:
-        pass
+    def request_sent(self) -> None: ...
+    def request_failed(self, reason: str) -> None: ...
+    def token_expiry(self, timestamp: float | None) -> None: ...
+    def token_refresh(self, method: str, result: str) -> None: ...
 
 
 UNOBSERVED: Observer = _Unobserved()
