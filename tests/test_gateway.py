@@ -95,6 +95,9 @@ class Attempts:
     def request_failed(self, reason: str) -> None:
         self.failed.append(reason)
 
+    def token_expiry(self, timestamp: float | None) -> None: ...
+    def token_refresh(self, method: str, result: str) -> None: ...
+
 
 async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     deadline = time.monotonic() + seconds

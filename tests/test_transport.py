@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from exporter.sugon.connection import BodyTooLarge
 from exporter.sugon.conversation import ApiConnectionError, ApiError, ApiInvalidResponse, Conversation
-from exporter.sugon.http1 import BodyTooLarge
 from exporter.sugon.transport import LeanTransport, transport_for
 from exporter.values import is_header
 from tests.proxy import ForwardingProxy
@@ -198,12 +198,20 @@ def test_a_post_sends_its_body() -> None:
 @pytest.mark.parametrize(
     ("reply", "error", "text"),
     [
-        (b"SSH-2.0-OpenSSH\r\n\r\n", httpx.RemoteProtocolError, "not an HTTP/1.x status line"),
-        (b"HTTP/1.1 2000 OK\r\n\r\n", httpx.RemoteProtocolError, "not an HTTP/1.x status line"),
-        (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", httpx.RemoteProtocolError, "malformed header line"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", httpx.RemoteProtocolError, "bad content-length"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", httpx.RemoteProtocolError, "bad chunk size"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", httpx.RemoteProtocolError, "unsupported transfer"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", httpx.RemoteProtocolError, "illegal status line"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", httpx.RemoteProtocolError, "illegal status line"),
+        (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", httpx.RemoteProtocolError, "illegal header line"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", httpx.RemoteProtocolError, "bad Content-Length"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            httpx.RemoteProtocolError,
+            "illegal chunk header",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            httpx.RemoteProtocolError,
+            "Only Transfer-Encoding: chunked",
+        ),
     ],
 )
 def test_malformed_answers_are_protocol_errors(reply: bytes, error: type[Exception], text: str) -> None:

@@ -1,4 +1,4 @@
-"""One HTTP/1.1 client connection of the lean transport, and the reading of its answers.
+"""One HTTP/1.1 client connection of the exporter's transport; h11 reads its answers.
 
 A kept-alive connection must never be reused once anything arrived on it while idle (a gateway's ``408`` or stray
 CRLF would be read as the next answer). asyncio's streams show neither their buffer nor when bytes arrive
@@ -12,14 +12,18 @@ import select
 import ssl
 from dataclasses import dataclass
 
+import h11
 import httpx
 
-from exporter.sugon import http1
-from exporter.sugon.http1 import MAX_HEAD, BodyTooLarge, Head
-
-HIGH_WATER = 256 * 1024  # bytes held beyond what the reader waits for before reading is paused
-_NO_BODY_STATUSES = frozenset({204, 304})
+MAX_HEAD = 256 * 1024  # a response head; httpx's stack allows about 100 KiB (httpcore's h11 buffer)
+MAX_BODY = 64 * 1024 * 1024  # a response body, raw or decoded
+HIGH_WATER = 256 * 1024  # bytes received and not yet read before reading is paused
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError)
+_HEAD_TOO_LARGE = f"response head too large (over {MAX_HEAD} bytes)"
+
+
+class BodyTooLarge(httpx.DecodingError):
+    """A response body over the limit (raw, or once decompressed): refused before it is decoded or parsed."""
 
 
 class NoAnswer(Exception):
@@ -35,19 +39,22 @@ class NoAnswer(Exception):
         return self.error is None or isinstance(self.error, _STALE_ERRORS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WholeAnswer:
-    """A whole answer: its head and body, and whether the connection may carry another request."""
+    """A whole answer (fields with their names as sent), and whether the connection may carry another request."""
 
-    head: Head
+    status: int
+    version: bytes
+    reason: bytes
+    fields: list[tuple[bytes, bytes]]
     body: bytes
     keep: bool
 
 
 class ClientConnection(asyncio.Protocol):
     """One client connection. Received bytes wait in ``buffer``; ``eof`` says nothing more will come. Reading is
-    paused while more than HIGH_WATER bytes wait beyond what the reader asked for, and when anything arrives on an
-    idle connection (which is then never reused)."""
+    paused while more than HIGH_WATER bytes wait, and when anything arrives on an idle connection (which is then
+    never reused)."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -59,7 +66,6 @@ class ClientConnection(asyncio.Protocol):
         self._stale = False  # bytes or an end arrived while idle
         self._socket = select.poll()  # bytes the event loop has not read yet show only here
         self._waiter: asyncio.Future[None] | None = None
-        self._want = 0
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -75,9 +81,8 @@ class ClientConnection(asyncio.Protocol):
             self._stale = True
             self._pause()
             return
-        if self._waiter is not None and len(self.buffer) >= self._want and not self._waiter.done():
-            self._waiter.set_result(None)
-        if len(self.buffer) > self._want + HIGH_WATER:
+        self._wake_reader()
+        if len(self.buffer) > HIGH_WATER:
             self._pause()
 
     def eof_received(self) -> None:
@@ -91,6 +96,9 @@ class ClientConnection(asyncio.Protocol):
     def _ended(self) -> None:
         self.eof = True
         self._stale = self._stale or self._idle
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -136,140 +144,95 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # Reading an answer
-
-    async def _wait(self, want: int) -> None:
-        """Until ``buffer`` holds ``want`` bytes or the connection ends."""
+    async def _wait(self) -> None:
+        """Until more bytes arrive or the connection ends."""
         if self.eof:
             return
         if self._paused:
             self._paused = False
             assert self.transport is not None
             self.transport.resume_reading()
-        self._want = want
         self._waiter = self._loop.create_future()
         try:
             await self._waiter
         finally:
             self._waiter = None
-            self._want = 0
 
-    def _gone(self, started: bool) -> Exception:
-        """What the end of the connection amounts to, before (NoAnswer) or during an answer."""
-        if not started:
-            return NoAnswer(self.error)
-        if self.error is not None:
-            return httpx.ReadError(f"{type(self.error).__name__}: {self.error}")
-        return httpx.RemoteProtocolError("server closed the connection in mid-answer")
-
-    async def _read_head(self, started: bool) -> Head:
-        """The next head; its end is the first LF CR? LF, as h11 finds it. Empty lines before it are skipped
-        (a stray CRLF after a body) and count towards MAX_HEAD."""
-        buffer = self.buffer
-        skipped = searched = 0
+    async def _skip_empty_lines(self) -> None:
+        """Drop the empty lines before a status line (a stray CRLF after a body), which h11 would refuse; they
+        count towards MAX_HEAD."""
+        skipped = 0
         while True:
-            while buffer.startswith((b"\r\n", b"\n")):
-                blank = 2 if buffer[0] == 13 else 1
-                del buffer[:blank]
+            while self.buffer.startswith((b"\r\n", b"\n")):
+                blank = 2 if self.buffer[0] == 13 else 1
+                del self.buffer[:blank]
                 skipped += blank
-                searched = 0
-            end = buffer.find(b"\n\r\n", searched)
-            bare = buffer.find(b"\n\n", searched, len(buffer) if end < 0 else end + 1)
-            end = bare + 2 if bare >= 0 else end + 3 if end >= 0 else -1
-            if end >= 0 and end + skipped <= MAX_HEAD:
-                head = bytes(buffer[:end])
-                del buffer[:end]
-                return http1.parse_head(head)
-            if max(end, len(buffer)) + skipped > MAX_HEAD:
-                raise httpx.RemoteProtocolError(f"response head too large (over {MAX_HEAD} bytes)")
-            if self.eof:
-                raise self._gone(started or bool(buffer))
-            searched = max(len(buffer) - 2, 0)
-            await self._wait(len(buffer) + 1)
-
-    async def _read_exactly(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            if self.eof:
-                raise self._gone(True)
-            await self._wait(size)
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
-
-    async def _read_line(self, limit: int, what: str) -> bytes:
-        """The CRLF-ended (or, for h11's checks, LF-ended) line at the start of ``buffer``, its end included."""
-        searched = 0
-        while (end := self.buffer.find(b"\n", searched)) < 0:
-            if len(self.buffer) > limit:
-                raise httpx.RemoteProtocolError(f"{what} too long")
-            if self.eof:
-                raise self._gone(True)
-            searched = len(self.buffer)
-            await self._wait(len(self.buffer) + 1)
-        if end + 1 > limit:
-            raise httpx.RemoteProtocolError(f"{what} too long")
-        return await self._read_exactly(end + 1)
-
-    async def _read_chunked(self, limit: int) -> bytes:
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            line = await self._read_line(http1.MAX_CHUNK_LINE, "chunk size line")
-            found = http1.CHUNK_LINE.fullmatch(line)
-            if found is None:
-                raise httpx.RemoteProtocolError(f"bad chunk size {line[:40]!r}")
-            size = int(found.group(1), 16)
-            if size == 0:
-                break
-            total += size
-            if total > limit:
-                raise BodyTooLarge(f"response body too large (over {limit} bytes)")
-            data = await self._read_exactly(size + 2)
-            if data[-2:] != b"\r\n":
-                raise httpx.RemoteProtocolError("chunk not followed by CRLF")
-            parts.append(data[:-2])
-        trailers: list[bytes] = []
-        size = 0
-        while (line := await self._read_line(MAX_HEAD - size, "trailer section")) not in (b"\n", b"\r\n"):
-            trailers.append(line)
-            size += len(line)
-        http1.framing(http1.parse_fields(b"".join(trailers).replace(b"\r\n", b"\n")))  # checked as h11 does, dropped
-        return b"".join(parts)
-
-    async def _read_to_end(self, limit: int) -> bytes:
-        while not self.eof and len(self.buffer) <= limit:
-            await self._wait(len(self.buffer) + 1)
-        if len(self.buffer) > limit:
-            raise BodyTooLarge(f"response body too large (over {limit} bytes)")
-        if self.error is not None:
-            raise self._gone(True)
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        return data
+            if skipped > MAX_HEAD:
+                raise httpx.RemoteProtocolError(_HEAD_TOO_LARGE)
+            if self.eof or (self.buffer and self.buffer != b"\r"):
+                return
+            await self._wait()
 
     async def read_response(self, method: str, max_body: int) -> WholeAnswer:
-        """The answer to the request just sent: interim (1xx) answers skipped, the body read whole (none for a
-        tunnel a CONNECT opened).
+        """The answer to the request just sent, as h11 reads it: interim (1xx) answers skipped, the body read whole
+        (none for a tunnel a CONNECT opened). Bytes after it are left in ``buffer``.
 
         Raises NoAnswer when the connection ends before any byte of an answer, BodyTooLarge when the
         body is over ``max_body``, and httpx's RemoteProtocolError or ReadError otherwise."""
-        head = await self._read_head(False)
-        while head.status < 200:
-            if head.status == 101:
-                raise httpx.RemoteProtocolError("101 Switching Protocols, which was not asked for")
-            head = await self._read_head(True)
-        keep = head.keep
-        tunnel = method == "CONNECT" and head.status < 300
-        if method == "HEAD" or head.status in _NO_BODY_STATUSES or tunnel:
-            body = b""
-        elif head.chunked:
-            body = await self._read_chunked(max_body)
-            keep = keep and head.length is None  # both framings at once: never trust the connection again
-        elif head.length is not None:
-            if head.length > max_body:
-                raise BodyTooLarge(f"response body too large ({head.length} bytes, over {max_body})")
-            body = await self._read_exactly(head.length)
-        else:
-            body = await self._read_to_end(max_body)
-            keep = False
-        return WholeAnswer(head=head, body=body, keep=keep)
+        await self._skip_empty_lines()
+        if not self.buffer:
+            raise NoAnswer(self.error)
+        parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        parser.send(h11.Request(method=method, target="/", headers=[("Host", "-")]))
+        parser.send(h11.EndOfMessage())
+        head: h11.Response | None = None
+        parts: list[bytes] = []
+        size = received = 0
+        ended = False
+        try:
+            while True:
+                event = parser.next_event()
+                if event is h11.NEED_DATA:
+                    if not self.buffer and not self.eof:
+                        await self._wait()
+                    if self.buffer:
+                        received += len(self.buffer)
+                        parser.receive_data(bytes(self.buffer))
+                        self.buffer.clear()
+                    elif self.error is not None:
+                        raise httpx.ReadError(f"{type(self.error).__name__}: {self.error}")
+                    else:
+                        ended = True
+                        parser.receive_data(b"")
+                elif isinstance(event, h11.Response):
+                    head = event
+                    if received - len(parser.trailing_data[0]) > MAX_HEAD:
+                        raise httpx.RemoteProtocolError(_HEAD_TOO_LARGE)
+                    length = dict(head.headers).get(b"content-length")
+                    if length is not None and int(length) > max_body:
+                        raise BodyTooLarge(f"response body too large ({int(length)} bytes, over {max_body})")
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > max_body:
+                        raise BodyTooLarge(f"response body too large (over {max_body} bytes)")
+                    parts.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                    break
+        except h11.RemoteProtocolError as exc:
+            if ended:
+                raise httpx.RemoteProtocolError(f"server closed the connection in mid-answer ({exc})") from None
+            if head is None and received > MAX_HEAD:
+                raise httpx.RemoteProtocolError(_HEAD_TOO_LARGE) from None
+            raise httpx.RemoteProtocolError(str(exc)) from None
+        assert head is not None
+        self.buffer[:0] = parser.trailing_data[0]
+        names = {name for name, _ in head.headers}
+        both_framings = {b"content-length", b"transfer-encoding"} <= names  # never trust the connection again
+        return WholeAnswer(
+            status=head.status_code,
+            version=bytes(head.http_version),
+            reason=bytes(head.reason),
+            fields=[(bytes(name), bytes(value)) for name, value in head.headers.raw_items()],
+            body=b"".join(parts),
+            keep=parser.their_state is h11.DONE and not ended and not both_framings,
+        )

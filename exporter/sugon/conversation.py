@@ -14,7 +14,7 @@ import httpx
 import msgspec
 
 from exporter.model import Row
-from exporter.sugon.http1 import MAX_BODY, BodyTooLarge
+from exporter.sugon.connection import MAX_BODY, BodyTooLarge
 from exporter.sugon.transport import check_header
 from exporter.values import ascii_int, count, without_userinfo
 

@@ -15,8 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from exporter.sugon.connection import ClientConnection, NoAnswer, WholeAnswer
-from exporter.sugon.http1 import MAX_BODY, MAX_HEAD
+from exporter.sugon.connection import MAX_BODY, MAX_HEAD, ClientConnection, NoAnswer, WholeAnswer
 from exporter.values import is_header
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -149,12 +148,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
             if answer is None:
                 conn = await self._connect(origin, proxy, timeouts.get("connect"))
                 answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=False)
-        head = answer.head
         return httpx.Response(
-            head.status,
-            headers=head.fields,
+            answer.status,
+            headers=answer.fields,
             stream=_Body(answer.body),
-            extensions={"http_version": b"HTTP/" + head.version, "reason_phrase": head.reason},
+            extensions={"http_version": b"HTTP/" + answer.version, "reason_phrase": answer.reason},
         )
 
     def _take_idle(self, origin: Origin) -> ClientConnection | None:
@@ -207,9 +205,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ProxyError(f"{proxy} closed the connection without answering CONNECT") from None
         except httpx.HTTPError as exc:
             raise httpx.ProxyError(f"{proxy} gave no proper answer to CONNECT: {exc}") from None
-        if not 200 <= answer.head.status < 300:
-            reason = answer.head.reason.decode("latin-1")[:60]
-            raise httpx.ProxyError(f"{proxy} refused CONNECT {target.decode()}: HTTP {answer.head.status} {reason}")
+        if not 200 <= answer.status < 300:
+            reason = answer.reason.decode("latin-1")[:60]
+            raise httpx.ProxyError(f"{proxy} refused CONNECT {target.decode()}: HTTP {answer.status} {reason}")
         if conn.buffer:
             raise httpx.ProxyError(f"{proxy} sent bytes after its answer to CONNECT")
         await conn.start_tls(tls, host)
@@ -221,7 +219,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             conn.send(data)
             response = await asyncio.wait_for(conn.read_response(method, self._max_body), read_timeout)
-            if reused and response.head.status == 408:  # the server's idle timeout, met as we sent
+            if reused and response.status == 408:  # the server's idle timeout, met as we sent
                 raise _StaleConnection()
             keep = response.keep and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
         except asyncio.TimeoutError:
