@@ -20,7 +20,7 @@ import pytest
 
 from exporter.sugon.connection import BodyTooLarge
 from exporter.sugon.conversation import ApiConnectionError, ApiError, ApiInvalidResponse, Conversation
-from exporter.sugon.transport import LeanTransport, transport_for
+from exporter.sugon.transport import LeanTransport
 from exporter.values import is_header
 from tests.proxy import ForwardingProxy
 
@@ -315,11 +315,14 @@ def test_tls_with_the_right_ca_without_verification_and_with_the_wrong_ca(certs:
 
     async def go() -> None:
         async with Server([ok(b'{"tls": 1}')], tls=server_tls) as server:
-            trusted = transport_for(ssl.create_default_context(cafile=str(certs / "ca.pem")), 2)
+            trusted = LeanTransport(ssl.create_default_context(cafile=str(certs / "ca.pem")), 2)
             assert (await get(server, trusted)).json() == {"tls": 1}
-            assert (await get(server, transport_for(False, 2))).json() == {"tls": 1}
+            unverified = ssl.create_default_context()
+            unverified.check_hostname = False
+            unverified.verify_mode = ssl.CERT_NONE
+            assert (await get(server, LeanTransport(unverified, 2))).json() == {"tls": 1}
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                await get(server, transport_for(True, 2))
+                await get(server, LeanTransport(ssl.create_default_context(), 2))
 
     run(go())
 

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from exporter.logs import Fields
 from exporter.sugon.conversation import UNOBSERVED, ApiAuthError, ApiError, Observer
@@ -28,25 +28,12 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class TokenProvider(Protocol):
-    """Hands out the token to send, and gets a new one when the API rejects it."""
-
-    hint: str  # what to do when the tokens keep failing
-
-    async def get(self) -> str:
-        """A token to send now (may renew or log in first); ApiError when none can be had."""
-        ...
-
-    async def rejected(self, token: str) -> bool:
-        """The API refused ``token``: True if a different token is now available to retry with."""
-        ...
-
-
 async def with_token(
     tokens: TokenProvider, send: Callable[Concatenate[str, P], Awaitable[T]], *args: P.args, **kwargs: P.kwargs
 ) -> T:
     """``send(token, *args, **kwargs)``; if the API rejects the token, it is replaced once (single-flight) and
-    sent again."""
+    sent again. A TokenProvider hands out the token to send (``get``) and says whether a rejected one was
+    replaced (``rejected``); its ``hint`` says what to do when tokens keep failing."""
     token = await tokens.get()
     try:
         return await send(token, *args, **kwargs)
@@ -308,20 +295,22 @@ class LoginToken:
         self._observer.token_expiry(self._expires)
 
 
+# Where a cluster's token comes from (one of the three classes above).
+TokenProvider = StaticToken | FileToken | LoginToken
+
+
 def token_provider(
     settings: TokenSettings,
     platform: PlatformClient | None = None,
     observer: Observer | None = None,
     clock: Callable[[], float] = time.time,
 ) -> TokenProvider:
-    """The TokenProvider ``settings`` ask for (``platform`` is needed with a login)."""
-    if settings.login is not None:
-        if platform is None:
-            raise ValueError("a login needs a PlatformClient")
+    """The TokenProvider ``settings`` ask for (a login needs ``platform``; the config validation sees to it that
+    one of the three is given)."""
+    if settings.login is not None and platform is not None:
         gap = settings.login_gap
         return LoginToken(settings.cluster, settings.login, platform, min_login_gap=gap, observer=observer, clock=clock)
     if settings.token_file is not None:
         return FileToken(settings.token_file, settings.cluster, observer, clock)
-    if settings.token is not None:
-        return StaticToken(settings.token, settings.cluster, observer, clock)
-    raise ValueError(f"cluster {settings.cluster} has no token source")  # config validation prevents this
+    assert settings.token is not None
+    return StaticToken(settings.token, settings.cluster, observer, clock)

@@ -10,7 +10,6 @@ import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
@@ -253,15 +252,3 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         self._closed = True
         self._drop_idle()
-
-
-def transport_for(verify: Any, max_connections: int) -> LeanTransport:
-    """A LeanTransport checking certificates as httpx would for ``verify`` (True, False or an SSLContext), with
-    the proxies the environment names."""
-    if isinstance(verify, ssl.SSLContext):
-        return LeanTransport(verify, max_connections)
-    context = ssl.create_default_context()
-    if verify is False:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return LeanTransport(context, max_connections)
