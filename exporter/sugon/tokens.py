@@ -89,9 +89,6 @@ class StaticToken:
     async def rejected(self, token: str) -> bool:
         return False  # nothing to fall back on
 
-    def __repr__(self) -> str:
-        return "StaticToken(<redacted>)"
-
 
 class FileToken:
     """A token kept in a file (``token_file:``); read again when its inode, size or mtime changes."""
@@ -134,9 +131,6 @@ class FileToken:
         """True if the file now holds another token."""
         return await self.get() != token
 
-    def __repr__(self) -> str:
-        return f"FileToken({self.path!r})"
-
 
 class LoginToken:
     """Tokens from a password or AK/SK login, renewed before they expire and when the API rejects them.
@@ -174,9 +168,6 @@ class LoginToken:
         self.hint = (
             f"the exporter keeps logging in; check the {auth.kind} credentials of user {auth.user} at {auth.url}"
         )
-
-    def __repr__(self) -> str:
-        return f"LoginToken(kind={self._auth.kind!r}, user={self._auth.user!r}, url={self._auth.url!r})"
 
     async def get(self) -> str:
         """The current token, renewed first when it is due."""
