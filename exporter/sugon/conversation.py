@@ -1,10 +1,9 @@
 """How every request to the Sugon API goes: one whole-exchange timeout, errors as types, one retry when transient,
-a bound on the body, and the {code, msg, data} envelope read (by json; job pages by msgspec, into Rows)."""
+a bound on the body, and the {code, msg, data} envelope read by msgspec (job pages straight into Rows)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -166,33 +165,9 @@ def check_code(code: Any, msg: Any, refusal_is_auth: bool = False) -> None:
     raise ApiCodeError(code, text)
 
 
-def _not_json(answer: Reply | httpx.Response, why: object) -> ApiInvalidResponse:
-    kind = answer.headers.get("content-type", "no content-type")
-    return ApiInvalidResponse(f"body is not JSON ({clip(kind, 60)}, {len(answer.content)} bytes: {clip(why, 80)})")
-
-
-def _too_deep(answer: Reply | httpx.Response) -> ApiInvalidResponse:
-    return ApiInvalidResponse(f"body is JSON nested too deeply ({len(answer.content)} bytes)")
-
-
-def parse_envelope(answer: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
-    """``data`` of a successful answer, decoded by stdlib json; otherwise the ApiError the answer amounts to."""
-    check_status(answer)
-    try:
-        body = json.loads(answer.content)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _not_json(answer, exc) from None
-    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
-        raise _too_deep(answer) from None
-    if not isinstance(body, dict) or "code" not in body:
-        raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
-    check_code(body["code"], body.get("msg"), refusal_is_auth)
-    return body.get("data")
-
-
-# A job page decoded by msgspec straight into Rows, the fields a row is not counted by skipped. Every other JSON
-# value is allowed where the page has an object or a list, so that an odd page is read as json would read it:
-# a row that is not an object is one invalid row, and odd data is refused by the checks below, not the decoder.
+# The {code, msg, data} envelope, decoded by msgspec. A job page is decoded straight into Rows, the fields a row is
+# not counted by skipped. Every other JSON value is allowed where the page has an object or a list, so that an odd
+# page is refused by the checks below, not the decoder, and a row that is not an object is one invalid row.
 _Rows = list[Row | None | bool | int | float | str | list[Any]]  # a field named ``list`` hides the builtin below
 
 
@@ -201,14 +176,42 @@ class _Data(msgspec.Struct):
     list: _Rows | None | bool | int | float | str | dict[str, Any] = None
 
 
+class _Envelope(msgspec.Struct):
+    code: Any
+    msg: Any = None
+    data: Any = None
+
+
 class _JobEnvelope(msgspec.Struct):
     code: Any
     msg: Any = None
     data: _Data | None | bool | int | float | str | list[Any] = None
 
 
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
 _JOB_PAGE = msgspec.json.Decoder(_JobEnvelope)
 Page = tuple[int, list["Row | None"]]  # (data.total, the rows; None for a row that is not an object)
+
+
+def _data(answer: Reply | httpx.Response, decoder: msgspec.json.Decoder[Any], refusal_is_auth: bool = False) -> Any:
+    """``data`` of a successful answer; otherwise the ApiError the answer amounts to."""
+    check_status(answer)
+    try:
+        envelope = decoder.decode(answer.content)
+    except msgspec.ValidationError as exc:  # JSON, but a value no Python type holds, or no envelope
+        raise ApiInvalidResponse(f"body is not the {{code, msg, data}} envelope ({clip(exc, 120)})") from None
+    except msgspec.DecodeError as exc:
+        kind = clip(answer.headers.get("content-type", "no content-type"), 60)
+        raise ApiInvalidResponse(f"body is not JSON ({kind}, {len(answer.content)} bytes: {clip(exc, 80)})") from None
+    except RecursionError:
+        raise ApiInvalidResponse(f"body is JSON nested too deeply ({len(answer.content)} bytes)") from None
+    check_code(envelope.code, envelope.msg, refusal_is_auth)
+    return envelope.data
+
+
+def parse_envelope(answer: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
+    """``data`` of a successful answer; otherwise the ApiError the answer amounts to."""
+    return _data(answer, _ENVELOPE, refusal_is_auth)
 
 
 def _show(value: Any) -> str:
@@ -219,18 +222,8 @@ def _show(value: Any) -> str:
 
 
 def decode_job_page(answer: Reply | httpx.Response) -> Page:
-    """``(data.total, rows)`` of a job-list answer, decoded by msgspec; otherwise the ApiError it amounts to."""
-    check_status(answer)
-    try:
-        envelope = _JOB_PAGE.decode(answer.content)
-    except msgspec.ValidationError as exc:  # JSON, but a value no Python type holds, or no envelope
-        raise ApiInvalidResponse(f"body is not the {{code, msg, data}} envelope ({clip(exc, 120)})") from None
-    except msgspec.DecodeError as exc:
-        raise _not_json(answer, exc) from None
-    except RecursionError:
-        raise _too_deep(answer) from None
-    check_code(envelope.code, envelope.msg)
-    data = envelope.data
+    """``(data.total, rows)`` of a job-list answer; otherwise the ApiError it amounts to."""
+    data = _data(answer, _JOB_PAGE)
     if not isinstance(data, _Data):
         raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
     total = count(data.total)
