@@ -62,8 +62,7 @@ class ClientConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.eof = False
         self.error: BaseException | None = None
-        self._idle = False
-        self._stale = False  # bytes or an end arrived while idle
+        self._idle = False  # between an answer and the next request: bytes that arrive make the connection unusable
         self._socket = select.poll()  # bytes the event loop has not read yet show only here
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
@@ -78,7 +77,6 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         if self._idle:
-            self._stale = True
             self._pause()
             return
         self._wake_reader()
@@ -95,7 +93,6 @@ class ClientConnection(asyncio.Protocol):
 
     def _ended(self) -> None:
         self.eof = True
-        self._stale = self._stale or self._idle
         self._wake_reader()
 
     def _wake_reader(self) -> None:
@@ -115,7 +112,7 @@ class ClientConnection(asyncio.Protocol):
         """Take the idle connection for a request: True if nothing arrived while it was idle, it has not ended, and
         its socket is quiet; else it is closed at once (no TLS goodbye to a server that left)."""
         self._idle = False
-        if self._stale or self.eof or self.buffer or self.transport is None or self.transport.is_closing():
+        if self.eof or self.buffer or self.transport is None or self.transport.is_closing():
             self.abort()
             return False
         if self._socket.poll(0):
