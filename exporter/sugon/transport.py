@@ -94,10 +94,6 @@ class _Body(httpx.AsyncByteStream):
             yield self._body[start : start + PIECE]
 
 
-class _StaleConnection(Exception):
-    """A reused connection the server had already dropped: it ended before any answer, or answered 408."""
-
-
 class LeanTransport(httpx.AsyncBaseTransport):
     """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time. A kept-alive connection
     the server dropped while idle gets the request once more on a fresh one.
@@ -139,14 +135,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
         async with self._slots:
             answer = None
             conn = self._take_idle(origin)
-            if conn is not None:
-                try:
-                    answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=True)
-                except _StaleConnection:
-                    pass  # the server had dropped the kept-alive connection: once more, on a fresh one
+            if conn is not None:  # None back: the server had dropped it, so once more on a fresh one
+                answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=True)
             if answer is None:
                 conn = await self._connect(origin, proxy, timeouts.get("connect"))
                 answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=False)
+        assert answer is not None  # a fresh connection gives an answer or raises
         return httpx.Response(
             answer.status,
             headers=answer.fields,
@@ -213,19 +207,21 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def _exchange(
         self, conn: ClientConnection, data: bytes, method: str, origin: Origin, read_timeout: float | None, reused: bool
-    ) -> WholeAnswer:
+    ) -> WholeAnswer | None:
+        """The answer on ``conn``; None when ``reused`` and the server had already dropped it (it ended before any
+        answer, or answered 408)."""
         keep = False
         try:
             conn.send(data)
             response = await asyncio.wait_for(conn.read_response(method, self._max_body), read_timeout)
             if reused and response.status == 408:  # the server's idle timeout, met as we sent
-                raise _StaleConnection()
+                return None
             keep = response.keep and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
         except asyncio.TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {read_timeout:g}s") from None
         except NoAnswer as exc:
             if reused and exc.stale:
-                raise _StaleConnection() from None
+                return None
             if exc.error is None:
                 raise httpx.RemoteProtocolError("server closed the connection without an answer") from None
             raise httpx.ReadError(f"{type(exc.error).__name__}: {exc.error}") from None
