@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Concatenate, ParamSpec, TypeVar
@@ -91,7 +90,7 @@ class StaticToken:
 
 
 class FileToken:
-    """A token kept in a file (``token_file:``); read again when its inode, size or mtime changes."""
+    """A token kept in a file (``token_file:``), read for every request so that a new one is used at once."""
 
     def __init__(
         self, path: str, cluster: str = "", observer: Observer | None = None, clock: Callable[[], float] = time.time
@@ -101,30 +100,23 @@ class FileToken:
         self._cluster = cluster
         self._observer = observer or UNOBSERVED
         self._clock = clock
-        self._stamp: tuple[int, int, int] | None = None
         self._value = ""
 
     async def get(self) -> str:
         """The file's token, stripped."""
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            raise ApiAuthError(f"token_file {self.path}: {exc.strerror}") from None
-        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-        if stamp != self._stamp:
-            value = _secret(None, self.path, "token_file")
-            problem = token_problem(value)
-            if problem:
-                raise ApiAuthError(f"token_file {self.path}: the token {problem}")
-            if value != self._value:
-                if self._value:
-                    log.info(
-                        "token_file %s changed; using the new token",
-                        self.path,
-                        extra={"cluster": self._cluster, "file": self.path},
-                    )
-                _note_expiry(value, self._cluster, self._observer, self._clock)
-            self._stamp, self._value = stamp, value
+        value = _secret(None, self.path, "token_file")
+        problem = token_problem(value)
+        if problem:
+            raise ApiAuthError(f"token_file {self.path}: the token {problem}")
+        if value != self._value:
+            if self._value:
+                log.info(
+                    "token_file %s changed; using the new token",
+                    self.path,
+                    extra={"cluster": self._cluster, "file": self.path},
+                )
+            _note_expiry(value, self._cluster, self._observer, self._clock)
+            self._value = value
         return self._value
 
     async def rejected(self, token: str) -> bool:
