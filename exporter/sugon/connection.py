@@ -1,8 +1,6 @@
-"""One HTTP/1.1 client connection of the exporter's transport; h11 reads its answers.
-
-A kept-alive connection must never be reused once anything arrived on it while idle (a gateway's ``408`` or stray
-CRLF would be read as the next answer). asyncio's streams show neither their buffer nor when bytes arrive
-(bench/RESULTS.md, issue 25), so this is an asyncio.Protocol with its own buffer. Failures are httpx's exceptions.
+"""One HTTP/1.1 client connection of the exporter's transport; h11 reads its answers. A kept-alive connection is
+never reused once anything arrived on it while idle (a gateway's ``408`` or stray CRLF would be read as the next
+answer), which asyncio's streams cannot see (bench/RESULTS.md, issue 25): so an asyncio.Protocol with its own buffer.
 """
 
 from __future__ import annotations
@@ -171,11 +169,9 @@ class ClientConnection(asyncio.Protocol):
             await self._wait()
 
     async def read_response(self, method: str, max_body: int) -> WholeAnswer:
-        """The answer to the request just sent, as h11 reads it: interim (1xx) answers skipped, the body read whole
-        (none for a tunnel a CONNECT opened). Bytes after it are left in ``buffer``.
-
-        Raises NoAnswer when the connection ends before any byte of an answer, BodyTooLarge when the
-        body is over ``max_body``, and httpx's RemoteProtocolError or ReadError otherwise."""
+        """The answer to the request just sent, as h11 reads it, its body whole (none for a tunnel a CONNECT opened);
+        bytes after it stay in ``buffer``. NoAnswer when the connection ends before any byte of an answer,
+        BodyTooLarge for a body over ``max_body``, else httpx's RemoteProtocolError or ReadError."""
         await self._skip_empty_lines()
         if not self.buffer:
             raise NoAnswer(self.error)

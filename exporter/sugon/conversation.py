@@ -147,10 +147,8 @@ def check_status(answer: Reply | httpx.Response) -> None:
 
 
 def check_code(code: Any, msg: Any, refusal_is_auth: bool = False) -> None:
-    """Raise the ApiError that an envelope's ``code`` other than "0" amounts to.
-
-    With ``refusal_is_auth`` (logins and renewals) every non-zero code means "credentials not accepted".
-    """
+    """Raise the ApiError that an envelope's ``code`` other than "0" amounts to; with ``refusal_is_auth`` (logins
+    and renewals) every non-zero code means "credentials not accepted"."""
     code = str(code).strip() if isinstance(code, (str, int)) and not isinstance(code, bool) else None
     if code is None:
         raise ApiInvalidResponse("envelope code is not a string")

@@ -220,14 +220,11 @@ class JobListReader:
 
     async def pages(self) -> AsyncGenerator[tuple[list[Row | None], bool], None]:
         """Each page's rows as it arrives, and whether it is a page read again for a gap (rows repeat across
-        pages); ``read`` is set once the last one is given.
-
-        Pages are stepped by the rows the server really returns (it may cap ``limit``) less a few that neighbouring
-        pages share (exporter.sugon.paging), ``concurrency`` requests in flight; then each gap is read again within
-        the read's ``allowance``. Any failure is an ApiError, raised after the requests in flight are cancelled. The
-        list may grow while it is read, not without end: a ``total`` above ``max_jobs``, or more pages than
-        ``2 * max_jobs`` rows' worth, is an invalid response.
-        """
+        pages); ``read`` is set once the last one is given. Pages are stepped by the rows the server really returns
+        less a few that neighbouring pages share (exporter.sugon.paging), ``concurrency`` in flight; then each gap
+        is read again within the read's ``allowance``. Any failure is an ApiError, raised after the requests in
+        flight are cancelled. A ``total`` above ``max_jobs``, or more than ``2 * max_jobs`` rows' worth of pages (the
+        list may grow while it is read, not without end), is an invalid response."""
         client, scheduler_id, page_size, max_jobs = self._client, self._scheduler_id, self._page_size, self._max_jobs
         total, rows = await client.page(scheduler_id, 0, page_size)
         self._check_total(total, 0)

@@ -79,10 +79,8 @@ class Chain:
 
     def place(self, gap: int, offset: int, ids: Sequence[JobId | None]) -> int | None:
         """Take a page read again for ``gap`` at ``offset``; returns where to read next (None: it bridged the gap).
-
         A page that shares jobs with pages before the gap and after it bridges it; only with earlier ones, it
-        extends the page before (read on); only with later ones, the page after (read back); none, it lies in it.
-        """
+        extends the page before (read on); only with later ones, the page after (read back); none, it lies in it."""
         known = frozenset(i for i in ids if i is not None)
         step_back = max(len(ids) - self.lap, 1)
         if not ids:  # past the end of a list that shrank: read back

@@ -125,12 +125,10 @@ class FileToken:
 
 
 class LoginToken:
-    """Tokens from a password or AK/SK login, renewed before they expire and when the API rejects them.
-
-    Refreshes are single-flight (one lock): requests rejected together cause one renewal, which tries
-    ``tokens/next`` and falls back to logging in. Logins are at most one per ``min_login_gap`` seconds, backing off
-    further after each failure. While the current token is valid, a failed early renewal keeps it.
-    """
+    """Tokens from a password or AK/SK login, renewed before they expire and when the API rejects them. Refreshes
+    are single-flight (one lock): requests rejected together cause one renewal, ``tokens/next`` or else a login.
+    Logins are at most one per ``min_login_gap`` seconds, more after failures; a failed early renewal keeps a
+    token that is still valid."""
 
     def __init__(
         self,

@@ -95,11 +95,9 @@ class _Body(httpx.AsyncByteStream):
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
-    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time. A kept-alive connection
-    the server dropped while idle gets the request once more on a fresh one.
-
-    ``proxies`` maps a scheme (and "all", "no") to a proxy URL; None: what the environment names, read once.
-    """
+    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time; a request met by a
+    kept-alive connection the server had dropped goes once more on a fresh one. ``proxies`` maps a scheme (and
+    "all", "no") to a proxy URL; None: what the environment names, read once."""
 
     def __init__(
         self,
