@@ -113,12 +113,6 @@ class Reply:
     content: bytes
 
 
-def _retry_after(answer: Reply | httpx.Response) -> float | None:
-    """Seconds from ``Retry-After: <seconds>`` (the HTTP-date form is not worth waiting for within a poll)."""
-    seconds = ascii_int(answer.headers.get("retry-after", "").strip())
-    return float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None  # a huge one is no float
-
-
 def check_status(answer: Reply | httpx.Response) -> None:
     """Raise the ApiError that an answer's status other than a success amounts to."""
     status = answer.status_code
@@ -142,8 +136,10 @@ def check_status(answer: Reply | httpx.Response) -> None:
             f"HTTP {status} redirect{where}: redirects are not followed; set api_url (or auth.url) to the new address"
         )
     if status >= 300:
-        transient = status >= 500 or status == 429
-        raise ApiHttpError(f"HTTP {status}", transient=transient, retry_after=_retry_after(answer))
+        # Retry-After in seconds; its HTTP-date form is not worth waiting for within a poll, a huge one is no float.
+        seconds = ascii_int(answer.headers.get("retry-after", "").strip())
+        retry_after = float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None
+        raise ApiHttpError(f"HTTP {status}", transient=status >= 500 or status == 429, retry_after=retry_after)
 
 
 def check_code(code: Any, msg: Any, refusal_is_auth: bool = False) -> None:
@@ -212,21 +208,16 @@ def parse_envelope(answer: Reply | httpx.Response, refusal_is_auth: bool = False
     return _data(answer, _ENVELOPE, refusal_is_auth)
 
 
-def _show(value: Any) -> str:
-    """A short repr of a scalar, the type of anything else (a nested value's repr could be huge or too deep)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return clip(repr(value), 40)
-    return type(value).__name__
-
-
 def decode_job_page(answer: Reply | httpx.Response) -> Page:
     """``(data.total, rows)`` of a job-list answer; otherwise the ApiError it amounts to."""
     data = _data(answer, _JOB_PAGE)
     if not isinstance(data, _Data):
         raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
     total = count(data.total)
-    if total is None:
-        raise ApiInvalidResponse(f"job list total is missing or not a count ({_show(data.total)})")
+    if total is None:  # a scalar is shown, anything else by its type (its repr could be huge or too deep)
+        scalar = data.total is None or isinstance(data.total, (bool, int, float, str))
+        shown = clip(repr(data.total), 40) if scalar else type(data.total).__name__
+        raise ApiInvalidResponse(f"job list total is missing or not a count ({shown})")
     rows = data.list
     if rows is None and total == 0:
         return 0, []
@@ -302,9 +293,7 @@ class Conversation:
         # httpx would raise UnicodeEncodeError for a header beyond ASCII, quoting it: it may be a secret.
         for name, value in headers.items():
             check_header(name, value)
-        # Built with ``params``, the URL is parsed once (httpx would parse it again to add them).
-        target = httpx.URL(url, params=params) if params else url
-        async with self.http.stream(method, target, headers=headers) as response:
+        async with self.http.stream(method, url, params=params, headers=headers) as response:
             # The transport bounds the body as sent; this bounds it decompressed, piece by piece.
             parts: list[bytes] = []
             size = 0

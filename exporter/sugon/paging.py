@@ -55,10 +55,7 @@ class Chain:
 
     def distinct(self) -> int:
         """Distinct job ids on the pages."""
-        ids: set[JobId] = set()
-        for page in self._pages:
-            ids |= page.ids
-        return len(ids)
+        return len(set().union(*(page.ids for page in self._pages)))
 
     def gap(self) -> int | None:
         """The index of the first page that shares no job with the page after it, or of the last page when it

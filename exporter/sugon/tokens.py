@@ -161,8 +161,6 @@ class LoginToken:
 
     async def get(self) -> str:
         """The current token, renewed first when it is due."""
-        if self._token is not None and (self._renew_at is None or self._clock() < self._renew_at):
-            return self._token
         async with self._lock:
             now = self._clock()
             if self._token is not None and (self._renew_at is None or now < self._renew_at):
