@@ -67,7 +67,8 @@ async def read(pieces: list[bytes], method: str = "GET", max_body: int = MAX_BOD
     if not task.done():
         conn.eof_received()
     answer = await task
-    return answer.status, answer.version, answer.reason, answer.fields, answer.body, answer.keep
+    version, reason = answer.extensions["http_version"].removeprefix(b"HTTP/"), answer.extensions["reason_phrase"]
+    return answer.status_code, version, reason, answer.headers.raw, await answer.aread(), conn.reusable
 
 
 def ours(pieces: list[bytes], method: str = "GET") -> Reading | None:

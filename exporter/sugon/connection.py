@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 import h11
 import httpx
@@ -16,6 +16,7 @@ import httpx
 MAX_HEAD = 256 * 1024  # a response head; httpx's stack allows about 100 KiB (httpcore's h11 buffer)
 MAX_BODY = 64 * 1024 * 1024  # a response body, raw or decoded
 HIGH_WATER = 256 * 1024  # bytes received and not yet read before reading is paused
+PIECE = 16 * 1024  # httpx decodes a body piece by piece, and a compressed piece expands at most about 1,000-fold
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError)
 _HEAD_TOO_LARGE = f"response head too large (over {MAX_HEAD} bytes)"
 
@@ -37,16 +38,15 @@ class NoAnswer(Exception):
         return self.error is None or isinstance(self.error, _STALE_ERRORS)
 
 
-@dataclass(frozen=True, kw_only=True)
-class WholeAnswer:
-    """A whole answer (fields with their names as sent), and whether the connection may carry another request."""
+class _Body(httpx.AsyncByteStream):
+    """A body that was read whole, handed to httpx in pieces (so that decompressing one is bounded)."""
 
-    status: int
-    version: bytes
-    reason: bytes
-    fields: list[tuple[bytes, bytes]]
-    body: bytes
-    keep: bool
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._body), PIECE):
+            yield self._body[start : start + PIECE]
 
 
 class ClientConnection(asyncio.Protocol):
@@ -60,6 +60,7 @@ class ClientConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.eof = False
         self.error: BaseException | None = None
+        self.reusable = False  # the last answer leaves the connection open for another request
         self._idle = False  # between an answer and the next request: bytes that arrive make the connection unusable
         self._socket = select.poll()  # bytes the event loop has not read yet show only here
         self._waiter: asyncio.Future[None] | None = None
@@ -168,9 +169,9 @@ class ClientConnection(asyncio.Protocol):
                 return
             await self._wait()
 
-    async def read_response(self, method: str, max_body: int) -> WholeAnswer:
+    async def read_response(self, method: str, max_body: int) -> httpx.Response:
         """The answer to the request just sent, as h11 reads it, its body whole (none for a tunnel a CONNECT opened);
-        bytes after it stay in ``buffer``. NoAnswer when the connection ends before any byte of an answer,
+        bytes after it stay in ``buffer``, and ``reusable`` says whether another request may follow. NoAnswer when the connection ends before any byte of an answer,
         BodyTooLarge for a body over ``max_body``, else httpx's RemoteProtocolError or ReadError."""
         await self._skip_empty_lines()
         if not self.buffer:
@@ -221,11 +222,10 @@ class ClientConnection(asyncio.Protocol):
         self.buffer[:0] = parser.trailing_data[0]
         names = {name for name, _ in head.headers}
         both_framings = {b"content-length", b"transfer-encoding"} <= names  # never trust the connection again
-        return WholeAnswer(
-            status=head.status_code,
-            version=bytes(head.http_version),
-            reason=bytes(head.reason),
-            fields=[(bytes(name), bytes(value)) for name, value in head.headers.raw_items()],
-            body=b"".join(parts),
-            keep=parser.their_state is h11.DONE and not ended and not both_framings,
+        self.reusable = parser.their_state is h11.DONE and not ended and not both_framings
+        return httpx.Response(
+            head.status_code,
+            headers=head.headers.raw_items(),
+            stream=_Body(b"".join(parts)),
+            extensions={"http_version": b"HTTP/" + head.http_version, "reason_phrase": head.reason},
         )

@@ -8,17 +8,16 @@ import asyncio
 import base64
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from exporter.sugon.connection import MAX_BODY, MAX_HEAD, ClientConnection, NoAnswer, WholeAnswer
+from exporter.sugon.connection import MAX_BODY, MAX_HEAD, ClientConnection, NoAnswer
 from exporter.values import is_header
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-PIECE = 16 * 1024  # httpx decodes a body piece by piece, and a compressed piece expands at most about 1,000-fold
 
 Origin = tuple[str, str, int]
 
@@ -83,17 +82,6 @@ def _request_head(request: httpx.Request, body: bytes, proxy: Proxy | None) -> b
     return b"\r\n".join([b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target), *lines, b"\r\n"])
 
 
-class _Body(httpx.AsyncByteStream):
-    """A body that was read whole, handed to httpx in pieces (so that decompressing one is bounded)."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for start in range(0, len(self._body), PIECE):
-            yield self._body[start : start + PIECE]
-
-
 class LeanTransport(httpx.AsyncBaseTransport):
     """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time; a request met by a
     kept-alive connection the server had dropped goes once more on a fresh one. ``proxies`` maps a scheme (and
@@ -139,12 +127,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 conn = await self._connect(origin, proxy, timeouts.get("connect"))
                 answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=False)
         assert answer is not None  # a fresh connection gives an answer or raises
-        return httpx.Response(
-            answer.status,
-            headers=answer.fields,
-            stream=_Body(answer.body),
-            extensions={"http_version": b"HTTP/" + answer.version, "reason_phrase": answer.reason},
-        )
+        return answer
 
     def _take_idle(self, origin: Origin) -> ClientConnection | None:
         """A kept-alive connection to ``origin`` that nothing arrived on since its last answer."""
@@ -196,25 +179,25 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ProxyError(f"{proxy} closed the connection without answering CONNECT") from None
         except httpx.HTTPError as exc:
             raise httpx.ProxyError(f"{proxy} gave no proper answer to CONNECT: {exc}") from None
-        if not 200 <= answer.status < 300:
-            reason = answer.reason.decode("latin-1")[:60]
-            raise httpx.ProxyError(f"{proxy} refused CONNECT {target.decode()}: HTTP {answer.status} {reason}")
+        if not 200 <= answer.status_code < 300:
+            reason = answer.reason_phrase[:60]
+            raise httpx.ProxyError(f"{proxy} refused CONNECT {target.decode()}: HTTP {answer.status_code} {reason}")
         if conn.buffer:
             raise httpx.ProxyError(f"{proxy} sent bytes after its answer to CONNECT")
         await conn.start_tls(tls, host)
 
     async def _exchange(
         self, conn: ClientConnection, data: bytes, method: str, origin: Origin, read_timeout: float | None, reused: bool
-    ) -> WholeAnswer | None:
+    ) -> httpx.Response | None:
         """The answer on ``conn``; None when ``reused`` and the server had already dropped it (it ended before any
         answer, or answered 408)."""
         keep = False
         try:
             conn.send(data)
             response = await asyncio.wait_for(conn.read_response(method, self._max_body), read_timeout)
-            if reused and response.status == 408:  # the server's idle timeout, met as we sent
+            if reused and response.status_code == 408:  # the server's idle timeout, met as we sent
                 return None
-            keep = response.keep and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
+            keep = conn.reusable and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
         except asyncio.TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {read_timeout:g}s") from None
         except NoAnswer as exc:
