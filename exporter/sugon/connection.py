@@ -15,7 +15,6 @@ import httpx
 
 MAX_HEAD = 256 * 1024  # a response head; httpx's stack allows about 100 KiB (httpcore's h11 buffer)
 MAX_BODY = 64 * 1024 * 1024  # a response body, raw or decoded
-HIGH_WATER = 256 * 1024  # bytes received and not yet read before reading is paused
 PIECE = 16 * 1024  # httpx decodes a body piece by piece, and a compressed piece expands at most about 1,000-fold
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError)
 _HEAD_TOO_LARGE = f"response head too large (over {MAX_HEAD} bytes)"
@@ -50,9 +49,9 @@ class _Body(httpx.AsyncByteStream):
 
 
 class ClientConnection(asyncio.Protocol):
-    """One client connection. Received bytes wait in ``buffer``; ``eof`` says nothing more will come. Reading is
-    paused while more than HIGH_WATER bytes wait, and when anything arrives on an idle connection (which is then
-    never reused)."""
+    """One client connection. Received bytes wait in ``buffer`` for the reader, which takes them as they come;
+    ``eof`` says nothing more will come. Reading stops when anything arrives on an idle connection, which is then
+    never reused."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -64,7 +63,6 @@ class ClientConnection(asyncio.Protocol):
         self._idle = False  # between an answer and the next request: bytes that arrive make the connection unusable
         self._socket = select.poll()  # bytes the event loop has not read yet show only here
         self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -75,12 +73,9 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if self._idle:
-            self._pause()
-            return
+        if self._idle and self.transport is not None:  # the rest stays in the kernel's buffers
+            self.transport.pause_reading()
         self._wake_reader()
-        if len(self.buffer) > HIGH_WATER:
-            self._pause()
 
     def eof_received(self) -> None:
         self._ended()
@@ -97,11 +92,6 @@ class ClientConnection(asyncio.Protocol):
     def _wake_reader(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-    def _pause(self) -> None:
-        if not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
 
     def rest(self) -> None:
         """The answer is read: from now on anything that arrives makes the connection unusable."""
@@ -144,10 +134,6 @@ class ClientConnection(asyncio.Protocol):
         """Until more bytes arrive or the connection ends."""
         if self.eof:
             return
-        if self._paused:
-            self._paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
         self._waiter = self._loop.create_future()
         try:
             await self._waiter
