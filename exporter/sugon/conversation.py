@@ -293,7 +293,9 @@ class Conversation:
         # httpx would raise UnicodeEncodeError for a header beyond ASCII, quoting it: it may be a secret.
         for name, value in headers.items():
             check_header(name, value)
-        async with self.http.stream(method, url, params=params, headers=headers) as response:
+        # Built with ``params``, the URL is parsed once (httpx would parse it again to add them).
+        target = httpx.URL(url, params=params) if params else url
+        async with self.http.stream(method, target, headers=headers) as response:
             # The transport bounds the body as sent; this bounds it decompressed, piece by piece.
             parts: list[bytes] = []
             size = 0
