@@ -1,16 +1,16 @@
 """How every request to the Sugon API goes: one whole-exchange timeout, errors as types, one retry when transient,
-a bound on the body, and the {code, msg, data} envelope read by msgspec (job pages straight into Rows)."""
+a bound on the body, and the {code, msg, data} envelope read by stdlib json (job pages into Rows)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import httpx
-import msgspec
 
 from exporter.model import Row
 from exporter.sugon.connection import MAX_BODY, BodyTooLarge
@@ -159,71 +159,49 @@ def check_code(code: Any, msg: Any, refusal_is_auth: bool = False) -> None:
     raise ApiCodeError(code, text)
 
 
-# The {code, msg, data} envelope, decoded by msgspec. A job page is decoded straight into Rows, the fields a row is
-# not counted by skipped. Every other JSON value is allowed where the page has an object or a list, so that an odd
-# page is refused by the checks below, not the decoder, and a row that is not an object is one invalid row.
-_Rows = list[Row | None | bool | int | float | str | list[Any]]  # a field named ``list`` hides the builtin below
-
-
-class _Data(msgspec.Struct):
-    total: Any = None
-    list: _Rows | None | bool | int | float | str | dict[str, Any] = None
-
-
-class _Envelope(msgspec.Struct):
-    code: Any
-    msg: Any = None
-    data: Any = None
-
-
-class _JobEnvelope(msgspec.Struct):
-    code: Any
-    msg: Any = None
-    data: _Data | None | bool | int | float | str | list[Any] = None
-
-
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
-_JOB_PAGE = msgspec.json.Decoder(_JobEnvelope)
 Page = tuple[int, list["Row | None"]]  # (data.total, the rows; None for a row that is not an object)
 
 
-def _data(answer: Reply | httpx.Response, decoder: msgspec.json.Decoder[Any], refusal_is_auth: bool = False) -> Any:
-    """``data`` of a successful answer; otherwise the ApiError the answer amounts to."""
+def parse_envelope(answer: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
+    """``data`` of a successful answer; otherwise the ApiError the answer amounts to. Bodies are read by stdlib
+    json, which reads what the API may send that is not strict JSON (NaN, lone surrogates) into values the
+    checks downstream bound (bench/RESULTS.md, issue 25)."""
     check_status(answer)
     try:
-        envelope = decoder.decode(answer.content)
-    except msgspec.ValidationError as exc:  # JSON, but a value no Python type holds, or no envelope
-        raise ApiInvalidResponse(f"body is not the {{code, msg, data}} envelope ({clip(exc, 120)})") from None
-    except msgspec.DecodeError as exc:
+        body = json.loads(answer.content)
+    except ValueError:  # UnicodeDecodeError too
         kind = clip(answer.headers.get("content-type", "no content-type"), 60)
-        raise ApiInvalidResponse(f"body is not JSON ({kind}, {len(answer.content)} bytes: {clip(exc, 80)})") from None
-    except RecursionError:
+        raise ApiInvalidResponse(f"body is not JSON ({kind}, {len(answer.content)} bytes)") from None
+    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
         raise ApiInvalidResponse(f"body is JSON nested too deeply ({len(answer.content)} bytes)") from None
-    check_code(envelope.code, envelope.msg, refusal_is_auth)
-    return envelope.data
+    if not isinstance(body, dict) or "code" not in body:
+        raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
+    check_code(body["code"], body.get("msg"), refusal_is_auth)
+    return body.get("data")
 
 
-def parse_envelope(answer: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
-    """``data`` of a successful answer; otherwise the ApiError the answer amounts to."""
-    return _data(answer, _ENVELOPE, refusal_is_auth)
+ROW_FIELDS = Row.__struct_fields__
 
 
 def decode_job_page(answer: Reply | httpx.Response) -> Page:
-    """``(data.total, rows)`` of a job-list answer; otherwise the ApiError it amounts to."""
-    data = _data(answer, _JOB_PAGE)
-    if not isinstance(data, _Data):
+    """``(data.total, rows)`` of a job-list answer, each row's fields that a Row has; otherwise the ApiError it
+    amounts to."""
+    data = parse_envelope(answer)
+    if not isinstance(data, dict):
         raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
-    total = count(data.total)
+    total = count(data.get("total"))
     if total is None:  # a scalar is shown, anything else by its type (its repr could be huge or too deep)
-        scalar = data.total is None or isinstance(data.total, (bool, int, float, str))
-        shown = clip(repr(data.total), 40) if scalar else type(data.total).__name__
-        raise ApiInvalidResponse(f"job list total is missing or not a count ({shown})")
-    rows = data.list
+        shown = data.get("total")
+        scalar = shown is None or isinstance(shown, (bool, int, float, str))
+        raise ApiInvalidResponse(
+            f"job list total is missing or not a count ({clip(repr(shown), 40) if scalar else type(shown).__name__})"
+        )
+    rows = data.get("list")
     if rows is None and total == 0:
         return 0, []
     if not isinstance(rows, list):
         raise ApiInvalidResponse(f"job list 'list' is {type(rows).__name__}, not a list")
-    return total, [row if isinstance(row, Row) else None for row in rows]
+    return total, [Row(**{f: raw.get(f) for f in ROW_FIELDS}) if isinstance(raw, dict) else None for raw in rows]
 
 
 class Conversation:

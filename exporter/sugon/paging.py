@@ -8,7 +8,7 @@ them is read again (``Chain.first_read``, ``Chain.place``) until a page bridges 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 
 JobId = Hashable
@@ -32,8 +32,12 @@ def next_lap(lap: int, step: int, gaps: bool) -> int:
 @dataclass
 class _Page:
     offset: int
-    ids: frozenset[JobId]
+    ids: tuple[JobId, ...]  # kept for every page of a poll: a tuple, where a set would take several times the memory
     size: int  # rows, those without a usable id included
+
+    def shares(self, ids: Collection[JobId]) -> bool:
+        """Whether the page holds any of ``ids``."""
+        return not set(self.ids).isdisjoint(ids)
 
 
 class Chain:
@@ -50,7 +54,7 @@ class Chain:
     def add(self, offset: int, ids: Sequence[JobId | None]) -> None:
         """A page of the main pass (any order); empty pages are the list's end and are not kept."""
         if ids:
-            self._pages.append(_Page(offset=offset, ids=frozenset(i for i in ids if i is not None), size=len(ids)))
+            self._pages.append(_Page(offset=offset, ids=tuple(i for i in ids if i is not None), size=len(ids)))
             self._sorted = False
 
     def distinct(self) -> int:
@@ -64,7 +68,7 @@ class Chain:
             self._pages.sort(key=lambda p: p.offset)
             self._sorted = True
         for i in range(len(self._pages) - 1):
-            if self._pages[i].ids.isdisjoint(self._pages[i + 1].ids):
+            if not self._pages[i].shares(self._pages[i + 1].ids):
                 return i
         if self._pages and self._pages[-1].size >= self.step:
             return len(self._pages) - 1
@@ -84,7 +88,7 @@ class Chain:
             return max(offset - max(self.step - self.lap, 1), 0)
         before = any(not known.isdisjoint(p.ids) for p in self._pages[: gap + 1])
         after = any(not known.isdisjoint(p.ids) for p in self._pages[gap + 1 :])
-        page = _Page(offset=offset, ids=known, size=len(ids))
+        page = _Page(offset=offset, ids=tuple(known), size=len(ids))
         if before and after:
             self._pages.insert(gap + 1, page)
             return None
