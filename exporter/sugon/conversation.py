@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import httpx
+import msgspec
 
 from exporter.model import Row
 from exporter.sugon.connection import MAX_BODY, BodyTooLarge
@@ -180,12 +181,9 @@ def parse_envelope(answer: Reply | httpx.Response, refusal_is_auth: bool = False
     return body.get("data")
 
 
-ROW_FIELDS = Row.__struct_fields__
-
-
 def decode_job_page(answer: Reply | httpx.Response) -> Page:
-    """``(data.total, rows)`` of a job-list answer, each row's fields that a Row has; otherwise the ApiError it
-    amounts to."""
+    """``(data.total, rows)`` of a job-list answer, each row's fields that a Row has (as json read them); otherwise
+    the ApiError it amounts to."""
     data = parse_envelope(answer)
     if not isinstance(data, dict):
         raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
@@ -201,7 +199,7 @@ def decode_job_page(answer: Reply | httpx.Response) -> Page:
         return 0, []
     if not isinstance(rows, list):
         raise ApiInvalidResponse(f"job list 'list' is {type(rows).__name__}, not a list")
-    return total, [Row(**{f: raw.get(f) for f in ROW_FIELDS}) if isinstance(raw, dict) else None for raw in rows]
+    return total, [msgspec.convert(raw, Row) if isinstance(raw, dict) else None for raw in rows]
 
 
 class Conversation:
