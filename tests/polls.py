@@ -30,6 +30,7 @@ def job(
     node_count: int | None = None,
     app: str = NO_APP,
     reason: str = NO_REASON,
+    name: str = "",
 ) -> Job:
     """A Job as a row would read (labels already clean)."""
     return Job(
@@ -43,6 +44,7 @@ def job(
         nodes=nodes,
         app=app,
         reason=reason,
+        name=name,
     )
 
 

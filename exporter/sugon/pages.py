@@ -1,5 +1,5 @@
 """Job-list pages: the envelope checked, ``data.total`` and ``data.list`` checked for shape, each row read into the
-ten fields the exporter counts it by (bench/RESULTS.md, issue 25: why stdlib json alone)."""
+eleven fields the exporter counts it by (bench/RESULTS.md, issue 25: why stdlib json alone)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def row_of(raw: Any) -> Row | None:
         jobRunTime=raw.get("jobRunTime"),
         nodeUsed=raw.get("nodeUsed"),
         appType=raw.get("appType"),
+        jobName=raw.get("jobName"),
     )
 
 
