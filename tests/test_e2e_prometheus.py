@@ -24,7 +24,7 @@ from exporter.endpoints import make_app
 from exporter.service import Exporter
 from exporter.simulator import Scheduler, Simulator
 from exporter.web import WebServer
-from tests.helpers import promtool_check_metrics
+from tests.helpers import per_job_on, promtool_check_metrics
 from tests.tools import find_tool
 
 ROOT = Path(__file__).parent.parent
@@ -80,7 +80,8 @@ class Stack:
             },
             environ={},
         )
-        self.exporter = Exporter(config, retry_backoff=0.1)
+        with per_job_on():  # the dashboard's Jobs table has data only then
+            self.exporter = Exporter(config, retry_backoff=0.1)
         web = None
         self.web_config = None
         if secure:
