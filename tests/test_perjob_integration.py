@@ -1,13 +1,14 @@
 """Per-job series end to end over real HTTP on 127.0.0.1: the exporter polls the simulator, and /metrics has one
 series set per listed job, equal to the simulator's list job by job; a job that ends shows its terminal status
 while it lingers in the list, then its series go; an outage keeps the last good poll's series until
-max_staleness."""
+max_staleness, and a restart with a state file serves them as it serves sugon_jobs."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,9 @@ from exporter.simulator import Scheduler, Simulator
 from exporter.web import WebServer
 from tests.helpers import per_job_on, promtool_check_metrics
 from tests.test_integration import STATUS, Clock, scrape
+from tests.test_restart import T0
+from tests.test_restart import exporter as exporter_with_state_file
+from tests.test_restart import scrape as scrape_samples
 
 PER_JOB = ("info", "status", "cpus", "nodes", "run_seconds", "folded")
 
@@ -155,3 +159,28 @@ def test_within_max_job_series_the_running_jobs_have_series_and_the_rest_are_fol
     assert len(kept) == 10 and kept <= running
     (folded,) = families["sugon_per_job_folded"].samples
     assert folded.value == len(sim.truth()) - 10
+
+
+def test_a_restart_with_a_state_file_serves_the_saved_per_job_series_until_max_staleness(tmp_path: Path) -> None:
+    now = [T0]
+    sim = Simulator(token="t", jobs=80, clock=lambda: now[0])
+    sim.serve()
+    state = tmp_path / "state.json"
+    try:
+        with per_job_on():
+            before = exporter_with_state_file(sim, state, now)
+        assert asyncio.run(before.poll_all_once())
+        saved = {k: v for k, v in scrape_samples(before).items() if k[0].startswith("sugon_per_job_")}
+        assert len([k for k in saved if k[0] == "sugon_per_job_status"]) == len(sim.rows())
+
+        sim.faults.at_random(("http_503",), 1.0)  # restarted 60 s later, and every poll fails
+        now[0] = T0 + 60
+        with per_job_on():
+            after = exporter_with_state_file(sim, state, now)
+        assert not asyncio.run(after.poll_all_once())
+        served = {k: v for k, v in scrape_samples(after).items() if k[0].startswith("sugon_per_job_")}
+        assert served == saved
+        now[0] = T0 + 300
+        assert not any(k[0].startswith("sugon_per_job_") for k in scrape_samples(after))
+    finally:
+        sim.stop()
