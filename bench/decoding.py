@@ -1,84 +1,167 @@
-"""Issue 25: decoding a 200k-job poll's pages (2,000 pages of 100 rows, as the simulator writes them) with stdlib
-json alone, as the exporter does, against msgspec alone (the pages straight into Row structs, the fields a row is
-not counted by skipped), alternately in one run (bench/RESULTS.md).
+"""Issue 25: what decoding job pages with msgspec, as the exporter does, saves against stdlib json (bench/RESULTS.md).
 
-    python bench/decoding.py [--rounds 7]
+Two measures, each alternately in one run:
+- decoding alone: the 2,000 pages of a 200k-job poll (100 rows each, as the simulator writes them) through
+  ``decode_job_page`` (msgspec straight into Rows) and through ``json.loads`` with each row's fields read into a
+  Row (what the exporter did before);
+- reading alone: a later read of the whole 200k-job list by the exporter's client (httpx over its transport,
+  concurrency 8, no counting) against the leanest stdlib pager (8 threads, kept-alive ``http.client``
+  connections, ``json.loads``, a Counter by queue and status), the simulator in its own process.
+
+    PYTHONPATH=. python bench/decoding.py [--rounds 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import collections
+import http.client
+import json
+import queue
 import statistics
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-import msgspec
 
 from exporter.model import Row
 from exporter.simulator import Simulator
-from exporter.sugon.conversation import Reply
-from exporter.sugon.pages import decode_job_page
+from exporter.sugon.conversation import Conversation, Reply, decode_job_page
+from exporter.sugon.joblist import SugonClient
+from exporter.sugon.tokens import StaticToken
+from exporter.sugon.transport import LeanTransport
 
 SID = "1638523853"
+JOBS = 200_000
+PAGE = 100
 
 
-class _Data(msgspec.Struct):
-    total: Any
-    rows: list[Row | None] = msgspec.field(name="list")
-
-
-class _Envelope(msgspec.Struct):
-    code: Any
-    data: _Data
-
-
-_DECODER = msgspec.json.Decoder(_Envelope)
-
-
-def msgspec_only(body: bytes) -> list[Row | None]:
-    return _DECODER.decode(body).data.rows
-
-
-def json_only(body: bytes) -> list[Row | None]:
+def msgspec_rows(body: bytes) -> list[Row | None]:
     return decode_job_page(Reply(status_code=200, headers=httpx.Headers(), content=body))[1]
 
 
-def bodies(jobs: int) -> list[bytes]:
+def json_rows(body: bytes) -> list[Row | None]:
+    """A page as the exporter read it before: json.loads, then the fields a row is counted by into a Row."""
+    listed: list[Any] = json.loads(body)["data"]["list"]
+    fields = Row.__struct_fields__
+    return [Row(**{f: raw.get(f) for f in fields}) if isinstance(raw, dict) else None for raw in listed]
+
+
+def bodies() -> list[bytes]:
     """The job list's pages of one poll, as the simulator serves them."""
-    sim = Simulator(token="t", jobs=jobs, max_page=100, seed=1)
+    sim = Simulator(token="t", jobs=JOBS, max_page=PAGE, seed=1)
     url = sim.serve()
     try:
         with httpx.Client(headers={"token": "t"}) as client:
+            jobs = url + "/hpc/openapi/v2/jobs"
             return [
-                client.get(
-                    url + "/hpc/openapi/v2/jobs", params={"strClusterIDList": SID, "start": s, "limit": 500}
-                ).content
-                for s in range(0, jobs, 100)
+                client.get(jobs, params={"strClusterIDList": SID, "start": s, "limit": 500}).content
+                for s in range(0, JOBS, PAGE)
             ]
     finally:
         sim.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-    pages = bodies(200_000)
-    assert json_only(pages[7]) == msgspec_only(pages[7])  # the same rows either way
-    seconds: dict[str, list[float]] = {"json only": [], "msgspec only": []}
-    for _ in range(args.rounds):
-        for name, decode in (("json only", json_only), ("msgspec only", msgspec_only)):
+def decoding(rounds: int) -> None:
+    pages = bodies()
+    assert json_rows(pages[7]) == msgspec_rows(pages[7])  # the same rows either way
+    seconds: dict[str, list[float]] = {"json.loads, then Rows": [], "msgspec into Rows": []}
+    for _ in range(rounds):
+        for name, decode in zip(seconds, (json_rows, msgspec_rows)):
             started = time.process_time()
             for body in pages:
                 decode(body)
             seconds[name].append(time.process_time() - started)
-    print(f"{len(pages)} pages, {sum(map(len, pages)) / len(pages) / 1000:.1f} kB each on average")
+    print(f"decoding alone: {len(pages)} pages, {sum(map(len, pages)) / len(pages) / 1000:.1f} kB each on average")
+    show(seconds)
+
+
+async def client_read(url: str) -> float:
+    """CPU seconds of a later read of the whole list by the exporter's client (the first read warms it up)."""
+    async with httpx.AsyncClient(transport=LeanTransport(max_connections=8), timeout=60) as http:
+        client = SugonClient(url, StaticToken("bench-token"), Conversation(http, 60))
+        for _ in range(2):
+            started, rows = time.process_time(), 0
+            async for page, _ in client.job_list(SID, 500, 8).pages():
+                rows += len(page)
+            spent = time.process_time() - started
+        assert rows >= JOBS
+        return spent
+
+
+def lean_pager(url: str, threads: int = 8) -> float:
+    """CPU seconds of the leanest stdlib pager's read of the whole list."""
+    parts = urlsplit(url)
+    offsets: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for s in range(0, JOBS, PAGE):
+        offsets.put(s)
+    counts: collections.Counter[tuple[str, str]] = collections.Counter()
+    lock = threading.Lock()
+
+    def work() -> None:
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
+        mine: collections.Counter[tuple[str, str]] = collections.Counter()
+        while True:
+            try:
+                s = offsets.get_nowait()
+            except queue.Empty:
+                break
+            path = f"/hpc/openapi/v2/jobs?strClusterIDList={SID}&start={s}&limit={PAGE}"
+            conn.request("GET", path, headers={"token": "bench-token"})
+            rows = json.loads(conn.getresponse().read())["data"]["list"]
+            mine.update((r["queue"], r["jobStatus"]) for r in rows)
+        conn.close()
+        with lock:
+            counts.update(mine)
+
+    started = time.process_time()
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    assert sum(counts.values()) == JOBS
+    return time.process_time() - started
+
+
+def reading(rounds: int) -> None:
+    server = Path(__file__).with_name("simserver.py")
+    args = [sys.executable, str(server), "--jobs", str(JOBS), "--max-page", str(PAGE)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    try:
+        seconds: dict[str, list[float]] = {"the exporter's client": [], "the leanest stdlib pager": []}
+        for _ in range(rounds):
+            seconds["the exporter's client"].append(asyncio.run(client_read(url)))
+            seconds["the leanest stdlib pager"].append(lean_pager(url))
+    finally:
+        proc.terminate()
+        proc.wait()
+    print(f"reading alone: a later read of {JOBS} jobs, {JOBS // PAGE} pages")
+    show(seconds)
+    ratios = [a / b for a, b in zip(*seconds.values())]
+    print(f"  client / pager, round by round: {', '.join(f'{r:.2f}' for r in ratios)}")
+
+
+def show(seconds: dict[str, list[float]]) -> None:
     for name, spent in seconds.items():
         rounds = ", ".join(f"{s:.3f}" for s in spent)
-        print(f"{name}: median {statistics.median(spent):.3f} s CPU a poll ({rounds})")
-    saved = statistics.median(a - b for a, b in zip(seconds["json only"], seconds["msgspec only"]))
-    print(f"msgspec saves {saved:.3f} s a poll: {saved / 60 * 100:.2f} % of a core at one poll a minute")
+        print(f"  {name}: median {statistics.median(spent):.3f} s CPU ({rounds})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    decoding(args.rounds)
+    reading(args.rounds)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,4 @@
-"""Basic auth for the web server: ``Authorization: Basic`` checked against bcrypt hashes, without letting a flood
-of passwords tie up the server's workers."""
+"""Basic auth for the web server, without letting a flood of passwords tie up the server's workers."""
 
 from __future__ import annotations
 
@@ -9,13 +8,9 @@ import hashlib
 import hmac
 import os
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 import bcrypt
-
-REALM = "sugon-exporter"
 
 
 class Verdict(enum.Enum):
@@ -26,43 +21,21 @@ class Verdict(enum.Enum):
     BUSY = "busy"  # too many checks wait for bcrypt already: answer 503 at once rather than queue
 
 
-def bcrypt_cost(hashed: bytes) -> int:
-    """The cost (log2 of the rounds) of a bcrypt hash: 12 in ``$2b$12$...``."""
-    return int(hashed[4:6])
-
-
 class BasicAuth:
-    """Checks ``Authorization: Basic`` against bcrypt hashes.
+    """Checks ``Authorization: Basic`` against bcrypt hashes: verdicts remembered (the last ``FAILED_KEPT`` wrong
+    ones), one check at a time, BUSY beyond ``max_pending``; unknown users cost as much as known ones."""
 
-    bcrypt is slow on purpose, so: right (user, password) pairs are remembered for good, wrong ones for
-    ``FAILED_FOR`` seconds (at most ``FAILED_KEPT`` of them); one bcrypt check runs at a time, and when
-    ``max_pending`` already run or wait, a further check is answered BUSY at once, so that a flood of
-    passwords ties up at most that many of the server's workers. Unknown users are checked against a hash of
-    the users' highest cost, so that timing does not tell which users exist.
-    """
-
-    FAILED_FOR = 60.0
     FAILED_KEPT = 4096
 
-    def __init__(
-        self, users: dict[str, bytes], max_pending: int = 4, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, users: dict[str, bytes], max_pending: int = 4) -> None:
         self._users = users
-        self._max_pending = max_pending
-        self._clock = clock
-        cost = max((bcrypt_cost(h) for h in users.values()), default=10)
-        # A hash of a random password, checked for unknown users so that their answers take as long as known ones'.
+        cost = max((int(hashed[4:6]) for hashed in users.values()), default=10)  # 12 in $2b$12$...
         self._dummy = bcrypt.hashpw(os.urandom(16), bcrypt.gensalt(rounds=cost))
         self._key = os.urandom(32)  # fingerprints of pairs are keyed: no password's plain hash sits in memory
         self._ok: set[bytes] = set()
-        self._failed: OrderedDict[bytes, float] = OrderedDict()  # fingerprint -> when it is forgotten
-        self._pending = 0
-        self._lock = threading.Lock()  # guards the three above
-        self._bcrypt = threading.Lock()  # one bcrypt check at a time
-
-    def allows(self, header: str | None) -> bool:
-        """True when the header carries a known user and the right password."""
-        return self.check(header) is Verdict.ALLOW
+        self._failed: OrderedDict[bytes, None] = OrderedDict()  # the oldest first
+        self._pending = threading.Semaphore(max_pending)  # checks that run or wait
+        self._bcrypt = threading.Lock()  # one check at a time; the only writer of the two above
 
     def check(self, header: str | None) -> Verdict:
         """ALLOW, DENY, or BUSY when too many bcrypt checks are waiting; never raises on what a client sends."""
@@ -72,48 +45,36 @@ class BasicAuth:
         user, password = pair
         hashed = self._users.get(user)
         fingerprint = hmac.new(self._key, b"\0".join((user.encode(), password, hashed or b"")), hashlib.sha256).digest()
-        with self._lock:
-            known = self._known(fingerprint, hashed)
-            if known is not None:
-                return known
-            if self._pending >= self._max_pending:
-                return Verdict.BUSY
-            self._pending += 1
+        known = self._known(fingerprint, hashed)
+        if known is not None:
+            return known
+        if not self._pending.acquire(blocking=False):
+            return Verdict.BUSY
         try:
             with self._bcrypt:
-                with self._lock:  # another thread may have checked the same pair while this one waited
-                    known = self._known(fingerprint, hashed)
-                if known is None:
-                    known = Verdict.ALLOW if self._checkpw(password, hashed) else Verdict.DENY
-            with self._lock:
-                if known is Verdict.ALLOW:
-                    self._ok.add(fingerprint)
-                else:
-                    self._failed[fingerprint] = self._clock() + self.FAILED_FOR
-                    self._failed.move_to_end(fingerprint)
-                    while len(self._failed) > self.FAILED_KEPT:
-                        self._failed.popitem(last=False)
-            return known
+                known = self._known(fingerprint, hashed)  # another thread may have checked it while this one waited
+                return known if known is not None else self._verify(fingerprint, password, hashed)
         finally:
-            with self._lock:
-                self._pending -= 1
+            self._pending.release()
 
     def _known(self, fingerprint: bytes, hashed: bytes | None) -> Verdict | None:
         if hashed is not None and fingerprint in self._ok:
             return Verdict.ALLOW
-        until = self._failed.get(fingerprint)
-        if until is not None:
-            if until > self._clock():
-                return Verdict.DENY
-            del self._failed[fingerprint]
-        return None
+        return Verdict.DENY if fingerprint in self._failed else None
 
-    def _checkpw(self, password: bytes, hashed: bytes | None) -> bool:
+    def _verify(self, fingerprint: bytes, password: bytes, hashed: bytes | None) -> Verdict:
+        """bcrypt's verdict on a pair, remembered."""
         try:
-            ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy)
+            ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy) and hashed is not None
         except ValueError:  # bcrypt 5 refuses passwords over 72 bytes
-            return False
-        return ok and hashed is not None
+            ok = False
+        if ok:
+            self._ok.add(fingerprint)
+            return Verdict.ALLOW
+        self._failed[fingerprint] = None
+        while len(self._failed) > self.FAILED_KEPT:
+            self._failed.popitem(last=False)
+        return Verdict.DENY
 
 
 def _credentials(header: str | None) -> tuple[str, bytes] | None:
@@ -122,11 +83,8 @@ def _credentials(header: str | None) -> tuple[str, bytes] | None:
     if scheme.lower() != "basic":
         return None
     try:
-        # WSGI hands header values over as Latin-1: any character above ASCII is not base64, hence ValueError.
         decoded = base64.b64decode(encoded.strip(), validate=True)
         user, sep, password = decoded.decode("utf-8").partition(":")
-    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+    except ValueError:  # not ASCII, not base64 or not UTF-8
         return None
-    if not sep:
-        return None
-    return user, password.encode("utf-8")
+    return (user, password.encode("utf-8")) if sep else None

@@ -31,7 +31,8 @@ class JobBook:
         self, restored_waits: Mapping[str, float] | None = None, restored_runs: Mapping[str, int] | None = None
     ) -> None:
         self._known: dict[str, Known] = {}
-        self._read: set[str] = set()  # the jobs this poll has read
+        self._poll = 0  # polls begun: a job's record says which of them last read it (Known.read)
+        self._count = 0  # the jobs this poll has read
         self._changed: dict[str, Known] = {}  # what this poll learnt of them, applied by commit()
         self._missed: dict[str, int] = {}  # jobs not read in the last polls, not yet confirmed gone: polls missed
         self._seeded = False
@@ -46,18 +47,23 @@ class JobBook:
 
     def begin(self) -> None:
         """A poll starts: nothing read yet."""
-        self._read = set()
+        self._poll += 1
+        self._count = 0
         self._changed = {}
 
     def has(self, key: str) -> bool:
         """Whether this poll has read the job already (the list moved and showed it twice)."""
-        return key in self._read
+        known = self._known.get(key)
+        return (known is not None and known.read == self._poll) or key in self._changed
 
     def take(self, job: Job, now: float) -> Seen:
         """A job this poll read (not read before in it): what it means against what was known."""
-        self._read.add(job.key)
+        self._count += 1
         before = self._known.get(job.key)
         seen, after = self._first(job, now) if before is None else self._again(job, before, now)
+        after.read = self._poll
+        if before is not None:
+            before.read = self._poll
         if after is not before:
             self._changed[job.key] = after
         return seen
@@ -111,9 +117,18 @@ class JobBook:
         if job.status not in WAITING:
             since = None
         ends = job.status in TERMINAL and not ended
-        after = Known(queue=job.queue, status=job.status, run=base, since=since, started=started, ended=ended or ends)
-        if after == before:
-            after = before
+        after = before
+        if (job.status, job.queue, base, since, started, ends) != (
+            before.status,
+            before.queue,
+            before.run,
+            before.since,
+            before.started,
+            False,
+        ):
+            after = Known(
+                queue=job.queue, status=job.status, run=base, since=since, started=started, ended=ended or ends
+            )
         seen = Seen(
             job=job,
             new=False,
@@ -134,7 +149,7 @@ class JobBook:
         active: list[str] = []
         ended: list[str] = []
         for key, known in self._known.items():
-            if key not in self._read:
+            if known.read != self._poll:
                 (ended if known.ended else active).append(key)
         return active, ended
 
@@ -148,12 +163,12 @@ class JobBook:
             self._known.update(self._changed)
         else:  # the first poll: what it learnt is all there is (no second table of every job)
             self._known = self._changed
-        known, read, missed = self._known, self._read, self._missed
-        for key in [k for k in missed if k in read]:  # read again after being missed: it never left
+        known, poll, missed = self._known, self._poll, self._missed
+        for key in [k for k in missed if known[k].read == poll]:  # read again after being missed: it never left
             del missed[key]
         gone: list[Gone] = []
-        if len(known) > len(read):
-            for key in [k for k in known if k not in read]:
+        if len(known) > self._count:
+            for key in [k for k, record in known.items() if record.read != poll]:
                 if left is not None and key not in left:
                     missed[key] = times = missed.get(key, 0) + 1
                     if times < MAX_MISSED:

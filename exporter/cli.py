@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import queue
 import re
 import signal
 import sys
-import threading
 import time
-from typing import Any
 
 from prometheus_client import generate_latest
 
 from exporter import __version__, build_facts
 from exporter.basicauth import BasicAuth
-from exporter.config import Config, ConfigError, load_config, parse_listen_address
-from exporter.config.schema import DEFAULTS
+from exporter.config import DEFAULTS, Config, ConfigError, load_config, parse_listen_address
 from exporter.config.webconfig import WebConfig, load_web_config
 from exporter.endpoints import OPEN_PATHS, make_app
-from exporter.logs import FORMATS, LEVELS, formatter
+from exporter.logs import FORMATTERS, LEVELS
 from exporter.service import Exporter
 from exporter.web import Handler, ListenError, WebServer
 
@@ -74,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "--log.format",
         dest="log_format",
         default="logfmt",
-        choices=FORMATS,
+        choices=list(FORMATTERS),
         help="logfmt, or json: one object per line (default: %(default)s)",
     )
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit 0 (valid) or 1")
@@ -84,17 +83,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="serve metrics from the built-in simulator; needs no config")
     p.add_argument("--version", action="store_true", help="print the version, the Python version and the platform")
     return p
-
-
-def version_text() -> str:
-    """What --version prints: the facts that sugon_exporter_build_info's labels carry, as Prometheus's own
-    exporters print theirs."""
-    facts = build_facts()
-    return (
-        f"sugon-exporter, version {facts['version']}\n"
-        f"  python version: {facts['python_version']} ({facts['python_implementation']})\n"
-        f"  platform:       {facts['platform']}\n"
-    )
 
 
 def _telemetry_path(value: str) -> str:
@@ -110,36 +98,16 @@ def _telemetry_path(value: str) -> str:
 
 def _setup_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(fmt))
-    logging.basicConfig(level=LEVELS["warn" if level == "warning" else level], handlers=[handler])
+    handler.setFormatter(FORMATTERS[fmt]())
+    logging.basicConfig(level=LEVELS[level], handlers=[handler])
     if level != "debug":
         # httpx logs every request at INFO; that is debug detail for an exporter.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
-def _web_app(exporter: Exporter, web: WebConfig, telemetry_path: str) -> Handler:
-    auth = BasicAuth(web.users) if web.users else None
-    return make_app(exporter.exposition, auth, telemetry_path)
-
-
-def _check_listen_flags(values: list[str] | None) -> None:
-    """Every --web.listen-address given is a host:port; ConfigError lists every one that is not."""
-    errors = []
-    for value in values or ():
-        try:
-            parse_listen_address(value)
-        except ValueError as exc:
-            errors.append(f"--web.listen-address: {exc}")
-    if errors:
-        raise ConfigError(errors)
-
-
-def _load(args: argparse.Namespace) -> tuple[Config, WebConfig]:
-    """The configuration and the web config the command line names; ConfigError lists every problem."""
-    config = load_config(args.config)
+def _web_config(args: argparse.Namespace, config: Config) -> WebConfig:
     web_file = args.web_config_file or config.web_config_file
-    return config, load_web_config(web_file) if web_file else WebConfig()
+    return load_web_config(web_file) if web_file else WebConfig()
 
 
 class _Daemon:
@@ -147,34 +115,28 @@ class _Daemon:
 
     def __init__(self, args: argparse.Namespace, config: Config, web: WebConfig) -> None:
         self.args = args
-        self.config = config
         self.listen: list[str] = args.listen_address or [config.listen_address]  # the flags, or else the config
         self.exporter = Exporter(config)
+        self.clusters = ", ".join(c.name for c in config.clusters)
         self.web = web
-        self.server: WebServer | None = None
 
-    def reload(self) -> None:
+    def _app(self, web: WebConfig) -> Handler:
+        """The exporter's pages, with ``web``'s basic auth."""
+        return make_app(self.exporter.exposition, BasicAuth(web.users) if web.users else None, self.args.telemetry_path)
+
+    def reload(self, server: WebServer) -> None:
         """Read the configuration again and apply it; an invalid one is logged in full and changes nothing."""
         if not self.args.config:
             log.info("received SIGHUP: nothing to reload (--demo has no configuration file)")
             return
+        ok = False
         try:
-            config, web = _load(self.args)
-        except ConfigError as exc:
-            for line in exc.errors:
-                log.error(
-                    "reload failed, the running configuration stays: config error: %s", line, extra={"error": line}
-                )
-            self.exporter.exposition.reload_result(False, time.time())
-            return
-        if (self.args.listen_address or [config.listen_address]) != self.listen:
-            serving = ", ".join(self.listen)
-            log.warning(
-                "listen_address changed: it takes effect at the next start; still serving %s",
-                serving,
-                extra={"listen_address": serving},
-            )
-        try:
+            config = load_config(self.args.config)
+            web = _web_config(self.args, config)
+            if (self.args.listen_address or [config.listen_address]) != self.listen:
+                serving = ", ".join(self.listen)
+                message = "listen_address changed: it takes effect at the next start; still serving %s"
+                log.warning(message, serving, extra={"listen_address": serving})
             if self.exporter.can_reload(config):
                 summary = self.exporter.reload(config)
             else:  # per_user changed: /metrics has other families now
@@ -182,56 +144,41 @@ class _Daemon:
                 self.exporter.start()
                 old.stop()
                 summary = "per_user changed: every cluster starts afresh"
+            server.reconfigure(self._app(web), web.tls)
+            ok = True
+            log.info("configuration reloaded (%s)", summary)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error(
+                    "reload failed, the running configuration stays: config error: %s", line, extra={"error": line}
+                )
         except Exception:  # a bug must not end the daemon; what was applied stays applied
             log.exception("reload failed")
-            self.exporter.exposition.reload_result(False, time.time())
-            return
-        assert self.server is not None
-        self.server.reconfigure(_web_app(self.exporter, web, self.args.telemetry_path), web.tls)
-        self.config, self.web = config, web
-        self.exporter.exposition.reload_result(True, time.time())
-        log.info("configuration reloaded (%s)", summary)
+        self.exporter.exposition.reload_result(ok, time.time())
 
     def serve(self) -> int:
         addresses = [parse_listen_address(address) for address in self.listen]
-        app = _web_app(self.exporter, self.web, self.args.telemetry_path)
         try:
-            self.server = WebServer(app, *addresses[0], self.web.tls, more_addresses=addresses[1:])
+            server = WebServer(self._app(self.web), *addresses[0], self.web.tls, more_addresses=addresses[1:])
         except ListenError as exc:
             given, reason = self.listen[addresses.index(exc.address)], exc.strerror or str(exc)
             log.error("cannot listen on %s: %s", given, reason, extra={"listen_address": given, "reason": reason})
             return 1
-        stop, reload = threading.Event(), threading.Event()
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            if signum == signal.SIGHUP:
-                reload.set()
-                return
-            name = signal.Signals(signum).name
-            log.info("received %s, stopping", name, extra={"signal": name})
-            stop.set()
-
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, on_signal)
+        signals: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() may be called from a signal handler
+        for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(handled, lambda number, _frame: signals.put(number))
         self.exporter.start()
-        self.server.start()
-        names = ", ".join(c.name for c in self.config.clusters)
+        server.start()
         scheme = "https" if self.web.tls else "http"
         guarded = " (basic auth)" if self.web.users else ""
         urls = ", ".join(f"{scheme}://{address}{self.args.telemetry_path}" for address in self.listen)
-        log.info(
-            "sugon-exporter %s serving %s%s for %s",
-            __version__,
-            urls,
-            guarded,
-            names,
-            extra={"version": __version__, "url": urls, "clusters": names},
-        )
-        while not stop.wait(0.2):
-            if reload.is_set():
-                reload.clear()
-                self.reload()
-        self.server.stop()
+        extra = {"version": __version__, "url": urls, "clusters": self.clusters}
+        log.info("sugon-exporter %s serving %s%s for %s", __version__, urls, guarded, self.clusters, extra=extra)
+        while (signum := signals.get()) == signal.SIGHUP:
+            self.reload(server)
+        name = signal.Signals(signum).name
+        log.info("received %s, stopping", name, extra={"signal": name})
+        server.stop()
         self.exporter.stop()
         return 0
 
@@ -239,52 +186,54 @@ class _Daemon:
 def main(argv: list[str] | None = None) -> int:
     """Run the exporter; returns the process exit code."""
     args = _parser().parse_args(argv)
-    if args.version:
-        sys.stdout.write(version_text())
+    if args.version:  # the facts that sugon_exporter_build_info's labels carry, as Prometheus's exporters print them
+        facts = build_facts()
+        print(f"sugon-exporter, version {facts['version']}")
+        print(f"  python version: {facts['python_version']} ({facts['python_implementation']})")
+        print(f"  platform:       {facts['platform']}")
         return 0
-    if args.old_log_level is not None:
-        args.log_level = args.old_log_level
-    _setup_logging(args.log_level, args.log_format)
+    level = args.log_level if args.old_log_level is None else args.old_log_level.replace("warning", "warn")
+    _setup_logging(level, args.log_format)
     if args.old_log_level is not None:
         log.warning(
             "--log-level is deprecated and goes in the next release; use --log.level", extra={"flag": "--log-level"}
         )
-    sims: list[Any] = []  # the demo's simulators, stopped at the end
-    try:
-        return _run(args, sims)
-    finally:
-        for sim in sims:
-            sim.stop()
-
-
-def _run(args: argparse.Namespace, sims: list[Any]) -> int:
-    try:
-        _check_listen_flags(args.listen_address)
-        if args.demo:
-            if args.config:
+    with contextlib.ExitStack() as cleanup:
+        try:
+            errors = []
+            for value in args.listen_address or ():
+                try:
+                    parse_listen_address(value)
+                except ValueError as exc:
+                    errors.append(f"--web.listen-address: {exc}")
+            if errors:
+                raise ConfigError(errors)
+            if args.demo and args.config:
                 print("sugon-exporter: --demo needs no --config; give one or the other", file=sys.stderr)
                 return 2
-            from exporter.simulator.demo import start_demo  # only --demo needs the simulator
+            if not args.demo and not args.config:
+                print("sugon-exporter: --config FILE is required (or try --demo)", file=sys.stderr)
+                return 2
+            if args.demo:
+                from exporter.simulator.demo import start_demo  # only --demo needs the simulator
 
-            config, started = start_demo()
-            sims.extend(started)
-            web = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
-        elif not args.config:
-            print("sugon-exporter: --config FILE is required (or try --demo)", file=sys.stderr)
-            return 2
-        else:
-            config, web = _load(args)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(f"config error: {line}", file=sys.stderr)
-        return 1
-    if args.check_config:
-        names = ", ".join(c.name for c in config.clusters)
-        print(f"{args.config or 'the demo configuration'}: OK, {len(config.clusters)} cluster(s): {names}")
-        return 0
-    if args.once:
-        exporter = Exporter(config)
-        ok = asyncio.run(exporter.poll_all_once())
-        sys.stdout.write(generate_latest(exporter.registry).decode("utf-8"))
-        return 0 if ok else 1
-    return _Daemon(args, config, web).serve()
+                config, simulators = start_demo()
+                for simulator in simulators:
+                    cleanup.callback(simulator.stop)
+            else:
+                config = load_config(args.config)
+            web = _web_config(args, config)
+        except ConfigError as exc:
+            for line in exc.errors:
+                print(f"config error: {line}", file=sys.stderr)
+            return 1
+        if args.check_config:
+            names = ", ".join(c.name for c in config.clusters)
+            print(f"{args.config or 'the demo configuration'}: OK, {len(config.clusters)} cluster(s): {names}")
+            return 0
+        if args.once:
+            exporter = Exporter(config)
+            ok = asyncio.run(exporter.poll_all_once())
+            sys.stdout.write(generate_latest(exporter.registry).decode("utf-8"))
+            return 0 if ok else 1
+        return _Daemon(args, config, web).serve()

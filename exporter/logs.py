@@ -1,13 +1,5 @@
-"""Log lines as promslog writes them: logfmt (the default) or one JSON object per line; cli.py picks one.
-
-Every line has ``time`` (UTC, RFC 3339 with milliseconds), ``level`` (debug, info, warn, error), ``source``
-(file:line) and ``msg``, then the fields the call passed with ``extra=`` (cluster, reason, ...). A traceback
-goes into one escaped ``exc`` field: whatever a message or a field holds (a newline in an API's error text, a
-quote in a queue name), a record stays one line and cannot forge another line or key.
-
-Written here rather than taken from PyPI: the maintained logfmt formatter (logfmter) has no JSON, upper-case
-level names, and leaves carriage returns and other control characters unquoted.
-"""
+"""Log lines as promslog writes them, logfmt or JSON: ``time``, ``level``, ``source``, ``msg``, the ``extra=`` fields,
+a traceback in ``exc``. Whatever a message or field holds, a record is one line and cannot forge a line or key."""
 
 from __future__ import annotations
 
@@ -16,37 +8,16 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import MutableMapping
+from typing import Any
 
-if TYPE_CHECKING:
-    _Adapter = logging.LoggerAdapter[logging.Logger]
-else:  # subscriptable only from Python 3.11 on
-    _Adapter = logging.LoggerAdapter
-
-FORMATS = ("logfmt", "json")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
 # What every LogRecord has; any other attribute came with extra= and is a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 _HEAD = ("time", "level", "source", "msg", "exc", "stack")
-_QUOTE = frozenset(' ="')
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _BAD_KEY = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def level_name(levelno: int) -> str:
-    """promslog's four level names; CRITICAL, which promslog lacks, is an error."""
-    if levelno >= logging.ERROR:
-        return "error"
-    if levelno >= logging.WARNING:
-        return "warn"
-    return "info" if levelno >= logging.INFO else "debug"
-
-
-def _utf16_units(ch: str) -> list[int]:
-    raw = ch.encode("utf-16-be", "surrogatepass")
-    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
 
 
 def _escape(ch: str) -> str:
@@ -61,33 +32,22 @@ def _escape(ch: str) -> str:
 
 def logfmt_value(value: object) -> str:
     """A value as logfmt writes it: bare when it can be, else quoted with ``\\``, ``"`` and controls escaped."""
-    text = _text(value)
-    if text and text.isprintable() and not _QUOTE.intersection(text):
-        return text
-    return '"' + "".join(_escape(ch) for ch in text) + '"'
-
-
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value
     if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
+        value = "true" if value else "false"
+    text = "" if value is None else str(value)
+    if text and text.isprintable() and not set(' ="').intersection(text):
+        return text
+    return '"' + "".join(map(_escape, text)) + '"'
 
 
 def _json_value(value: object) -> Any:
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
+    if value is None or isinstance(value, (str, bool, int)) or isinstance(value, float) and math.isfinite(value):
         return value
     return str(value)
 
 
-class Fields(_Adapter):
+class Fields(logging.LoggerAdapter):  # type: ignore[type-arg]  # LoggerAdapter[...] fails on Python 3.10
     """A logger that adds fixed fields (a cluster's name) to each line, beside the call's own ``extra=``."""
-
-    def __init__(self, logger: logging.Logger, fields: Mapping[str, object]) -> None:
-        super().__init__(logger, dict(fields))
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
@@ -99,9 +59,11 @@ class _Formatter(logging.Formatter):
 
     def pairs(self, record: logging.LogRecord) -> list[tuple[str, object]]:
         created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        # promslog's four level names; CRITICAL, which promslog lacks, is an error.
+        level = next((name for name, no in reversed(LEVELS.items()) if record.levelno >= no), "debug")
         out: list[tuple[str, object]] = [
             ("time", f"{created}.{int(record.msecs):03d}Z"),
-            ("level", level_name(record.levelno)),
+            ("level", level),
             ("source", f"{record.filename}:{record.lineno}"),
             ("msg", record.getMessage()),
         ]
@@ -135,9 +97,7 @@ class JsonFormatter(_Formatter):
         if line.isprintable():
             return line
         # json escapes only C0 controls: DEL, C1, U+2028 and the like would pass raw; they can only be in strings.
-        return "".join(ch if ch.isprintable() else "".join(f"\\u{u:04x}" for u in _utf16_units(ch)) for ch in line)
+        return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in line)
 
 
-def formatter(name: str) -> logging.Formatter:
-    """The formatter that ``--log.format`` names (one of FORMATS)."""
-    return JsonFormatter() if name == "json" else LogfmtFormatter()
+FORMATTERS: dict[str, type[_Formatter]] = {"logfmt": LogfmtFormatter, "json": JsonFormatter}  # by --log.format

@@ -98,6 +98,7 @@ class Known:
     since: float | None  # when it was first seen waiting in its current wait
     started: bool
     ended: bool
+    read: int = 0  # the last poll that read it, by JobBook's count of polls
 
 
 @dataclass(slots=True)

@@ -154,13 +154,14 @@ class ClusterPoller:
 
     def _take(self, rows: list[Row | None], sid: str, now: float, reading: _Reading) -> int:
         """Count one page's rows into the book and the groups; returns how many jobs it added to the poll."""
+        book, groups, queues, by_queue = self._book, self._groups, self._queues, reading.by_queue
         new = 0
         for row in rows:
             key = job_key(row, sid) if row is not None else None
             if row is None or key is None:  # not an object, or no jobId
                 reading.invalid_records += 1
                 continue
-            if self._book.has(key) or self._queues.is_excluded(label(row.queue)):
+            if book.has(key) or queues.is_excluded(label(row.queue)):
                 continue
             job, unread = read_job(row, key)
             if unread:
@@ -170,10 +171,10 @@ class ClusterPoller:
                     reading.invalid_records += 1
                 if "jobStatus" in unread:
                     reading.unknown[raw_status(row)] = None
-            seen = self._book.take(job, now)
-            for group in self._groups:
+            seen = book.take(job, now)
+            for group in groups:
                 group.observe(seen)
-            reading.by_queue[job.queue] = reading.by_queue.get(job.queue, 0) + 1
+            by_queue[job.queue] = by_queue.get(job.queue, 0) + 1
             new += 1
         return new
 

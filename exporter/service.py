@@ -28,7 +28,7 @@ from exporter.sugon.joblist import SugonClient
 from exporter.sugon.platform import PlatformClient
 from exporter.sugon.settings import LoginSettings, TokenSettings
 from exporter.sugon.tokens import token_provider
-from exporter.sugon.transport import transport_for
+from exporter.sugon.transport import LeanTransport
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Exporter:
     def _cluster(self, cluster: ClusterConfig) -> _Cluster:
         http = httpx.AsyncClient(
             timeout=httpx.Timeout(cluster.timeout),
-            transport=transport_for(tls_context(cluster), cluster.concurrency),
+            transport=LeanTransport(tls_context(cluster), cluster.concurrency),
             headers={"User-Agent": f"sugon-exporter/{__version__}"},
         )
         own = Own(cluster.name, logs_in=cluster.auth is not None)

@@ -1,16 +1,12 @@
-"""The / page: per cluster its state, last poll, jobs by status, last error, token expiry and next poll.
-
-``status_data`` is the page as plain data (what ``Accept: application/json`` gets); ``status_html`` renders
-that same data as one server-rendered page, every value escaped, no script and nothing fetched from elsewhere.
-Neither answer holds a raw control character (upstream names and messages may: a terminal would act on
-them), so that ``curl`` of the page is safe to read.
-"""
+"""The / page: each cluster's state, last poll, jobs, last error, token expiry and next poll, as JSON or HTML; every
+value escaped, no script, no raw control character (upstream names may hold them; a terminal would act on them)."""
 
 from __future__ import annotations
 
 import html
 import json
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,24 +15,11 @@ from exporter.model import ClusterState, Served
 
 STATUS_COLUMNS = ("running", "queued", "held")  # every other status counts as "other"
 JOB_KEYS = (*STATUS_COLUMNS, "other", "total")
-HTML_TYPE = "text/html; charset=utf-8"
 JSON_TYPE = "application/json"
-# C0 controls but tab and newline, DEL and the C1 controls: shown in the page as \x1b and the like.
-_CONTROLS = [*(c for c in range(0x20) if c not in (0x09, 0x0A)), *range(0x7F, 0xA0)]
-_HTML_CONTROLS = {c: f"\\x{c:02x}" for c in _CONTROLS}
-# JSON escapes C0 itself; DEL and C1 are legal in a JSON string raw, so escape them too (same value decoded).
+# C0 controls but tab and newline, DEL and the C1 controls: shown in the page as \x1b and the like. JSON escapes
+# C0 itself; DEL and C1 are legal in a JSON string raw, so they are escaped too (the same value decoded).
+_HTML_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0))}
 _JSON_CONTROLS = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
-
-
-def cluster_state(state: ClusterState, now: float) -> str:
-    """starting (no poll has ended; job data from the state file may be served), stale (the last good job data
-    is past max_staleness: /metrics leaves it out), up (the last poll succeeded) or down (it failed; the last
-    good job data is served until it is stale)."""
-    if state.up is None:
-        return "starting"
-    if state.jobs is not None and state.jobs.stale(now):
-        return "stale"
-    return "up" if state.up else "down"
 
 
 def _jobs(by_status: Mapping[str, int]) -> dict[str, int]:
@@ -45,35 +28,35 @@ def _jobs(by_status: Mapping[str, int]) -> dict[str, int]:
     return {**out, "other": total - sum(out.values()), "total": total}
 
 
-def job_counts(jobs: Served) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """Jobs by status (running, queued, held, other, total) of the whole cluster and of each queue, by name, as
-    its sugon_jobs family has them."""
-    cluster: dict[str, int] = {}
-    queues: dict[str, dict[str, int]] = {}
+def _job_counts(jobs: Served) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Jobs by status of the whole cluster and of each queue, by name, as its sugon_jobs family has them."""
+    queues: dict[str, Counter[str]] = {}
     for family in jobs.families:
-        if family.name != "sugon_jobs":
-            continue
-        for sample in family.samples:
-            queue, status, n = sample.labels["queue"], sample.labels["status"], int(sample.value)
-            cluster[status] = cluster.get(status, 0) + n
-            of_queue = queues.setdefault(queue, {})
-            of_queue[status] = of_queue.get(status, 0) + n
-    return _jobs(cluster), [{"queue": q, **_jobs(queues[q])} for q in sorted(queues)]
+        if family.name == "sugon_jobs":
+            for sample in family.samples:
+                queues.setdefault(sample.labels["queue"], Counter())[sample.labels["status"]] += int(sample.value)
+    return _jobs(sum(queues.values(), Counter())), [{"queue": q, **_jobs(queues[q])} for q in sorted(queues)]
 
 
-def _age(now: float, then: float | None) -> float | None:
-    """Seconds from ``then`` to ``now`` (negative: ``then`` is ahead), rounded to milliseconds."""
-    return None if then is None else round(now - then, 3)
+def _age(later: float | None, earlier: float | None) -> float | None:
+    """Seconds from ``earlier`` to ``later``, rounded to milliseconds; None if either is."""
+    return None if later is None or earlier is None else round(later - earlier, 3)
 
 
 def _cluster(state: ClusterState, now: float) -> dict[str, Any]:
-    served = state.jobs
-    jobs, queues = job_counts(served) if served is not None else (None, [])
-    failure = state.last_failure
-    expiry = state.token_expiry
+    served, failure = state.jobs, state.last_failure
+    jobs, queues = _job_counts(served) if served is not None else (None, [])
+    # starting: no poll has ended (job data from the state file may be served); stale: the last good job data is
+    # past max_staleness (/metrics leaves it out); up or down: the last poll succeeded or failed.
+    if state.up is None:
+        shown = "starting"
+    elif served is not None and served.stale(now):
+        shown = "stale"
+    else:
+        shown = "up" if state.up else "down"
     return {
         "name": state.name,
-        "state": cluster_state(state, now),
+        "state": shown,
         "job_data_expires_at": served.expires_at if served is not None else None,
         "last_success": state.last_success,
         "last_success_age": _age(now, state.last_success),
@@ -84,22 +67,17 @@ def _cluster(state: ClusterState, now: float) -> dict[str, Any]:
         "last_error": None
         if failure is None
         else {"reason": failure.reason, "message": failure.message, "at": failure.at, "age": _age(now, failure.at)},
-        "token_expiry": expiry,
-        "token_expires_in": _age(expiry, now) if expiry is not None else None,
+        "token_expiry": state.token_expiry,
+        "token_expires_in": _age(state.token_expiry, now),
         "next_poll_at": state.next_poll_at,
-        "next_poll_in": _age(state.next_poll_at, now) if state.next_poll_at is not None else None,
+        "next_poll_in": _age(state.next_poll_at, now),
     }
 
 
 def status_data(states: Mapping[str, ClusterState], now: float, metrics_path: str = "/metrics") -> dict[str, Any]:
-    """The status of every cluster at ``now`` as plain data (JSON types only): times in Unix seconds, ages and
-    waits in seconds. The keys are listed in the README (Running it for real)."""
-    return {
-        "version": __version__,
-        "now": now,
-        "metrics_path": metrics_path,
-        "clusters": [_cluster(state, now) for state in states.values()],
-    }
+    """The status of every cluster at ``now`` as JSON types, times in Unix seconds (keys: README, Running it)."""
+    clusters = [_cluster(state, now) for state in states.values()]
+    return {"version": __version__, "now": now, "metrics_path": metrics_path, "clusters": clusters}
 
 
 def _span(seconds: float) -> str:
@@ -118,56 +96,35 @@ def _stamp(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
-def _when(at: float | None, offset: float | None, never: str = "never") -> str:
-    """A time in UTC with how long ago (``offset`` >= 0) or from now it is."""
-    if at is None or offset is None:
+def _when(at: float | None, now: float, never: str = "never") -> str:
+    """A time in UTC with how long before or after ``now`` it is."""
+    if at is None:
         return never
-    return f"{_stamp(at)} ({_span(offset)} ago)" if offset >= 0 else f"{_stamp(at)} (in {_span(offset)})"
+    return f"{_stamp(at)} ({_span(now - at)} ago)" if at <= now else f"{_stamp(at)} (in {_span(at - now)})"
 
 
 def _cell(text: object, cls: str = "") -> str:
-    attr = f' class="{html.escape(cls)}"' if cls else ""
-    return f"<td{attr}>{html.escape(str(text))}</td>"
-
-
-def _state_cell(c: dict[str, Any], now: float) -> str:
-    state, until, error = c["state"], c["job_data_expires_at"], c["last_error"]
-    shown = f"down ({error['reason']})" if state == "down" and error is not None else state
-    note = ""
-    if state in ("down", "starting") and until is not None and now < until:  # starting: from the state file
-        note = "job data of the last success served until " + _stamp(until)
-    elif state == "stale" or state == "starting" and until is not None:
-        note = "job data older than max_staleness: not served"
-    small = f"<br><small>{html.escape(note)}</small>" if note else ""
-    return f'<td class="{html.escape(state)}">{html.escape(shown)}{small}</td>'
+    return f'<td class="{cls}">{html.escape(str(text))}</td>' if cls else f"<td>{html.escape(str(text))}</td>"
 
 
 def _row(c: dict[str, Any], now: float) -> str:
-    duration, pages = c["last_poll_duration"], c["last_poll_pages"]
+    state, until, error = c["state"], c["job_data_expires_at"], c["last_error"]
+    note = ""
+    if state in ("down", "starting") and until is not None and now < until:  # starting: from the state file
+        note = "<br><small>job data of the last success served until " + _stamp(until) + "</small>"
+    elif state == "stale" or state == "starting" and until is not None:
+        note = "<br><small>job data older than max_staleness: not served</small>"
+    shown = f"down ({error['reason']})" if state == "down" and error is not None else state
+    duration, pages, jobs = c["last_poll_duration"], c["last_poll_pages"], c["jobs"] or {}
     poll = "none" if duration is None else f"{duration:.2f}s" + ("" if pages is None else f", {pages} pages")
-    jobs = c["jobs"] or {}
-    error = c["last_error"]
-    error_text = (
-        "none" if error is None else f"{error['reason']}: {error['message']} ({_when(error['at'], error['age'])})"
-    )
-    expires_in = c["token_expires_in"]
-    token = _when(c["token_expiry"], None if expires_in is None else -expires_in, "not known")
-    if expires_in is not None and expires_in <= 0:
-        token = "expired " + token
-    next_in = c["next_poll_in"]
-    next_poll = _when(c["next_poll_at"], None if next_in is None else -next_in, "not scheduled")
-    return (
-        "<tr>"
-        + _cell(c["name"])
-        + _state_cell(c, now)
-        + _cell(_when(c["last_success"], c["last_success_age"]))
-        + _cell(poll)
-        + "".join(_cell(jobs.get(key, "-"), "n") for key in JOB_KEYS)
-        + _cell(error_text)
-        + _cell(token)
-        + _cell(next_poll)
-        + "</tr>"
-    )
+    failed = "none" if error is None else f"{error['reason']}: {error['message']} ({_when(error['at'], now)})"
+    expiry = c["token_expiry"]
+    token = ("expired " if expiry is not None and expiry <= now else "") + _when(expiry, now, "not known")
+    next_poll = _when(c["next_poll_at"], now, "not scheduled")
+    cells = [_cell(c["name"]), f'<td class="{state}">{html.escape(shown)}{note}</td>']
+    cells += [_cell(text) for text in (_when(c["last_success"], now), poll)]
+    cells += [_cell(jobs.get(key, "-"), "n") for key in JOB_KEYS] + [_cell(text) for text in (failed, token, next_poll)]
+    return "<tr>" + "".join(cells) + "</tr>"
 
 
 def _queues(c: dict[str, Any]) -> str:
@@ -185,69 +142,50 @@ _STYLE = (
     "th,td{border:1px solid #bbb;padding:.25em .5em;text-align:left;vertical-align:top}td.n{text-align:right}"
     ".up{color:#070}.down{color:#b00}.stale{color:#a50}.starting{color:#555}"
 )
-_HEAD = (
-    "cluster",
-    "state",
-    "last success",
-    "last poll",
-    *JOB_KEYS,
-    "last error",
-    "token expires",
-    "next poll",
-)
+_HEAD = ("cluster", "state", "last success", "last poll", *JOB_KEYS, "last error", "token expires", "next poll")
 
 
-def status_html(data: dict[str, Any]) -> bytes:
+def _html(data: dict[str, Any]) -> bytes:
     """The page of ``status_data``'s data: every value escaped; links are relative, for a proxy's path prefix."""
     metrics = "./" + data["metrics_path"].lstrip("/")
-    clusters = data["clusters"]
     page = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>sugon-exporter</title>'
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>sugon-exporter {html.escape(data['version'])}</h1>"
         "<p>Prometheus exporter for the Sugon HPC OpenAPI job list. "
         f'<a href="{html.escape(metrics)}">Metrics</a> · the same as JSON: <code>Accept: application/json</code>. '
-        f"Shown at {html.escape(_when(data['now'], 0))}.</p>"
+        f"Shown at {html.escape(_when(data['now'], data['now']))}.</p>"
         "<table><tr>"
-        + "".join(f"<th>{html.escape(h)}</th>" for h in _HEAD)
+        + "".join(f"<th>{h}</th>" for h in _HEAD)
         + "</tr>"
-        + "".join(_row(c, data["now"]) for c in clusters)
+        + "".join(_row(c, data["now"]) for c in data["clusters"])
         + "</table>"
-        + "".join(_queues(c) for c in clusters)
+        + "".join(_queues(c) for c in data["clusters"])
         + "</body></html>"
     )
     return page.translate(_HTML_CONTROLS).encode("utf-8")
 
 
-def _quality(accept: str, offer: str) -> float:
-    """The q-value ``accept`` gives ``offer``: that of the most specific media range matching it, 0 if none."""
-    kind = offer.split("/")[0]
-    best, specificity = 0.0, -1
-    for part in accept.split(","):
+def wants_json(accept: str | None) -> bool:
+    """Whether Accept prefers application/json to text/html (a tie is HTML), by the most specific range's q-value."""
+    ranges = []
+    for part in (accept or "").split(","):
         media, *params = (p.strip() for p in part.split(";"))
-        media = media.lower()
-        rank = {offer: 2, f"{kind}/*": 1, "*/*": 0}.get(media)
-        if rank is None or rank < specificity:
-            continue
         q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
+        for name, _, value in (param.partition("=") for param in params):
             if name.strip().lower() == "q":
                 try:
-                    q = min(max(float(value.strip()), 0.0), 1.0)
+                    q = min(max(float(value), 0.0), 1.0)
                 except ValueError:
                     q = 0.0  # a q-value that is none: the range is not counted
-        if rank > specificity or q > best:
-            best, specificity = q, rank
-    return best
+        ranges.append((media.lower(), q))
 
+    def quality(offer: str) -> float:
+        ranks = {offer: 2, offer.split("/")[0] + "/*": 1, "*/*": 0}
+        return max(((ranks[media], q) for media, q in ranges if media in ranks), default=(-1, 0.0))[1]
 
-def wants_json(accept: str | None) -> bool:
-    """Whether an Accept header prefers application/json to text/html (a tie, or no header, is HTML)."""
-    if not accept:
-        return False
-    json_q = _quality(accept, JSON_TYPE)
-    return json_q > 0 and json_q > _quality(accept, "text/html")
+    json_q = quality(JSON_TYPE)
+    return json_q > 0 and json_q > quality("text/html")
 
 
 def status_answer(
@@ -257,4 +195,4 @@ def status_answer(
     data = status_data(states, now, metrics_path)
     if wants_json(accept):
         return json.dumps(data, ensure_ascii=False).translate(_JSON_CONTROLS).encode("utf-8"), JSON_TYPE
-    return status_html(data), HTML_TYPE
+    return _html(data), "text/html; charset=utf-8"

@@ -1,9 +1,5 @@
-"""Rules for single values, shared by every layer. Pure; imports nothing of ours.
-
-ASCII decimals (counts and ids written as text), the one rule for what may go in an HTTP header we send,
-the API's base URLs (checked, normalised, userinfo split off as Basic credentials, so that no URL the
-exporter logs, raises or shows can carry it), JWT payloads and expiry, and secrets masked in messages.
-"""
+"""Rules for single values, shared by every layer (imports nothing of ours): ASCII decimals, API base URLs and
+their userinfo, header values, JWT expiry, and secrets masked out of messages."""
 
 from __future__ import annotations
 
@@ -14,20 +10,13 @@ import re
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
-MAX_DIGITS = 4000  # int() refuses more than 4,300 digits; no count or id we read comes near either
+MAX_DIGITS = 4000  # int() refuses more than 4,300 digits
 
 
 def ascii_int(value: object) -> int | None:
-    """``value`` as a non-negative int when it is a string of ASCII digits (space around allowed), else None.
-
-    Not str.isdigit(): "²", "①" and other digits of Unicode pass it, and int() refuses them.
-    """
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    if not text or len(text) > MAX_DIGITS or not text.isascii() or not text.isdigit():
-        return None
-    return int(text)
+    """A string of ASCII digits (spaces around allowed) as an int, else None; str.isdigit() alone passes "²"."""
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS else None
 
 
 def count(value: object, limit: int | None = None) -> int | None:
@@ -43,10 +32,7 @@ _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]<>\"\\^`{|}%:]+)$")
 
 def normalise_api_url(url: str) -> str:
     """Strip trailing slashes and one trailing ``/hpc``: deployments hand the HPC URL out both ways."""
-    url = url.rstrip("/")
-    if url.endswith("/hpc"):
-        url = url[: -len("/hpc")].rstrip("/")
-    return url
+    return url.rstrip("/").removesuffix("/hpc").rstrip("/")
 
 
 def _split(url: str) -> SplitResult | None:
@@ -85,10 +71,8 @@ def without_userinfo(url: str) -> str:
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
-    """(``url`` without its userinfo, the ``Authorization`` header value its userinfo asks for, or None).
-
-    User and password are percent-decoded and sent as UTF-8, as httpx does for a URL with userinfo.
-    """
+    """(``url`` without its userinfo, the ``Authorization`` its userinfo asks for or None); user and password are
+    percent-decoded and sent as UTF-8, as httpx does."""
     parts = _split(url)
     if parts is None or "@" not in parts.netloc:
         return url, None
@@ -98,23 +82,20 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     return parts._replace(netloc=host).geturl(), "Basic " + base64.b64encode(pair).decode("ascii")
 
 
-# What we send in a request head (RFC 9110): a field name is a token, a value is visible ASCII with spaces
-# and tabs. Bytes beyond ASCII (obs-text) are read in answers but never sent: httpx would not encode them,
-# and a server may read them in any charset. Nothing here allows CR or LF, so no header can inject another.
-_VISIBLE = r"\x21-\x7e"  # visible ASCII: no space, no control character, nothing beyond ASCII
+# A header we send (RFC 9110): a name is a token, a value visible ASCII, spaces and tabs; never CR or LF.
+_VISIBLE = r"\x21-\x7e"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE = re.compile(rf"[{_VISIBLE} \t]*")
 _TOKEN = re.compile(rf"[{_VISIBLE}]+")
 
 
 def is_header(name: str, value: str) -> bool:
-    """Whether ``name: value`` may go in a request we send: the one header rule, for both transports."""
+    """Whether ``name: value`` may go in a request we send."""
     return _HEADER_NAME.fullmatch(name) is not None and _HEADER_VALUE.fullmatch(value) is not None
 
 
 def token_problem(token: str) -> str | None:
-    """Why a token cannot be sent in a ``token:`` header, or None: it must be a header value without whitespace
-    (a token read from a file or a login answer is stripped; one with space inside is not a token)."""
+    """Why a token cannot be sent in a ``token:`` header (a header value without whitespace), or None."""
     if not token:
         return "is empty"
     if _TOKEN.fullmatch(token) is None:
@@ -124,22 +105,19 @@ def token_problem(token: str) -> str | None:
 
 def jwt_payload(token: str) -> dict[str, Any]:
     """The decoded payload of a JWT (no signature check), or {} when it is not one."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        _, body, _ = token.split(".")  # ValueError unless three parts
+        payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # Recursion: JSON nested too deep
         return {}
     return payload if isinstance(payload, dict) else {}
 
 
-MAX_EXPIRY = 253402300799.0  # 9999-12-31 23:59:59 UTC: later is no time at all (and overflows float and time)
+MAX_EXPIRY = 253402300799.0  # 9999-12-31 23:59:59 UTC
 
 
 def jwt_expiry(token: str) -> float | None:
-    """Expiry (Unix seconds) from a JWT payload: ``expireTime`` (epoch ms, a string) or else ``exp``; no signature
-    check. A value that is not a time from 1970 to 9999 counts as absent."""
+    """Expiry (Unix seconds) from a JWT's ``expireTime`` (epoch ms, a string) or else ``exp``, if from 1970 to 9999."""
     payload = jwt_payload(token)
     for key, scale in (("expireTime", 1000.0), ("exp", 1.0)):
         value = payload.get(key)
@@ -152,11 +130,8 @@ def jwt_expiry(token: str) -> float | None:
 
 
 MASK = "***"
-# Messages the exporter keeps to show (the status page) may quote what a server said. These mask, in order:
-# a JWT anywhere; a URL's userinfo; the value after a secret-looking key ("token: …", "password=…",
-# "Authorization: Basic …", '"accessToken": "…"'); a credential after Bearer or Basic (base64-looking: a digit,
-# "+", "/", "=" or a capital after a small letter, so that "Basic credentials" stays prose); any other long
-# run of letters and digits (an opaque token), which no message of ours needs to show.
+# Masked, in order: a JWT; a URL's userinfo; the value after a secret-looking key; a base64-looking credential
+# after Bearer or Basic; any other long run of letters and digits (an opaque token).
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:[^\s/?#@]*@)+")
 _SECRET_KEY = re.compile(
@@ -170,8 +145,7 @@ _OPAQUE = re.compile(r"(?<![A-Za-z0-9_+=-])(?=[A-Za-z_+=-]*[0-9])(?=[0-9_+=-]*[A
 
 
 def without_secrets(text: str, limit: int = 500) -> str:
-    """``text`` with URL userinfo, tokens, JWTs and credentials masked, cut to ``limit`` characters: for a
-    message kept to show (a poll's error on the status page), whatever a server put in it."""
+    """``text`` (a message kept to show, quoting a server, say) with secrets masked, cut to ``limit`` characters."""
     text = _JWT.sub(MASK, text)
     text = _USERINFO.sub(rf"\1{MASK}@", text)
     text = _SECRET_KEY.sub(rf"\1{MASK}", text)

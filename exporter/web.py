@@ -1,11 +1,5 @@
-"""The HTTP server: aiohttp.web's low-level server reads the requests and writes the answers of a request
-handler (exporter.endpoints.make_app builds the exporter's).
-
-What aiohttp lacks is added here: an accept loop that holds at most ``max_connections`` connections (at the
-cap, the least recently active one with no request in progress makes room, TLS handshakes in progress
-included), a deadline for the first request head from the accept (the TLS handshake included), and one for
-taking an answer. The handler's blocking work runs in a few worker threads (the loop's default executor).
-"""
+"""The HTTP server: aiohttp.web's low-level server with what it lacks on top (bench/RESULTS.md, issue 25): a cap
+on connections, TLS handshakes included, a deadline for the first request head and one for taking an answer."""
 
 from __future__ import annotations
 
@@ -17,29 +11,21 @@ import resource
 import socket
 import ssl
 import struct
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-# What a client that does not read can hold: an answer is written CHUNK at a time as the client takes it,
-# and the kernel's send buffer is fixed at SEND_BUFFER (bench/RESULTS.md, issues 23 and 25; the README).
-CHUNK = 16 * 1024
-SEND_BUFFER = 64 * 1024
-ACCEPT_BATCH = 64  # connections accepted per wake-up, so that a flood of them cannot starve the others
+CHUNK = 16 * 1024  # an answer is written this much at a time, as the client takes it
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+_CLIENTS_DOING = (errno.EAGAIN, errno.ECONNABORTED, errno.EPROTO)  # none waiting, or it gave up before its accept
 
 
 @dataclass(frozen=True)
@@ -61,68 +47,31 @@ class ListenError(OSError):
         self.address = address
 
 
-def raise_open_files_limit() -> int:
-    """Raise the soft limit on open files to the hard limit, as Go's runtime does; returns the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard and hard != resource.RLIM_INFINITY:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (OSError, ValueError) as exc:  # e.g. a system-call filter; LimitNOFILE= sets both anyway
-            log.debug("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
-    return soft
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A non-blocking socket listening on ``host:port``; ListenError if it cannot be had."""
-    try:
-        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ListenError((host, port), exc) from exc
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(socket.SOMAXCONN)
-        listener.setblocking(False)
-    except OSError as exc:
-        listener.close()
-        raise ListenError((host, port), exc) from exc
-    return listener
-
-
 class _Request(web.BaseRequest):
-    """aiohttp's request, with what every answer to it gets, aiohttp's own refusals of malformed heads
-    included (which no public hook reaches): no Server header, which would only tell attackers what runs
-    here, and ``X-Content-Type-Options: nosniff``, so that a browser takes an answer as its Content-Type says
-    (never a plain-text answer, or a status page with upstream names in it, as HTML)."""
+    """aiohttp's request, whose answers (its own refusals of malformed heads included) carry no Server header and
+    ``nosniff``, so that a browser takes an answer as its Content-Type says."""
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         response.headers.popall("Server", None)
         response.headers["X-Content-Type-Options"] = "nosniff"
 
 
-class _RefusedRequests(logging.Filter):
-    """aiohttp logs a malformed request it refuses as an error with a traceback; it is a client's doing."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            log.debug("malformed request refused: %s %s", exc.code, exc.message.splitlines()[0] if exc.message else "")
-            return False
-        return True
+def _not_a_refusal(record: logging.LogRecord) -> bool:
+    """aiohttp logs each malformed request it refuses as an error with a traceback: a client's doing, so debug."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):
+        log.debug("malformed request refused: %s", exc.message.splitlines()[0] if exc.message else exc.code)
+        return False
+    return True
 
 
 _AIOHTTP_LOG = logging.getLogger(__name__ + ".aiohttp")  # what aiohttp logs of the connections it serves
-_AIOHTTP_LOG.addFilter(_RefusedRequests())
+_AIOHTTP_LOG.addFilter(_not_a_refusal)
 
 
 class WebServer:
-    """Serves ``app`` on ``host:port`` and each of ``more_addresses`` (TLS when ``tls`` is given) from one
-    background event loop that accepts on every listening socket.
-
-    Binds in the constructor (a ListenError naming the address if it cannot); ``start()`` and ``stop()`` from
-    the main thread, ``reconfigure()`` from any thread.
-    """
+    """Serves ``app`` on ``host:port`` and each of ``more_addresses`` (TLS when ``tls`` is given) from a background
+    event loop; blocking work runs in its default executor. Binds in the constructor (ListenError if it cannot)."""
 
     def __init__(
         self,
@@ -134,48 +83,50 @@ class WebServer:
         *,
         more_addresses: Sequence[tuple[str, int]] = (),
     ) -> None:
-        self._app_and_tls = (app, tls)  # swapped whole by reconfigure()
+        self._app, self._tls = app, tls
         self._limits = limits or Limits()
         self._listeners: list[socket.socket] = []
-        try:
-            for address in ((host, port), *more_addresses):
-                self._listeners.append(_listen(*address))
-        except ListenError:
-            for listener in self._listeners:
-                listener.close()
-            raise
+        for address in ((host, port), *more_addresses):
+            try:
+                listener = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET, socket.SOCK_STREAM)
+                self._listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(address)
+                listener.listen(socket.SOMAXCONN)
+                listener.setblocking(False)
+            except OSError as exc:
+                for opened in self._listeners:
+                    opened.close()
+                raise ListenError(address, exc) from exc
         self.ports: list[int] = [listener.getsockname()[1] for listener in self._listeners]  # in the order given
         self.port: int = self.ports[0]
         self._loop = asyncio.new_event_loop()
         self._loop.set_default_executor(ThreadPoolExecutor(self._limits.workers, thread_name_prefix="web-worker"))
         self._server = web.Server(
             self._handle,
-            request_factory=self._request,
+            request_factory=functools.partial(_Request, loop=self._loop),
             loop=self._loop,
             keepalive_timeout=self._limits.idle_timeout,
             access_log=None,
             logger=_AIOHTTP_LOG,
         )
         self._thread = threading.Thread(target=self._run, name="web", daemon=True)
-        self._cap = self._limits.max_connections
-        # Every connection from its accept until it is seen closed, least recently active first, with its
-        # socket; those whose opening (the TLS handshake) runs, those with no request yet (their deadline),
-        # and those with a request in progress.
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # lest idle connections use up the descriptors
+        self._cap = max(1, min(self._limits.max_connections, soft_limit * 3 // 4))
+        # Every connection from its accept until seen closed, least recently active first; those in their TLS
+        # handshake, those with no request yet, and those with one in progress.
         self._connections: OrderedDict[web.RequestHandler, socket.socket] = OrderedDict()
         self._opening: dict[web.RequestHandler, asyncio.Task[None]] = {}
-        self._head_due: dict[web.RequestHandler, asyncio.TimerHandle] = {}
+        self._fresh: set[web.RequestHandler] = set()
         self._busy: set[web.RequestHandler] = set()
         self._backoff = 0.0  # > 0 while accepting is paused (out of file descriptors or the like)
 
     def reconfigure(self, app: Handler, tls: ssl.SSLContext | None) -> None:
-        """New connections use ``tls`` (None: plain HTTP), new requests ``app``; open connections keep their
-        TLS session."""
-        self._app_and_tls = (app, tls)
+        """New connections use ``tls`` (None: plain HTTP), new requests ``app``; open connections keep theirs."""
+        self._app, self._tls = app, tls
 
     def start(self) -> None:
         """Start answering requests."""
-        # At the usual default soft limit of 1,024, idle connections alone could use up the descriptors.
-        self._cap = max(1, min(self._limits.max_connections, raise_open_files_limit() * 3 // 4))
         self._thread.start()
 
     def stop(self) -> None:
@@ -192,8 +143,6 @@ class WebServer:
     # in the event loop's thread
 
     def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.set_exception_handler(_on_loop_error)
         for listener in self._listeners:
             self._loop.add_reader(listener.fileno(), self._accept, listener)
         self._loop.run_forever()
@@ -210,186 +159,120 @@ class WebServer:
         await self._loop.shutdown_default_executor()
 
     def _accept(self, listener: socket.socket) -> None:
-        for attempt in range(ACCEPT_BATCH):
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-                    continue  # the client gave up before its connection was accepted
-                # Linux takes a descriptor before it looks for a connection: EMFILE after an accept in this
-                # round may mean that none is waiting. Only the first attempt is sure that one is.
-                if attempt == 0:
-                    self._accept_failed(listener, exc)
-                return
-            if self._backoff:
-                log.info("accepting connections again (%d open)", len(self._connections))
-                self._backoff = 0.0
-            self._admit(sock, peer[0])
+        """Accept one connection (one a wake-up, so that a flood of them cannot starve the others)."""
+        try:
+            sock, peer = listener.accept()
+        except OSError as exc:
+            if exc.errno not in _CLIENTS_DOING:
+                self._accept_failed(listener, exc)
+            return
+        if self._backoff:
+            log.info("accepting connections again (%d open)", len(self._connections))
+            self._backoff = 0.0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)  # what a client that does not read holds
+        sock.setblocking(False)
+        if len(self._connections) >= self._cap and not self._make_room():
+            log.debug("connection from %s refused: %d connections, all busy", peer[0], len(self._connections))
+            sock.close()
+            return
+        handler = self._server()  # aiohttp's protocol for this connection's requests
+        self._connections[handler] = sock
+        self._fresh.add(handler)
+        self._loop.call_later(self._limits.head_timeout, self._head_late, handler)
+        self._opening[handler] = self._loop.create_task(self._open(handler, sock, self._tls))
 
     def _accept_failed(self, listener: socket.socket, exc: OSError) -> None:
         """Out of descriptors or memory: make room or back off, rather than spin on a readable socket."""
         self._loop.remove_reader(listener.fileno())
         if exc.errno in _OUT_OF_RESOURCES and self._make_room():
             # The ended connection's socket closes in a callback already queued; accept after it.
-            self._loop.call_soon(self._resume_accepting, listener)
+            self._loop.call_soon(self._loop.add_reader, listener.fileno(), self._accept, listener)
             return
         if not self._backoff:
-            log.warning(
-                "cannot accept connections: %s (%d open); retrying with back-off, logged once until it works again",
-                exc.strerror or exc,
-                len(self._connections),
-                extra={"reason": exc.strerror or str(exc), "connections": len(self._connections)},
+            reason, count = exc.strerror or str(exc), len(self._connections)
+            message = (
+                "cannot accept connections: %s (%d open); retrying with back-off, logged once until it works again"
             )
+            log.warning(message, reason, count, extra={"reason": reason, "connections": count})
         self._backoff = min(max(2 * self._backoff, 0.005), 1.0)
-        self._loop.call_later(self._backoff, self._resume_accepting, listener)
-
-    def _resume_accepting(self, listener: socket.socket) -> None:
-        if listener.fileno() >= 0:
-            self._loop.add_reader(listener.fileno(), self._accept, listener)
-
-    def _admit(self, sock: socket.socket, peer: str) -> None:
-        # TCP_NODELAY, as Go's servers (Prometheus's own) have it: otherwise the last part of a large answer
-        # can wait for the scraper's delayed ACK.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)  # what a slow reader holds in the kernel
-        sock.setblocking(False)
-        if len(self._connections) >= self._cap and not self._make_room():
-            log.debug("connection from %s refused: %d connections, all busy", peer, len(self._connections))
-            sock.close()
-            return
-        handler = self._server()  # aiohttp's protocol for this connection's requests
-        self._connections[handler] = sock
-        self._head_due[handler] = self._loop.call_later(self._limits.head_timeout, self._head_late, handler)
-        opening = self._loop.create_task(self._open(handler, sock, self._app_and_tls[1]))
-        opening.add_done_callback(functools.partial(self._opened, handler, sock))
-        self._opening[handler] = opening
+        self._loop.call_later(self._backoff, self._loop.add_reader, listener.fileno(), self._accept, listener)
 
     async def _open(self, handler: web.RequestHandler, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
-        """Hand the connection to aiohttp, after a TLS handshake with ``tls`` (per connection, so that
-        reconfigure() can change it)."""
-        extra: dict[str, Any] = {"ssl_shutdown_timeout": 5.0} if tls and sys.version_info >= (3, 11) else {}
-        transport, _ = await self._loop.connect_accepted_socket(lambda: handler, sock, ssl=tls, **extra)
-        transport.set_write_buffer_limits(high=CHUNK)
-
-    def _opened(self, handler: web.RequestHandler, sock: socket.socket, opening: asyncio.Task[None]) -> None:
-        """When _open has ended, also if it was cancelled before it began: a connection that failed (its TLS
-        handshake) or was ended by _close() is closed and forgotten."""
-        self._opening.pop(handler, None)
-        if opening.cancelled() or opening.exception() is not None:
-            log.debug(
-                "connection ended before its first request: %r", None if opening.cancelled() else opening.exception()
-            )
+        """Hand the connection to aiohttp, after a TLS handshake with the ``tls`` of its accept."""
+        try:
+            transport, _ = await self._loop.connect_accepted_socket(lambda: handler, sock, ssl=tls)
+            transport.set_write_buffer_limits(high=CHUNK)
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - whatever failed, the connection ends
+            log.debug("connection ended before its first request: %r", exc)
             sock.close()
             self._forget(handler)
+        finally:
+            self._opening.pop(handler, None)
 
     def _make_room(self) -> bool:
-        """Forget the connections seen closed; if none was, end the least recently active connection that has
-        no request in progress. False if none could be ended."""
+        """Forget the connections seen closed, or else end the least recently active one not busy; False if none."""
         closed = [handler for handler, sock in self._connections.items() if sock.fileno() < 0]
         for handler in closed:
             self._forget(handler)
         if closed:
             return True
-        for handler in self._connections:
-            if handler not in self._busy:
-                log.debug("a connection was ended to make room")
-                self._close(handler)
-                return True
-        return False
+        idle = next((handler for handler in self._connections if handler not in self._busy), None)
+        if idle is None:
+            return False
+        log.debug("a connection was ended to make room")
+        self._close(idle)
+        return True
 
     def _head_late(self, handler: web.RequestHandler) -> None:
-        self._head_due.pop(handler, None)
-        log.debug("a connection sent no request head within %s s", self._limits.head_timeout)
-        self._close(handler)
+        if handler in self._fresh:
+            log.debug("a connection sent no request head within %s s", self._limits.head_timeout)
+            self._close(handler)
 
-    def _reset(self, handler: web.RequestHandler) -> None:
-        """End a connection whose client does not take its answer, with a reset: after a close the kernel would
-        go on trickling what it holds to it."""
+    def _close(self, handler: web.RequestHandler, reset: bool = False) -> None:
+        """End a connection at once; with a reset, so that the kernel stops trickling what it holds to the client."""
         sock = self._connections.get(handler)
-        if sock is not None and sock.fileno() >= 0:
+        if reset and sock is not None and sock.fileno() >= 0:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self._close(handler)
-
-    def _close(self, handler: web.RequestHandler) -> None:
-        """End a connection at once (a deadline, room for another, the server stopping)."""
         if handler.transport is not None:
             handler.transport.abort()
-        opening = self._opening.get(handler)
-        if opening is not None:
-            opening.cancel()
+        if handler in self._opening:
+            self._opening[handler].cancel()
         self._forget(handler)
 
     def _forget(self, handler: web.RequestHandler) -> None:
         self._connections.pop(handler, None)
+        self._fresh.discard(handler)
         self._busy.discard(handler)
-        timer = self._head_due.pop(handler, None)
-        if timer is not None:
-            timer.cancel()
-
-    def _request(
-        self,
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: web.RequestHandler,
-        writer: AbstractStreamWriter,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        return _Request(message, payload, protocol, writer, task, self._loop)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Run the app for one request and write its answer, with a request in progress on the connection."""
+        """Answer one request; an answer not taken within the write deadline resets the connection."""
         handler = request.protocol
-        timer = self._head_due.pop(handler, None)
-        if timer is not None:
-            timer.cancel()
+        self._fresh.discard(handler)
         self._busy.add(handler)
         try:
-            return await self._answer(request)
+            try:
+                response = await self._app(request)
+            except Exception:
+                log.exception("serving %s failed", request.path, extra={"method": request.method, "path": request.path})
+                response = web.Response(status=500, text="500 Internal Server Error\n")
+                response.force_close()
+            if request.body_exists:  # never read: the connection ends after the answer
+                response.force_close()
+            try:
+                await asyncio.wait_for(_send(request, response), self._limits.write_timeout)
+            except asyncio.TimeoutError:
+                log.debug("%s did not take its answer in time: connection reset", request.remote)
+                self._close(handler, reset=True)
+            except ConnectionError:
+                pass  # the client went away
+            log.debug("answered", extra={"peer": request.remote, "path": request.path, "status": response.status})
+            return response
         finally:
             self._busy.discard(handler)
             if handler in self._connections:
                 self._connections.move_to_end(handler)
 
-    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse:
-        try:
-            response = await self._app_and_tls[0](request)
-        except Exception:
-            log.exception("serving %s failed", request.path, extra={"method": request.method, "path": request.path})
-            response = web.Response(status=500, text="500 Internal Server Error\n")
-            response.force_close()
-        if request.body_exists:  # never read: the connection ends after the answer
-            response.force_close()
-        try:
-            await asyncio.wait_for(_send(request, response), self._limits.write_timeout)
-        except asyncio.TimeoutError:
-            log.debug("%s did not take its answer in time: connection reset", request.remote)
-            self._reset(request.protocol)
-        except ConnectionError:
-            pass  # the client went away
-        log.debug(
-            "%s %s %s %d",
-            request.remote,
-            request.method,
-            request.path,
-            response.status,
-            extra={"peer": request.remote, "method": request.method, "path": request.path, "status": response.status},
-        )
-        return response
-
 
 async def _send(request: web.BaseRequest, response: web.StreamResponse) -> None:
     await response.prepare(request)
     await response.write_eof()
-
-
-# Whatever a misbehaving client makes happen on its connection: worth a debug line, not an error.
-_CLIENT_ERRORS = (ConnectionError, ssl.SSLError, TimeoutError, asyncio.TimeoutError)
-
-
-def _on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    if isinstance(context.get("exception"), _CLIENT_ERRORS):
-        log.debug("client connection: %s", context.get("message"))
-    else:
-        loop.default_exception_handler(context)

@@ -23,9 +23,9 @@ from exporter.sugon.conversation import (
     ApiInvalidResponse,
     ApiTimeout,
     Conversation,
+    decode_job_page,
 )
 from exporter.sugon.joblist import SugonClient, _mostly_repeats, _same_rows, parse_capacity, parse_schedulers
-from exporter.sugon.pages import parse_job_page
 from exporter.sugon.tokens import FileToken, StaticToken
 from tests.helpers import FIXTURES, SCHEDULER, PagedList, envelope, fixture, read_list, row
 
@@ -479,7 +479,7 @@ def test_digits_that_int_refuses_are_invalid_answers_not_crashes() -> None:
     # "²" is a digit to str.isdigit(); int() refuses it, as it refuses more than 4,300 digits.
     for total in ("²", "9" * 5000):
         with pytest.raises(ApiInvalidResponse):
-            parse_job_page({"total": total, "list": []})
+            decode_job_page(httpx.Response(200, json=envelope({"total": total, "list": []})))
     with pytest.raises(ApiInvalidResponse, match="numeric id"):
         parse_schedulers([{"id": "²"}, {"id": "١٢"}])
 

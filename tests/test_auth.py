@@ -67,7 +67,7 @@ class Clock:
 
 
 class Seen:
-    """A TokenObserver and RequestObserver that records what it is told."""
+    """An Observer that records what it is told."""
 
     def __init__(self) -> None:
         self.expiry: list[float | None] = []

@@ -83,7 +83,7 @@ ROUTES = {
 
 
 class Attempts:
-    """A RequestObserver that counts the attempts and keeps the reasons of failed ones."""
+    """An Observer that counts the attempts and keeps the reasons of failed ones."""
 
     def __init__(self) -> None:
         self.sent = 0
@@ -94,6 +94,9 @@ class Attempts:
 
     def request_failed(self, reason: str) -> None:
         self.failed.append(reason)
+
+    def token_expiry(self, timestamp: float | None) -> None: ...
+    def token_refresh(self, method: str, result: str) -> None: ...
 
 
 async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import pytest
 
 from exporter.config import build_config
-from exporter.logs import Fields, JsonFormatter, LogfmtFormatter, formatter, logfmt_value
+from exporter.logs import FORMATTERS, Fields, JsonFormatter, LogfmtFormatter, logfmt_value
 from exporter.service import Exporter
 from exporter.simulator import SimPlatform, Simulator
 
@@ -123,7 +123,7 @@ def captured() -> Iterator[tuple[logging.Logger, dict[str, io.StringIO]]]:
     streams = {name: io.StringIO() for name in ("logfmt", "json")}
     handlers = [logging.StreamHandler(stream) for stream in streams.values()]
     for handler, name in zip(handlers, streams, strict=True):
-        handler.setFormatter(formatter(name))
+        handler.setFormatter(FORMATTERS[name]())
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     yield logger, streams
@@ -224,7 +224,7 @@ def test_no_secret_reaches_either_format_even_at_debug(name: str) -> None:
     sim.serve()
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter(name))
+    handler.setFormatter(FORMATTERS[name]())
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)

@@ -13,9 +13,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exporter.model import Row
-from exporter.sugon.conversation import ApiError, Reply
+from exporter.sugon.conversation import ApiError, Reply, decode_job_page
 from exporter.sugon.joblist import _same_rows
-from exporter.sugon.pages import decode_job_page
 from exporter.values import count
 from tests.helpers import envelope, fixture, read_list
 
@@ -269,7 +268,7 @@ values = st.recursive(
 rows = st.one_of(
     st.fixed_dictionaries(
         {},
-        optional={**{f: values for f in FIELDS}, "jobName": values, "startTime": values, "workDir": values},
+        optional={**{f: values for f in FIELDS}, "startTime": values, "workDir": values},
     ),
     values,
 )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from exporter.config.schema import AUTH_KEYS, CLUSTER_KEYS, TOP_KEYS
+from exporter.config import AUTH_KEYS, CLUSTER_KEYS, TOP_KEYS
 
 ROOT = Path(__file__).parent.parent
 EN = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -171,6 +171,42 @@ def test_sighup_reloads_the_config_and_the_web_config_and_an_invalid_one_changes
     assert "Traceback" not in err
 
 
+def test_a_reload_that_turns_per_user_off_starts_afresh_and_a_new_listen_address_waits_for_a_restart(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    port = free_port()
+    path = tmp_path / "config.yaml"
+    entry = f"clusters:\n  - {{name: a, api_url: {sim.url}, token: {TOKEN}, cluster_ids: [1638523853]}}\n"
+    path.write_text(f"interval: 1s\nlisten_address: 127.0.0.1:{port}\n" + entry)
+    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--config", str(path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(Path.cwd())},
+    )
+
+    def scrape() -> str:
+        try:
+            return httpx.get(url, timeout=2).text
+        except httpx.HTTPError:
+            return ""
+
+    try:
+        until(lambda: "sugon_user_jobs{" in scrape())
+        path.write_text(f"interval: 1s\nper_user: false\nlisten_address: 127.0.0.1:{free_port()}\n" + entry)
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: 'sugon_up{hpc_cluster="a"} 1.0' in (text := scrape()) and "sugon_user_jobs{" not in text)
+        assert metric(scrape(), "sugon_config_last_reload_successful") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "configuration reloaded (per_user changed: every cluster starts afresh)" in err
+    assert f"listen_address changed: it takes effect at the next start; still serving 127.0.0.1:{port}" in err
+    assert "Traceback" not in err
+
+
 def counters(exporter: Exporter, name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of every counter and histogram of cluster ``name`` (not the _created ones)."""
     return {

@@ -1,8 +1,5 @@
-"""Checks of one config value at a time (durations, numbers, files, URLs, scheduler ids), each recording its
-problems under the key's dotted path in a Checker, so one run reports every problem, not just the first.
-
-Shared by the main config and the web config; also the YAML loader that refuses duplicate keys.
-"""
+"""Checks of single config values, shared by the config and the web config. A Checker records every problem under its
+key's dotted path, so that one run reports them all."""
 
 from __future__ import annotations
 
@@ -10,16 +7,19 @@ import difflib
 import math
 import os
 import re
-import ssl
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import yaml
+from exporter import values
 
-from exporter.config.schema import SECRET_KEYS
-from exporter.values import ascii_int, normalise_api_url, split_credentials, url_problem, without_userinfo
+SECRET_KEYS = frozenset({"token", "password", "access_key", "secret_key", "org_id"})  # values never shown in errors
+_NAME = re.compile(r"[a-zA-Z0-9_.-]+")
+_DURATION = re.compile(r"(?=\d)(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 
-_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+class Invalid(ValueError):
+    """A value's problem, raised by a check; Checker.check records it under the key's path."""
 
 
 class ConfigError(Exception):
@@ -28,42 +28,6 @@ class ConfigError(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
-
-
-def parse_duration(value: Any) -> float | None:
-    """Seconds for ``30s`` / ``5m`` / ``1h30m`` / a plain number; None when it is not a positive duration."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            match = _DURATION_RE.match(text)
-            if not text or match is None:
-                return None
-            h, m, s = (float(g) if g else 0.0 for g in match.groups())
-            seconds = h * 3600 + m * 60 + s
-    else:
-        return None
-    return seconds if seconds > 0 and math.isfinite(seconds) else None
-
-
-def parse_listen_address(value: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6; empty host = all interfaces) → (host, port); ValueError if not."""
-    host, sep, port_text = value.rpartition(":")
-    port = ascii_int(port_text) if sep else None
-    if port is None:
-        raise ValueError(f'expected host:port like 0.0.0.0:10863, got "{value}"')
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range 1-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f'IPv6 addresses need brackets, like [::]:10863, got "{value}"')
-    return host or "0.0.0.0", port
 
 
 def show(value: Any) -> str:
@@ -81,21 +45,73 @@ def show(value: Any) -> str:
     return str(value)
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+def parse_duration(value: Any) -> float | None:
+    """Seconds for ``30s`` / ``5m`` / ``1h30m`` / a plain number; None when it is not a positive duration."""
+    if isinstance(value, bool):
+        return None
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match:
+        seconds = sum(float(n) * unit for n, unit in zip(match.groups("0"), (3600, 60, 1), strict=True))
+    else:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError, OverflowError):  # not a number, or an int beyond any float
+            return None
+    return seconds if seconds > 0 and math.isfinite(seconds) else None
 
 
-def _construct_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(key)}", key_node.start_mark)
-        seen.add(key)
-    return dict(loader.construct_mapping(node, deep=deep))
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6; empty host = all interfaces) → (host, port), or raise Invalid."""
+    host, sep, port_text = value.rpartition(":")
+    port = values.ascii_int(port_text) if sep else None
+    if port is None:
+        raise Invalid(f'expected host:port like 0.0.0.0:10863, got "{value}"')
+    if not 0 < port < 65536:
+        raise Invalid(f"port {port} is out of range 1-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise Invalid(f'IPv6 addresses need brackets, like [::]:10863, got "{value}"')
+    return host or "0.0.0.0", port
 
 
-UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def nonempty_str(v: Any) -> str | None:
+    return v.strip() if isinstance(v, str) and v.strip() else None
+
+
+def id_text(v: Any) -> str | None:
+    """A string or a number (YAML reads 11250 as an int) as a non-empty string."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else nonempty_str(v)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A check that takes what ``ok`` makes of the value; when that is None, ``expected {kind}, got ...``."""
+
+    kind: str
+    ok: Callable[[Any], Any]
+
+    def __call__(self, c: Checker, path: str, raw: Any) -> Any:
+        value = self.ok(raw)
+        if value is None:
+            shown = "a value that is not shown" if path.rpartition(".")[2] in SECRET_KEYS else show(raw)
+            raise Invalid(f"expected {self.kind}, got {shown}")
+        return value
+
+
+def whole(low: int, high: int) -> Expect:
+    return Expect(f"a whole number from {low} to {high}", lambda v: v if type(v) is int and low <= v <= high else None)
+
+
+def duration(example: str) -> Expect:
+    return Expect(f"a duration like {example}", parse_duration)
+
+
+FLAG = Expect("true or false", lambda v: v if isinstance(v, bool) else None)
+TEXT = Expect("a non-empty string", nonempty_str)
+ID = Expect("a non-empty string", id_text)
+NAME = Expect("letters, digits, _ . or -", lambda v: v if isinstance(v, str) and _NAME.fullmatch(v) else None)
+FILE_PATH = Expect("a file path", nonempty_str)
 
 
 class Checker:
@@ -106,169 +122,95 @@ class Checker:
         self.base_dir = base_dir
 
     def error(self, path: str, message: str) -> None:
-        """Record a problem of the key at ``path``."""
         self.errors.append(f"{path}: {message}")
 
-    def has_error(self, path: str) -> bool:
-        """Whether a problem of the key at ``path`` has been recorded already."""
-        return any(e.startswith(f"{path}: ") for e in self.errors)
+    def check(self, path: str, raw: Any, check: Check) -> Any:
+        """What ``check`` makes of ``raw``, or None with its problem recorded."""
+        try:
+            return check(self, path, raw)
+        except Invalid as exc:
+            self.error(path, str(exc))
+            return None
 
     def known_keys(self, data: Mapping[Any, Any], allowed: tuple[str, ...], path: str) -> None:
         """Record each key of ``data`` not in ``allowed`` as unknown, with the closest allowed one as a hint."""
         for key in data:
-            where = f"{path}.{key}" if path else str(key)
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
-                self.error(where, f"unknown key{hint}")
+                self.error(f"{path}.{key}" if path else str(key), f"unknown key{hint}")
 
-    def value(self, path: str, raw: Any, kind: str, ok: Callable[[Any], Any | None]) -> Any:
-        """``ok(raw)`` or None, recording ``expected {kind}, got ...`` (never the value of a secret key)."""
-        result = ok(raw)
-        if result is None:
-            shown = "a value that is not shown" if path.rsplit(".", 1)[-1] in SECRET_KEYS else show(raw)
-            self.error(path, f"expected {kind}, got {shown}")
-        return result
+    def file(self, path: str, raw: Any) -> str:
+        """An existing, readable regular file."""
+        name = os.path.join(self.base_dir, FILE_PATH(self, path, raw))
+        if not os.path.isfile(name):
+            raise Invalid("no such file" if not os.path.exists(name) else "not a regular file")
+        if not os.access(name, os.R_OK):
+            raise Invalid("file is not readable")
+        return name
 
+    def state_file(self, path: str, raw: Any) -> str:
+        """A file the exporter may create: its directory must exist."""
+        name = os.path.join(self.base_dir, FILE_PATH(self, path, raw))
+        folder = os.path.dirname(name) or "."
+        if not os.path.isdir(folder):
+            raise Invalid(f"directory {folder} does not exist")
+        if os.path.isdir(name):
+            raise Invalid("is a directory")
+        return name
 
-def _int_in(low: int, high: int) -> Callable[[Any], int | None]:
-    def check(v: Any) -> int | None:
-        return v if isinstance(v, int) and not isinstance(v, bool) and low <= v <= high else None
+    def regexes(self, path: str, raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list):
+            raise Invalid(f"expected a list of regular expressions, got {show(raw)}")
+        for i, item in enumerate(raw):
+            if not isinstance(item, str):
+                self.error(f"{path}[{i}]", f"expected a regular expression, got {show(item)}")
+                continue
+            try:
+                re.compile(item)
+            except re.error as exc:
+                self.error(f"{path}[{i}]", f"invalid regular expression: {exc}")
+        return tuple(raw)
 
-    return check
+    def scheduler_ids(self, path: str, raw: Any) -> tuple[str, ...]:
+        """A non-empty list of numeric ids (strings or numbers), without repeats."""
+        if not isinstance(raw, list) or not raw:
+            message = "expected a non-empty list of scheduler ids (omit the key to discover them)"
+            raise Invalid(f"{message}, got {show(raw)}")
+        ids = [id_text(item) for item in raw]
+        for i, text in enumerate(ids):
+            if values.ascii_int(text) is None:
+                self.error(f"{path}[{i}]", f"expected a numeric scheduler id, got {show(raw[i])}")
+        return tuple(dict.fromkeys(text for text in ids if text))
 
+    def url(self, path: str, raw: Any) -> str:
+        """An API base URL, normalised and without userinfo (values.split_credentials makes that Basic credentials)."""
+        if not isinstance(raw, str):
+            raise Invalid(f"expected an http:// or https:// URL, got {show(raw)}")
+        problem = values.url_problem(raw.strip())
+        if problem:
+            raise Invalid(f"{problem}, got {show(values.without_userinfo(raw.strip()))}")
+        return values.normalise_api_url(values.split_credentials(raw.strip())[0])
 
-def _bool(v: Any) -> bool | None:
-    return v if isinstance(v, bool) else None
+    def token(self, path: str, raw: Any) -> str:
+        """A static token: a string that can be sent as a header value."""
+        token: str = TEXT(self, path, raw)
+        problem = values.token_problem(token)
+        if problem:
+            raise Invalid(problem)
+        return token
 
-
-def nonempty_str(v: Any) -> str | None:
-    """A string with something besides spaces, stripped."""
-    return v.strip() if isinstance(v, str) and v.strip() else None
-
-
-def id_text(v: Any) -> str | None:
-    """A string or a number (YAML reads 11250 as an int) as a non-empty string."""
-    if isinstance(v, int) and not isinstance(v, bool):
-        return str(v)
-    return nonempty_str(v)
-
-
-_CHECKS: dict[str, tuple[str, Callable[[Any], Any | None]]] = {
-    "interval": ("a duration like 30s", parse_duration),
-    "timeout": ("a duration like 30s", parse_duration),
-    "max_staleness": ("a duration like 5m", parse_duration),
-    "page_size": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
-    "concurrency": ("a whole number from 1 to 64", _int_in(1, 64)),
-    "per_user": ("true or false", _bool),
-    "lean_http": ("true or false", _bool),
-    "verify_tls": ("true or false", _bool),
-    "queue_capacity": ("true or false", _bool),
-    "capacity_interval": ("a duration like 5m", parse_duration),
-    "username": ("a string", lambda v: v.strip() if isinstance(v, str) else None),
-    "max_users": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
-    "max_queues": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
-    "max_apps": ("a whole number from 1 to 100000", _int_in(1, 100_000)),
-    "max_jobs": ("a whole number from 1 to 1000000000", _int_in(1, 1_000_000_000)),
-}
-# The keys check_setting knows.
-SETTINGS = frozenset((*_CHECKS, "state_file", "users_exclude", "queues_exclude"))
-
-
-def check_setting(c: Checker, path: str, key: str, raw: Any) -> Any:
-    """One of the SETTINGS, which may stand at the top level and (most of them) in a cluster; None if invalid."""
-    if key == "state_file":
-        return _state_file(c, path, raw)
-    if key in ("users_exclude", "queues_exclude"):
-        return _regexes(c, path, raw)
-    return c.value(path, raw, *_CHECKS[key])
-
-
-def _regexes(c: Checker, path: str, raw: Any) -> tuple[str, ...] | None:
-    if not isinstance(raw, list):
-        c.error(path, f"expected a list of regular expressions, got {show(raw)}")
-        return None
-    patterns = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, str):
-            c.error(f"{path}[{i}]", f"expected a regular expression, got {show(item)}")
-            continue
-        try:
-            re.compile(item)
-        except re.error as exc:
-            c.error(f"{path}[{i}]", f"invalid regular expression: {exc}")
-            continue
-        patterns.append(item)
-    return tuple(patterns)
+    def listen_address(self, path: str, raw: Any) -> str:
+        """``host:port`` as parse_listen_address takes it."""
+        if not isinstance(raw, str):
+            raise Invalid(f"expected host:port like 0.0.0.0:10863, got {show(raw)}")
+        parse_listen_address(raw)
+        return raw
 
 
-def _file_path(c: Checker, path: str, raw: Any) -> str | None:
-    """``raw`` as a file path, relative to the checker's base directory (the config file's), or None."""
-    name = c.value(path, raw, "a file path", nonempty_str)
-    return None if name is None else os.path.join(c.base_dir, name)
+Check = Callable[[Checker, str, Any], Any]  # a Checker method, or an Expect
 
 
-def _state_file(c: Checker, path: str, raw: Any) -> str | None:
-    """A file the exporter may create: its directory must exist."""
-    name = _file_path(c, path, raw)
-    if name is None:
-        return None
-    folder = os.path.dirname(name) or "."
-    if not os.path.isdir(folder):
-        c.error(path, f"directory {folder} does not exist")
-        return None
-    if os.path.isdir(name):
-        c.error(path, "is a directory")
-        return None
-    return name
-
-
-def check_file(c: Checker, path: str, raw: Any) -> str | None:
-    """The path of an existing, readable regular file (relative to the checker's base directory), or None."""
-    name = _file_path(c, path, raw)
-    if name is None:
-        return None
-    if not os.path.isfile(name):
-        c.error(path, "no such file" if not os.path.exists(name) else "not a regular file")
-        return None
-    if not os.access(name, os.R_OK):
-        c.error(path, "file is not readable")
-        return None
-    return name
-
-
-def loads_as_ca(path: str) -> bool:
-    """Whether a file holds CA certificates that TLS can load (PEM)."""
-    try:
-        ssl.create_default_context().load_verify_locations(cafile=path)
-    except (ssl.SSLError, OSError, ValueError):
-        return False
-    return True
-
-
-def check_scheduler_ids(c: Checker, path: str, raw: Any) -> tuple[str, ...]:
-    """A non-empty list of numeric scheduler ids (strings or numbers), without repeats; () if invalid."""
-    if not isinstance(raw, list) or not raw:
-        c.error(path, f"expected a non-empty list of scheduler ids (omit the key to discover them), got {show(raw)}")
-        return ()
-    ids: list[str] = []
-    for i, item in enumerate(raw):
-        text = id_text(item)
-        if text is not None and ascii_int(text) is not None:
-            ids.append(text)
-        else:
-            c.error(f"{path}[{i}]", f"expected a numeric scheduler id, got {show(item)}")
-    return tuple(dict.fromkeys(ids))
-
-
-def check_url(c: Checker, path: str, raw: Any) -> tuple[str, str | None] | None:
-    """(the URL, normalised and without userinfo; the Authorization its userinfo asks for), or None."""
-    if c.has_error(path):  # a bad ${VAR} in it, reported already
-        return None
-    problem = url_problem(raw.strip()) if isinstance(raw, str) else "expected an http:// or https:// URL"
-    if problem:
-        shown = show(without_userinfo(raw.strip())) if isinstance(raw, str) else show(raw)
-        c.error(path, f"{problem}, got {shown}")
-        return None
-    url, authorization = split_credentials(raw.strip())
-    return normalise_api_url(url), authorization
+def optional(check: Check) -> Check:
+    """``check``, but null is taken as the key left out."""
+    return lambda c, path, raw: None if raw is None else check(c, path, raw)

@@ -1,5 +1,5 @@
-"""/metrics protection in the Prometheus exporter-toolkit's web config format: TLS (optionally mutual) and
-basic auth with bcrypt hashes. Loaded and checked once at start; every problem names its key."""
+"""/metrics protection in the Prometheus exporter-toolkit's web config format: TLS (optionally mutual) and basic
+auth with bcrypt hashes. Loaded and checked once at start; every problem names its key."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from exporter.config.checks import Checker, ConfigError, check_file
+from exporter.config.checks import Checker, ConfigError
 
 TLS_KEYS = ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version")
 CLIENT_AUTH = {
@@ -25,7 +25,7 @@ VERSIONS = {
     "TLS12": ssl.TLSVersion.TLSv1_2,
     "TLS13": ssl.TLSVersion.TLSv1_3,
 }
-_BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")  # costs 4-31, as bcrypt takes
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")  # costs 4-31, as bcrypt takes
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,14 @@ class WebConfig:
     users: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
-def _tls(c: Checker, prefix: str, raw: Any) -> ssl.SSLContext | None:
-    where = f"{prefix}tls_server_config"
+def _choice(c: Checker, path: str, raw: Any, choices: dict[str, Any]) -> Any:
+    if isinstance(raw, str) and raw in choices:
+        return choices[raw]
+    c.error(path, f"expected one of {', '.join(choices)}, got {raw!r}")
+    return None
+
+
+def _tls(c: Checker, where: str, raw: Any) -> ssl.SSLContext | None:
     if not isinstance(raw, dict):
         c.error(where, "expected a mapping")
         return None
@@ -48,33 +54,25 @@ def _tls(c: Checker, prefix: str, raw: Any) -> ssl.SSLContext | None:
     for needed in ("cert_file", "key_file"):
         if needed not in raw:
             c.error(where, f"missing {needed}")
-    cert = check_file(c, f"{where}.cert_file", raw["cert_file"]) if "cert_file" in raw else None
-    key = check_file(c, f"{where}.key_file", raw["key_file"]) if "key_file" in raw else None
+    cert = c.check(f"{where}.cert_file", raw["cert_file"], Checker.file) if "cert_file" in raw else None
+    key = c.check(f"{where}.key_file", raw["key_file"], Checker.file) if "key_file" in raw else None
     auth = raw.get("client_auth_type", "NoClientCert")
-    if auth not in CLIENT_AUTH:
-        c.error(f"{where}.client_auth_type", f"expected one of {', '.join(CLIENT_AUTH)}, got {auth!r}")
-    ca = check_file(c, f"{where}.client_ca_file", raw["client_ca_file"]) if "client_ca_file" in raw else None
-    if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and "client_ca_file" not in raw:
+    verify = _choice(c, f"{where}.client_auth_type", auth, CLIENT_AUTH)
+    ca = c.check(f"{where}.client_ca_file", raw["client_ca_file"], Checker.file) if "client_ca_file" in raw else None
+    if verify in (ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED) and "client_ca_file" not in raw:
         c.error(f"{where}.client_ca_file", f"needed for client_auth_type {auth}")
-    versions = {}
-    for name in ("min_version", "max_version"):
-        if name in raw:
-            if raw[name] not in VERSIONS:
-                c.error(f"{where}.{name}", f"expected one of {', '.join(VERSIONS)}, got {raw[name]!r}")
-            else:
-                versions[name] = VERSIONS[raw[name]]
+    versions = {n: _choice(c, f"{where}.{n}", raw[n], VERSIONS) for n in ("min_version", "max_version") if n in raw}
     if len(c.errors) > before or cert is None or key is None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = versions.get("min_version", ssl.TLSVersion.TLSv1_2)
-    if "max_version" in versions:
-        context.maximum_version = versions["max_version"]
+    context.maximum_version = versions.get("max_version", ssl.TLSVersion.MAXIMUM_SUPPORTED)
     try:
         context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError):
         c.error(f"{where}.cert_file", "cannot load the certificate and key (PEM files that belong together?)")
         return None
-    context.verify_mode = CLIENT_AUTH[auth]
+    context.verify_mode = verify
     if ca is not None:
         try:
             context.load_verify_locations(cafile=ca)
@@ -84,8 +82,7 @@ def _tls(c: Checker, prefix: str, raw: Any) -> ssl.SSLContext | None:
     return context
 
 
-def _users(c: Checker, prefix: str, raw: Any) -> dict[str, bytes]:
-    where = f"{prefix}basic_auth_users"
+def _users(c: Checker, where: str, raw: Any) -> dict[str, bytes]:
     if not isinstance(raw, dict):
         c.error(where, "expected a mapping of user names to bcrypt hashes")
         return {}
@@ -93,7 +90,7 @@ def _users(c: Checker, prefix: str, raw: Any) -> dict[str, bytes]:
     for user, hashed in raw.items():
         if not isinstance(user, str) or not user or ":" in user:
             c.error(where, "a user name must be a non-empty string without ':'")
-        elif not isinstance(hashed, str) or not _BCRYPT.match(hashed.strip()):
+        elif not isinstance(hashed, str) or not _BCRYPT.fullmatch(hashed.strip()):
             c.error(f"{where}.{user}", "expected a bcrypt hash ($2y$..., 60 characters); the value is not shown")
         else:
             users[user] = hashed.strip().encode("ascii")
@@ -115,13 +112,14 @@ def load_web_config(path: str) -> WebConfig:
         return WebConfig()
     if not isinstance(raw, dict):
         raise ConfigError([f"{prefix}expected a mapping"])
-    # Relative paths are relative to the web config file, as in the main config.
-    c = Checker(os.path.dirname(os.path.abspath(path)))
+    c = Checker(os.path.dirname(os.path.abspath(path)))  # relative paths are relative to this file
     for key in raw:
         if key not in ("tls_server_config", "basic_auth_users"):
             c.error(f"{prefix}{key}", "not supported (supported: tls_server_config, basic_auth_users)")
-    tls = _tls(c, prefix, raw["tls_server_config"]) if raw.get("tls_server_config") is not None else None
-    users = _users(c, prefix, raw["basic_auth_users"]) if raw.get("basic_auth_users") is not None else {}
+    tls = raw.get("tls_server_config")
+    tls = None if tls is None else _tls(c, f"{prefix}tls_server_config", tls)
+    users = raw.get("basic_auth_users")
+    users = {} if users is None else _users(c, f"{prefix}basic_auth_users", users)
     if c.errors:
         raise ConfigError(c.errors)
-    return WebConfig(tls, users)
+    return WebConfig(tls=tls, users=users)

@@ -1,11 +1,6 @@
-"""One HTTP/1.1 client connection of the lean transport: an asyncio.Protocol with its own buffer, and the
-reading of its answers.
-
-A kept-alive connection must never be reused once anything arrived on it while idle (a gateway may write a
-``408`` or a stray CRLF before it closes, which would be read as the next answer). asyncio's streams show
-neither their buffer nor the moment bytes arrive (bench/RESULTS.md, issue 25), so the connection keeps its
-own bytes and notes what arrives while it is idle. Empty lines before a status line are skipped (h11
-refuses them). Failures are httpx's exceptions; a body over the limit is BodyTooLarge.
+"""One HTTP/1.1 client connection of the exporter's transport; h11 reads its answers. A kept-alive connection is
+never reused once anything arrived on it while idle (a gateway's ``408`` or stray CRLF would be read as the next
+answer), which asyncio's streams cannot see (bench/RESULTS.md, issue 25): so an asyncio.Protocol with its own buffer.
 """
 
 from __future__ import annotations
@@ -13,24 +8,20 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
+import h11
 import httpx
 
-from exporter.sugon.http1 import (
-    CHUNK_LINE,
-    MAX_CHUNK_LINE,
-    MAX_HEAD,
-    BodyTooLarge,
-    Head,
-    framing,
-    parse_fields,
-    parse_head,
-)
-
-HIGH_WATER = 256 * 1024  # bytes held beyond what the reader waits for before reading is paused
-_NO_BODY_STATUSES = frozenset({204, 304})
+MAX_HEAD = 256 * 1024  # a response head; httpx's stack allows about 100 KiB (httpcore's h11 buffer)
+MAX_BODY = 64 * 1024 * 1024  # a response body, raw or decoded
+PIECE = 16 * 1024  # httpx decodes a body piece by piece, and a compressed piece expands at most about 1,000-fold
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError)
+_HEAD_TOO_LARGE = f"response head too large (over {MAX_HEAD} bytes)"
+
+
+class BodyTooLarge(httpx.DecodingError):
+    """A response body over the limit (raw, or once decompressed): refused before it is decoded or parsed."""
 
 
 class NoAnswer(Exception):
@@ -46,21 +37,21 @@ class NoAnswer(Exception):
         return self.error is None or isinstance(self.error, _STALE_ERRORS)
 
 
-@dataclass(frozen=True)
-class WholeAnswer:
-    """A whole answer: its head and body, and whether the connection may carry another request."""
+class _Body(httpx.AsyncByteStream):
+    """A body that was read whole, handed to httpx in pieces (so that decompressing one is bounded)."""
 
-    head: Head
-    body: bytes
-    keep: bool
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._body), PIECE):
+            yield self._body[start : start + PIECE]
 
 
 class ClientConnection(asyncio.Protocol):
-    """One client connection. Received bytes wait in ``buffer``; ``eof`` says nothing more will come.
-
-    Reading is paused while more than HIGH_WATER bytes wait beyond what the reader asked for, and at once
-    when anything arrives on an idle connection (which is then never reused).
-    """
+    """One client connection. Received bytes wait in ``buffer`` for the reader, which takes them as they come;
+    ``eof`` says nothing more will come. Reading stops when anything arrives on an idle connection, which is then
+    never reused."""
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -68,12 +59,10 @@ class ClientConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.eof = False
         self.error: BaseException | None = None
-        self._idle = False
-        self._stale = False  # bytes or an end arrived while idle
+        self.reusable = False  # the last answer leaves the connection open for another request
+        self._idle = False  # between an answer and the next request: bytes that arrive make the connection unusable
         self._socket = select.poll()  # bytes the event loop has not read yet show only here
         self._waiter: asyncio.Future[None] | None = None
-        self._want = 0
-        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -84,14 +73,9 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if self._idle:
-            self._stale = True
-            self._pause()
-            return
-        if self._waiter is not None and len(self.buffer) >= self._want and not self._waiter.done():
-            self._waiter.set_result(None)
-        if len(self.buffer) > self._want + HIGH_WATER:
-            self._pause()
+        if self._idle and self.transport is not None:  # the rest stays in the kernel's buffers
+            self.transport.pause_reading()
+        self._wake_reader()
 
     def eof_received(self) -> None:
         self._ended()
@@ -103,32 +87,24 @@ class ClientConnection(asyncio.Protocol):
 
     def _ended(self) -> None:
         self.eof = True
-        self._stale = self._stale or self._idle
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-
-    def _pause(self) -> None:
-        if not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
 
     def rest(self) -> None:
         """The answer is read: from now on anything that arrives makes the connection unusable."""
         self._idle = True
 
     def wake(self) -> bool:
-        """Take the idle connection for a request: True if nothing arrived while it was idle, it has not
-        ended, and its socket is quiet; else it is closed at once (no TLS goodbye to a server that left)."""
+        """Take the idle connection for a request: True if nothing arrived while it was idle, it has not ended, and
+        its socket is quiet; else it is closed at once (no TLS goodbye to a server that left)."""
         self._idle = False
-        transport = self.transport
-        if (
-            self._stale
-            or self.eof
-            or self.buffer
-            or transport is None
-            or transport.is_closing()
-            or self._socket.poll(0)
-        ):
+        if self.eof or self.buffer or self.transport is None or self.transport.is_closing():
+            self.abort()
+            return False
+        if self._socket.poll(0):
             self.abort()
             return False
         return True
@@ -154,140 +130,88 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    # Reading an answer
-
-    async def _wait(self, want: int) -> None:
-        """Until ``buffer`` holds ``want`` bytes or the connection ends."""
+    async def _wait(self) -> None:
+        """Until more bytes arrive or the connection ends."""
         if self.eof:
             return
-        if self._paused:
-            self._paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
-        self._want = want
         self._waiter = self._loop.create_future()
         try:
             await self._waiter
         finally:
             self._waiter = None
-            self._want = 0
 
-    def _gone(self, started: bool) -> Exception:
-        """What the end of the connection amounts to, before (NoAnswer) or during an answer."""
-        if not started:
-            return NoAnswer(self.error)
-        if self.error is not None:
-            return httpx.ReadError(f"{type(self.error).__name__}: {self.error}")
-        return httpx.RemoteProtocolError("server closed the connection in mid-answer")
-
-    async def _read_head(self, started: bool) -> Head:
-        """The next head; its end is the first LF CR? LF, as h11 finds it. Empty lines before it are skipped
-        (a stray CRLF after a body) and count towards MAX_HEAD."""
-        buffer = self.buffer
-        skipped = searched = 0
+    async def _skip_empty_lines(self) -> None:
+        """Drop the empty lines before a status line (a stray CRLF after a body), which h11 would refuse; they
+        count towards MAX_HEAD."""
+        skipped = 0
         while True:
-            while buffer.startswith((b"\r\n", b"\n")):
-                blank = 2 if buffer[0] == 13 else 1
-                del buffer[:blank]
+            while self.buffer.startswith((b"\r\n", b"\n")):
+                blank = 2 if self.buffer[0] == 13 else 1
+                del self.buffer[:blank]
                 skipped += blank
-                searched = 0
-            end = buffer.find(b"\n\r\n", searched)
-            bare = buffer.find(b"\n\n", searched, len(buffer) if end < 0 else end + 1)
-            end = bare + 2 if bare >= 0 else end + 3 if end >= 0 else -1
-            if end >= 0 and end + skipped <= MAX_HEAD:
-                head = bytes(buffer[:end])
-                del buffer[:end]
-                return parse_head(head)
-            if max(end, len(buffer)) + skipped > MAX_HEAD:
-                raise httpx.RemoteProtocolError(f"response head too large (over {MAX_HEAD} bytes)")
-            if self.eof:
-                raise self._gone(started or bool(buffer))
-            searched = max(len(buffer) - 2, 0)
-            await self._wait(len(buffer) + 1)
+            if skipped > MAX_HEAD:
+                raise httpx.RemoteProtocolError(_HEAD_TOO_LARGE)
+            if self.eof or (self.buffer and self.buffer != b"\r"):
+                return
+            await self._wait()
 
-    async def _read_exactly(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            if self.eof:
-                raise self._gone(True)
-            await self._wait(size)
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
-
-    async def _read_line(self, limit: int, what: str) -> bytes:
-        """The CRLF-ended (or, for h11's checks, LF-ended) line at the start of ``buffer``, its end included."""
-        searched = 0
-        while (end := self.buffer.find(b"\n", searched)) < 0:
-            if len(self.buffer) > limit:
-                raise httpx.RemoteProtocolError(f"{what} too long")
-            if self.eof:
-                raise self._gone(True)
-            searched = len(self.buffer)
-            await self._wait(len(self.buffer) + 1)
-        if end + 1 > limit:
-            raise httpx.RemoteProtocolError(f"{what} too long")
-        return await self._read_exactly(end + 1)
-
-    async def _read_chunked(self, limit: int) -> bytes:
+    async def read_response(self, method: str, max_body: int) -> httpx.Response:
+        """The answer to the request just sent, as h11 reads it, its body whole (none for a tunnel a CONNECT opened);
+        bytes after it stay in ``buffer``, and ``reusable`` says whether another request may follow. NoAnswer when the connection ends before any byte of an answer,
+        BodyTooLarge for a body over ``max_body``, else httpx's RemoteProtocolError or ReadError."""
+        await self._skip_empty_lines()
+        if not self.buffer:
+            raise NoAnswer(self.error)
+        parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        parser.send(h11.Request(method=method, target="/", headers=[("Host", "-")]))
+        parser.send(h11.EndOfMessage())
+        head: h11.Response | None = None
         parts: list[bytes] = []
-        total = 0
-        while True:
-            line = await self._read_line(MAX_CHUNK_LINE, "chunk size line")
-            found = CHUNK_LINE.fullmatch(line)
-            if found is None:
-                raise httpx.RemoteProtocolError(f"bad chunk size {line[:40]!r}")
-            size = int(found.group(1), 16)
-            if size == 0:
-                break
-            total += size
-            if total > limit:
-                raise BodyTooLarge(f"response body too large (over {limit} bytes)")
-            data = await self._read_exactly(size + 2)
-            if data[-2:] != b"\r\n":
-                raise httpx.RemoteProtocolError("chunk not followed by CRLF")
-            parts.append(data[:-2])
-        trailers: list[bytes] = []
-        size = 0
-        while (line := await self._read_line(MAX_HEAD - size, "trailer section")) not in (b"\n", b"\r\n"):
-            trailers.append(line)
-            size += len(line)
-        framing(parse_fields(b"".join(trailers).replace(b"\r\n", b"\n")))  # checked as h11 does, then dropped
-        return b"".join(parts)
-
-    async def _read_to_end(self, limit: int) -> bytes:
-        while not self.eof and len(self.buffer) <= limit:
-            await self._wait(len(self.buffer) + 1)
-        if len(self.buffer) > limit:
-            raise BodyTooLarge(f"response body too large (over {limit} bytes)")
-        if self.error is not None:
-            raise self._gone(True)
-        data = bytes(self.buffer)
-        self.buffer.clear()
-        return data
-
-    async def read_response(self, method: str, max_body: int) -> WholeAnswer:
-        """The answer to the request just sent: interim (1xx) answers skipped, the body read whole (none for a
-        tunnel a CONNECT opened).
-
-        Raises NoAnswer when the connection ends before any byte of an answer, BodyTooLarge when the
-        body is over ``max_body``, and httpx's RemoteProtocolError or ReadError otherwise."""
-        head = await self._read_head(False)
-        while head.status < 200:
-            if head.status == 101:
-                raise httpx.RemoteProtocolError("101 Switching Protocols, which was not asked for")
-            head = await self._read_head(True)
-        keep = head.keep
-        tunnel = method == "CONNECT" and head.status < 300
-        if method == "HEAD" or head.status in _NO_BODY_STATUSES or tunnel:
-            body = b""
-        elif head.chunked:
-            body = await self._read_chunked(max_body)
-            keep = keep and head.length is None  # both framings at once: never trust the connection again
-        elif head.length is not None:
-            if head.length > max_body:
-                raise BodyTooLarge(f"response body too large ({head.length} bytes, over {max_body})")
-            body = await self._read_exactly(head.length)
-        else:
-            body = await self._read_to_end(max_body)
-            keep = False
-        return WholeAnswer(head=head, body=body, keep=keep)
+        size = received = 0
+        ended = False
+        try:
+            while True:
+                event = parser.next_event()
+                if event is h11.NEED_DATA:
+                    if not self.buffer and not self.eof:
+                        await self._wait()
+                    if self.buffer:
+                        received += len(self.buffer)
+                        parser.receive_data(bytes(self.buffer))
+                        self.buffer.clear()
+                    elif self.error is not None:
+                        raise httpx.ReadError(f"{type(self.error).__name__}: {self.error}")
+                    else:
+                        ended = True
+                        parser.receive_data(b"")
+                elif isinstance(event, h11.Response):
+                    head = event
+                    if received - len(parser.trailing_data[0]) > MAX_HEAD:
+                        raise httpx.RemoteProtocolError(_HEAD_TOO_LARGE)
+                    length = dict(head.headers).get(b"content-length")
+                    if length is not None and int(length) > max_body:
+                        raise BodyTooLarge(f"response body too large ({int(length)} bytes, over {max_body})")
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > max_body:
+                        raise BodyTooLarge(f"response body too large (over {max_body} bytes)")
+                    parts.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage) or event is h11.PAUSED:
+                    break
+        except h11.RemoteProtocolError as exc:
+            if ended:
+                raise httpx.RemoteProtocolError(f"server closed the connection in mid-answer ({exc})") from None
+            if head is None and received > MAX_HEAD:
+                raise httpx.RemoteProtocolError(_HEAD_TOO_LARGE) from None
+            raise httpx.RemoteProtocolError(str(exc)) from None
+        assert head is not None
+        self.buffer[:0] = parser.trailing_data[0]
+        names = {name for name, _ in head.headers}
+        both_framings = {b"content-length", b"transfer-encoding"} <= names  # never trust the connection again
+        self.reusable = parser.their_state is h11.DONE and not ended and not both_framings
+        return httpx.Response(
+            head.status_code,
+            headers=head.headers.raw_items(),
+            stream=_Body(b"".join(parts)),
+            extensions={"http_version": b"HTTP/" + head.http_version, "reason_phrase": head.reason},
+        )

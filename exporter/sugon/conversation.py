@@ -1,23 +1,24 @@
 """How every request to the Sugon API goes: one whole-exchange timeout, errors as types, one retry when transient,
-a bound on the body, and the {code, msg, data} envelope read."""
+a bound on the body, and the {code, msg, data} envelope read by stdlib json (job pages into Rows)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol
 
 import httpx
+import msgspec
 
-from exporter.sugon.http1 import MAX_BODY, BodyTooLarge
+from exporter.model import Row
+from exporter.sugon.connection import MAX_BODY, BodyTooLarge
 from exporter.sugon.transport import check_header
-from exporter.values import ascii_int, without_userinfo
+from exporter.values import ascii_int, count, without_userinfo
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # 10012 "connection interrupted" and 10013 "timed out" are the server's own transient failures.
 TRANSIENT_CODES = frozenset({"10012", "10013"})
@@ -75,20 +76,25 @@ class ApiCodeError(ApiError):
         self.code = code
 
 
-class RequestObserver(Protocol):
-    """Told of every request sent and every failed attempt (for self-metrics)."""
+class Observer(Protocol):
+    """Told of every request, failed attempt, token in use and token refresh (for a cluster's self-metrics)."""
 
     def request_sent(self) -> None: ...
-
     def request_failed(self, reason: str) -> None: ...
+    def token_expiry(self, timestamp: float | None) -> None: ...
+    def token_refresh(self, method: str, result: str) -> None: ...
 
 
-class _NullObserver:
-    def request_sent(self) -> None:
-        pass
+class _Unobserved:
+    """Where nobody keeps self-metrics (tests, benchmarks): every report is dropped."""
 
-    def request_failed(self, reason: str) -> None:
-        pass
+    def request_sent(self) -> None: ...
+    def request_failed(self, reason: str) -> None: ...
+    def token_expiry(self, timestamp: float | None) -> None: ...
+    def token_refresh(self, method: str, result: str) -> None: ...
+
+
+UNOBSERVED: Observer = _Unobserved()
 
 
 def clip(value: Any, limit: int = 200) -> str:
@@ -108,39 +114,10 @@ class Reply:
     content: bytes
 
 
-Decode = Callable[[Reply], T]  # an answer → what the caller wants of it, or an ApiError
-
-
-async def read_limited(response: httpx.Response, limit: int = MAX_BODY) -> bytes:
-    """The decoded body of a streamed httpx response; BodyTooLarge as soon as it, or what came over the
-    wire, is over ``limit`` (and at once when Content-Length says so)."""
-    length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise BodyTooLarge(f"response body too large ({length} bytes, over {limit})")
-    parts: list[bytes] = []
-    size = 0
-    async for part in response.aiter_bytes():
-        size += len(part)
-        if size > limit or response.num_bytes_downloaded > limit:
-            raise BodyTooLarge(f"response body too large (over {limit} bytes)")
-        parts.append(part)
-    return b"".join(parts)
-
-
-def _retry_after(response: Reply | httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After: <seconds>`` header (the HTTP-date form is not worth waiting for here)."""
-    value = response.headers.get("retry-after", "").strip()
-    seconds = ascii_int(value)
-    return float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None  # a huge one is no float
-
-
-def parse_envelope(response: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
-    """``data`` of a successful answer; otherwise the ApiError that the answer amounts to.
-
-    With ``refusal_is_auth`` (logins and renewals) every non-zero code means "credentials not accepted".
-    """
-    status = response.status_code
-    if status == 401 and response.headers.get("www-authenticate", "").strip().partition(" ")[0].lower() == "basic":
+def check_status(answer: Reply | httpx.Response) -> None:
+    """Raise the ApiError that an answer's status other than a success amounts to."""
+    status = answer.status_code
+    if status == 401 and answer.headers.get("www-authenticate", "").strip().partition(" ")[0].lower() == "basic":
         # A gateway in front of the API, not the API refusing the token (which never asks for Basic).
         raise ApiHttpError(
             "HTTP 401 from a gateway that asks for Basic credentials: give them in the URL as "
@@ -154,43 +131,75 @@ def parse_envelope(response: Reply | httpx.Response, refusal_is_auth: bool = Fal
             "http://user:password@host:port (percent-encoded), or check the ones given"
         )
     if 300 <= status < 400:
-        location = response.headers.get("location")
+        location = answer.headers.get("location")
         where = f" to {clip(without_userinfo(location.strip()), 120)}" if location else ""
         raise ApiHttpError(
             f"HTTP {status} redirect{where}: redirects are not followed; set api_url (or auth.url) to the new address"
         )
     if status >= 300:
-        transient = status >= 500 or status == 429
-        raise ApiHttpError(f"HTTP {status}", transient=transient, retry_after=_retry_after(response))
-    try:
-        body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
-        kind = response.headers.get("content-type", "no content-type")
-        raise ApiInvalidResponse(f"body is not JSON ({clip(kind, 60)}, {len(response.content)} bytes)") from None
-    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
-        raise ApiInvalidResponse(f"body is JSON nested too deeply ({len(response.content)} bytes)") from None
-    if not isinstance(body, dict) or "code" not in body:
-        raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
-    code = body["code"]
+        # Retry-After in seconds; its HTTP-date form is not worth waiting for within a poll, a huge one is no float.
+        seconds = ascii_int(answer.headers.get("retry-after", "").strip())
+        retry_after = float(min(seconds, MAX_RETRY_AFTER + 1)) if seconds is not None else None
+        raise ApiHttpError(f"HTTP {status}", transient=status >= 500 or status == 429, retry_after=retry_after)
+
+
+def check_code(code: Any, msg: Any, refusal_is_auth: bool = False) -> None:
+    """Raise the ApiError that an envelope's ``code`` other than "0" amounts to; with ``refusal_is_auth`` (logins
+    and renewals) every non-zero code means "credentials not accepted"."""
     code = str(code).strip() if isinstance(code, (str, int)) and not isinstance(code, bool) else None
     if code is None:
         raise ApiInvalidResponse("envelope code is not a string")
     if code == "0":
-        return body.get("data")
+        return
     try:
-        msg = clip(body.get("msg"))
-    except RecursionError:  # a msg nested nearly as deep as json allows
-        msg = "(nested too deeply to show)"
+        text = clip(msg)
+    except RecursionError:  # a msg nested nearly as deep as the decoder allows
+        text = "(nested too deeply to show)"
     if code in AUTH_CODES or (refusal_is_auth and code not in TRANSIENT_CODES):
-        raise ApiAuthError(f"API code {code}: {msg}")
-    raise ApiCodeError(code, msg)
+        raise ApiAuthError(f"API code {code}: {text}")
+    raise ApiCodeError(code, text)
 
 
-def _check_headers(headers: Iterable[tuple[str, str]]) -> None:
-    """Refuse a header that breaks the one header rule before anything is sent: httpx would raise
-    UnicodeEncodeError for one beyond ASCII, and h11 would quote its value, which may be a secret."""
-    for name, value in headers:
-        check_header(name, value)
+Page = tuple[int, list["Row | None"]]  # (data.total, the rows; None for a row that is not an object)
+
+
+def parse_envelope(answer: Reply | httpx.Response, refusal_is_auth: bool = False) -> Any:
+    """``data`` of a successful answer; otherwise the ApiError the answer amounts to. Bodies are read by stdlib
+    json, which reads what the API may send that is not strict JSON (NaN, lone surrogates) into values the
+    checks downstream bound (bench/RESULTS.md, issue 25)."""
+    check_status(answer)
+    try:
+        body = json.loads(answer.content)
+    except ValueError:  # UnicodeDecodeError too
+        kind = clip(answer.headers.get("content-type", "no content-type"), 60)
+        raise ApiInvalidResponse(f"body is not JSON ({kind}, {len(answer.content)} bytes)") from None
+    except RecursionError:  # json refuses nesting deeper than the interpreter's recursion limit
+        raise ApiInvalidResponse(f"body is JSON nested too deeply ({len(answer.content)} bytes)") from None
+    if not isinstance(body, dict) or "code" not in body:
+        raise ApiInvalidResponse("body is not the {code, msg, data} envelope")
+    check_code(body["code"], body.get("msg"), refusal_is_auth)
+    return body.get("data")
+
+
+def decode_job_page(answer: Reply | httpx.Response) -> Page:
+    """``(data.total, rows)`` of a job-list answer, each row's fields that a Row has (as json read them); otherwise
+    the ApiError it amounts to."""
+    data = parse_envelope(answer)
+    if not isinstance(data, dict):
+        raise ApiInvalidResponse(f"job list data is {type(data).__name__}, not an object")
+    total = count(data.get("total"))
+    if total is None:  # a scalar is shown, anything else by its type (its repr could be huge or too deep)
+        shown = data.get("total")
+        scalar = shown is None or isinstance(shown, (bool, int, float, str))
+        raise ApiInvalidResponse(
+            f"job list total is missing or not a count ({clip(repr(shown), 40) if scalar else type(shown).__name__})"
+        )
+    rows = data.get("list")
+    if rows is None and total == 0:
+        return 0, []
+    if not isinstance(rows, list):
+        raise ApiInvalidResponse(f"job list 'list' is {type(rows).__name__}, not a list")
+    return total, [msgspec.convert(raw, Row) if isinstance(raw, dict) else None for raw in rows]
 
 
 class Conversation:
@@ -200,47 +209,15 @@ class Conversation:
         self,
         http: httpx.AsyncClient,
         timeout: float,
-        observer: RequestObserver | None = None,
+        observer: Observer | None = None,
         retry_backoff: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.http = http
         self.timeout = timeout
-        self.observer = observer or _NullObserver()
+        self.observer = observer or UNOBSERVED
         self._retry_backoff = retry_backoff
         self._sleep = sleep
-
-    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
-        _check_headers(headers.items())
-        # ``url`` has no query of its own: built with ``params``, it is parsed once (httpx would parse it again to
-        # add them). Streamed, so that a body over MAX_BODY (raw or decompressed) is refused before it is all read.
-        target = httpx.URL(url, params=params) if params else url
-        async with self.http.stream(method, target, headers=headers) as response:
-            content = await read_limited(response, MAX_BODY)
-            return Reply(status_code=response.status_code, headers=response.headers, content=content)
-
-    async def _attempt(
-        self,
-        method: str,
-        url: str,
-        params: dict[str, Any] | None,
-        headers: dict[str, str],
-        refusal_is_auth: bool,
-        decode: Decode[Any] | None,
-    ) -> Any:
-        self.observer.request_sent()
-        try:
-            # This bounds the whole exchange; httpx's own timeout is per read, and a trickling body could outlast it.
-            response = await asyncio.wait_for(self._send(method, url, params, headers), self.timeout)
-        except (httpx.TimeoutException, asyncio.TimeoutError):
-            raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
-        except BodyTooLarge as exc:  # what the server sends is wrong: asking again would not help
-            raise ApiInvalidResponse(clip(exc)) from None
-        except httpx.TransportError as exc:
-            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}", transient=True) from None
-        except httpx.HTTPError as exc:
-            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}") from None
-        return parse_envelope(response, refusal_is_auth) if decode is None else decode(response)
 
     async def call(
         self,
@@ -249,28 +226,58 @@ class Conversation:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         refusal_is_auth: bool = False,
-        decode: Decode[Any] | None = None,
+        job_page: bool = False,
     ) -> Any:
-        """``data`` of the answer (or what ``decode`` makes of it: an ApiError, or a value); every failed attempt
-        is counted, and a transient one is retried once."""
+        """``data`` of the answer (with ``job_page``, its Page); every failed attempt is counted, and a transient
+        one is retried once."""
         headers = headers or {}
+        retried = False
+        while True:
+            self.observer.request_sent()
+            try:
+                answer = await self._send(method, url, params, headers)
+                return decode_job_page(answer) if job_page else parse_envelope(answer, refusal_is_auth)
+            except ApiError as exc:
+                self.observer.request_failed(exc.reason)
+                if retried or not exc.transient or (exc.retry_after or 0) > MAX_RETRY_AFTER:
+                    raise
+                log.debug(
+                    "%s %s failed (%s), retrying once",
+                    method,
+                    url,
+                    exc,
+                    extra={"method": method, "url": url, "reason": exc.reason},
+                )
+                delay = max(self._retry_backoff, exc.retry_after or 0)  # a server that says when gets its wish
+            retried = True
+            await self._sleep(delay)
+
+    async def _send(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
         try:
-            return await self._attempt(method, url, params, headers, refusal_is_auth, decode)
-        except ApiError as exc:
-            self.observer.request_failed(exc.reason)
-            if not exc.transient or (exc.retry_after or 0) > MAX_RETRY_AFTER:
-                raise
-            log.debug(
-                "%s %s failed (%s), retrying once",
-                method,
-                url,
-                exc,
-                extra={"method": method, "url": url, "reason": exc.reason},
-            )
-            delay = max(self._retry_backoff, exc.retry_after or 0)  # a server that says when gets its wish
-        await self._sleep(delay)
-        try:
-            return await self._attempt(method, url, params, headers, refusal_is_auth, decode)
-        except ApiError as exc:
-            self.observer.request_failed(exc.reason)
-            raise
+            # This bounds the whole exchange; httpx's own timeout is per read, and a trickling body could outlast it.
+            return await asyncio.wait_for(self._exchange(method, url, params, headers), self.timeout)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
+            raise ApiTimeout(f"no answer within {self.timeout:g}s", transient=True) from None
+        except BodyTooLarge as exc:  # what the server sends is wrong: asking again would not help
+            raise ApiInvalidResponse(clip(exc)) from None
+        except httpx.TransportError as exc:
+            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}", transient=True) from None
+        except httpx.HTTPError as exc:
+            raise ApiConnectionError(f"{type(exc).__name__}: {clip(exc)}") from None
+
+    async def _exchange(self, method: str, url: str, params: dict[str, Any] | None, headers: dict[str, str]) -> Reply:
+        # httpx would raise UnicodeEncodeError for a header beyond ASCII, quoting it: it may be a secret.
+        for name, value in headers.items():
+            check_header(name, value)
+        # Built with ``params``, the URL is parsed once (httpx would parse it again to add them).
+        target = httpx.URL(url, params=params) if params else url
+        async with self.http.stream(method, target, headers=headers) as response:
+            # The transport bounds the body as sent; this bounds it decompressed, piece by piece.
+            parts: list[bytes] = []
+            size = 0
+            async for part in response.aiter_bytes():
+                size += len(part)
+                if size > MAX_BODY:
+                    raise BodyTooLarge(f"response body too large (over {MAX_BODY} bytes, decompressed)")
+                parts.append(part)
+            return Reply(status_code=response.status_code, headers=response.headers, content=b"".join(parts))

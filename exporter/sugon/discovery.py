@@ -20,10 +20,8 @@ URL_FAILURES = frozenset({"timeout", "connection", "http_status"})
 
 
 class Endpoint:
-    """A cluster's HPC URL and scheduler ids, discovered where not configured; one discovery at a time.
-
-    ``platform`` (the AC host, with the client's tokens) discovers the URL when ``client`` has none.
-    """
+    """A cluster's HPC URL and scheduler ids, discovered where not configured, one discovery at a time; the URL
+    from ``platform`` (the AC host, with the client's tokens) when ``client`` has none."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The HPC host's job APIs: scheduler discovery and the full job list, paged concurrently."""
+"""The HPC host's job APIs: scheduler ids, queue capacity, and the full job list, paged concurrently."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from urllib.parse import quote
 import msgspec
 
 from exporter.model import QueueCapacity, Row
-from exporter.sugon.conversation import ApiInvalidResponse, Conversation, Decode, clip
-from exporter.sugon.pages import Page, decode_job_page
+from exporter.sugon.conversation import ApiInvalidResponse, Conversation, Page, clip
 from exporter.sugon.paging import Chain, allowance, next_lap
 from exporter.sugon.platform import Center
 from exporter.sugon.tokens import TokenProvider, with_token
@@ -31,27 +30,15 @@ FIND_LIMIT = 10  # rows asked for when looking one job up: one expected, more te
 
 
 class JobListRead(NamedTuple):
-    """What reading one scheduler's job list came to.
+    """What reading one scheduler's job list came to."""
 
-    ``total`` is the first page's ``data.total`` and ``least_total`` the least any page gave; ``pages`` the
-    pages answered; ``complete`` whether every two neighbouring pages were linked (so that, while the list
-    kept its order, no job listed throughout the read was missed); ``extra`` the pages read again for gaps,
-    ``distinct`` the distinct job ids read, and ``spare`` the requests left of the read's allowance (for
-    looking missing jobs up).
-    """
-
-    total: int
-    pages: int
-    least_total: int
-    complete: bool
-    extra: int
-    distinct: int
-    spare: int
-
-
-def _size(value: Any) -> int | None:
-    """A queue's CPUs or nodes: a count up to MAX_QUEUE_SIZE, else None."""
-    return count(value, MAX_QUEUE_SIZE)
+    total: int  # the first page's data.total
+    pages: int  # pages answered
+    least_total: int  # the least data.total any page gave
+    complete: bool  # every two neighbouring pages linked: no job listed throughout the read was missed
+    extra: int  # pages read again for gaps
+    distinct: int  # distinct job ids read; for a complete read, least_total (it accounts for its jobs by itself)
+    spare: int  # requests left of the read's allowance, for looking missing jobs up
 
 
 def parse_schedulers(data: Any) -> list[str]:
@@ -80,25 +67,29 @@ def parse_capacity(data: Any) -> dict[str, QueueCapacity]:
         if not isinstance(name, str) or not name.strip():
             continue
         out[name.strip()] = QueueCapacity(
-            _size(item.get("queNcpus")),
-            _size(item.get("queFreeNcpus")),
-            _size(item.get("queNodes")),
-            _size(item.get("queFreeNodes")),
+            cpus=count(item.get("queNcpus"), MAX_QUEUE_SIZE),
+            free_cpus=count(item.get("queFreeNcpus"), MAX_QUEUE_SIZE),
+            nodes=count(item.get("queNodes"), MAX_QUEUE_SIZE),
+            free_nodes=count(item.get("queFreeNodes"), MAX_QUEUE_SIZE),
         )
     return out
 
 
 def _job_id(row: Row | None) -> str | int | None:
-    """A row's jobId when it is one that can be compared (a string or number), else None."""
+    """A row's jobId when it is one that can be compared (a string or number), else None. Decimal digits become
+    the number they write, as the job's key reads them alike (a poll keeps every page's ids, and an int takes
+    half the memory of its string)."""
     value = row.jobId if row is not None else None
-    return value if isinstance(value, (str, int)) and value != "" else None
+    if isinstance(value, str):
+        if value.isascii() and value.isdigit() and value[0] != "0" and len(value) < 19:
+            return int(value)
+        return value or None
+    return value if isinstance(value, int) else None
 
 
 def _same_rows(a: list[Row | None], b: list[Row | None]) -> bool:
-    """Whether two pages hold the same rows as the exporter reads them: the fields a row is counted by, row by
-    row (fields it skips do not make two pages different), but its run time, which grows between two reads of
-    one page: a server that ignores the offset answers page 0 again, a second older. False where comparing
-    would nest too deeply (values of JSON nested near the limit)."""
+    """Whether two pages hold the same rows but for their run times, which grow between two reads of one page;
+    False where comparing would nest too deeply."""
     if len(a) != len(b):
         return False
     try:
@@ -116,15 +107,11 @@ def _job_ids(rows: list[Row | None]) -> set[str | int]:
 
 
 def _mostly_repeats(rows: list[Row | None], first_ids: set[str | int]) -> bool:
-    """True when most of a later page is page 0 again: the offset was ignored while the list moved.
-
-    Drift alone repeats only as many rows as arrived at the front between two reads; half a page of
-    them in that time does not happen. Pages under 4 rows are too small to tell the two apart.
-    """
+    """True when most of a later page is page 0 again: the offset was ignored while the list moved (drift alone
+    repeats only the few rows that arrived at the front meanwhile). Pages under 4 rows cannot tell."""
     if len(first_ids) < 4:
         return False
-    # A server that ignores the offset answers a contiguous stretch of the list: if half of it is page 0,
-    # its first, middle or last row is. Most pages are none of that, and are told so without a set.
+    # Half of a contiguous stretch in page 0 puts its first, middle or last row there: most pages need no set.
     probes = (rows[0], rows[len(rows) // 2], rows[-1])
     if not any(_job_id(r) in first_ids for r in probes):
         return False
@@ -150,15 +137,14 @@ class SugonClient:
         self.base_url, self.authorization = center.hpc_url, center.hpc_authorization
         return moved
 
-    async def call(self, path: str, params: dict[str, Any], decode: Decode[T] | None = None) -> Any:
-        """GET ``path`` and return ``data`` (or what ``decode`` makes of the answer); a rejected token is
-        replaced once and the request sent again."""
-        url = self.base_url + path
-        gateway = {"Authorization": self.authorization} if self.authorization else {}
-        return await with_token(
-            self.tokens,
-            lambda token: self._conversation.call("GET", url, params, {**gateway, "token": token}, decode=decode),
-        )
+    async def call(self, path: str, params: dict[str, Any], job_page: bool = False) -> Any:
+        """GET ``path`` and return ``data`` (with ``job_page``, its Page); a rejected token is replaced once and the
+        request sent again."""
+        return await with_token(self.tokens, self._get, path, params, job_page)
+
+    async def _get(self, token: str, path: str, params: dict[str, Any], job_page: bool) -> Any:
+        headers = {"Authorization": self.authorization, "token": token} if self.authorization else {"token": token}
+        return await self._conversation.call("GET", self.base_url + path, params, headers, job_page=job_page)
 
     def _shaped(self, parse: Callable[[Any], T], data: Any) -> T:
         """``parse(data)``; an answer of the wrong shape is counted like any other invalid response."""
@@ -185,7 +171,7 @@ class SugonClient:
         params: dict[str, Any] = {"strClusterIDList": scheduler_id, "start": start, "limit": limit}
         if job_id is not None:
             params["strJobId"] = job_id
-        page: Page = await self.call(JOBS_PATH, params, decode_job_page)
+        page: Page = await self.call(JOBS_PATH, params, job_page=True)
         return page
 
     async def find_job(self, scheduler_id: str, job_id: str) -> list[Row | None] | None:
@@ -218,14 +204,6 @@ class SugonClient:
         """One scheduler's full job list, to read page by page (see JobListReader)."""
         return JobListReader(self, scheduler_id, page_size, concurrency, max_jobs)
 
-    def check_total(self, total: int, max_jobs: int, offset: int) -> None:
-        """Refuse a ``data.total`` above max_jobs: a bigger list is not one this exporter should hold."""
-        if total > max_jobs:
-            raise self.invalid(
-                f"start={offset} answered total {clip(total, 40)}, above max_jobs ({max_jobs}); "
-                "raise max_jobs if the list is really that long"
-            )
-
 
 class JobListReader:
     """One scheduler's job list, read page by page: ``async for rows, again in reader.pages()``; ``read`` says
@@ -239,22 +217,23 @@ class JobListReader:
         self._max_jobs = max_jobs
         self.read: JobListRead | None = None
 
-    async def pages(self) -> AsyncGenerator[tuple[list[Row | None], bool], None]:
-        """Each page's rows as it arrives, and whether it is a page read again for a gap; ``read`` is set once
-        the last one is given.
+    def _check_total(self, total: int, offset: int) -> None:
+        if total > self._max_jobs:
+            raise self._client.invalid(
+                f"start={offset} answered total {clip(total, 40)}, above max_jobs ({self._max_jobs}); "
+                "raise max_jobs if the list is really that long"
+            )
 
-        Pages are stepped by the rows the server really returns (it may cap ``limit``) less a few that
-        neighbouring pages share (see exporter.sugon.paging); up to ``concurrency`` requests are in flight.
-        Then, where two neighbouring pages share no job, the stretch between them is read again, one page at
-        a time, within the read's ``allowance``; ``complete`` says whether every gap was bridged. Rows repeat
-        across pages: deduplication is the reader's. Raises ApiError on any failure, after cancelling the
-        requests still in flight, so that a caller never mistakes a part for the whole. A ``total`` above
-        ``max_jobs`` on any page, or more pages than ``2 * max_jobs`` rows' worth at the first page's size,
-        is an invalid response: the list may grow while it is read, not without end.
-        """
+    async def pages(self) -> AsyncGenerator[tuple[list[Row | None], bool], None]:
+        """Each page's rows as it arrives, and whether it is a page read again for a gap (rows repeat across
+        pages); ``read`` is set once the last one is given. Pages are stepped by the rows the server really returns
+        less a few that neighbouring pages share (exporter.sugon.paging), ``concurrency`` in flight; then each gap
+        is read again within the read's ``allowance``. Any failure is an ApiError, raised after the requests in
+        flight are cancelled. A ``total`` above ``max_jobs``, or more than ``2 * max_jobs`` rows' worth of pages (the
+        list may grow while it is read, not without end), is an invalid response."""
         client, scheduler_id, page_size, max_jobs = self._client, self._scheduler_id, self._page_size, self._max_jobs
         total, rows = await client.page(scheduler_id, 0, page_size)
-        client.check_total(total, max_jobs, 0)
+        self._check_total(total, 0)
         yield rows, False
         step = len(rows)
         if step == 0 and total > 0:
@@ -308,7 +287,7 @@ class JobListReader:
                     offset = pending.pop(task)
                     page_total, page_rows = task.result()
                     answered += 1
-                    client.check_total(page_total, max_jobs, offset)
+                    self._check_total(page_total, offset)
                     least = min(least, page_total)
                     if not page_rows:
                         shrunk, target = True, min(target, offset)
@@ -337,7 +316,7 @@ class JobListReader:
             offset = chain.first_read(gap) if offset_next is None else offset_next
             page_total, page_rows = await client.page(scheduler_id, offset, page_size)
             extra += 1
-            client.check_total(page_total, max_jobs, offset)
+            self._check_total(page_total, offset)
             least = min(least, page_total)
             yield page_rows, True
             offset_next = chain.place(gap, offset, [_job_id(r) for r in page_rows])
@@ -348,6 +327,6 @@ class JobListReader:
             least_total=least,
             complete=gap is None,
             extra=extra,
-            distinct=chain.distinct(),
+            distinct=chain.distinct() if gap is not None else least,
             spare=max(allowed - answered - extra, 0),
         )

@@ -1,32 +1,28 @@
 """Offset paging that notices when the list moved between two of its pages. Pure: no I/O.
 
-The job list is read by offset while jobs arrive and leave. A job that leaves ahead of the read position
-shifts the rest of the list left, so that one row falls between two pages and is never read; an arrival
-ahead of it shifts rows right and repeats one, which deduplication handles. So neighbouring pages overlap
-by a few rows (``next_lap``), and two neighbouring pages must share a job: then, as long as the list keeps
-its order, every job listed from the first page's read to the last one's was read. Where two pages share
-none (a gap), the stretch between them is read again (``Chain.first_read``, ``Chain.place``) until a page
-bridges it, within the poll's ``allowance`` of requests.
+A job that leaves ahead of the read position shifts the list left, so that a row falls between two pages. So
+neighbouring pages overlap by a few rows (``next_lap``) and must share a job: then, while the list keeps its
+order, every job listed throughout the read was read. Where two pages share none (a gap), the stretch between
+them is read again (``Chain.first_read``, ``Chain.place``) until a page bridges it, within the ``allowance``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from dataclasses import dataclass
 
 JobId = Hashable
 
 
 def allowance(pages: int) -> int:
-    """Requests a read of a list of ``pages`` pages may make in all, overlap, gaps read again and lookups of
-    missing jobs included: a quarter more than its pages, at least two more."""
+    """Requests a read of ``pages`` pages may make in all, gaps and lookups of missing jobs included: a quarter
+    more than its pages, at least two more."""
     return pages + max(2, pages // 4)
 
 
 def next_lap(lap: int, step: int, gaps: bool) -> int:
-    """Rows that neighbouring pages of ``step`` rows share in the next poll: twice as many after a poll in which
-    the list moved past them (a gap), up to a tenth of a page; half as many after one without, at least one.
-    Pages of one row cannot overlap."""
+    """Rows that neighbouring pages of ``step`` rows share in the next poll: twice as many after a poll with a gap,
+    up to a tenth of a page; half as many after one without, at least one (none for pages of one row)."""
     if step < 2:
         return 0
     lap = min(2 * lap, step // 10) if gaps else lap // 2
@@ -36,17 +32,18 @@ def next_lap(lap: int, step: int, gaps: bool) -> int:
 @dataclass
 class _Page:
     offset: int
-    ids: frozenset[JobId]
+    ids: tuple[JobId, ...]  # kept for every page of a poll: a tuple, where a set would take several times the memory
     size: int  # rows, those without a usable id included
+
+    def shares(self, ids: Collection[JobId]) -> bool:
+        """Whether the page holds any of ``ids``."""
+        return not set(self.ids).isdisjoint(ids)
 
 
 class Chain:
-    """The pages of one list in list order, to find the gaps between them and read them again.
-
-    ``ids`` of a page are its rows' job ids (None for a row without one, which never links two pages). The
-    list's end is linked to the last page when that page is shorter than ``step`` (the rows a full page has):
-    else rows may have moved past it while a read beyond it found nothing, and that is a gap too.
-    """
+    """The pages of one list in list order, by their rows' job ids (None never links two pages), to find the gaps
+    between them. A last page of ``step`` rows is a gap too: rows may have moved past it while a read beyond it
+    found nothing."""
 
     def __init__(self, step: int, lap: int) -> None:
         self.step = step
@@ -57,18 +54,12 @@ class Chain:
     def add(self, offset: int, ids: Sequence[JobId | None]) -> None:
         """A page of the main pass (any order); empty pages are the list's end and are not kept."""
         if ids:
-            self._pages.append(_Page(offset, frozenset(i for i in ids if i is not None), len(ids)))
+            self._pages.append(_Page(offset=offset, ids=tuple(i for i in ids if i is not None), size=len(ids)))
             self._sorted = False
 
     def distinct(self) -> int:
         """Distinct job ids on the pages."""
-        ids: set[JobId] = set()
-        for page in self._pages:
-            ids |= page.ids
-        return len(ids)
-
-    def _linked(self, i: int) -> bool:
-        return not self._pages[i].ids.isdisjoint(self._pages[i + 1].ids)
+        return len(set().union(*(page.ids for page in self._pages)))
 
     def gap(self) -> int | None:
         """The index of the first page that shares no job with the page after it, or of the last page when it
@@ -77,32 +68,27 @@ class Chain:
             self._pages.sort(key=lambda p: p.offset)
             self._sorted = True
         for i in range(len(self._pages) - 1):
-            if not self._linked(i):
+            if not self._pages[i].shares(self._pages[i + 1].ids):
                 return i
         if self._pages and self._pages[-1].size >= self.step:
             return len(self._pages) - 1
         return None
 
     def first_read(self, gap: int) -> int:
-        """Where to read first for ``gap``: the range of the page before it again (a list that moved left since
-        brings the rows that fell between the two pages into it)."""
+        """Where to read first for ``gap``: the page before it again (the list moved left since)."""
         return self._pages[gap].offset
 
     def place(self, gap: int, offset: int, ids: Sequence[JobId | None]) -> int | None:
-        """Take a page read again for ``gap`` at ``offset``; returns where to read next for the gaps that are
-        left around it (None when this page bridged the gap, or told nothing of where to read).
-
-        The page is placed by the jobs it shares with the pages before the gap and after it: both, it bridges
-        the gap; only earlier ones, it extends the page before (and the gap is after it: read on); only later
-        ones, it extends the page after (the gap is before it: read back); none, it lies in the gap.
-        """
+        """Take a page read again for ``gap`` at ``offset``; returns where to read next (None: it bridged the gap).
+        A page that shares jobs with pages before the gap and after it bridges it; only with earlier ones, it
+        extends the page before (read on); only with later ones, the page after (read back); none, it lies in it."""
         known = frozenset(i for i in ids if i is not None)
-        size, step_back = len(ids), max(len(ids) - self.lap, 1)
+        step_back = max(len(ids) - self.lap, 1)
         if not ids:  # past the end of a list that shrank: read back
             return max(offset - max(self.step - self.lap, 1), 0)
         before = any(not known.isdisjoint(p.ids) for p in self._pages[: gap + 1])
         after = any(not known.isdisjoint(p.ids) for p in self._pages[gap + 1 :])
-        page = _Page(offset, known, size)
+        page = _Page(offset=offset, ids=tuple(known), size=len(ids))
         if before and after:
             self._pages.insert(gap + 1, page)
             return None

@@ -40,36 +40,23 @@ class Center:
     hpc_authorization: str | None = field(default=None, repr=False)  # Basic credentials from the URL's userinfo
 
 
-def _id(value: Any) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    return None
-
-
 def parse_regions(data: Any) -> list[RegionToken]:
     """The region entries of a login (or ``tokens/next``) answer; clusterId may be a string or a number."""
     if not isinstance(data, list):
         raise ApiInvalidResponse(f"login data is {type(data).__name__}, not a list")
     regions = []
     for item in data:
-        if not isinstance(item, dict):
+        raw = item.get("clusterId") if isinstance(item, dict) else None
+        cluster_id = str(raw).strip() if isinstance(raw, (int, str)) and not isinstance(raw, bool) else ""
+        if not cluster_id:
             continue
-        cluster_id = _id(item.get("clusterId"))
-        if cluster_id is None:
-            continue
-        name = item.get("clusterName")
-        token = item.get("token")
-        if isinstance(token, str) and token.strip() and token_problem(token.strip()):
-            raise ApiInvalidResponse(f"the token for region {cluster_id} {token_problem(token.strip())}")
-        regions.append(
-            RegionToken(
-                cluster_id,
-                name.strip() if isinstance(name, str) and name.strip() else cluster_id,
-                token.strip() if isinstance(token, str) and token.strip() else None,
-            )
-        )
+        name, token = item.get("clusterName"), item.get("token")
+        name = name.strip() if isinstance(name, str) else ""
+        token = token.strip() if isinstance(token, str) else ""
+        problem = token_problem(token) if token else None
+        if problem:
+            raise ApiInvalidResponse(f"the token for region {cluster_id} {problem}")
+        regions.append(RegionToken(cluster_id=cluster_id, name=name or cluster_id, token=token or None))
     return regions
 
 
@@ -100,12 +87,10 @@ def parse_renewal(data: Any, region_id: str) -> str:
             raise ApiInvalidResponse(f"tokens/next answered a token that {problem}")
         return data.strip()
     regions = [r for r in parse_regions(data) if r.token and not r.is_platform]
-    for region in regions:
-        if region.cluster_id == region_id:
-            return str(region.token)
-    if len(regions) == 1:
-        return str(regions[0].token)
-    raise ApiInvalidResponse(f"tokens/next answer has no token for region {region_id}")
+    ours = [r for r in regions if r.cluster_id == region_id] or (regions if len(regions) == 1 else [])
+    if not ours:
+        raise ApiInvalidResponse(f"tokens/next answer has no token for region {region_id}")
+    return str(ours[0].token)
 
 
 def parse_center(data: Any) -> Center:
@@ -125,7 +110,8 @@ def parse_center(data: Any) -> Center:
             info = data.get("clusterUserInfo")
             user = info.get("userName") if isinstance(info, dict) else None
             hpc_url, authorization = split_credentials(url.strip())
-            return Center(normalise_api_url(hpc_url), user if isinstance(user, str) and user else None, authorization)
+            user = user if isinstance(user, str) and user else None
+            return Center(hpc_url=normalise_api_url(hpc_url), user_name=user, hpc_authorization=authorization)
     raise ApiInvalidResponse("center lists no enabled hpcUrls entry")
 
 
@@ -143,36 +129,30 @@ class PlatformClient:
     def __init__(self, url: str, conversation: Conversation, authorization: str | None = None) -> None:
         self.url = url.rstrip("/")  # without userinfo: that is ``authorization``, sent with every request
         self._conversation = conversation
-        self._gateway_headers = {"Authorization": authorization} if authorization else {}
+        self._gateway = {"Authorization": authorization} if authorization else {}
+
+    async def _call(self, method: str, path: str, headers: dict[str, str]) -> Any:
+        """Every POST here sends credentials: any non-zero code refuses them."""
+        headers = {**self._gateway, **headers}
+        return await self._conversation.call(method, self.url + path, headers=headers, refusal_is_auth=method == "POST")
 
     async def login_password(self, user: str, password: str, org_id: str) -> list[RegionToken]:
         """``POST /ac/openapi/v2/tokens`` with the credentials in headers."""
-        headers = {**self._gateway_headers, "user": user, "password": password, "orgId": org_id}
-        data = await self._conversation.call(
-            "POST", self.url + PASSWORD_LOGIN_PATH, headers=headers, refusal_is_auth=True
+        return parse_regions(
+            await self._call("POST", PASSWORD_LOGIN_PATH, {"user": user, "password": password, "orgId": org_id})
         )
-        return parse_regions(data)
 
     async def login_aksk(self, user: str, access_key: str, secret_key: str, timestamp: int) -> list[RegionToken]:
         """``POST /api/user/v3/tokens`` signed with the secret key (which is never sent)."""
         stamp = str(timestamp)
-        headers = {
-            **self._gateway_headers,
-            "user": user,
-            "accessKey": access_key,
-            "timestamp": stamp,
-            "signature": aksk_signature(access_key, secret_key, user, stamp),
-        }
-        data = await self._conversation.call("POST", self.url + AKSK_LOGIN_PATH, headers=headers, refusal_is_auth=True)
-        return parse_regions(data)
+        signature = aksk_signature(access_key, secret_key, user, stamp)
+        headers = {"user": user, "accessKey": access_key, "timestamp": stamp, "signature": signature}
+        return parse_regions(await self._call("POST", AKSK_LOGIN_PATH, headers))
 
     async def renew(self, token: str, region_id: str) -> str:
         """``POST /ac/openapi/v2/tokens/next``: a new token for the same region."""
-        headers = {**self._gateway_headers, "token": token}
-        data = await self._conversation.call("POST", self.url + RENEW_PATH, headers=headers, refusal_is_auth=True)
-        return parse_renewal(data, region_id)
+        return parse_renewal(await self._call("POST", RENEW_PATH, {"token": token}), region_id)
 
     async def center(self, token: str) -> Center:
         """``GET /ac/openapi/v2/center`` with a region token."""
-        headers = {**self._gateway_headers, "token": token}
-        return parse_center(await self._conversation.call("GET", self.url + CENTER_PATH, headers=headers))
+        return parse_center(await self._call("GET", CENTER_PATH, {"token": token}))

@@ -1,7 +1,5 @@
-"""What the API client is told about a cluster's token: plain records, built by keyword, secrets never shown.
-
-The service builds them from the configuration; the client knows nothing of the YAML schema.
-"""
+"""What the API client is told about a cluster's token, built by the service from the configuration (the client
+knows nothing of the YAML schema): plain records, built by keyword, secrets never shown."""
 
 from __future__ import annotations
 

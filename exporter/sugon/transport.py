@@ -1,12 +1,6 @@
-"""The lean transport: keep-alive HTTP/1.1 over asyncio for httpx; every request of the exporter goes through it.
-
-It does what the exporter needs: GET and POST, Content-Length, chunked or close-delimited answers, TLS through an
-``ssl.SSLContext``, and the proxies the environment names (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, in
-either case, as the standard library reads them): https through a CONNECT tunnel, http in absolute form, with
-the proxy URL's credentials as Proxy-Authorization. A kept-alive connection the server dropped while idle gets the
-request once more on a fresh one. Failures are the httpx exceptions httpx's own transport raises; a body over
-``max_body`` is BodyTooLarge. Why the project keeps a transport of its own: bench/RESULTS.md, issue 25.
-"""
+"""The exporter's own transport under httpx, for every request: keep-alive HTTP/1.1 over asyncio, TLS, and the
+proxies the environment names. Failures are the exceptions httpx's own transport raises; a body over ``max_body``
+is BodyTooLarge. Why the exporter keeps a transport of its own: bench/RESULTS.md, issue 25."""
 
 from __future__ import annotations
 
@@ -14,19 +8,16 @@ import asyncio
 import base64
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from exporter.sugon.connection import ClientConnection, NoAnswer, WholeAnswer
-from exporter.sugon.http1 import MAX_BODY, MAX_HEAD
+from exporter.sugon.connection import MAX_BODY, MAX_HEAD, ClientConnection, NoAnswer
 from exporter.values import is_header
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-PIECE = 16 * 1024  # httpx decodes a body piece by piece, and a compressed piece expands at most about 1,000-fold
 
 Origin = tuple[str, str, int]
 
@@ -50,10 +41,15 @@ class Proxy:
         return f"proxy {self.host}:{self.port}"
 
 
-def parse_proxy(url: str) -> Proxy:
-    """A proxy URL as the environment gives it, ``http://[user:password@]host[:port]`` (the scheme may be left
-    out). Errors never quote the URL, which may hold a password."""
-    parts = urlsplit(url if "://" in url else "http://" + url)
+def route(url: httpx.URL, proxies: Mapping[str, str]) -> Proxy | None:
+    """The proxy that ``proxies`` (as urllib.request.getproxies_environment() gives them) name for ``url``, its
+    scheme's or ALL_PROXY's; None (direct) when there is none or NO_PROXY names the host. Errors never quote the
+    proxy URL, which may hold a password."""
+    name = proxies.get(url.scheme) or proxies.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed's stubs
+    if not name or bypass(url.netloc.decode("ascii"), proxies):
+        return None
+    parts = urlsplit(name if "://" in name else "http://" + name)
     if parts.scheme != "http":
         raise httpx.ProxyError(f"proxy scheme {parts.scheme[:20]!r} is not supported, only http://")
     try:
@@ -69,16 +65,6 @@ def parse_proxy(url: str) -> Proxy:
     return Proxy(host=parts.hostname, port=port, authorization=authorization)
 
 
-def route(url: httpx.URL, proxies: Mapping[str, str]) -> Proxy | None:
-    """The proxy that ``proxies`` (as urllib.request.getproxies_environment() gives them) name for ``url``:
-    the one for its scheme, else ALL_PROXY's; None (direct) when there is none or NO_PROXY names the host."""
-    name = proxies.get(url.scheme) or proxies.get("all")
-    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed's stubs
-    if not name or bypass(url.netloc.decode("ascii"), proxies):
-        return None
-    return parse_proxy(name)
-
-
 def _request_head(request: httpx.Request, body: bytes, proxy: Proxy | None) -> bytes:
     url = request.url
     target = url.raw_path
@@ -88,7 +74,7 @@ def _request_head(request: httpx.Request, body: bytes, proxy: Proxy | None) -> b
         if proxy.authorization:
             lines.append(b"Proxy-Authorization: " + proxy.authorization.encode("ascii"))
     for name, value in request.headers.raw:
-        check_header(name.decode("latin-1"), value.decode("latin-1"))  # for any caller, not only the conversation
+        check_header(name.decode("latin-1"), value.decode("latin-1"))
         if name.lower() not in (b"content-length", b"transfer-encoding"):  # the body goes whole, with its length
             lines.append(b"%s: %s" % (name, value))
     if body or request.method in ("POST", "PUT", "PATCH"):
@@ -96,26 +82,10 @@ def _request_head(request: httpx.Request, body: bytes, proxy: Proxy | None) -> b
     return b"\r\n".join([b"%s %s HTTP/1.1" % (request.method.encode("ascii"), target), *lines, b"\r\n"])
 
 
-class _Body(httpx.AsyncByteStream):
-    """A body that was read whole, handed to httpx in pieces (so that decompressing one is bounded)."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for start in range(0, len(self._body), PIECE):
-            yield self._body[start : start + PIECE]
-
-
-class _StaleConnection(Exception):
-    """A reused connection the server had already dropped: it ended before any answer, or answered 408."""
-
-
 class LeanTransport(httpx.AsyncBaseTransport):
-    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time.
-
-    ``proxies`` maps a scheme (and "all", "no") to a proxy URL; None: what the environment names, read once.
-    """
+    """Keep-alive HTTP/1.1 over asyncio, at most ``max_connections`` requests at a time; a request met by a
+    kept-alive connection the server had dropped goes once more on a fresh one. ``proxies`` maps a scheme (and
+    "all", "no") to a proxy URL; None: what the environment names, read once."""
 
     def __init__(
         self,
@@ -142,45 +112,22 @@ class LeanTransport(httpx.AsyncBaseTransport):
         origin = (url.scheme, url.raw_host.decode("ascii"), url.port or _DEFAULT_PORTS[url.scheme])
         proxy = route(url, self._proxies)
         body = await request.aread()
+        data = _request_head(request, body, proxy) + body
         timeouts = request.extensions.get("timeout", {})
-        answer = await self._send(
-            origin,
-            proxy,
-            _request_head(request, body, proxy) + body,
-            request.method,
-            timeouts.get("connect"),
-            timeouts.get("read"),
-        )
-        head = answer.head
-        return httpx.Response(
-            head.status,
-            headers=head.fields,
-            stream=_Body(answer.body),
-            extensions={"http_version": b"HTTP/" + head.version, "reason_phrase": head.reason},
-        )
-
-    async def _send(
-        self,
-        origin: Origin,
-        proxy: Proxy | None,
-        data: bytes,
-        method: str,
-        connect_timeout: float | None,
-        read_timeout: float | None,
-    ) -> WholeAnswer:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # used from another event loop: what belonged to the old one is useless
             self._loop, self._slots = loop, asyncio.Semaphore(self._max_connections)
             self._drop_idle()
         async with self._slots:
+            answer = None
             conn = self._take_idle(origin)
-            if conn is not None:
-                try:
-                    return await self._exchange(conn, data, method, origin, read_timeout, reused=True)
-                except _StaleConnection:
-                    pass  # the server had dropped the kept-alive connection: once more, on a fresh one
-            conn = await self._connect(origin, proxy, connect_timeout)
-            return await self._exchange(conn, data, method, origin, read_timeout, reused=False)
+            if conn is not None:  # None back: the server had dropped it, so once more on a fresh one
+                answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=True)
+            if answer is None:
+                conn = await self._connect(origin, proxy, timeouts.get("connect"))
+                answer = await self._exchange(conn, data, request.method, origin, timeouts.get("read"), reused=False)
+        assert answer is not None  # a fresh connection gives an answer or raises
+        return answer
 
     def _take_idle(self, origin: Origin) -> ClientConnection | None:
         """A kept-alive connection to ``origin`` that nothing arrived on since its last answer."""
@@ -210,13 +157,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             )
             return conn
         _, conn = await loop.create_connection(ClientConnection, proxy.host, proxy.port)
-        if tls is None:
-            return conn
-        try:
-            await self._tunnel(conn, proxy, host, port, tls)
-        except BaseException:
-            conn.abort()
-            raise
+        if tls is not None:
+            try:
+                await self._tunnel(conn, proxy, host, port, tls)
+            except BaseException:
+                conn.abort()
+                raise
         return conn
 
     @staticmethod
@@ -233,28 +179,30 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ProxyError(f"{proxy} closed the connection without answering CONNECT") from None
         except httpx.HTTPError as exc:
             raise httpx.ProxyError(f"{proxy} gave no proper answer to CONNECT: {exc}") from None
-        if not 200 <= answer.head.status < 300:
-            reason = answer.head.reason.decode("latin-1")[:60]
-            raise httpx.ProxyError(f"{proxy} refused CONNECT {target.decode()}: HTTP {answer.head.status} {reason}")
+        if not 200 <= answer.status_code < 300:
+            reason = answer.reason_phrase[:60]
+            raise httpx.ProxyError(f"{proxy} refused CONNECT {target.decode()}: HTTP {answer.status_code} {reason}")
         if conn.buffer:
             raise httpx.ProxyError(f"{proxy} sent bytes after its answer to CONNECT")
         await conn.start_tls(tls, host)
 
     async def _exchange(
         self, conn: ClientConnection, data: bytes, method: str, origin: Origin, read_timeout: float | None, reused: bool
-    ) -> WholeAnswer:
+    ) -> httpx.Response | None:
+        """The answer on ``conn``; None when ``reused`` and the server had already dropped it (it ended before any
+        answer, or answered 408)."""
         keep = False
         try:
             conn.send(data)
             response = await asyncio.wait_for(conn.read_response(method, self._max_body), read_timeout)
-            if reused and response.head.status == 408:  # the server's idle timeout, met as we sent
-                raise _StaleConnection()
-            keep = response.keep and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
+            if reused and response.status_code == 408:  # the server's idle timeout, met as we sent
+                return None
+            keep = conn.reusable and not conn.buffer  # bytes after an answer (a duplicate, a stray CRLF): never reuse
         except asyncio.TimeoutError:
             raise httpx.ReadTimeout(f"no answer within {read_timeout:g}s") from None
         except NoAnswer as exc:
             if reused and exc.stale:
-                raise _StaleConnection() from None
+                return None
             if exc.error is None:
                 raise httpx.RemoteProtocolError("server closed the connection without an answer") from None
             raise httpx.ReadError(f"{type(exc.error).__name__}: {exc.error}") from None
@@ -281,16 +229,3 @@ class LeanTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         self._closed = True
         self._drop_idle()
-
-
-def transport_for(verify: Any, max_connections: int) -> LeanTransport:
-    """A LeanTransport checking certificates as httpx would for ``verify`` (True, False or an SSLContext), with
-    the proxies the environment names."""
-    if isinstance(verify, ssl.SSLContext):
-        context = verify
-    else:
-        context = ssl.create_default_context()
-        if verify is False:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-    return LeanTransport(context, max_connections)
