@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import functools
 import json
 import socket
 import subprocess
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import httpx
 from prometheus_client.core import Metric
 
-from exporter.groups.base import Settings
 from exporter.model import ClusterState, Row
 from exporter.sugon.joblist import SugonClient
 from tests.tools import find_tool
@@ -146,22 +142,15 @@ def job_count(state: ClusterState) -> int:
     return sum(job_counts(state).values())
 
 
-def per_job_on(**settings: Any) -> AbstractContextManager[Any]:
-    """Within it, an Exporter built has per-job series on (Settings.per_job), with any other of the groups'
-    settings given (max_job_series, job_series_users), until the configuration has keys for them."""
-    return mock.patch("exporter.service.Settings", functools.partial(Settings, per_job=True, **settings))
-
-
 def polled_families() -> list[Metric]:
-    """Every family /metrics has once the demo's two clusters have been polled (job list and queue capacity), with
-    per-job series on."""
+    """Every family /metrics has once the demo's two clusters have been polled (job list and queue capacity); the
+    demo has per-job series on."""
     from exporter.service import Exporter
     from exporter.simulator.demo import start_demo
 
     config, simulators = start_demo()
     try:
-        with per_job_on():
-            exporter = Exporter(config)
+        exporter = Exporter(config)
 
         async def polls() -> None:
             for poller in exporter.pollers:

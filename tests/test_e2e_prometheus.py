@@ -24,7 +24,7 @@ from exporter.endpoints import make_app
 from exporter.service import Exporter
 from exporter.simulator import Scheduler, Simulator
 from exporter.web import WebServer
-from tests.helpers import per_job_on, promtool_check_metrics
+from tests.helpers import promtool_check_metrics
 from tests.tools import find_tool
 
 ROOT = Path(__file__).parent.parent
@@ -74,14 +74,14 @@ class Stack:
                 "capacity_interval": "1s",
                 "username": "e2e",
                 "per_user": True,  # the per-user recording rule has data only then
+                "per_job": True,  # the dashboard's Jobs table has data only then
                 "clusters": [
                     {"name": "e2e", "api_url": self.sim.url, "token": "e2e-token", "cluster_ids": [1638523853]}
                 ],
             },
             environ={},
         )
-        with per_job_on():  # the dashboard's Jobs table has data only then
-            self.exporter = Exporter(config, retry_backoff=0.1)
+        self.exporter = Exporter(config, retry_backoff=0.1)
         web = None
         self.web_config = None
         if secure:

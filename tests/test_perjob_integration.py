@@ -19,7 +19,7 @@ from exporter.endpoints import make_app
 from exporter.service import Exporter
 from exporter.simulator import Scheduler, Simulator
 from exporter.web import WebServer
-from tests.helpers import per_job_on, promtool_check_metrics
+from tests.helpers import promtool_check_metrics
 from tests.test_integration import STATUS, Clock, scrape
 from tests.test_restart import T0
 from tests.test_restart import exporter as exporter_with_state_file
@@ -83,12 +83,12 @@ def test_per_job_series_equal_the_simulators_list_job_by_job_as_jobs_end_linger_
             "page_size": 100,
             "concurrency": 3,
             "max_staleness": "5m",
-            "clusters": [{"name": "sim", "api_url": sim.url + "/hpc/", "token": "int-token"}],
+            "per_job": True,
+            "clusters": [{"name": "sim", "api_url": sim.url + "/hpc/", "token": "int-token", "max_job_series": 1000}],
         },
         environ={},
     )
-    with per_job_on(max_job_series=1000):
-        exporter = Exporter(config, clock=clock, retry_backoff=0)
+    exporter = Exporter(config, clock=clock, retry_backoff=0)
     server = WebServer(make_app(exporter.exposition), "127.0.0.1", 0)
     server.start()
     url = f"http://127.0.0.1:{server.port}"
@@ -141,13 +141,11 @@ def test_per_job_series_equal_the_simulators_list_job_by_job_as_jobs_end_linger_
 
 
 def test_within_max_job_series_the_running_jobs_have_series_and_the_rest_are_folded(sim: Simulator) -> None:
-    config = build_config(
-        {"clusters": [{"name": "sim", "api_url": sim.url + "/hpc/", "token": "int-token"}]}, environ={}
-    )
+    cluster = {"name": "sim", "api_url": sim.url + "/hpc/", "token": "int-token", "max_job_series": 10}
+    config = build_config({"per_job": True, "clusters": [cluster]}, environ={})
     running = {(t.scheduler_id, t.job_id) for t in sim.truth() if t.status == "statR"}
     assert 10 < len(running) < len(sim.truth())
-    with per_job_on(max_job_series=10):
-        exporter = Exporter(config, retry_backoff=0)
+    exporter = Exporter(config, retry_backoff=0)
 
     async def poll() -> None:
         assert await exporter.pollers[0].poll_once()
@@ -167,16 +165,14 @@ def test_a_restart_with_a_state_file_serves_the_saved_per_job_series_until_max_s
     sim.serve()
     state = tmp_path / "state.json"
     try:
-        with per_job_on():
-            before = exporter_with_state_file(sim, state, now)
+        before = exporter_with_state_file(sim, state, now, per_job=True)
         assert asyncio.run(before.poll_all_once())
         saved = {k: v for k, v in scrape_samples(before).items() if k[0].startswith("sugon_per_job_")}
         assert len([k for k in saved if k[0] == "sugon_per_job_status"]) == len(sim.rows())
 
         sim.faults.at_random(("http_503",), 1.0)  # restarted 60 s later, and every poll fails
         now[0] = T0 + 60
-        with per_job_on():
-            after = exporter_with_state_file(sim, state, now)
+        after = exporter_with_state_file(sim, state, now, per_job=True)
         assert not asyncio.run(after.poll_all_once())
         served = {k: v for k, v in scrape_samples(after).items() if k[0].startswith("sugon_per_job_")}
         assert served == saved
