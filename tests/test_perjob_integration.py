@@ -1,7 +1,7 @@
 """Per-job series end to end over real HTTP on 127.0.0.1: the exporter polls the simulator, and /metrics has one
-series set per listed job, equal to the simulator's list job by job; a job that ends shows its terminal status
-while it lingers in the list, then its series go; an outage keeps the last good poll's series until
-max_staleness, and a restart with a state file serves them as it serves sugon_jobs."""
+series set per listed job, equal to the simulator's list job by job (and so is the status page's list); a job
+that ends shows its terminal status while it lingers in the list, then its series go; an outage keeps the last
+good poll's series until max_staleness, and a restart with a state file serves them as it serves sugon_jobs."""
 
 from __future__ import annotations
 
@@ -99,6 +99,11 @@ def test_per_job_series_equal_the_simulators_list_job_by_job_as_jobs_end_linger_
         jobs = served(metrics)
         assert jobs == expected(sim)
         assert metrics["sugon_per_job_folded"] == {(): 0.0}
+        (page,) = httpx.get(url + "/", headers={"Accept": "application/json"}).json()["clusters"]
+        fields = ("name", "user", "queue", "status", "cpus", "nodes", "run_seconds")
+        listed = {(j["scheduler"], j["job_id"]): tuple(j[f] for f in fields) for j in page["per_job"]["jobs"]}
+        assert listed == {k: (*row[:3], *row[4:]) for k, row in jobs.items()}  # the status page: all but app
+        assert page["per_job"]["folded"] == 0
         return jobs
 
     async def scenario() -> None:
