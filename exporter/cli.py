@@ -142,7 +142,7 @@ class _Daemon:
             else:  # per_user or per_job changed: /metrics has other families now
                 changed = "per_user" if config.per_user != self.exporter.config.per_user else "per_job"
                 old, self.exporter = self.exporter, Exporter(config)
-                self.exporter.start()
+                self.exporter.start(server.loop)
                 old.stop()
                 summary = f"{changed} changed: every cluster starts afresh"
             server.reconfigure(self._app(web), web.tls)
@@ -168,8 +168,8 @@ class _Daemon:
         signals: queue.SimpleQueue[int] = queue.SimpleQueue()  # put() may be called from a signal handler
         for handled in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(handled, lambda number, _frame: signals.put(number))
-        self.exporter.start()
         server.start()
+        self.exporter.start(server.loop)
         scheme = "https" if self.web.tls else "http"
         guarded = " (basic auth)" if self.web.users else ""
         urls = ", ".join(f"{scheme}://{address}{self.args.telemetry_path}" for address in self.listen)
@@ -179,8 +179,8 @@ class _Daemon:
             self.reload(server)
         name = signal.Signals(signum).name
         log.info("received %s, stopping", name, extra={"signal": name})
-        server.stop()
         self.exporter.stop()
+        server.stop()
         return 0
 
 

@@ -1,5 +1,6 @@
 """The exporter's pages for exporter.web.WebServer: the metrics, the status page / and the probes. Password checks
-and renderings run in the server's worker threads, never in its event loop."""
+and renderings run in the server's worker threads, never in its event loop; a scrape that finds its text rendered
+is answered on the loop."""
 
 from __future__ import annotations
 
@@ -67,7 +68,10 @@ def make_app(
             gzipped = "gzip" in headers.get("Accept-Encoding", "")
             openmetrics = content_type.startswith("application/openmetrics-text")
             names = request.query.getall("name[]", [])
-            parts = await asyncio.to_thread(exposition.body, openmetrics, gzipped, names)
+            if names or not exposition.ready(openmetrics):  # a rendering: in a worker thread, the probes never wait
+                parts = await asyncio.to_thread(exposition.body, openmetrics, gzipped, names)
+            else:  # the rendered text and the process's own metrics: on the loop, with no thread to wait for
+                parts = exposition.body(openmetrics, gzipped)
             encoding = {"Content-Encoding": "gzip"} if gzipped else {}
             return Parts(request, parts, {"Content-Type": content_type, **encoding})
         if path == "/":

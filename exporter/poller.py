@@ -129,6 +129,7 @@ class ClusterPoller:
                 )
                 async with aclosing(reader.pages()) as pages:
                     async for rows, again in pages:
+                        await asyncio.sleep(0)  # the web server may share this loop: it answers between pages
                         new = self._take(rows, sid, now, reading)
                         reading.recovered += new if again else 0
                 assert reader.read is not None

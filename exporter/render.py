@@ -238,23 +238,31 @@ class Exposition:
         )
         return [f for f in (*self._static, *merged(clusters), ok, at) if f.name in names]
 
-    def _text(self, openmetrics: bool) -> _Text:
-        """The text of everything but the process's own metrics, rendered again only when what it shows changed:
-        the states (a new mapping at each publish), the reload gauges, or what is stale now."""
-        now = self._clock()
+    def _shown(
+        self, now: float
+    ) -> tuple[Mapping[str, ClusterState], tuple[float, float], tuple[tuple[bool, bool], ...]]:
+        """What the text shows: the states (a new mapping at each publish), the reload gauges, and what is stale."""
         states = self._states
-        shown = (
-            states,
-            self._reload,
-            tuple(
-                (s.jobs is not None and s.jobs.stale(now), s.capacity is not None and s.capacity.stale(now))
-                for s in states.values()
-            ),
+        stale = tuple(
+            (s.jobs is not None and s.jobs.stale(now), s.capacity is not None and s.capacity.stale(now))
+            for s in states.values()
         )
+        return states, self._reload, stale
+
+    def ready(self, openmetrics: bool = False) -> bool:
+        """Whether the text of this format is rendered for what /metrics shows now (a scrape then renders
+        only the process's own metrics)."""
+        found, shown = self._texts.get(openmetrics), self._shown(self._clock())
+        return found is not None and found.shown[0] is shown[0] and found.shown[1:] == shown[1:]
+
+    def _text(self, openmetrics: bool) -> _Text:
+        """The text of everything but the process's own metrics, rendered again only when what it shows changed."""
+        now = self._clock()
+        shown = self._shown(now)
         found = self._texts.get(openmetrics)
-        if found is not None and found.shown[0] is states and found.shown[1:] == shown[1:]:
+        if found is not None and found.shown[0] is shown[0] and found.shown[1:] == shown[1:]:
             return found
-        text = self._texts[openmetrics] = _Text(shown, self.families(now, states), openmetrics)
+        text = self._texts[openmetrics] = _Text(shown, self.families(now, shown[0]), openmetrics)
         return text
 
     def body(self, openmetrics: bool = False, compressed: bool = False, names: Iterable[str] = ()) -> list[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 import ssl
@@ -239,32 +240,36 @@ class Exporter:
             )
         )
 
-    def start(self) -> None:
-        """Run the poll loops on their own event loop in a background thread."""
-        ready = threading.Event()
-
-        def main() -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Run the poll loops on ``loop``, the web server's (one thread then does all the Python work, and a scrape
+        never waits for another thread to give up the interpreter), or on a loop of their own in a thread."""
+        if loop is None:
             loop = asyncio.new_event_loop()
-            self._loop = loop
-            self._task = loop.create_task(self.run())
-            ready.set()
-            try:
-                loop.run_until_complete(self._task)
-            except asyncio.CancelledError:
-                pass
-            finally:
-                loop.close()
+            self._thread = threading.Thread(target=loop.run_forever, name="pollers", daemon=True)
+            self._thread.start()
+        self._loop = loop
+        asyncio.run_coroutine_threadsafe(self._begin(), loop).result()
 
-        self._thread = threading.Thread(target=main, name="pollers", daemon=True)
-        self._thread.start()
-        ready.wait()
+    async def _begin(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def _end(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Cancel the poll loops (a poll in flight is abandoned) and wait for the thread to end."""
-        if self._loop is not None and self._task is not None and not self._loop.is_closed():
-            try:
-                self._loop.call_soon_threadsafe(self._task.cancel)
-            except RuntimeError:
-                pass  # the loop closed in between
+        """Cancel the poll loops (a poll in flight is abandoned), close their HTTP clients, and end their own
+        thread if they have one."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._end(), loop).result(timeout)
+        except (TimeoutError, concurrent.futures.TimeoutError):
+            log.warning("the poll loops did not stop within %gs", timeout)
         if self._thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                loop.close()

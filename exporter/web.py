@@ -125,6 +125,11 @@ class WebServer:
         """New connections use ``tls`` (None: plain HTTP), new requests ``app``; open connections keep theirs."""
         self._app, self._tls = app, tls
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop that answers requests (the poll loops run on it too)."""
+        return self._loop
+
     def start(self) -> None:
         """Start answering requests."""
         self._thread.start()
