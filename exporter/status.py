@@ -1,5 +1,6 @@
-"""The / page: each cluster's state, last poll, jobs, last error, token expiry and next poll, as JSON or HTML; every
-value escaped, no script, no raw control character (upstream names may hold them; a terminal would act on them)."""
+"""The / page: each cluster's state, last poll, jobs (one by one too, with per_job), last error, token expiry and
+next poll, as JSON or HTML; every value escaped, no script, no raw control character (upstream names may hold
+them; a terminal would act on them)."""
 
 from __future__ import annotations
 
