@@ -139,11 +139,12 @@ class _Daemon:
                 log.warning(message, serving, extra={"listen_address": serving})
             if self.exporter.can_reload(config):
                 summary = self.exporter.reload(config)
-            else:  # per_user changed: /metrics has other families now
+            else:  # per_user or per_job changed: /metrics has other families now
+                changed = "per_user" if config.per_user != self.exporter.config.per_user else "per_job"
                 old, self.exporter = self.exporter, Exporter(config)
                 self.exporter.start(server.loop)
                 old.stop()
-                summary = "per_user changed: every cluster starts afresh"
+                summary = f"{changed} changed: every cluster starts afresh"
             server.reconfigure(self._app(web), web.tls)
             ok = True
             log.info("configuration reloaded (%s)", summary)

@@ -25,6 +25,7 @@ class Row(msgspec.Struct):
     jobRunTime: Any = None  # "D-HH:MM:SS", "HH:MM:SS", "MM:SS"; empty or null before the job starts
     nodeUsed: Any = None  # a Slurm host list: "h04r3n[01-04]"
     appType: Any = None  # "fluent", "vasp", "BASE", ...
+    jobName: Any = None
 
 
 # The eight statuses documented for the real-time list. The zero-filled families always carry these.
@@ -84,6 +85,7 @@ class Job:
     nodes: str | None  # nodeUsed as listed, for the nodes in use (only a running job's are listed)
     app: str
     reason: str  # the scheduler's reason reduced to its kind (queued jobs)
+    name: str  # jobName, cut and cleaned like a label ("" when there is none)
 
 
 @dataclass(slots=True)

@@ -184,7 +184,7 @@ def read_job(row: Row, key: str) -> tuple[Job, tuple[str, ...]]:
     if nodes is not None and count is None:
         count = INVALID
         unread += ("nodeUsed",)
-    queue, user, app, reason = row.queue, row.user, row.appType, row.reason
+    queue, user, app, reason, name = row.queue, row.user, row.appType, row.reason, row.jobName
     job = Job(
         key=key,
         queue=_label(queue) if type(queue) is str else clean_label(queue) or UNKNOWN,
@@ -196,6 +196,7 @@ def read_job(row: Row, key: str) -> tuple[Job, tuple[str, ...]]:
         nodes=nodes if status == "running" and isinstance(nodes, str) and count != INVALID else None,
         app=_app(app) if type(app) is str else clean_label(app) or NO_APP,
         reason=_reason(reason) if status == "queued" and type(reason) is str else NO_REASON,
+        name=clean_label(name) or "",
     )
     return job, unread
 

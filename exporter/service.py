@@ -143,6 +143,9 @@ class Exporter:
                     max_apps=cluster.max_apps,
                 ),
                 per_user=self.config.per_user,
+                per_job=self.config.per_job,
+                max_job_series=cluster.max_job_series,
+                job_series_users=cluster.job_series_users,
             ),
             state_file=self._state_file(cluster.state_file),
             clock=self._clock,
@@ -197,9 +200,9 @@ class Exporter:
         await asyncio.gather(*(c.http.aclose() for c in clusters), return_exceptions=True)
 
     def can_reload(self, config: Config) -> bool:
-        """Whether ``reload`` can apply ``config`` in place. per_user decides which families /metrics has,
-        so a change of it needs a new Exporter."""
-        return config.per_user == self.config.per_user
+        """Whether ``reload`` can apply ``config`` in place. per_user and per_job decide which families /metrics
+        has, so a change of either needs a new Exporter."""
+        return config.per_user == self.config.per_user and config.per_job == self.config.per_job
 
     def reload(self, config: Config, timeout: float = 30.0) -> str:
         """Apply a new config to the running poll loops (see ``start``); returns what changed, for the log.

@@ -1,5 +1,6 @@
-"""The / page: each cluster's state, last poll, jobs, last error, token expiry and next poll, as JSON or HTML; every
-value escaped, no script, no raw control character (upstream names may hold them; a terminal would act on them)."""
+"""The / page: each cluster's state, last poll, jobs (one by one too, with per_job), last error, token expiry and
+next poll, as JSON or HTML; every value escaped, no script, no raw control character (upstream names may hold
+them; a terminal would act on them)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,35 @@ def _job_counts(jobs: Served) -> tuple[dict[str, int], list[dict[str, Any]]]:
     return _jobs(sum(queues.values(), Counter())), [{"queue": q, **_jobs(queues[q])} for q in sorted(queues)]
 
 
+def _per_job(jobs: Served) -> dict[str, Any] | None:
+    """The jobs with per-job series and the number folded, as the sugon_per_job_* families have them; None
+    when they have none (per_job off)."""
+    families = {f.name: f for f in jobs.families if f.name.startswith("sugon_per_job_")}
+    if "sugon_per_job_info" not in families:
+        return None
+    listed: dict[tuple[str, str], dict[str, Any]] = {}
+    for sample in families["sugon_per_job_info"].samples:
+        labels = sample.labels
+        listed[labels["scheduler"], labels["job_id"]] = {
+            "job_id": labels["job_id"],
+            "scheduler": labels["scheduler"],
+            "name": labels["job_name"],
+            "user": labels["user"],
+            "queue": labels["queue"],
+            "status": None,
+            "cpus": None,
+            "nodes": None,
+            "run_seconds": None,
+        }
+    for key in ("status", "cpus", "nodes", "run_seconds"):
+        for sample in families[f"sugon_per_job_{key}"].samples:
+            job = listed.get((sample.labels["scheduler"], sample.labels["job_id"]))
+            if job is not None:
+                job[key] = sample.labels["status"] if key == "status" else int(sample.value)
+    folded = sum(int(sample.value) for sample in families["sugon_per_job_folded"].samples)
+    return {"jobs": list(listed.values()), "folded": folded}
+
+
 def _age(later: float | None, earlier: float | None) -> float | None:
     """Seconds from ``earlier`` to ``later``, rounded to milliseconds; None if either is."""
     return None if later is None or earlier is None else round(later - earlier, 3)
@@ -54,7 +84,7 @@ def _cluster(state: ClusterState, now: float) -> dict[str, Any]:
         shown = "stale"
     else:
         shown = "up" if state.up else "down"
-    return {
+    cluster = {
         "name": state.name,
         "state": shown,
         "job_data_expires_at": served.expires_at if served is not None else None,
@@ -72,6 +102,8 @@ def _cluster(state: ClusterState, now: float) -> dict[str, Any]:
         "next_poll_at": state.next_poll_at,
         "next_poll_in": _age(state.next_poll_at, now),
     }
+    per_job = _per_job(served) if served is not None else None
+    return cluster if per_job is None else {**cluster, "per_job": per_job}
 
 
 def status_data(states: Mapping[str, ClusterState], now: float, metrics_path: str = "/metrics") -> dict[str, Any]:
@@ -137,6 +169,27 @@ def _queues(c: dict[str, Any]) -> str:
     return f"<h2>{html.escape(c['name'])}: jobs by queue</h2><table><tr>{head}</tr>{rows}</table>"
 
 
+PER_JOB_HEAD = ("job id", "scheduler", "name", "user", "queue", "status", "CPUs", "nodes", "run time")
+
+
+def _per_job_table(c: dict[str, Any]) -> str:
+    if "per_job" not in c:
+        return ""
+    per_job = c["per_job"]
+    head = "".join(f"<th>{h}</th>" for h in PER_JOB_HEAD)
+    rows = "".join(
+        "<tr>"
+        + "".join(_cell(j[key]) for key in ("job_id", "scheduler", "name", "user", "queue", "status"))
+        + _cell(j["cpus"], "n")
+        + _cell(j["nodes"], "n")
+        + _cell("-" if j["run_seconds"] is None else _span(j["run_seconds"]), "n")
+        + "</tr>"
+        for j in per_job["jobs"]
+    )
+    title = f"{html.escape(c['name'])}: jobs with per-job series ({len(per_job['jobs'])}, {per_job['folded']} folded)"
+    return f"<h2>{title}</h2><table><tr>{head}</tr>{rows}</table>"
+
+
 _STYLE = (
     "body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse;margin-bottom:1em}"
     "th,td{border:1px solid #bbb;padding:.25em .5em;text-align:left;vertical-align:top}td.n{text-align:right}"
@@ -160,7 +213,7 @@ def _html(data: dict[str, Any]) -> bytes:
         + "</tr>"
         + "".join(_row(c, data["now"]) for c in data["clusters"])
         + "</table>"
-        + "".join(_queues(c) for c in data["clusters"])
+        + "".join(_queues(c) + _per_job_table(c) for c in data["clusters"])
         + "</body></html>"
     )
     return page.translate(_HTML_CONTROLS).encode("utf-8")

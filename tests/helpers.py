@@ -143,7 +143,8 @@ def job_count(state: ClusterState) -> int:
 
 
 def polled_families() -> list[Metric]:
-    """Every family /metrics has once the demo's two clusters have been polled (job list and queue capacity)."""
+    """Every family /metrics has once the demo's two clusters have been polled (job list and queue capacity); the
+    demo has per-job series on."""
     from exporter.service import Exporter
     from exporter.simulator.demo import start_demo
 

@@ -30,6 +30,7 @@ def job(
     node_count: int | None = None,
     app: str = NO_APP,
     reason: str = NO_REASON,
+    name: str = "",
 ) -> Job:
     """A Job as a row would read (labels already clean)."""
     return Job(
@@ -43,6 +44,7 @@ def job(
         nodes=nodes,
         app=app,
         reason=reason,
+        name=name,
     )
 
 
@@ -86,11 +88,22 @@ class Polls:
         queues_seen: Mapping[str, float] | None = None,
         groups: Iterable[type[Group]] = GROUPS,
         cluster: str = CLUSTER,
+        per_job: bool = False,
+        max_job_series: int = 500,
+        job_series_users: tuple[str, ...] = (),
     ) -> None:
         budget = budget or Budget()
         self.book = JobBook(restored_waits, restored_runs)
         self.queues = QueueBudget(budget.max_queues, budget.queues_exclude, queues_seen)
-        settings = Settings(cluster=cluster, budget=budget, per_user=per_user, saved=saved or {})
+        settings = Settings(
+            cluster=cluster,
+            budget=budget,
+            per_user=per_user,
+            per_job=per_job,
+            max_job_series=max_job_series,
+            job_series_users=job_series_users,
+            saved=saved or {},
+        )
         self.groups = [group(settings) for group in groups]
 
     def poll(self, jobs: Iterable[Job], now: float, left: Container[str] | None = None) -> Samples:

@@ -494,9 +494,9 @@ def test_rows_nested_deeper_than_a_comparison_can_go_are_not_the_same_rows() -> 
 
 
 def test_two_pages_are_the_same_page_when_every_field_a_row_is_counted_by_but_its_run_time_is() -> None:
-    """The ignored-offset check: each of the nine other fields, changed, makes another page; a run time that
+    """The ignored-offset check: each of the ten other fields, changed, makes another page; a run time that
     grew (or any other) does not, since it grows between two reads of one page."""
-    row = Row("7", 1, "q", "u", "statR", 4, None, "00:01:00", "n[1-4]", "vasp")
+    row = Row("7", 1, "q", "u", "statR", 4, None, "00:01:00", "n[1-4]", "vasp", "relax")
     changes = {
         "jobId": "8",
         "jobmanagerId": 2,
@@ -507,6 +507,7 @@ def test_two_pages_are_the_same_page_when_every_field_a_row_is_counted_by_but_it
         "reason": "Priority",
         "nodeUsed": "n[1-5]",
         "appType": "fluent",
+        "jobName": "relax-2",
     }
     assert {*changes, "jobRunTime"} == set(Row.__struct_fields__)  # a new field of Row is decided here too
     for field, value in changes.items():

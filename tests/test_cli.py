@@ -402,6 +402,7 @@ def test_demo_serves_real_metrics_with_no_config() -> None:
         body = wait_for(f"http://127.0.0.1:{port}/metrics", 'sugon_up{hpc_cluster="demo-wuxi"} 1.0', proc)
         wait_for(f"http://127.0.0.1:{port}/metrics", 'sugon_up{hpc_cluster="demo-kunshan"} 1.0', proc)
         assert 'sugon_jobs{hpc_cluster="demo-wuxi",queue=' in body
+        assert 'sugon_per_job_status{hpc_cluster="demo-wuxi",job_id=' in body  # the demo has per_job on
         running = [
             float(line.rsplit(" ", 1)[1])
             for line in body.splitlines()

@@ -43,6 +43,7 @@ def test_the_example_config_is_valid_and_documents_every_default() -> None:
     assert config.listen_address == "0.0.0.0:10863"
     assert (config.interval, config.timeout, config.max_staleness) == (60.0, 30.0, 300.0)
     assert (config.page_size, config.concurrency, config.per_user) == (500, 4, True)
+    assert (config.per_job, config.max_job_series, config.job_series_users) == (False, 500, ())
     kunshan = config.clusters[0]
     assert kunshan.name == "kunshan"
     assert kunshan.api_url == "https://api01.hpccube.com:65106"
@@ -262,3 +263,40 @@ def test_the_application_budget_defaults_to_50_and_is_set_at_the_top_or_per_clus
     assert (config.max_apps, config.clusters[0].max_apps, config.clusters[1].max_apps) == (50, 50, 5)
     top = build_config({"max_apps": 3, "clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
     assert top.clusters[0].max_apps == 3
+
+
+def test_per_job_series_are_off_by_default_and_their_budget_and_users_are_set_at_the_top_or_per_cluster() -> None:
+    plain = build_config({"clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
+    assert (plain.per_job, plain.clusters[0].max_job_series, plain.clusters[0].job_series_users) == (False, 500, ())
+    config = build_config(
+        {
+            "per_job": True,
+            "max_job_series": 20,
+            "job_series_users": ["alice"],
+            "clusters": [
+                {"name": "a", "api_url": "https://h:1", "token": "t"},
+                {"name": "b", "api_url": "https://h:1", "token": "t", "max_job_series": 0, "job_series_users": []},
+            ],
+        },
+        environ={},
+    )
+    a, b = config.clusters
+    assert config.per_job is True
+    assert (a.max_job_series, a.job_series_users) == (20, ("alice",))
+    assert (b.max_job_series, b.job_series_users) == (0, ())
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ({"per_job": "yes"}, 'per_job: expected true or false, got "yes"'),
+        ({"max_job_series": 100_001}, "max_job_series: expected a whole number from 0 to 100000, got 100001"),
+        ({"max_job_series": True}, "max_job_series: expected a whole number from 0 to 100000, got true"),
+        ({"job_series_users": ["alice", 7]}, "job_series_users: expected a list of user names, got a list"),
+        ({"job_series_users": [""]}, "job_series_users: expected a list of user names, got a list"),
+    ],
+)
+def test_bad_per_job_settings_are_named_by_their_key(raw: dict[str, object], error: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({**raw, "clusters": [{"name": "a", "api_url": "https://h:1", "token": "t"}]}, environ={})
+    assert err.value.errors == [error]

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import promql_parser
 import pytest
+import yaml
+from prometheus_client.samples import Sample
 
 from tests.helpers import polled_families
+from tests.tools import find_tool
 
 DASHBOARD = json.loads((Path(__file__).parent.parent / "deploy" / "grafana" / "sugon-exporter.json").read_text())
 PANELS = [p for p in DASHBOARD["panels"] if p["type"] != "row"]
@@ -73,6 +77,7 @@ def test_the_dashboard_has_the_promised_panels() -> None:
         "Exporter memory (RSS)",
         "Exporter CPU",
         "Exporter open file descriptors",
+        "Jobs",
     } <= titles
 
 
@@ -113,3 +118,50 @@ def test_the_exporter_row_shows_only_the_exporters_own_processes() -> None:
     assert len(process_queries) == 4
     for expr in process_queries:
         assert expr.endswith(' and on (job, instance) group by (job, instance) (sugon_up{hpc_cluster=~"$hpc_cluster"})')
+
+
+def series(sample: Sample) -> str:
+    """A sample's series as promtool's test files write it (label values escaped as in PromQL strings)."""
+    labels = ",".join(
+        f'{k}="' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        for k, v in sorted(sample.labels.items())
+    )
+    return f"{sample.name}{{{labels}}}"
+
+
+def test_each_query_of_the_jobs_table_gives_every_job_of_a_real_exposition_once(tmp_path: Path) -> None:
+    """The Jobs table's queries, evaluated by promtool over the per-job series of the demo's polled clusters:
+    each gives one row per job with the value of the family it queries, and all of them the same jobs, so that
+    Grafana's merge joins them on (hpc_cluster, scheduler, job_id) into one line per job."""
+    (panel,) = [p for p in PANELS if p["title"] == "Jobs"]
+    samples = [s for f in polled_families() if f.name.startswith("sugon_per_job_") for s in f.samples]
+    jobs = {
+        (s.labels["hpc_cluster"], s.labels["scheduler"], s.labels["job_id"]) for s in samples if "job_id" in s.labels
+    }
+    assert len(jobs) > 100 and {c for c, _, _ in jobs} == {"demo-kunshan", "demo-wuxi"}
+    cases = []
+    for target in panel["targets"]:
+        assert target["format"] == "table" and target["instant"] is True, target["refId"]
+        expr = concrete(target["expr"])
+        (name,) = set(re.findall(r"sugon_per_job_[a-z_]+", expr.split(" and ")[0]))
+        rows = [s for s in samples if s.name == name]
+        assert {(s.labels["hpc_cluster"], s.labels["scheduler"], s.labels["job_id"]) for s in rows} == jobs, name
+        cases.append(
+            {"expr": expr, "eval_time": "0m", "exp_samples": [{"labels": series(s), "value": s.value} for s in rows]}
+        )
+    assert len(cases) == 5
+    tests = {
+        "rule_files": [],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": series(s), "values": repr(s.value)} for s in samples],
+                "promql_expr_test": cases,
+            }
+        ],
+    }
+    path = tmp_path / "jobs_table_test.yml"
+    path.write_text(yaml.safe_dump(tests, allow_unicode=True))
+    exe = find_tool("promtool", "apt-get install prometheus")
+    result = subprocess.run([exe, "test", "rules", str(path)], capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -74,6 +74,7 @@ class Stack:
                 "capacity_interval": "1s",
                 "username": "e2e",
                 "per_user": True,  # the per-user recording rule has data only then
+                "per_job": True,  # the dashboard's Jobs table has data only then
                 "clusters": [
                     {"name": "e2e", "api_url": self.sim.url, "token": "e2e-token", "cluster_ids": [1638523853]}
                 ],

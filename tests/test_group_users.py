@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import re
 
-from exporter.groups.users import SavedUsers, UserNames, fold_users
+from exporter.groups.users import SavedUsers, UserNames, Users, fold_users
 from exporter.model import Budget, Job
 from tests.polls import Polls, Samples, job
 
 T = 1_700_000_000.0
 DAY0 = 19_676 * 86_400.0  # 2023-11-15 00:00 UTC, the first UTC midnight after T
 DAY1 = DAY0 + 86_400
+
+
+def users_group(p: Polls) -> Users:
+    (group,) = [g for g in p.groups if isinstance(g, Users)]
+    return group
 
 
 def user_jobs(s: Samples) -> dict[tuple[str, str, str], float]:
@@ -230,7 +235,7 @@ def test_a_restart_with_the_saved_users_names_the_same_users() -> None:
         DAY0 + 120,
     )
     assert user_cpu_seconds(s) == {("q", "other"): 30, ("q", "b"): 40}
-    assert p.groups[-1].saved() == {"users": SavedUsers(day0, ("b",), {day0: {"a": 40, "b": 90}})}
+    assert users_group(p).saved() == {"users": SavedUsers(day0, ("b",), {day0: {"a": 40, "b": 90}})}
 
 
 def test_a_restart_on_a_later_day_chooses_from_the_saved_daily_figures_of_the_last_30_days() -> None:
@@ -301,13 +306,13 @@ def test_the_daily_figures_add_up_every_job_of_a_user() -> None:
         [job("1", user="a", status="running", cpus=1, run=10), job("2", user="a", status="running", cpus=2, run=10)],
         DAY0 + 60,
     )
-    assert p.groups[-1].saved() == {"users": SavedUsers(day0, ("a",), {day0: {"a": 10 + 20}})}
+    assert users_group(p).saved() == {"users": SavedUsers(day0, ("a",), {day0: {"a": 10 + 20}})}
 
 
 def test_without_per_user_the_state_file_keeps_no_users() -> None:
     p = Polls(per_user=False)
     p.poll([job("1", user="a", status="running", cpus=1, run=0)], DAY0)
-    assert p.groups[-1].saved() == {}
+    assert users_group(p).saved() == {}
 
 
 def test_before_any_poll_the_saved_users_are_of_day_zero_and_none() -> None:
@@ -362,7 +367,7 @@ def test_a_daily_choice_gives_a_series_to_the_users_of_running_jobs_only() -> No
     p.poll([*jobs, job("c", user="c", status="completed", cpus=2)], DAY0 + 120)
     s = p.poll([*jobs, job("c", user="c", status="completed", cpus=2)], DAY1)  # the choice: a (60 s on day 0)
     assert user_cpu_seconds(s) == {("q", "a"): 120, ("q", "z"): 0, ("q", "c"): 0}  # z and c: first seen started
-    assert p.groups[-1].saved()["users"].named == ("a",)
+    assert users_group(p).saved()["users"].named == ("a",)
 
 
 def test_saved_figures_are_taken_newest_day_first_when_more_users_than_are_tracked_are_saved() -> None:

@@ -198,13 +198,56 @@ def test_a_reload_that_turns_per_user_off_starts_afresh_and_a_new_listen_address
         proc.send_signal(signal.SIGHUP)
         until(lambda: 'sugon_up{hpc_cluster="a"} 1.0' in (text := scrape()) and "sugon_user_jobs{" not in text)
         assert metric(scrape(), "sugon_config_last_reload_successful") == 1
+        assert "sugon_per_job_status{" not in scrape()
+        path.write_text(f"interval: 1s\nper_user: false\nper_job: true\nlisten_address: 127.0.0.1:{port}\n" + entry)
+        proc.send_signal(signal.SIGHUP)
+        until(lambda: "sugon_per_job_status{" in scrape())
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "configuration reloaded (per_user changed: every cluster starts afresh)" in err
+    assert "configuration reloaded (per_job changed: every cluster starts afresh)" in err
     assert f"listen_address changed: it takes effect at the next start; still serving 127.0.0.1:{port}" in err
     assert "Traceback" not in err
+
+
+def per_job_series(exporter: Exporter, name: str) -> tuple[int, float | None]:
+    """How many jobs of cluster ``name`` have per-job series, and its sugon_per_job_folded."""
+    families = {f.name: f for f in exporter.registry.collect()}
+    jobs = [s for s in families["sugon_per_job_status"].samples if s.labels["hpc_cluster"] == name]
+    return len(jobs), exporter.registry.get_sample_value("sugon_per_job_folded", {"hpc_cluster": name})
+
+
+def test_a_reload_restarts_a_cluster_whose_per_job_budget_or_users_changed_and_per_job_itself_needs_a_new_exporter(
+    sim: Simulator,
+) -> None:
+    config: dict[str, object] = {
+        "interval": "0.2s",
+        "per_job": True,
+        "max_job_series": 5,
+        "clusters": [cluster("a", sim.url), cluster("b", sim.url)],
+    }
+    exporter = Exporter(build_config(config, environ={}))
+    assert not exporter.can_reload(build_config({**config, "per_job": False}, environ={}))
+    assert exporter.can_reload(build_config({**config, "max_job_series": 6}, environ={}))
+    listed = len(sim.rows())
+    assert listed == 90
+    exporter.start()
+    try:
+        until(lambda: exporter.exposition.get("a").up and exporter.exposition.get("b").up)
+        assert per_job_series(exporter, "a") == per_job_series(exporter, "b") == (5, listed - 5)
+        config["clusters"] = [cluster("a", sim.url, max_job_series=7), cluster("b", sim.url)]
+        summary = exporter.reload(build_config(config, environ={}))
+        assert summary == "unchanged: b; changed: a; added: none; removed: none"
+        until(lambda: per_job_series(exporter, "a") == (7, listed - 7))
+        config["clusters"] = [cluster("a", sim.url, max_job_series=7), cluster("b", sim.url, job_series_users=["x"])]
+        summary = exporter.reload(build_config(config, environ={}))
+        assert summary == "unchanged: a; changed: b; added: none; removed: none"
+        until(lambda: per_job_series(exporter, "b") == (0, listed))  # no job of user "x": every job folded
+        assert per_job_series(exporter, "a") == (7, listed - 7)
+    finally:
+        exporter.stop()
 
 
 def counters(exporter: Exporter, name: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

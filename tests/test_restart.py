@@ -18,9 +18,10 @@ T0 = 1_700_000_000.0
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def exporter(sim: Simulator, state: Path, now: list[float]) -> Exporter:
+def exporter(sim: Simulator, state: Path, now: list[float], **settings: object) -> Exporter:
     config = build_config(
         {
+            **settings,
             "max_staleness": "5m",
             "state_file": str(state),
             "clusters": [{"name": "sim", "api_url": sim.url, "token": "t", "cluster_ids": [1638523853]}],

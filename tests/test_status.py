@@ -25,6 +25,7 @@ from exporter.config import build_config
 from exporter.endpoints import make_app
 from exporter.groups.base import Settings
 from exporter.groups.own import Own
+from exporter.groups.perjob import PerJob
 from exporter.model import ClusterState, PollFailure, PollSettings, Served
 from exporter.poller import ClusterPoller
 from exporter.render import Exposition
@@ -38,6 +39,8 @@ from exporter.sugon.tokens import StaticToken
 from exporter.values import without_secrets
 from exporter.web import Handler, WebServer
 from tests.helpers import SCHEDULER, PagedList, envelope, row
+from tests.polls import Polls
+from tests.test_group_perjob import read as read_perjob
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 SCRIPT = "<script>alert(1)</script>"
@@ -540,3 +543,113 @@ def test_the_page_shows_a_real_polls_page_count_and_the_job_counts_metrics_has()
         "total": sum(sizes),
     }
     assert data["state"] == "up" and data["jobs"]["running"] > 0 and data["jobs"]["queued"] > 0
+
+
+HOSTILE_NAME = '<script>alert("1")</script>\n作业 \x1b[31m'  # a jobName with HTML, a newline, CJK and ESC
+
+
+def with_per_job(per_job: bool = True, taken_at: float = NOW - 75) -> ClusterState:
+    """A cluster up with the default job data and the per-job group's families of three jobs, with room for two:
+    alice's running job 42 of scheduler 1 (hostile name), bob's queued job 7 of scheduler 2, and job 3 folded
+    (queued too, but older than job 7); the job data taken at ``taken_at``, served for 300 s."""
+    jobs = [
+        read_perjob(
+            42, "statR", user="alice", procNumUsed=8, nodeUsed="n[1-2]", jobRunTime="01:02:03", jobName=HOSTILE_NAME
+        ),
+        read_perjob(7, "statQ", scheduler="2", user="bob", procNumUsed=16),
+        read_perjob(3, "statQ", user="carol"),
+    ]
+    families = Polls(groups=[PerJob], per_job=per_job, max_job_series=2).poll(jobs, taken_at).families
+    default = served(taken_at, taken_at + 300)
+    return ClusterState(
+        name="mine",
+        up=True,
+        last_success=taken_at,
+        jobs=Served(taken_at=taken_at, expires_at=taken_at + 300, families=(*default.families, *families)),
+    )
+
+
+# The two jobs with series, worked out by hand: sorted by scheduler and job id; 01:02:03 is 3723 s, n[1-2] 2 nodes.
+PER_JOB = {
+    "jobs": [
+        {
+            "job_id": "42",
+            "scheduler": "1",
+            "name": HOSTILE_NAME,
+            "user": "alice",
+            "queue": "q",
+            "status": "running",
+            "cpus": 8,
+            "nodes": 2,
+            "run_seconds": 3723,
+        },
+        {
+            "job_id": "7",
+            "scheduler": "2",
+            "name": "",
+            "user": "bob",
+            "queue": "q",
+            "status": "queued",
+            "cpus": 16,
+            "nodes": 0,
+            "run_seconds": 0,
+        },
+    ],
+    "folded": 1,
+}
+
+
+def test_the_json_lists_each_clusters_per_job_jobs_and_how_many_are_folded() -> None:
+    app = app_of({"mine": with_per_job(), **states()})
+    status, headers, raw = get(app, accept="application/json")
+    assert status == "200 OK" and headers["content-type"] == "application/json"
+    data = by_name(json.loads(raw))
+    assert data["mine"]["per_job"] == PER_JOB
+    assert data["mine"]["jobs"] == data["up"]["jobs"]  # the rest of the cluster's entry as without per-job series
+    assert b"\\u001b[31m" in raw and b"\x1b" not in raw  # ESC escaped, and read back as the name is
+
+
+def test_without_per_job_series_a_cluster_has_no_per_job_entry() -> None:
+    """per_job off: the status JSON is the contract it was; the per-job group then gives no family at all."""
+    off = with_per_job(per_job=False)
+    for c in (*status_data(states(), NOW)["clusters"], *status_data({"mine": off}, NOW)["clusters"]):
+        assert list(c) == [
+            "name",
+            "state",
+            "job_data_expires_at",
+            "last_success",
+            "last_success_age",
+            "last_poll_duration",
+            "last_poll_pages",
+            "jobs",
+            "queues",
+            "last_error",
+            "token_expiry",
+            "token_expires_in",
+            "next_poll_at",
+            "next_poll_in",
+        ]
+    _, _, page = get(app_of({"mine": off}))
+    assert b"per-job" not in page
+
+
+def test_a_stale_clusters_per_job_jobs_are_listed_with_its_job_counts_as_the_page_shows_them() -> None:
+    """Past max_staleness the page still shows the last job data, under the state "stale"; the jobs with it."""
+    (c,) = status_data({"mine": with_per_job(taken_at=NOW - 4000)}, NOW)["clusters"]
+    assert c["state"] == "stale" and c["per_job"] == PER_JOB
+
+
+def test_the_html_lists_each_job_escaped_with_its_run_time_in_words() -> None:
+    _, _, page = get(app_of({"mine": with_per_job()}))
+    text = page.decode()
+    assert "<script" not in text and "&lt;script&gt;alert(&quot;1&quot;)&lt;/script&gt;" in text
+    assert not RAW_CONTROLS.search(page)
+    cells = Cells()
+    cells.feed(text)
+    assert "script" not in cells.tags
+    start = cells.rows.index(["job id", "scheduler", "name", "user", "queue", "status", "CPUs", "nodes", "run time"])
+    assert cells.rows[start + 1 :] == [
+        ["42", "1", HOSTILE_NAME.replace("\x1b", "\\x1b"), "alice", "q", "running", "8", "2", "1h 2m"],
+        ["7", "2", "", "bob", "q", "queued", "16", "0", "0s"],
+    ]
+    assert "mine: jobs with per-job series (2, 1 folded)" in text

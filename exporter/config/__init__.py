@@ -46,6 +46,8 @@ class PollSettings:
     max_queues: int = key(checks.whole(1, 100_000), 100)
     max_apps: int = key(checks.whole(1, 100_000), 50)
     max_jobs: int = key(checks.whole(1, 1_000_000_000), 5_000_000)
+    max_job_series: int = key(checks.whole(0, 100_000), 500)
+    job_series_users: tuple[str, ...] = key(checks.NAMES, ())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +117,7 @@ class Config(PollSettings):
 
     max_staleness: float = key(checks.duration("5m"), 300.0)
     per_user: bool = key(checks.FLAG, True)
+    per_job: bool = key(checks.FLAG, False)
     lean_http: bool = key(checks.FLAG, True)  # accepted and ignored, with a warning
     web_config_file: str | None = key(Checker.file, None)
     listen_address: str = key(Checker.listen_address, "0.0.0.0:10863")

@@ -112,6 +112,10 @@ TEXT = Expect("a non-empty string", nonempty_str)
 ID = Expect("a non-empty string", id_text)
 NAME = Expect("letters, digits, _ . or -", lambda v: v if isinstance(v, str) and _NAME.fullmatch(v) else None)
 FILE_PATH = Expect("a file path", nonempty_str)
+NAMES = Expect(
+    "a list of user names",
+    lambda v: tuple(v) if isinstance(v, list) and all(isinstance(u, str) and u for u in v) else None,
+)
 
 
 class Checker:

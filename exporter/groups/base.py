@@ -23,12 +23,16 @@ COUNTED = " Counted by comparing successive polls (the first poll after start on
 @dataclass(frozen=True)
 class Settings:
     """What every group of a cluster is built with: the cluster's name (the ``hpc_cluster`` label), its label
-    budget, whether per-user families are on, and what the state file kept of the group (by the group's own
-    key)."""
+    budget, whether per-user families are on, whether per-job series are on (for at most ``max_job_series`` jobs,
+    only those of ``job_series_users`` unless it is empty), and what the state file kept of the group (by the
+    group's own key)."""
 
     cluster: str
     budget: Budget = field(default_factory=Budget)
     per_user: bool = True
+    per_job: bool = False
+    max_job_series: int = 500
+    job_series_users: tuple[str, ...] = ()
     saved: Mapping[str, Any] = field(default_factory=dict)
 
 

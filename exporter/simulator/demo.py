@@ -13,7 +13,8 @@ def start_demo() -> tuple[Config, list[Simulator]]:
 
     demo-kunshan logs in with a password (10-minute tokens, renewed as they age) and discovers its HPC
     URL through /center; demo-wuxi uses a static token and discovers its scheduler ids. Both poll queue
-    capacity and fold users beyond a budget of 10.
+    capacity and fold users beyond a budget of 10. Per-job series are on, for at most 100 jobs of a cluster
+    (demo-kunshan lists more, so that the budget shows in sugon_per_job_folded).
     """
     east = Simulator(
         token=None,
@@ -39,6 +40,8 @@ def start_demo() -> tuple[Config, list[Simulator]]:
         "capacity_interval": "30s",
         "max_users": 10,  # of 12 simulated users, so that folding shows
         "users_exclude": ["zhou"],
+        "per_job": True,
+        "max_job_series": 100,
         "clusters": [
             {
                 "name": "demo-kunshan",
