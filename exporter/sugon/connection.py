@@ -127,7 +127,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
-        if self.transport is not None:
+        # A closing transport is left to end (Python 3.11.2's TLS transport raises when aborted after closing).
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
     async def _wait(self) -> None:
