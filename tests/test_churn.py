@@ -103,8 +103,12 @@ def test_a_list_moving_faster_than_its_gaps_can_be_read_again_is_logged_when_it_
     caplog.set_level(logging.INFO, logger="exporter")
     assert rig.poll()[0]
     rig.sim.churn_per_request, rig.sim.churn_front = 5.0, True
-    for _ in range(4):
+    # Whether a poll's re-reads catch up depends on how its requests in flight interleave with the moves: it
+    # usually takes one poll, and on a loaded machine a few more.
+    for polls in range(1, 13):
         assert rig.poll()[0]
+        if polls >= 4 and any("moved faster than its pages" in r.getMessage() for r in caplog.records):
+            break
     rig.sim.churn_per_request = 0
     assert rig.poll()[0]
     # A line when the pages cannot all be linked, one when they can again: never the same line twice running.
