@@ -361,10 +361,6 @@ class ClusterPoller:
                 self.settings.max_staleness,
             )
 
-    async def poll_capacity_once(self) -> bool:
-        """Read the queue capacity of every scheduler and publish it (see CapacityPoller)."""
-        return await self.capacity.poll_once()
-
     def _next_poll_at(self) -> float | None:
         """When run() polls the job list next, in Unix seconds (now, if that poll is overdue); published with
         each poll's outcome, so that it never costs a publish of its own."""

@@ -144,12 +144,6 @@ def label(value: Any) -> str:
     return _label(value) if isinstance(value, str) else clean_label(value) or UNKNOWN
 
 
-def app_label(value: Any) -> str:
-    """The ``app`` label of a raw ``appType``: its text (cut and cleaned like a queue's); ``none`` when it is
-    empty, null or not a string or a number."""
-    return _app(value) if isinstance(value, str) else clean_label(value) or NO_APP
-
-
 def job_key(row: Row, scheduler_id: str) -> str | None:
     """``jobmanagerId NUL jobId`` of a row (its scheduler id when it names none); None without a jobId."""
     job_id = scalar_text(row.jobId)

@@ -154,7 +154,7 @@ def polled_families() -> list[Metric]:
 
         async def polls() -> None:
             for poller in exporter.pollers:
-                assert await poller.poll_once() and await poller.poll_capacity_once()
+                assert await poller.poll_once() and await poller.capacity.poll_once()
             await exporter.aclose()
 
         asyncio.run(polls())

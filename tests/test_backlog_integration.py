@@ -45,7 +45,7 @@ def test_started_jobs_and_wait_observations_equal_the_starts_the_simulator_made(
             now[0] += 10
             sim.step(now[0])
             assert await poller.poll_once()
-        assert await poller.poll_capacity_once()
+        assert await poller.capacity.poll_once()
         starts = sim.population.starts - baseline
         assert starts > 20  # the simulator really moved
         queues = {q for q, _ in job_counts(exporter.exposition.get("sim"))}

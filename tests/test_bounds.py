@@ -65,7 +65,7 @@ def test_thousands_of_queues_leave_every_family_with_at_most_max_queues_names_an
     ]
     rig.clock.now += 60
     assert rig.poll()
-    assert asyncio.run(rig.poller.poll_capacity_once())
+    assert asyncio.run(rig.poller.capacity.poll_once())
 
     families = queue_values(rig.registry)
     assert set(families) == {
@@ -160,7 +160,7 @@ def test_queues_exclude_applies_before_the_queue_budget() -> None:
     respx.get(CAPACITY).mock(return_value=capacity_of({"test-big": 8, "a": 8, "b": 8}))
     budget = Budget(queues_exclude=(re.compile("test-.*"),), max_queues=2)
     rig = Rig(budget=budget, capacity="alice")
-    assert rig.poll() and asyncio.run(rig.poller.poll_capacity_once())
+    assert rig.poll() and asyncio.run(rig.poller.capacity.poll_once())
     assert {q for qs in queue_values(rig.registry).values() for q in qs} == {"a", "b"}  # no "other", no test-
     assert rig.value("sugon_queues_folded") == 0
 
@@ -170,7 +170,7 @@ def test_within_the_budget_nothing_is_renamed_and_an_idle_queue_keeps_its_capaci
     respx.get(JOBS).mock(side_effect=PagedList([row(1, "statR", "a")]))
     respx.get(CAPACITY).mock(return_value=capacity_of({"a": 8, "idle": 16}))
     rig = Rig(budget=Budget(max_queues=2), capacity="alice")
-    assert asyncio.run(rig.poller.poll_capacity_once())  # before any job poll: named while there is room
+    assert asyncio.run(rig.poller.capacity.poll_once())  # before any job poll: named while there is room
     assert rig.poll()
     assert (rig.value("sugon_queue_cpus", queue="a"), rig.value("sugon_queue_cpus", queue="idle")) == (8, 16)
     assert rig.value("sugon_queue_cpus", queue="other") is None and rig.value("sugon_queues_folded") == 0
@@ -182,7 +182,7 @@ def test_capacity_is_named_as_the_job_data_is_even_when_the_job_poll_changes_the
     respx.get(JOBS).mock(side_effect=server)
     respx.get(CAPACITY).mock(return_value=capacity_of({"a": 8, "b": 16, "c": 32}))
     rig = Rig(budget=Budget(max_queues=1), capacity="alice")
-    assert rig.poll() and asyncio.run(rig.poller.poll_capacity_once())
+    assert rig.poll() and asyncio.run(rig.poller.capacity.poll_once())
     assert rig.value("sugon_queue_cpus", queue="b") == 16 and rig.value("sugon_queue_cpus", queue="other") == 40
     server.rows = [row(1, "statR", "a"), row(4, "statR", "a")]  # a now has the most jobs: a job poll renames
     assert rig.poll()
@@ -357,5 +357,5 @@ def test_an_unexpected_error_in_the_capacity_poll_logs_its_traceback_once(caplog
 
     rig.client.queue_capacity = broken  # type: ignore[method-assign]
     for _ in range(3):
-        assert not asyncio.run(rig.poller.poll_capacity_once())
+        assert not asyncio.run(rig.poller.capacity.poll_once())
     assert [r.levelno for r in caplog.records if r.exc_info] == [logging.ERROR, logging.DEBUG, logging.DEBUG]

@@ -328,7 +328,7 @@ def polled(job_page: bytes, capacity: bytes) -> Rig:
 
         async def go() -> None:
             await rig.poller.poll_once()
-            await rig.poller.poll_capacity_once()
+            await rig.poller.capacity.poll_once()
             await rig.http.aclose()
 
         asyncio.run(go())

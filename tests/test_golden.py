@@ -107,7 +107,7 @@ def polled() -> Rig:
             rig.clock.now = T + at
             server.rows = rows
             assert rig.poll()
-        assert asyncio.run(rig.poller.poll_capacity_once())
+        assert asyncio.run(rig.poller.capacity.poll_once())
     return rig
 
 

@@ -472,7 +472,7 @@ def test_excluded_queues_are_left_out_of_every_family() -> None:
     budget = Budget(queues_exclude=(re.compile("test-.*"),))
     rig = Rig(budget=budget, capacity="alice")
     assert rig.poll() and rig.poll()
-    assert asyncio.run(rig.poller.poll_capacity_once())
+    assert asyncio.run(rig.poller.capacity.poll_once())
     text = generate_latest(rig.registry).decode()
     assert 'queue="debug"' in text and "test-" not in text
     assert rig.value("sugon_api_reported_jobs") == 3  # the API's own figure is not filtered
@@ -612,7 +612,7 @@ def test_capacity_failures_are_counted_and_never_touch_the_job_data() -> None:
     cap = respx.get(CAPACITY + "alice").mock(return_value=httpx.Response(500))
     rig = Rig(capacity="alice")
     assert rig.poll()
-    assert not asyncio.run(rig.poller.poll_capacity_once())
+    assert not asyncio.run(rig.poller.capacity.poll_once())
     assert rig.value("sugon_api_errors_total", reason="http_status") == 2  # the request and its retry
     assert rig.value("sugon_up") == 1 and rig.value("sugon_polls_total", result="failure") == 0
     cap.mock(
@@ -623,7 +623,7 @@ def test_capacity_failures_are_counted_and_never_touch_the_job_data() -> None:
             ),
         )
     )
-    assert asyncio.run(rig.poller.poll_capacity_once())
+    assert asyncio.run(rig.poller.capacity.poll_once())
     assert cap.calls.last.request.url.params["strJobManagerID"] == SCHEDULER
     assert (rig.value("sugon_queue_cpus", queue="debug"), rig.value("sugon_queue_free_cpus", queue="debug")) == (
         256,
@@ -662,7 +662,7 @@ def test_the_capacity_account_comes_from_config_then_center_then_the_token(
             return Center(hpc_url=BASE, user_name=center_user)
 
     rig = Rig(tokens=StaticToken(token), platform=Platform(), capacity=configured)
-    assert asyncio.run(rig.poller.poll_capacity_once())
+    assert asyncio.run(rig.poller.capacity.poll_once())
     assert cap.calls.last.request.url.path.endswith("/" + expected)
 
 

@@ -32,7 +32,6 @@ class Own:
 
     def __init__(self, cluster: str, logs_in: bool = False) -> None:
         self.cluster = cluster
-        self._logs_in = logs_in
         self.polls = dict.fromkeys(RESULTS, 0)
         self.requests = 0
         self.errors = dict.fromkeys(REASONS, 0)
