@@ -105,6 +105,11 @@ def _setup_logging(level: str, fmt: str) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
+def _warn(web: WebConfig) -> None:
+    for warning in web.warnings:
+        log.warning("web config: %s", warning, extra={"warning": warning})
+
+
 def _web_config(args: argparse.Namespace, config: Config) -> WebConfig:
     web_file = args.web_config_file or config.web_config_file
     return load_web_config(web_file) if web_file else WebConfig()
@@ -121,8 +126,9 @@ class _Daemon:
         self.web = web
 
     def _app(self, web: WebConfig) -> Handler:
-        """The exporter's pages, with ``web``'s basic auth."""
-        return make_app(self.exporter.exposition, BasicAuth(web.users) if web.users else None, self.args.telemetry_path)
+        """The exporter's pages, with ``web``'s basic auth and rate limit."""
+        auth = BasicAuth(web.users) if web.users else None
+        return make_app(self.exporter.exposition, auth, self.args.telemetry_path, rate_limit=web.rate_limit)
 
     def reload(self, server: WebServer) -> None:
         """Read the configuration again and apply it; an invalid one is logged in full and changes nothing."""
@@ -145,7 +151,8 @@ class _Daemon:
                 self.exporter.start(server.loop)
                 old.stop()
                 summary = f"{changed} changed: every cluster starts afresh"
-            server.reconfigure(self._app(web), web.tls)
+            server.reconfigure(self._app(web), web.tls.context if web.tls else None, web.headers)
+            _warn(web)
             ok = True
             log.info("configuration reloaded (%s)", summary)
         except ConfigError as exc:
@@ -160,7 +167,10 @@ class _Daemon:
     def serve(self) -> int:
         addresses = [parse_listen_address(address) for address in self.listen]
         try:
-            server = WebServer(self._app(self.web), *addresses[0], self.web.tls, more_addresses=addresses[1:])
+            tls = self.web.tls.context if self.web.tls else None
+            server = WebServer(
+                self._app(self.web), *addresses[0], tls, more_addresses=addresses[1:], headers=self.web.headers
+            )
         except ListenError as exc:
             given, reason = self.listen[addresses.index(exc.address)], exc.strerror or str(exc)
             log.error("cannot listen on %s: %s", given, reason, extra={"listen_address": given, "reason": reason})
@@ -228,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in exc.errors:
                 print(f"config error: {line}", file=sys.stderr)
             return 1
+        _warn(web)
         if args.check_config:
             names = ", ".join(c.name for c in config.clusters)
             print(f"{args.config or 'the demo configuration'}: OK, {len(config.clusters)} cluster(s): {names}")

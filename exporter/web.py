@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import logging
 import resource
 import socket
@@ -13,9 +12,10 @@ import ssl
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -48,12 +48,15 @@ class ListenError(OSError):
 
 
 class _Request(web.BaseRequest):
-    """aiohttp's request, whose answers (its own refusals of malformed heads included) carry no Server header and
-    ``nosniff``, so that a browser takes an answer as its Content-Type says."""
+    """aiohttp's request, whose answers (its own refusals of malformed heads included) carry no Server header,
+    ``nosniff``, so that a browser takes an answer as its Content-Type says, and the configured ``answer_headers``."""
+
+    answer_headers: Mapping[str, str] = {}
 
     async def _prepare_hook(self, response: web.StreamResponse) -> None:
         response.headers.popall("Server", None)
         response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.update(self.answer_headers)
 
 
 def _not_a_refusal(record: logging.LogRecord) -> bool:
@@ -70,20 +73,22 @@ _AIOHTTP_LOG.addFilter(_not_a_refusal)
 
 
 class WebServer:
-    """Serves ``app`` on ``host:port`` and each of ``more_addresses`` (TLS when ``tls`` is given) from a background
-    event loop; blocking work runs in its default executor. Binds in the constructor (ListenError if it cannot)."""
+    """Serves ``app`` on ``host:port`` and each of ``more_addresses`` from a background event loop; blocking work
+    runs in its default executor. ``tls`` gives the TLS context of each new connection (None: plain HTTP); every
+    answer carries ``headers``. Binds in the constructor (ListenError if it cannot)."""
 
     def __init__(
         self,
         app: Handler,
         host: str,
         port: int,
-        tls: ssl.SSLContext | None = None,
+        tls: Callable[[], ssl.SSLContext] | None = None,
         limits: Limits | None = None,
         *,
         more_addresses: Sequence[tuple[str, int]] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._app, self._tls = app, tls
+        self._app, self._tls, self._headers = app, tls, dict(headers or {})
         self._limits = limits or Limits()
         self._listeners: list[socket.socket] = []
         for address in ((host, port), *more_addresses):
@@ -104,7 +109,7 @@ class WebServer:
         self._loop.set_default_executor(ThreadPoolExecutor(self._limits.workers, thread_name_prefix="web-worker"))
         self._server = web.Server(
             self._handle,
-            request_factory=functools.partial(_Request, loop=self._loop),
+            request_factory=self._request,
             loop=self._loop,
             keepalive_timeout=self._limits.idle_timeout,
             access_log=None,
@@ -121,9 +126,12 @@ class WebServer:
         self._busy: set[web.RequestHandler] = set()
         self._backoff = 0.0  # > 0 while accepting is paused (out of file descriptors or the like)
 
-    def reconfigure(self, app: Handler, tls: ssl.SSLContext | None) -> None:
-        """New connections use ``tls`` (None: plain HTTP), new requests ``app``; open connections keep theirs."""
-        self._app, self._tls = app, tls
+    def reconfigure(
+        self, app: Handler, tls: Callable[[], ssl.SSLContext] | None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """New connections use ``tls`` (None: plain HTTP), new requests ``app`` and ``headers``; open connections
+        keep their TLS."""
+        self._app, self._tls, self._headers = app, tls, dict(headers or {})
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -184,7 +192,8 @@ class WebServer:
         self._connections[handler] = sock
         self._fresh.add(handler)
         self._loop.call_later(self._limits.head_timeout, self._head_late, handler)
-        self._opening[handler] = self._loop.create_task(self._open(handler, sock, self._tls))
+        tls = self._tls() if self._tls is not None else None
+        self._opening[handler] = self._loop.create_task(self._open(handler, sock, tls))
 
     def _accept_failed(self, listener: socket.socket, exc: OSError) -> None:
         """Out of descriptors or memory: make room or back off, rather than spin on a readable socket."""
@@ -248,6 +257,11 @@ class WebServer:
         self._connections.pop(handler, None)
         self._fresh.discard(handler)
         self._busy.discard(handler)
+
+    def _request(self, *args: Any) -> _Request:
+        request = _Request(*args, loop=self._loop)
+        request.answer_headers = self._headers
+        return request
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Answer one request; an answer not taken within the write deadline resets the connection."""

@@ -41,7 +41,7 @@ families = Polls(Budget(max_users=1000), cluster="a").poll(jobs, now).families
 exporter.exposition.publish(ClusterState("a", True, now, 1.0, None, 1, jobs=Served(now, now + 3600, tuple(families))))
 tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 tls.load_cert_chain(sys.argv[2] + "/server.pem", sys.argv[2] + "/server.key")
-server = WebServer(make_app(exporter.exposition), "127.0.0.1", 0, tls)
+server = WebServer(make_app(exporter.exposition), "127.0.0.1", 0, lambda: tls)
 server.start()
 print(server.port, flush=True)
 sys.stdin.read()

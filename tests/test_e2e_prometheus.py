@@ -96,7 +96,7 @@ class Stack:
             make_app(self.exporter.exposition, BasicAuth(web.users) if web else None),
             "127.0.0.1",
             0,
-            web.tls if web else None,
+            web.tls.context if web and web.tls else None,
         )
         self.web.start()
         self.exporter.start()

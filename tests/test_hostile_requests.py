@@ -81,7 +81,7 @@ def test_a_connection_that_never_sends_a_head_or_finishes_a_tls_handshake_is_clo
     server = serve(limits=Limits(head_timeout=0.5))
     with connect(server.port) as sock:
         assert closed_by_server(sock)
-    tls = WebServer(make_app(Exposition([])), "127.0.0.1", 0, _server_tls(certs), Limits(head_timeout=0.5))
+    tls = WebServer(make_app(Exposition([])), "127.0.0.1", 0, lambda: _server_tls(certs), Limits(head_timeout=0.5))
     tls.start()
     try:
         with connect(tls.port) as sock:

@@ -239,7 +239,7 @@ def test_reconfigure_gives_new_connections_the_new_tls_and_new_requests_the_new_
             add_test_gauge(store)
             tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             tls.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
-            server.reconfigure(make_app(store), tls)
+            server.reconfigure(make_app(store), lambda: tls)
             kept.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")  # an open connection keeps plain HTTP
             assert b"sugon_test_value 42.0" in read_answer(kept, bytearray())[2]
         verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
