@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from exporter.config.checks import Checker, ConfigError, show
+from exporter.config.checks import Checker, ConfigError, Invalid, show
 from exporter.tls import AUTH_TYPES, Pem, ServerTLS, Settings, TLSError
 
 TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
@@ -104,6 +104,18 @@ def _string(c: Checker, path: str, raw: Any) -> str | None:
     return None
 
 
+def _readable(c: Checker, path: str, raw: str) -> str:
+    """A file that can be read, as Go's os.ReadFile takes it (/dev/null and pipes too)."""
+    name = os.path.join(c.base_dir, raw)
+    if not os.path.exists(name):
+        raise Invalid("no such file")
+    if os.path.isdir(name):
+        raise Invalid("is a directory")
+    if not os.access(name, os.R_OK):
+        raise Invalid("file is not readable")
+    return name
+
+
 def _names(c: Checker, path: str, raw: Any, known: dict[str, Any], what: str) -> list[str]:
     """A list of names from ``known``; each other one is an error, as the toolkit words it."""
     if raw is None:
@@ -153,7 +165,7 @@ def _tls(c: Checker, where: str, raw: Any, warnings: list[str]) -> Settings | No
         if text[f"{name}_file"]:
             if text[name]:
                 warnings.append(f"{where}: {name}_file is used and {name} is ignored (as in the toolkit)")
-            path = c.check(f"{where}.{name}_file", text[f"{name}_file"], Checker.file)
+            path = c.check(f"{where}.{name}_file", text[f"{name}_file"], _readable)
             pems[name] = None if path is None else Pem(f"{name}_file", path=path)
         elif text[name]:
             pems[name] = Pem(name, text=text[name] or "")
@@ -278,7 +290,7 @@ def load_web_config(path: str) -> WebConfig:
     if raw is None:
         return WebConfig()
     if not isinstance(raw, dict):
-        raise ConfigError([f"{prefix}expected a mapping of {', '.join(TOP_KEYS)}, got {show(raw)}"])
+        raise ConfigError([f"{prefix}expected a mapping of {', '.join(TOP_KEYS)}"])
     c = Checker(os.path.dirname(os.path.abspath(path)))  # relative paths are relative to this file
     top = Checker(c.base_dir)
     top.known_keys(raw, TOP_KEYS, "")
