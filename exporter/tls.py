@@ -137,9 +137,10 @@ def build(settings: Settings, pems: tuple[bytes, ...]) -> ssl.SSLContext:
             raise TLSError(settings.client_ca.key if settings.client_ca else "", "no PEM certificate in it") from None
     elif checks:
         context.load_default_certs(ssl.Purpose.CLIENT_AUTH)  # the system's CAs, as Go takes them when none is given
-    context.verify_mode = {"VerifyClientCertIfGiven": ssl.CERT_OPTIONAL, "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}.get(
-        settings.client_auth, ssl.CERT_NONE
-    )
+    context.verify_mode = {
+        "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+        "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+    }.get(settings.client_auth, ssl.CERT_NONE)
     _set_openssl(context, settings, checks)
     return context
 
@@ -213,14 +214,14 @@ def _verifier(checks: bool, allowed: tuple[str, ...] | None) -> object:
         try:
             if checks and not ok:
                 return 0
-            if allowed is not None and _lib.X509_STORE_CTX_get_error_depth(store) == 0:
-                if not set(subject_alt_names(_der(store))) & set(allowed):
-                    _lib.X509_STORE_CTX_set_error(store, _APPLICATION_VERIFICATION)
-                    return 0
+            leaf = _lib.X509_STORE_CTX_get_error_depth(store) == 0
+            if allowed is not None and leaf and not set(subject_alt_names(_der(store))) & set(allowed):
+                _lib.X509_STORE_CTX_set_error(store, _APPLICATION_VERIFICATION)
+                return 0
             if not ok:
                 _lib.X509_STORE_CTX_set_error(store, 0)  # so that the ssl module shows the certificate it took
             return 1
-        except Exception:  # noqa: BLE001 - an exception must not cross into OpenSSL: the certificate is refused
+        except Exception:
             log.exception("checking a client certificate failed")
             return 0
 
@@ -251,14 +252,14 @@ def _items(der: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
 def subject_alt_names(der: bytes) -> list[str]:
     """The DNS names, e-mail addresses, IP addresses and URIs of a DER certificate's subjectAltName, written as Go
     writes them (the toolkit compares those strings)."""
-    _, start, end = next(_items(der, 0, len(der)))  # Certificate
-    _, start, end = next(_items(der, start, end))  # TBSCertificate
+    _, cert_start, cert_end = next(_items(der, 0, len(der)))  # Certificate
+    _, tbs_start, tbs_end = next(_items(der, cert_start, cert_end))  # TBSCertificate
     names: list[str] = []
-    for tag, start, end in _items(der, start, end):
+    for tag, start, end in _items(der, tbs_start, tbs_end):
         if tag != 0xA3:  # [3] extensions
             continue
-        _, start, end = next(_items(der, start, end))
-        for _, ext_start, ext_end in _items(der, start, end):
+        _, list_start, list_end = next(_items(der, start, end))
+        for _, ext_start, ext_end in _items(der, list_start, list_end):
             parts = list(_items(der, ext_start, ext_end))  # OID, critical?, OCTET STRING
             if der[parts[0][1] : parts[0][2]] != _SAN_OID:
                 continue

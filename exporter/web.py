@@ -258,8 +258,8 @@ class WebServer:
         self._fresh.discard(handler)
         self._busy.discard(handler)
 
-    def _request(self, *args: Any) -> _Request:
-        request = _Request(*args, loop=self._loop)
+    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> _Request:
+        request = _Request(message, payload, protocol, writer, task, self._loop)
         request.answer_headers = self._headers
         return request
 

@@ -91,7 +91,9 @@ def client(pki: Path, cert: str | None = None, **settings: object) -> ssl.SSLCon
     return context
 
 
-def get(server: WebServer, context: ssl.SSLContext | None, path: str = "/healthz", **headers: str) -> http.client.HTTPResponse:
+def get(
+    server: WebServer, context: ssl.SSLContext | None, path: str = "/healthz", **headers: str
+) -> http.client.HTTPResponse:
     if context is None:
         connection: http.client.HTTPConnection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     else:
@@ -115,9 +117,8 @@ def admitted(server: WebServer, context: ssl.SSLContext) -> bool:
 def served_certificate(server: WebServer) -> bytes:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        with context.wrap_socket(sock) as tls:
-            der = tls.getpeercert(binary_form=True)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock, context.wrap_socket(sock) as tls:
+        der = tls.getpeercert(binary_form=True)
     assert der is not None
     return der
 
@@ -131,7 +132,7 @@ def der(pem: Path) -> bytes:
 
 def test_the_configured_headers_are_on_every_answer(serve: Serve, pki: Path) -> None:
     hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode()
-    headers = "".join(f"    {name}: \"{value}\"\n" for name, value in HEADERS.items())
+    headers = "".join(f'    {name}: "{value}"\n' for name, value in HEADERS.items())
     server = serve(SERVER + f"http_server_config:\n  headers:\n{headers}basic_auth_users:\n  prom: '{hashed}'\n")
     good = client(pki)
     answers = {
@@ -145,10 +146,12 @@ def test_the_configured_headers_are_on_every_answer(serve: Serve, pki: Path) -> 
         for header, value in HEADERS.items():
             assert answer.getheader(header) == value, (name, header)
         assert answer.getheader("X-Content-Type-Options") == "nosniff"
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:  # the server's own refusal
-        with good.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
-            tls.sendall(b"NOT HTTP\r\n\r\n")
-            head = tls.recv(65536).decode("latin-1")
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+        good.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):  # the server's own refusal
+        tls.sendall(b"NOT HTTP\r\n\r\n")
+        head = tls.recv(65536).decode("latin-1")
     assert head.startswith(("HTTP/1.0 400", "HTTP/1.1 400"))
     assert "X-Frame-Options: deny" in head and "Content-Security-Policy: default-src 'self'" in head
 
@@ -166,7 +169,9 @@ def test_a_listed_cipher_connects_and_an_unlisted_one_does_not(serve: Serve, pki
     assert not admitted(server, client(pki, ciphers="ECDHE-RSA-CHACHA20-POLY1305", maximum_version=tls12))
 
 
-@pytest.mark.parametrize(("prefer", "chosen"), [("true", "ECDHE-RSA-AES256-GCM-SHA384"), ("false", "ECDHE-RSA-AES128-GCM-SHA256")])
+@pytest.mark.parametrize(
+    ("prefer", "chosen"), [("true", "ECDHE-RSA-AES256-GCM-SHA384"), ("false", "ECDHE-RSA-AES128-GCM-SHA256")]
+)
 def test_prefer_server_cipher_suites_lets_the_servers_order_or_the_clients_choose(
     serve: Serve, pki: Path, prefer: str, chosen: str
 ) -> None:
@@ -174,17 +179,21 @@ def test_prefer_server_cipher_suites_lets_the_servers_order_or_the_clients_choos
                    "  - TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\n  max_version: TLS12\n"
                    f"  prefer_server_cipher_suites: {prefer}\n")  # fmt: skip
     context = client(pki, ciphers="ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        with context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
-            assert tls.cipher()[0] == chosen  # type: ignore[index]
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.cipher()[0] == chosen  # type: ignore[index]
 
 
 def test_max_version_tls12_refuses_tls13(serve: Serve, pki: Path) -> None:
     server = serve(SERVER + "  max_version: TLS12\n")
     assert not admitted(server, client(pki, minimum_version=ssl.TLSVersion.TLSv1_3))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        with client(pki).wrap_socket(sock, server_hostname="127.0.0.1") as tls:
-            assert tls.version() == "TLSv1.2"
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+        client(pki).wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() == "TLSv1.2"
 
 
 def test_curve_preferences_admit_only_the_listed_curves(serve: Serve, pki: Path) -> None:
@@ -302,14 +311,18 @@ def test_http2_false_is_accepted_and_the_server_speaks_http_1_1_either_way(serve
         server = serve(SERVER + f"http_server_config:\n  http2: {http2}\n")
         context = client(pki)
         context.set_alpn_protocols(["h2", "http/1.1"])
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-            with context.wrap_socket(sock, server_hostname="127.0.0.1") as tls:
-                assert tls.selected_alpn_protocol() in (None, "http/1.1")
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock,
+            context.wrap_socket(sock, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.selected_alpn_protocol() in (None, "http/1.1")
         assert admitted(server, client(pki))
 
 
 def test_a_rate_limit_refuses_beyond_its_burst_but_never_the_probes(serve: Serve) -> None:
-    server = serve("rate_limit:\n  interval: 1h\n  burst: 2\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    server = serve(
+        "rate_limit:\n  interval: 1h\n  burst: 2\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+    )
     assert [get(server, None, "/metrics").status for _ in range(3)] == [200, 200, 429]
     refused = get(server, None, "/")
     assert refused.status == 429 and refused.getheader("Retry-After") == "3600"

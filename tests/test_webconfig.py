@@ -74,7 +74,12 @@ def serve(tmp_path: Path) -> Iterator[object]:
     def start(web_yaml: str) -> str:
         web = load_web_config(write(tmp_path, web_yaml))
         store = Exposition(["kunshan"])
-        server = WebServer(make_app(store, BasicAuth(web.users) if web.users else None), "127.0.0.1", 0, web.tls.context if web.tls else None)
+        server = WebServer(
+            make_app(store, BasicAuth(web.users) if web.users else None),
+            "127.0.0.1",
+            0,
+            web.tls.context if web.tls else None,
+        )
         server.start()
         servers.append(server)
         return f"{'https' if web.tls else 'http'}://127.0.0.1:{server.port}"

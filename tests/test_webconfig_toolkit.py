@@ -85,15 +85,19 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "web_config_empty": ("", "ok"),
     "web_config_headers.good": (
-        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
-        "    Strict-Transport-Security: max-age=31536000; includeSubDomains\n    X-Content-Type-Options: nosniff\n"
-        "    X-XSS-Protection: 1\n    Content-Security-Policy: \"default-src 'self' *.test.example.net\"\n",
+        (
+            "http_server_config:\n  headers:\n    X-Frame-Options: deny\n"
+            "    Strict-Transport-Security: max-age=31536000; includeSubDomains\n    X-Content-Type-Options: nosniff\n"
+            "    X-XSS-Protection: 1\n    Content-Security-Policy: \"default-src 'self' *.test.example.net\"\n"
+        ),
         "ok",
     ),
     "web_config_headers_content_type_options.bad": (
         "http_server_config:\n  headers:\n    X-Content-Type-Options: sniff\n",
-        'http_server_config.headers.X-Content-Type-Options: invalid value for X-Content-Type-Options. Expected one of: '
-        '["nosniff"], but got: "sniff"',
+        (
+            "http_server_config.headers.X-Content-Type-Options: invalid value for X-Content-Type-Options. Expected one of: "
+            '["nosniff"], but got: "sniff"'
+        ),
     ),
     "web_config_headers_extra_header.bad": (
         "http_server_config:\n  headers:\n    Content-Type: foo\n",
@@ -101,8 +105,10 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "web_config_headers_frame_options.bad": (
         "http_server_config:\n  headers:\n    X-Frame-Options: foo\n",
-        'http_server_config.headers.X-Frame-Options: invalid value for X-Frame-Options. Expected one of: ["deny" '
-        '"sameorigin"], but got: "foo"',
+        (
+            'http_server_config.headers.X-Frame-Options: invalid value for X-Frame-Options. Expected one of: ["deny" '
+            '"sameorigin"], but got: "foo"'
+        ),
     ),
     "web_config_junk": ("Rkq0wE2nXbT1\nq9ZcV8mLp3Ys\nHd7uQe4Wj6Ga\n", "expected a mapping of tls_server_config"),
     "web_config_junk_key": (
@@ -183,7 +189,10 @@ CASES: dict[str, tuple[str, str]] = {
         "  min_version: TLS12\n  max_version: TLS12\n",
         NO_CA,
     ),
-    "web_config_noAuth_someCurves.good": (IF_GIVEN + "  min_version: TLS13\n  curve_preferences:\n  - CurveP521\n", NO_CA),
+    "web_config_noAuth_someCurves.good": (
+        IF_GIVEN + "  min_version: TLS13\n  curve_preferences:\n  - CurveP521\n",
+        NO_CA,
+    ),
     "web_config_noAuth_tlsInline.good": ("tls_server_config:\n  cert: |\n{cert}\n  key: |\n{key}\n", "ok"),
     "web_config_noAuth_wrongTLSVersion.bad": (
         IF_GIVEN + "  min_version: TLS111\n",

@@ -137,11 +137,11 @@ def _tls(c: Checker, where: str, raw: Any, warnings: list[str]) -> Settings | No
     before = len(c.errors)
     text = {key: _string(c, f"{where}.{key}", raw.get(key)) for key in _TEXT_KEYS}
     versions = {}
-    for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
-        name = raw.get(key, default)
+    for bound, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
+        name = raw.get(bound, default)
         if name not in VERSIONS:
-            c.error(f"{where}.{key}", f"unknown TLS version: {name}")
-        versions[key] = VERSIONS.get(name, VERSIONS[default])
+            c.error(f"{where}.{bound}", f"unknown TLS version: {name}")
+        versions[bound] = VERSIONS.get(name, VERSIONS[default])
     ciphers = _names(c, f"{where}.cipher_suites", raw.get("cipher_suites"), CIPHERS, "cipher")
     curves = _names(c, f"{where}.curve_preferences", raw.get("curve_preferences"), CURVES, "curve")
     prefer = raw.get("prefer_server_cipher_suites", True)
@@ -160,7 +160,7 @@ def _tls(c: Checker, where: str, raw: Any, warnings: list[str]) -> Settings | No
         c.error(where, "missing one of cert or cert_file")
     if not text["key_file"] and not text["key"]:
         c.error(where, "missing one of key or key_file")
-    pems = {}
+    pems: dict[str, Pem | None] = {}
     for name in ("cert", "key", "client_ca"):
         if text[f"{name}_file"]:
             if text[name]:
@@ -179,12 +179,13 @@ def _tls(c: Checker, where: str, raw: Any, warnings: list[str]) -> Settings | No
         c.error(f"{where}.{ca_key}", "client CA's have been configured without a Client Auth Policy (client_auth_type)")
     if versions["min_version"] > versions["max_version"]:
         c.error(f"{where}.min_version", "is above max_version: no client could connect")
-    openssl_ciphers = tuple(CIPHERS[name] for name in ciphers if CIPHERS[name])
+    openssl_ciphers = tuple(name for name in map(CIPHERS.get, ciphers) if name)
     if ciphers and not openssl_ciphers:  # only TLS 1.3 suites listed: TLS 1.2 and below can agree on none
         if versions["max_version"] < ssl.TLSVersion.TLSv1_3:
             c.error(f"{where}.cipher_suites", "lists only TLS 1.3 suites but max_version is below TLS13")
         versions["min_version"] = ssl.TLSVersion.TLSv1_3
-    if len(c.errors) > before or pems.get("cert") is None or pems.get("key") is None:
+    cert, key = pems.get("cert"), pems.get("key")
+    if len(c.errors) > before or cert is None or key is None:
         return None
     if sans is not None and auth == "NoClientCert":
         warnings.append(f"{where}.client_allowed_sans: no client certificate is asked for with NoClientCert, so no SAN "
@@ -193,8 +194,8 @@ def _tls(c: Checker, where: str, raw: Any, warnings: list[str]) -> Settings | No
         warnings.append(f"{where}.client_auth_type: {auth} without client_ca_file checks client certificates against "
                         "the system's CAs (as the toolkit does); set client_ca_file to trust your own CA")  # fmt: skip
     return Settings(
-        cert=pems["cert"],
-        key=pems["key"],
+        cert=cert,
+        key=key,
         client_ca=pems.get("client_ca"),
         client_auth=auth,
         allowed_sans=None if sans is None else tuple(sans),
@@ -227,7 +228,9 @@ def _http(c: Checker, where: str, raw: Any) -> tuple[dict[str, str], bool]:
             continue
         elif HEADERS[name] is not None and value not in (HEADERS[name] or ()):
             allowed = " ".join(f'"{v}"' for v in HEADERS[name] or ())
-            c.error(f"{where}.headers.{name}", f'invalid value for {name}. Expected one of: [{allowed}], but got: "{value}"')
+            c.error(
+                f"{where}.headers.{name}", f'invalid value for {name}. Expected one of: [{allowed}], but got: "{value}"'
+            )
         elif any(ord(ch) < 32 and ch != "\t" or ord(ch) == 127 for ch in value):
             c.error(f"{where}.headers.{name}", "a header value cannot hold control characters")
         elif value:  # a blank one sets no header
@@ -299,7 +302,8 @@ def load_web_config(path: str) -> WebConfig:
     settings = None
     if raw.get("tls_server_config") is not None:
         settings = _tls(c, f"{prefix}tls_server_config", raw["tls_server_config"], warnings)
-    headers, http2 = {}, True
+    headers: dict[str, str] = {}
+    http2 = True
     if raw.get("http_server_config") is not None:
         headers, http2 = _http(c, f"{prefix}http_server_config", raw["http_server_config"])
     tls_raw = raw.get("tls_server_config") or {}
@@ -311,7 +315,9 @@ def load_web_config(path: str) -> WebConfig:
             f"is missing an HTTP/2-required AES_128_GCM_SHA256 cipher (need at least one of {' or '.join(HTTP2_CIPHERS)}),"
             " as the toolkit requires while http_server_config.http2 is true (this server speaks HTTP/1.1 either way)",
         )
-    users = {} if raw.get("basic_auth_users") is None else _users(c, f"{prefix}basic_auth_users", raw["basic_auth_users"])
+    users = (
+        {} if raw.get("basic_auth_users") is None else _users(c, f"{prefix}basic_auth_users", raw["basic_auth_users"])
+    )
     rate_limit = None if raw.get("rate_limit") is None else _rate_limit(c, f"{prefix}rate_limit", raw["rate_limit"])
     if rate_limit and rate_limit.burst < 1:
         warnings.append(f"{prefix}rate_limit.burst: {rate_limit.burst} refuses every request (429), as in the toolkit")
