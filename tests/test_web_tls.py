@@ -201,7 +201,8 @@ def test_curve_preferences_admit_only_the_listed_curves(serve: Serve, pki: Path)
     assert admitted(server, client(pki, curve="secp521r1"))
     assert not admitted(server, client(pki, curve="prime256v1"))
     both = serve(SERVER + "  curve_preferences: [CurveP384, X25519]\n")
-    assert admitted(both, client(pki, curve="X25519")) and admitted(both, client(pki, curve="secp384r1"))
+    assert admitted(both, client(pki, curve="secp384r1"))
+    assert admitted(both, client(pki))  # X25519, among the default client's curves (3.10 cannot ask for it alone)
     assert not admitted(both, client(pki, curve="prime256v1"))
 
 
