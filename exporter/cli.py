@@ -107,7 +107,7 @@ def _setup_logging(level: str, fmt: str) -> None:
 
 def _warn(web: WebConfig) -> None:
     for warning in web.warnings:
-        log.warning("web config: %s", warning, extra={"warning": warning})
+        log.warning("%s", warning, extra={"warning": warning})
 
 
 def _web_config(args: argparse.Namespace, config: Config) -> WebConfig:

@@ -431,6 +431,23 @@ def test_a_bad_web_config_is_a_start_up_error_naming_the_key(tmp_path: Path) -> 
     assert "s3cr3t" not in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_web_config_the_toolkit_loads_with_a_caveat_is_checked_with_a_warning(tmp_path: Path, certs: Path) -> None:
+    path = write_config(tmp_path, "https://h:1")
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {certs}/server.pem\n  key_file: {certs}/server.key\n"
+        "  client_auth_type: VerifyClientCertIfGiven\nrate_limit:\n  interval: 1s\n"
+    )
+    r = run("--config", str(path), "--web.config.file", str(web), "--check-config", env={"SIM_TOKEN": "x"})
+    assert r.returncode == 0, r.stderr
+    assert (
+        f"web_config_file {web}: tls_server_config.client_auth_type: VerifyClientCertIfGiven without client_ca_file"
+        in r.stderr
+    )
+    assert "rate_limit.burst: 0 refuses every request (429)" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 # ---- --log.level, --log.format, --web.telemetry-path ---------------------------------------------
 
 

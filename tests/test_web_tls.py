@@ -16,6 +16,7 @@ import bcrypt
 import pytest
 
 from exporter.basicauth import BasicAuth
+from exporter.config import ConfigError
 from exporter.config.webconfig import RateLimit, load_web_config
 from exporter.endpoints import TokenBucket, make_app
 from exporter.render import Exposition
@@ -344,3 +345,25 @@ def test_the_token_bucket_refills_one_token_an_interval_up_to_its_burst() -> Non
     now[0] += 60.0  # long idle: no more than the burst
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
     assert TokenBucket(RateLimit(1.0, 1)).take()  # the real clock is the default
+
+
+def test_a_reload_gives_new_requests_the_new_headers(serve: Serve) -> None:
+    server = serve("http_server_config:\n  headers:\n    X-Frame-Options: deny\n")
+    assert get(server, None).getheader("X-Frame-Options") == "deny"
+    server.reconfigure(make_app(Exposition([])), None, {"X-Frame-Options": "sameorigin"})
+    assert get(server, None).getheader("X-Frame-Options") == "sameorigin"
+    server.reconfigure(make_app(Exposition([])), None)
+    assert get(server, None).getheader("X-Frame-Options") is None
+
+
+def test_an_inline_key_that_does_not_fit_is_refused_without_showing_it(pki: Path, tmp_path: Path) -> None:
+    key = (pki / "other-server.key").read_text()
+    block = "".join(f"    {line}\n" for line in key.strip().splitlines())
+    (tmp_path / "web.yml").write_text(f"tls_server_config:\n  cert_file: {pki}/server.pem\n  key: |\n{block}")
+    with pytest.raises(ConfigError) as err:
+        load_web_config(str(tmp_path / "web.yml"))
+    assert err.value.errors == [
+        f"web_config_file {tmp_path}/web.yml: tls_server_config.key: not the private key of the certificate"
+    ]
+    secret = key.strip().splitlines()[1]
+    assert secret not in str(err.value) and secret not in repr(err.value)
