@@ -114,7 +114,10 @@ def build(settings: Settings, pems: tuple[bytes, ...]) -> ssl.SSLContext:
     context = _Context(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version, context.maximum_version = settings.min_version, settings.max_version
     if settings.ciphers:
-        context.set_ciphers(":".join(settings.ciphers))
+        try:
+            context.set_ciphers(":".join(settings.ciphers))
+        except ssl.SSLError:
+            raise TLSError("cipher_suites", "none of them is offered by this OpenSSL") from None
     if settings.prefer_server_ciphers:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     else:
@@ -123,7 +126,7 @@ def build(settings: Settings, pems: tuple[bytes, ...]) -> ssl.SSLContext:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cert.decode("ascii", "replace"))
     except (ssl.SSLError, ValueError):
         raise TLSError(settings.cert.key, "no PEM certificate in it") from None
-    with _memory_file(cert) as cert_path, _memory_file(key) as key_path:
+    with _memory_file(cert, settings.cert.key) as cert_path, _memory_file(key, settings.key.key) as key_path:
         try:
             context.load_cert_chain(cert_path, key_path)
         except ssl.SSLError:
@@ -149,8 +152,11 @@ class _memory_file:
     """``data`` as a path that no other process can open (Linux memfd): ssl loads a certificate chain only from
     a path, and an inline key must not touch the disk."""
 
-    def __init__(self, data: bytes) -> None:
-        self._fd = os.memfd_create("pem", os.MFD_CLOEXEC)
+    def __init__(self, data: bytes, key: str) -> None:
+        try:
+            self._fd = os.memfd_create("pem", os.MFD_CLOEXEC)
+        except OSError as exc:
+            raise TLSError(key, f"cannot hold the PEM in memory: {exc.strerror or exc}") from None
         os.write(self._fd, data)
 
     def __enter__(self) -> str:
@@ -175,13 +181,13 @@ for _name, _result, _args in (
     getattr(_lib, _name).restype, getattr(_lib, _name).argtypes = _result, _args
 
 
-def _openssl_context(context: ssl.SSLContext) -> int:
+def _openssl_context(context: ssl.SSLContext, key: str) -> int:
     """The SSL_CTX pointer behind ``context`` (CPython keeps it first after the object header), proved by reading the
     options through it while they change."""
     pointer = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value or 0
     for _ in range(3):
         if not pointer or _lib.SSL_CTX_get_options(pointer) != context.options:
-            raise RuntimeError("cannot reach OpenSSL's context behind this Python's ssl module")
+            raise TLSError(key, "cannot be set: this Python's ssl module does not let OpenSSL's context be reached")
         context.options ^= ssl.OP_NO_TICKET
     context.options ^= ssl.OP_NO_TICKET  # flipped three times: back as it was
     return pointer
@@ -194,7 +200,7 @@ def _set_openssl(context: _Context, settings: Settings, checks: bool) -> None:
     )
     if not settings.groups and not own_check:
         return
-    pointer = _openssl_context(context)
+    pointer = _openssl_context(context, "curve_preferences" if settings.groups else "client_auth_type")
     if settings.groups and _lib.SSL_CTX_ctrl(pointer, _SET_GROUPS_LIST, 0, ":".join(settings.groups).encode()) != 1:
         raise TLSError("curve_preferences", "not supported by this OpenSSL")
     if own_check:

@@ -15,6 +15,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from exporter import tls
 from exporter.basicauth import BasicAuth
 from exporter.config import ConfigError
 from exporter.config.webconfig import RateLimit, load_web_config
@@ -367,3 +368,31 @@ def test_an_inline_key_that_does_not_fit_is_refused_without_showing_it(pki: Path
     ]
     secret = key.strip().splitlines()[1]
     assert secret not in str(err.value) and secret not in repr(err.value)
+
+
+def test_a_setting_python_cannot_reach_openssl_for_is_refused_not_guessed(
+    monkeypatch: pytest.MonkeyPatch, pki: Path, tmp_path: Path
+) -> None:
+    real = tls._lib
+
+    class Elsewhere:  # as if the SSL_CTX were not where CPython keeps it: the options read through it differ
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        @staticmethod
+        def SSL_CTX_get_options(pointer: int) -> int:
+            return 0xDEAD
+
+    monkeypatch.setattr(tls, "_lib", Elsewhere())
+    (tmp_path / "web.yml").write_text(
+        f"tls_server_config:\n  cert_file: {pki}/server.pem\n  key_file: {pki}/server.key\n"
+        "  client_auth_type: RequireAnyClientCert\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_web_config(str(tmp_path / "web.yml"))
+    assert err.value.errors == [
+        (
+            f"web_config_file {tmp_path}/web.yml: tls_server_config.client_auth_type: cannot be set: this Python's ssl "
+            "module does not let OpenSSL's context be reached"
+        )
+    ]
