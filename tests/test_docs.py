@@ -104,3 +104,21 @@ def test_the_worked_example_of_a_metric_group_runs_and_its_table_test_passes(mon
     assert names == ["test_the_widest_job_of_each_queue", "test_queues_beyond_max_queues_share_other"]
     for name in names:
         tests[name]()
+
+
+def test_the_readmes_web_config_example_loads_with_each_commented_key_turned_on(certs: Path, tmp_path: Path) -> None:
+    from exporter.config.webconfig import TLS_KEYS, TOP_KEYS, load_web_config
+
+    section = README.split("### Protecting /metrics", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert block is not None
+    # every commented key turned on: "  # key: value" -> "  key: value", "#   headers:" -> "  headers:"
+    text = re.sub(r"^( *)# (?=\s*[A-Za-z_-]+:)", r"\1", block.group(1), flags=re.MULTILINE)
+    for name in ("server.pem", "server.key"):
+        (tmp_path / name).write_bytes((certs / name).read_bytes())
+    (tmp_path / "clients-ca.pem").write_bytes((certs / "ca.pem").read_bytes())
+    (tmp_path / "web.yml").write_text(text)
+    web = load_web_config(str(tmp_path / "web.yml"))
+    assert web.tls is not None and web.users and web.headers and web.rate_limit
+    for key in (*TOP_KEYS, *TLS_KEYS):  # and the table names every key
+        assert re.search(rf"`(?:\w+\.)?{key}[`.]", section), key
