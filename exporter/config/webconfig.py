@@ -129,7 +129,7 @@ def _names(c: Checker, path: str, raw: Any, known: dict[str, Any], what: str) ->
     return [name for name in raw if isinstance(name, str) and name in known]
 
 
-def _tls(c: Checker, where: str, raw: Any, warnings: list[str]) -> Settings | None:
+def _tls(c: Checker, where: str, raw: Any, http2: bool, warnings: list[str]) -> Settings | None:
     if not isinstance(raw, dict):
         c.error(where, f"expected a mapping, got {show(raw)}")
         return None
@@ -179,6 +179,12 @@ def _tls(c: Checker, where: str, raw: Any, warnings: list[str]) -> Settings | No
         c.error(f"{where}.{ca_key}", "client CA's have been configured without a Client Auth Policy (client_auth_type)")
     if versions["min_version"] > versions["max_version"]:
         c.error(f"{where}.min_version", "is above max_version: no client could connect")
+    if http2 and ciphers and versions["min_version"] < ssl.TLSVersion.TLSv1_3 and not set(HTTP2_CIPHERS) & set(ciphers):
+        c.error(
+            f"{where}.cipher_suites",
+            f"is missing an HTTP/2-required AES_128_GCM_SHA256 cipher (need at least one of {' or '.join(HTTP2_CIPHERS)}),"
+            " as the toolkit requires while http_server_config.http2 is true (this server speaks HTTP/1.1 either way)",
+        )
     openssl_ciphers = tuple(name for name in map(CIPHERS.get, ciphers) if name)
     if ciphers and not openssl_ciphers:  # only TLS 1.3 suites listed: TLS 1.2 and below can agree on none
         if versions["max_version"] < ssl.TLSVersion.TLSv1_3:
@@ -299,22 +305,13 @@ def load_web_config(path: str) -> WebConfig:
     top.known_keys(raw, TOP_KEYS, "")
     c.errors += [prefix + error for error in top.errors]
     warnings: list[str] = []
-    settings = None
-    if raw.get("tls_server_config") is not None:
-        settings = _tls(c, f"{prefix}tls_server_config", raw["tls_server_config"], warnings)
     headers: dict[str, str] = {}
     http2 = True
     if raw.get("http_server_config") is not None:
         headers, http2 = _http(c, f"{prefix}http_server_config", raw["http_server_config"])
-    tls_raw = raw.get("tls_server_config") or {}
-    given = tls_raw.get("cipher_suites") if isinstance(tls_raw, dict) else None
-    min_version = tls_raw.get("min_version", "TLS12") if isinstance(tls_raw, dict) else "TLS12"
-    if settings and http2 and given and min_version != "TLS13" and not set(HTTP2_CIPHERS) & set(given):
-        c.error(
-            f"{prefix}tls_server_config.cipher_suites",
-            f"is missing an HTTP/2-required AES_128_GCM_SHA256 cipher (need at least one of {' or '.join(HTTP2_CIPHERS)}),"
-            " as the toolkit requires while http_server_config.http2 is true (this server speaks HTTP/1.1 either way)",
-        )
+    settings = None
+    if raw.get("tls_server_config") is not None:
+        settings = _tls(c, f"{prefix}tls_server_config", raw["tls_server_config"], http2, warnings)
     users = (
         {} if raw.get("basic_auth_users") is None else _users(c, f"{prefix}basic_auth_users", raw["basic_auth_users"])
     )
