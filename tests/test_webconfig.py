@@ -181,3 +181,24 @@ def test_the_scheme_is_matched_in_any_case_and_a_long_password_is_refused() -> N
     auth = BasicAuth({"prometheus": HASH.encode()})
     assert allows(auth, header("prometheus", PASSWORD).replace("Basic", "bASIC"))
     assert not allows(auth, header("prometheus", "p" * 100))  # bcrypt 5 raises on more than 72 bytes
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("basic_auth_users:\n  a: x\n  a: y\n", 'invalid YAML at line 3, column 3: duplicate key "a"'),
+        (
+            "tls_server_config: [\n",
+            "invalid YAML at line 2, column 1: expected the node content, but found '<stream end>'",
+        ),
+        ("basic_auth_users:\n  a: \x07\n", "invalid YAML: ReaderError"),  # a control character: no position
+    ],
+)
+def test_a_web_config_that_is_not_yaml_is_refused_by_position_without_quoting_it(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_web_config(str(path))
+    assert err.value.errors == [f"web_config_file: {path}: {why}"]

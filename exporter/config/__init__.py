@@ -7,14 +7,21 @@ import logging
 import os
 import re
 import ssl
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-import yaml
-
 from exporter.config import checks
-from exporter.config.checks import Check, Checker, ConfigError, Expect, parse_duration, parse_listen_address, show
+from exporter.config.checks import (
+    Check,
+    Checker,
+    ConfigError,
+    Expect,
+    parse_duration,
+    parse_listen_address,
+    read_yaml,
+    show,
+)
 from exporter.values import split_credentials
 
 __all__ = ["DEFAULTS", "AuthConfig", "ClusterConfig", "Config", "ConfigError", "build_config", "load_config"]
@@ -229,35 +236,7 @@ def build_config(data: Any, environ: Mapping[str, str] | None = None, base_dir: 
     return Config(**top)
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
-        seen: set[Hashable] = set()
-        for key_node, _ in node.value:
-            name = self.construct_object(key_node, deep=deep)
-            if not isinstance(name, Hashable):
-                break  # the SafeLoader reports it
-            if name in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(name)}", key_node.start_mark)
-            seen.add(name)
-        return super().construct_mapping(node, deep)
-
-
 def load_config(path: str, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate a YAML config file; every failure is a ConfigError naming the file or key."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.load(handle.read(), Loader=UniqueKeyLoader)  # a SafeLoader subclass
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
-    except yaml.MarkedYAMLError as exc:
-        # Only the problem and its position: the YAML error's own text quotes the line, which may hold a secret.
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError([f"{path}: invalid YAML at {where}: {exc.problem}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: invalid YAML: {type(exc).__name__}"]) from None
+    data = read_yaml(path)
     return build_config(data, environ, os.path.dirname(os.path.abspath(path)))

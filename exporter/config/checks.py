@@ -7,9 +7,11 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import yaml
 
 from exporter import values
 
@@ -218,3 +220,36 @@ Check = Callable[[Checker, str, Any], Any]  # a Checker method, or an Expect
 def optional(check: Check) -> Check:
     """``check``, but null is taken as the key left out."""
     return lambda c, path, raw: None if raw is None else check(c, path, raw)
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            name = self.construct_object(key_node, deep=deep)
+            if not isinstance(name, Hashable):
+                break  # the SafeLoader reports it
+            if name in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(name)}", key_node.start_mark)
+            seen.add(name)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str, prefix: str = "") -> Any:
+    """The YAML document in ``path``; what keeps it from being read is a ConfigError line ``prefix`` + path + why."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.load(handle.read(), Loader=UniqueKeyLoader)  # a SafeLoader subclass
+    except FileNotFoundError:
+        raise ConfigError([f"{prefix}{path}: no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{prefix}{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
+    except yaml.MarkedYAMLError as exc:
+        # Only the problem and its position: the YAML error's own text quotes the line, which may hold a secret.
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError([f"{prefix}{path}: invalid YAML at {where}: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{prefix}{path}: invalid YAML: {type(exc).__name__}"]) from None

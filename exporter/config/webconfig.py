@@ -10,9 +10,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from exporter.config.checks import Checker, ConfigError, Invalid, show
+from exporter.config.checks import Checker, ConfigError, Invalid, read_yaml, show
 from exporter.tls import AUTH_TYPES, Pem, ServerTLS, Settings, TLSError
 
 TOP_KEYS = ("tls_server_config", "http_server_config", "basic_auth_users", "rate_limit")
@@ -70,19 +68,7 @@ class WebConfig:
     headers: dict[str, str] = field(default_factory=dict)
     users: dict[str, bytes] = field(default_factory=dict, repr=False)
     rate_limit: RateLimit | None = None
-    http2: bool = True
     warnings: tuple[str, ...] = ()
-
-
-class _Loader(yaml.SafeLoader):
-    """Duplicate keys are an error, as in the toolkit's strict YAML."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
-        for i, key in enumerate(keys):
-            if isinstance(key, str) and key in keys[:i]:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {show(key)}", node.start_mark)
-        return super().construct_mapping(node, deep)
 
 
 def go_duration(text: str) -> float:
@@ -285,17 +271,7 @@ def _users(c: Checker, where: str, raw: Any) -> dict[str, bytes]:
 def load_web_config(path: str) -> WebConfig:
     """Read a web config file; every problem is a ConfigError line that names the file and the key."""
     prefix = f"web_config_file {path}: "
-    try:
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.load(handle, Loader=_Loader)  # a SafeLoader
-    except FileNotFoundError:
-        raise ConfigError([f"web_config_file: {path}: no such file"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"web_config_file: {path}: cannot read: {getattr(exc, 'strerror', None) or exc}"]) from None
-    except yaml.MarkedYAMLError as exc:  # its position, never the line: it may hold a key or a hash
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"web_config_file: {path}: invalid YAML{where}: {exc.problem}"]) from None
+    raw = read_yaml(path, "web_config_file: ")
     if raw is None:
         return WebConfig()
     if not isinstance(raw, dict):
@@ -326,4 +302,4 @@ def load_web_config(path: str) -> WebConfig:
             c.error(f"{prefix}tls_server_config.{exc.key}", exc.reason)
     if c.errors:
         raise ConfigError(c.errors)
-    return WebConfig(tls, headers, users, rate_limit, http2, tuple(warnings))
+    return WebConfig(tls, headers, users, rate_limit, tuple(warnings))
