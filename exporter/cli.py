@@ -18,7 +18,7 @@ from exporter import __version__, build_facts
 from exporter.basicauth import BasicAuth
 from exporter.config import DEFAULTS, Config, ConfigError, load_config, parse_listen_address
 from exporter.config.webconfig import WebConfig, load_web_config
-from exporter.endpoints import OPEN_PATHS, make_app
+from exporter.endpoints import OPEN_PATHS, TokenBucket, make_app
 from exporter.logs import FORMATTERS, LEVELS
 from exporter.service import Exporter
 from exporter.web import Handler, ListenError, WebServer
@@ -128,7 +128,8 @@ class _Daemon:
     def _app(self, web: WebConfig) -> Handler:
         """The exporter's pages, with ``web``'s basic auth and rate limit."""
         auth = BasicAuth(web.users) if web.users else None
-        return make_app(self.exporter.exposition, auth, self.args.telemetry_path, rate_limit=web.rate_limit)
+        limiter = TokenBucket(web.rate_limit.interval, web.rate_limit.burst) if web.rate_limit else None
+        return make_app(self.exporter.exposition, auth, self.args.telemetry_path, limiter=limiter)
 
     def reload(self, server: WebServer) -> None:
         """Read the configuration again and apply it; an invalid one is logged in full and changes nothing."""

@@ -13,7 +13,6 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from exporter.basicauth import BasicAuth, Verdict
-from exporter.config.webconfig import RateLimit
 from exporter.render import Exposition
 from exporter.status import status_answer
 from exporter.web import CHUNK, Handler
@@ -43,15 +42,15 @@ class Parts(web.StreamResponse):
 
 class TokenBucket:
     """The toolkit's rate limit (Go's rate.Limiter): ``burst`` tokens at the start and at most, one more every
-    ``interval``; a request takes one or is refused."""
+    ``interval`` seconds; a request takes one or is refused."""
 
-    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self._clock = limit, clock
-        self._tokens, self._at = float(limit.burst), clock()
+    def __init__(self, interval: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval, self.burst, self._clock = interval, burst, clock
+        self._tokens, self._at = float(burst), clock()
 
     def take(self) -> bool:
         now = self._clock()
-        self._tokens = min(float(self.limit.burst), self._tokens + (now - self._at) / self.limit.interval)
+        self._tokens = min(float(self.burst), self._tokens + (now - self._at) / self.interval)
         self._at = now
         if self._tokens < 1:
             return False
@@ -69,17 +68,16 @@ def make_app(
     telemetry_path: str = "/metrics",
     *,
     clock: Callable[[], float] = time.time,
-    rate_limit: RateLimit | None = None,
+    limiter: TokenBucket | None = None,
 ) -> Handler:
     """The request handler: the metrics on ``telemetry_path``, / the status page at ``clock``'s time, the probes;
-    with ``auth`` every path but OPEN_PATHS needs credentials, with ``rate_limit`` every path but OPEN_PATHS takes
+    with ``auth`` every path but OPEN_PATHS needs credentials, with ``limiter`` every path but OPEN_PATHS takes
     a token or is refused (429)."""
-    bucket = TokenBucket(rate_limit) if rate_limit else None
 
     async def pages(request: web.BaseRequest) -> web.StreamResponse:
         path, headers = request.path, request.headers
-        if bucket is not None and path not in OPEN_PATHS and not bucket.take():
-            wait = str(max(1, math.ceil(bucket.limit.interval)))
+        if limiter is not None and path not in OPEN_PATHS and not limiter.take():
+            wait = str(max(1, math.ceil(limiter.interval)))
             return _text(429, "429 Too Many Requests\n", {"Retry-After": wait})
         if request.method not in ("GET", "HEAD"):
             return _text(405, "405 Method Not Allowed\n", {"Allow": "GET, HEAD"})

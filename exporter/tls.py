@@ -9,6 +9,7 @@ module is linked with."""
 from __future__ import annotations
 
 import _ssl
+import contextlib
 import ctypes
 import ipaddress
 import logging
@@ -148,22 +149,19 @@ def build(settings: Settings, pems: tuple[bytes, ...]) -> ssl.SSLContext:
     return context
 
 
-class _memory_file:
+@contextlib.contextmanager
+def _memory_file(data: bytes, key: str) -> Iterator[str]:
     """``data`` as a path that no other process can open (Linux memfd): ssl loads a certificate chain only from
     a path, and an inline key must not touch the disk."""
-
-    def __init__(self, data: bytes, key: str) -> None:
-        try:
-            self._fd = os.memfd_create("pem", os.MFD_CLOEXEC)
-        except OSError as exc:
-            raise TLSError(key, f"cannot hold the PEM in memory: {exc.strerror or exc}") from None
-        os.write(self._fd, data)
-
-    def __enter__(self) -> str:
-        return f"/proc/self/fd/{self._fd}"
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)
+    try:
+        fd = os.memfd_create("pem", os.MFD_CLOEXEC)
+    except OSError as exc:
+        raise TLSError(key, f"cannot hold the PEM in memory: {exc.strerror or exc}") from None
+    try:
+        os.write(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
 
 
 # OpenSSL through ctypes. dlsym on the ssl module's extension finds the libssl and libcrypto it is linked with.

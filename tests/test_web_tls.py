@@ -18,7 +18,7 @@ import pytest
 from exporter import tls
 from exporter.basicauth import BasicAuth
 from exporter.config import ConfigError
-from exporter.config.webconfig import RateLimit, load_web_config
+from exporter.config.webconfig import load_web_config
 from exporter.endpoints import TokenBucket, make_app
 from exporter.render import Exposition
 from exporter.tls import subject_alt_names
@@ -66,7 +66,8 @@ def serve(pki: Path, tmp_path: Path) -> Iterator[Serve]:
             shutil.copy(pem, tmp_path / pem.name)
         (tmp_path / "web.yml").write_text(text)
         web = load_web_config(str(tmp_path / "web.yml"))
-        app = make_app(Exposition([]), BasicAuth(web.users) if web.users else None, rate_limit=web.rate_limit)
+        limiter = TokenBucket(web.rate_limit.interval, web.rate_limit.burst) if web.rate_limit else None
+        app = make_app(Exposition([]), BasicAuth(web.users) if web.users else None, limiter=limiter)
         server = WebServer(app, "127.0.0.1", 0, web.tls.context if web.tls else None, headers=web.headers)
         server.start()
         servers.append(server)
@@ -337,7 +338,7 @@ def test_a_rate_limit_refuses_beyond_its_burst_but_never_the_probes(serve: Serve
 
 def test_the_token_bucket_refills_one_token_an_interval_up_to_its_burst() -> None:
     now = [100.0]
-    bucket = TokenBucket(RateLimit(interval=2.0, burst=3), clock=lambda: now[0])
+    bucket = TokenBucket(interval=2.0, burst=3, clock=lambda: now[0])
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
     now[0] += 1.0  # half a token
     assert not bucket.take()
@@ -345,7 +346,7 @@ def test_the_token_bucket_refills_one_token_an_interval_up_to_its_burst() -> Non
     assert bucket.take() and not bucket.take()
     now[0] += 60.0  # long idle: no more than the burst
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
-    assert TokenBucket(RateLimit(1.0, 1)).take()  # the real clock is the default
+    assert TokenBucket(1.0, 1).take()  # the real clock is the default
 
 
 def test_a_reload_gives_new_requests_the_new_headers(serve: Serve) -> None:

@@ -226,9 +226,7 @@ def testdata(certs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_each_case_of_the_toolkits_testdata_is_judged_as_the_toolkit_judges_it(
-    name: str, testdata: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_each_case_of_the_toolkits_testdata_is_judged_as_the_toolkit_judges_it(name: str, testdata: Path) -> None:
     text, expected = CASES[name]
     path = testdata / f"{name}.yml"
     pem = {"{cert}": _indented(testdata / "server.crt"), "{key}": _indented(testdata / "server.key")}
@@ -271,7 +269,6 @@ def test_what_the_good_files_configure(testdata: Path) -> None:
     assert noorder.max_version == ssl.TLSVersion.TLSv1_2
     curves = load("web_config_noAuth_allCurves.good").tls.settings.groups  # type: ignore[attr-defined]
     assert curves == ("P-256", "P-384", "P-521", "X25519")
-    assert load("web_config_noAuth_noHTTP2.good").http2 is False  # type: ignore[attr-defined]
     inline = load("tls_config_noAuth.requireanyclientcertkeyinline.good").tls.settings  # type: ignore[attr-defined]
     assert inline.key.path is None and inline.cert.path == str(testdata / "server.crt")
     assert "PRIVATE" not in repr(inline)  # the inline key is never shown
